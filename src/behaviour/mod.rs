@@ -1,0 +1,66 @@
+//! Behaviours: what a server does with each message it receives.
+//!
+//! A behaviour never sees a socket, only the message bytes and an output buffer, so it is
+//! the same for TCP, Unix, UDP and TLS, and it can be tested without a network.
+
+use bytes::Bytes;
+
+/// How a server answers each message (stream message or datagram).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Responder {
+    /// Send a fixed reply: the note's server (`hello tcp client`), or `--reply TEXT`.
+    Reply(Bytes),
+    /// Send the message back unchanged (`--echo`).
+    Echo,
+    /// Send nothing; only count what arrives (`--discard`).
+    Discard,
+}
+
+impl Responder {
+    /// The note's reply for a transport word (`tcp` → `hello tcp client`).
+    pub fn seed_reply(word: &str) -> Responder {
+        Responder::Reply(Bytes::from(format!("hello {word} client")))
+    }
+
+    /// Appends the answer to `message` to `out`; returns whether there is an answer.
+    ///
+    /// `terminator` is the message's line ending (empty in raw framing): an answer to a
+    /// line is a line, ended the way the client ended its own.
+    #[inline]
+    pub fn respond(&self, message: &[u8], terminator: &[u8], out: &mut Vec<u8>) -> bool {
+        match self {
+            Responder::Reply(reply) => out.extend_from_slice(reply),
+            Responder::Echo => out.extend_from_slice(message),
+            Responder::Discard => return false,
+        }
+        out.extend_from_slice(terminator);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_reply_is_the_notes_text() {
+        let mut out = Vec::new();
+        assert!(Responder::seed_reply("tcp").respond(b"hello tcp server", b"", &mut out));
+        assert_eq!(out, b"hello tcp client");
+    }
+
+    #[test]
+    fn echo_and_reply_end_lines_like_the_client() {
+        let mut out = Vec::new();
+        Responder::Echo.respond(b"abc", b"\r\n", &mut out);
+        Responder::Reply(Bytes::from_static(b"ok")).respond(b"x", b"\n", &mut out);
+        assert_eq!(out, b"abc\r\nok\n");
+    }
+
+    #[test]
+    fn discard_answers_nothing() {
+        let mut out = Vec::new();
+        assert!(!Responder::Discard.respond(b"abc", b"\n", &mut out));
+        assert!(out.is_empty());
+    }
+}

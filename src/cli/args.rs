@@ -1,0 +1,275 @@
+//! The command line as typed: clap derive structs. "Low args", as ripgrep calls them:
+//! values are only parsed and checked here; nothing touches the network or the terminal.
+//! [`super::config`] turns them into typed configurations.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::obs::LogFormat;
+
+const ABOUT: &str =
+    "A socket toolkit: the note's TCP/UDP hello demo, never blocked, over every transport.";
+
+const LONG_ABOUT: &str = "\
+A socket toolkit: the note's TCP/UDP hello demo, never blocked, over every transport.
+
+With no arguments, `sockit serve` and `sockit send` are the note's TCP server and client
+on 127.0.0.1:8000, line for line; `sockit serve udp` / `sockit send udp` are its UDP pair.
+One async server answers thousands of clients at once: a silent client blocks nobody.";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  sockit serve                        the note's TCP server on 127.0.0.1:8000
+  sockit send                         the note's TCP client: prints the reply
+  sockit serve udp                    the note's UDP server
+  sockit send udp                     the note's UDP client
+  sockit serve tcp://[::1]:9000 --echo
+  sockit send unix:/tmp/s.sock 'hi' --count 3
+
+Endpoints:
+  tcp://HOST:PORT  udp://HOST:PORT  tls://HOST:PORT  unix:PATH  unixgram:PATH
+  unix:@NAME (Linux abstract)  HOST:PORT (TCP)  PORT (TCP on 127.0.0.1)
+  tcp | udp (the note's 127.0.0.1:8000); IPv6 in brackets: tcp://[::1]:8000
+
+Exit codes:
+  0 ok  1 exchange failed  2 usage  3 host not found  4 refused  5 timeout
+  6 cannot listen  7 TLS failure";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  sockit serve                          the note's server: tcp://127.0.0.1:8000, replies 'hello tcp client'
+  sockit serve udp                      the note's UDP server
+  sockit serve --close                  close after the first reply, exactly as the note does
+  sockit serve tcp://0.0.0.0:9000 --echo --framing line
+  sockit serve unix:/tmp/echo.sock --echo
+  sockit serve 9000 --reply 'pong' -q   no per-message lines (for load tests)";
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  sockit send                           the note's client: sends 'hello tcp server'
+  sockit send udp                       the note's UDP client
+  sockit send tcp://[::1]:9000 'ping' --count 3
+  echo 'hello' | sockit send unix:/tmp/echo.sock - --framing line
+  sockit send localhost:9000 hi --timeout 2s";
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockit",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = MAIN_EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// No per-connection or per-message lines (the listening line and errors remain).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// How events are printed on stdout.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Seed)]
+    pub log: LogFormat,
+
+    /// Diagnostics shown on stderr: error, warn, info, debug, trace (RUST_LOG overrides).
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+
+    /// Worker threads [default: one per CPU core].
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
+    /// When to colour error messages.
+    #[arg(long, value_enum, global = true, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// Colour on/off, ripgrep style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when stderr is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Listen and answer every message: the note's server, never blocked.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+    /// Send a message and print the reply: the note's client.
+    #[command(after_help = SEND_EXAMPLES)]
+    Send(SendArgs),
+}
+
+/// `sockit serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen (see `sockit --help` for the forms).
+    #[arg(default_value = "tcp", value_name = "ENDPOINT")]
+    pub endpoint: String,
+
+    /// Reply with this text to every message [default: the note's "hello tcp client" /
+    /// "hello udp client"].
+    #[arg(long, value_name = "TEXT", group = "answer")]
+    pub reply: Option<String>,
+
+    /// Send every message back unchanged.
+    #[arg(long, group = "answer")]
+    pub echo: bool,
+
+    /// Send nothing back; only read and count.
+    #[arg(long, group = "answer")]
+    pub discard: bool,
+
+    /// Close each connection after its first reply, as the note's server does.
+    #[arg(long)]
+    pub close: bool,
+
+    /// How a stream is cut into messages.
+    #[command(flatten)]
+    pub framing: FramingArgs,
+
+    /// Most connections served at once; more wait in the kernel backlog.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns: Option<u64>,
+
+    /// Close connections silent this long ("0" never).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Time allowed to finish a message once it has started ("0" never).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub message_timeout: Duration,
+
+    /// How long Ctrl-C / SIGTERM waits for in-flight exchanges.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// listen(2) backlog: connections the kernel queues while we are busy.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub backlog: u32,
+}
+
+/// Framing options shared by `serve` and `send`.
+#[derive(Debug, Args)]
+pub struct FramingArgs {
+    /// raw: each read is one message (the note). line: one message per line.
+    #[arg(long, value_enum, default_value_t = FramingChoice::Raw)]
+    pub framing: FramingChoice,
+
+    /// Bytes per read (the note's recv(1024)).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    pub buffer: u64,
+
+    /// Longest line accepted with --framing line.
+    #[arg(long, value_name = "BYTES", default_value_t = 65536,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub max_line: u64,
+}
+
+/// `--framing` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FramingChoice {
+    /// Each read is a message.
+    Raw,
+    /// Each newline-terminated line is a message.
+    Line,
+}
+
+/// `sockit send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Where to send (see `sockit --help` for the forms).
+    #[arg(default_value = "tcp", value_name = "ENDPOINT")]
+    pub endpoint: String,
+
+    /// The message; "-" reads it from stdin [default: the note's "hello tcp server" /
+    /// "hello udp server"].
+    #[arg(value_name = "MESSAGE")]
+    pub message: Option<String>,
+
+    /// Send the message this many times, waiting for each reply.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+
+    /// Give up connecting or waiting for a reply after this long.
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// How the reply is read.
+    #[command(flatten)]
+    pub framing: FramingArgs,
+}
+
+/// Parses "5s", "250ms", "1m30s"; a bare number is seconds; "0" means zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+        && seconds >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write a duration such as 500ms, 5s or 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn zero_arguments_mean_the_note() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["sockit", "serve"])?;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.endpoint, "tcp");
+        assert_eq!(args.framing.buffer, 1024);
+        Ok(())
+    }
+
+    #[test]
+    fn answer_modes_are_exclusive() {
+        assert!(Cli::try_parse_from(["sockit", "serve", "--echo", "--reply", "x"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "serve", "--echo", "--discard"]).is_err());
+    }
+}

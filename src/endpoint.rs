@@ -1,0 +1,464 @@
+//! Endpoints: *where* to listen or connect, in the one string syntax every command shares.
+//!
+//! This module is pure: it parses and prints, and never touches the network. Resolving host
+//! names happens in [`HostPort::resolve`], the only `async` function here, so that parsing
+//! can be fuzzed and unit-tested without sockets.
+//!
+//! | form | meaning |
+//! |---|---|
+//! | `tcp://HOST:PORT` | TCP over IPv4 or IPv6 |
+//! | `udp://HOST:PORT` | UDP over IPv4 or IPv6 |
+//! | `tls://HOST:PORT` | TLS over TCP |
+//! | `unix:PATH` | Unix stream socket at a file-system path |
+//! | `unixgram:PATH` | Unix datagram socket at a file-system path |
+//! | `unix:@NAME`, `unixgram:@NAME` | Linux abstract socket (no file) |
+//! | `HOST:PORT` | same as `tcp://HOST:PORT` |
+//! | `PORT` | same as `tcp://127.0.0.1:PORT` |
+//! | `tcp`, `udp`, `tls` | the note's address, `127.0.0.1:8000` |
+//!
+//! IPv6 literals go in brackets: `tcp://[::1]:8000`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The host of the note's demo: every bare scheme word (`tcp`, `udp`) means this address.
+pub const SEED_HOST: &str = "127.0.0.1";
+/// The port of the note's demo.
+pub const SEED_PORT: u16 = 8000;
+
+/// The accepted endpoint forms, shown in every parse error so a user can fix their input.
+pub const ACCEPTED_FORMS: &str = "tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT, \
+unix:PATH, unixgram:PATH, unix:@NAME, HOST:PORT, PORT, or tcp / udp / tls for 127.0.0.1:8000";
+
+/// A place to listen on or connect to, with its transport.
+///
+/// One value describes both sides: `serve` binds it, `send` connects to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// TCP stream over IPv4 or IPv6.
+    Tcp(HostPort),
+    /// UDP datagrams over IPv4 or IPv6.
+    Udp(HostPort),
+    /// TLS over TCP.
+    Tls(HostPort),
+    /// Unix-domain stream socket.
+    Unix(UnixAddr),
+    /// Unix-domain datagram socket.
+    UnixDgram(UnixAddr),
+}
+
+/// Whether an endpoint carries a byte stream or separate datagrams.
+///
+/// The server and the client pick their loop from this, not from the scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A connection carrying an ordered byte stream (TCP, TLS, Unix stream).
+    Stream,
+    /// Independent messages, each with its sender's address (UDP, Unix datagram).
+    Datagram,
+}
+
+/// A host and a port, as written by the user (the host may still need resolving).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// An IP literal or a name to resolve.
+    pub host: Host,
+    /// The port; 0 asks the kernel for a free one when binding.
+    pub port: u16,
+}
+
+/// The host part of a [`HostPort`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal: no resolution needed.
+    Ip(IpAddr),
+    /// A name such as `localhost`, resolved when used.
+    Name(String),
+}
+
+/// The address of a Unix-domain socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A socket file in the file system.
+    Path(PathBuf),
+    /// A Linux abstract-namespace name (written `@name`): no file, gone when the socket closes.
+    Abstract(String),
+}
+
+/// Why an endpoint string was rejected.
+///
+/// The message names the input and the problem; [`ACCEPTED_FORMS`] is appended by the
+/// crate-level error so that every command shows the same help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid endpoint {input:?}: {reason}")]
+pub struct EndpointError {
+    /// What the user typed.
+    pub input: String,
+    /// What is wrong with it, in words.
+    pub reason: String,
+}
+
+impl Endpoint {
+    /// The note's TCP demo address, `tcp://127.0.0.1:8000`: the zero-argument default.
+    pub fn seed_tcp() -> Endpoint {
+        Endpoint::Tcp(HostPort::seed())
+    }
+
+    /// Stream or datagram: decides which server loop and which client exchange to run.
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Unix(_) => Delivery::Stream,
+            Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Delivery::Datagram,
+        }
+    }
+
+    /// The protocol word of the note's default messages (`hello tcp server`, `hello udp client`).
+    ///
+    /// Unix and TLS endpoints use the word of the delivery they resemble, so the defaults
+    /// stay the note's for every transport.
+    pub fn seed_word(&self) -> &'static str {
+        match self.delivery() {
+            Delivery::Stream => "tcp",
+            Delivery::Datagram => "udp",
+        }
+    }
+
+    /// The scheme as written in the canonical form (`tcp`, `udp`, `tls`, `unix`, `unixgram`).
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Endpoint::Tcp(_) => "tcp",
+            Endpoint::Udp(_) => "udp",
+            Endpoint::Tls(_) => "tls",
+            Endpoint::Unix(_) => "unix",
+            Endpoint::UnixDgram(_) => "unixgram",
+        }
+    }
+
+    /// The host and port of an IP endpoint, `None` for Unix sockets.
+    pub fn host_port(&self) -> Option<&HostPort> {
+        match self {
+            Endpoint::Tcp(hp) | Endpoint::Udp(hp) | Endpoint::Tls(hp) => Some(hp),
+            Endpoint::Unix(_) | Endpoint::UnixDgram(_) => None,
+        }
+    }
+
+    /// The same endpoint with another port (used to suggest a free port after "address in use").
+    pub fn with_port(&self, port: u16) -> Endpoint {
+        let mut copy = self.clone();
+        if let Endpoint::Tcp(hp) | Endpoint::Udp(hp) | Endpoint::Tls(hp) = &mut copy {
+            hp.port = port;
+        }
+        copy
+    }
+}
+
+impl HostPort {
+    /// `127.0.0.1:8000`, the address every program of the note uses.
+    pub fn seed() -> HostPort {
+        HostPort {
+            host: Host::Ip(IpAddr::from([127, 0, 0, 1])),
+            port: SEED_PORT,
+        }
+    }
+
+    /// Every socket address this host and port stand for, in resolver order.
+    ///
+    /// A literal IP gives exactly one address and never touches the resolver.
+    ///
+    /// # Errors
+    /// [`crate::Error::HostNotFound`] when the name does not resolve to any address.
+    pub async fn resolve(&self) -> crate::Result<Vec<SocketAddr>> {
+        match &self.host {
+            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
+            Host::Name(name) => {
+                let found = tokio::net::lookup_host((name.as_str(), self.port))
+                    .await
+                    .map_err(|source| crate::Error::HostNotFound {
+                        host: name.clone(),
+                        reason: source.to_string(),
+                    })?;
+                let addrs: Vec<SocketAddr> = found.collect();
+                if addrs.is_empty() {
+                    return Err(crate::Error::HostNotFound {
+                        host: name.clone(),
+                        reason: "no addresses".into(),
+                    });
+                }
+                Ok(addrs)
+            }
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(input: &str) -> Result<Endpoint, EndpointError> {
+        let fail = |reason: &str| EndpointError {
+            input: input.to_string(),
+            reason: reason.to_string(),
+        };
+        let text = input.trim();
+        if text.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        match text {
+            "tcp" => return Ok(Endpoint::Tcp(HostPort::seed())),
+            "udp" => return Ok(Endpoint::Udp(HostPort::seed())),
+            "tls" => return Ok(Endpoint::Tls(HostPort::seed())),
+            "unix" | "unixgram" => {
+                return Err(fail(
+                    "a Unix endpoint needs a path, e.g. unix:/tmp/sockit.sock",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(rest) = text.strip_prefix("tcp://") {
+            return parse_host_port(rest)
+                .map(Endpoint::Tcp)
+                .map_err(|r| fail(&r));
+        }
+        if let Some(rest) = text.strip_prefix("udp://") {
+            return parse_host_port(rest)
+                .map(Endpoint::Udp)
+                .map_err(|r| fail(&r));
+        }
+        if let Some(rest) = text.strip_prefix("tls://") {
+            return parse_host_port(rest)
+                .map(Endpoint::Tls)
+                .map_err(|r| fail(&r));
+        }
+        // `unixgram:` must be tried before `unix:`, which is its prefix.
+        if let Some(rest) = text.strip_prefix("unixgram:") {
+            return parse_unix(rest)
+                .map(Endpoint::UnixDgram)
+                .map_err(|r| fail(&r));
+        }
+        if let Some(rest) = text.strip_prefix("unix:") {
+            return parse_unix(rest).map(Endpoint::Unix).map_err(|r| fail(&r));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            return Err(fail(&format!("unknown scheme {scheme:?}")));
+        }
+        if let Ok(port) = text.parse::<u16>() {
+            return Ok(Endpoint::Tcp(HostPort {
+                host: Host::Ip(IpAddr::from([127, 0, 0, 1])),
+                port,
+            }));
+        }
+        parse_host_port(text)
+            .map(Endpoint::Tcp)
+            .map_err(|r| fail(&r))
+    }
+}
+
+/// Parses `HOST:PORT` or `[V6]:PORT`; the error is a reason to show the user.
+fn parse_host_port(text: &str) -> Result<HostPort, String> {
+    let (host_text, port_text) = if let Some(rest) = text.strip_prefix('[') {
+        let (inside, after) = rest
+            .split_once(']')
+            .ok_or("an opening '[' has no closing ']'")?;
+        let port_text = after
+            .strip_prefix(':')
+            .ok_or("a port is missing after the bracketed address, e.g. [::1]:8000")?;
+        let ip: std::net::Ipv6Addr = inside
+            .parse()
+            .map_err(|_| format!("{inside:?} is not an IPv6 address"))?;
+        (Host::Ip(IpAddr::V6(ip)), port_text)
+    } else {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or("a port is missing, e.g. 127.0.0.1:8000")?;
+        if host.contains(':') {
+            return Err("IPv6 addresses go in brackets, e.g. tcp://[::1]:8000".into());
+        }
+        (parse_host(host)?, port)
+    };
+    let port = parse_port(port_text)?;
+    Ok(HostPort {
+        host: host_text,
+        port,
+    })
+}
+
+/// Parses an IPv4 literal or a host name (letters, digits, `-`, `_`, `.`).
+fn parse_host(text: &str) -> Result<Host, String> {
+    if text.is_empty() {
+        return Err("the host is empty; use 127.0.0.1 for this machine or 0.0.0.0 for all".into());
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    let valid = text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        return Err(format!("{text:?} is not an IP address or a host name"));
+    }
+    Ok(Host::Name(text.to_string()))
+}
+
+/// Parses a decimal port in 0..=65535.
+fn parse_port(text: &str) -> Result<u16, String> {
+    if text.is_empty() {
+        return Err("the port is empty".into());
+    }
+    text.parse::<u16>()
+        .map_err(|_| format!("{text:?} is not a port (0-65535)"))
+}
+
+/// Parses what follows `unix:` / `unixgram:`: a path, or `@name` for the abstract namespace.
+fn parse_unix(text: &str) -> Result<UnixAddr, String> {
+    let text = text.strip_prefix("//").unwrap_or(text);
+    if let Some(name) = text.strip_prefix('@') {
+        if name.is_empty() {
+            return Err("an abstract socket needs a name after '@'".into());
+        }
+        if name.len() > 107 {
+            return Err("an abstract socket name is at most 107 bytes".into());
+        }
+        return Ok(UnixAddr::Abstract(name.to_string()));
+    }
+    if text.is_empty() {
+        return Err("the socket path is empty".into());
+    }
+    // sun_path holds 108 bytes including the terminating NUL.
+    if text.len() > 107 {
+        return Err(format!(
+            "the socket path is {} bytes; Unix sockets allow at most 107",
+            text.len()
+        ));
+    }
+    if text.contains('\0') {
+        return Err("the socket path contains a NUL byte".into());
+    }
+    Ok(UnixAddr::Path(PathBuf::from(text)))
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(hp) | Endpoint::Udp(hp) | Endpoint::Tls(hp) => {
+                write!(f, "{}://{hp}", self.scheme())
+            }
+            Endpoint::Unix(addr) | Endpoint::UnixDgram(addr) => {
+                write!(f, "{}:{addr}", self.scheme())
+            }
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
+            Host::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(path) => write!(f, "{}", path.display()),
+            UnixAddr::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Endpoint {
+        match text.parse::<Endpoint>() {
+            Ok(endpoint) => endpoint,
+            Err(e) => panic!("{text:?} should parse: {e}"),
+        }
+    }
+
+    fn reason(text: &str) -> String {
+        match text.parse::<Endpoint>() {
+            Ok(endpoint) => panic!("{text:?} should not parse, got {endpoint:?}"),
+            Err(e) => e.reason,
+        }
+    }
+
+    #[test]
+    fn bare_words_mean_the_notes_address() {
+        assert_eq!(parse("tcp").to_string(), "tcp://127.0.0.1:8000");
+        assert_eq!(parse("udp").to_string(), "udp://127.0.0.1:8000");
+        assert_eq!(parse("tls").to_string(), "tls://127.0.0.1:8000");
+    }
+
+    #[test]
+    fn canonical_forms_round_trip() {
+        for text in [
+            "tcp://127.0.0.1:8000",
+            "udp://[::1]:9",
+            "tls://example.org:443",
+            "unix:/tmp/a.sock",
+            "unixgram:/tmp/b.sock",
+            "unix:@abstract-name",
+            "unixgram:@x",
+            "tcp://localhost:0",
+        ] {
+            assert_eq!(parse(text).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bare_host_port_and_port_are_tcp() {
+        assert_eq!(parse("localhost:80").to_string(), "tcp://localhost:80");
+        assert_eq!(parse("[::1]:80").to_string(), "tcp://[::1]:80");
+        assert_eq!(parse("9000").to_string(), "tcp://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn delivery_and_seed_words() {
+        assert_eq!(parse("udp").delivery(), Delivery::Datagram);
+        assert_eq!(parse("unixgram:/x").seed_word(), "udp");
+        assert_eq!(parse("unix:/x").seed_word(), "tcp");
+        assert_eq!(parse("tls").seed_word(), "tcp");
+    }
+
+    #[test]
+    fn malformed_inputs_say_what_is_wrong() {
+        assert!(reason("").contains("empty"));
+        assert!(reason("tcp://127.0.0.1").contains("port is missing"));
+        assert!(reason("tcp://127.0.0.1:70000").contains("not a port"));
+        assert!(reason("tcp://::1:80").contains("brackets"));
+        assert!(reason("tcp://[::1:80").contains("closing"));
+        assert!(reason("tcp://[nope]:80").contains("not an IPv6"));
+        assert!(reason("sctp://1.2.3.4:5").contains("unknown scheme"));
+        assert!(reason("unix:").contains("empty"));
+        assert!(reason("unix").contains("needs a path"));
+        assert!(reason("tcp://:80").contains("host is empty"));
+        assert!(reason("tcp://bad host:80").contains("not an IP address"));
+        let long = format!("unix:/{}", "a".repeat(200));
+        assert!(reason(&long).contains("at most 107"));
+    }
+
+    #[test]
+    fn with_port_changes_only_ip_endpoints() {
+        assert_eq!(
+            parse("tcp").with_port(8001).to_string(),
+            "tcp://127.0.0.1:8001"
+        );
+        assert_eq!(parse("unix:/x").with_port(1).to_string(), "unix:/x");
+    }
+
+    #[tokio::test]
+    async fn literal_ips_resolve_without_a_lookup() -> crate::Result<()> {
+        let hp = HostPort::seed();
+        assert_eq!(
+            hp.resolve().await?,
+            vec!["127.0.0.1:8000".parse().unwrap_or_else(|_| unreachable!())]
+        );
+        Ok(())
+    }
+}

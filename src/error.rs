@@ -1,0 +1,265 @@
+//! The crate's error type: every failure a user can cause or meet, each with a one-line
+//! message that says what happened and what to do, and a documented exit code.
+//!
+//! Per-connection failures on a server (a reset, a timeout) use the same type but never reach
+//! `main`: the server logs them and keeps serving. Only the failure of the whole command
+//! (cannot listen, cannot connect) becomes the process exit code.
+
+use std::io;
+use std::time::Duration;
+
+use crate::endpoint::{ACCEPTED_FORMS, Endpoint, EndpointError};
+
+/// The crate-wide result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Process exit codes, one per class of failure, so scripts can tell them apart.
+///
+/// They are listed in the README and checked by the integration tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitStatus {
+    /// Everything worked.
+    Success = 0,
+    /// A failure during an exchange: reset, closed early, unexpected I/O error.
+    Failure = 1,
+    /// Bad command line: unknown flag, malformed endpoint or value.
+    Usage = 2,
+    /// A host name did not resolve.
+    HostNotFound = 3,
+    /// Nothing listens at the address (connection refused).
+    Refused = 4,
+    /// An operation did not finish within its time limit.
+    Timeout = 5,
+    /// The server could not listen: address in use, permission denied, not a socket.
+    CannotListen = 6,
+    /// A TLS handshake or certificate check failed.
+    Tls = 7,
+}
+
+/// Everything that can go wrong, with enough context for a message that needs no other line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The endpoint string does not parse.
+    #[error("{0} (accepted forms: {ACCEPTED_FORMS})")]
+    Endpoint(#[from] EndpointError),
+
+    /// A command-line value is invalid or options conflict.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A host name did not resolve to any address.
+    #[error("could not resolve host {host:?}: {reason}; check the spelling or use an IP address")]
+    HostNotFound {
+        /// The name the user gave.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
+
+    /// Another socket already listens on this address.
+    #[error("address {endpoint} is already in use; {hint}")]
+    AddrInUse {
+        /// Where we tried to listen.
+        endpoint: Endpoint,
+        /// What to do instead (another port, or stop the other server).
+        hint: String,
+    },
+
+    /// The OS refused to let us listen or connect at this address.
+    #[error("permission denied for {endpoint}: {hint}")]
+    PermissionDenied {
+        /// The address concerned.
+        endpoint: Endpoint,
+        /// Why that is usually so and what to do.
+        hint: String,
+    },
+
+    /// A Unix socket path exists and is not a socket: we never delete such a file.
+    #[error(
+        "{path} exists and is not a socket; refusing to replace it. Remove it yourself or choose another path"
+    )]
+    NotASocket {
+        /// The offending path.
+        path: String,
+    },
+
+    /// Listening failed for another reason.
+    #[error("cannot listen on {endpoint}: {source}")]
+    Listen {
+        /// Where we tried to listen.
+        endpoint: Endpoint,
+        /// The OS error.
+        source: io::Error,
+    },
+
+    /// Nothing listens at the address.
+    #[error(
+        "connection refused by {endpoint}: nothing is listening there; start a server with `sockit serve {endpoint}`"
+    )]
+    Refused {
+        /// Where we tried to connect.
+        endpoint: Endpoint,
+    },
+
+    /// Connecting failed for another reason (unreachable network, no such socket file…).
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// Where we tried to connect.
+        endpoint: Endpoint,
+        /// The OS error.
+        source: io::Error,
+    },
+
+    /// An operation ran past its deadline.
+    #[error("timed out after {} while {doing}; raise --timeout if the peer is slow", humantime::format_duration(*after))]
+    Timeout {
+        /// What we were waiting for, as a phrase ("waiting for the reply from …").
+        doing: String,
+        /// The limit that was hit.
+        after: Duration,
+    },
+
+    /// The peer closed the connection before the exchange was complete.
+    #[error("{peer} closed the connection {during}")]
+    ClosedEarly {
+        /// Who closed.
+        peer: String,
+        /// What we were doing, as a phrase ("before replying to message 2 of 3").
+        during: String,
+    },
+
+    /// The peer reset the connection.
+    #[error("connection reset by {peer} {during}")]
+    Reset {
+        /// Who reset.
+        peer: String,
+        /// What we were doing.
+        during: String,
+    },
+
+    /// A datagram is larger than the transport can carry.
+    #[error("message of {size} bytes is too large for one datagram (at most {max}); send less")]
+    DatagramTooLarge {
+        /// The size attempted.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A line exceeded the configured maximum before its newline arrived.
+    #[error("a line from {peer} exceeded {max} bytes without a newline; raise --max-line")]
+    LineTooLong {
+        /// Who sent it.
+        peer: String,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// A TLS handshake or certificate check failed.
+    #[error("TLS with {peer} failed: {reason}")]
+    Tls {
+        /// Who we were talking to.
+        peer: String,
+        /// The cause in words (expired, wrong name, unknown issuer…).
+        reason: String,
+    },
+
+    /// Any other I/O failure, with what we were doing.
+    #[error("{doing}: {source}")]
+    Io {
+        /// What we were doing, as a phrase.
+        doing: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The exit code `main` returns for this failure.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Error::Endpoint(_) | Error::Usage(_) => ExitStatus::Usage,
+            Error::HostNotFound { .. } => ExitStatus::HostNotFound,
+            Error::Refused { .. } => ExitStatus::Refused,
+            Error::Timeout { .. } => ExitStatus::Timeout,
+            Error::AddrInUse { .. }
+            | Error::PermissionDenied { .. }
+            | Error::NotASocket { .. }
+            | Error::Listen { .. } => ExitStatus::CannotListen,
+            Error::Tls { .. } => ExitStatus::Tls,
+            Error::Connect { .. }
+            | Error::ClosedEarly { .. }
+            | Error::Reset { .. }
+            | Error::DatagramTooLarge { .. }
+            | Error::LineTooLong { .. }
+            | Error::Io { .. } => ExitStatus::Failure,
+        }
+    }
+
+    /// Wraps an I/O error met while talking to `peer`, naming resets and early closes as such.
+    pub fn exchange(
+        source: io::Error,
+        peer: impl Into<String>,
+        during: impl Into<String>,
+    ) -> Error {
+        let peer = peer.into();
+        let during = during.into();
+        match source.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                Error::Reset { peer, during }
+            }
+            io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+                Error::ClosedEarly { peer, during }
+            }
+            _ => Error::Io {
+                doing: format!("talking to {peer} {during}"),
+                source,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_class_of_failure() {
+        let endpoint = Endpoint::seed_tcp();
+        assert_eq!(
+            Error::Refused {
+                endpoint: endpoint.clone()
+            }
+            .exit_status() as u8,
+            4
+        );
+        assert_eq!(
+            Error::AddrInUse {
+                endpoint,
+                hint: String::new()
+            }
+            .exit_status() as u8,
+            6
+        );
+        assert_eq!(Error::Usage("x".into()).exit_status() as u8, 2);
+    }
+
+    #[test]
+    fn exchange_errors_name_resets_and_closes() {
+        let reset = Error::exchange(io::ErrorKind::ConnectionReset.into(), "p", "while reading");
+        assert!(matches!(reset, Error::Reset { .. }));
+        let closed = Error::exchange(io::ErrorKind::BrokenPipe.into(), "p", "while writing");
+        assert_eq!(closed.to_string(), "p closed the connection while writing");
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let e = Error::Endpoint(EndpointError {
+            input: "x".into(),
+            reason: "y".into(),
+        });
+        assert!(!e.to_string().contains('\n'));
+        assert!(e.to_string().contains("unix:PATH"));
+    }
+}

@@ -1,0 +1,523 @@
+//! The event stream: what `serve` and `send` print on stdout for each connection and message.
+//!
+//! Three formats: the note's own lines ([`LogFormat::Seed`], the default, byte for byte what
+//! its Python programs print), timestamped text lines carrying the connection id and peer,
+//! and one JSON object per event for machines.
+//!
+//! Formatting happens on the task that has the event; writing happens on one dedicated
+//! thread that owns a buffered stdout and flushes only when it has nothing more queued. So
+//! no worker takes a lock per line, bursts cost one `write` per batch, and an interactive
+//! user still sees each line at once. The lines of one event are formatted together, so
+//! events from concurrent connections never interleave mid-event.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use serde_json::json;
+
+use super::escape::escape_into;
+use crate::endpoint::Endpoint;
+use crate::transport::PeerAddr;
+
+/// How events are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// The note's lines: `connected by …`, `receive: …`, `send: …`.
+    #[default]
+    Seed,
+    /// One timestamped line per event with the connection id and peer address.
+    Text,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+/// What happened; each variant is one event line (or the note's group of lines).
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A server is ready; printed even with `--quiet`, so scripts can wait for it.
+    Listening {
+        /// The endpoint actually bound (port 0 resolved).
+        endpoint: &'a Endpoint,
+    },
+    /// A stream client connected.
+    Connected {
+        /// Connection id, unique for this server run.
+        conn: u64,
+        /// The client's address.
+        peer: &'a PeerAddr,
+    },
+    /// A server received a message on a connection and answered it (or not: `sent` is
+    /// `None` when the behaviour sends nothing back).
+    Message {
+        /// Connection id.
+        conn: u64,
+        /// The client's address.
+        peer: &'a PeerAddr,
+        /// The message, without its line terminator.
+        received: &'a [u8],
+        /// The reply, without its line terminator.
+        sent: Option<&'a [u8]>,
+    },
+    /// A server received a datagram and answered it.
+    Datagram {
+        /// The sender.
+        peer: &'a PeerAddr,
+        /// The datagram.
+        received: &'a [u8],
+        /// The reply, if any.
+        sent: Option<&'a [u8]>,
+    },
+    /// A stream connection ended.
+    Closed {
+        /// Connection id.
+        conn: u64,
+        /// The client's address.
+        peer: &'a PeerAddr,
+        /// Messages handled on it.
+        messages: u64,
+        /// Bytes read from the client.
+        bytes_in: u64,
+        /// Bytes written to the client.
+        bytes_out: u64,
+        /// Why it ended, in a few words ("closed by peer", "idle timeout").
+        reason: &'a str,
+    },
+    /// A client sent a request (`datagram` selects the note's `sendto` wording).
+    Sent {
+        /// The server.
+        peer: &'a PeerAddr,
+        /// The request.
+        data: &'a [u8],
+        /// Whether this went as a datagram.
+        datagram: bool,
+    },
+    /// A client received a reply.
+    Received {
+        /// The server.
+        peer: &'a PeerAddr,
+        /// The reply.
+        data: &'a [u8],
+        /// Whether this came as a datagram.
+        datagram: bool,
+    },
+}
+
+/// Where events go. Cheap to clone; every clone feeds the same writer thread.
+#[derive(Clone)]
+pub struct EventLog {
+    /// `None` when nothing is to be printed at all (tests, or a sink-less run).
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    format: LogFormat,
+    /// `--quiet`: only the listening line is printed.
+    quiet: bool,
+    tx: SyncSender<Command>,
+}
+
+enum Command {
+    Write(String),
+    /// Flush and answer, so `main` can exit knowing every line is out.
+    Flush(SyncSender<()>),
+}
+
+/// Queued lines before workers wait for the writer: enough to absorb bursts, small enough
+/// that a stuck stdout slows the server instead of growing its memory.
+const QUEUE_DEPTH: usize = 8192;
+
+impl EventLog {
+    /// Prints events to this process's stdout.
+    pub fn stdout(format: LogFormat, quiet: bool) -> EventLog {
+        EventLog::to_writer(Box::new(std::io::stdout()), format, quiet)
+    }
+
+    /// Prints events to any writer (tests use a pipe or a shared buffer).
+    pub fn to_writer(writer: Box<dyn Write + Send>, format: LogFormat, quiet: bool) -> EventLog {
+        let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        let spawned = std::thread::Builder::new()
+            .name("sockit-events".into())
+            .spawn(move || write_loop(rx, writer));
+        if let Err(e) = spawned {
+            tracing::error!(
+                "cannot start the event writer thread, events will not be printed: {e}"
+            );
+            return EventLog::disabled();
+        }
+        EventLog {
+            inner: Some(Arc::new(Inner { format, quiet, tx })),
+        }
+    }
+
+    /// Prints nothing.
+    pub fn disabled() -> EventLog {
+        EventLog { inner: None }
+    }
+
+    /// Whether per-message events are printed; lets hot paths skip building them.
+    #[inline]
+    pub fn wants_messages(&self) -> bool {
+        self.inner.as_ref().is_some_and(|inner| !inner.quiet)
+    }
+
+    /// Formats and queues one event.
+    pub fn emit(&self, event: Event<'_>) {
+        let Some(inner) = &self.inner else { return };
+        if inner.quiet && !matches!(event, Event::Listening { .. }) {
+            return;
+        }
+        let text = match inner.format {
+            LogFormat::Seed => format_seed(&event),
+            LogFormat::Text => format_text(&event),
+            LogFormat::Json => format_json(&event),
+        };
+        if !text.is_empty() {
+            // The writer only goes away when stdout is closed; then there is no one to tell.
+            let _ = inner.tx.send(Command::Write(text));
+        }
+    }
+
+    /// Blocks until every queued event has been written and flushed.
+    ///
+    /// Call it from `main` (not from async code) before exiting.
+    pub fn flush(&self) {
+        let Some(inner) = &self.inner else { return };
+        let (ack_tx, ack_rx) = sync_channel(1);
+        if inner.tx.send(Command::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+    }
+}
+
+/// The writer thread: write everything queued, flush when the queue runs dry.
+fn write_loop(rx: Receiver<Command>, writer: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
+    let mut broken = false;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(command) = next {
+            match command {
+                Command::Write(text) if !broken => {
+                    // A closed stdout (e.g. `| head`) is a normal way to stop reading.
+                    broken = out.write_all(text.as_bytes()).is_err();
+                }
+                Command::Write(_) => {}
+                Command::Flush(ack) => {
+                    broken = broken || out.flush().is_err();
+                    let _ = ack.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if !broken {
+            broken = out.flush().is_err();
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Where a server listens, the way the note prints it (`127.0.0.1:8000`).
+fn listen_address(endpoint: &Endpoint) -> String {
+    match endpoint.host_port() {
+        Some(hp) => hp.to_string(),
+        None => endpoint.to_string(),
+    }
+}
+
+/// The note's own lines.
+fn format_seed(event: &Event<'_>) -> String {
+    let mut s = String::new();
+    match *event {
+        Event::Listening { endpoint } => {
+            let _ = write!(
+                s,
+                "server start at: {}\nwait for connection...\n\n",
+                listen_address(endpoint)
+            );
+        }
+        Event::Connected { peer, .. } => {
+            let _ = writeln!(s, "connected by {peer}");
+        }
+        Event::Message { received, sent, .. } => {
+            s.push_str("receive: ");
+            escape_into(&mut s, received);
+            s.push('\n');
+            if let Some(sent) = sent {
+                s.push_str("send: ");
+                escape_into(&mut s, sent);
+                s.push_str("\n\n");
+            }
+        }
+        Event::Datagram {
+            peer,
+            received,
+            sent,
+        } => {
+            let _ = write!(s, "recvfrom {peer}: ");
+            escape_into(&mut s, received);
+            s.push('\n');
+            if let Some(sent) = sent {
+                let _ = write!(s, "sendto {peer}: ");
+                escape_into(&mut s, sent);
+                s.push_str("\n\n");
+            }
+        }
+        // The note prints nothing when a client leaves; the text and JSON formats do.
+        Event::Closed { .. } => {}
+        Event::Sent {
+            peer,
+            data,
+            datagram,
+        } => {
+            if datagram {
+                let _ = write!(s, "sendto {peer}: ");
+            } else {
+                s.push_str("send: ");
+            }
+            escape_into(&mut s, data);
+            s.push('\n');
+        }
+        Event::Received {
+            peer,
+            data,
+            datagram,
+        } => {
+            if datagram {
+                let _ = write!(s, "recvfrom {peer}: ");
+            } else {
+                s.push_str("receive: ");
+            }
+            escape_into(&mut s, data);
+            s.push_str("\n\n");
+        }
+    }
+    s
+}
+
+/// A timestamp for text and JSON events.
+fn now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Timestamped `key=value` lines.
+fn format_text(event: &Event<'_>) -> String {
+    let mut s = now();
+    match *event {
+        Event::Listening { endpoint } => {
+            let _ = write!(s, " listening endpoint={endpoint}");
+        }
+        Event::Connected { conn, peer } => {
+            let _ = write!(s, " connected conn={conn} peer={peer}");
+        }
+        Event::Message {
+            conn,
+            peer,
+            received,
+            sent,
+        } => {
+            let _ = write!(s, " message conn={conn} peer={peer} received=\"");
+            escape_into(&mut s, received);
+            s.push('"');
+            if let Some(sent) = sent {
+                s.push_str(" sent=\"");
+                escape_into(&mut s, sent);
+                s.push('"');
+            }
+        }
+        Event::Datagram {
+            peer,
+            received,
+            sent,
+        } => {
+            let _ = write!(s, " datagram peer={peer} received=\"");
+            escape_into(&mut s, received);
+            s.push('"');
+            if let Some(sent) = sent {
+                s.push_str(" sent=\"");
+                escape_into(&mut s, sent);
+                s.push('"');
+            }
+        }
+        Event::Closed {
+            conn,
+            peer,
+            messages,
+            bytes_in,
+            bytes_out,
+            reason,
+        } => {
+            let _ = write!(
+                s,
+                " closed conn={conn} peer={peer} messages={messages} bytes_in={bytes_in} bytes_out={bytes_out} reason=\"{reason}\""
+            );
+        }
+        Event::Sent { peer, data, .. } => {
+            let _ = write!(s, " sent peer={peer} data=\"");
+            escape_into(&mut s, data);
+            s.push('"');
+        }
+        Event::Received { peer, data, .. } => {
+            let _ = write!(s, " received peer={peer} data=\"");
+            escape_into(&mut s, data);
+            s.push('"');
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// Escaped payload text for JSON fields (JSON strings must be valid Unicode).
+fn text(bytes: &[u8]) -> String {
+    super::escape::escaped(bytes)
+}
+
+/// One JSON object per line.
+fn format_json(event: &Event<'_>) -> String {
+    let time = now();
+    let value = match *event {
+        Event::Listening { endpoint } => {
+            json!({"time": time, "event": "listening", "endpoint": endpoint.to_string()})
+        }
+        Event::Connected { conn, peer } => {
+            json!({"time": time, "event": "connected", "conn": conn, "peer": peer.to_string()})
+        }
+        Event::Message {
+            conn,
+            peer,
+            received,
+            sent,
+        } => json!({
+            "time": time, "event": "message", "conn": conn, "peer": peer.to_string(),
+            "received": text(received), "sent": sent.map(text),
+        }),
+        Event::Datagram {
+            peer,
+            received,
+            sent,
+        } => json!({
+            "time": time, "event": "datagram", "peer": peer.to_string(),
+            "received": text(received), "sent": sent.map(text),
+        }),
+        Event::Closed {
+            conn,
+            peer,
+            messages,
+            bytes_in,
+            bytes_out,
+            reason,
+        } => json!({
+            "time": time, "event": "closed", "conn": conn, "peer": peer.to_string(),
+            "messages": messages, "bytes_in": bytes_in, "bytes_out": bytes_out, "reason": reason,
+        }),
+        Event::Sent { peer, data, .. } => {
+            json!({"time": time, "event": "sent", "peer": peer.to_string(), "data": text(data)})
+        }
+        Event::Received { peer, data, .. } => {
+            json!({"time": time, "event": "received", "peer": peer.to_string(), "data": text(data)})
+        }
+    };
+    let mut line = value.to_string();
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerAddr {
+        PeerAddr::Ip(std::net::SocketAddr::from(([127, 0, 0, 1], 50738)))
+    }
+
+    #[test]
+    fn seed_format_is_the_notes_tcp_server_output() {
+        let endpoint = Endpoint::seed_tcp();
+        let peer = peer();
+        let mut out = format_seed(&Event::Listening {
+            endpoint: &endpoint,
+        });
+        out += &format_seed(&Event::Connected {
+            conn: 1,
+            peer: &peer,
+        });
+        out += &format_seed(&Event::Message {
+            conn: 1,
+            peer: &peer,
+            received: b"hello tcp server",
+            sent: Some(b"hello tcp client"),
+        });
+        assert_eq!(
+            out,
+            "server start at: 127.0.0.1:8000\nwait for connection...\n\n\
+             connected by 127.0.0.1:50738\nreceive: hello tcp server\nsend: hello tcp client\n\n"
+        );
+    }
+
+    #[test]
+    fn seed_format_is_the_notes_udp_output() {
+        let peer = peer();
+        let out = format_seed(&Event::Datagram {
+            peer: &peer,
+            received: b"hello udp server",
+            sent: Some(b"hello udp client"),
+        });
+        assert_eq!(
+            out,
+            "recvfrom 127.0.0.1:50738: hello udp server\nsendto 127.0.0.1:50738: hello udp client\n\n"
+        );
+    }
+
+    #[test]
+    fn json_events_parse_and_escape_bytes() -> Result<(), serde_json::Error> {
+        let peer = peer();
+        let line = format_json(&Event::Message {
+            conn: 7,
+            peer: &peer,
+            received: b"caf\xe9",
+            sent: None,
+        });
+        let value: serde_json::Value = serde_json::from_str(&line)?;
+        assert_eq!(value["event"], "message");
+        assert_eq!(value["conn"], 7);
+        assert_eq!(value["received"], "caf\\xe9");
+        assert!(value["sent"].is_null());
+        Ok(())
+    }
+
+    #[test]
+    fn quiet_keeps_only_the_listening_line() {
+        #[derive(Clone, Default)]
+        struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if let Ok(mut v) = self.0.lock() {
+                    v.extend_from_slice(buf);
+                }
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let shared = Shared::default();
+        let log = EventLog::to_writer(Box::new(shared.clone()), LogFormat::Seed, true);
+        let endpoint = Endpoint::seed_tcp();
+        let peer = peer();
+        log.emit(Event::Connected {
+            conn: 1,
+            peer: &peer,
+        });
+        log.emit(Event::Listening {
+            endpoint: &endpoint,
+        });
+        log.flush();
+        let written = shared.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(
+            String::from_utf8_lossy(&written),
+            "server start at: 127.0.0.1:8000\nwait for connection...\n\n"
+        );
+        assert!(!log.wants_messages());
+    }
+}

@@ -1,0 +1,15 @@
+//! Observability: what sockit tells people while it runs.
+//!
+//! * [`events`]: the per-connection and per-message lines on stdout (the note's format,
+//!   text, or JSON);
+//! * [`logging`]: diagnostics (errors, warnings, debug) on stderr through `tracing`;
+//! * [`stats`]: counters behind the shutdown summary;
+//! * [`escape`]: printing arbitrary bytes as one safe line.
+
+pub mod escape;
+pub mod events;
+pub mod logging;
+pub mod stats;
+
+pub use events::{Event, EventLog, LogFormat};
+pub use stats::{Stats, Summary, Tally};

@@ -1,0 +1,125 @@
+//! Counters: what a server did, for the shutdown summary (and later, metrics).
+//!
+//! Hot paths never touch the shared atomics per message: each connection (or datagram
+//! loop) counts in a plain local [`Tally`] and adds it to the shared [`Stats`] when it ends
+//! or every few thousand messages, so threads do not fight over one cache line.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Server-wide totals, shared by every connection task.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted (stream servers).
+    pub connections: AtomicU64,
+    /// Connections open right now.
+    pub active: AtomicU64,
+    /// Messages (or datagrams) received.
+    pub messages: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+    /// Connections that ended on an error (reset, timeout, oversized line…).
+    pub errors: AtomicU64,
+}
+
+/// Counts kept by one task without synchronisation, added to [`Stats`] in one go.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Messages handled.
+    pub messages: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+}
+
+/// A point-in-time copy of [`Stats`], printed at shutdown.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Messages or datagrams handled.
+    pub messages: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Connections that ended on an error.
+    pub errors: u64,
+}
+
+impl Stats {
+    /// Adds a task's local counts to the totals and clears them.
+    pub fn absorb(&self, tally: &mut Tally) {
+        if tally.messages > 0 {
+            self.messages.fetch_add(tally.messages, Ordering::Relaxed);
+        }
+        if tally.bytes_in > 0 {
+            self.bytes_in.fetch_add(tally.bytes_in, Ordering::Relaxed);
+        }
+        if tally.bytes_out > 0 {
+            self.bytes_out.fetch_add(tally.bytes_out, Ordering::Relaxed);
+        }
+        *tally = Tally::default();
+    }
+
+    /// The current totals.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            connections: self.connections.load(Ordering::Relaxed),
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Tally {
+    /// Flush to the shared totals every this many messages, so long-lived connections
+    /// still show up in live figures.
+    pub const FLUSH_EVERY: u64 = 4096;
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "summary: {} connections, {} messages, {} bytes in, {} bytes out, {} errors",
+            self.connections, self.messages, self.bytes_in, self.bytes_out, self.errors
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absorb_adds_and_clears() {
+        let stats = Stats::default();
+        let mut tally = Tally {
+            messages: 2,
+            bytes_in: 32,
+            bytes_out: 16,
+        };
+        stats.absorb(&mut tally);
+        stats.absorb(&mut Tally {
+            messages: 1,
+            bytes_in: 1,
+            bytes_out: 1,
+        });
+        assert_eq!(tally, Tally::default());
+        let summary = stats.summary();
+        assert_eq!(
+            (summary.messages, summary.bytes_in, summary.bytes_out),
+            (3, 33, 17)
+        );
+        assert_eq!(
+            summary.to_string(),
+            "summary: 0 connections, 3 messages, 33 bytes in, 17 bytes out, 0 errors"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The server: bind an endpoint, answer every client, never let one client block another.
+//!
+//! This is the note's server with its stated problem solved. The note's loop does
+//! `accept → recv → send → close` on one thread, so a client that connects and sends
+//! nothing stops everyone. Here the accept loop only accepts; each connection is its own
+//! tokio task ([`conn`]), so a silent, slow or hostile client costs one idle task and
+//! nothing else. Datagram endpoints run one receive loop ([`datagram`]) that answers each
+//! sender at its own address.
+//!
+//! Flow: [`Server::bind`] → [`Server::run`] → accept loop / datagram loop until the
+//! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
+
+mod conn;
+mod datagram;
+mod limits;
+mod stream;
+
+pub use limits::Limits;
+
+use std::sync::Arc;
+
+use crate::behaviour::Responder;
+use crate::endpoint::{Delivery, Endpoint};
+use crate::error::Result;
+use crate::framing::Framing;
+use crate::obs::{Event, EventLog, Stats, Summary};
+use crate::shutdown::{Drained, Shutdown};
+use crate::transport::{DatagramSocket, ListenOptions, StreamListener};
+
+/// What to do with a connection once a reply has been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfterReply {
+    /// Keep answering messages until the client closes.
+    #[default]
+    KeepOpen,
+    /// Close after the first reply, exactly as the note's server does (`--close`).
+    Close,
+}
+
+/// Everything that shapes how a server answers, decided once at start-up.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The answer to each message.
+    pub responder: Responder,
+    /// How stream bytes are cut into messages.
+    pub framing: Framing,
+    /// Bytes per read on streams: the note's `recv(1024)`. Datagrams are always read whole.
+    pub buffer_size: usize,
+    /// Whether a connection stays open after a reply.
+    pub after_reply: AfterReply,
+    /// Connection limits and timeouts.
+    pub limits: Limits,
+    /// Socket options for the listening socket.
+    pub listen: ListenOptions,
+}
+
+impl ServeOptions {
+    /// The note's server for an endpoint: its reply, raw framing, `recv(1024)`.
+    pub fn seed(endpoint: &Endpoint) -> ServeOptions {
+        ServeOptions {
+            responder: Responder::seed_reply(endpoint.seed_word()),
+            framing: Framing::Raw,
+            buffer_size: 1024,
+            after_reply: AfterReply::KeepOpen,
+            limits: Limits::default(),
+            listen: ListenOptions::default(),
+        }
+    }
+}
+
+/// What every connection task shares: read-only options plus the shared sinks.
+pub(crate) struct Shared {
+    /// The server's options.
+    pub options: ServeOptions,
+    /// Where per-connection events go.
+    pub events: EventLog,
+    /// Totals for the summary.
+    pub stats: Stats,
+    /// Stop signal and task tracking.
+    pub shutdown: Shutdown,
+}
+
+/// A bound server, ready to run. Binding is separate from running so callers (and tests)
+/// learn the real address (port 0) before any client connects.
+pub struct Server {
+    /// The endpoint actually bound.
+    local: Endpoint,
+    /// The socket.
+    socket: Bound,
+    /// The options it will serve with.
+    options: ServeOptions,
+}
+
+enum Bound {
+    Stream(StreamListener),
+    Datagram(DatagramSocket),
+}
+
+impl Server {
+    /// Binds the endpoint with the given options.
+    ///
+    /// # Errors
+    /// Any listen error: address in use, permission denied, not a socket, host not found.
+    pub async fn bind(endpoint: &Endpoint, options: ServeOptions) -> Result<Server> {
+        let (socket, local) = match endpoint.delivery() {
+            Delivery::Stream => {
+                let listener = StreamListener::bind(endpoint, &options.listen).await?;
+                let local = listener.local_endpoint(endpoint);
+                (Bound::Stream(listener), local)
+            }
+            Delivery::Datagram => {
+                let socket = DatagramSocket::bind(endpoint, &options.listen).await?;
+                let local = socket.local_endpoint(endpoint);
+                (Bound::Datagram(socket), local)
+            }
+        };
+        Ok(Server {
+            local,
+            socket,
+            options,
+        })
+    }
+
+    /// The endpoint actually bound (with the kernel's port when 0 was asked for).
+    pub fn local_endpoint(&self) -> &Endpoint {
+        &self.local
+    }
+
+    /// Serves until `shutdown` fires, then drains and returns the totals.
+    ///
+    /// Per-connection failures are logged and counted, never returned: one bad client
+    /// never stops the server.
+    pub async fn run(self, events: EventLog, shutdown: Shutdown) -> Summary {
+        events.emit(Event::Listening {
+            endpoint: &self.local,
+        });
+        let grace = self.options.limits.grace;
+        let shared = Arc::new(Shared {
+            options: self.options,
+            events,
+            stats: Stats::default(),
+            shutdown: shutdown.clone(),
+        });
+        match self.socket {
+            Bound::Stream(listener) => stream::accept_loop(listener, &shared).await,
+            Bound::Datagram(socket) => datagram::receive_loop(socket, &shared).await,
+        }
+        if let Drained::TimedOut { remaining } = shutdown.drain(grace).await {
+            tracing::warn!(
+                "{remaining} connection(s) still busy after the {} grace period; closing them",
+                humantime::format_duration(grace)
+            );
+        }
+        shared.stats.summary()
+    }
+}

@@ -1,0 +1,221 @@
+//! Datagram transports: UDP (IPv4/IPv6) and Unix datagram sockets.
+//!
+//! A server binds one [`DatagramSocket`] and answers each sender at its own address; a
+//! client binds an address of its own (an ephemeral port, or an abstract Unix name so the
+//! reply can reach it) and connects to the server, so stray datagrams are filtered out by
+//! the kernel and "nothing listening" comes back as connection refused.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use socket2::{SockAddr, SockRef, Type};
+use tokio::io::Interest;
+use tokio::net::{UdpSocket, UnixDatagram};
+
+use super::sockopt::{ListenOptions, udp_socket};
+use super::stream::{connect_error, host_port, ip_listen_error};
+use super::unix_path::{self, UnixPathGuard};
+use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
+use crate::endpoint::{Endpoint, HostPort, UnixAddr};
+use crate::error::{Error, Result};
+
+/// The largest UDP payload over IPv4 (65,535 − 8-byte UDP header − 20-byte IP header).
+///
+/// Receive buffers are at least this large, so no datagram is ever silently truncated.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// A bound datagram socket of whichever transport the endpoint named.
+#[derive(Debug)]
+pub enum DatagramSocket {
+    /// UDP over IPv4 or IPv6.
+    Udp(UdpSocket),
+    /// Unix datagram socket; the guard removes its file when dropped.
+    Unix(UnixDatagram, Option<UnixPathGuard>),
+}
+
+impl DatagramSocket {
+    /// Binds a server socket on a datagram endpoint (`udp://`, `unixgram:`).
+    ///
+    /// # Errors
+    /// The same listen errors as [`super::StreamListener::bind`].
+    pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
+        match endpoint {
+            Endpoint::Udp(hp) => bind_udp(endpoint, hp, opts).await,
+            Endpoint::UnixDgram(addr) => bind_unix(endpoint, addr),
+            _ => Err(Error::Usage(format!(
+                "{endpoint} is a stream endpoint; a datagram socket needs udp:// or unixgram:"
+            ))),
+        }
+    }
+
+    /// Creates a client socket with its own address, connected to `endpoint`.
+    ///
+    /// # Errors
+    /// [`Error::HostNotFound`], or [`Error::Connect`]/[`Error::Refused`] when the kernel
+    /// already knows the target cannot be reached (a Unix path with no socket).
+    pub async fn connect(endpoint: &Endpoint) -> Result<DatagramSocket> {
+        match endpoint {
+            Endpoint::Udp(hp) => connect_udp(endpoint, hp).await,
+            Endpoint::UnixDgram(addr) => connect_unix(endpoint, addr),
+            _ => Err(Error::Usage(format!(
+                "{endpoint} is a stream endpoint, not a datagram one"
+            ))),
+        }
+    }
+
+    /// Receives one datagram and its sender. Cancel-safe.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, PeerAddr)> {
+        match self {
+            DatagramSocket::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, PeerAddr::Ip(a))),
+            DatagramSocket::Unix(s, _) => s.recv_from(buf).await.map(|(n, a)| (n, unix_peer(a))),
+        }
+    }
+
+    /// Receives one datagram if one is queued, without waiting (`WouldBlock` otherwise).
+    ///
+    /// Servers drain the socket with this before going back to the reactor.
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, PeerAddr)> {
+        match self {
+            DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, PeerAddr::Ip(a))),
+            DatagramSocket::Unix(s, _) => s.try_recv_from(buf).map(|(n, a)| (n, unix_peer(a))),
+        }
+    }
+
+    /// Waits until a datagram can be read. Cancel-safe.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            DatagramSocket::Udp(s) => s.readable().await,
+            DatagramSocket::Unix(s, _) => s.readable().await,
+        }
+    }
+
+    /// Sends one datagram to `peer` (a server's reply).
+    pub async fn send_to(&self, buf: &[u8], peer: &PeerAddr) -> io::Result<usize> {
+        match (self, peer) {
+            (DatagramSocket::Udp(s), PeerAddr::Ip(addr)) => s.send_to(buf, addr).await,
+            (DatagramSocket::Unix(s, _), PeerAddr::Unix(addr)) => {
+                s.async_io(Interest::WRITABLE, || SockRef::from(s).send_to(buf, addr))
+                    .await
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "peer address family does not match the socket",
+            )),
+        }
+    }
+
+    /// Sends one datagram to the connected peer (a client's request).
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            DatagramSocket::Udp(s) => s.send(buf).await,
+            DatagramSocket::Unix(s, _) => s.send(buf).await,
+        }
+    }
+
+    /// Receives one datagram from the connected peer. Cancel-safe.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            DatagramSocket::Udp(s) => s.recv(buf).await,
+            DatagramSocket::Unix(s, _) => s.recv(buf).await,
+        }
+    }
+
+    /// The endpoint actually bound: with port 0, this carries the port the kernel chose.
+    pub fn local_endpoint(&self, requested: &Endpoint) -> Endpoint {
+        match self {
+            DatagramSocket::Udp(s) => match s.local_addr() {
+                Ok(addr) => Endpoint::Udp(host_port(addr)),
+                Err(_) => requested.clone(),
+            },
+            DatagramSocket::Unix(..) => requested.clone(),
+        }
+    }
+}
+
+/// Binds the first resolved address that works.
+async fn bind_udp(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    opts: &ListenOptions,
+) -> Result<DatagramSocket> {
+    let mut last_error = None;
+    for addr in hp.resolve().await? {
+        match udp_socket(addr, opts).and_then(UdpSocket::from_std) {
+            Ok(socket) => return Ok(DatagramSocket::Udp(socket)),
+            Err(e) => last_error = Some(ip_listen_error(e, endpoint, addr)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::HostNotFound {
+        host: hp.host_text(),
+        reason: "no addresses".into(),
+    }))
+}
+
+/// Binds a Unix datagram socket, replacing a stale file but never a live one.
+fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<DatagramSocket> {
+    let sockaddr = unix_sockaddr(addr);
+    let guard_path = match addr {
+        UnixAddr::Path(path) => {
+            unix_path::prepare(path, endpoint, Type::DGRAM)?;
+            Some(path.as_path())
+        }
+        UnixAddr::Abstract(_) => None,
+    };
+    let socket = unix_dgram_bound(sockaddr).map_err(|e| unix_path::listen_error(e, endpoint))?;
+    Ok(DatagramSocket::Unix(
+        socket,
+        guard_path.map(UnixPathGuard::new),
+    ))
+}
+
+/// A non-blocking Unix datagram socket bound to `sockaddr`.
+fn unix_dgram_bound(sockaddr: io::Result<SockAddr>) -> io::Result<UnixDatagram> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, Type::DGRAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&sockaddr?)?;
+    UnixDatagram::from_std(socket.into())
+}
+
+/// Binds an ephemeral port of the target's family and connects to the first address.
+async fn connect_udp(endpoint: &Endpoint, hp: &HostPort) -> Result<DatagramSocket> {
+    let mut last_error = None;
+    for addr in hp.resolve().await? {
+        let local: std::net::SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let attempt = async {
+            let socket = UdpSocket::bind(local).await?;
+            socket.connect(addr).await?;
+            Ok::<_, io::Error>(socket)
+        };
+        match attempt.await {
+            Ok(socket) => return Ok(DatagramSocket::Udp(socket)),
+            Err(e) => last_error = Some(connect_error(e, endpoint)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::HostNotFound {
+        host: hp.host_text(),
+        reason: "no addresses".into(),
+    }))
+}
+
+/// Binds an abstract client name (no file to clean up) and connects to the server socket.
+fn connect_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<DatagramSocket> {
+    static NEXT_CLIENT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "sockit-client-{}-{}",
+        std::process::id(),
+        NEXT_CLIENT.fetch_add(1, Ordering::Relaxed)
+    );
+    let target = unix_sockaddr(addr);
+    let connect = || -> io::Result<UnixDatagram> {
+        let socket = unix_dgram_bound(SockAddr::unix(abstract_path(name.as_bytes())))?;
+        SockRef::from(&socket).connect(&target?)?;
+        Ok(socket)
+    };
+    connect()
+        .map(|socket| DatagramSocket::Unix(socket, None))
+        .map_err(|e| connect_error(e, endpoint))
+}

@@ -1,0 +1,115 @@
+//! Transports: turning an [`Endpoint`](crate::endpoint::Endpoint) into live sockets.
+//!
+//! Everything above this module (server, client, relay, bench) works with three types and
+//! never with a concrete socket type:
+//!
+//! * [`StreamListener`] accepts [`Stream`]s (TCP, Unix stream);
+//! * [`Stream`] is one connected byte stream (`AsyncRead + AsyncWrite`);
+//! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram).
+//!
+//! Each peer is named by a [`PeerAddr`], printed the same way everywhere
+//! (`127.0.0.1:50738`, `[::1]:50738`, `/path`, `@name`).
+//!
+//! Contract: [`StreamListener::accept`] and the datagram `recv` functions are cancel-safe, so
+//! callers may race them against shutdown in `tokio::select!`.
+
+mod datagram;
+mod sockopt;
+mod stream;
+mod unix_path;
+
+pub use datagram::{DatagramSocket, MAX_DATAGRAM};
+pub use sockopt::ListenOptions;
+pub use stream::{Stream, StreamListener, connect_stream};
+pub use unix_path::UnixPathGuard;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use socket2::SockAddr;
+
+/// Who is on the other end of a connection or sent a datagram.
+///
+/// Datagram servers send their reply back to this address, so it keeps the full socket
+/// address (for Unix sockets, the raw `sockaddr_un`).
+#[derive(Clone)]
+pub enum PeerAddr {
+    /// An IPv4 or IPv6 peer.
+    Ip(SocketAddr),
+    /// A Unix-domain peer: a path, an abstract name, or unnamed.
+    Unix(SockAddr),
+}
+
+impl PeerAddr {
+    /// The peer's IP address, for access control and logs; `None` for Unix peers.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            PeerAddr::Ip(addr) => Some(addr.ip()),
+            PeerAddr::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Ip(addr) => write!(f, "{addr}"),
+            PeerAddr::Unix(addr) => {
+                let path = addr.as_pathname().filter(|p| !p.as_os_str().is_empty());
+                if let Some(path) = path {
+                    write!(f, "{}", path.display())
+                } else if let Some(name) = addr.as_abstract_namespace() {
+                    write!(f, "@{}", String::from_utf8_lossy(name))
+                } else {
+                    f.write_str("(unnamed)")
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Converts tokio's Unix address into the socket2 form we keep, which can be sent to again.
+fn unix_peer(addr: tokio::net::unix::SocketAddr) -> PeerAddr {
+    let std_addr: std::os::unix::net::SocketAddr = addr.into();
+    PeerAddr::Unix(sockaddr_from_std(&std_addr))
+}
+
+/// Builds a sendable socket2 address from a std Unix address (path, abstract or unnamed).
+fn sockaddr_from_std(addr: &std::os::unix::net::SocketAddr) -> SockAddr {
+    use std::os::linux::net::SocketAddrExt;
+    let built = if let Some(path) = addr.as_pathname() {
+        SockAddr::unix(path)
+    } else if let Some(name) = addr.as_abstract_name() {
+        SockAddr::unix(abstract_path(name))
+    } else {
+        SockAddr::unix("")
+    };
+    // Both inputs came from the kernel, so they fit in sun_path; an empty path is the
+    // unnamed address, which cannot fail to build.
+    built
+        .or_else(|_| SockAddr::unix(""))
+        .unwrap_or_else(|_| unreachable!("an empty path always fits"))
+}
+
+/// The socket2 form of a Unix endpoint address (path or abstract name).
+pub(crate) fn unix_sockaddr(addr: &crate::endpoint::UnixAddr) -> std::io::Result<SockAddr> {
+    match addr {
+        crate::endpoint::UnixAddr::Path(path) => SockAddr::unix(path),
+        crate::endpoint::UnixAddr::Abstract(name) => SockAddr::unix(abstract_path(name.as_bytes())),
+    }
+}
+
+/// The socket2 spelling of an abstract name: a path whose first byte is NUL.
+fn abstract_path(name: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = Vec::with_capacity(name.len() + 1);
+    bytes.push(0);
+    bytes.extend_from_slice(name);
+    std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+}

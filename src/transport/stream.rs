@@ -1,0 +1,337 @@
+//! Byte-stream transports: TCP (IPv4/IPv6) and Unix stream sockets, listening and connecting.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use super::sockopt::{ListenOptions, tcp_listener};
+use super::unix_path::{self, UnixPathGuard};
+use super::{PeerAddr, unix_peer, unix_sockaddr};
+use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
+use crate::error::{Error, Result};
+
+/// A socket accepting stream connections, of whichever transport the endpoint named.
+#[derive(Debug)]
+pub enum StreamListener {
+    /// TCP over IPv4 or IPv6.
+    Tcp(TcpListener),
+    /// Unix stream socket; the guard removes its file when the listener is dropped.
+    Unix(UnixListener, Option<UnixPathGuard>),
+}
+
+/// One connected byte stream.
+///
+/// An enum rather than a trait object: the server's per-connection code is generic over
+/// `AsyncRead + AsyncWrite`, and the match per call costs nothing next to the syscall.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix stream connection.
+    Unix(UnixStream),
+}
+
+impl StreamListener {
+    /// Binds and listens on a stream endpoint (`tcp://`, `unix:`).
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`], [`Error::PermissionDenied`], [`Error::NotASocket`],
+    /// [`Error::HostNotFound`] or [`Error::Listen`], each naming the address.
+    pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<StreamListener> {
+        match endpoint {
+            Endpoint::Tcp(hp) => bind_tcp(endpoint, hp, opts).await,
+            Endpoint::Unix(addr) => bind_unix(endpoint, addr, opts),
+            Endpoint::Tls(_) => Err(Error::Usage(
+                "tls:// listening is not available yet; use tcp:// for now".into(),
+            )),
+            Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
+                "{endpoint} is a datagram endpoint; a stream listener needs tcp:// or unix:"
+            ))),
+        }
+    }
+
+    /// Accepts the next connection.
+    ///
+    /// Cancel-safe: dropping the future loses no connection. TCP connections get
+    /// `TCP_NODELAY`, because every exchange here is a small request and a small reply.
+    pub async fn accept(&self) -> io::Result<(Stream, PeerAddr)> {
+        match self {
+            StreamListener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                // Failing to set a latency hint is not worth dropping the client for.
+                let _ = stream.set_nodelay(true);
+                Ok((Stream::Tcp(stream), PeerAddr::Ip(peer)))
+            }
+            StreamListener::Unix(listener, _) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok((Stream::Unix(stream), unix_peer(peer)))
+            }
+        }
+    }
+
+    /// The endpoint actually bound: with port 0, this carries the port the kernel chose.
+    pub fn local_endpoint(&self, requested: &Endpoint) -> Endpoint {
+        match self {
+            StreamListener::Tcp(listener) => match listener.local_addr() {
+                Ok(addr) => Endpoint::Tcp(host_port(addr)),
+                Err(_) => requested.clone(),
+            },
+            StreamListener::Unix(..) => requested.clone(),
+        }
+    }
+}
+
+/// A [`HostPort`] for a concrete socket address.
+pub(crate) fn host_port(addr: SocketAddr) -> HostPort {
+    HostPort {
+        host: Host::Ip(addr.ip()),
+        port: addr.port(),
+    }
+}
+
+/// Binds the first resolved address that works, so `localhost` binds whichever family exists.
+async fn bind_tcp(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    opts: &ListenOptions,
+) -> Result<StreamListener> {
+    let mut last_error = None;
+    for addr in hp.resolve().await? {
+        match tcp_listener(addr, opts).and_then(TcpListener::from_std) {
+            Ok(listener) => return Ok(StreamListener::Tcp(listener)),
+            Err(e) => last_error = Some(ip_listen_error(e, endpoint, addr)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::HostNotFound {
+        host: hp.host_text(),
+        reason: "no addresses".into(),
+    }))
+}
+
+/// Maps a bind/listen error on an IP address to the user-facing error with a remedy.
+pub(crate) fn ip_listen_error(source: io::Error, endpoint: &Endpoint, addr: SocketAddr) -> Error {
+    match source.kind() {
+        io::ErrorKind::AddrInUse => {
+            let next = endpoint.with_port(addr.port().checked_add(1).unwrap_or(1024));
+            Error::AddrInUse {
+                endpoint: endpoint.clone(),
+                hint: format!("stop the program using it or pick another port, e.g. {next}"),
+            }
+        }
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            endpoint: endpoint.clone(),
+            hint: "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port of 1024 or more"
+                .into(),
+        },
+        io::ErrorKind::AddrNotAvailable => Error::Listen {
+            endpoint: endpoint.clone(),
+            source: io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{} is not an address of this machine", addr.ip()),
+            ),
+        },
+        _ => Error::Listen {
+            endpoint: endpoint.clone(),
+            source,
+        },
+    }
+}
+
+/// Binds a Unix stream socket, replacing a stale file but never a live socket or other file.
+fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr, opts: &ListenOptions) -> Result<StreamListener> {
+    let sockaddr = unix_sockaddr(addr);
+    let guard_path = match addr {
+        UnixAddr::Path(path) => {
+            unix_path::prepare(path, endpoint, Type::STREAM)?;
+            Some(path.as_path())
+        }
+        UnixAddr::Abstract(_) => None,
+    };
+    let listen = || -> io::Result<std::os::unix::net::UnixListener> {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&sockaddr?)?;
+        socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
+        Ok(socket.into())
+    };
+    let listener = listen()
+        .and_then(UnixListener::from_std)
+        .map_err(|e| unix_path::listen_error(e, endpoint))?;
+    let guard = guard_path.map(UnixPathGuard::new);
+    Ok(StreamListener::Unix(listener, guard))
+}
+
+/// Connects to a stream endpoint, trying each resolved address in turn.
+///
+/// `timeout` bounds the whole attempt, all addresses included.
+///
+/// # Errors
+/// [`Error::Refused`] when nothing listens, [`Error::Timeout`], [`Error::HostNotFound`],
+/// or [`Error::Connect`] with the OS reason.
+pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> Result<Stream> {
+    let attempt = async {
+        match endpoint {
+            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp).await,
+            Endpoint::Unix(addr) => connect_unix(endpoint, addr).await,
+            Endpoint::Tls(_) => Err(Error::Usage(
+                "tls:// connections are not available yet; use tcp:// for now".into(),
+            )),
+            Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
+                "{endpoint} is a datagram endpoint, not a stream"
+            ))),
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| Error::Timeout {
+            doing: format!("connecting to {endpoint}"),
+            after: timeout,
+        })?
+}
+
+/// Tries every address of `hp`; returns the first connection or the most telling error.
+async fn connect_tcp(endpoint: &Endpoint, hp: &HostPort) -> Result<Stream> {
+    let mut last_error = None;
+    for addr in hp.resolve().await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(Stream::Tcp(stream));
+            }
+            Err(e) => {
+                tracing::debug!(%addr, "connect failed: {e}");
+                last_error = Some(connect_error(e, endpoint));
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::HostNotFound {
+        host: hp.host_text(),
+        reason: "no addresses".into(),
+    }))
+}
+
+/// Connects to a Unix stream socket by path or abstract name.
+async fn connect_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<Stream> {
+    let result = match addr {
+        UnixAddr::Path(path) => UnixStream::connect(path).await,
+        UnixAddr::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            match std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) {
+                Ok(sockaddr) => UnixStream::connect_addr(&sockaddr.into()).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    result
+        .map(Stream::Unix)
+        .map_err(|e| connect_error(e, endpoint))
+}
+
+/// Maps a connect error to the user-facing error: refused, permission, missing file…
+pub(crate) fn connect_error(source: io::Error, endpoint: &Endpoint) -> Error {
+    match source.kind() {
+        io::ErrorKind::ConnectionRefused => Error::Refused {
+            endpoint: endpoint.clone(),
+        },
+        io::ErrorKind::TimedOut => Error::Timeout {
+            doing: format!("connecting to {endpoint}"),
+            after: Duration::ZERO,
+        },
+        io::ErrorKind::NotFound => Error::Connect {
+            endpoint: endpoint.clone(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "no socket file at that path; is the server running?",
+            ),
+        },
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            endpoint: endpoint.clone(),
+            hint: "you may not open that socket; check its permissions".into(),
+        },
+        _ => Error::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        },
+    }
+}
+
+impl HostPort {
+    /// The host as the user wrote it, for messages.
+    pub(crate) fn host_text(&self) -> String {
+        match &self.host {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Name(name) => name.clone(),
+        }
+    }
+}
+
+impl Stream {
+    /// Where this stream is connected to, for messages.
+    pub fn peer_addr(&self) -> io::Result<PeerAddr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(PeerAddr::Ip),
+            Stream::Unix(s) => s.peer_addr().map(unix_peer),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
