@@ -220,9 +220,9 @@ fn write_loop(rx: Receiver<Command>, writer: Box<dyn Write + Send>) {
 
 /// Where a server listens, the way the note prints it (`127.0.0.1:8000`).
 fn listen_address(endpoint: &Endpoint) -> String {
-    match endpoint.host_port() {
-        Some(hp) => hp.to_string(),
-        None => endpoint.to_string(),
+    match endpoint {
+        Endpoint::Tcp(hp) | Endpoint::Udp(hp) | Endpoint::Tls(hp) => hp.to_string(),
+        Endpoint::Unix(addr) | Endpoint::UnixDgram(addr) => addr.to_string(),
     }
 }
 

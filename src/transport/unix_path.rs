@@ -90,6 +90,24 @@ fn probe(path: &Path, kind: Type) -> io::Result<()> {
     socket.connect(&SockAddr::unix(path)?)
 }
 
+/// Why a socket file could not be created where the directory is missing or special.
+fn missing_dir_hint(endpoint: &Endpoint) -> String {
+    let parent = match endpoint {
+        Endpoint::Unix(crate::endpoint::UnixAddr::Path(path))
+        | Endpoint::UnixDgram(crate::endpoint::UnixAddr::Path(path)) => path.parent(),
+        _ => None,
+    };
+    match parent {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            format!(
+                "directory {} does not exist; create it first",
+                dir.display()
+            )
+        }
+        _ => "this file system does not allow socket files there; choose a path under /tmp".into(),
+    }
+}
+
 /// Maps an error while binding or preparing a Unix path to the user-facing error.
 pub(crate) fn listen_error(source: io::Error, endpoint: &Endpoint) -> Error {
     match source.kind() {
@@ -105,10 +123,7 @@ pub(crate) fn listen_error(source: io::Error, endpoint: &Endpoint) -> Error {
         },
         io::ErrorKind::NotFound => Error::Listen {
             endpoint: endpoint.clone(),
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                "the directory does not exist; create it first",
-            ),
+            source: io::Error::new(io::ErrorKind::NotFound, missing_dir_hint(endpoint)),
         },
         _ => Error::Listen {
             endpoint: endpoint.clone(),
