@@ -42,7 +42,7 @@ impl Gate {
         }
         shared.stats.denied.fetch_add(1, Ordering::Relaxed);
         if let admit @ Admit::Log { .. } = self.denied_log.admit(Instant::now()) {
-            tracing::info!(%peer, "denied {what} from {peer}: {verdict}{}", admit.suffix());
+            tracing::info!("denied {what} from {peer}: {verdict}{}", admit.suffix());
         }
         false
     }
@@ -66,7 +66,6 @@ impl Gate {
                 if let admit @ Admit::Log { .. } = self.refused_log.admit(Instant::now()) {
                     let limit = shared.options.limits.max_conns.unwrap_or_default();
                     tracing::info!(
-                        %peer,
                         "refused {what} from {peer}: {limit} already being served (--max-conns {limit}, --max-conns-mode refuse){}",
                         admit.suffix()
                     );
