@@ -146,6 +146,11 @@ pub enum Command {
     Send(SendArgs),
 }
 
+/// Help heading for the flags choosing what a server does.
+const MODES: &str = "Modes (one per server)";
+/// Help heading for access control, limits and timeouts.
+const LIMITS: &str = "Access and limits";
+
 /// `sockit serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -155,51 +160,51 @@ pub struct ServeArgs {
 
     /// Reply with this text to every message [default: the note's "hello tcp client" /
     /// "hello udp client"].
-    #[arg(long, value_name = "TEXT", group = "answer")]
+    #[arg(long, help_heading = MODES, value_name = "TEXT", group = "answer")]
     pub reply: Option<String>,
 
     /// Send every message back unchanged.
-    #[arg(long, group = "answer")]
+    #[arg(long, help_heading = MODES, group = "answer")]
     pub echo: bool,
 
     /// Send nothing back; only read and count (bytes appear in the `closed` events and the
     /// summary).
-    #[arg(long, group = "answer")]
+    #[arg(long, help_heading = MODES, group = "answer")]
     pub discard: bool,
 
     /// Run PROGRAM with ARGS for each connection, its stdin and stdout wired to the client;
     /// no shell. Takes the rest of the command line, so put it last. On datagram endpoints,
     /// one run per datagram: the datagram on stdin, the output as the reply.
-    #[arg(long, value_name = "PROGRAM [ARGS]", num_args = 1.., allow_hyphen_values = true,
+    #[arg(long, help_heading = MODES, value_name = "PROGRAM [ARGS]", num_args = 1.., allow_hyphen_values = true,
           group = "answer")]
     pub exec: Option<Vec<OsString>>,
 
     /// Like --exec, through `sh -c CMD`: for pipes, redirections and other shell syntax.
-    #[arg(long, value_name = "CMD", group = "answer")]
+    #[arg(long, help_heading = MODES, value_name = "CMD", group = "answer")]
     pub sh_exec: Option<OsString>,
 
     /// Where the program's stderr goes (with --exec / --sh-exec): the server's stderr, the
     /// client (like 2>&1), or nowhere.
-    #[arg(long, value_enum, value_name = "WHERE", default_value_t = ExecStderr::Inherit)]
+    #[arg(long, help_heading = MODES, value_enum, value_name = "WHERE", default_value_t = ExecStderr::Inherit)]
     pub exec_stderr: ExecStderr,
 
     /// Chat room: every line a client sends goes to all the others, prefixed with the
     /// sender's tag ('<user3> hello'); joins and leaves are announced. Streams only.
-    #[arg(long, group = "answer")]
+    #[arg(long, help_heading = MODES, group = "answer")]
     pub chat: bool,
 
     /// Close each connection after its first reply, as the note's server does.
-    #[arg(long, conflicts_with_all = ["exec", "sh_exec", "chat"])]
+    #[arg(long, help_heading = MODES, conflicts_with_all = ["exec", "sh_exec", "chat"])]
     pub close: bool,
 
     /// Let in only clients inside this range (CIDR or single address; repeatable). Unix
     /// socket clients are not filtered.
-    #[arg(long, value_name = "CIDR", value_parser = parse_range)]
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
     pub allow: Vec<IpNet>,
 
     /// Turn away clients inside this range (repeatable); deny wins over --allow. A denied
     /// connection is closed at once, a denied datagram dropped; both are logged.
-    #[arg(long, value_name = "CIDR", value_parser = parse_range)]
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
     pub deny: Vec<IpNet>,
 
     /// How a stream is cut into messages.
@@ -208,30 +213,31 @@ pub struct ServeArgs {
 
     /// Most connections served at once (with --exec on datagrams: programs running at
     /// once, default 64).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns: Option<u64>,
 
     /// What a client arriving over --max-conns gets: wait in the kernel backlog until a
     /// slot frees, or be accepted and closed at once (counted as refused).
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
+    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
           requires = "max_conns")]
     pub max_conns_mode: OverLimit,
 
     /// Close connections silent this long in both directions ("0" never); with --exec the
     /// program is killed, in --chat the member leaves.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Time allowed to finish a message once it has started ("0" never).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    /// Time allowed to finish a message once it has started ("0" never); with --exec on
+    /// datagrams, the time each program run may take.
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub message_timeout: Duration,
 
     /// How long Ctrl-C / SIGTERM waits for in-flight exchanges.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
 
     /// listen(2) backlog: connections the kernel queues while we are busy.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024)]
     pub backlog: u32,
 }
 
