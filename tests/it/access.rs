@@ -65,16 +65,30 @@ fn exchange(mut stream: TcpStream, host: &str, port: u16) -> Answer {
     }
 }
 
-/// Stops the server and returns its summary line.
-fn summary(mut server: Proc) -> String {
+/// Stops the server and returns its summary line and everything it logged.
+fn stop(mut server: Proc) -> (String, String) {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success(), "{}", server.report());
-    server
-        .stderr()
+    let stderr = server.stderr();
+    let summary = stderr
         .lines()
         .find(|l| l.starts_with("summary: "))
         .map(str::to_string)
-        .unwrap_or_else(|| panic!("no summary\n{}", server.report()))
+        .unwrap_or_else(|| panic!("no summary\n{}", server.report()));
+    (summary, stderr)
+}
+
+/// Stops the server and returns its summary line.
+fn summary(server: Proc) -> String {
+    stop(server).0
+}
+
+/// Waits until the server has logged `needle` on stderr (it is read asynchronously).
+fn wait_logged(server: &Proc, needle: &str) {
+    crate::procs::eventually(&format!("{needle:?} on stderr"), || {
+        let log = server.stderr();
+        (!log.contains(needle)).then_some(log)
+    });
 }
 
 #[test]
@@ -96,16 +110,15 @@ fn allow_lets_its_range_in_and_deny_closes_it() {
         "{}",
         denying.report()
     );
-    let stderr_before = denying.stderr();
-    let line = summary(denying);
+    let (line, log) = stop(denying);
     assert!(
         line.contains("0 connections") && line.ends_with("1 denied"),
         "{line}"
     );
     assert!(
-        stderr_before.contains("denied connection from 127.0.0.1:")
-            && stderr_before.contains("matches --deny 127.0.0.0/8"),
-        "{stderr_before}"
+        log.contains("denied connection from 127.0.0.1:")
+            && log.contains("matches --deny 127.0.0.0/8"),
+        "{log}"
     );
 }
 
@@ -187,8 +200,7 @@ async fn denied_datagrams_are_dropped_counted_and_logged_at_a_bounded_rate() {
     let nothing =
         tokio::time::timeout(Duration::from_millis(300), denied.recv_from(&mut buf)).await;
     assert!(nothing.is_err(), "a denied sender got a reply");
-    let log = server.stderr();
-    let line = summary(server);
+    let (line, log) = stop(server);
     assert!(line.ends_with(&format!("{FLOOD} denied")), "{line}");
     let logged = log
         .matches("denied datagram from [::ffff:127.0.0.1]:")
@@ -220,12 +232,9 @@ fn unix_clients_are_not_ip_filtered_and_the_server_says_so() {
         .read_exact(&mut buf)
         .unwrap_or_else(|e| panic!("{e}\n{}", server.report()));
     assert_eq!(&buf, b"ping");
-    assert!(
-        server
-            .stderr()
-            .contains("Unix socket clients have none and are not filtered"),
-        "{}",
-        server.report()
+    wait_logged(
+        &server,
+        "Unix socket clients have none and are not filtered",
     );
 }
 
@@ -285,11 +294,13 @@ fn max_conns_refuse_closes_the_extra_client_at_once() {
         "{}",
         server.report()
     );
-    let log = server.stderr();
+    wait_logged(&server, "(--max-conns 1, --max-conns-mode refuse)");
     assert!(
-        log.contains("refused connection from 127.0.0.1:")
-            && log.contains("(--max-conns 1, --max-conns-mode refuse)"),
-        "{log}"
+        server
+            .stderr()
+            .contains("refused connection from 127.0.0.1:"),
+        "{}",
+        server.report()
     );
     // Once the first leaves, a new client gets its slot. The server frees the slot when
     // its task ends, just after the client sees the close, so allow a few attempts.
