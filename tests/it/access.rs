@@ -69,6 +69,8 @@ fn exchange(mut stream: TcpStream, host: &str, port: u16) -> Answer {
 fn stop(mut server: Proc) -> (String, String) {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success(), "{}", server.report());
+    // stderr is read by a thread of its own, which may lag behind the exit.
+    wait_logged(&server, "summary: ");
     let stderr = server.stderr();
     let summary = stderr
         .lines()

@@ -589,6 +589,10 @@ fn discard_counts_what_it_drops() {
     // closed its side only after reading everything, and shutdown waits for the task.
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success(), "{}", server.report());
+    eventually("the summary on stderr", || {
+        let log = server.stderr();
+        (!log.contains("summary: ")).then_some(log)
+    });
     let stderr = server.stderr();
     assert!(
         stderr.contains("summary: 1 connections,")
