@@ -22,7 +22,7 @@
 //!
 //! The program learns who it serves from its environment: `SOCKIT_CONN` (connection id),
 //! `SOCKIT_PEER` (the client as printed in logs), and for IP clients `SOCKIT_PEER_ADDR`
-//! and `SOCKIT_PEER_PORT`.
+//! and `SOCKIT_PEER_PORT`. For datagrams `SOCKIT_CONN` numbers the datagram.
 //!
 //! The code here sees byte streams (`AsyncRead + AsyncWrite`), never sockets, so it works
 //! the same over TCP, Unix sockets and TLS, and is tested over in-memory pipes.
@@ -85,7 +85,7 @@ pub enum ExecStderr {
 /// Who a program serves; given to it in its environment.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientInfo<'a> {
-    /// Connection id as in the server's events (0 for datagrams).
+    /// Connection id as in the server's events; for datagrams, the datagram's number.
     pub conn: u64,
     /// The client's address.
     pub peer: &'a PeerAddr,
