@@ -10,13 +10,16 @@
 //! * [`endpoint`]: the endpoint syntax (`tcp://`, `udp://`, `unix:`, …), pure parsing;
 //! * [`transport`]: endpoints → listening and connected sockets;
 //! * [`framing`]: a byte stream → messages;
-//! * [`behaviour`]: a message → its answer (reply, echo, discard);
+//! * [`behaviour`]: a message → its answer (reply, echo, discard), or a whole connection
+//!   → a program (`--exec`) or the chat room (`--chat`);
 //! * [`server`]: accept loop and per-connection tasks, datagram loop, limits;
+//! * [`access`]: `--allow` / `--deny` rules, pure, shared by every listening command;
 //! * [`client`]: the note's client (`send`);
 //! * [`shutdown`]: signals → graceful, bounded drain;
 //! * [`obs`]: events on stdout, diagnostics on stderr, counters;
 //! * [`error`]: every failure with its message and exit code.
 
+pub mod access;
 pub mod behaviour;
 pub mod cli;
 pub mod client;

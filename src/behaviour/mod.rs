@@ -1,7 +1,16 @@
-//! Behaviours: what a server does with each message it receives.
+//! Behaviours: what a server does with what it receives.
 //!
-//! A behaviour never sees a socket, only the message bytes and an output buffer, so it is
-//! the same for TCP, Unix, UDP and TLS, and it can be tested without a network.
+//! Two kinds, both blind to sockets, so each is the same for TCP, Unix, UDP and TLS and is
+//! tested without a network:
+//!
+//! * per message: [`Responder`] (reply, echo, discard) sees only the message bytes and an
+//!   output buffer;
+//! * per connection: [`exec`] (a program wired to the client) and [`chat`] (a broker
+//!   between clients) see a byte stream (`AsyncRead + AsyncWrite`), because they own the
+//!   whole exchange, not one answer at a time.
+
+pub mod chat;
+pub mod exec;
 
 use bytes::Bytes;
 

@@ -2,11 +2,16 @@
 //! values are only parsed and checked here; nothing touches the network or the terminal.
 //! [`super::config`] turns them into typed configurations.
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 
+use crate::access::parse_range;
+use crate::behaviour::exec::ExecStderr;
 use crate::obs::LogFormat;
+use crate::server::OverLimit;
 
 const ABOUT: &str =
     "A socket toolkit: the note's TCP/UDP hello demo, never blocked, over every transport.";
@@ -43,7 +48,30 @@ Examples:
   sockit serve --close                  close after the first reply, exactly as the note does
   sockit serve tcp://0.0.0.0:9000 --echo --framing line
   sockit serve unix:/tmp/echo.sock --echo
-  sockit serve 9000 --reply 'pong' -q   no per-message lines (for load tests)";
+  sockit serve 9000 --reply 'pong' -q   no per-message lines (for load tests)
+  sockit serve 9000 --discard --log text
+                                        count what arrives (bytes per connection in 'closed')
+
+Programs (one per connection; per datagram on udp:// and unixgram:):
+  sockit serve 9000 --exec cat -n       number the client's lines; no shell involved
+  sockit serve 9000 --sh-exec 'sort | uniq -c'
+                                        a shell command line, when you want the shell
+  sockit serve udp://127.0.0.1:9000 --exec tr a-z A-Z
+                                        each datagram on stdin, the program's output as reply
+  Everything after --exec is the program's command line: put sockit's options before it.
+  The client half-closes -> the program's stdin closes; the program's stdout closes ->
+  the client sees end-of-file. On disconnect, idle timeout or shutdown the program (and
+  everything it started) is killed and reaped. It finds the client in SOCKIT_PEER,
+  SOCKIT_PEER_ADDR, SOCKIT_PEER_PORT and SOCKIT_CONN.
+
+Chat:
+  sockit serve 0.0.0.0:9000 --chat      every line goes to all other clients as '<user3> line'
+
+Access and limits:
+  sockit serve 0.0.0.0:9000 --echo --allow 10.0.0.0/8 --deny 10.0.0.13
+                                        deny wins; with any --allow, only those ranges get in
+  sockit serve 9000 --echo --max-conns 100 --max-conns-mode refuse
+                                        client 101 is closed at once instead of waiting";
 
 const SEND_EXAMPLES: &str = "\
 Examples:
@@ -118,6 +146,11 @@ pub enum Command {
     Send(SendArgs),
 }
 
+/// Help heading for the flags choosing what a server does.
+const MODES: &str = "Modes (one per server)";
+/// Help heading for access control, limits and timeouts.
+const LIMITS: &str = "Access and limits";
+
 /// `sockit serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -127,43 +160,84 @@ pub struct ServeArgs {
 
     /// Reply with this text to every message [default: the note's "hello tcp client" /
     /// "hello udp client"].
-    #[arg(long, value_name = "TEXT", group = "answer")]
+    #[arg(long, help_heading = MODES, value_name = "TEXT", group = "answer")]
     pub reply: Option<String>,
 
     /// Send every message back unchanged.
-    #[arg(long, group = "answer")]
+    #[arg(long, help_heading = MODES, group = "answer")]
     pub echo: bool,
 
-    /// Send nothing back; only read and count.
-    #[arg(long, group = "answer")]
+    /// Send nothing back; only read and count (bytes appear in the `closed` events and the
+    /// summary).
+    #[arg(long, help_heading = MODES, group = "answer")]
     pub discard: bool,
 
+    /// Run PROGRAM with ARGS for each connection, its stdin and stdout wired to the client;
+    /// no shell. Takes the rest of the command line, so put it last. On datagram endpoints,
+    /// one run per datagram: the datagram on stdin, the output as the reply.
+    #[arg(long, help_heading = MODES, value_name = "PROGRAM [ARGS]", num_args = 1.., allow_hyphen_values = true,
+          group = "answer")]
+    pub exec: Option<Vec<OsString>>,
+
+    /// Like --exec, through `sh -c CMD`: for pipes, redirections and other shell syntax.
+    #[arg(long, help_heading = MODES, value_name = "CMD", group = "answer")]
+    pub sh_exec: Option<OsString>,
+
+    /// Where the program's stderr goes (with --exec / --sh-exec): the server's stderr, the
+    /// client (like 2>&1), or nowhere.
+    #[arg(long, help_heading = MODES, value_enum, value_name = "WHERE", default_value_t = ExecStderr::Inherit)]
+    pub exec_stderr: ExecStderr,
+
+    /// Chat room: every line a client sends goes to all the others, prefixed with the
+    /// sender's tag ('<user3> hello'); joins and leaves are announced. Streams only.
+    #[arg(long, help_heading = MODES, group = "answer")]
+    pub chat: bool,
+
     /// Close each connection after its first reply, as the note's server does.
-    #[arg(long)]
+    #[arg(long, help_heading = MODES, conflicts_with_all = ["exec", "sh_exec", "chat"])]
     pub close: bool,
+
+    /// Let in only clients inside this range (CIDR or single address; repeatable). Unix
+    /// socket clients are not filtered.
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
+    pub allow: Vec<IpNet>,
+
+    /// Turn away clients inside this range (repeatable); deny wins over --allow. A denied
+    /// connection is closed at once, a denied datagram dropped; both are logged.
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
+    pub deny: Vec<IpNet>,
 
     /// How a stream is cut into messages.
     #[command(flatten)]
     pub framing: FramingArgs,
 
-    /// Most connections served at once; more wait in the kernel backlog.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Most connections served at once (with --exec on datagrams: programs running at
+    /// once, default 64).
+    #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns: Option<u64>,
 
-    /// Close connections silent this long ("0" never).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    /// What a client arriving over --max-conns gets: wait in the kernel backlog until a
+    /// slot frees, or be accepted and closed at once (counted as refused).
+    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
+          requires = "max_conns")]
+    pub max_conns_mode: OverLimit,
+
+    /// Close connections silent this long in both directions ("0" never); with --exec the
+    /// program is killed, in --chat the member leaves.
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Time allowed to finish a message once it has started ("0" never).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    /// Time allowed to finish a message once it has started ("0" never); with --exec on
+    /// datagrams, the time each program run may take.
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub message_timeout: Duration,
 
     /// How long Ctrl-C / SIGTERM waits for in-flight exchanges.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
 
     /// listen(2) backlog: connections the kernel queues while we are busy.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024)]
     pub backlog: u32,
 }
 
@@ -271,5 +345,49 @@ mod tests {
     fn answer_modes_are_exclusive() {
         assert!(Cli::try_parse_from(["sockit", "serve", "--echo", "--reply", "x"]).is_err());
         assert!(Cli::try_parse_from(["sockit", "serve", "--echo", "--discard"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "serve", "--chat", "--sh-exec", "cat"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "serve", "--echo", "--exec", "cat"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "serve", "--close", "--chat"]).is_err());
+    }
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["sockit", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).map(|cli| cli.command) {
+            Ok(Command::Serve(args)) => args,
+            other => panic!("{argv:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exec_takes_the_rest_of_the_line_hyphens_included() {
+        let args = serve_args(&["9000", "--idle-timeout", "1s", "--exec", "cat", "-n", "--x"]);
+        assert_eq!(args.endpoint, "9000");
+        assert_eq!(args.idle_timeout, Duration::from_secs(1));
+        assert_eq!(
+            args.exec,
+            Some(vec!["cat".into(), "-n".into(), "--x".into()])
+        );
+    }
+
+    #[test]
+    fn access_ranges_repeat_and_refuse_needs_a_limit() {
+        let args = serve_args(&[
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "::1",
+            "--deny",
+            "10.0.0.1",
+        ]);
+        assert_eq!(args.allow.len(), 2);
+        assert_eq!(args.deny.len(), 1);
+        assert!(Cli::try_parse_from(["sockit", "serve", "--allow", "ten"]).is_err());
+        assert!(
+            Cli::try_parse_from(["sockit", "serve", "--max-conns-mode", "refuse"]).is_err(),
+            "refuse without --max-conns means nothing"
+        );
+        let args = serve_args(&["--max-conns", "2", "--max-conns-mode", "refuse"]);
+        assert_eq!(args.max_conns_mode, OverLimit::Refuse);
     }
 }

@@ -7,12 +7,15 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::args::{FramingArgs, FramingChoice, SendArgs, ServeArgs};
+use crate::access::AccessPolicy;
 use crate::behaviour::Responder;
+use crate::behaviour::chat::ChatOptions;
+use crate::behaviour::exec::{ExecSpec, check_program};
 use crate::client::SendOptions;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::framing::Framing;
-use crate::server::{AfterReply, Limits, ServeOptions};
+use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::ListenOptions;
 
 /// A validated `serve` command.
@@ -60,6 +63,7 @@ impl ServeArgs {
     pub fn into_config(self) -> Result<ServeConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
         let (framing, buffer_size) = framing(&self.framing)?;
+        let mode = serve_mode(&self, framing)?;
         let responder = if self.echo {
             Responder::Echo
         } else if self.discard {
@@ -76,7 +80,9 @@ impl ServeArgs {
             })
             .transpose()?;
         let options = ServeOptions {
+            mode,
             responder,
+            access: AccessPolicy::new(self.allow, self.deny),
             framing,
             buffer_size,
             after_reply: if self.close {
@@ -86,6 +92,7 @@ impl ServeArgs {
             },
             limits: Limits {
                 max_conns,
+                over_limit: self.max_conns_mode,
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
@@ -97,6 +104,37 @@ impl ServeArgs {
         };
         Ok(ServeConfig { endpoint, options })
     }
+}
+
+/// The connection behaviour chosen by `--exec`, `--sh-exec` or `--chat` (default: answer
+/// each message).
+fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
+    if let Some(words) = &args.exec {
+        let Some((program, rest)) = words.split_first() else {
+            return Err(Error::Usage("--exec needs a program to run".into()));
+        };
+        check_program(program).map_err(Error::Usage)?;
+        let mut spec = ExecSpec::program(program.clone(), rest.to_vec());
+        spec.stderr = args.exec_stderr;
+        return Ok(ServeMode::Exec(spec));
+    }
+    if let Some(command) = &args.sh_exec {
+        let mut spec = ExecSpec::shell(command.clone());
+        spec.stderr = args.exec_stderr;
+        return Ok(ServeMode::Exec(spec));
+    }
+    if args.chat {
+        let max_line = match framing {
+            Framing::Line { max_len } => max_len,
+            Framing::Raw => usize::try_from(args.framing.max_line)
+                .map_err(|_| Error::Usage("--max-line is too large".into()))?,
+        };
+        return Ok(ServeMode::Chat(ChatOptions {
+            max_line,
+            ..ChatOptions::default()
+        }));
+    }
+    Ok(ServeMode::Respond)
 }
 
 impl SendArgs {
@@ -163,6 +201,57 @@ mod tests {
         assert_eq!(config.options.after_reply, AfterReply::Close);
         assert_eq!(config.options.framing, Framing::Line { max_len: 65536 });
         Ok(())
+    }
+
+    #[test]
+    fn exec_chat_and_access_reach_the_options() -> Result<()> {
+        let config = serve(&[
+            "--max-conns",
+            "3",
+            "--max-conns-mode",
+            "refuse",
+            "--deny",
+            "10.0.0.0/8",
+            "--exec",
+            "cat",
+            "-n",
+        ])?;
+        assert_eq!(
+            config.options.mode,
+            ServeMode::Exec(ExecSpec::program("cat".into(), vec!["-n".into()]))
+        );
+        assert_eq!(config.options.limits.max_conns, Some(3));
+        assert_eq!(
+            config.options.limits.over_limit,
+            crate::server::OverLimit::Refuse
+        );
+        assert!(
+            !config
+                .options
+                .access
+                .check_ip([10, 1, 1, 1].into())
+                .is_allowed()
+        );
+        let config = serve(&["--chat", "--max-line", "80"])?;
+        assert_eq!(
+            config.options.mode,
+            ServeMode::Chat(ChatOptions {
+                max_line: 80,
+                ..ChatOptions::default()
+            })
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_program_is_a_usage_error() {
+        match serve(&["--exec", "sockit-no-such-program"]) {
+            Err(e) => {
+                assert_eq!(e.exit_status() as u8, 2);
+                assert!(e.to_string().contains("not found in PATH"), "{e}");
+            }
+            Ok(c) => panic!("accepted {c:?}"),
+        }
     }
 
     #[test]

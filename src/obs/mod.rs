@@ -4,12 +4,14 @@
 //!   text, or JSON);
 //! * [`logging`]: diagnostics (errors, warnings, debug) on stderr through `tracing`;
 //! * [`stats`]: counters behind the shutdown summary;
-//! * [`escape`]: printing arbitrary bytes as one safe line.
+//! * [`escape`]: printing arbitrary bytes as one safe line;
+//! * [`throttle`]: rate-limited log lines for floods (refused clients, denied datagrams).
 
 pub mod escape;
 pub mod events;
 pub mod logging;
 pub mod stats;
+pub mod throttle;
 
 pub use events::{Event, EventLog, LogFormat};
 pub use stats::{Stats, Summary, Tally};

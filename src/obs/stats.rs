@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Server-wide totals, shared by every connection task.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Connections accepted (stream servers).
+    /// Connections accepted and served (stream servers); denied and refused ones are
+    /// counted apart.
     pub connections: AtomicU64,
     /// Connections open right now.
     pub active: AtomicU64,
@@ -22,6 +23,11 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Connections that ended on an error (reset, timeout, oversized line…).
     pub errors: AtomicU64,
+    /// Clients (connections or datagrams) turned away by `--allow` / `--deny`.
+    pub denied: AtomicU64,
+    /// Connections (or datagrams) turned away because `--max-conns` was reached and
+    /// `--max-conns-mode refuse` was chosen.
+    pub refused: AtomicU64,
 }
 
 /// Counts kept by one task without synchronisation, added to [`Stats`] in one go.
@@ -48,6 +54,10 @@ pub struct Summary {
     pub bytes_out: u64,
     /// Connections that ended on an error.
     pub errors: u64,
+    /// Clients turned away by `--allow` / `--deny`.
+    pub denied: u64,
+    /// Clients turned away over `--max-conns`.
+    pub refused: u64,
 }
 
 impl Stats {
@@ -73,6 +83,8 @@ impl Stats {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -89,7 +101,16 @@ impl fmt::Display for Summary {
             f,
             "summary: {} connections, {} messages, {} bytes in, {} bytes out, {} errors",
             self.connections, self.messages, self.bytes_in, self.bytes_out, self.errors
-        )
+        )?;
+        // Only servers with access rules or a refusing limit turn clients away; keep the
+        // common line short.
+        if self.denied > 0 {
+            write!(f, ", {} denied", self.denied)?;
+        }
+        if self.refused > 0 {
+            write!(f, ", {} refused", self.refused)?;
+        }
+        Ok(())
     }
 }
 
@@ -120,6 +141,14 @@ mod tests {
         assert_eq!(
             summary.to_string(),
             "summary: 0 connections, 3 messages, 33 bytes in, 17 bytes out, 0 errors"
+        );
+        stats.denied.fetch_add(2, Ordering::Relaxed);
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            stats
+                .summary()
+                .to_string()
+                .ends_with("0 errors, 2 denied, 1 refused")
         );
     }
 }

@@ -4,23 +4,44 @@
 //! block anyone. When the socket is readable the loop drains it (up to a batch, then yields
 //! to other tasks) before waiting again, so a busy server pays for readiness once per
 //! batch, not once per datagram.
+//!
+//! Datagrams from senders the access rules deny are dropped (counted, and logged at a
+//! bounded rate). With `--exec`, each datagram runs the program in its own task (the
+//! datagram on stdin, its stdout as the reply), at most `--max-conns` at once (default
+//! [`DEFAULT_PROGRAMS`]).
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use super::Shared;
+use super::gate::{self, Gate};
+use super::{Handler, OverLimit, Shared};
+use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
 use crate::obs::{Event, Tally};
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
 
 /// Datagrams handled per readiness event before yielding to other tasks.
 const BATCH: usize = 64;
 
+/// Programs run at once for `--exec` on a datagram endpoint when `--max-conns` is not set.
+pub const DEFAULT_PROGRAMS: usize = 64;
+
 /// Receives and answers datagrams until shutdown.
 pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
+    match &shared.handler {
+        Handler::Exec(spec) => exec_loop(socket, spec, shared).await,
+        // `Server::bind` refuses chat on datagram endpoints.
+        Handler::Respond | Handler::Chat(_) => respond_loop(socket, shared).await,
+    }
+}
+
+/// Answers each datagram with the responder.
+async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     // Whole datagrams, always: a receive buffer smaller than the datagram would truncate it.
     let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
     let mut output = Vec::with_capacity(1024);
     let mut tally = Tally::default();
+    let mut gate = Gate::default();
     loop {
         let ready = tokio::select! {
             biased;
@@ -33,6 +54,7 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
         }
         for _ in 0..BATCH {
             match socket.try_recv_from(&mut buf) {
+                Ok((_, peer)) if !gate.admit(&peer, "datagram", shared) => {}
                 Ok((len, peer)) => {
                     answer(&socket, &buf[..len], &peer, &mut output, shared, &mut tally).await;
                 }
@@ -75,4 +97,107 @@ async fn answer(
             Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
         }
     }
+}
+
+/// Runs the program for each datagram, each run in its own tracked task.
+async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>) {
+    let socket = Arc::new(socket);
+    let limits = &shared.options.limits;
+    let slots = Some(Arc::new(tokio::sync::Semaphore::new(
+        limits.max_conns.unwrap_or(DEFAULT_PROGRAMS),
+    )));
+    let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
+    let mut gate = Gate::default();
+    let mut next_id: u64 = 0;
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = shared.shutdown.triggered() => break,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let (len, peer) = match received {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::debug!("receive failed: {e}");
+                continue;
+            }
+        };
+        if !gate.admit(&peer, "datagram", shared) {
+            continue;
+        }
+        let slot = match limits.over_limit {
+            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), shared).await {
+                Some(slot) => slot,
+                None => break,
+            },
+            OverLimit::Refuse => match gate.try_slot(slots.as_ref(), &peer, "datagram", shared) {
+                Some(slot) => slot,
+                None => continue,
+            },
+        };
+        next_id += 1;
+        let id = next_id;
+        let datagram = buf[..len].to_vec();
+        let (socket, task_shared, spec) = (Arc::clone(&socket), Arc::clone(shared), spec.clone());
+        shared.shutdown.spawn(async move {
+            run_program(&socket, &spec, &datagram, &peer, id, &task_shared).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Runs the program for one datagram and sends its output back as the reply.
+async fn run_program(
+    socket: &DatagramSocket,
+    spec: &ExecSpec,
+    datagram: &[u8],
+    peer: &PeerAddr,
+    id: u64,
+    shared: &Shared,
+) {
+    let limits = &shared.options.limits;
+    let time_limit = limits.message_timeout.or(limits.idle_timeout);
+    let client = ClientInfo { conn: id, peer };
+    let run = exec::run_for_datagram(
+        spec,
+        datagram,
+        &client,
+        MAX_DATAGRAM,
+        time_limit,
+        &shared.shutdown,
+    )
+    .await;
+    let mut tally = Tally {
+        messages: 1,
+        bytes_in: datagram.len() as u64,
+        bytes_out: 0,
+    };
+    let problem = match &run.end {
+        DatagramEnd::Exited(_) | DatagramEnd::Shutdown => None,
+        DatagramEnd::TooMuchOutput => Some(format!(
+            "the program wrote more than one datagram holds; replying with the first {MAX_DATAGRAM} bytes"
+        )),
+        DatagramEnd::TimedOut(d) => Some(format!(
+            "the program did not finish within {} and was killed (raise --message-timeout)",
+            humantime::format_duration(*d)
+        )),
+        DatagramEnd::CannotStart(e) => Some(format!("cannot start `{}`: {e}", spec.command_line())),
+    };
+    if let Some(problem) = problem {
+        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, "datagram from {peer}: {problem}");
+    }
+    let reply = (!run.output.is_empty()).then_some(run.output.as_slice());
+    shared.events.emit(Event::Datagram {
+        peer,
+        received: datagram,
+        sent: reply,
+    });
+    if let Some(reply) = reply {
+        match socket.send_to(reply, peer).await {
+            Ok(sent) => tally.bytes_out += sent as u64,
+            Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
+        }
+    }
+    shared.stats.absorb(&mut tally);
 }

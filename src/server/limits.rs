@@ -1,16 +1,18 @@
 //! Limits: how many clients, and how long each may stay silent or take over one message.
 //!
-//! Plain data, decided by the CLI; enforced by the accept loop (`max_conns`) and by each
-//! connection (`idle_timeout`, `message_timeout`).
+//! Plain data, decided by the CLI; enforced by the accept loop (`max_conns`,
+//! `over_limit`) and by each connection (`idle_timeout`, `message_timeout`).
 
 use std::time::Duration;
 
 /// Bounds that keep one client, or many, from holding the server's resources forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The most connections served at once; further clients wait in the kernel backlog.
-    /// `None`: no limit beyond file descriptors.
+    /// The most connections served at once (for `--exec` on datagrams: programs running at
+    /// once). `None`: no limit beyond file descriptors.
     pub max_conns: Option<usize>,
+    /// What happens to a client that arrives when `max_conns` are being served.
+    pub over_limit: OverLimit,
     /// Close a connection after this long with no bytes in either direction, and give up
     /// on a reply the client does not read within it. `None`: never.
     pub idle_timeout: Option<Duration>,
@@ -35,9 +37,22 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_conns: None,
+            over_limit: OverLimit::Wait,
             idle_timeout: Some(Limits::DEFAULT_IDLE),
             message_timeout: Some(Limits::DEFAULT_MESSAGE),
             grace: Limits::DEFAULT_GRACE,
         }
     }
+}
+
+/// What a server does with a client that arrives while `--max-conns` are being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OverLimit {
+    /// Stop accepting: the client waits in the kernel backlog until a slot frees (its
+    /// connect succeeds, it is served later). Datagrams wait in the socket buffer.
+    #[default]
+    Wait,
+    /// Accept and close at once, log it and count it as refused, so the client learns
+    /// immediately instead of hanging. Datagrams over the limit are dropped.
+    Refuse,
 }

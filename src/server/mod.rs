@@ -3,25 +3,35 @@
 //! This is the note's server with its stated problem solved. The note's loop does
 //! `accept → recv → send → close` on one thread, so a client that connects and sends
 //! nothing stops everyone. Here the accept loop only accepts; each connection is its own
-//! tokio task ([`conn`]), so a silent, slow or hostile client costs one idle task and
-//! nothing else. Datagram endpoints run one receive loop ([`datagram`]) that answers each
-//! sender at its own address.
+//! tokio task, so a silent, slow or hostile client costs one idle task and nothing else.
+//! Datagram endpoints run one receive loop ([`datagram`]) that answers each sender at its
+//! own address.
+//!
+//! Every client first passes the [`gate`] (`--allow`/`--deny`, `--max-conns-mode
+//! refuse`); then [`session`] hands the connection to its behaviour by [`ServeMode`]: the
+//! per-message loop in [`conn`] (reply, echo, discard), a program (`--exec`), or the chat
+//! room (`--chat`).
 //!
 //! Flow: [`Server::bind`] → [`Server::run`] → accept loop / datagram loop until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
 
 mod conn;
 mod datagram;
+mod gate;
 mod limits;
+mod session;
 mod stream;
 
-pub use limits::Limits;
+pub use limits::{Limits, OverLimit};
 
 use std::sync::Arc;
 
+use crate::access::AccessPolicy;
 use crate::behaviour::Responder;
+use crate::behaviour::chat::{ChatOptions, Room};
+use crate::behaviour::exec::ExecSpec;
 use crate::endpoint::{Delivery, Endpoint};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::{Event, EventLog, Stats, Summary};
 use crate::shutdown::{Drained, Shutdown};
@@ -37,11 +47,28 @@ pub enum AfterReply {
     Close,
 }
 
+/// What a server does with each connection (or datagram).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ServeMode {
+    /// Answer each message with [`ServeOptions::responder`]: reply, echo or discard.
+    #[default]
+    Respond,
+    /// Run a program per connection with its stdin/stdout wired to the client; on datagram
+    /// endpoints, one run per datagram (the datagram on stdin, stdout as the reply).
+    Exec(ExecSpec),
+    /// Relay every line a client sends to all other clients (stream endpoints only).
+    Chat(ChatOptions),
+}
+
 /// Everything that shapes how a server answers, decided once at start-up.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// The answer to each message.
+    /// What each connection or datagram gets: answers, a program, or the chat room.
+    pub mode: ServeMode,
+    /// The answer to each message when `mode` is [`ServeMode::Respond`].
     pub responder: Responder,
+    /// Which client addresses are let in (`--allow` / `--deny`).
+    pub access: AccessPolicy,
     /// How stream bytes are cut into messages.
     pub framing: Framing,
     /// Bytes per read on streams: the note's `recv(1024)`. Datagrams are always read whole.
@@ -58,7 +85,9 @@ impl ServeOptions {
     /// The note's server for an endpoint: its reply, raw framing, `recv(1024)`.
     pub fn seed(endpoint: &Endpoint) -> ServeOptions {
         ServeOptions {
+            mode: ServeMode::Respond,
             responder: Responder::seed_reply(endpoint.seed_word()),
+            access: AccessPolicy::default(),
             framing: Framing::Raw,
             buffer_size: 1024,
             after_reply: AfterReply::KeepOpen,
@@ -78,6 +107,28 @@ pub(crate) struct Shared {
     pub stats: Stats,
     /// Stop signal and task tracking.
     pub shutdown: Shutdown,
+    /// The per-connection behaviour, with its run-time state.
+    pub handler: Handler,
+}
+
+/// A [`ServeMode`] made ready to run: the chat room exists only while the server runs.
+pub(crate) enum Handler {
+    /// The per-message loop with [`ServeOptions::responder`].
+    Respond,
+    /// A program per connection or datagram.
+    Exec(ExecSpec),
+    /// The chat room every connection joins.
+    Chat(Room),
+}
+
+impl Handler {
+    fn new(mode: &ServeMode) -> Handler {
+        match mode {
+            ServeMode::Respond => Handler::Respond,
+            ServeMode::Exec(spec) => Handler::Exec(spec.clone()),
+            ServeMode::Chat(options) => Handler::Chat(Room::new(*options)),
+        }
+    }
 }
 
 /// A bound server, ready to run. Binding is separate from running so callers (and tests)
@@ -101,7 +152,15 @@ impl Server {
     ///
     /// # Errors
     /// Any listen error: address in use, permission denied, not a socket, host not found.
+    ///
+    /// [`Error::Usage`] for `--chat` on a datagram endpoint: a chat room needs connections.
     pub async fn bind(endpoint: &Endpoint, options: ServeOptions) -> Result<Server> {
+        if matches!(options.mode, ServeMode::Chat(_)) && endpoint.delivery() == Delivery::Datagram {
+            return Err(Error::Usage(format!(
+                "--chat relays lines between connected clients and needs a stream endpoint \
+                 (tcp://, unix:); {endpoint} is a datagram endpoint"
+            )));
+        }
         let (socket, local) = match endpoint.delivery() {
             Delivery::Stream => {
                 let listener = StreamListener::bind(endpoint, &options.listen).await?;
@@ -135,7 +194,17 @@ impl Server {
             endpoint: &self.local,
         });
         let grace = self.options.limits.grace;
+        if !self.options.access.is_open()
+            && matches!(self.local, Endpoint::Unix(_) | Endpoint::UnixDgram(_))
+        {
+            tracing::warn!(
+                "--allow/--deny filter IP addresses; Unix socket clients have none and are \
+                 not filtered (protect {} with file permissions)",
+                self.local
+            );
+        }
         let shared = Arc::new(Shared {
+            handler: Handler::new(&self.options.mode),
             options: self.options,
             events,
             stats: Stats::default(),

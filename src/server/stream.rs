@@ -1,18 +1,19 @@
-//! The accept loop for stream endpoints: take a permit, accept, spawn, repeat.
+//! The accept loop for stream endpoints: take a slot, accept, pass the gate, spawn, repeat.
 //!
-//! The permit is taken *before* `accept` (as mini-redis does): at the connection limit the
-//! loop stops accepting and the kernel backlog holds further clients, instead of accepting
-//! sockets we cannot serve.
+//! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
+//! mini-redis does): at the connection limit the loop stops accepting and the kernel
+//! backlog holds further clients, instead of accepting sockets we cannot serve. With
+//! `refuse`, every client is accepted and one that finds no free slot is closed at once.
+//! A client the access rules deny is closed at once in either mode.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use super::Shared;
-use super::conn::serve_connection;
+use super::gate::{self, Gate, Slot};
+use super::session::handle_connection;
+use super::{OverLimit, Shared};
 use crate::transport::StreamListener;
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
@@ -22,16 +23,18 @@ const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
 /// Accepts connections until shutdown, spawning one tracked task per connection.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
-    let permits = shared
-        .options
-        .limits
-        .max_conns
-        .map(|n| Arc::new(Semaphore::new(n)));
+    let slots = gate::slots(shared);
+    let over_limit = shared.options.limits.over_limit;
+    let mut gate = Gate::default();
     let mut next_id: u64 = 0;
     let mut backoff = MIN_BACKOFF;
     loop {
-        let Some(permit) = acquire(permits.as_ref(), shared).await else {
-            return;
+        let reserved: Option<Slot> = match over_limit {
+            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), shared).await {
+                Some(slot) => Some(slot),
+                None => return,
+            },
+            OverLimit::Refuse => None,
         };
         let accepted = tokio::select! {
             biased;
@@ -41,13 +44,24 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
+                if !gate.admit(&peer, "connection", shared) {
+                    // Closed at once: dropping the stream sends our FIN.
+                    continue;
+                }
+                let slot = match reserved {
+                    Some(slot) => slot,
+                    None => match gate.try_slot(slots.as_ref(), &peer, "connection", shared) {
+                        Some(slot) => slot,
+                        None => continue,
+                    },
+                };
                 next_id += 1;
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let task_shared = Arc::clone(shared);
                 let id = next_id;
                 shared.shutdown.spawn(async move {
-                    serve_connection(stream, peer, id, &task_shared).await;
-                    drop(permit);
+                    handle_connection(stream, peer, id, &task_shared).await;
+                    drop(slot);
                 });
             }
             Err(e) if is_per_connection(&e) => {
@@ -66,23 +80,6 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-    }
-}
-
-/// Waits for a connection slot, or for shutdown (`None`). Without a limit, never waits.
-async fn acquire(
-    permits: Option<&Arc<Semaphore>>,
-    shared: &Shared,
-) -> Option<Option<OwnedSemaphorePermit>> {
-    let Some(permits) = permits else {
-        return Some(None);
-    };
-    tokio::select! {
-        biased;
-        () = shared.shutdown.triggered() => None,
-        // The semaphore is never closed, so acquiring only fails if it were; treat that as
-        // shutdown rather than panic.
-        permit = Arc::clone(permits).acquire_owned() => permit.ok().map(Some),
     }
 }
 

@@ -2,9 +2,12 @@
 //! loopback and in temporary directories, the real `sockit` binary, and the note's own
 //! Python programs as peers.
 
+mod access;
 mod concurrency;
 mod errors;
+mod procs;
 mod seed;
+mod server_modes;
 mod shutdown;
 mod transports;
 mod util;
