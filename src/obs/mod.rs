@@ -4,12 +4,15 @@
 //!   text, or JSON);
 //! * [`logging`]: diagnostics (errors, warnings, debug) on stderr through `tracing`;
 //! * [`stats`]: counters behind the shutdown summary;
-//! * [`escape`]: printing arbitrary bytes as one safe line.
+//! * [`escape`]: printing arbitrary bytes as one safe line;
+//! * [`hexdump`]: `--hex`, traffic as offset / hex / ASCII on stderr.
 
 pub mod escape;
 pub mod events;
+pub mod hexdump;
 pub mod logging;
 pub mod stats;
 
 pub use events::{Event, EventLog, LogFormat};
+pub use hexdump::{HexDump, Tap};
 pub use stats::{Stats, Summary, Tally};

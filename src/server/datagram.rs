@@ -9,6 +9,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::Shared;
+use crate::obs::hexdump::Direction;
 use crate::obs::{Event, Tally};
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
 
@@ -61,6 +62,10 @@ async fn answer(
     tally: &mut Tally,
 ) {
     output.clear();
+    let hex = shared.options.layers.hex.as_ref();
+    if let Some(hex) = hex {
+        hex.datagram(Direction::Received, &peer.to_string(), datagram);
+    }
     let replied = shared.options.responder.respond(datagram, &[], output);
     tally.messages += 1;
     tally.bytes_in += datagram.len() as u64;
@@ -70,6 +75,9 @@ async fn answer(
         sent: replied.then_some(output.as_slice()),
     });
     if replied {
+        if let Some(hex) = hex {
+            hex.datagram(Direction::Sent, &peer.to_string(), output);
+        }
         match socket.send_to(output, peer).await {
             Ok(sent) => tally.bytes_out += sent as u64,
             Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),

@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::framing::Framing;
 use crate::obs::{Event, EventLog, Stats, Summary};
 use crate::shutdown::{Drained, Shutdown};
-use crate::transport::{DatagramSocket, ListenOptions, StreamListener};
+use crate::transport::{DatagramSocket, Layers, ListenOptions, StreamListener};
 
 /// What to do with a connection once a reply has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +52,9 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Socket options for the listening socket.
     pub listen: ListenOptions,
+    /// TLS (for `tls://`) and the `--hex` dump, applied to every accepted connection in
+    /// its own task, and the dump applied to datagrams.
+    pub layers: Layers,
 }
 
 impl ServeOptions {
@@ -64,6 +67,7 @@ impl ServeOptions {
             after_reply: AfterReply::KeepOpen,
             limits: Limits::default(),
             listen: ListenOptions::default(),
+            layers: Layers::default(),
         }
     }
 }
@@ -102,6 +106,11 @@ impl Server {
     /// # Errors
     /// Any listen error: address in use, permission denied, not a socket, host not found.
     pub async fn bind(endpoint: &Endpoint, options: ServeOptions) -> Result<Server> {
+        if matches!(endpoint, Endpoint::Tls(_)) && options.layers.tls.is_none() {
+            return Err(crate::Error::Usage(format!(
+                "{endpoint} needs a certificate: set ServeOptions::layers.tls (the CLI makes one)"
+            )));
+        }
         let (socket, local) = match endpoint.delivery() {
             Delivery::Stream => {
                 let listener = StreamListener::bind(endpoint, &options.listen).await?;
