@@ -218,12 +218,12 @@ impl ServerTls {
     pub fn notice(&self) -> String {
         match &self.source {
             CertSource::Files { cert } => format!(
-                "tls: certificate {} SHA-256 fingerprint {}",
+                "tls: certificate {}; SHA-256 fingerprint {}",
                 cert.display(),
                 self.fingerprint
             ),
             CertSource::SelfSigned { names } => format!(
-                "tls: self-signed certificate for {} SHA-256 fingerprint {} (clients need --insecure, or check this fingerprint)",
+                "tls: self-signed certificate for {}; SHA-256 fingerprint {} (clients need --insecure, or check this fingerprint)",
                 names.join(", "),
                 self.fingerprint
             ),
@@ -444,7 +444,7 @@ impl ClientTls {
                 {
                     let fingerprint = Fingerprint::of(leaf);
                     match self.trust {
-                        Trust::Insecure => tracing::warn!(
+                        Trust::Insecure => tracing::info!(
                             "{endpoint}: certificate SHA-256 fingerprint {fingerprint} (NOT verified: --insecure)"
                         ),
                         _ => tracing::debug!(
@@ -647,10 +647,12 @@ fn explain_certificate(e: &CertificateError, side: Side<'_>) -> String {
 fn alert_words(alert: rustls::AlertDescription) -> String {
     let debug = format!("{alert:?}");
     let mut words = String::new();
-    for (i, c) in debug.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
+    let mut previous_lower = false;
+    for c in debug.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
             words.push('_');
         }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
         words.push(c.to_ascii_lowercase());
     }
     format!("{words} alert")
@@ -718,6 +720,10 @@ mod tests {
             Side::Server,
         );
         assert!(alert.contains("bad_certificate alert"), "{alert}");
+        assert_eq!(
+            alert_words(rustls::AlertDescription::UnknownCA),
+            "unknown_ca alert"
+        );
         for text in [unknown, alert] {
             assert!(!text.contains('\n'));
         }

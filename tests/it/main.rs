@@ -3,7 +3,9 @@
 //! Python programs as peers.
 
 mod concurrency;
+mod connect;
 mod errors;
+mod peers;
 mod seed;
 mod shutdown;
 mod transports;
