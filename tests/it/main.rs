@@ -5,8 +5,12 @@
 mod concurrency;
 mod connect;
 mod errors;
+mod hexdump;
 mod peers;
+mod probe;
+mod relay;
 mod seed;
 mod shutdown;
+mod tls;
 mod transports;
 mod util;
