@@ -79,7 +79,8 @@ reply is still printed until the server closes; --close-on-eof exits at once ins
 (nc -N / -q 0). If the server closes first, what stdin still holds is still sent (the
 server may only have closed its sending side). For udp:// and unixgram: each read of
 stdin is one datagram; after stdin ends, replies are printed until none has come for
---idle-timeout (default 2s). Exit 0 when the conversation ended normally.";
+--idle-timeout (default 2s). Exit 0 when the conversation ended normally (stdout
+closed included); 1 reset, 4 refused, 5 connect timeout, 7 TLS failure.";
 
 const RELAY_EXAMPLES: &str = "\
 Examples:
