@@ -318,7 +318,8 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     }
 }
 
-/// Whose certificate is checked: decides how the server-side handshake errors read.
+/// What a client checks the server's certificate against (and how its rejections are
+/// worded: each names the remedy that fits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// The system's trusted roots (`/etc/ssl/certs`, or `SSL_CERT_FILE`/`SSL_CERT_DIR`).

@@ -80,3 +80,26 @@ fn every_command_documents_itself_with_examples() {
         );
     }
 }
+
+/// The relay dumps its client side: what the client sent (`<`) and what it got (`>`).
+#[test]
+fn relay_dumps_the_client_side() {
+    let mut echo = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--echo", "-q"]);
+    let echo_addr = echo.listening();
+    let mut relay = Proc::sockit(&[
+        "relay",
+        "tcp://127.0.0.1:0",
+        &format!("tcp://{echo_addr}"),
+        "--hex",
+        "-q",
+    ]);
+    let relay_addr = relay.listening();
+    let output = run_sockit(&["connect", &relay_addr], Some(b"relayed"));
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_eq!(output.stdout, b"relayed");
+    let dump = crate::peers::wait_for_stderr(&relay, "> sent 7 bytes to 127.0.0.1:");
+    assert!(
+        dump.contains("< received 7 bytes from 127.0.0.1:") && dump.contains("|relayed|"),
+        "{dump}"
+    );
+}
