@@ -264,6 +264,10 @@ where
             result = &mut download, if !download_done => {
                 download_done = true;
                 match result {
+                    Ok(DownloadEnd::PeerClosed) if !upload_done => {
+                        // Someone typing would otherwise wonder why nothing happens.
+                        tracing::info!("{peer} closed its side; still sending stdin (Ctrl-D or end of input to finish)");
+                    }
                     Ok(DownloadEnd::PeerClosed) => {}
                     Ok(DownloadEnd::OutputClosed) => return Ok(counts.report(Ended::OutputClosed)),
                     Err(e) => return Err(Error::exchange(e, peer, "while receiving")),
