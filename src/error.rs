@@ -165,6 +165,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// TLS could not be set up: a certificate, key or CA file is unusable, or there are no
+    /// trusted roots. Checked at start, before any connection.
+    #[error("cannot use {what}: {reason}")]
+    TlsSetup {
+        /// The flag and file, or the thing concerned ("--cert cert.pem").
+        what: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
+    /// `probe` found no open port: the `nc -z` "failure" exit, with the count.
+    #[error("no open port on {host} among {probed} probed")]
+    NoneOpen {
+        /// The host probed.
+        host: String,
+        /// How many ports were tried.
+        probed: usize,
+    },
+
     /// Any other I/O failure, with what we were doing.
     #[error("{doing}: {source}")]
     Io {
@@ -187,12 +206,13 @@ impl Error {
             | Error::PermissionDenied { .. }
             | Error::NotASocket { .. }
             | Error::Listen { .. } => ExitStatus::CannotListen,
-            Error::Tls { .. } => ExitStatus::Tls,
+            Error::Tls { .. } | Error::TlsSetup { .. } => ExitStatus::Tls,
             Error::Connect { .. }
             | Error::ClosedEarly { .. }
             | Error::Reset { .. }
             | Error::DatagramTooLarge { .. }
             | Error::LineTooLong { .. }
+            | Error::NoneOpen { .. }
             | Error::Io { .. } => ExitStatus::Failure,
         }
     }

@@ -14,7 +14,10 @@
 //!   → a program (`--exec`) or the chat room (`--chat`);
 //! * [`server`]: accept loop and per-connection tasks, datagram loop, limits;
 //! * [`access`]: `--allow` / `--deny` rules, pure, shared by every listening command;
-//! * [`client`]: the note's client (`send`);
+//! * [`client`]: the note's client (`send`) and the interactive client (`connect`);
+//! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
+//! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
+//! * [`idle`]: "no traffic either way for so long", shared by connect and relay;
 //! * [`shutdown`]: signals → graceful, bounded drain;
 //! * [`obs`]: events on stdout, diagnostics on stderr, counters;
 //! * [`error`]: every failure with its message and exit code.
@@ -26,7 +29,10 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod framing;
+pub mod idle;
 pub mod obs;
+pub mod probe;
+pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod transport;

@@ -3,6 +3,7 @@
 //! [`super::config`] turns them into typed configurations.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -31,6 +32,10 @@ Examples:
   sockit send udp                     the note's UDP client
   sockit serve tcp://[::1]:9000 --echo
   sockit send unix:/tmp/s.sock 'hi' --count 3
+  sockit connect tcp://127.0.0.1:9000 interactive client: stdin to the socket, the socket to stdout
+  sockit relay tcp://0.0.0.0:8443 tcp://127.0.0.1:8080
+  sockit serve tls://127.0.0.1:8443 --echo   TLS with a self-signed certificate
+  sockit probe 127.0.0.1 22,80,8000-8010
 
 Endpoints:
   tcp://HOST:PORT  udp://HOST:PORT  tls://HOST:PORT  unix:PATH  unixgram:PATH
@@ -49,6 +54,11 @@ Examples:
   sockit serve tcp://0.0.0.0:9000 --echo --framing line
   sockit serve unix:/tmp/echo.sock --echo
   sockit serve 9000 --reply 'pong' -q   no per-message lines (for load tests)
+  sockit serve tls://127.0.0.1:8443 --echo
+                                        TLS; a self-signed certificate is made and its
+                                        SHA-256 fingerprint printed on stderr
+  sockit serve tls://0.0.0.0:443 --cert cert.pem --key key.pem
+  sockit serve 9000 --echo --hex        dump all traffic as hex on stderr
   sockit serve 9000 --discard --log text
                                         count what arrives (bytes per connection in 'closed')
 
@@ -79,7 +89,50 @@ Examples:
   sockit send udp                       the note's UDP client
   sockit send tcp://[::1]:9000 'ping' --count 3
   echo 'hello' | sockit send unix:/tmp/echo.sock - --framing line
-  sockit send localhost:9000 hi --timeout 2s";
+  sockit send localhost:9000 hi --timeout 2s
+  sockit send tls://localhost:8443 hi --ca ca.pem
+  sockit send tls://127.0.0.1:8443 hi --insecure --hex";
+
+const CONNECT_EXAMPLES: &str = "\
+Examples:
+  sockit connect tcp://127.0.0.1:9000   type lines; what the server sends is printed
+  printf 'GET / HTTP/1.0\\r\\n\\r\\n' | sockit connect tcp://127.0.0.1:8080
+  sockit connect udp://127.0.0.1:9000   each line typed is one datagram
+  sockit connect unix:/tmp/s.sock --close-on-eof < request.bin > reply.bin
+  sockit connect tls://example.org:443 --crlf
+  sockit connect tls://127.0.0.1:8443 --insecure --hex
+
+Half-close: when stdin ends, the sending side of the connection is shut down and the
+reply is still printed until the server closes; --close-on-eof exits at once instead
+(nc -N / -q 0). If the server closes first, what stdin still holds is still sent (the
+server may only have closed its sending side). For udp:// and unixgram: each read of
+stdin is one datagram; after stdin ends, replies are printed until none has come for
+--idle-timeout (default 2s). Exit 0 when the conversation ended normally (stdout
+closed included); 1 reset, 4 refused, 5 connect timeout, 7 TLS failure.";
+
+const RELAY_EXAMPLES: &str = "\
+Examples:
+  sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80        a TCP port forwarder
+  sockit relay tcp://127.0.0.1:9000 unix:/run/app.sock     expose a Unix socket on TCP
+  sockit relay tls://0.0.0.0:8443 tcp://127.0.0.1:8080     add TLS in front of a plain server
+  sockit relay tcp://127.0.0.1:8080 tls://example.org:443  speak plain TCP to a TLS server
+  sockit relay udp://0.0.0.0:5353 udp://127.0.0.1:53       UDP, one session per client
+  sockit relay tcp://127.0.0.1:9000 tcp://127.0.0.1:8000 --hex
+
+Each client gets its own connection to the target; bytes are copied both ways through
+fixed buffers (--buffer per direction), so a slow side slows the other and memory stays
+bounded; half-close is passed on. Ctrl-C stops accepting, lets open connections finish
+within --grace, and prints a summary.";
+
+const PROBE_EXAMPLES: &str = "\
+Examples:
+  sockit probe 127.0.0.1 22,80,443
+  sockit probe localhost 8000-8010 --open
+  sockit probe ::1 1-1024 --concurrency 200 --timeout 500ms
+
+Each port gets a TCP connect: open (it was accepted), closed (refused), filtered (no
+answer within --timeout) or unreachable. Only the host you name is probed. Exit 0 when
+at least one port is open, 1 when none is (as nc -z).";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -144,6 +197,15 @@ pub enum Command {
     /// Send a message and print the reply: the note's client.
     #[command(after_help = SEND_EXAMPLES)]
     Send(SendArgs),
+    /// Interactive client: stdin to the socket, the socket to stdout (nc, ncat).
+    #[command(after_help = CONNECT_EXAMPLES)]
+    Connect(ConnectArgs),
+    /// Accept on one endpoint and forward each client to another (socat, ncat --sh-exec).
+    #[command(after_help = RELAY_EXAMPLES)]
+    Relay(RelayArgs),
+    /// Report which TCP ports of a host accept connections (nc -z).
+    #[command(after_help = PROBE_EXAMPLES)]
+    Probe(ProbeArgs),
 }
 
 /// Help heading for the flags choosing what a server does.
@@ -239,6 +301,43 @@ pub struct ServeArgs {
     /// listen(2) backlog: connections the kernel queues while we are busy.
     #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024)]
     pub backlog: u32,
+
+    /// Certificate and key for tls:// endpoints.
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
+
+    /// Dump all traffic as offset / hex / ASCII on stderr.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+/// The listening side of TLS (`serve`, `relay`).
+#[derive(Debug, Args)]
+pub struct TlsServerArgs {
+    /// Certificate chain (PEM) for a tls:// listener [default: a self-signed certificate
+    /// made at start, its SHA-256 fingerprint printed on stderr].
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+/// The connecting side of TLS (`send`, `connect`, `relay`).
+#[derive(Debug, Args)]
+pub struct TlsClientArgs {
+    /// Trust only the CA certificates in FILE (PEM) for tls:// [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Do not check the tls:// server's certificate (a warning is printed).
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+
+    /// Name to send as SNI and to check in the certificate [default: the endpoint's host].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
 }
 
 /// Framing options shared by `serve` and `send`.
@@ -292,6 +391,124 @@ pub struct SendArgs {
     /// How the reply is read.
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    /// How a tls:// server is checked.
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+
+    /// Dump all traffic as offset / hex / ASCII on stderr.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+/// `sockit connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Where to connect (see `sockit --help` for the forms).
+    #[arg(value_name = "ENDPOINT")]
+    pub endpoint: String,
+
+    /// Exit as soon as stdin ends, without waiting for the server to close (nc -N / -q 0).
+    #[arg(long)]
+    pub close_on_eof: bool,
+
+    /// Send line endings as CRLF (for HTTP, SMTP and other CRLF protocols).
+    #[arg(long)]
+    pub crlf: bool,
+
+    /// End after this long with no traffic either way ("0": never) [default: never for
+    /// streams; 2s of quiet after stdin ends for datagrams].
+    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Give up connecting (TCP and TLS handshake together) after this long.
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// How a tls:// server is checked.
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+
+    /// Dump all traffic as offset / hex / ASCII on stderr.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+/// `sockit relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Where to accept clients.
+    #[arg(value_name = "LISTEN_ENDPOINT")]
+    pub listen: String,
+
+    /// Where to forward each client.
+    #[arg(value_name = "TARGET_ENDPOINT")]
+    pub target: String,
+
+    /// Bytes buffered per direction per connection: the most the relay ever holds for
+    /// one side while the other is slow.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    pub buffer: u64,
+
+    /// Close a connection (or end a UDP session) after this long with no traffic ("0": never).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Give up connecting to the target (TCP and TLS together) after this long.
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Most UDP / Unix datagram client sessions at once; datagrams from further clients
+    /// are dropped (and counted) until a session expires.
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_sessions: u64,
+
+    /// How long Ctrl-C / SIGTERM lets open connections finish.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// listen(2) backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// Certificate and key when LISTEN_ENDPOINT is tls://.
+    #[command(flatten)]
+    pub tls_listen: TlsServerArgs,
+
+    /// How the target is checked when TARGET_ENDPOINT is tls://.
+    #[command(flatten)]
+    pub tls_target: TlsClientArgs,
+
+    /// Dump the clients' traffic (both directions) as offset / hex / ASCII on stderr.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+/// `sockit probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The host to probe: an IP address or a name (only this host is contacted).
+    #[arg(value_name = "HOST")]
+    pub host: String,
+
+    /// Ports: a list and ranges, e.g. 22,80,8000-8010.
+    #[arg(value_name = "PORTS")]
+    pub ports: String,
+
+    /// Connection attempts in flight at once.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+
+    /// A port that has not answered after this long is reported filtered.
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Print only open ports.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// Parses "5s", "250ms", "1m30s"; a bare number is seconds; "0" means zero.

@@ -2,21 +2,31 @@
 //! depend on the transport chosen, durations of zero turned into "never", stdin read.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::args::{FramingArgs, FramingChoice, SendArgs, ServeArgs};
 use crate::access::AccessPolicy;
+
+use super::args::{
+    ConnectArgs, FramingArgs, FramingChoice, ProbeArgs, RelayArgs, SendArgs, ServeArgs,
+    TlsClientArgs, TlsServerArgs,
+};
 use crate::behaviour::Responder;
 use crate::behaviour::chat::ChatOptions;
 use crate::behaviour::exec::{ExecSpec, check_program};
 use crate::client::SendOptions;
-use crate::endpoint::Endpoint;
+use crate::client::connect::{InteractiveOptions, LineEndings, OnInputEnd};
+use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
+use crate::obs::HexDump;
+use crate::probe::ProbeOptions;
+use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
-use crate::transport::ListenOptions;
+use crate::transport::tls::{ClientTls, ServerTls, Trust};
+use crate::transport::{ConnectOptions, Layers, ListenOptions};
 
 /// A validated `serve` command.
 #[derive(Debug, Clone)]
@@ -34,6 +44,87 @@ pub struct SendConfig {
     pub endpoint: Endpoint,
     /// What to send and how to wait.
     pub options: SendOptions,
+}
+
+/// A validated `connect` command.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// Where to connect.
+    pub endpoint: Endpoint,
+    /// How to behave.
+    pub options: InteractiveOptions,
+}
+
+/// A validated `relay` command.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Where to accept clients.
+    pub listen: Endpoint,
+    /// Where to send them and how.
+    pub options: RelayOptions,
+}
+
+/// A validated `probe` command.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// The one host probed.
+    pub host: Host,
+    /// The ports, in the order given.
+    pub ports: Vec<u16>,
+    /// Concurrency and timeout.
+    pub options: ProbeOptions,
+    /// `--open`: print only open ports.
+    pub only_open: bool,
+}
+
+/// The hex dump on stderr, if `--hex`.
+fn hex_dump(hex: bool) -> Option<HexDump> {
+    hex.then(HexDump::stderr)
+}
+
+/// The layers of a listener: TLS for `tls://` (files, or self-signed) and `--hex`.
+///
+/// # Errors
+/// [`Error::Usage`] for `--cert` on a non-TLS endpoint; [`Error::TlsSetup`] for unusable
+/// files.
+fn server_layers(endpoint: &Endpoint, tls: &TlsServerArgs, hex: bool) -> Result<Layers> {
+    let files = tls.cert.as_deref().zip(tls.key.as_deref());
+    let tls = match endpoint {
+        Endpoint::Tls(hp) => Some(Arc::new(ServerTls::load(files, hp)?)),
+        _ if files.is_some() => {
+            return Err(Error::Usage(format!(
+                "--cert and --key are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
+            )));
+        }
+        _ => None,
+    };
+    Ok(Layers {
+        tls,
+        hex: hex_dump(hex),
+        ..Layers::default()
+    })
+}
+
+/// The TLS client for a `tls://` endpoint (`None` for other schemes).
+///
+/// # Errors
+/// [`Error::Usage`] for TLS flags on a non-TLS endpoint; [`Error::TlsSetup`] for an
+/// unusable `--ca` file or missing system roots.
+fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Option<ClientTls>> {
+    let trust = match (&tls.ca, tls.insecure) {
+        (Some(path), _) => Trust::CaFile(path.clone()),
+        (None, true) => Trust::Insecure,
+        (None, false) => Trust::System,
+    };
+    if !matches!(endpoint, Endpoint::Tls(_)) {
+        if trust != Trust::System || tls.server_name.is_some() {
+            return Err(Error::Usage(format!(
+                "--ca, --insecure and --server-name are for tls:// endpoints; {endpoint} is not one"
+            )));
+        }
+        return Ok(None);
+    }
+    ClientTls::new(trust, tls.server_name.clone()).map(Some)
 }
 
 /// Zero means "no limit" for timeouts given on the command line.
@@ -101,6 +192,7 @@ impl ServeArgs {
                 backlog: self.backlog,
                 ..ListenOptions::default()
             },
+            layers: server_layers(&endpoint, &self.tls, self.hex)?,
         };
         Ok(ServeConfig { endpoint, options })
     }
@@ -167,7 +259,115 @@ impl SendArgs {
         if options.timeout.is_zero() {
             return Err(Error::Usage("--timeout must be more than 0".into()));
         }
+        options.tls = client_tls(&endpoint, &self.tls)?;
+        options.hex = hex_dump(self.hex);
         Ok(SendConfig { endpoint, options })
+    }
+}
+
+impl ConnectArgs {
+    /// Parses the endpoint and sets up TLS.
+    ///
+    /// # Errors
+    /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
+    pub fn into_config(self) -> Result<ConnectConfig> {
+        let endpoint: Endpoint = self.endpoint.parse()?;
+        if self.timeout.is_zero() {
+            return Err(Error::Usage("--timeout must be more than 0".into()));
+        }
+        let options = InteractiveOptions {
+            connect: ConnectOptions {
+                timeout: self.timeout,
+                tls: client_tls(&endpoint, &self.tls)?,
+            },
+            on_input_end: if self.close_on_eof {
+                OnInputEnd::Exit
+            } else {
+                OnInputEnd::HalfClose
+            },
+            line_endings: if self.crlf {
+                LineEndings::Crlf
+            } else {
+                LineEndings::AsIs
+            },
+            idle_timeout: self.idle_timeout.and_then(optional),
+            hex: hex_dump(self.hex),
+        };
+        Ok(ConnectConfig { endpoint, options })
+    }
+}
+
+impl RelayArgs {
+    /// Parses both endpoints and sets up TLS on either side.
+    ///
+    /// # Errors
+    /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
+    pub fn into_config(self) -> Result<RelayConfig> {
+        let listen: Endpoint = self.listen.parse()?;
+        let target: Endpoint = self.target.parse()?;
+        if self.timeout.is_zero() {
+            return Err(Error::Usage("--timeout must be more than 0".into()));
+        }
+        let buffer_size = usize::try_from(self.buffer)
+            .map_err(|_| Error::Usage("--buffer is too large".into()))?;
+        let max_sessions = usize::try_from(self.max_sessions)
+            .map_err(|_| Error::Usage("--max-sessions is too large".into()))?;
+        let connect = ConnectOptions {
+            timeout: self.timeout,
+            tls: client_tls(&target, &self.tls_target)?,
+        };
+        let options = RelayOptions {
+            connect,
+            layers: server_layers(&listen, &self.tls_listen, self.hex)?,
+            buffer_size,
+            idle_timeout: optional(self.idle_timeout),
+            max_sessions,
+            grace: self.grace,
+            listen: ListenOptions {
+                backlog: self.backlog,
+                ..ListenOptions::default()
+            },
+            ..RelayOptions::new(target)
+        };
+        Ok(RelayConfig { listen, options })
+    }
+}
+
+impl ProbeArgs {
+    /// Parses the host and the port list.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a bad host or port list, or a zero timeout.
+    pub fn into_config(self) -> Result<ProbeConfig> {
+        let text = self.host.trim();
+        // Reuse the endpoint parser for the host; a bare IPv6 literal needs brackets there.
+        let bracketed = if text.contains(':') && !text.starts_with('[') {
+            format!("[{text}]")
+        } else {
+            text.to_string()
+        };
+        let host = match format!("tcp://{bracketed}:1").parse::<Endpoint>() {
+            Ok(Endpoint::Tcp(hp)) => hp.host,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{text:?} is not an IP address or a host name"
+                )));
+            }
+        };
+        if self.timeout.is_zero() {
+            return Err(Error::Usage("--timeout must be more than 0".into()));
+        }
+        let concurrency = usize::try_from(self.concurrency)
+            .map_err(|_| Error::Usage("--concurrency is too large".into()))?;
+        Ok(ProbeConfig {
+            host,
+            ports: crate::probe::parse_ports(&self.ports)?,
+            options: ProbeOptions {
+                concurrency,
+                timeout: self.timeout,
+            },
+            only_open: self.open,
+        })
     }
 }
 

@@ -7,10 +7,13 @@ pub mod config;
 pub use args::Cli;
 
 use crate::client;
-use crate::error::Result;
-use crate::obs::EventLog;
+use crate::error::{Error, Result};
+use crate::obs::{Event, EventLog, LogFormat};
+use crate::probe::{self, PortReport, ProbeSummary};
+use crate::relay::Relay;
 use crate::server::Server;
 use crate::shutdown::{Shutdown, install_signal_handlers};
+use crate::transport::tls::{CertSource, ServerTls};
 
 use args::{Command, GlobalArgs};
 
@@ -26,19 +29,125 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
             client::send(&config.endpoint, &config.options, events).await?;
             Ok(())
         }
+        Command::Connect(args) => connect(args.into_config()?).await,
+        Command::Relay(args) => relay(args.into_config()?, events).await,
+        Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
     }
 }
 
 /// `sockit serve`: bind, serve until a signal, drain, print the summary on stderr.
 async fn serve(config: config::ServeConfig, _global: &GlobalArgs, events: &EventLog) -> Result<()> {
-    let server = Server::bind(&config.endpoint, config.options).await?;
-    let shutdown = Shutdown::new();
-    install_signal_handlers(shutdown.clone()).map_err(|source| crate::Error::Io {
-        doing: "installing the signal handlers".into(),
-        source,
-    })?;
+    let server = Server::bind(&config.endpoint, config.options.clone()).await?;
+    if let Some(tls) = &config.options.layers.tls {
+        announce_certificate(tls, events);
+    }
+    let shutdown = signal_shutdown()?;
     let summary = server.run(events.clone(), shutdown).await;
     events.flush();
     eprintln!("{summary}");
     Ok(())
+}
+
+/// `sockit connect`: stdin ⇄ socket until the conversation ends.
+async fn connect(config: config::ConnectConfig) -> Result<()> {
+    let input = client::connect::stdin_input()?;
+    let report = client::connect(
+        &config.endpoint,
+        &config.options,
+        input,
+        tokio::io::stdout(),
+    )
+    .await?;
+    tracing::debug!(
+        "ended ({:?}): {} bytes sent, {} bytes received",
+        report.ended,
+        report.sent,
+        report.received
+    );
+    Ok(())
+}
+
+/// `sockit relay`: bind, relay until a signal, drain, print the summary on stderr.
+async fn relay(config: config::RelayConfig, events: &EventLog) -> Result<()> {
+    let relay = Relay::bind(&config.listen, config.options.clone()).await?;
+    if let Some(tls) = &config.options.layers.tls {
+        announce_certificate(tls, events);
+    }
+    tracing::info!(
+        "relaying {} to {}",
+        relay.local_endpoint(),
+        config.options.target
+    );
+    let shutdown = signal_shutdown()?;
+    let summary = relay.run(events.clone(), shutdown).await;
+    events.flush();
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// `sockit probe`: one line per port on stdout, a summary on stderr; exit 1 if none open.
+async fn probe(config: config::ProbeConfig, global: &GlobalArgs) -> Result<()> {
+    use std::io::Write;
+    let host_text = match &config.host {
+        crate::endpoint::Host::Ip(ip) => ip.to_string(),
+        crate::endpoint::Host::Name(name) => name.clone(),
+    };
+    let format = global.log;
+    let print = |report: &PortReport| {
+        if config.only_open && report.state != probe::PortState::Open {
+            return;
+        }
+        let line = port_line(report, &host_text, format);
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (`| head`) only means nobody reads the rest.
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    };
+    let reports = probe::probe(&config.host, &config.ports, config.options, print).await?;
+    let summary = ProbeSummary::of(&reports);
+    eprintln!("probed {} port(s) on {host_text}: {summary}", reports.len());
+    if summary.open == 0 {
+        return Err(Error::NoneOpen {
+            host: host_text,
+            probed: reports.len(),
+        });
+    }
+    Ok(())
+}
+
+/// One probe result: `127.0.0.1:22 open`, or a JSON object with `--log json`.
+fn port_line(report: &PortReport, host: &str, format: LogFormat) -> String {
+    let addr = report.addr.map_or_else(
+        || format!("{host}:{}", report.port),
+        |addr| addr.to_string(),
+    );
+    match format {
+        LogFormat::Json => serde_json::json!({
+            "event": "port", "host": host, "port": report.port,
+            "addr": addr, "state": report.state,
+        })
+        .to_string(),
+        LogFormat::Seed | LogFormat::Text => format!("{addr} {}", report.state),
+    }
+}
+
+/// Prints which certificate a TLS listener presents, with its fingerprint: on stderr
+/// always (the note's stdout stays the note's), and as an event for text/JSON logs.
+fn announce_certificate(tls: &ServerTls, events: &EventLog) {
+    eprintln!("{}", tls.notice());
+    let fingerprint = tls.fingerprint().to_string();
+    events.emit(Event::Certificate {
+        fingerprint: &fingerprint,
+        self_signed: matches!(tls.source(), CertSource::SelfSigned { .. }),
+    });
+}
+
+/// A shutdown fired by SIGINT / SIGTERM.
+fn signal_shutdown() -> Result<Shutdown> {
+    let shutdown = Shutdown::new();
+    install_signal_handlers(shutdown.clone()).map_err(|source| Error::Io {
+        doing: "installing the signal handlers".into(),
+        source,
+    })?;
+    Ok(shutdown)
 }

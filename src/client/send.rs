@@ -6,14 +6,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::{Framer, Framing};
+use crate::obs::hexdump::{Direction, HexDump, Tap};
 use crate::obs::{Event, EventLog};
+use crate::transport::tls::ClientTls;
 use crate::transport::{
-    DatagramSocket, MAX_DATAGRAM, PeerAddr, Stream, connect_stream, unix_sockaddr,
+    ConnectOptions, DatagramSocket, MAX_DATAGRAM, PeerAddr, connect_stream, unix_sockaddr,
 };
 
 /// What to send and how to wait for the answer.
@@ -30,6 +32,10 @@ pub struct SendOptions {
     pub framing: Framing,
     /// Most bytes read for one raw reply (the note's `recv(1024)`).
     pub buffer_size: usize,
+    /// How a `tls://` server is checked (`None`: the system's trusted roots).
+    pub tls: Option<ClientTls>,
+    /// `--hex`: dump both directions on stderr.
+    pub hex: Option<HexDump>,
 }
 
 impl SendOptions {
@@ -41,6 +47,8 @@ impl SendOptions {
             timeout: Duration::from_secs(5),
             framing: Framing::Raw,
             buffer_size: 1024,
+            tls: None,
+            hex: None,
         }
     }
 }
@@ -87,12 +95,17 @@ async fn send_stream(
     options: &SendOptions,
     events: &EventLog,
 ) -> Result<SendReport> {
-    let mut stream = connect_stream(endpoint, options.timeout).await?;
+    let connect = ConnectOptions {
+        timeout: options.timeout,
+        tls: options.tls.clone(),
+    };
+    let stream = connect_stream(endpoint, connect).await?;
     let peer = stream
         .peer_addr()
         .map(|p| p.to_string())
         .unwrap_or_else(|_| endpoint.to_string());
     let peer_addr = stream.peer_addr().ok();
+    let mut stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone());
     let wire = wire_message(options);
     let mut report = SendReport::default();
     for index in 1..=options.count {
@@ -142,8 +155,8 @@ fn exchange_phrase(index: u64, count: u64) -> String {
 }
 
 /// Reads one reply: one read in raw framing, one line in line framing.
-async fn read_reply(
-    stream: &mut Stream,
+async fn read_reply<S: AsyncRead + Unpin>(
+    stream: &mut S,
     options: &SendOptions,
     peer: &str,
     during: &str,
@@ -214,6 +227,9 @@ async fn send_datagrams(
     let mut report = SendReport::default();
     for index in 1..=options.count {
         let during = exchange_phrase(index, options.count);
+        if let Some(hex) = &options.hex {
+            hex.datagram(Direction::Sent, &peer_text, &options.message);
+        }
         socket
             .send(&options.message)
             .await
@@ -235,6 +251,9 @@ async fn send_datagrams(
             })?
             .map_err(|e| datagram_error(e, endpoint, options.message.len(), &peer_text, &during))?;
         let reply = Bytes::copy_from_slice(&buf[..received]);
+        if let Some(hex) = &options.hex {
+            hex.datagram(Direction::Received, &peer_text, &reply);
+        }
         if let Some(p) = &peer {
             events.emit(Event::Received {
                 peer: p,

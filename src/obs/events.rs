@@ -41,6 +41,14 @@ pub enum Event<'a> {
         /// The endpoint actually bound (port 0 resolved).
         endpoint: &'a Endpoint,
     },
+    /// A TLS listener's certificate, so a client can check what it is shown; printed even
+    /// with `--quiet` (text and JSON formats; the note's format leaves it to stderr).
+    Certificate {
+        /// SHA-256 of the certificate, `AB:CD:…` as openssl prints it.
+        fingerprint: &'a str,
+        /// Whether it was made at start (clients need `--insecure` or this fingerprint).
+        self_signed: bool,
+    },
     /// A stream client connected.
     Connected {
         /// Connection id, unique for this server run.
@@ -165,7 +173,7 @@ impl EventLog {
     /// Formats and queues one event.
     pub fn emit(&self, event: Event<'_>) {
         let Some(inner) = &self.inner else { return };
-        if inner.quiet && !matches!(event, Event::Listening { .. }) {
+        if inner.quiet && !matches!(event, Event::Listening { .. } | Event::Certificate { .. }) {
             return;
         }
         let text = match inner.format {
@@ -237,6 +245,7 @@ fn format_seed(event: &Event<'_>) -> String {
                 listen_address(endpoint)
             );
         }
+        Event::Certificate { .. } => {}
         Event::Connected { peer, .. } => {
             let _ = writeln!(s, "connected by {peer}");
         }
@@ -307,6 +316,15 @@ fn format_text(event: &Event<'_>) -> String {
     match *event {
         Event::Listening { endpoint } => {
             let _ = write!(s, " listening endpoint={endpoint}");
+        }
+        Event::Certificate {
+            fingerprint,
+            self_signed,
+        } => {
+            let _ = write!(
+                s,
+                " certificate sha256={fingerprint} self_signed={self_signed}"
+            );
         }
         Event::Connected { conn, peer } => {
             let _ = write!(s, " connected conn={conn} peer={peer}");
@@ -380,6 +398,12 @@ fn format_json(event: &Event<'_>) -> String {
         Event::Listening { endpoint } => {
             json!({"time": time, "event": "listening", "endpoint": endpoint.to_string()})
         }
+        Event::Certificate {
+            fingerprint,
+            self_signed,
+        } => json!({
+            "time": time, "event": "certificate", "sha256": fingerprint, "self_signed": self_signed,
+        }),
         Event::Connected { conn, peer } => {
             json!({"time": time, "event": "connected", "conn": conn, "peer": peer.to_string()})
         }

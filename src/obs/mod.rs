@@ -6,12 +6,15 @@
 //! * [`stats`]: counters behind the shutdown summary;
 //! * [`escape`]: printing arbitrary bytes as one safe line;
 //! * [`throttle`]: rate-limited log lines for floods (refused clients, denied datagrams).
+//! * [`hexdump`]: `--hex`, traffic as offset / hex / ASCII on stderr.
 
 pub mod escape;
 pub mod events;
+pub mod hexdump;
 pub mod logging;
 pub mod stats;
 pub mod throttle;
 
 pub use events::{Event, EventLog, LogFormat};
+pub use hexdump::{HexDump, Tap};
 pub use stats::{Stats, Summary, Tally};

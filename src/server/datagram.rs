@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use super::gate::{self, Gate};
 use super::{Handler, OverLimit, Shared};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
+use crate::obs::hexdump::Direction;
 use crate::obs::{Event, Tally};
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
 
@@ -83,6 +84,10 @@ async fn answer(
     tally: &mut Tally,
 ) {
     output.clear();
+    let hex = shared.options.layers.hex.as_ref();
+    if let Some(hex) = hex {
+        hex.datagram(Direction::Received, &peer.to_string(), datagram);
+    }
     let replied = shared.options.responder.respond(datagram, &[], output);
     tally.messages += 1;
     tally.bytes_in += datagram.len() as u64;
@@ -92,6 +97,9 @@ async fn answer(
         sent: replied.then_some(output.as_slice()),
     });
     if replied {
+        if let Some(hex) = hex {
+            hex.datagram(Direction::Sent, &peer.to_string(), output);
+        }
         match socket.send_to(output, peer).await {
             Ok(sent) => tally.bytes_out += sent as u64,
             Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),

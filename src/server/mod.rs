@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::{Event, EventLog, Stats, Summary};
 use crate::shutdown::{Drained, Shutdown};
-use crate::transport::{DatagramSocket, ListenOptions, StreamListener};
+use crate::transport::{DatagramSocket, Layers, ListenOptions, StreamListener};
 
 /// What to do with a connection once a reply has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,6 +79,9 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Socket options for the listening socket.
     pub listen: ListenOptions,
+    /// TLS (for `tls://`) and the `--hex` dump, applied to every accepted connection in
+    /// its own task, and the dump applied to datagrams.
+    pub layers: Layers,
 }
 
 impl ServeOptions {
@@ -93,6 +96,7 @@ impl ServeOptions {
             after_reply: AfterReply::KeepOpen,
             limits: Limits::default(),
             listen: ListenOptions::default(),
+            layers: Layers::default(),
         }
     }
 }
@@ -159,6 +163,11 @@ impl Server {
             return Err(Error::Usage(format!(
                 "--chat relays lines between connected clients and needs a stream endpoint \
                  (tcp://, unix:); {endpoint} is a datagram endpoint"
+            )));
+        }
+        if matches!(endpoint, Endpoint::Tls(_)) && options.layers.tls.is_none() {
+            return Err(crate::Error::Usage(format!(
+                "{endpoint} needs a certificate: set ServeOptions::layers.tls (the CLI makes one)"
             )));
         }
         let (socket, local) = match endpoint.delivery() {

@@ -14,7 +14,8 @@ use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;
 use crate::obs::{Event, Tally};
-use crate::transport::{PeerAddr, Stream};
+use crate::transport::PeerAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How unusual an end is: decides the log level and whether it counts as an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,10 @@ struct Outcome {
 }
 
 /// Serves one connection with the server's behaviour.
-pub(crate) async fn handle_connection(stream: Stream, peer: PeerAddr, conn: u64, shared: &Shared) {
+pub(crate) async fn handle_connection<S>(stream: S, peer: PeerAddr, conn: u64, shared: &Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     match &shared.handler {
         Handler::Respond => serve_connection(stream, peer, conn, shared).await,
         Handler::Exec(spec) => {

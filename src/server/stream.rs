@@ -60,7 +60,19 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 let task_shared = Arc::clone(shared);
                 let id = next_id;
                 shared.shutdown.spawn(async move {
-                    handle_connection(stream, peer, id, &task_shared).await;
+                    // TLS handshake and --hex tap, in this task so accepting never waits.
+                    match task_shared
+                        .options
+                        .layers
+                        .wrap_accepted(stream, &peer, id)
+                        .await
+                    {
+                        Ok(stream) => handle_connection(stream, peer, id, &task_shared).await,
+                        Err(e) => {
+                            task_shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(conn = id, %peer, "{e}");
+                        }
+                    }
                     drop(slot);
                 });
             }

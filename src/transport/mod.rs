@@ -3,8 +3,10 @@
 //! Everything above this module (server, client, relay, bench) works with three types and
 //! never with a concrete socket type:
 //!
-//! * [`StreamListener`] accepts [`Stream`]s (TCP, Unix stream);
+//! * [`StreamListener`] accepts [`Stream`]s (TCP, Unix stream; TLS after the handshake);
 //! * [`Stream`] is one connected byte stream (`AsyncRead + AsyncWrite`);
+//! * [`Layers`] wraps an accepted stream in TLS and the `--hex` tap;
+//! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram).
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
@@ -14,13 +16,16 @@
 //! callers may race them against shutdown in `tokio::select!`.
 
 mod datagram;
+mod layers;
 mod sockopt;
 mod stream;
+pub mod tls;
 mod unix_path;
 
 pub use datagram::{DatagramSocket, MAX_DATAGRAM};
+pub use layers::Layers;
 pub use sockopt::ListenOptions;
-pub use stream::{Stream, StreamListener, connect_stream};
+pub use stream::{ConnectOptions, Stream, StreamListener, connect_stream};
 pub use unix_path::UnixPathGuard;
 
 use std::fmt;
@@ -31,8 +36,9 @@ use socket2::SockAddr;
 /// Who is on the other end of a connection or sent a datagram.
 ///
 /// Datagram servers send their reply back to this address, so it keeps the full socket
-/// address (for Unix sockets, the raw `sockaddr_un`).
-#[derive(Clone)]
+/// address (for Unix sockets, the raw `sockaddr_un`). Comparable and hashable, so it can
+/// key per-peer state (the relay's datagram sessions).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum PeerAddr {
     /// An IPv4 or IPv6 peer.
     Ip(SocketAddr),

@@ -1,4 +1,10 @@
-//! Byte-stream transports: TCP (IPv4/IPv6) and Unix stream sockets, listening and connecting.
+//! Byte-stream transports: TCP (IPv4/IPv6), Unix stream sockets and TLS over TCP,
+//! listening and connecting.
+//!
+//! A `tls://` listener is a plain TCP listener: the TLS handshake belongs to each
+//! connection's own task ([`super::tls::ServerTls::accept`]), so a slow handshake never
+//! holds up `accept`. A `tls://` connection is TCP followed by the client handshake, both
+//! within the one connect timeout of [`ConnectOptions`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use super::sockopt::{ListenOptions, tcp_listener};
+use super::tls::ClientTls;
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, unix_peer, unix_sockaddr};
 use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
@@ -19,7 +26,7 @@ use crate::error::{Error, Result};
 /// A socket accepting stream connections, of whichever transport the endpoint named.
 #[derive(Debug)]
 pub enum StreamListener {
-    /// TCP over IPv4 or IPv6.
+    /// TCP over IPv4 or IPv6 (also for `tls://`: TLS starts after `accept`).
     Tcp(TcpListener),
     /// Unix stream socket; the guard removes its file when the listener is dropped.
     Unix(UnixListener, Option<UnixPathGuard>),
@@ -35,21 +42,47 @@ pub enum Stream {
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
+    /// A TLS session over TCP, client or server side. Boxed: the session state is large
+    /// and the other variants are a file descriptor.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+/// How to connect: the limit on the attempt and, for `tls://`, how to check the server.
+///
+/// A small struct rather than more arguments, so new connect settings do not change
+/// every caller. `From<Duration>` keeps the common "just a timeout" call short.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Bounds the whole attempt: every resolved address, and the TLS handshake.
+    pub timeout: Duration,
+    /// The TLS client for `tls://` endpoints; `None` means the system's trusted roots,
+    /// loaded when first needed. Ignored for other schemes.
+    pub tls: Option<ClientTls>,
+}
+
+impl ConnectOptions {
+    /// Plain connect options with this timeout and default TLS (system roots).
+    pub fn new(timeout: Duration) -> ConnectOptions {
+        ConnectOptions { timeout, tls: None }
+    }
+}
+
+impl From<Duration> for ConnectOptions {
+    fn from(timeout: Duration) -> ConnectOptions {
+        ConnectOptions::new(timeout)
+    }
 }
 
 impl StreamListener {
-    /// Binds and listens on a stream endpoint (`tcp://`, `unix:`).
+    /// Binds and listens on a stream endpoint (`tcp://`, `tls://`, `unix:`).
     ///
     /// # Errors
     /// [`Error::AddrInUse`], [`Error::PermissionDenied`], [`Error::NotASocket`],
     /// [`Error::HostNotFound`] or [`Error::Listen`], each naming the address.
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<StreamListener> {
         match endpoint {
-            Endpoint::Tcp(hp) => bind_tcp(endpoint, hp, opts).await,
+            Endpoint::Tcp(hp) | Endpoint::Tls(hp) => bind_tcp(endpoint, hp, opts).await,
             Endpoint::Unix(addr) => bind_unix(endpoint, addr, opts),
-            Endpoint::Tls(_) => Err(Error::Usage(
-                "tls:// listening is not available yet; use tcp:// for now".into(),
-            )),
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
                 "{endpoint} is a datagram endpoint; a stream listener needs tcp:// or unix:"
             ))),
@@ -78,9 +111,10 @@ impl StreamListener {
     /// The endpoint actually bound: with port 0, this carries the port the kernel chose.
     pub fn local_endpoint(&self, requested: &Endpoint) -> Endpoint {
         match self {
-            StreamListener::Tcp(listener) => match listener.local_addr() {
-                Ok(addr) => Endpoint::Tcp(host_port(addr)),
-                Err(_) => requested.clone(),
+            StreamListener::Tcp(listener) => match (listener.local_addr(), requested) {
+                (Ok(addr), Endpoint::Tls(_)) => Endpoint::Tls(host_port(addr)),
+                (Ok(addr), _) => Endpoint::Tcp(host_port(addr)),
+                (Err(_), _) => requested.clone(),
             },
             StreamListener::Unix(..) => requested.clone(),
         }
@@ -167,21 +201,32 @@ fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr, opts: &ListenOptions) -> Resu
     Ok(StreamListener::Unix(listener, guard))
 }
 
-/// Connects to a stream endpoint, trying each resolved address in turn.
+/// Connects to a stream endpoint, trying each resolved address in turn; for `tls://`,
+/// then runs the TLS handshake.
 ///
-/// `timeout` bounds the whole attempt, all addresses included.
+/// The timeout bounds the whole attempt, all addresses and the handshake included.
 ///
 /// # Errors
 /// [`Error::Refused`] when nothing listens, [`Error::Timeout`], [`Error::HostNotFound`],
-/// or [`Error::Connect`] with the OS reason.
-pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> Result<Stream> {
+/// [`Error::Tls`]/[`Error::TlsSetup`] for TLS, or [`Error::Connect`] with the OS reason.
+pub async fn connect_stream(
+    endpoint: &Endpoint,
+    options: impl Into<ConnectOptions>,
+) -> Result<Stream> {
+    let options = options.into();
+    let timeout = options.timeout;
     let attempt = async {
         match endpoint {
-            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp).await,
+            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp).await.map(Stream::Tcp),
             Endpoint::Unix(addr) => connect_unix(endpoint, addr).await,
-            Endpoint::Tls(_) => Err(Error::Usage(
-                "tls:// connections are not available yet; use tcp:// for now".into(),
-            )),
+            Endpoint::Tls(hp) => {
+                let tls = match options.tls {
+                    Some(tls) => tls,
+                    None => ClientTls::system()?,
+                };
+                let tcp = connect_tcp(endpoint, hp).await?;
+                tls.handshake(tcp, endpoint, hp).await
+            }
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
                 "{endpoint} is a datagram endpoint, not a stream"
             ))),
@@ -196,13 +241,13 @@ pub async fn connect_stream(endpoint: &Endpoint, timeout: Duration) -> Result<St
 }
 
 /// Tries every address of `hp`; returns the first connection or the most telling error.
-async fn connect_tcp(endpoint: &Endpoint, hp: &HostPort) -> Result<Stream> {
+async fn connect_tcp(endpoint: &Endpoint, hp: &HostPort) -> Result<TcpStream> {
     let mut last_error = None;
     for addr in hp.resolve().await? {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                return Ok(Stream::Tcp(stream));
+                return Ok(stream);
             }
             Err(e) => {
                 tracing::debug!(%addr, "connect failed: {e}");
@@ -277,6 +322,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(PeerAddr::Ip),
             Stream::Unix(s) => s.peer_addr().map(unix_peer),
+            Stream::Tls(s) => s.get_ref().0.peer_addr().map(PeerAddr::Ip),
         }
     }
 }
@@ -290,6 +336,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -303,6 +350,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -314,6 +362,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -325,6 +374,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -332,6 +382,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -4,10 +4,16 @@
 
 mod access;
 mod concurrency;
+mod connect;
 mod errors;
+mod hexdump;
+mod peers;
+mod probe;
 mod procs;
+mod relay;
 mod seed;
 mod server_modes;
 mod shutdown;
+mod tls;
 mod transports;
 mod util;

@@ -1,0 +1,564 @@
+//! `sockit connect`: the interactive client. Stdin goes to the socket, the socket goes to
+//! stdout, raw bytes, for every transport.
+//!
+//! Streams (TCP, TLS, Unix) run two independent copies, so neither direction can stall
+//! the other (a server that writes a lot before it reads never deadlocks us):
+//!
+//! * upload: each read of stdin is sent as soon as it arrives (a person typing sees each
+//!   line go at once); at the end of stdin the write side is shut down (TCP FIN, TLS
+//!   close_notify), which tells the server "no more requests";
+//! * download: each read from the socket is written to stdout and flushed at once.
+//!
+//! The conversation ends when both are done: the server closed and stdin ended. If the
+//! server closes first, what stdin still holds is still sent, because the server may only
+//! have closed its sending side (nc and ncat do the same). `--close-on-eof` ends at the end
+//! of stdin instead (nc -N / -q 0). `--idle-timeout` ends after a quiet spell.
+//!
+//! Datagrams (UDP, Unix datagram) have no connection to close: each read of stdin is one
+//! datagram; replies are printed as they come; after stdin ends, replies are still
+//! printed until none has arrived for the idle timeout ([`DATAGRAM_LINGER`] by default).
+//!
+//! Stdin is read on a plain thread, not tokio's blocking pool: a read from a terminal
+//! cannot be cancelled, and a pool thread stuck in it would hold the runtime open at exit.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::endpoint::{Delivery, Endpoint};
+use crate::error::{Error, Result};
+use crate::idle::Activity;
+use crate::obs::hexdump::{Direction, HexDump, Tap};
+use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, connect_stream};
+
+/// After stdin ends on a datagram endpoint, how long to keep printing replies once none
+/// has come: long enough for a reply over a slow link, short enough for scripts.
+pub const DATAGRAM_LINGER: Duration = Duration::from_secs(2);
+
+/// Bytes read from the socket at a time.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Chunks of stdin queued before the reader thread waits: a little read-ahead, bounded.
+const INPUT_DEPTH: usize = 4;
+
+/// Where the bytes to send come from: one item per read (one datagram each, on datagram
+/// endpoints). The channel closing is the end of input.
+pub type Input = mpsc::Receiver<io::Result<Bytes>>;
+
+/// What to do when stdin ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnInputEnd {
+    /// Shut down our sending side and keep printing until the server closes.
+    #[default]
+    HalfClose,
+    /// Exit at once (`--close-on-eof`).
+    Exit,
+}
+
+/// How line endings in the input are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LineEndings {
+    /// Byte for byte as read.
+    #[default]
+    AsIs,
+    /// Every `\n` not already preceded by `\r` becomes `\r\n` (`--crlf`).
+    Crlf,
+}
+
+/// How `connect` behaves.
+#[derive(Debug, Clone)]
+pub struct InteractiveOptions {
+    /// Connect timeout and TLS settings.
+    pub connect: ConnectOptions,
+    /// What the end of stdin means.
+    pub on_input_end: OnInputEnd,
+    /// `--crlf`.
+    pub line_endings: LineEndings,
+    /// End after this long with no bytes either way. `None`: never for streams, and
+    /// [`DATAGRAM_LINGER`] after the end of input for datagrams.
+    pub idle_timeout: Option<Duration>,
+    /// `--hex`: dump both directions on stderr.
+    pub hex: Option<HexDump>,
+}
+
+impl InteractiveOptions {
+    /// Defaults: 10 s to connect, half-close, bytes as read, no idle limit, no dump.
+    pub fn new() -> InteractiveOptions {
+        InteractiveOptions {
+            connect: ConnectOptions::new(Duration::from_secs(10)),
+            on_input_end: OnInputEnd::HalfClose,
+            line_endings: LineEndings::AsIs,
+            idle_timeout: None,
+            hex: None,
+        }
+    }
+}
+
+impl Default for InteractiveOptions {
+    fn default() -> InteractiveOptions {
+        InteractiveOptions::new()
+    }
+}
+
+/// Why a conversation ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The server closed and the input ended (or a datagram conversation went quiet
+    /// after the input ended).
+    Finished,
+    /// The input ended and `--close-on-eof` was given.
+    InputEnded,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// Stdout was closed (e.g. `| head`): a normal way to stop reading.
+    OutputClosed,
+}
+
+/// What a conversation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectReport {
+    /// How it ended.
+    pub ended: Ended,
+    /// Bytes sent to the server (after `--crlf`).
+    pub sent: u64,
+    /// Bytes received from the server.
+    pub received: u64,
+}
+
+/// Reads this process's stdin on its own thread, one chunk per read.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn stdin_input() -> Result<Input> {
+    let (tx, rx) = mpsc::channel(INPUT_DEPTH);
+    std::thread::Builder::new()
+        .name("sockit-stdin".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            // At most one datagram per read, so a read never needs splitting.
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                let item = match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    break;
+                }
+            }
+        })
+        .map_err(|source| Error::Io {
+            doing: "starting the stdin reader".into(),
+            source,
+        })?;
+    Ok(rx)
+}
+
+/// Connects to `endpoint` and runs the conversation between `input` and `output`.
+///
+/// # Errors
+/// Connection errors (refused, timeout, host not found, TLS), a reset in the middle, or
+/// a failure reading stdin.
+pub async fn connect<O>(
+    endpoint: &Endpoint,
+    options: &InteractiveOptions,
+    input: Input,
+    output: O,
+) -> Result<ConnectReport>
+where
+    O: AsyncWrite + Unpin,
+{
+    match endpoint.delivery() {
+        Delivery::Stream => {
+            let stream = connect_stream(endpoint, options.connect.clone()).await?;
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| endpoint.to_string(), |p| p.to_string());
+            tracing::debug!("connected to {peer}");
+            let stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone());
+            talk_stream(stream, &peer, options, input, output).await
+        }
+        Delivery::Datagram => {
+            let socket = DatagramSocket::connect(endpoint).await?;
+            talk_datagrams(&socket, endpoint, options, input, output).await
+        }
+    }
+}
+
+/// Counts bytes each way.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Counts {
+    fn report(&self, ended: Ended) -> ConnectReport {
+        ConnectReport {
+            ended,
+            sent: self.sent.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How the download direction ended.
+enum DownloadEnd {
+    /// The server closed its side.
+    PeerClosed,
+    /// Our stdout went away.
+    OutputClosed,
+}
+
+/// Both directions of a stream conversation, until both end (see the module docs).
+async fn talk_stream<S, O>(
+    stream: S,
+    peer: &str,
+    options: &InteractiveOptions,
+    input: Input,
+    output: O,
+) -> Result<ConnectReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let activity = Activity::new();
+    let counts = Counts::default();
+    let upload = upload(
+        input,
+        writer,
+        options.line_endings,
+        &activity,
+        &counts,
+        peer,
+    );
+    let download = download(reader, output, &activity, &counts, peer);
+    tokio::pin!(upload, download);
+    let mut upload_done = false;
+    let mut download_done = false;
+    loop {
+        tokio::select! {
+            result = &mut upload, if !upload_done => {
+                upload_done = true;
+                match result {
+                    Ok(()) if options.on_input_end == OnInputEnd::Exit => {
+                        return Ok(counts.report(Ended::InputEnded));
+                    }
+                    Ok(()) => {}
+                    // The server closed completely, and we learn it by writing: that is
+                    // the end of a conversation it had already ended, not a failure.
+                    Err(e) if download_done && is_closed(&e) => {
+                        tracing::debug!("{peer} no longer accepts data: {e}");
+                    }
+                    Err(e) => return Err(Error::exchange(e, peer, "while sending")),
+                }
+            }
+            result = &mut download, if !download_done => {
+                download_done = true;
+                match result {
+                    Ok(DownloadEnd::PeerClosed) if !upload_done => {
+                        // Someone typing would otherwise wonder why nothing happens.
+                        tracing::info!("{peer} closed its side; still sending stdin (Ctrl-D or end of input to finish)");
+                    }
+                    Ok(DownloadEnd::PeerClosed) => {}
+                    Ok(DownloadEnd::OutputClosed) => return Ok(counts.report(Ended::OutputClosed)),
+                    Err(e) => return Err(Error::exchange(e, peer, "while receiving")),
+                }
+            }
+            () = activity.quiet_for(options.idle_timeout) => {
+                tracing::info!("no traffic for {}: closing", humantime::format_duration(options.idle_timeout.unwrap_or_default()));
+                return Ok(counts.report(Ended::Idle));
+            }
+        }
+        if upload_done && download_done {
+            return Ok(counts.report(Ended::Finished));
+        }
+    }
+}
+
+/// Whether a write error means the peer has gone (rather than a local failure).
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
+}
+
+/// Input → socket, then shut the socket's write side down.
+async fn upload<W: AsyncWrite + Unpin>(
+    mut input: Input,
+    mut writer: W,
+    line_endings: LineEndings,
+    activity: &Activity,
+    counts: &Counts,
+    peer: &str,
+) -> io::Result<()> {
+    let mut encoder = CrlfEncoder::default();
+    let mut encoded = Vec::new();
+    while let Some(chunk) = input.recv().await {
+        let chunk = chunk.map_err(|e| io::Error::other(format!("reading stdin: {e}")))?;
+        let wire = encode(&chunk, line_endings, &mut encoder, &mut encoded);
+        writer.write_all(wire).await?;
+        counts.sent.fetch_add(wire.len() as u64, Ordering::Relaxed);
+        activity.touch();
+    }
+    tracing::debug!("end of input: shutting down the sending side to {peer}");
+    writer.shutdown().await
+}
+
+/// Socket → output, flushed per read, until the server closes or output goes away.
+async fn download<R, O>(
+    mut reader: R,
+    mut output: O,
+    activity: &Activity,
+    counts: &Counts,
+    peer: &str,
+) -> io::Result<DownloadEnd>
+where
+    R: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; READ_SIZE];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => return Ok(DownloadEnd::PeerClosed),
+            Ok(n) => n,
+            // A TLS peer that closes TCP without close_notify: the data is complete as far
+            // as it is concerned (many servers do this); nothing more will come.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::debug!("{peer} closed without a TLS close_notify");
+                return Ok(DownloadEnd::PeerClosed);
+            }
+            Err(e) => return Err(e),
+        };
+        counts.received.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+        let written = async {
+            output.write_all(&buf[..n]).await?;
+            output.flush().await
+        };
+        if let Err(e) = written.await {
+            tracing::debug!("stdout closed: {e}");
+            return Ok(DownloadEnd::OutputClosed);
+        }
+    }
+}
+
+/// A datagram conversation: each input chunk is one datagram; replies go to output.
+async fn talk_datagrams<O>(
+    socket: &DatagramSocket,
+    endpoint: &Endpoint,
+    options: &InteractiveOptions,
+    mut input: Input,
+    mut output: O,
+) -> Result<ConnectReport>
+where
+    O: AsyncWrite + Unpin,
+{
+    let peer = endpoint.to_string();
+    let activity = Activity::new();
+    let counts = Counts::default();
+    let mut encoder = CrlfEncoder::default();
+    let mut encoded = Vec::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut input_open = true;
+    loop {
+        let quiet_limit = if input_open {
+            options.idle_timeout
+        } else {
+            Some(options.idle_timeout.unwrap_or(DATAGRAM_LINGER))
+        };
+        tokio::select! {
+            chunk = input.recv(), if input_open => match chunk {
+                Some(Ok(chunk)) => {
+                    let wire = encode(&chunk, options.line_endings, &mut encoder, &mut encoded);
+                    send_datagram(socket, endpoint, wire, options.hex.as_ref(), &peer).await?;
+                    counts.sent.fetch_add(wire.len() as u64, Ordering::Relaxed);
+                    activity.touch();
+                }
+                Some(Err(source)) => {
+                    return Err(Error::Io { doing: "reading stdin".into(), source });
+                }
+                None => {
+                    if options.on_input_end == OnInputEnd::Exit {
+                        return Ok(counts.report(Ended::InputEnded));
+                    }
+                    input_open = false;
+                    // The linger counts from the end of input, not from the last reply.
+                    activity.touch();
+                }
+            },
+            received = socket.recv(&mut buf) => {
+                let n = received.map_err(|e| datagram_error(e, endpoint, &peer))?;
+                if let Some(hex) = &options.hex {
+                    hex.datagram(Direction::Received, &peer, &buf[..n]);
+                }
+                counts.received.fetch_add(n as u64, Ordering::Relaxed);
+                activity.touch();
+                let written = async {
+                    output.write_all(&buf[..n]).await?;
+                    output.flush().await
+                };
+                if written.await.is_err() {
+                    return Ok(counts.report(Ended::OutputClosed));
+                }
+            }
+            () = activity.quiet_for(quiet_limit) => {
+                return Ok(counts.report(if input_open { Ended::Idle } else { Ended::Finished }));
+            }
+        }
+    }
+}
+
+/// Sends one datagram, refusing one too large instead of letting the kernel truncate it.
+async fn send_datagram(
+    socket: &DatagramSocket,
+    endpoint: &Endpoint,
+    datagram: &[u8],
+    hex: Option<&HexDump>,
+    peer: &str,
+) -> Result<()> {
+    if datagram.len() > MAX_DATAGRAM {
+        return Err(Error::DatagramTooLarge {
+            size: datagram.len(),
+            max: MAX_DATAGRAM,
+        });
+    }
+    if let Some(hex) = hex {
+        hex.datagram(Direction::Sent, peer, datagram);
+    }
+    socket
+        .send(datagram)
+        .await
+        .map_err(|e| datagram_error(e, endpoint, peer))?;
+    Ok(())
+}
+
+/// "Connection refused" on a connected datagram socket is the ICMP answer "nothing
+/// listens there"; anything else is an exchange failure.
+fn datagram_error(e: io::Error, endpoint: &Endpoint, peer: &str) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Error::Refused {
+            endpoint: endpoint.clone(),
+        },
+        Some(libc::EMSGSIZE) => Error::DatagramTooLarge {
+            size: 0,
+            max: MAX_DATAGRAM,
+        },
+        _ => Error::exchange(e, peer, "while exchanging datagrams"),
+    }
+}
+
+/// The bytes to send for one input chunk: as read, or with CRLF line endings.
+fn encode<'a>(
+    chunk: &'a [u8],
+    line_endings: LineEndings,
+    encoder: &mut CrlfEncoder,
+    scratch: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    match line_endings {
+        LineEndings::AsIs => chunk,
+        LineEndings::Crlf => {
+            scratch.clear();
+            encoder.encode(chunk, scratch);
+            scratch
+        }
+    }
+}
+
+/// Turns `\n` into `\r\n`, leaving existing `\r\n` alone, across chunk boundaries.
+#[derive(Debug, Default)]
+pub struct CrlfEncoder {
+    /// Whether the previous chunk ended with `\r`, so a `\n` starting this one is
+    /// already a CRLF.
+    after_cr: bool,
+}
+
+impl CrlfEncoder {
+    /// Appends the encoded `input` to `out`.
+    pub fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + input.len() / 8);
+        for &byte in input {
+            if byte == b'\n' && !self.after_cr {
+                out.push(b'\r');
+            }
+            out.push(byte);
+            self.after_cr = byte == b'\r';
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crlf(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut encoder = CrlfEncoder::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            encoder.encode(chunk, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn crlf_turns_lf_into_crlf_once() {
+        assert_eq!(crlf(&[b"a\nb\r\nc"]), b"a\r\nb\r\nc");
+        assert_eq!(crlf(&[b"\n\n"]), b"\r\n\r\n");
+        // A CR at the end of one read and the LF at the start of the next is one CRLF.
+        assert_eq!(crlf(&[b"x\r", b"\ny\n"]), b"x\r\ny\r\n");
+        assert_eq!(crlf(&[b"x", b"\n"]), b"x\r\n");
+    }
+
+    #[tokio::test]
+    async fn stream_conversation_half_closes_and_keeps_reading() -> Result<()> {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let (tx, rx) = mpsc::channel(4);
+        let mut output = Vec::new();
+        let server = async {
+            let mut request = Vec::new();
+            // The client's EOF arrives after its input: read to the end, then answer.
+            far.read_to_end(&mut request).await?;
+            far.write_all(b"reply to ").await?;
+            far.write_all(&request).await?;
+            far.shutdown().await?;
+            Ok::<_, io::Error>(())
+        };
+        let client = async {
+            let options = InteractiveOptions {
+                line_endings: LineEndings::Crlf,
+                ..InteractiveOptions::new()
+            };
+            let sending = async {
+                let _ = tx.send(Ok(Bytes::from_static(b"hi\n"))).await;
+                drop(tx);
+            };
+            let (report, ()) = tokio::join!(
+                talk_stream(near, "test", &options, rx, &mut output),
+                sending
+            );
+            report
+        };
+        let (report, served) = tokio::join!(client, server);
+        served.map_err(|e| Error::Io {
+            doing: "server".into(),
+            source: e,
+        })?;
+        let report = report?;
+        assert_eq!(output, b"reply to hi\r\n");
+        assert_eq!(report.ended, Ended::Finished);
+        assert_eq!((report.sent, report.received), (4, 13));
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! `sockit relay LISTEN TARGET`: accept on one endpoint and, for each client, connect to
+//! the target and copy both ways until both sides close.
+//!
+//! * Streams (any pair of `tcp://`, `tls://`, `unix:`): one task per client ([`stream`]):
+//!   TLS handshake if the listener is `tls://`, connect to the target (TLS client if the
+//!   target is `tls://`), then two fixed-size copies ([`copy::pipe`]). When one side ends
+//!   its sending (FIN / close_notify), the relay shuts down the other side's sending in
+//!   turn, so half-close is passed on and a request/response protocol that relies on it
+//!   works through the relay.
+//! * Datagrams (`udp://`, `unixgram:` on both sides): one session per client address
+//!   ([`datagram`]), each with its own socket to the target so replies find their way
+//!   back; sessions end after the idle timeout and their number is capped.
+//!
+//! Memory is bounded by construction: each direction of each connection owns one buffer
+//! of `--buffer` bytes and reads again only once the previous read is fully written, so a
+//! slow side slows the other (TCP backpressure) and never grows a queue. [`RelayStats`]
+//! counts bytes read and written per direction; their difference is what the relay holds.
+//!
+//! Shutdown is `serve`'s: stop accepting, let open connections finish within the grace
+//! period, then cut them, and return a [`RelaySummary`].
+
+mod copy;
+mod datagram;
+mod stream;
+
+pub use copy::FlowStats;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::endpoint::{Delivery, Endpoint};
+use crate::error::{Error, Result};
+use crate::obs::{Event, EventLog};
+use crate::shutdown::{Drained, Shutdown};
+use crate::transport::{ConnectOptions, DatagramSocket, Layers, ListenOptions, StreamListener};
+
+/// Everything that shapes a relay, decided at start.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Where each client is forwarded.
+    pub target: Endpoint,
+    /// How the target is reached: connect timeout, TLS client for a `tls://` target.
+    pub connect: ConnectOptions,
+    /// TLS for a `tls://` listener and the `--hex` dump of the client side.
+    pub layers: Layers,
+    /// Bytes buffered per direction per connection: the most held while a side is slow.
+    pub buffer_size: usize,
+    /// End a connection or datagram session after this long with no traffic.
+    /// `None`: never (datagram sessions then use [`RelayOptions::DEFAULT_SESSION_IDLE`]).
+    pub idle_timeout: Option<Duration>,
+    /// Most datagram sessions at once.
+    pub max_sessions: usize,
+    /// How long shutdown lets open connections finish.
+    pub grace: Duration,
+    /// Options for the listening socket.
+    pub listen: ListenOptions,
+}
+
+impl RelayOptions {
+    /// Default per-direction buffer: large enough for full-speed copies on loopback.
+    pub const DEFAULT_BUFFER: usize = 64 * 1024;
+    /// Datagram sessions must expire even when `--idle-timeout 0` is asked for, or the
+    /// map would only ever grow to its cap: this is their idle limit then.
+    pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
+
+    /// A relay to `target` with the defaults the CLI uses.
+    pub fn new(target: Endpoint) -> RelayOptions {
+        RelayOptions {
+            target,
+            connect: ConnectOptions::new(Duration::from_secs(10)),
+            layers: Layers::default(),
+            buffer_size: RelayOptions::DEFAULT_BUFFER,
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_sessions: 1024,
+            grace: Duration::from_secs(5),
+            listen: ListenOptions::default(),
+        }
+    }
+}
+
+/// Live counters of a relay, shared with whoever holds [`Relay::stats`] (tests, metrics).
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Clients accepted (stream) or sessions opened (datagram).
+    pub connections: AtomicU64,
+    /// Connections or sessions open now.
+    pub active: AtomicU64,
+    /// Connections that ended on an error (handshake, target unreachable, reset…).
+    pub errors: AtomicU64,
+    /// Datagrams dropped because the session cap was reached or the target failed.
+    pub dropped: AtomicU64,
+    /// Client → target.
+    pub to_target: FlowStats,
+    /// Target → client.
+    pub to_client: FlowStats,
+}
+
+impl RelayStats {
+    /// A point-in-time copy for the summary.
+    pub fn summary(&self) -> RelaySummary {
+        RelaySummary {
+            connections: self.connections.load(Ordering::Relaxed),
+            to_target: self.to_target.written.load(Ordering::Relaxed),
+            to_client: self.to_client.written.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a relay did, printed at shutdown.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RelaySummary {
+    /// Clients (or datagram sessions) relayed.
+    pub connections: u64,
+    /// Bytes delivered to the target.
+    pub to_target: u64,
+    /// Bytes delivered to clients.
+    pub to_client: u64,
+    /// Connections that ended on an error.
+    pub errors: u64,
+    /// Datagrams dropped.
+    pub dropped: u64,
+}
+
+impl fmt::Display for RelaySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "summary: {} connections, {} bytes to target, {} bytes to clients, {} errors",
+            self.connections, self.to_target, self.to_client, self.errors
+        )?;
+        if self.dropped > 0 {
+            write!(f, ", {} datagrams dropped", self.dropped)?;
+        }
+        Ok(())
+    }
+}
+
+/// What every relay task shares.
+pub(crate) struct Shared {
+    /// The relay's options.
+    pub options: RelayOptions,
+    /// Per-connection events (connected, closed with byte counts).
+    pub events: EventLog,
+    /// Live counters.
+    pub stats: Arc<RelayStats>,
+    /// Stop signal and task tracking.
+    pub shutdown: Shutdown,
+}
+
+impl Shared {
+    /// Completes `grace` after shutdown is triggered: when open connections are cut.
+    pub async fn grace_expired(&self) {
+        self.shutdown.triggered().await;
+        tokio::time::sleep(self.options.grace).await;
+    }
+}
+
+/// A bound relay, ready to run; binding first lets callers learn the real port.
+pub struct Relay {
+    /// The endpoint actually bound.
+    local: Endpoint,
+    /// The listening socket.
+    socket: Bound,
+    /// How to relay.
+    options: RelayOptions,
+    /// Live counters.
+    stats: Arc<RelayStats>,
+}
+
+enum Bound {
+    Stream(StreamListener),
+    Datagram(DatagramSocket),
+}
+
+impl Relay {
+    /// Binds `listen`, after checking the pair of endpoints makes sense.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a stream/datagram mix or a `tls://` listener without TLS
+    /// settings; any listen error.
+    pub async fn bind(listen: &Endpoint, options: RelayOptions) -> Result<Relay> {
+        if listen.delivery() != options.target.delivery() {
+            return Err(Error::Usage(format!(
+                "cannot relay {listen} to {}: both must be streams (tcp://, tls://, unix:) or both datagrams (udp://, unixgram:)",
+                options.target
+            )));
+        }
+        if matches!(listen, Endpoint::Tls(_)) && options.layers.tls.is_none() {
+            return Err(Error::Usage(format!(
+                "{listen} needs a certificate: set RelayOptions::layers.tls (the CLI makes one)"
+            )));
+        }
+        let (socket, local) = match listen.delivery() {
+            Delivery::Stream => {
+                let listener = StreamListener::bind(listen, &options.listen).await?;
+                let local = listener.local_endpoint(listen);
+                (Bound::Stream(listener), local)
+            }
+            Delivery::Datagram => {
+                let socket = DatagramSocket::bind(listen, &options.listen).await?;
+                let local = socket.local_endpoint(listen);
+                (Bound::Datagram(socket), local)
+            }
+        };
+        Ok(Relay {
+            local,
+            socket,
+            options,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The endpoint actually bound.
+    pub fn local_endpoint(&self) -> &Endpoint {
+        &self.local
+    }
+
+    /// The live counters (bytes read and written each way, connections, errors).
+    pub fn stats(&self) -> Arc<RelayStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Relays until `shutdown`, then drains within the grace period and sums up.
+    pub async fn run(self, events: EventLog, shutdown: Shutdown) -> RelaySummary {
+        events.emit(Event::Listening {
+            endpoint: &self.local,
+        });
+        let grace = self.options.grace;
+        let shared = Arc::new(Shared {
+            options: self.options,
+            events,
+            stats: Arc::clone(&self.stats),
+            shutdown: shutdown.clone(),
+        });
+        match self.socket {
+            Bound::Stream(listener) => stream::accept_loop(listener, &shared).await,
+            Bound::Datagram(socket) => datagram::receive_loop(socket, &shared).await,
+        }
+        // Connections cut themselves at the end of the grace period; allow them a moment
+        // to log and count before giving up on them.
+        let patience = grace + Duration::from_secs(1);
+        if let Drained::TimedOut { remaining } = shutdown.drain(patience).await {
+            tracing::warn!("{remaining} relay task(s) still running after the grace period");
+        }
+        self.stats.summary()
+    }
+}

@@ -1,0 +1,204 @@
+//! Stream relaying: accept, then per client (in its own task) handshake, connect to the
+//! target and copy both ways.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::future::try_join;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Shared;
+use super::copy::pipe;
+use crate::error::Error;
+use crate::idle::Activity;
+use crate::obs::Event;
+use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
+
+/// Longest pause after a resource error on `accept` (EMFILE and friends).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// First pause after a resource error on `accept`.
+const MIN_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Accepts clients until shutdown, one tracked task each.
+pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
+    let mut next_id: u64 = 0;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shared.shutdown.triggered() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = MIN_BACKOFF;
+                next_id += 1;
+                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let task_shared = Arc::clone(shared);
+                let id = next_id;
+                shared
+                    .shutdown
+                    .spawn(async move { relay_connection(stream, peer, id, &task_shared).await });
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                tracing::debug!("a connection failed before it was accepted: {e}");
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "accept failed: {e}; pausing {}ms and relaying existing clients",
+                    backoff.as_millis()
+                );
+                tokio::select! {
+                    () = shared.shutdown.triggered() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Why a relayed connection ended.
+enum End {
+    /// Both sides finished their data.
+    Closed,
+    /// No traffic for the idle timeout.
+    Idle(Duration),
+    /// The grace period after shutdown ran out.
+    Shutdown,
+    /// The client's TLS handshake failed.
+    Handshake(Error),
+    /// The target could not be reached.
+    Target(Error),
+    /// A read or write failed mid-copy.
+    Failed(Error),
+}
+
+impl End {
+    fn reason(&self) -> String {
+        match self {
+            End::Closed => "closed by both sides".into(),
+            End::Idle(d) => format!("idle for {}", humantime::format_duration(*d)),
+            End::Shutdown => "relay shutting down".into(),
+            End::Handshake(e) | End::Failed(e) => e.to_string(),
+            End::Target(e) => format!("target unreachable: {e}"),
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        matches!(self, End::Handshake(_) | End::Target(_) | End::Failed(_))
+    }
+}
+
+/// This connection's delivered bytes each way, for its `closed` event.
+#[derive(Default)]
+struct Delivered {
+    to_target: AtomicU64,
+    to_client: AtomicU64,
+}
+
+/// One client, start to end: handshake, connect to the target, copy, report.
+async fn relay_connection(accepted: Stream, peer: PeerAddr, conn: u64, shared: &Shared) {
+    shared.stats.active.fetch_add(1, Ordering::Relaxed);
+    shared.events.emit(Event::Connected { conn, peer: &peer });
+    let delivered = Delivered::default();
+    let end = relay(accepted, &peer, conn, shared, &delivered).await;
+    let reason = end.reason();
+    let to_target = delivered.to_target.load(Ordering::Relaxed);
+    let to_client = delivered.to_client.load(Ordering::Relaxed);
+    if end.is_error() {
+        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(conn, %peer, "{reason}");
+    }
+    tracing::debug!(
+        conn, %peer,
+        "relay closed: {to_target} bytes to target, {to_client} bytes to client ({reason})"
+    );
+    shared.events.emit(Event::Closed {
+        conn,
+        peer: &peer,
+        messages: 0,
+        bytes_in: to_target,
+        bytes_out: to_client,
+        reason: &reason,
+    });
+    shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The relaying itself; returns how it ended.
+async fn relay(
+    accepted: Stream,
+    peer: &PeerAddr,
+    conn: u64,
+    shared: &Shared,
+    delivered: &Delivered,
+) -> End {
+    let options = &shared.options;
+    let client = match options.layers.wrap_accepted(accepted, peer, conn).await {
+        Ok(client) => client,
+        Err(e) => return End::Handshake(e),
+    };
+    let connecting = connect_stream(&options.target, options.connect.clone());
+    let target = tokio::select! {
+        target = connecting => match target {
+            Ok(target) => target,
+            Err(e) => return End::Target(e),
+        },
+        () = shared.grace_expired() => return End::Shutdown,
+    };
+    let activity = Activity::new();
+    let copying = copy_both_ways(client, target, shared, delivered, &activity);
+    tokio::select! {
+        result = copying => match result {
+            Ok(()) => End::Closed,
+            Err(e) => End::Failed(Error::exchange(e, peer.to_string(), "while relaying")),
+        },
+        () = activity.quiet_for(options.idle_timeout) => {
+            End::Idle(options.idle_timeout.unwrap_or_default())
+        }
+        () = shared.grace_expired() => End::Shutdown,
+    }
+}
+
+/// Both directions at once until both have ended; the first error stops both.
+async fn copy_both_ways<C, T>(
+    client: C,
+    target: T,
+    shared: &Shared,
+    delivered: &Delivered,
+    activity: &Activity,
+) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let buffer = shared.options.buffer_size;
+    let stats = &shared.stats;
+    let (mut client_reader, mut client_writer) = tokio::io::split(client);
+    let (mut target_reader, mut target_writer) = tokio::io::split(target);
+    let upstream = pipe(
+        &mut client_reader,
+        &mut target_writer,
+        buffer,
+        &delivered.to_target,
+        &stats.to_target,
+        activity,
+    );
+    let downstream = pipe(
+        &mut target_reader,
+        &mut client_writer,
+        buffer,
+        &delivered.to_client,
+        &stats.to_client,
+        activity,
+    );
+    try_join(upstream, downstream).await.map(|_| ())
+}
