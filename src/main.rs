@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let color = use_color(cli.global.color);
     logging::init(&cli.global.log_level, cli.global.log, color);
-    let runtime = match build_runtime(cli.global.threads) {
+    let runtime = match build_runtime(&cli) {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), 1, color),
     };
@@ -25,11 +25,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// A multi-threaded runtime with `threads` workers (default: one per core).
-fn build_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+/// The runtime `main` runs the command on.
+///
+/// `serve` runs thread-per-core: its first shard runs right here, on a single-threaded
+/// runtime, and it starts its other threads itself. Every other command gets a
+/// multi-threaded runtime with `--threads` workers (default: one per core).
+fn build_runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    if cli.command.runs_its_own_threads() {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = threads {
+    if let Some(n) = cli.global.threads {
         builder.worker_threads(usize::from(n));
     }
     builder.build()

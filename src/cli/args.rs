@@ -168,7 +168,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
 
-    /// Worker threads [default: one per CPU core].
+    /// Threads [default: one per CPU this process may use]. `serve` runs one accept loop
+    /// per thread, each serving its own connections to the end.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 
@@ -212,6 +213,14 @@ pub enum Command {
 const MODES: &str = "Modes (one per server)";
 /// Help heading for access control, limits and timeouts.
 const LIMITS: &str = "Access and limits";
+
+impl Command {
+    /// Whether the command starts its own threads (thread-per-core `serve`), so `main`
+    /// should give it a single-threaded runtime to start from.
+    pub fn runs_its_own_threads(&self) -> bool {
+        matches!(self, Command::Serve(_))
+    }
+}
 
 /// `sockit serve`.
 #[derive(Debug, Args)]

@@ -36,16 +36,24 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
 }
 
 /// `sockit serve`: bind, serve until a signal, drain, print the summary on stderr.
-async fn serve(config: config::ServeConfig, _global: &GlobalArgs, events: &EventLog) -> Result<()> {
+async fn serve(config: config::ServeConfig, global: &GlobalArgs, events: &EventLog) -> Result<()> {
     let server = Server::bind(&config.endpoint, config.options.clone()).await?;
     if let Some(tls) = &config.options.layers.tls {
         announce_certificate(tls, events);
     }
     let shutdown = signal_shutdown()?;
-    let summary = server.run(events.clone(), shutdown).await;
+    let threads = global.threads.map_or_else(default_threads, usize::from);
+    let summary = server
+        .run_threads(threads, events.clone(), shutdown)
+        .await?;
     events.flush();
     eprintln!("{summary}");
     Ok(())
+}
+
+/// One thread per CPU this process may run on (so `taskset -c 1 sockit serve` uses one).
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `sockit connect`: stdin ⇄ socket until the conversation ends.

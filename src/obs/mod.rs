@@ -17,4 +17,4 @@ pub mod throttle;
 
 pub use events::{Event, EventLog, LogFormat};
 pub use hexdump::{HexDump, Tap};
-pub use stats::{Stats, Summary, Tally};
+pub use stats::{Stats, StatsBoard, Summary, Tally};

@@ -111,12 +111,15 @@ async fn answer(
 async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>) {
     let socket = Arc::new(socket);
     let limits = &shared.options.limits;
-    let slots = Some(Arc::new(tokio::sync::Semaphore::new(
-        limits.max_conns.unwrap_or(DEFAULT_PROGRAMS),
-    )));
+    // With --max-conns the limit is server-wide (shared by every thread); without, each
+    // thread runs at most DEFAULT_PROGRAMS programs.
+    let slots = shared
+        .slots
+        .clone()
+        .or_else(|| Some(Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROGRAMS))));
     let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
     let mut gate = Gate::default();
-    let mut next_id: u64 = 0;
+    let mut ids = shared.ids.iter();
     loop {
         let received = tokio::select! {
             biased;
@@ -143,8 +146,7 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
                 None => continue,
             },
         };
-        next_id += 1;
-        let id = next_id;
+        let id = ids.next().unwrap_or_default();
         let datagram = buf[..len].to_vec();
         let (socket, task_shared, spec) = (Arc::clone(&socket), Arc::clone(shared), spec.clone());
         shared.shutdown.spawn(async move {

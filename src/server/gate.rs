@@ -78,11 +78,7 @@ impl Gate {
 
 /// The semaphore behind `--max-conns`, or `None` without a limit.
 pub(crate) fn slots(shared: &Shared) -> Option<Arc<Semaphore>> {
-    shared
-        .options
-        .limits
-        .max_conns
-        .map(|n| Arc::new(Semaphore::new(n)))
+    shared.slots.clone()
 }
 
 /// Waits for a slot, or for shutdown (`None`). Without a limit, never waits.

@@ -25,6 +25,9 @@ mod stream;
 pub use limits::{Limits, OverLimit};
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
 use crate::behaviour::Responder;
@@ -33,9 +36,11 @@ use crate::behaviour::exec::ExecSpec;
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
-use crate::obs::{Event, EventLog, Stats, Summary};
+use crate::obs::{Event, EventLog, Stats, StatsBoard, Summary};
 use crate::shutdown::{Drained, Shutdown};
-use crate::transport::{DatagramSocket, Layers, ListenOptions, StreamListener};
+use crate::transport::{
+    DatagramSocket, Layers, ListenOptions, StdDatagram, StdListener, StreamListener, UnixPathGuard,
+};
 
 /// What to do with a connection once a reply has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,18 +106,40 @@ impl ServeOptions {
     }
 }
 
-/// What every connection task shares: read-only options plus the shared sinks.
+/// What every connection task of one shard (thread) shares: read-only options, the
+/// shared sinks, and this shard's own counters.
 pub(crate) struct Shared {
     /// The server's options.
     pub options: ServeOptions,
     /// Where per-connection events go.
     pub events: EventLog,
-    /// Totals for the summary.
-    pub stats: Stats,
-    /// Stop signal and task tracking.
+    /// This shard's counters (the [`StatsBoard`] adds the shards up).
+    pub stats: Arc<Stats>,
+    /// Stop signal and task tracking, common to every shard.
     pub shutdown: Shutdown,
-    /// The per-connection behaviour, with its run-time state.
+    /// The per-connection behaviour, with its run-time state (one chat room for all).
     pub handler: Handler,
+    /// `--max-conns`: one semaphore for the whole server, whichever thread accepts.
+    pub slots: Option<Arc<Semaphore>>,
+    /// Connection ids this shard hands out: `first`, `first + step`, … so ids are unique
+    /// across shards without a shared counter.
+    pub ids: IdSequence,
+}
+
+/// A shard's share of connection ids (shard k of n: k+1, k+1+n, k+1+2n, …).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdSequence {
+    /// The first id.
+    pub first: u64,
+    /// The distance between ids.
+    pub step: u64,
+}
+
+impl IdSequence {
+    /// Iterates this shard's ids.
+    pub fn iter(self) -> impl Iterator<Item = u64> {
+        (0..).map(move |i: u64| self.first + i * self.step)
+    }
 }
 
 /// A [`ServeMode`] made ready to run: the chat room exists only while the server runs.
@@ -121,16 +148,25 @@ pub(crate) enum Handler {
     Respond,
     /// A program per connection or datagram.
     Exec(ExecSpec),
-    /// The chat room every connection joins.
-    Chat(Room),
+    /// The chat room every connection joins, on whichever thread it is served.
+    Chat(Arc<Room>),
 }
 
 impl Handler {
+    /// A handle on the same behaviour for another shard (the chat room is shared).
+    fn share(&self) -> Handler {
+        match self {
+            Handler::Respond => Handler::Respond,
+            Handler::Exec(spec) => Handler::Exec(spec.clone()),
+            Handler::Chat(room) => Handler::Chat(Arc::clone(room)),
+        }
+    }
+
     fn new(mode: &ServeMode) -> Handler {
         match mode {
             ServeMode::Respond => Handler::Respond,
             ServeMode::Exec(spec) => Handler::Exec(spec.clone()),
-            ServeMode::Chat(options) => Handler::Chat(Room::new(*options)),
+            ServeMode::Chat(options) => Handler::Chat(Arc::new(Room::new(*options))),
         }
     }
 }
@@ -144,6 +180,8 @@ pub struct Server {
     socket: Bound,
     /// The options it will serve with.
     options: ServeOptions,
+    /// Its counters, readable while it runs.
+    stats: StatsBoard,
 }
 
 enum Bound {
@@ -186,6 +224,7 @@ impl Server {
             local,
             socket,
             options,
+            stats: StatsBoard::default(),
         })
     }
 
@@ -194,15 +233,102 @@ impl Server {
         &self.local
     }
 
-    /// Serves until `shutdown` fires, then drains and returns the totals.
+    /// The server's counters: a handle that stays valid while it runs and after.
+    pub fn stats(&self) -> StatsBoard {
+        self.stats.clone()
+    }
+
+    /// Serves on the current runtime until `shutdown` fires, then drains and returns
+    /// the totals. This is one shard; [`Server::run_threads`] runs several.
     ///
     /// Per-connection failures are logged and counted, never returned: one bad client
     /// never stops the server.
     pub async fn run(self, events: EventLog, shutdown: Shutdown) -> Summary {
+        let (board, plan) = self.prepare(events, shutdown);
+        shard(plan.socket, plan.shared, plan.grace).await;
+        board.summary()
+    }
+
+    /// Serves with `threads` threads, each with its own single-threaded runtime and its
+    /// own copy of the listening socket; the calling task serves as the first of them.
+    ///
+    /// Thread-per-core: a connection is accepted and served by one thread to its end, so
+    /// nothing on the per-message path crosses threads (no work-stealing hand-off, no
+    /// shared counter), and the kernel spreads connections over the threads that accept.
+    ///
+    /// # Errors
+    /// When the socket cannot be copied for the extra threads (out of file descriptors)
+    /// or a thread cannot start; the server then stops before serving anyone.
+    pub async fn run_threads(
+        self,
+        threads: usize,
+        events: EventLog,
+        shutdown: Shutdown,
+    ) -> Result<Summary> {
+        if threads <= 1 {
+            return Ok(self.run(events, shutdown).await);
+        }
+        let (board, plan) = self.prepare(events, shutdown.clone());
+        let failed = |e: std::io::Error| Error::Io {
+            doing: "starting the server threads".into(),
+            source: e,
+        };
+        let (std_socket, guard) = plan.socket.into_std().map_err(failed)?;
+        let mut finished = Vec::with_capacity(threads - 1);
+        for index in 1..threads {
+            let copy = match std_socket.try_clone() {
+                Ok(copy) => copy,
+                Err(e) => {
+                    shutdown.trigger();
+                    return Err(failed(e));
+                }
+            };
+            let ids = IdSequence {
+                first: index as u64 + 1,
+                step: threads as u64,
+            };
+            let shared = Arc::new(plan.shared.for_shard(board.add_shard(), ids));
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let grace = plan.grace;
+            let spawned = std::thread::Builder::new()
+                .name(format!("sockit-shard-{index}"))
+                .spawn(move || {
+                    run_shard_thread(copy, shared, grace);
+                    let _ = done_tx.send(());
+                });
+            if let Err(e) = spawned {
+                shutdown.trigger();
+                return Err(failed(e));
+            }
+            finished.push(done_rx);
+        }
+        let first = Arc::new(plan.shared.for_shard(
+            Arc::clone(&plan.shared.stats),
+            IdSequence {
+                first: 1,
+                step: threads as u64,
+            },
+        ));
+        match std_socket.into_tokio() {
+            Ok(socket) => shard(socket, first, plan.grace).await,
+            Err(e) => {
+                tracing::error!("the main server thread cannot serve: {e}");
+                shutdown.trigger();
+            }
+        }
+        for done in finished {
+            // A shard that panicked drops its sender; the others are still waited for.
+            let _ = done.await;
+        }
+        drop(guard);
+        Ok(board.summary())
+    }
+
+    /// Announces the server and builds the first shard's shared state.
+    fn prepare(self, events: EventLog, shutdown: Shutdown) -> (StatsBoard, Plan) {
         events.emit(Event::Listening {
             endpoint: &self.local,
         });
-        let grace = self.options.limits.grace;
         if !self.options.access.is_open()
             && matches!(self.local, Endpoint::Unix(_) | Endpoint::UnixDgram(_))
         {
@@ -212,23 +338,118 @@ impl Server {
                 self.local
             );
         }
-        let shared = Arc::new(Shared {
+        let grace = self.options.limits.grace;
+        let slots = self
+            .options
+            .limits
+            .max_conns
+            .map(|n| Arc::new(Semaphore::new(n)));
+        let shared = Shared {
             handler: Handler::new(&self.options.mode),
             options: self.options,
             events,
-            stats: Stats::default(),
-            shutdown: shutdown.clone(),
-        });
-        match self.socket {
-            Bound::Stream(listener) => stream::accept_loop(listener, &shared).await,
-            Bound::Datagram(socket) => datagram::receive_loop(socket, &shared).await,
+            stats: self.stats.add_shard(),
+            shutdown,
+            slots,
+            ids: IdSequence { first: 1, step: 1 },
+        };
+        let plan = Plan {
+            socket: self.socket,
+            shared: Arc::new(shared),
+            grace,
+        };
+        (self.stats, plan)
+    }
+}
+
+/// Everything the first shard needs to start.
+struct Plan {
+    socket: Bound,
+    shared: Arc<Shared>,
+    grace: Duration,
+}
+
+impl Shared {
+    /// The same server state for another shard, with that shard's own counters.
+    fn for_shard(&self, stats: Arc<Stats>, ids: IdSequence) -> Shared {
+        Shared {
+            ids,
+            options: self.options.clone(),
+            events: self.events.clone(),
+            stats,
+            shutdown: self.shutdown.clone(),
+            handler: self.handler.share(),
+            slots: self.slots.clone(),
         }
-        if let Drained::TimedOut { remaining } = shutdown.drain(grace).await {
-            tracing::warn!(
-                "{remaining} connection(s) still busy after the {} grace period; closing them",
-                humantime::format_duration(grace)
-            );
+    }
+}
+
+/// A socket detached from its runtime, to be registered on a shard's thread.
+enum StdBound {
+    Stream(StdListener),
+    Datagram(StdDatagram),
+}
+
+impl Bound {
+    fn into_std(self) -> std::io::Result<(StdBound, Option<UnixPathGuard>)> {
+        match self {
+            Bound::Stream(listener) => listener
+                .into_std()
+                .map(|(l, guard)| (StdBound::Stream(l), guard)),
+            Bound::Datagram(socket) => socket
+                .into_std()
+                .map(|(s, guard)| (StdBound::Datagram(s), guard)),
         }
-        shared.stats.summary()
+    }
+}
+
+impl StdBound {
+    fn try_clone(&self) -> std::io::Result<StdBound> {
+        match self {
+            StdBound::Stream(l) => l.try_clone().map(StdBound::Stream),
+            StdBound::Datagram(s) => s.try_clone().map(StdBound::Datagram),
+        }
+    }
+
+    fn into_tokio(self) -> std::io::Result<Bound> {
+        match self {
+            StdBound::Stream(l) => l.into_tokio().map(Bound::Stream),
+            StdBound::Datagram(s) => s.into_tokio().map(Bound::Datagram),
+        }
+    }
+}
+
+/// One shard's thread: a single-threaded runtime serving its copy of the socket.
+fn run_shard_thread(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("a server thread cannot start its runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match socket.into_tokio() {
+            Ok(socket) => shard(socket, shared, grace).await,
+            Err(e) => tracing::error!("a server thread cannot register its socket: {e}"),
+        }
+    });
+}
+
+/// Serves one copy of the socket until shutdown, then waits (at most `grace`) for every
+/// connection task to finish.
+async fn shard(socket: Bound, shared: Arc<Shared>, grace: Duration) {
+    match socket {
+        Bound::Stream(listener) => stream::accept_loop(listener, &shared).await,
+        Bound::Datagram(socket) => datagram::receive_loop(socket, &shared).await,
+    }
+    if let Drained::TimedOut { remaining } = shared.shutdown.drain(grace).await {
+        tracing::warn!(
+            "{remaining} connection(s) still busy after the {} grace period; closing them",
+            humantime::format_duration(grace)
+        );
     }
 }

@@ -26,7 +26,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let slots = gate::slots(shared);
     let over_limit = shared.options.limits.over_limit;
     let mut gate = Gate::default();
-    let mut next_id: u64 = 0;
+    let mut ids = shared.ids.iter();
     let mut backoff = MIN_BACKOFF;
     loop {
         let reserved: Option<Slot> = match over_limit {
@@ -55,10 +55,9 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                         None => continue,
                     },
                 };
-                next_id += 1;
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let task_shared = Arc::clone(shared);
-                let id = next_id;
+                let id = ids.next().unwrap_or_default();
                 shared.shutdown.spawn(async move {
                     // TLS handshake and --hex tap, in this task so accepting never waits.
                     match task_shared

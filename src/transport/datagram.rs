@@ -132,6 +132,55 @@ impl DatagramSocket {
     }
 }
 
+/// A datagram socket detached from any tokio runtime, so each server thread can register
+/// its own copy of one socket (see [`super::StdListener`]).
+#[derive(Debug)]
+pub enum StdDatagram {
+    /// A UDP socket.
+    Udp(std::net::UdpSocket),
+    /// A Unix datagram socket.
+    Unix(std::os::unix::net::UnixDatagram),
+}
+
+impl DatagramSocket {
+    /// Detaches the socket from the current runtime; the Unix file guard comes back apart.
+    ///
+    /// # Errors
+    /// When the socket cannot be deregistered.
+    pub fn into_std(self) -> io::Result<(StdDatagram, Option<UnixPathGuard>)> {
+        match self {
+            DatagramSocket::Udp(s) => Ok((StdDatagram::Udp(s.into_std()?), None)),
+            DatagramSocket::Unix(s, guard) => Ok((StdDatagram::Unix(s.into_std()?), guard)),
+        }
+    }
+}
+
+impl StdDatagram {
+    /// Another handle on the same socket.
+    ///
+    /// # Errors
+    /// When the process is out of file descriptors.
+    pub fn try_clone(&self) -> io::Result<StdDatagram> {
+        match self {
+            StdDatagram::Udp(s) => s.try_clone().map(StdDatagram::Udp),
+            StdDatagram::Unix(s) => s.try_clone().map(StdDatagram::Unix),
+        }
+    }
+
+    /// Registers this copy with the current runtime.
+    ///
+    /// # Errors
+    /// When the socket cannot be registered with the runtime's reactor.
+    pub fn into_tokio(self) -> io::Result<DatagramSocket> {
+        match self {
+            StdDatagram::Udp(s) => UdpSocket::from_std(s).map(DatagramSocket::Udp),
+            StdDatagram::Unix(s) => {
+                UnixDatagram::from_std(s).map(|s| DatagramSocket::Unix(s, None))
+            }
+        }
+    }
+}
+
 /// Binds the first resolved address that works.
 async fn bind_udp(
     endpoint: &Endpoint,

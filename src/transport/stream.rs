@@ -121,6 +121,61 @@ impl StreamListener {
     }
 }
 
+/// A listening socket detached from any tokio runtime.
+///
+/// A server with several threads gives each thread's runtime its own copy (`dup(2)`) of
+/// one listening socket: the kernel hands each connection to whichever thread accepts it
+/// first, and that thread serves it to the end, with no hand-off between threads.
+#[derive(Debug)]
+pub enum StdListener {
+    /// A TCP listener.
+    Tcp(std::net::TcpListener),
+    /// A Unix stream listener.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StreamListener {
+    /// Detaches the socket from the current runtime. The Unix file guard comes back
+    /// apart: it belongs to the server as a whole, not to any one copy of the socket.
+    ///
+    /// # Errors
+    /// When the socket cannot be deregistered (it then stays with the runtime).
+    pub fn into_std(self) -> io::Result<(StdListener, Option<UnixPathGuard>)> {
+        match self {
+            StreamListener::Tcp(listener) => Ok((StdListener::Tcp(listener.into_std()?), None)),
+            StreamListener::Unix(listener, guard) => {
+                Ok((StdListener::Unix(listener.into_std()?), guard))
+            }
+        }
+    }
+}
+
+impl StdListener {
+    /// Another handle on the same listening socket.
+    ///
+    /// # Errors
+    /// When the process is out of file descriptors.
+    pub fn try_clone(&self) -> io::Result<StdListener> {
+        match self {
+            StdListener::Tcp(l) => l.try_clone().map(StdListener::Tcp),
+            StdListener::Unix(l) => l.try_clone().map(StdListener::Unix),
+        }
+    }
+
+    /// Registers this copy with the current runtime (call it on the thread that serves it).
+    ///
+    /// # Errors
+    /// When the socket cannot be registered with the runtime's reactor.
+    pub fn into_tokio(self) -> io::Result<StreamListener> {
+        match self {
+            StdListener::Tcp(l) => TcpListener::from_std(l).map(StreamListener::Tcp),
+            StdListener::Unix(l) => {
+                UnixListener::from_std(l).map(|l| StreamListener::Unix(l, None))
+            }
+        }
+    }
+}
+
 /// A [`HostPort`] for a concrete socket address.
 pub(crate) fn host_port(addr: SocketAddr) -> HostPort {
     HostPort {

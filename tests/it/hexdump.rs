@@ -25,7 +25,7 @@ fn serve_and_send_dump_both_directions() {
     let server_dump = crate::peers::wait_for_stderr(&server, "|hello tcp client|");
     assert!(
         server_dump.contains("< received 16 bytes from 127.0.0.1:")
-            && server_dump.contains("(conn 1)")
+            && server_dump.contains("(conn ")
             && server_dump.contains(
                 "< 00000000  68 65 6c 6c 6f 20 74 63  70 20 73 65 72 76 65 72  |hello tcp server|"
             ),
