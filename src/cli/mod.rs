@@ -2,6 +2,7 @@
 //! the library call for the chosen command ([`run`]).
 
 pub mod args;
+pub mod bench;
 pub mod config;
 
 pub use args::Cli;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
             client::send(&config.endpoint, &config.options, events).await?;
             Ok(())
         }
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
