@@ -14,7 +14,9 @@
 //! request outstanding; when a reply comes late, the next request goes out at once, and
 //! its latency counts from when it was *due*, not when it could be sent. So time spent
 //! waiting behind a stalled server is in the figures (the coordinated-omission correction
-//! that wrk2 made known).
+//! that wrk2 made known). A request whose connection was idle and only woke late (timers
+//! have millisecond resolution) counts from the wake-up instead: that lateness is the load
+//! generator's, not the server's, and is reported separately as the send lag.
 //!
 //! Hot path: per request, one or two clock reads, a histogram increment and a few
 //! additions, all in memory the connection's task owns. No allocation, no lock, no shared
@@ -220,8 +222,7 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// Counts one completed exchange: `started` is when its latency counts from (the due
-    /// time in open loop), `sent` when it actually went out, `done` when it completed.
+    /// Counts one completed exchange that finished at `done`.
     #[inline]
     fn succeed(&mut self, window: &Window, times: ExchangeTimes, done: Instant, bytes: u64) {
         self.completed_total += 1;
@@ -231,9 +232,7 @@ impl Measured {
             self.bytes += bytes;
             self.latency
                 .record(done.saturating_duration_since(times.started));
-            self.max_send_lag = self
-                .max_send_lag
-                .max(times.sent.saturating_duration_since(times.started));
+            self.max_send_lag = self.max_send_lag.max(times.lag);
         }
     }
 
@@ -283,10 +282,11 @@ impl Measured {
 /// The instants of one exchange.
 #[derive(Debug, Clone, Copy)]
 struct ExchangeTimes {
-    /// Latency counts from here: the due time (open loop) or the send (closed loop).
+    /// Latency counts from here: the send (closed loop), the due time or the wake-up
+    /// (open loop, see [`open_loop_start`]).
     started: Instant,
-    /// When the request actually went out.
-    sent: Instant,
+    /// Open loop: how long after its due time the request went out.
+    lag: Duration,
 }
 
 /// One connection's timetable.
@@ -473,15 +473,12 @@ async fn drive<D: Driver>(
 ) {
     let mut watchdog = Watchdog::new(plan.timeout, window.end);
     loop {
-        let due = schedule.next_due();
-        if let Some(due) = due {
-            if due >= window.end {
-                return;
-            }
-            if due > Instant::now() {
-                sleep_until(due).await;
-            }
-        }
+        // Open loop: when this request's latency counts from (see `open_loop_start`).
+        let open_start = match schedule.next_due() {
+            Some(due) if due >= window.end => return,
+            Some(due) => Some(open_loop_start(due).await),
+            None => None,
+        };
         if let Err(error) = driver.prepare().await {
             let now = Instant::now();
             measured.send(&window, now);
@@ -491,9 +488,15 @@ async fn drive<D: Driver>(
             continue;
         }
         let sent = Instant::now();
-        let times = ExchangeTimes {
-            started: due.unwrap_or(sent),
-            sent,
+        let times = match open_start {
+            Some((started, due)) => ExchangeTimes {
+                started,
+                lag: sent.saturating_duration_since(due),
+            },
+            None => ExchangeTimes {
+                started: sent,
+                lag: Duration::ZERO,
+            },
         };
         measured.send(&window, sent);
         measured.in_flight = Some(times.started);
@@ -521,6 +524,25 @@ async fn drive<D: Driver>(
                 driver.abandon();
             }
         }
+    }
+}
+
+/// Waits for an open-loop request's due time and returns when its latency counts from,
+/// with the due time.
+///
+/// * The connection is still busy past the due time (the previous reply came late): the
+///   latency counts from the due time, so waiting behind a slow server is measured (the
+///   coordinated-omission correction).
+/// * The connection is idle and sleeps until the due time: the latency counts from when it
+///   wakes. Timers have a resolution of about a millisecond; counting that oversleep, the
+///   load generator's own lateness, would add up to 1 ms to every sample and say nothing
+///   about the server. The lateness still shows in the report's send lag.
+async fn open_loop_start(due: Instant) -> (Instant, Instant) {
+    if Instant::now() < due {
+        sleep_until(due).await;
+        (Instant::now(), due)
+    } else {
+        (due, due)
     }
 }
 
