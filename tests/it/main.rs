@@ -2,6 +2,7 @@
 //! loopback and in temporary directories, the real `sockit` binary, and the note's own
 //! Python programs as peers.
 
+mod bench;
 mod concurrency;
 mod errors;
 mod seed;
