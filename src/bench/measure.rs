@@ -98,7 +98,11 @@ pub struct Window {
 impl Window {
     /// A window starting now: `warmup`, then `duration` measured.
     pub fn starting_now(warmup: Duration, duration: Duration) -> Window {
-        let start = Instant::now();
+        Window::starting_at(Instant::now(), warmup, duration)
+    }
+
+    /// A window starting at `start`: `warmup`, then `duration` measured.
+    pub fn starting_at(start: Instant, warmup: Duration, duration: Duration) -> Window {
         Window {
             start,
             measure_from: start + warmup,
@@ -472,6 +476,8 @@ async fn drive<D: Driver>(
     progress: Option<&ProgressSlot>,
 ) {
     let mut watchdog = Watchdog::new(plan.timeout, window.end);
+    // Every connection starts at the same instant, however long its thread took to start.
+    sleep_until(window.start).await;
     loop {
         // Open loop: when this request's latency counts from (see `open_loop_start`).
         let open_start = match schedule.next_due() {
@@ -807,7 +813,7 @@ mod tests {
                 .map(|_| s.next_due().map(|d| d - start).unwrap_or_default())
                 .collect()
         };
-        assert_eq!(offsets(&mut a), [0 * MS, 2 * MS, 4 * MS]);
+        assert_eq!(offsets(&mut a), [Duration::ZERO, 2 * MS, 4 * MS]);
         assert_eq!(offsets(&mut b), [MS, 3 * MS, 5 * MS]);
         // Due times in [9 ms, 19 ms) still ahead of connection a: 10, 12, …, 18.
         assert_eq!(a.remaining_between(start + 9 * MS, start + 19 * MS), 5);

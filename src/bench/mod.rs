@@ -40,7 +40,7 @@ use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::transport::MAX_DATAGRAM;
 use driver::{DatagramDriver, EchoDriver, HelloDriver, ReplyLength, StreamDriver, Target};
-use measure::{Driver, Measured, Plan, Window, run_connection};
+use measure::{Measured, Plan, Window, run_connection};
 use progress::{Progress, RateUnit};
 
 /// Most connections one run opens: beyond this, memory (a histogram and buffers each)
@@ -53,9 +53,13 @@ pub const MAX_STREAM_SIZE: usize = 16 * 1024 * 1024;
 /// Longest run accepted: a day. Runs always stop by themselves.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-/// How long after the window's end the run waits for its connection tasks before
-/// giving up on them (they stop at the end by construction; this is a safety net).
+/// How long after the window's end the run waits for its threads and connection tasks
+/// before giving up on them (they stop at the end by construction; this is a safety net).
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Time between the go signal and the first request, so that every thread has woken up
+/// by then and all connections start at the same instant.
+const START_DELAY: Duration = Duration::from_millis(5);
 
 /// Default message size for `echo`: small, like a typical request.
 const DEFAULT_ECHO_SIZE: usize = 64;
@@ -162,6 +166,9 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Whether to draw a progress bar.
     pub progress: ProgressDisplay,
+    /// Threads driving the connections, each with its own runtime; more than one per
+    /// core only adds switching.
+    pub threads: usize,
 }
 
 /// A finished run: the report, and the first failure for the exit status.
@@ -175,7 +182,8 @@ pub struct Outcome {
 
 impl BenchOptions {
     /// The defaults for `endpoint`: its note pattern unless `pattern` says otherwise,
-    /// 10 connections, 10 s after 1 s of warm-up, closed loop, 2 s timeout.
+    /// 10 connections, 10 s after 1 s of warm-up, closed loop, 2 s timeout, one thread
+    /// per core this process may run on.
     pub fn new(endpoint: Endpoint, pattern: Option<Pattern>) -> BenchOptions {
         let pattern = pattern.unwrap_or_else(|| Pattern::default_for(&endpoint));
         let request = pattern.default_request(&endpoint);
@@ -194,6 +202,7 @@ impl BenchOptions {
             load: Load::Closed,
             timeout: Duration::from_secs(2),
             progress: ProgressDisplay::Hidden,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -271,26 +280,42 @@ impl BenchOptions {
 
 /// Runs a benchmark to its end and reports what it measured.
 ///
-/// The run stops by itself after `warmup + duration`; failures of single exchanges are
-/// counted, not returned.
+/// The connections are shared out over [`BenchOptions::threads`] threads, each running
+/// its own single-threaded tokio runtime (as wrk does): a connection's task never moves
+/// between cores and its wake-ups never cross threads. Everything starts together once
+/// every thread is ready, and stops by itself after `warmup + duration`; failures of
+/// single exchanges are counted, not returned.
 ///
 /// # Errors
 /// [`Error::Usage`] for options that do not fit together (see
-/// [`BenchOptions::validate`]).
+/// [`BenchOptions::validate`]); [`Error::Io`] if a thread or its runtime cannot start.
 pub async fn run(options: &BenchOptions) -> Result<Outcome> {
     options.validate()?;
-    let target = Target {
-        endpoint: Arc::new(options.endpoint.clone()),
-        request: options.request.clone(),
-        reply: options.reply,
-        connect_timeout: options.timeout,
+    let share = Share {
+        pattern: options.pattern,
+        target: Target {
+            endpoint: Arc::new(options.endpoint.clone()),
+            request: options.request.clone(),
+            reply: options.reply,
+            connect_timeout: options.timeout,
+        },
+        plan: Plan {
+            load: options.load,
+            connections: options.connections,
+            timeout: options.timeout,
+        },
     };
-    let plan = Plan {
-        load: options.load,
-        connections: options.connections,
-        timeout: options.timeout,
-    };
-    let window = Window::starting_now(options.warmup, options.duration);
+    let threads = options.threads.clamp(1, options.connections);
+    let mut engines = Vec::with_capacity(threads);
+    for number in 0..threads {
+        let indices: Vec<usize> = (number..options.connections).step_by(threads).collect();
+        engines.push(Engine::spawn(number, share.clone(), indices)?);
+    }
+    for engine in &mut engines {
+        engine.ready().await?;
+    }
+    let start = tokio::time::Instant::now() + START_DELAY;
+    let window = Window::starting_at(start, options.warmup, options.duration);
     let progress = match options.progress {
         ProgressDisplay::Bar => Some(Progress::start(
             options.connections,
@@ -303,66 +328,200 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
         )),
         ProgressDisplay::Hidden => None,
     };
-    let mut tasks = JoinSet::new();
-    for index in 0..options.connections {
-        let slot = progress.as_ref().map(|p| p.slot(index));
-        let target = target.clone();
-        match options.pattern {
-            Pattern::Hello => spawn(
-                &mut tasks,
-                HelloDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            ),
-            Pattern::Echo => spawn(
-                &mut tasks,
-                EchoDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            ),
-            Pattern::Stream => spawn(
-                &mut tasks,
-                StreamDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            ),
-            Pattern::Udp => spawn(
-                &mut tasks,
-                DatagramDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            ),
+    for engine in &mut engines {
+        engine.start(window, progress.as_ref());
+    }
+    // The load generator's own CPU use over the measured span: how close it is to being
+    // the limit itself.
+    tokio::time::sleep_until(window.measure_from).await;
+    let cpu_before = process_cpu_time();
+    tokio::time::sleep_until(window.end).await;
+    let loadgen = LoadgenCpu {
+        threads,
+        cpu: process_cpu_time().saturating_sub(cpu_before),
+    };
+    let mut measured = Measured::default();
+    for engine in engines {
+        match tokio::time::timeout_at(window.end + STOP_GRACE, engine.done).await {
+            Ok(Ok(part)) => measured.absorb(part),
+            Ok(Err(_)) => tracing::warn!("a benchmark thread stopped without its results"),
+            Err(_) => {
+                tracing::warn!("a benchmark thread did not stop in time; its results are lost")
+            }
         }
     }
-    let measured = collect(tasks, window.end + STOP_GRACE).await;
     if let Some(progress) = progress {
         progress.finish();
     }
-    let report = Report::of_run(options, &measured);
+    let report = Report::of_run(options, &measured, loadgen);
     Ok(Outcome {
         report,
         first_error: measured.first_error,
     })
 }
 
-/// Starts one connection task.
-fn spawn<D: Driver + 'static>(
-    tasks: &mut JoinSet<Measured>,
-    driver: D,
+/// The load generator's own CPU use during the measured span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadgenCpu {
+    /// Threads that drove the connections.
+    pub threads: usize,
+    /// CPU time (user + system) the whole process used.
+    pub cpu: Duration,
+}
+
+/// CPU time (user + system) used so far by this process, all threads together.
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the zeroed struct we pass; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// What every connection of a run needs, cloned into each thread.
+#[derive(Debug, Clone)]
+struct Share {
+    /// Which driver to build.
+    pattern: Pattern,
+    /// Where and what to send.
+    target: Target,
+    /// Loop, connection count, timeout.
     plan: Plan,
+}
+
+/// The go signal a thread waits for: the run's time line and its progress counters.
+struct Start {
+    /// When to begin, measure and stop.
     window: Window,
-    index: usize,
-    slot: Option<progress::ProgressSlot>,
-) {
-    tasks.spawn(run_connection(driver, plan, window, index, slot));
+    /// One progress counter per connection of this thread (none without a bar).
+    slots: Vec<Option<progress::ProgressSlot>>,
+}
+
+/// One thread running a share of the connections on its own single-threaded runtime.
+struct Engine {
+    /// Which connections are this thread's.
+    indices: Vec<usize>,
+    /// Reports that the runtime is built (or why it is not).
+    ready: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
+    /// Gives the go.
+    start: std::sync::mpsc::Sender<Start>,
+    /// Delivers the thread's results.
+    done: tokio::sync::oneshot::Receiver<Measured>,
+}
+
+impl Engine {
+    /// Starts thread `number` for the connections `indices`; it builds its runtime and
+    /// waits for [`Engine::start`].
+    fn spawn(number: usize, share: Share, indices: Vec<usize>) -> Result<Engine> {
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let (start, start_rx) = std::sync::mpsc::channel::<Start>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let mine = indices.clone();
+        std::thread::Builder::new()
+            .name(format!("sockit-bench-{number}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                // The sender is dropped without a go if the run is abandoned.
+                let Ok(go) = start_rx.recv() else { return };
+                let measured = runtime.block_on(run_share(share, mine, go));
+                let _ = done_tx.send(measured);
+            })
+            .map_err(|source| Error::Io {
+                doing: "starting a benchmark thread".into(),
+                source,
+            })?;
+        Ok(Engine {
+            indices,
+            ready: Some(ready),
+            start,
+            done,
+        })
+    }
+
+    /// Waits until the thread's runtime is built.
+    async fn ready(&mut self) -> Result<()> {
+        let Some(ready) = self.ready.take() else {
+            return Ok(());
+        };
+        let failed = |source| Error::Io {
+            doing: "starting a benchmark thread's runtime".into(),
+            source,
+        };
+        match ready.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(failed(source)),
+            Err(_) => Err(failed(std::io::Error::other("the thread ended early"))),
+        }
+    }
+
+    /// Gives the go.
+    fn start(&self, window: Window, progress: Option<&Progress>) {
+        let slots = self
+            .indices
+            .iter()
+            .map(|&index| progress.map(|p| p.slot(index)))
+            .collect();
+        // A thread that is gone has already reported through `done`.
+        let _ = self.start.send(Start { window, slots });
+    }
+}
+
+/// Runs one thread's connections, one task each, and adds up their results.
+async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
+    let Start { window, slots } = go;
+    let mut tasks = JoinSet::new();
+    for (index, slot) in indices.into_iter().zip(slots) {
+        let target = share.target.clone();
+        let plan = share.plan;
+        match share.pattern {
+            Pattern::Hello => tasks.spawn(run_connection(
+                HelloDriver::new(target),
+                plan,
+                window,
+                index,
+                slot,
+            )),
+            Pattern::Echo => tasks.spawn(run_connection(
+                EchoDriver::new(target),
+                plan,
+                window,
+                index,
+                slot,
+            )),
+            Pattern::Stream => tasks.spawn(run_connection(
+                StreamDriver::new(target),
+                plan,
+                window,
+                index,
+                slot,
+            )),
+            Pattern::Udp => tasks.spawn(run_connection(
+                DatagramDriver::new(target),
+                plan,
+                window,
+                index,
+                slot,
+            )),
+        };
+    }
+    collect(tasks, window.end + STOP_GRACE).await
 }
 
 /// Adds up every connection's results; tasks still running at `deadline` are stopped.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::histogram::{self, LatencyHistogram};
 use super::measure::{FailureCounts, Measured};
-use super::{BenchOptions, Pattern};
+use super::{BenchOptions, LoadgenCpu, Pattern};
 
 /// The value of [`Report::format`] this version writes and reads.
 pub const FORMAT: &str = "sockit-bench/1";
@@ -69,6 +69,13 @@ pub struct Report {
     pub in_flight_at_end: u64,
     /// How long the oldest of those had waited.
     pub oldest_in_flight_us: u64,
+    /// Threads the load generator drove the connections with (merged: summed).
+    pub loadgen_threads: u64,
+    /// CPU seconds the load generator used in the measured span (merged: summed).
+    pub loadgen_cpu_s: f64,
+    /// That CPU time as a share of one core over the span, in percent: near 100 × threads
+    /// means the load generator, not the server, may be the limit (merged: the highest).
+    pub loadgen_cpu_percent: f64,
     /// The full latency histogram, so reports can be merged without losing precision.
     pub histogram: EncodedHistogram,
 }
@@ -243,7 +250,7 @@ impl EncodedHistogram {
 
 impl Report {
     /// The report of one finished run.
-    pub fn of_run(options: &BenchOptions, measured: &Measured) -> Report {
+    pub fn of_run(options: &BenchOptions, measured: &Measured, loadgen: LoadgenCpu) -> Report {
         let seconds = options.duration.as_secs_f64();
         let per_second = |n: u64| {
             if seconds > 0.0 {
@@ -296,6 +303,13 @@ impl Report {
             unsent: measured.unsent,
             in_flight_at_end: measured.in_flight_at_end,
             oldest_in_flight_us: us(measured.oldest_in_flight),
+            loadgen_threads: loadgen.threads as u64,
+            loadgen_cpu_s: loadgen.cpu.as_secs_f64(),
+            loadgen_cpu_percent: if seconds > 0.0 {
+                100.0 * loadgen.cpu.as_secs_f64() / seconds
+            } else {
+                0.0
+            },
             histogram: EncodedHistogram::of(&measured.latency),
         }
     }
@@ -396,6 +410,9 @@ impl Report {
         self.unsent += other.unsent;
         self.in_flight_at_end += other.in_flight_at_end;
         self.oldest_in_flight_us = self.oldest_in_flight_us.max(other.oldest_in_flight_us);
+        self.loadgen_threads += other.loadgen_threads;
+        self.loadgen_cpu_s += other.loadgen_cpu_s;
+        self.loadgen_cpu_percent = self.loadgen_cpu_percent.max(other.loadgen_cpu_percent);
     }
 
     /// The human table printed on stdout: one figure per line, label then value.
@@ -492,6 +509,30 @@ impl Report {
                 line("unsent", format!("{} requests never went out", self.unsent));
             }
         }
+        if self.loadgen_threads > 0 {
+            let per_exchange = if self.exchanges > 0 {
+                format!(
+                    ", {} CPU per {}",
+                    micros_f(self.loadgen_cpu_s * 1e6 / self.exchanges as f64),
+                    if self.pattern == Pattern::Stream {
+                        "write"
+                    } else {
+                        "exchange"
+                    }
+                )
+            } else {
+                String::new()
+            };
+            line(
+                "load generator",
+                format!(
+                    "{:.0}% CPU on {} thread{}{per_exchange}",
+                    self.loadgen_cpu_percent,
+                    self.loadgen_threads,
+                    if self.loadgen_threads == 1 { "" } else { "s" }
+                ),
+            );
+        }
         if self.in_flight_at_end > 0 {
             line(
                 "in flight at end",
@@ -526,6 +567,21 @@ impl Report {
             "{what}, {}-byte {per}, {} {sockets}, {load}",
             self.size_bytes, self.connections
         )
+    }
+
+    /// The warning to print when the load generator itself was (nearly) saturated, so the
+    /// figures may describe it rather than the server.
+    pub fn loadgen_warning(&self) -> Option<String> {
+        let capacity = 100.0 * self.loadgen_threads as f64;
+        if self.runs != 1 || capacity == 0.0 || self.loadgen_cpu_percent < 0.9 * capacity {
+            return None;
+        }
+        Some(format!(
+            "the load generator used {:.0}% CPU on {} thread(s): it may be the limit, not the \
+             server; give it more cores (--threads, taskset) or run it from more machines \
+             and combine the reports with `sockit bench merge`",
+            self.loadgen_cpu_percent, self.loadgen_threads
+        ))
     }
 
     /// The warning to print when an open-loop run fell short of its rate.
@@ -644,6 +700,9 @@ mod tests {
             unsent: 0,
             in_flight_at_end: 2,
             oldest_in_flight_us: 7,
+            loadgen_threads: 1,
+            loadgen_cpu_s: 0.5,
+            loadgen_cpu_percent: 25.0,
             histogram: EncodedHistogram::of(&histogram),
         }
     }
@@ -667,6 +726,8 @@ mod tests {
         assert_eq!(merged.exchanges_per_s, 500.0);
         assert_eq!(merged.connections, 4);
         assert_eq!(merged.errors.timeout, 2);
+        assert_eq!(merged.loadgen_threads, 2);
+        assert_eq!(merged.loadgen_cpu_s, 1.0);
         assert_eq!(merged.latency_us.count, 1000);
         // Added, not averaged: the median is the fast runs', p99 the slow one's.
         assert_eq!(merged.latency_us.p50, 100);

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use super::args::{BenchArgs, BenchCommand, MergeArgs};
+use super::args::{BenchArgs, BenchCommand, GlobalArgs, MergeArgs};
 use crate::bench::driver::ReplyLength;
 use crate::bench::{self, BenchOptions, Load, Pattern, ProgressDisplay, Report};
 use crate::endpoint::Endpoint;
@@ -71,14 +71,21 @@ fn to_usize(value: u64, flag: &str) -> Result<usize> {
 /// # Errors
 /// Usage errors; a JSON file that cannot be written; and, when no exchange succeeded, the
 /// run's first failure (so the exit status says "refused", "timed out", …).
-pub async fn run(args: BenchArgs) -> Result<()> {
+pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(BenchCommand::Merge(merge_args)) = args.command {
         return merge(merge_args);
     }
-    let config = args.into_config()?;
+    let mut config = args.into_config()?;
+    if let Some(threads) = global.threads {
+        config.options.threads = usize::from(threads);
+    }
     let outcome = bench::run(&config.options).await?;
     publish(&outcome.report, config.json.as_deref())?;
-    if let Some(warning) = outcome.report.rate_warning() {
+    let warnings = [
+        outcome.report.rate_warning(),
+        outcome.report.loadgen_warning(),
+    ];
+    for warning in warnings.into_iter().flatten() {
         tracing::warn!("{warning}");
     }
     if outcome.report.exchanges > 0 {

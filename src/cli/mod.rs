@@ -27,7 +27,7 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
             client::send(&config.endpoint, &config.options, events).await?;
             Ok(())
         }
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => bench::run(args, &cli.global).await,
     }
 }
 

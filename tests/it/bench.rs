@@ -348,7 +348,7 @@ fn lost_datagrams_are_counted() {
             };
             seen += 1;
             // Answer every other datagram; drop the rest.
-            if seen % 2 == 0 {
+            if seen.is_multiple_of(2) {
                 let _ = socket.send_to(&buf[..n], peer);
                 count.fetch_add(1, Ordering::Relaxed);
             }
