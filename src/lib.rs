@@ -13,7 +13,7 @@
 //! * [`behaviour`]: a message → its answer (reply, echo, discard);
 //! * [`server`]: accept loop and per-connection tasks, datagram loop, limits;
 //! * [`client`]: the note's client (`send`);
-//! * [`bench`]: the load generator (`bench`): patterns, open/closed loop, HDR latency;
+//! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
 //! * [`shutdown`]: signals → graceful, bounded drain;
 //! * [`obs`]: events on stdout, diagnostics on stderr, counters;
 //! * [`error`]: every failure with its message and exit code.

@@ -305,6 +305,7 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
             timeout: options.timeout,
         },
     };
+    ensure_open_files(options.connections as u64 + SPARE_FILES);
     let threads = options.threads.clamp(1, options.connections);
     let mut engines = Vec::with_capacity(threads);
     for number in 0..threads {
@@ -367,6 +368,35 @@ pub struct LoadgenCpu {
     pub threads: usize,
     /// CPU time (user + system) the whole process used.
     pub cpu: Duration,
+}
+
+/// File descriptors kept free beyond one per connection (stdio, the runtime's own).
+const SPARE_FILES: u64 = 64;
+
+/// Raises the soft limit on open files to `needed` (up to the hard limit), so that
+/// thousands of connections do not fail with "too many open files" on a default 1024.
+fn ensure_open_files(needed: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= needed {
+            return;
+        }
+        let before = limit.rlim_cur;
+        let wanted = needed.min(limit.rlim_max);
+        limit.rlim_cur = wanted;
+        let allowed = if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            wanted
+        } else {
+            before
+        };
+        if allowed < needed {
+            tracing::warn!(
+                "only {allowed} files may be open at once but the run needs about {needed}; \
+                 connections beyond fail with 'too many open files'; raise `ulimit -n`"
+            );
+        }
+    }
 }
 
 /// CPU time (user + system) used so far by this process, all threads together.

@@ -74,9 +74,12 @@ Patterns:
 Closed loop (default): each connection sends when its last reply arrives.
 Open loop (--rate R): R requests/s in total on a fixed timetable; latency counts from when
 each request was due, so a stalled server shows in the percentiles (coordinated omission).
-The report on stdout has one figure per line; --json writes every figure and the HDR
-histogram itself (lossless, mergeable). Exit status: 0 if any exchange succeeded, otherwise
-the first failure's code (4 refused, 5 timeout, ...).";
+Connections are shared over --threads N threads (default: the cores this process may use,
+so `taskset -c 0 sockit bench ...` drives from one core), each with its own runtime.
+The report on stdout has one figure per line, including the load generator's own CPU use
+(near 100% per thread: it may be the limit, not the server); --json writes every figure
+and the HDR histogram itself (lossless, mergeable). Exit status: 0 if any exchange
+succeeded, otherwise the first failure's code (4 refused, 5 timeout, ...).";
 
 const MERGE_EXAMPLES: &str = "\
 Examples:
