@@ -4,8 +4,8 @@
 //! Values are integer microseconds, rounded to the nearest microsecond, with three
 //! significant figures: every latency below 2.048 ms is kept exactly to the microsecond,
 //! larger ones to 0.1 %. Microseconds rather than nanoseconds keep a histogram small (tens
-//! of kilobytes), which matters because every connection owns one (no sharing, no locks on
-//! the hot path) and a run may have thousands of connections.
+//! of kilobytes); each load-generator thread owns one, which its connections share without
+//! locks (they run on that thread only), and the threads' histograms are added at the end.
 //!
 //! The encoding is HdrHistogram's own "V2 + DEFLATE, base64" form (the `HISTF…` strings of
 //! HdrHistogram interval logs), so other HdrHistogram tools can read our files too, and
@@ -28,8 +28,8 @@ pub const ENCODING: &str = "hdrhistogram-v2-deflate-base64";
 
 /// A latency distribution in microseconds.
 ///
-/// One per connection while a run is going (so recording touches only memory the
-/// connection's task owns), added together at the end.
+/// One per load-generator thread while a run is going (so recording touches only memory
+/// that thread owns), added together at the end.
 #[derive(Debug, Clone)]
 pub struct LatencyHistogram {
     /// Auto-resizing, so it only grows as large as the slowest latency it saw.

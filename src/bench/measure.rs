@@ -19,12 +19,14 @@
 //! generator's, not the server's, and is reported separately as the send lag.
 //!
 //! Hot path: per request, one or two clock reads, a histogram increment and a few
-//! additions, all in memory the connection's task owns. No allocation, no lock, no shared
-//! atomic (the progress bar's counters are per connection and written only by it). Reply
-//! timeouts use one timer per connection that is re-armed only when it fires.
+//! additions, in memory the connection's task or its thread owns. No allocation, no lock,
+//! no shared atomic (the progress bar's counters are per connection and written only by
+//! it). Reply timeouts use one timer per connection that is re-armed only when it fires.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
@@ -193,10 +195,17 @@ impl FailureCounts {
     }
 }
 
+/// The latency histogram the connections of one thread share. They run on that thread
+/// one at a time and borrow it only for one synchronous `record`, so a `RefCell` is all
+/// the coordination needed, and a run keeps one histogram per thread rather than one per
+/// connection (tens of kilobytes each).
+pub type SharedLatency = Rc<RefCell<LatencyHistogram>>;
+
 /// What one connection (or, once added up, a whole run) measured.
 #[derive(Debug, Default)]
 pub struct Measured {
-    /// Latencies of the exchanges completed in the window.
+    /// Latencies of the exchanges completed in the window. Connections record into their
+    /// thread's [`SharedLatency`]; the thread moves it here when they are all done.
     pub latency: LatencyHistogram,
     /// Exchanges completed in the window.
     pub exchanges: u64,
@@ -226,16 +235,26 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// Counts one completed exchange that finished at `done`.
+    /// Counts one completed exchange that finished at `done`; its latency goes into
+    /// `latency`.
     #[inline]
-    fn succeed(&mut self, window: &Window, times: ExchangeTimes, done: Instant, bytes: u64) {
+    fn succeed(
+        &mut self,
+        window: &Window,
+        times: ExchangeTimes,
+        done: Instant,
+        bytes: u64,
+        latency: &RefCell<LatencyHistogram>,
+    ) {
         self.completed_total += 1;
         self.bytes_total += bytes;
         if window.contains(done) {
             self.exchanges += 1;
             self.bytes += bytes;
-            self.latency
-                .record(done.saturating_duration_since(times.started));
+            // Never already borrowed: borrows do not span an await (see SharedLatency).
+            if let Ok(mut histogram) = latency.try_borrow_mut() {
+                histogram.record(done.saturating_duration_since(times.started));
+            }
             self.max_send_lag = self.max_send_lag.max(times.lag);
         }
     }
@@ -428,7 +447,8 @@ impl Watchdog {
     }
 }
 
-/// Runs one connection for the whole window and returns what it measured.
+/// Runs one connection for the whole window and returns what it measured; its latencies
+/// go into `latency`, shared with the other connections of its thread.
 ///
 /// Stops by itself at `window.end`, whatever the server does.
 pub async fn run_connection<D: Driver>(
@@ -437,6 +457,7 @@ pub async fn run_connection<D: Driver>(
     window: Window,
     index: usize,
     progress: Option<ProgressSlot>,
+    latency: SharedLatency,
 ) -> Measured {
     let mut measured = Measured::default();
     let mut schedule = Schedule::new(plan.load, window.start, index, plan.connections);
@@ -448,6 +469,7 @@ pub async fn run_connection<D: Driver>(
             &mut schedule,
             &mut measured,
             progress.as_ref(),
+            &latency,
         );
         tokio::select! {
             biased;
@@ -474,6 +496,7 @@ async fn drive<D: Driver>(
     schedule: &mut Schedule,
     measured: &mut Measured,
     progress: Option<&ProgressSlot>,
+    latency: &RefCell<LatencyHistogram>,
 ) {
     let mut watchdog = Watchdog::new(plan.timeout, window.end);
     // Every connection starts at the same instant, however long its thread took to start.
@@ -511,7 +534,7 @@ async fn drive<D: Driver>(
         measured.in_flight = None;
         match outcome {
             Some(Ok(bytes)) => {
-                measured.succeed(&window, times, done, bytes);
+                measured.succeed(&window, times, done, bytes, latency);
                 if let Some(slot) = progress {
                     slot.note(measured.completed_total, measured.bytes_total);
                 }
@@ -641,13 +664,25 @@ mod tests {
             connections,
             timeout: Duration::from_secs(2),
         };
-        let mut total = Measured::default();
-        let tasks: Vec<_> = (0..connections)
-            .map(|i| tokio::spawn(run_connection(server.clone(), plan, window, i, None)))
-            .collect();
-        for task in tasks {
-            total.absorb(task.await.unwrap_or_else(|e| panic!("{e}")));
-        }
+        let latency = SharedLatency::default();
+        let local = tokio::task::LocalSet::new();
+        let mut total = local
+            .run_until(async {
+                let tasks: Vec<_> = (0..connections)
+                    .map(|i| {
+                        let connection =
+                            run_connection(server.clone(), plan, window, i, None, latency.clone());
+                        tokio::task::spawn_local(connection)
+                    })
+                    .collect();
+                let mut total = Measured::default();
+                for task in tasks {
+                    total.absorb(task.await.unwrap_or_else(|e| panic!("{e}")));
+                }
+                total
+            })
+            .await;
+        total.latency = latency.take();
         total
     }
 

@@ -40,7 +40,7 @@ use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::transport::MAX_DATAGRAM;
 use driver::{DatagramDriver, EchoDriver, HelloDriver, ReplyLength, StreamDriver, Target};
-use measure::{Measured, Plan, Window, run_connection};
+use measure::{Measured, Plan, SharedLatency, Window, run_connection};
 use progress::{Progress, RateUnit};
 
 /// Most connections one run opens: beyond this, memory (a histogram and buffers each)
@@ -516,42 +516,43 @@ impl Engine {
 /// Runs one thread's connections, one task each, and adds up their results.
 async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
     let Start { window, slots } = go;
-    let mut tasks = JoinSet::new();
-    for (index, slot) in indices.into_iter().zip(slots) {
-        let target = share.target.clone();
-        let plan = share.plan;
-        match share.pattern {
-            Pattern::Hello => tasks.spawn(run_connection(
-                HelloDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            )),
-            Pattern::Echo => tasks.spawn(run_connection(
-                EchoDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            )),
-            Pattern::Stream => tasks.spawn(run_connection(
-                StreamDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            )),
-            Pattern::Udp => tasks.spawn(run_connection(
-                DatagramDriver::new(target),
-                plan,
-                window,
-                index,
-                slot,
-            )),
-        };
-    }
-    collect(tasks, window.end + STOP_GRACE).await
+    let latency = SharedLatency::default();
+    let local = tokio::task::LocalSet::new();
+    let mut measured = local
+        .run_until(async {
+            let mut tasks = JoinSet::new();
+            for (index, slot) in indices.into_iter().zip(slots) {
+                let target = share.target.clone();
+                let plan = share.plan;
+                let latency = latency.clone();
+                match share.pattern {
+                    Pattern::Hello => {
+                        let driver = HelloDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                    Pattern::Echo => {
+                        let driver = EchoDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                    Pattern::Stream => {
+                        let driver = StreamDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                    Pattern::Udp => {
+                        let driver = DatagramDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                };
+            }
+            collect(tasks, window.end + STOP_GRACE).await
+        })
+        .await;
+    measured.latency = latency.take();
+    measured
 }
 
 /// Adds up every connection's results; tasks still running at `deadline` are stopped.
