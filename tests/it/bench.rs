@@ -365,7 +365,7 @@ fn lost_datagrams_are_counted() {
             "--warmup",
             "0",
             "--timeout",
-            "50ms",
+            "100ms",
         ],
         &dir.path().join("loss.json"),
     );
