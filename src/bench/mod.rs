@@ -307,11 +307,7 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
     };
     ensure_open_files(options.connections as u64 + SPARE_FILES);
     let threads = options.threads.clamp(1, options.connections);
-    let mut engines = Vec::with_capacity(threads);
-    for number in 0..threads {
-        let indices: Vec<usize> = (number..options.connections).step_by(threads).collect();
-        engines.push(Engine::spawn(number, share.clone(), indices)?);
-    }
+    let mut engines = spawn_engines(&share, threads, options.connections)?;
     for engine in &mut engines {
         engine.ready().await?;
     }
@@ -321,36 +317,18 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
         ProgressDisplay::Bar => Some(Progress::start(
             options.connections,
             window,
-            if options.pattern == Pattern::Stream {
-                RateUnit::Bits
-            } else {
-                RateUnit::Exchanges
-            },
+            rate_unit(options.pattern),
         )),
         ProgressDisplay::Hidden => None,
     };
     for engine in &mut engines {
         engine.start(window, progress.as_ref());
     }
-    // The load generator's own CPU use over the measured span: how close it is to being
-    // the limit itself.
-    tokio::time::sleep_until(window.measure_from).await;
-    let cpu_before = process_cpu_time();
-    tokio::time::sleep_until(window.end).await;
     let loadgen = LoadgenCpu {
         threads,
-        cpu: process_cpu_time().saturating_sub(cpu_before),
+        cpu: cpu_used_while_measuring(&window).await,
     };
-    let mut measured = Measured::default();
-    for engine in engines {
-        match tokio::time::timeout_at(window.end + STOP_GRACE, engine.done).await {
-            Ok(Ok(part)) => measured.absorb(part),
-            Ok(Err(_)) => tracing::warn!("a benchmark thread stopped without its results"),
-            Err(_) => {
-                tracing::warn!("a benchmark thread did not stop in time; its results are lost")
-            }
-        }
-    }
+    let measured = gather(engines, window.end + STOP_GRACE).await;
     if let Some(progress) = progress {
         progress.finish();
     }
@@ -359,6 +337,49 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
         report,
         first_error: measured.first_error,
     })
+}
+
+/// Starts `threads` engines, dealing the connections out round-robin.
+fn spawn_engines(share: &Share, threads: usize, connections: usize) -> Result<Vec<Engine>> {
+    (0..threads)
+        .map(|number| {
+            let indices = (number..connections).step_by(threads).collect();
+            Engine::spawn(number, share.clone(), indices)
+        })
+        .collect()
+}
+
+/// What the progress bar counts for a pattern.
+fn rate_unit(pattern: Pattern) -> RateUnit {
+    match pattern {
+        Pattern::Stream => RateUnit::Bits,
+        _ => RateUnit::Exchanges,
+    }
+}
+
+/// Waits out the run, returning the CPU time the process used during the measured span:
+/// how close the load generator came to being the limit itself.
+async fn cpu_used_while_measuring(window: &Window) -> Duration {
+    tokio::time::sleep_until(window.measure_from).await;
+    let before = process_cpu_time();
+    tokio::time::sleep_until(window.end).await;
+    process_cpu_time().saturating_sub(before)
+}
+
+/// Adds up the engines' results as they finish; an engine not done by `deadline` is
+/// given up on (with a warning).
+async fn gather(engines: Vec<Engine>, deadline: tokio::time::Instant) -> Measured {
+    let mut measured = Measured::default();
+    for engine in engines {
+        match tokio::time::timeout_at(deadline, engine.done).await {
+            Ok(Ok(part)) => measured.absorb(part),
+            Ok(Err(_)) => tracing::warn!("a benchmark thread stopped without its results"),
+            Err(_) => {
+                tracing::warn!("a benchmark thread did not stop in time; its results are lost")
+            }
+        }
+    }
+    measured
 }
 
 /// The load generator's own CPU use during the measured span.
