@@ -184,6 +184,25 @@ pub enum Error {
         probed: usize,
     },
 
+    /// A benchmark completed no exchange in its measured span and met no error either:
+    /// every request was still waiting when it ended.
+    #[error("no exchange completed in the measured {measured}; {hint}")]
+    NothingMeasured {
+        /// The measured span, in words ("10s").
+        measured: String,
+        /// What to try.
+        hint: String,
+    },
+
+    /// A benchmark report file cannot be read or used (`sockit bench merge`).
+    #[error("{path}: {reason}")]
+    BenchReport {
+        /// The file.
+        path: String,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
+
     /// Any other I/O failure, with what we were doing.
     #[error("{doing}: {source}")]
     Io {
@@ -198,7 +217,7 @@ impl Error {
     /// The exit code `main` returns for this failure.
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Error::Endpoint(_) | Error::Usage(_) => ExitStatus::Usage,
+            Error::Endpoint(_) | Error::Usage(_) | Error::BenchReport { .. } => ExitStatus::Usage,
             Error::HostNotFound { .. } => ExitStatus::HostNotFound,
             Error::Refused { .. } => ExitStatus::Refused,
             Error::Timeout { .. } => ExitStatus::Timeout,
@@ -213,6 +232,7 @@ impl Error {
             | Error::DatagramTooLarge { .. }
             | Error::LineTooLong { .. }
             | Error::NoneOpen { .. }
+            | Error::NothingMeasured { .. }
             | Error::Io { .. } => ExitStatus::Failure,
         }
     }

@@ -18,12 +18,14 @@
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
 //! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
 //! * [`idle`]: "no traffic either way for so long", shared by connect and relay;
+//! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
 //! * [`shutdown`]: signals → graceful, bounded drain;
 //! * [`obs`]: events on stdout, diagnostics on stderr, counters;
 //! * [`error`]: every failure with its message and exit code.
 
 pub mod access;
 pub mod behaviour;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod endpoint;

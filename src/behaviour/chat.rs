@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -63,6 +63,9 @@ impl Default for ChatOptions {
 pub struct Room {
     options: ChatOptions,
     members: Mutex<BTreeMap<u64, Member>>,
+    /// The number in the next member's tag: members are `<user1>`, `<user2>`, … in the
+    /// order they joined, whichever server thread accepted them.
+    next_number: AtomicU64,
 }
 
 /// The room's side of one member.
@@ -105,6 +108,7 @@ impl Room {
         Room {
             options,
             members: Mutex::new(BTreeMap::new()),
+            next_number: AtomicU64::new(1),
         }
     }
 
@@ -133,7 +137,8 @@ impl Room {
 
     /// Adds a member: welcomes it with the list of who is here, announces it to the others.
     pub fn join(&self, id: u64, peer: &str) -> Seat {
-        let tag = format!("<user{id}>");
+        let number = self.next_number.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("<user{number}>");
         let (tx, inbox) = mpsc::unbounded_channel();
         let member = Member {
             tag: tag.clone(),

@@ -134,6 +134,42 @@ Each port gets a TCP connect: open (it was accepted), closed (refused), filtered
 answer within --timeout) or unreachable. Only the host you name is probed. Exit 0 when
 at least one port is open, 1 when none is (as nc -z).";
 
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  sockit bench                            the note's exchange against 127.0.0.1:8000, 10 s
+  sockit bench 9000 -p echo -c 50 -d 5s   50 connections ping-ponging 64 bytes
+  sockit bench tcp://127.0.0.1:9000 -p echo --rate 20000 -c 50
+                                          open loop: 20,000 requests/s on a fixed schedule
+  sockit bench udp://127.0.0.1:9000 -c 32 the note's UDP exchange, 32 outstanding, loss counted
+  sockit bench unix:/tmp/s.sock -p stream -c 1
+                                          Gbit/s into a server that discards (serve --discard)
+  sockit bench 9000 -p echo -d 3s --json run.json
+  sockit bench merge a.json b.json --json all.json
+
+Patterns:
+  hello   connect, send, read the reply, close: exchanges/s and connect+reply latency
+  echo    persistent connections, send S bytes, wait for S bytes back: messages/s, round trip
+  stream  persistent connections writing S-byte chunks to a server that discards: Gbit/s
+  udp     request/reply datagrams, one outstanding per socket; loss = no reply in --timeout
+
+Closed loop (default): each connection sends when its last reply arrives.
+Open loop (--rate R): R requests/s in total on a fixed timetable; latency counts from when
+each request was due, so a stalled server shows in the percentiles (coordinated omission).
+Connections are shared over --threads N threads (default: the cores this process may use,
+so `taskset -c 0 sockit bench ...` drives from one core), each with its own runtime.
+The report on stdout has one figure per line, including the load generator's own CPU use
+(near 100% per thread: it may be the limit, not the server); --json writes every figure
+and the HDR histogram itself (lossless, mergeable). Exit status: 0 if any exchange
+succeeded, otherwise the first failure's code (4 refused, 5 timeout, ...).";
+
+const MERGE_EXAMPLES: &str = "\
+Examples:
+  sockit bench merge a.json b.json                 print the combined report
+  sockit bench merge host1.json host2.json --json all.json
+
+Throughputs and counts are summed and histograms added (percentiles come from the sum,
+never averaged): for runs taken at the same time against one server from several machines.";
+
 /// The whole command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -207,6 +243,9 @@ pub enum Command {
     /// Report which TCP ports of a host accept connections (nc -z).
     #[command(after_help = PROBE_EXAMPLES)]
     Probe(ProbeArgs),
+    /// Load-test a server: throughput, latency percentiles, errors by kind.
+    #[command(after_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
 }
 
 /// Help heading for the flags choosing what a server does.
@@ -215,10 +254,10 @@ const MODES: &str = "Modes (one per server)";
 const LIMITS: &str = "Access and limits";
 
 impl Command {
-    /// Whether the command starts its own threads (thread-per-core `serve`), so `main`
-    /// should give it a single-threaded runtime to start from.
+    /// Whether the command starts its own threads (thread-per-core `serve`, `bench`), so
+    /// `main` should give it a single-threaded runtime to start from.
     pub fn runs_its_own_threads(&self) -> bool {
-        matches!(self, Command::Serve(_))
+        matches!(self, Command::Serve(_) | Command::Bench(_))
     }
 }
 
@@ -518,6 +557,89 @@ pub struct ProbeArgs {
     /// Print only open ports.
     #[arg(long)]
     pub open: bool,
+}
+
+/// `sockit bench`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BenchArgs {
+    /// `sockit bench merge …` instead of a run.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+
+    /// The server to load (see `sockit --help` for the forms).
+    #[arg(default_value = "tcp", value_name = "ENDPOINT")]
+    pub endpoint: String,
+
+    /// Traffic to send [default: hello on stream endpoints, udp on datagram endpoints].
+    #[arg(short, long, value_enum)]
+    pub pattern: Option<crate::bench::Pattern>,
+
+    /// Connections (datagram sockets) side by side, each with one request outstanding.
+    #[arg(short, long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=crate::bench::MAX_CONNECTIONS as u64))]
+    pub connections: u64,
+
+    /// How long to measure.
+    #[arg(short, long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Load before measuring starts, not counted.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Bytes per request (per write for stream) [default: the note's 16-byte message for
+    /// hello and udp, 64 for echo, 131072 for stream].
+    #[arg(short, long, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=crate::bench::MAX_STREAM_SIZE as u64))]
+    pub size: Option<u64>,
+
+    /// Open loop: this many requests per second in total, on a fixed timetable.
+    #[arg(short, long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// A reply (or a connect) slower than this counts as a timeout; for udp, a loss.
+    #[arg(short, long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// A reply is complete after this many bytes [default: echo: --size; hello and udp:
+    /// the first read / any datagram].
+    #[arg(long, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=crate::bench::MAX_STREAM_SIZE as u64))]
+    pub reply_size: Option<u64>,
+
+    /// Also write every figure and the latency histogram as JSON to FILE ("-": stdout,
+    /// and the table goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// `sockit bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Combine JSON reports of simultaneous runs: throughputs summed, histograms added.
+    #[command(after_help = MERGE_EXAMPLES)]
+    Merge(MergeArgs),
+}
+
+/// `sockit bench merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Reports written by `sockit bench --json`.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<std::path::PathBuf>,
+
+    /// Also write the combined report as JSON to FILE ("-": stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// Parses a rate in requests per second: a positive number.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("write a number of requests per second above 0, such as 1000 or 2.5".into()),
+    }
 }
 
 /// Parses "5s", "250ms", "1m30s"; a bare number is seconds; "0" means zero.

@@ -2,6 +2,7 @@
 //! the library call for the chosen command ([`run`]).
 
 pub mod args;
+pub mod bench;
 pub mod config;
 
 pub use args::Cli;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
         Command::Connect(args) => connect(args.into_config()?).await,
         Command::Relay(args) => relay(args.into_config()?, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
+        Command::Bench(args) => bench::run(args, &cli.global).await,
     }
 }
 

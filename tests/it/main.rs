@@ -3,6 +3,7 @@
 //! Python programs as peers.
 
 mod access;
+mod bench;
 mod concurrency;
 mod connect;
 mod errors;

@@ -1,0 +1,286 @@
+//! Latency histograms: the HDR histogram (the `hdrhistogram` crate) that holds every latency
+//! a run measured, its percentiles, merging, and a lossless text encoding for JSON files.
+//!
+//! Values are integer microseconds, rounded to the nearest microsecond, with three
+//! significant figures: every latency below 2.048 ms is kept exactly to the microsecond,
+//! larger ones to 0.1 %. Microseconds rather than nanoseconds keep a histogram small (tens
+//! of kilobytes); each load-generator thread owns one, which its connections share without
+//! locks (they run on that thread only), and the threads' histograms are added at the end.
+//!
+//! The encoding is HdrHistogram's own "V2 + DEFLATE, base64" form (the `HISTF…` strings of
+//! HdrHistogram interval logs), so other HdrHistogram tools can read our files too, and
+//! merging two files adds the full histograms, never averages of percentiles.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
+
+/// Significant decimal figures kept: 3 gives microsecond precision below 2 ms, 0.1 % above.
+const SIGNIFICANT_FIGURES: u8 = 3;
+
+/// The unit of every recorded value, as written in JSON files.
+pub const UNIT: &str = "us";
+
+/// The name of the encoding used by [`LatencyHistogram::encode`], as written in JSON files.
+pub const ENCODING: &str = "hdrhistogram-v2-deflate-base64";
+
+/// A latency distribution in microseconds.
+///
+/// One per load-generator thread while a run is going (so recording touches only memory
+/// that thread owns), added together at the end.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    /// Auto-resizing, so it only grows as large as the slowest latency it saw.
+    inner: Histogram<u64>,
+}
+
+/// The figures a report shows, all read from one histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Percentiles {
+    /// The fastest latency.
+    pub min: Duration,
+    /// The median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// 99.9th percentile.
+    pub p99_9: Duration,
+    /// 99.99th percentile.
+    pub p99_99: Duration,
+    /// The slowest latency.
+    pub max: Duration,
+    /// Arithmetic mean.
+    pub mean: Duration,
+    /// Standard deviation.
+    pub stdev: Duration,
+}
+
+/// Why an encoded histogram could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(String);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram::new()
+    }
+}
+
+impl LatencyHistogram {
+    /// An empty histogram.
+    pub fn new() -> LatencyHistogram {
+        // 3 significant figures is inside the crate's accepted range [0, 5], so creation
+        // cannot fail; the fallback only exists to avoid an unwrap.
+        let inner = Histogram::new(SIGNIFICANT_FIGURES)
+            .or_else(|_| Histogram::new(2))
+            .unwrap_or_else(|_| unreachable!("sigfig 2 and 3 are valid"));
+        LatencyHistogram { inner }
+    }
+
+    /// Records one latency, rounded to the nearest microsecond.
+    ///
+    /// Never fails: the histogram grows as needed.
+    #[inline]
+    pub fn record(&mut self, latency: Duration) {
+        let micros = (latency.as_nanos().saturating_add(500) / 1000).min(u128::from(u64::MAX));
+        let micros = micros as u64;
+        // `record` grows the histogram; only a value beyond its largest possible size
+        // (i64::MAX / 2 µs) fails, and is then clamped rather than lost.
+        if self.inner.record(micros).is_err() {
+            self.inner.saturating_record(micros);
+        }
+    }
+
+    /// How many latencies were recorded.
+    pub fn count(&self) -> u64 {
+        self.inner.len()
+    }
+
+    /// Adds every value of `other` to this histogram.
+    pub fn add(&mut self, other: &LatencyHistogram) {
+        // Both histograms auto-resize, so addition cannot run out of range; were it ever
+        // to, the values are clamped instead of lost.
+        if self.inner.add(&other.inner).is_err() {
+            for value in other.inner.iter_recorded() {
+                self.inner
+                    .saturating_record_n(value.value_iterated_to(), value.count_at_value());
+            }
+        }
+    }
+
+    /// The figures a report shows. All zero for an empty histogram.
+    pub fn percentiles(&self) -> Percentiles {
+        if self.inner.is_empty() {
+            return Percentiles::default();
+        }
+        let at = |quantile: f64| micros(self.inner.value_at_quantile(quantile));
+        Percentiles {
+            min: micros(self.inner.min()),
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p99_9: at(0.999),
+            p99_99: at(0.9999),
+            max: micros(self.inner.max()),
+            mean: Duration::from_secs_f64(self.inner.mean().max(0.0) / 1e6),
+            stdev: Duration::from_secs_f64(self.inner.stdev().max(0.0) / 1e6),
+        }
+    }
+
+    /// The histogram as one base64 string (HdrHistogram V2 + DEFLATE): nothing is lost.
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::new();
+        // Serializing into a Vec cannot hit an I/O error; the crate only fails on
+        // histograms too large for the format's 32-bit length, which ours never are.
+        match V2DeflateSerializer::new().serialize(&self.inner, &mut bytes) {
+            Ok(_) => base64::engine::general_purpose::STANDARD.encode(bytes),
+            Err(e) => {
+                tracing::warn!("cannot encode the latency histogram: {e:?}");
+                String::new()
+            }
+        }
+    }
+
+    /// Reads back a histogram written by [`LatencyHistogram::encode`] (or any
+    /// HdrHistogram V2 / V2 + DEFLATE base64 string).
+    ///
+    /// # Errors
+    /// [`DecodeError`] if the text is not base64 or not a histogram.
+    pub fn decode(text: &str) -> Result<LatencyHistogram, DecodeError> {
+        if text.is_empty() {
+            return Ok(LatencyHistogram::new());
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| DecodeError(format!("the histogram is not valid base64: {e}")))?;
+        let decoded: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| DecodeError(format!("the histogram cannot be decoded: {e:?}")))?;
+        // Re-home the values in an auto-resizing histogram so later merges can grow it.
+        let mut histogram = LatencyHistogram::new();
+        if histogram.inner.add(&decoded).is_err() {
+            return Err(DecodeError(
+                "the histogram's values are out of range".into(),
+            ));
+        }
+        Ok(histogram)
+    }
+
+    /// Every distinct recorded value and its count, smallest first (for tests and tools).
+    pub fn recorded(&self) -> Vec<(Duration, u64)> {
+        self.inner
+            .iter_recorded()
+            .map(|v| (micros(v.value_iterated_to()), v.count_at_value()))
+            .collect()
+    }
+}
+
+/// A histogram value (µs) as a duration.
+fn micros(value: u64) -> Duration {
+    Duration::from_micros(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn small_latencies_are_exact_to_the_microsecond() {
+        let mut h = LatencyHistogram::new();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p = h.percentiles();
+        assert_eq!(h.count(), 1000);
+        assert_eq!(p.min, Duration::from_micros(1));
+        assert_eq!(p.p50, Duration::from_micros(500));
+        assert_eq!(p.p90, Duration::from_micros(900));
+        assert_eq!(p.p99, Duration::from_micros(990));
+        assert_eq!(p.max, Duration::from_micros(1000));
+    }
+
+    #[test]
+    fn rounds_to_the_nearest_microsecond() {
+        let mut h = LatencyHistogram::new();
+        h.record(Duration::from_nanos(1_499));
+        h.record(Duration::from_nanos(1_500));
+        assert_eq!(
+            h.recorded(),
+            vec![(Duration::from_micros(1), 1), (Duration::from_micros(2), 1)]
+        );
+    }
+
+    #[test]
+    fn large_latencies_keep_three_significant_figures() {
+        let mut h = LatencyHistogram::new();
+        h.record(ms(20));
+        h.record(Duration::from_secs(3));
+        let p = h.percentiles();
+        let close = |got: Duration, want: Duration| {
+            let error = got.abs_diff(want).as_secs_f64() / want.as_secs_f64();
+            assert!(error <= 0.001, "{got:?} vs {want:?}");
+        };
+        close(p.min, ms(20));
+        close(p.max, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn adding_adds_counts_not_averages() {
+        let mut a = LatencyHistogram::new();
+        let mut b = LatencyHistogram::new();
+        for _ in 0..900 {
+            a.record(ms(1));
+        }
+        for _ in 0..100 {
+            b.record(ms(100));
+        }
+        a.add(&b);
+        assert_eq!(a.count(), 1000);
+        let p = a.percentiles();
+        assert_eq!(p.p50, ms(1));
+        assert!(p.p99 >= ms(99), "{:?}", p.p99);
+    }
+
+    #[test]
+    fn encoding_round_trips_exactly() {
+        let mut h = LatencyHistogram::new();
+        for (i, us) in [3u64, 17, 250, 4_000, 20_000, 1_500_000].iter().enumerate() {
+            for _ in 0..=i {
+                h.record(Duration::from_micros(*us));
+            }
+        }
+        let text = h.encode();
+        assert!(!text.is_empty());
+        let back = LatencyHistogram::decode(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.recorded(), h.recorded());
+        assert_eq!(back.percentiles(), h.percentiles());
+    }
+
+    #[test]
+    fn decoding_garbage_is_an_error() {
+        assert!(LatencyHistogram::decode("not base64!").is_err());
+        assert!(LatencyHistogram::decode("aGVsbG8=").is_err());
+        assert_eq!(
+            LatencyHistogram::decode("")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn empty_histogram_has_zero_figures() {
+        assert_eq!(
+            LatencyHistogram::new().percentiles(),
+            Percentiles::default()
+        );
+    }
+}

@@ -1,0 +1,641 @@
+//! `sockit bench`: a load generator whose numbers can be trusted.
+//!
+//! It drives a server with one of four traffic patterns over any transport and reports
+//! throughput, latency percentiles from an HDR histogram, and failures by kind:
+//!
+//! | pattern | transport | one exchange |
+//! |---|---|---|
+//! | [`Pattern::Hello`] | stream | connect, send, read the reply, close (the note's client) |
+//! | [`Pattern::Echo`] | stream | send S bytes on a persistent connection, read S bytes back |
+//! | [`Pattern::Stream`] | stream | one write of S bytes to a server that discards |
+//! | [`Pattern::Udp`] | datagram | send a datagram, wait for a reply (loss counted) |
+//!
+//! Modules: [`measure`] decides when requests go out (closed or open loop), times them and
+//! tallies one connection, behind the [`measure::Driver`] trait; [`driver`] implements that
+//! trait over real sockets; [`histogram`] holds latencies; [`report`] turns the tallies
+//! into a [`Report`] (human table, JSON, merge); [`progress`] draws the bar.
+//!
+//! Flow: [`BenchOptions`] → [`run`]: one tokio task per connection, each with its own
+//! driver, buffers and histogram → at the end the tasks' [`measure::Measured`] are added
+//! up → [`Report::of_run`].
+
+pub mod driver;
+pub mod histogram;
+pub mod measure;
+pub mod progress;
+pub mod report;
+
+pub use measure::Load;
+pub use report::{Report, ReportError};
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::endpoint::{Delivery, Endpoint};
+use crate::error::{Error, Result};
+use crate::transport::MAX_DATAGRAM;
+use driver::{DatagramDriver, EchoDriver, HelloDriver, ReplyLength, StreamDriver, Target};
+use measure::{Measured, Plan, SharedLatency, Window, run_connection};
+use progress::{Progress, RateUnit};
+
+/// Most connections one run opens: beyond this, memory (a histogram and buffers each)
+/// and file descriptors run out before the server does.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Largest stream message or write: 16 MiB.
+pub const MAX_STREAM_SIZE: usize = 16 * 1024 * 1024;
+
+/// Longest run accepted: a day. Runs always stop by themselves.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// How long after the window's end the run waits for its threads and connection tasks
+/// before giving up on them (they stop at the end by construction; this is a safety net).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Time between the go signal and the first request, so that every thread has woken up
+/// by then and all connections start at the same instant.
+const START_DELAY: Duration = Duration::from_millis(5);
+
+/// Default message size for `echo`: small, like a typical request.
+const DEFAULT_ECHO_SIZE: usize = 64;
+
+/// Default write size for `stream`: 128 KiB, large enough that syscalls are not the limit.
+const DEFAULT_STREAM_SIZE: usize = 128 * 1024;
+
+/// The traffic a benchmark sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    /// The note's exchange: a new connection per request (connect, send, reply, close).
+    Hello,
+    /// Persistent connections, each sending a message and waiting for it to come back.
+    Echo,
+    /// Persistent connections writing as fast as they can to a server that discards.
+    Stream,
+    /// Request and reply datagrams, one outstanding per socket, loss counted.
+    Udp,
+}
+
+impl Pattern {
+    /// The note's exchange for the endpoint's kind: `hello` on streams, `udp` on datagrams.
+    pub fn default_for(endpoint: &Endpoint) -> Pattern {
+        match endpoint.delivery() {
+            Delivery::Stream => Pattern::Hello,
+            Delivery::Datagram => Pattern::Udp,
+        }
+    }
+
+    /// Whether the pattern sends datagrams.
+    pub fn is_datagram(self) -> bool {
+        self == Pattern::Udp
+    }
+
+    /// The endpoint kind the pattern needs.
+    fn delivery(self) -> Delivery {
+        if self.is_datagram() {
+            Delivery::Datagram
+        } else {
+            Delivery::Stream
+        }
+    }
+
+    /// The request sent by default: the note's message for `hello` and `udp`.
+    fn default_request(self, endpoint: &Endpoint) -> Bytes {
+        match self {
+            Pattern::Hello | Pattern::Udp => {
+                Bytes::from(format!("hello {} server", endpoint.seed_word()))
+            }
+            Pattern::Echo => filler(DEFAULT_ECHO_SIZE),
+            Pattern::Stream => filler(DEFAULT_STREAM_SIZE),
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pattern::Hello => "hello",
+            Pattern::Echo => "echo",
+            Pattern::Stream => "stream",
+            Pattern::Udp => "udp",
+        })
+    }
+}
+
+/// `size` bytes of printable filler (`abc…xyzabc…`).
+pub fn filler(size: usize) -> Bytes {
+    (0..size).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Whether to draw the progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressDisplay {
+    /// Draw it on stderr (the CLI chooses this when stdout is a terminal).
+    Bar,
+    /// Nothing on the terminal while running.
+    #[default]
+    Hidden,
+}
+
+/// Everything that defines one benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The server to drive.
+    pub endpoint: Endpoint,
+    /// What traffic to send.
+    pub pattern: Pattern,
+    /// Connections (datagram sockets) driven side by side, each with one request
+    /// outstanding.
+    pub connections: usize,
+    /// The measured span.
+    pub duration: Duration,
+    /// Traffic before measuring starts (connections opened, caches warm), not counted.
+    pub warmup: Duration,
+    /// The request (or the chunk each stream write sends).
+    pub request: Bytes,
+    /// When a reply is complete.
+    pub reply: ReplyLength,
+    /// Closed or open loop.
+    pub load: Load,
+    /// How long one reply (or one connect) may take before it counts as a timeout.
+    pub timeout: Duration,
+    /// Whether to draw a progress bar.
+    pub progress: ProgressDisplay,
+    /// Threads driving the connections, each with its own runtime; more than one per
+    /// core only adds switching.
+    pub threads: usize,
+}
+
+/// A finished run: the report, and the first failure for the exit status.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What was measured.
+    pub report: Report,
+    /// The first failure of the run, if any, kept whole.
+    pub first_error: Option<Error>,
+}
+
+impl BenchOptions {
+    /// The defaults for `endpoint`: its note pattern unless `pattern` says otherwise,
+    /// 10 connections, 10 s after 1 s of warm-up, closed loop, 2 s timeout, one thread
+    /// per core this process may run on.
+    pub fn new(endpoint: Endpoint, pattern: Option<Pattern>) -> BenchOptions {
+        let pattern = pattern.unwrap_or_else(|| Pattern::default_for(&endpoint));
+        let request = pattern.default_request(&endpoint);
+        let reply = match pattern {
+            Pattern::Echo => ReplyLength::Bytes(request.len()),
+            _ => ReplyLength::FirstRead,
+        };
+        BenchOptions {
+            endpoint,
+            pattern,
+            connections: 10,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            request,
+            reply,
+            load: Load::Closed,
+            timeout: Duration::from_secs(2),
+            progress: ProgressDisplay::Hidden,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Replaces the request with `size` bytes of filler (echo then expects `size` back).
+    pub fn with_size(mut self, size: usize) -> BenchOptions {
+        self.request = filler(size);
+        if self.pattern == Pattern::Echo {
+            self.reply = ReplyLength::Bytes(size);
+        }
+        self
+    }
+
+    /// The open-loop rate, if any.
+    pub fn rate(&self) -> Option<f64> {
+        match self.load {
+            Load::Closed => None,
+            Load::Open { rate } => Some(rate),
+        }
+    }
+
+    /// Checks that the options make sense together.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the option to change.
+    pub fn validate(&self) -> Result<()> {
+        let usage = |text: String| Err(Error::Usage(text));
+        if self.pattern.delivery() != self.endpoint.delivery() {
+            let suggestion = match self.endpoint.delivery() {
+                Delivery::Datagram => "use --pattern udp",
+                Delivery::Stream => "use --pattern hello, echo or stream",
+            };
+            return usage(format!(
+                "pattern {} does not run over {}: {suggestion}",
+                self.pattern, self.endpoint
+            ));
+        }
+        if self.connections == 0 || self.connections > MAX_CONNECTIONS {
+            return usage(format!(
+                "--connections must be between 1 and {MAX_CONNECTIONS}"
+            ));
+        }
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            return usage("--duration must be more than 0 and at most 24h".into());
+        }
+        if self.warmup > MAX_DURATION {
+            return usage("--warmup must be at most 24h".into());
+        }
+        if self.timeout.is_zero() {
+            return usage("--timeout must be more than 0".into());
+        }
+        let size = self.request.len();
+        let max_size = if self.pattern.is_datagram() {
+            MAX_DATAGRAM
+        } else {
+            MAX_STREAM_SIZE
+        };
+        if size == 0 || size > max_size {
+            return usage(format!("--size must be between 1 and {max_size} bytes"));
+        }
+        if let Load::Open { rate } = self.load {
+            if self.pattern == Pattern::Stream {
+                return usage(
+                    "--rate does not apply to the stream pattern, which sends as fast as it can; \
+                     use echo or hello for a fixed request rate"
+                        .into(),
+                );
+            }
+            if !(rate.is_finite() && rate > 0.0) {
+                return usage("--rate must be a number of requests per second above 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a benchmark to its end and reports what it measured.
+///
+/// The connections are shared out over [`BenchOptions::threads`] threads, each running
+/// its own single-threaded tokio runtime (as wrk does): a connection's task never moves
+/// between cores and its wake-ups never cross threads. Everything starts together once
+/// every thread is ready, and stops by itself after `warmup + duration`; failures of
+/// single exchanges are counted, not returned.
+///
+/// # Errors
+/// [`Error::Usage`] for options that do not fit together (see
+/// [`BenchOptions::validate`]); [`Error::Io`] if a thread or its runtime cannot start.
+pub async fn run(options: &BenchOptions) -> Result<Outcome> {
+    options.validate()?;
+    let share = Share {
+        pattern: options.pattern,
+        target: Target {
+            endpoint: Arc::new(options.endpoint.clone()),
+            request: options.request.clone(),
+            reply: options.reply,
+            connect_timeout: options.timeout,
+        },
+        plan: Plan {
+            load: options.load,
+            connections: options.connections,
+            timeout: options.timeout,
+        },
+    };
+    ensure_open_files(options.connections as u64 + SPARE_FILES);
+    let threads = options.threads.clamp(1, options.connections);
+    let mut engines = spawn_engines(&share, threads, options.connections)?;
+    for engine in &mut engines {
+        engine.ready().await?;
+    }
+    let start = tokio::time::Instant::now() + START_DELAY;
+    let window = Window::starting_at(start, options.warmup, options.duration);
+    let progress = match options.progress {
+        ProgressDisplay::Bar => Some(Progress::start(
+            options.connections,
+            window,
+            rate_unit(options.pattern),
+        )),
+        ProgressDisplay::Hidden => None,
+    };
+    for engine in &mut engines {
+        engine.start(window, progress.as_ref());
+    }
+    let loadgen = LoadgenCpu {
+        threads,
+        cpu: cpu_used_while_measuring(&window).await,
+    };
+    let measured = gather(engines, window.end + STOP_GRACE).await;
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    let report = Report::of_run(options, &measured, loadgen);
+    Ok(Outcome {
+        report,
+        first_error: measured.first_error,
+    })
+}
+
+/// Starts `threads` engines, dealing the connections out round-robin.
+fn spawn_engines(share: &Share, threads: usize, connections: usize) -> Result<Vec<Engine>> {
+    (0..threads)
+        .map(|number| {
+            let indices = (number..connections).step_by(threads).collect();
+            Engine::spawn(number, share.clone(), indices)
+        })
+        .collect()
+}
+
+/// What the progress bar counts for a pattern.
+fn rate_unit(pattern: Pattern) -> RateUnit {
+    match pattern {
+        Pattern::Stream => RateUnit::Bits,
+        _ => RateUnit::Exchanges,
+    }
+}
+
+/// Waits out the run, returning the CPU time the process used during the measured span:
+/// how close the load generator came to being the limit itself.
+async fn cpu_used_while_measuring(window: &Window) -> Duration {
+    tokio::time::sleep_until(window.measure_from).await;
+    let before = process_cpu_time();
+    tokio::time::sleep_until(window.end).await;
+    process_cpu_time().saturating_sub(before)
+}
+
+/// Adds up the engines' results as they finish; an engine not done by `deadline` is
+/// given up on (with a warning).
+async fn gather(engines: Vec<Engine>, deadline: tokio::time::Instant) -> Measured {
+    let mut measured = Measured::default();
+    for engine in engines {
+        match tokio::time::timeout_at(deadline, engine.done).await {
+            Ok(Ok(part)) => measured.absorb(part),
+            Ok(Err(_)) => tracing::warn!("a benchmark thread stopped without its results"),
+            Err(_) => {
+                tracing::warn!("a benchmark thread did not stop in time; its results are lost")
+            }
+        }
+    }
+    measured
+}
+
+/// The load generator's own CPU use during the measured span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadgenCpu {
+    /// Threads that drove the connections.
+    pub threads: usize,
+    /// CPU time (user + system) the whole process used.
+    pub cpu: Duration,
+}
+
+/// File descriptors kept free beyond one per connection (stdio, the runtime's own).
+const SPARE_FILES: u64 = 64;
+
+/// Raises the soft limit on open files to `needed` (up to the hard limit), so that
+/// thousands of connections do not fail with "too many open files" on a default 1024.
+fn ensure_open_files(needed: u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= needed {
+            return;
+        }
+        let before = limit.rlim_cur;
+        let wanted = needed.min(limit.rlim_max);
+        limit.rlim_cur = wanted;
+        let allowed = if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            wanted
+        } else {
+            before
+        };
+        if allowed < needed {
+            tracing::warn!(
+                "only {allowed} files may be open at once but the run needs about {needed}; \
+                 connections beyond fail with 'too many open files'; raise `ulimit -n`"
+            );
+        }
+    }
+}
+
+/// CPU time (user + system) used so far by this process, all threads together.
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the zeroed struct we pass; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// What every connection of a run needs, cloned into each thread.
+#[derive(Debug, Clone)]
+struct Share {
+    /// Which driver to build.
+    pattern: Pattern,
+    /// Where and what to send.
+    target: Target,
+    /// Loop, connection count, timeout.
+    plan: Plan,
+}
+
+/// The go signal a thread waits for: the run's time line and its progress counters.
+struct Start {
+    /// When to begin, measure and stop.
+    window: Window,
+    /// One progress counter per connection of this thread (none without a bar).
+    slots: Vec<Option<progress::ProgressSlot>>,
+}
+
+/// One thread running a share of the connections on its own single-threaded runtime.
+struct Engine {
+    /// Which connections are this thread's.
+    indices: Vec<usize>,
+    /// Reports that the runtime is built (or why it is not).
+    ready: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
+    /// Gives the go.
+    start: std::sync::mpsc::Sender<Start>,
+    /// Delivers the thread's results.
+    done: tokio::sync::oneshot::Receiver<Measured>,
+}
+
+impl Engine {
+    /// Starts thread `number` for the connections `indices`; it builds its runtime and
+    /// waits for [`Engine::start`].
+    fn spawn(number: usize, share: Share, indices: Vec<usize>) -> Result<Engine> {
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let (start, start_rx) = std::sync::mpsc::channel::<Start>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let mine = indices.clone();
+        std::thread::Builder::new()
+            .name(format!("sockit-bench-{number}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                // The sender is dropped without a go if the run is abandoned.
+                let Ok(go) = start_rx.recv() else { return };
+                let measured = runtime.block_on(run_share(share, mine, go));
+                let _ = done_tx.send(measured);
+            })
+            .map_err(|source| Error::Io {
+                doing: "starting a benchmark thread".into(),
+                source,
+            })?;
+        Ok(Engine {
+            indices,
+            ready: Some(ready),
+            start,
+            done,
+        })
+    }
+
+    /// Waits until the thread's runtime is built.
+    async fn ready(&mut self) -> Result<()> {
+        let Some(ready) = self.ready.take() else {
+            return Ok(());
+        };
+        let failed = |source| Error::Io {
+            doing: "starting a benchmark thread's runtime".into(),
+            source,
+        };
+        match ready.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(failed(source)),
+            Err(_) => Err(failed(std::io::Error::other("the thread ended early"))),
+        }
+    }
+
+    /// Gives the go.
+    fn start(&self, window: Window, progress: Option<&Progress>) {
+        let slots = self
+            .indices
+            .iter()
+            .map(|&index| progress.map(|p| p.slot(index)))
+            .collect();
+        // A thread that is gone has already reported through `done`.
+        let _ = self.start.send(Start { window, slots });
+    }
+}
+
+/// Runs one thread's connections, one task each, and adds up their results.
+async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
+    let Start { window, slots } = go;
+    let latency = SharedLatency::default();
+    let local = tokio::task::LocalSet::new();
+    let mut measured = local
+        .run_until(async {
+            let mut tasks = JoinSet::new();
+            for (index, slot) in indices.into_iter().zip(slots) {
+                let target = share.target.clone();
+                let plan = share.plan;
+                let latency = latency.clone();
+                match share.pattern {
+                    Pattern::Hello => {
+                        let driver = HelloDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                    Pattern::Echo => {
+                        let driver = EchoDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                    Pattern::Stream => {
+                        let driver = StreamDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                    Pattern::Udp => {
+                        let driver = DatagramDriver::new(target);
+                        tasks
+                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                    }
+                };
+            }
+            collect(tasks, window.end + STOP_GRACE).await
+        })
+        .await;
+    measured.latency = latency.take();
+    measured
+}
+
+/// Adds up every connection's results; tasks still running at `deadline` are stopped.
+async fn collect(mut tasks: JoinSet<Measured>, deadline: tokio::time::Instant) -> Measured {
+    let mut total = Measured::default();
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(Ok(measured))) => total.absorb(measured),
+            Ok(Some(Err(e))) => tracing::warn!("a benchmark connection task failed: {e}"),
+            Ok(None) => return total,
+            Err(_) => {
+                tracing::warn!(
+                    "{} benchmark connections did not stop in time; their results are lost",
+                    tasks.len()
+                );
+                tasks.abort_all();
+                return total;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(endpoint: &str, pattern: Option<Pattern>) -> BenchOptions {
+        let endpoint: Endpoint = endpoint.parse().unwrap_or_else(|e| panic!("{e}"));
+        BenchOptions::new(endpoint, pattern)
+    }
+
+    #[test]
+    fn defaults_are_the_notes_exchange() {
+        let tcp = options("tcp", None);
+        assert_eq!(tcp.pattern, Pattern::Hello);
+        assert_eq!(&tcp.request[..], b"hello tcp server");
+        let udp = options("udp", None);
+        assert_eq!(udp.pattern, Pattern::Udp);
+        assert_eq!(&udp.request[..], b"hello udp server");
+        let echo = options("tcp", Some(Pattern::Echo)).with_size(100);
+        assert_eq!(echo.reply, ReplyLength::Bytes(100));
+        assert_eq!(&echo.request[..4], b"abcd");
+        assert!(tcp.validate().is_ok() && udp.validate().is_ok() && echo.validate().is_ok());
+    }
+
+    #[test]
+    fn mismatched_or_impossible_options_are_refused_with_advice() {
+        let message = |o: BenchOptions| o.validate().err().map(|e| e.to_string());
+        let wrong = message(options("udp://127.0.0.1:9", Some(Pattern::Echo)));
+        assert!(wrong.is_some_and(|m| m.contains("--pattern udp")));
+        let wrong = message(options("tcp", Some(Pattern::Udp)));
+        assert!(wrong.is_some_and(|m| m.contains("hello, echo or stream")));
+        let mut stream = options("tcp", Some(Pattern::Stream));
+        stream.load = Load::Open { rate: 10.0 };
+        assert!(message(stream).is_some_and(|m| m.contains("--rate")));
+        let mut zero = options("tcp", None);
+        zero.connections = 0;
+        assert!(message(zero).is_some_and(|m| m.contains("--connections")));
+        let big = options("udp", None).with_size(MAX_DATAGRAM + 1);
+        assert!(message(big).is_some_and(|m| m.contains("--size")));
+        let mut nan = options("tcp", None);
+        nan.load = Load::Open { rate: f64::NAN };
+        assert!(message(nan).is_some_and(|m| m.contains("--rate")));
+    }
+}

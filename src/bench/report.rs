@@ -1,0 +1,801 @@
+//! Benchmark results as data: the [`Report`] a run produces, its JSON form (every figure
+//! plus the full latency histogram, so no precision is lost), the human table printed on
+//! stdout, and merging reports from several machines into one.
+//!
+//! The JSON field names and the table's labels are a stable interface (the comparison
+//! script and users' scripts read them); `format` names the version. Durations carry their
+//! unit in their name: `_s` seconds, `_us` microseconds.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::histogram::{self, LatencyHistogram};
+use super::measure::{FailureCounts, Measured};
+use super::{BenchOptions, LoadgenCpu, Pattern};
+
+/// The value of [`Report::format`] this version writes and reads.
+pub const FORMAT: &str = "sockit-bench/1";
+
+/// Everything one run (or several merged runs) measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Names this layout, so a later sockit can read or refuse old files knowingly.
+    pub format: String,
+    /// The endpoint benchmarked (merged runs: every distinct one, comma-separated).
+    pub target: String,
+    /// The traffic pattern.
+    pub pattern: Pattern,
+    /// `"closed"` or `"open"`.
+    pub load: LoadMode,
+    /// Open loop: the requested rate (summed over merged runs).
+    pub target_rate_per_s: Option<f64>,
+    /// Connections (datagram sockets for `udp`), summed over merged runs.
+    pub connections: u64,
+    /// Bytes per request, or per write when streaming.
+    pub size_bytes: u64,
+    /// Warm-up before measuring (the longest of merged runs).
+    pub warmup_s: f64,
+    /// The measured span (the longest of merged runs).
+    pub duration_s: f64,
+    /// How many runs this report adds up.
+    pub runs: u64,
+    /// Exchanges completed in the measured span (writes, when streaming).
+    pub exchanges: u64,
+    /// Exchanges per second (merged: the sum of each run's rate).
+    pub exchanges_per_s: f64,
+    /// Requests that went out in the measured span, answered or not.
+    pub sent: u64,
+    /// Payload bytes sent by the completed exchanges.
+    pub bytes: u64,
+    /// Bytes per second sent (merged: summed).
+    pub bytes_per_s: f64,
+    /// The same in gigabits per second.
+    pub gbit_per_s: f64,
+    /// Latency figures, read from [`Report::histogram`]; all zero when streaming.
+    pub latency_us: LatencyFigures,
+    /// Failures by kind.
+    pub errors: ErrorFigures,
+    /// Datagram patterns: requests that got no reply within the timeout.
+    pub lost: Option<LossFigures>,
+    /// Open loop: whether the requests went out at the target rate.
+    pub rate_reached: Option<bool>,
+    /// Open loop: the longest a request went out after it was due.
+    pub max_send_lag_us: u64,
+    /// Open loop: requests due in the measured span that never went out.
+    pub unsent: u64,
+    /// Exchanges still waiting for a reply when the run ended (not in the figures).
+    pub in_flight_at_end: u64,
+    /// How long the oldest of those had waited.
+    pub oldest_in_flight_us: u64,
+    /// Threads the load generator drove the connections with (merged: summed).
+    pub loadgen_threads: u64,
+    /// CPU seconds the load generator used in the measured span (merged: summed).
+    pub loadgen_cpu_s: f64,
+    /// That CPU time as a share of one core over the span, in percent: near 100 × threads
+    /// means the load generator, not the server, may be the limit (merged: the highest).
+    pub loadgen_cpu_percent: f64,
+    /// The full latency histogram, so reports can be merged without losing precision.
+    pub histogram: EncodedHistogram,
+}
+
+/// Closed or open loop, as written in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// Each connection sends when its previous reply arrives.
+    Closed,
+    /// Requests follow a fixed timetable; latency counts from the due time.
+    Open,
+}
+
+/// Latency percentiles in whole microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    /// Samples in the histogram.
+    pub count: u64,
+    /// Fastest.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p99_9: u64,
+    /// 99.99th percentile.
+    pub p99_99: u64,
+    /// Slowest.
+    pub max: u64,
+    /// Mean (fractional microseconds).
+    pub mean: f64,
+    /// Standard deviation (fractional microseconds).
+    pub stdev: f64,
+}
+
+/// Failures by kind, as written in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ErrorFigures {
+    /// Connection refused: nothing listens.
+    pub refused: u64,
+    /// Connection reset mid-exchange.
+    pub reset: u64,
+    /// No reply (or no connection) within the timeout.
+    pub timeout: u64,
+    /// The peer closed before the whole reply, or a datagram reply was too short.
+    pub short_reply: u64,
+    /// Anything else.
+    pub other: u64,
+    /// All of the above.
+    pub total: u64,
+}
+
+/// Datagram loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossFigures {
+    /// Requests without a reply within the timeout.
+    pub lost: u64,
+    /// `lost` as a percentage of requests sent.
+    pub percent: f64,
+}
+
+/// A histogram in a JSON file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedHistogram {
+    /// The unit of the values: `"us"`.
+    pub unit: String,
+    /// How `data` is encoded: `"hdrhistogram-v2-deflate-base64"`.
+    pub encoding: String,
+    /// The encoded histogram.
+    pub data: String,
+}
+
+/// Why reports could not be merged or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// The file is not a report this version understands.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The reports measured different things.
+    #[error("cannot merge a {first} run with a {other} run; merge runs of one pattern")]
+    MixedPatterns {
+        /// The first report's pattern.
+        first: Pattern,
+        /// The pattern that differs.
+        other: Pattern,
+    },
+    /// Nothing to merge.
+    #[error("no report to merge")]
+    Empty,
+}
+
+/// Whole microseconds of a duration.
+fn us(duration: Duration) -> u64 {
+    duration.as_micros().try_into().unwrap_or(u64::MAX)
+}
+
+impl LatencyFigures {
+    /// The figures of a histogram.
+    fn of(histogram: &LatencyHistogram) -> LatencyFigures {
+        let p = histogram.percentiles();
+        LatencyFigures {
+            count: histogram.count(),
+            min: us(p.min),
+            p50: us(p.p50),
+            p90: us(p.p90),
+            p99: us(p.p99),
+            p99_9: us(p.p99_9),
+            p99_99: us(p.p99_99),
+            max: us(p.max),
+            mean: p.mean.as_secs_f64() * 1e6,
+            stdev: p.stdev.as_secs_f64() * 1e6,
+        }
+    }
+}
+
+impl From<FailureCounts> for ErrorFigures {
+    fn from(counts: FailureCounts) -> Self {
+        ErrorFigures {
+            refused: counts.refused,
+            reset: counts.reset,
+            timeout: counts.timeout,
+            short_reply: counts.short_reply,
+            other: counts.other,
+            total: counts.total(),
+        }
+    }
+}
+
+impl ErrorFigures {
+    /// Adds another report's failures.
+    fn add(&mut self, other: &ErrorFigures) {
+        self.refused += other.refused;
+        self.reset += other.reset;
+        self.timeout += other.timeout;
+        self.short_reply += other.short_reply;
+        self.other += other.other;
+        self.total += other.total;
+    }
+}
+
+impl EncodedHistogram {
+    /// Encodes a histogram.
+    fn of(histogram: &LatencyHistogram) -> EncodedHistogram {
+        EncodedHistogram {
+            unit: histogram::UNIT.into(),
+            encoding: histogram::ENCODING.into(),
+            data: histogram.encode(),
+        }
+    }
+
+    /// Decodes the histogram.
+    ///
+    /// # Errors
+    /// [`ReportError::Unreadable`] for an unknown unit or encoding, or bad data.
+    pub fn decode(&self) -> Result<LatencyHistogram, ReportError> {
+        if self.unit != histogram::UNIT || self.encoding != histogram::ENCODING {
+            return Err(ReportError::Unreadable(format!(
+                "histogram in unit {:?} and encoding {:?}; this sockit reads {:?} / {:?}",
+                self.unit,
+                self.encoding,
+                histogram::UNIT,
+                histogram::ENCODING
+            )));
+        }
+        LatencyHistogram::decode(&self.data).map_err(|e| ReportError::Unreadable(e.to_string()))
+    }
+}
+
+impl Report {
+    /// The report of one finished run.
+    pub fn of_run(options: &BenchOptions, measured: &Measured, loadgen: LoadgenCpu) -> Report {
+        let seconds = options.duration.as_secs_f64();
+        let per_second = |n: u64| {
+            if seconds > 0.0 {
+                n as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        let target_rate = options.rate();
+        let lost = options.pattern.is_datagram().then(|| {
+            let lost = measured.failures.timeout;
+            LossFigures {
+                lost,
+                percent: percent(lost, measured.sent),
+            }
+        });
+        let rate_reached = target_rate.map(|rate| {
+            // Each connection may be mid-request at either edge of the window.
+            let scheduled = rate * seconds;
+            let allowance = (0.05 * scheduled).max(options.connections as f64);
+            measured.sent as f64 + allowance >= scheduled
+        });
+        let bytes_per_s = per_second(measured.bytes);
+        Report {
+            format: FORMAT.into(),
+            target: options.endpoint.to_string(),
+            pattern: options.pattern,
+            load: if target_rate.is_some() {
+                LoadMode::Open
+            } else {
+                LoadMode::Closed
+            },
+            target_rate_per_s: target_rate,
+            connections: options.connections as u64,
+            size_bytes: options.request.len() as u64,
+            warmup_s: options.warmup.as_secs_f64(),
+            duration_s: seconds,
+            runs: 1,
+            exchanges: measured.exchanges,
+            exchanges_per_s: per_second(measured.exchanges),
+            sent: measured.sent,
+            bytes: measured.bytes,
+            bytes_per_s,
+            gbit_per_s: bytes_per_s * 8.0 / 1e9,
+            latency_us: LatencyFigures::of(&measured.latency),
+            errors: measured.failures.into(),
+            lost,
+            rate_reached,
+            max_send_lag_us: us(measured.max_send_lag),
+            unsent: measured.unsent,
+            in_flight_at_end: measured.in_flight_at_end,
+            oldest_in_flight_us: us(measured.oldest_in_flight),
+            loadgen_threads: loadgen.threads as u64,
+            loadgen_cpu_s: loadgen.cpu.as_secs_f64(),
+            loadgen_cpu_percent: if seconds > 0.0 {
+                100.0 * loadgen.cpu.as_secs_f64() / seconds
+            } else {
+                0.0
+            },
+            histogram: EncodedHistogram::of(&measured.latency),
+        }
+    }
+
+    /// Reads a report from its JSON text.
+    ///
+    /// # Errors
+    /// [`ReportError::Unreadable`] when the text is not a report of this format.
+    pub fn from_json(text: &str) -> Result<Report, ReportError> {
+        let report: Report = serde_json::from_str(text)
+            .map_err(|e| ReportError::Unreadable(format!("not a sockit bench report: {e}")))?;
+        if report.format != FORMAT {
+            return Err(ReportError::Unreadable(format!(
+                "report format {:?}; this sockit reads {FORMAT:?}",
+                report.format
+            )));
+        }
+        Ok(report)
+    }
+
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // A Report holds only strings, numbers, options and plain structs: it always
+        // serializes.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Combines runs taken at the same time on several machines into one report:
+    /// throughputs and counts are summed, histograms added (percentiles are recomputed
+    /// from the sum, never averaged), spans and lags take the longest.
+    ///
+    /// # Errors
+    /// [`ReportError::MixedPatterns`] for reports of different patterns,
+    /// [`ReportError::Unreadable`] for a histogram that does not decode,
+    /// [`ReportError::Empty`] for no reports.
+    pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
+        let Some(first) = reports.first() else {
+            return Err(ReportError::Empty);
+        };
+        let mut merged = first.clone();
+        let mut histogram = first.histogram.decode()?;
+        let mut targets = vec![first.target.clone()];
+        for report in &reports[1..] {
+            if report.pattern != merged.pattern {
+                return Err(ReportError::MixedPatterns {
+                    first: merged.pattern,
+                    other: report.pattern,
+                });
+            }
+            histogram.add(&report.histogram.decode()?);
+            if !targets.contains(&report.target) {
+                targets.push(report.target.clone());
+            }
+            merged.add(report);
+        }
+        merged.target = targets.join(", ");
+        merged.latency_us = LatencyFigures::of(&histogram);
+        merged.histogram = EncodedHistogram::of(&histogram);
+        if let Some(lost) = merged.lost.as_mut() {
+            lost.percent = percent(lost.lost, merged.sent);
+        }
+        Ok(merged)
+    }
+
+    /// Adds the counts and rates of `other` (the histogram is handled by the caller).
+    fn add(&mut self, other: &Report) {
+        if self.load != other.load {
+            self.load = LoadMode::Open;
+        }
+        self.target_rate_per_s = match (self.target_rate_per_s, other.target_rate_per_s) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.connections += other.connections;
+        self.size_bytes = self.size_bytes.max(other.size_bytes);
+        self.warmup_s = self.warmup_s.max(other.warmup_s);
+        self.duration_s = self.duration_s.max(other.duration_s);
+        self.runs += other.runs;
+        self.exchanges += other.exchanges;
+        self.exchanges_per_s += other.exchanges_per_s;
+        self.sent += other.sent;
+        self.bytes += other.bytes;
+        self.bytes_per_s += other.bytes_per_s;
+        self.gbit_per_s += other.gbit_per_s;
+        self.errors.add(&other.errors);
+        self.lost = match (self.lost, other.lost) {
+            (Some(a), Some(b)) => Some(LossFigures {
+                lost: a.lost + b.lost,
+                percent: 0.0,
+            }),
+            (a, b) => a.or(b),
+        };
+        self.rate_reached = match (self.rate_reached, other.rate_reached) {
+            (Some(a), Some(b)) => Some(a && b),
+            (a, b) => a.or(b),
+        };
+        self.max_send_lag_us = self.max_send_lag_us.max(other.max_send_lag_us);
+        self.unsent += other.unsent;
+        self.in_flight_at_end += other.in_flight_at_end;
+        self.oldest_in_flight_us = self.oldest_in_flight_us.max(other.oldest_in_flight_us);
+        self.loadgen_threads += other.loadgen_threads;
+        self.loadgen_cpu_s += other.loadgen_cpu_s;
+        self.loadgen_cpu_percent = self.loadgen_cpu_percent.max(other.loadgen_cpu_percent);
+    }
+
+    /// The human table printed on stdout: one figure per line, label then value.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, value: String| {
+            let _ = writeln!(out, "{label:<18}{value}");
+        };
+        line("target", self.target.clone());
+        line("pattern", self.describe_pattern());
+        line(
+            "measured",
+            format!(
+                "{} after {} warm-up{}",
+                seconds(self.duration_s),
+                seconds(self.warmup_s),
+                if self.runs > 1 {
+                    format!(", {} runs merged", self.runs)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        if let Some(rate) = self.target_rate_per_s {
+            let verdict = match self.rate_reached {
+                Some(false) => "NOT reached",
+                _ => "reached",
+            };
+            line(
+                "rate",
+                format!(
+                    "target {}/s, sent {}/s: {verdict}",
+                    number(rate),
+                    number(self.sent as f64 / self.duration_s.max(f64::MIN_POSITIVE))
+                ),
+            );
+        }
+        let unit = if self.pattern == Pattern::Stream {
+            "writes"
+        } else {
+            "exchanges"
+        };
+        line(
+            unit,
+            format!("{} ({}/s)", self.exchanges, number(self.exchanges_per_s)),
+        );
+        line(
+            "throughput",
+            format!(
+                "{} sent ({}/s, {:.3} Gbit/s)",
+                bytes(self.bytes as f64),
+                bytes(self.bytes_per_s),
+                self.gbit_per_s
+            ),
+        );
+        if self.pattern != Pattern::Stream {
+            let l = &self.latency_us;
+            for (label, value) in [
+                ("latency min", l.min),
+                ("latency p50", l.p50),
+                ("latency p90", l.p90),
+                ("latency p99", l.p99),
+                ("latency p99.9", l.p99_9),
+                ("latency p99.99", l.p99_99),
+                ("latency max", l.max),
+            ] {
+                line(label, micros(value));
+            }
+            line(
+                "latency mean",
+                format!("{} ± {}", micros_f(l.mean), micros_f(l.stdev)),
+            );
+        }
+        let e = &self.errors;
+        line(
+            "errors",
+            format!(
+                "{} (refused {}, reset {}, timeout {}, short reply {}, other {})",
+                e.total, e.refused, e.reset, e.timeout, e.short_reply, e.other
+            ),
+        );
+        if let Some(lost) = self.lost {
+            line(
+                "lost",
+                format!("{} of {} sent ({:.2}%)", lost.lost, self.sent, lost.percent),
+            );
+        }
+        if self.load == LoadMode::Open {
+            line(
+                "send lag max",
+                format!("{} behind schedule", micros(self.max_send_lag_us)),
+            );
+            if self.unsent > 0 {
+                line("unsent", format!("{} requests never went out", self.unsent));
+            }
+        }
+        if self.loadgen_threads > 0 {
+            let per_exchange = if self.exchanges > 0 {
+                format!(
+                    ", {} CPU per {}",
+                    micros_f(self.loadgen_cpu_s * 1e6 / self.exchanges as f64),
+                    if self.pattern == Pattern::Stream {
+                        "write"
+                    } else {
+                        "exchange"
+                    }
+                )
+            } else {
+                String::new()
+            };
+            line(
+                "load generator",
+                format!(
+                    "{:.0}% CPU on {} thread{}{per_exchange}",
+                    self.loadgen_cpu_percent,
+                    self.loadgen_threads,
+                    if self.loadgen_threads == 1 { "" } else { "s" }
+                ),
+            );
+        }
+        if self.in_flight_at_end > 0 {
+            line(
+                "in flight at end",
+                format!(
+                    "{} (oldest {}; not in the figures)",
+                    self.in_flight_at_end,
+                    micros(self.oldest_in_flight_us)
+                ),
+            );
+        }
+        out
+    }
+
+    /// "echo, 64-byte messages, 10 connections, closed loop".
+    fn describe_pattern(&self) -> String {
+        let (what, per) = match self.pattern {
+            Pattern::Hello => ("hello (a connection per request)", "requests"),
+            Pattern::Echo => ("echo", "messages"),
+            Pattern::Stream => ("stream", "writes"),
+            Pattern::Udp => ("udp", "datagrams"),
+        };
+        let sockets = if self.pattern.is_datagram() {
+            "sockets"
+        } else {
+            "connections"
+        };
+        let load = match self.load {
+            LoadMode::Closed => "closed loop".to_string(),
+            LoadMode::Open => "open loop".to_string(),
+        };
+        format!(
+            "{what}, {}-byte {per}, {} {sockets}, {load}",
+            self.size_bytes, self.connections
+        )
+    }
+
+    /// The warning to print when the load generator itself was (nearly) saturated, so the
+    /// figures may describe it rather than the server.
+    pub fn loadgen_warning(&self) -> Option<String> {
+        let capacity = 100.0 * self.loadgen_threads as f64;
+        if self.runs != 1 || capacity == 0.0 || self.loadgen_cpu_percent < 0.9 * capacity {
+            return None;
+        }
+        Some(format!(
+            "the load generator used {:.0}% CPU on {} thread(s): it may be the limit, not the \
+             server; give it more cores (--threads, taskset) or run it from more machines \
+             and combine the reports with `sockit bench merge`",
+            self.loadgen_cpu_percent, self.loadgen_threads
+        ))
+    }
+
+    /// The warning to print when an open-loop run fell short of its rate.
+    pub fn rate_warning(&self) -> Option<String> {
+        if self.rate_reached != Some(false) {
+            return None;
+        }
+        let rate = self.target_rate_per_s.unwrap_or_default();
+        Some(format!(
+            "the target rate of {}/s was not reached ({}/s sent, {} requests never went out); \
+             each connection has one request outstanding, so raise --connections, or lower --rate",
+            number(rate),
+            number(self.sent as f64 / self.duration_s.max(f64::MIN_POSITIVE)),
+            self.unsent
+        ))
+    }
+}
+
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
+}
+
+/// A rate with one decimal below 100, whole above.
+fn number(value: f64) -> String {
+    if value < 100.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// A span in seconds, short ("3 s", "0.5 s").
+fn seconds(value: f64) -> String {
+    format!("{} s", trim(format!("{value:.3}")))
+}
+
+/// A count of microseconds, in µs below 10 ms, ms below 10 s, s above.
+fn micros(value: u64) -> String {
+    micros_f(value as f64)
+}
+
+/// Fractional microseconds in the unit that reads best.
+fn micros_f(value: f64) -> String {
+    if value < 10_000.0 {
+        format!("{} µs", trim(format!("{value:.1}")))
+    } else if value < 10_000_000.0 {
+        format!("{} ms", trim(format!("{:.2}", value / 1e3)))
+    } else {
+        format!("{} s", trim(format!("{:.3}", value / 1e6)))
+    }
+}
+
+/// Bytes in B, kB, MB, GB (decimal).
+fn bytes(value: f64) -> String {
+    let (scaled, unit) = if value >= 1e9 {
+        (value / 1e9, "GB")
+    } else if value >= 1e6 {
+        (value / 1e6, "MB")
+    } else if value >= 1e3 {
+        (value / 1e3, "kB")
+    } else {
+        (value, "B")
+    };
+    format!("{} {unit}", trim(format!("{scaled:.2}")))
+}
+
+/// "3.000" → "3", "0.500" → "0.5".
+fn trim(text: String) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(pattern: Pattern, latencies_us: &[u64], exchanges_per_s: f64) -> Report {
+        let mut histogram = LatencyHistogram::new();
+        for &v in latencies_us {
+            histogram.record(Duration::from_micros(v));
+        }
+        Report {
+            format: FORMAT.into(),
+            target: "tcp://127.0.0.1:9000".into(),
+            pattern,
+            load: LoadMode::Closed,
+            target_rate_per_s: None,
+            connections: 2,
+            size_bytes: 16,
+            warmup_s: 1.0,
+            duration_s: 2.0,
+            runs: 1,
+            exchanges: latencies_us.len() as u64,
+            exchanges_per_s,
+            sent: latencies_us.len() as u64,
+            bytes: 16 * latencies_us.len() as u64,
+            bytes_per_s: 16.0 * exchanges_per_s,
+            gbit_per_s: 16.0 * exchanges_per_s * 8.0 / 1e9,
+            latency_us: LatencyFigures::of(&histogram),
+            errors: ErrorFigures {
+                timeout: 1,
+                total: 1,
+                ..ErrorFigures::default()
+            },
+            lost: None,
+            rate_reached: None,
+            max_send_lag_us: 0,
+            unsent: 0,
+            in_flight_at_end: 2,
+            oldest_in_flight_us: 7,
+            loadgen_threads: 1,
+            loadgen_cpu_s: 0.5,
+            loadgen_cpu_percent: 25.0,
+            histogram: EncodedHistogram::of(&histogram),
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let report = sample(Pattern::Echo, &[10, 20, 30, 4000], 1234.5);
+        let back = Report::from_json(&report.to_json()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, report);
+        let histogram = back.histogram.decode().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(histogram.count(), 4);
+    }
+
+    #[test]
+    fn merging_adds_histograms_and_sums_throughput() {
+        let fast = sample(Pattern::Echo, &[100; 900], 450.0);
+        let slow = sample(Pattern::Echo, &[10_000; 100], 50.0);
+        let merged = Report::merge(&[fast, slow]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(merged.runs, 2);
+        assert_eq!(merged.exchanges, 1000);
+        assert_eq!(merged.exchanges_per_s, 500.0);
+        assert_eq!(merged.connections, 4);
+        assert_eq!(merged.errors.timeout, 2);
+        assert_eq!(merged.loadgen_threads, 2);
+        assert_eq!(merged.loadgen_cpu_s, 1.0);
+        assert_eq!(merged.latency_us.count, 1000);
+        // Added, not averaged: the median is the fast runs', p99 the slow one's.
+        assert_eq!(merged.latency_us.p50, 100);
+        // 10 ms with 3 significant figures: the bucket's upper end, 10.007 ms.
+        assert!(
+            (10_000..=10_010).contains(&merged.latency_us.p99),
+            "{merged:?}"
+        );
+        assert_eq!(merged.target, "tcp://127.0.0.1:9000");
+        let histogram = merged.histogram.decode().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(histogram.count(), 1000);
+    }
+
+    #[test]
+    fn merging_different_patterns_is_refused() {
+        let a = sample(Pattern::Echo, &[1], 1.0);
+        let b = sample(Pattern::Hello, &[1], 1.0);
+        let error = Report::merge(&[a, b]).err();
+        assert!(matches!(error, Some(ReportError::MixedPatterns { .. })));
+        assert_eq!(Report::merge(&[]).err(), Some(ReportError::Empty));
+    }
+
+    #[test]
+    fn other_files_are_refused_with_a_reason() {
+        let error = Report::from_json("{}").err().map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("not a sockit bench report")));
+        let mut old = sample(Pattern::Echo, &[1], 1.0);
+        old.format = "sockit-bench/0".into();
+        let error = Report::from_json(&old.to_json())
+            .err()
+            .map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("sockit-bench/1")));
+    }
+
+    #[test]
+    fn text_table_has_the_documented_labels() {
+        let text = sample(Pattern::Echo, &[100, 200, 20_000], 1.5).to_text();
+        for label in [
+            "target",
+            "pattern",
+            "measured",
+            "exchanges",
+            "throughput",
+            "latency p50",
+            "latency p99.99",
+            "latency max",
+            "errors",
+            "in flight at end",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(label)),
+                "{label} missing in\n{text}"
+            );
+        }
+        // Above 2 ms the histogram keeps 3 significant figures, reported rounded up.
+        assert!(text.contains("latency max       20.02 ms"), "{text}");
+        assert!(text.contains("latency p50       200 µs"), "{text}");
+        let stream = sample(Pattern::Stream, &[], 10.0).to_text();
+        assert!(!stream.contains("latency"), "{stream}");
+    }
+
+    #[test]
+    fn units_read_well() {
+        assert_eq!(micros(162), "162 µs");
+        assert_eq!(micros(20_123), "20.12 ms");
+        assert_eq!(micros(12_500_000), "12.5 s");
+        assert_eq!(bytes(19_700_000.0), "19.7 MB");
+        assert_eq!(seconds(3.0), "3 s");
+        assert_eq!(number(307_818.94), "307819");
+    }
+}
