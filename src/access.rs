@@ -182,9 +182,9 @@ mod tests {
     #[test]
     fn unix_peers_are_never_filtered() {
         let p = policy(&["10.0.0.0/8"], &["0.0.0.0/0", "::/0"]);
-        let unix = PeerAddr::Unix(
+        let unix = PeerAddr::Unix(Box::new(
             socket2::SockAddr::unix("/tmp/x.sock").unwrap_or_else(|e| panic!("{e}")),
-        );
+        ));
         assert_eq!(p.check(&unix), Verdict::Allowed);
     }
 

@@ -51,6 +51,22 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
+    /// A future that completes when shutdown is asked for, with a nameable type so a
+    /// connection can keep it pinned for its whole life (registered once, not per read).
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// The same shutdown for one server thread: a child token (so that thread's
+    /// connections wait on their own list, not on one list shared by every thread) and
+    /// the same task tracker.
+    pub fn for_shard(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+            tracker: self.tracker.clone(),
+        }
+    }
+
     /// A child token, cancelled with this one (for sub-systems that stop on their own too).
     pub fn token(&self) -> CancellationToken {
         self.token.clone()

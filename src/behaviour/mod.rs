@@ -31,6 +31,21 @@ impl Responder {
         Responder::Reply(Bytes::from(format!("hello {word} client")))
     }
 
+    /// The answer to a message, without copying: at most two slices to send one after
+    /// the other, or `None` for no answer.
+    ///
+    /// `framed` is the message *with* its terminator (they are contiguous in the input),
+    /// `terminator` its last bytes. An echo is `framed` itself; a fixed reply is the reply
+    /// followed by the client's terminator.
+    #[inline]
+    pub fn answer<'a>(&'a self, framed: &'a [u8], terminator: &'a [u8]) -> Option<[&'a [u8]; 2]> {
+        match self {
+            Responder::Reply(reply) => Some([reply, terminator]),
+            Responder::Echo => Some([framed, &[]]),
+            Responder::Discard => None,
+        }
+    }
+
     /// Appends the answer to `message` to `out`; returns whether there is an answer.
     ///
     /// `terminator` is the message's line ending (empty in raw framing): an answer to a
@@ -64,6 +79,17 @@ mod tests {
         Responder::Echo.respond(b"abc", b"\r\n", &mut out);
         Responder::Reply(Bytes::from_static(b"ok")).respond(b"x", b"\n", &mut out);
         assert_eq!(out, b"abc\r\nok\n");
+    }
+
+    #[test]
+    fn answers_borrow_instead_of_copying() {
+        let reply = Responder::Reply(Bytes::from_static(b"ok"));
+        assert_eq!(reply.answer(b"x\n", b"\n"), Some([&b"ok"[..], &b"\n"[..]]));
+        assert_eq!(
+            Responder::Echo.answer(b"x\r\n", b"\r\n"),
+            Some([&b"x\r\n"[..], &b""[..]])
+        );
+        assert_eq!(Responder::Discard.answer(b"x", b""), None);
     }
 
     #[test]

@@ -272,7 +272,9 @@ fn datagram_peer(socket: &DatagramSocket, endpoint: &Endpoint) -> Option<PeerAdd
     match socket {
         DatagramSocket::Udp(s) => s.peer_addr().ok().map(PeerAddr::Ip),
         DatagramSocket::Unix(..) => match endpoint {
-            Endpoint::UnixDgram(addr) => unix_sockaddr(addr).ok().map(PeerAddr::Unix),
+            Endpoint::UnixDgram(addr) => unix_sockaddr(addr)
+                .ok()
+                .map(|a| PeerAddr::Unix(Box::new(a))),
             _ => None,
         },
     }

@@ -4,18 +4,27 @@
 //! client that sends but never reads stops being read from, and the server buffers at most
 //! one reply for it. Every wait is bounded: by the idle timeout, by the message timeout
 //! once a message has started, and by shutdown.
+//!
+//! The per-message path is kept lean, because it is what a busy server does all day:
+//! the shutdown signal and the deadline timer are set up once per connection (not once
+//! per read), the idle timer is re-armed only when it fires (activity just records the
+//! time), and answers are written straight from the input or the configured reply,
+//! without copying, whenever they are one contiguous slice.
 
+use std::borrow::Cow;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::{AfterReply, Shared};
 use crate::error::Error;
-use crate::framing::{Framer, Framing};
+use crate::framing::{FrameSpan, Framer, Framing};
 use crate::obs::{Event, Tally};
 use crate::transport::PeerAddr;
 
@@ -40,62 +49,84 @@ enum End {
 
 impl End {
     /// A few words for logs and the `closed` event.
-    fn reason(&self) -> String {
+    fn reason(&self) -> Cow<'static, str> {
         match self {
             End::PeerClosed => "closed by peer".into(),
             End::AfterReply => "closed after reply".into(),
             End::Shutdown => "server shutting down".into(),
-            End::Idle(d) => format!("idle for {}", humantime::format_duration(*d)),
-            End::SlowMessage(d) => {
-                format!(
-                    "message not completed within {}",
-                    humantime::format_duration(*d)
-                )
-            }
+            End::Idle(d) => format!("idle for {}", humantime::format_duration(*d)).into(),
+            End::SlowMessage(d) => format!(
+                "message not completed within {}",
+                humantime::format_duration(*d)
+            )
+            .into(),
             End::NotReading(d) => {
-                format!("reply not read within {}", humantime::format_duration(*d))
+                format!("reply not read within {}", humantime::format_duration(*d)).into()
             }
-            End::Failed(e) => e.to_string(),
+            End::Failed(e) => e.to_string().into(),
         }
     }
 
     fn is_error(&self) -> bool {
         !matches!(self, End::PeerClosed | End::AfterReply | End::Shutdown)
     }
-}
 
-/// What one read produced.
-enum Read {
-    Data(usize),
-    Eof,
-    Shutdown,
-    Idle(Duration),
-    SlowMessage(Duration),
+    /// Whether to send our FIN explicitly before closing. After the peer's EOF, or after
+    /// the one reply of `--close` (the note's `conn.close()`), closing the socket sends it
+    /// anyway; after a failure there may be nobody to send it to.
+    fn wants_shutdown(&self) -> bool {
+        matches!(
+            self,
+            End::AfterReply | End::Shutdown | End::Idle(_) | End::SlowMessage(_)
+        )
+    }
 }
 
 /// Serves one connection to the end, then logs and counts how it ended.
-pub(crate) async fn serve_connection<S>(mut stream: S, peer: PeerAddr, conn: u64, shared: &Shared)
+pub(crate) async fn serve_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
-    shared.events.emit(Event::Connected { conn, peer: &peer });
-    let mut tally = Tally::default();
-    let end = exchange_loop(&mut stream, &peer, conn, shared, &mut tally).await;
-    if !matches!(end, End::Failed(_) | End::NotReading(_)) {
+    shared.events.emit(Event::Connected { conn, peer });
+    let idle = shared.options.limits.idle_timeout;
+    let now = Instant::now();
+    // Armed for the idle deadline when there is one; otherwise parked until a message
+    // deadline needs it.
+    let timer = tokio::time::sleep_until(now + idle.unwrap_or(PARKED));
+    tokio::pin!(timer);
+    let stop = shared.shutdown.cancelled();
+    tokio::pin!(stop);
+    let mut session = Session {
+        stream,
+        peer,
+        conn,
+        shared,
+        input: BytesMut::new(),
+        output: Vec::new(),
+        framer: Framer::new(shared.options.framing),
+        tally: Tally::default(),
+        last_activity: now,
+        message_started: None,
+        timer,
+        armed: idle.is_some(),
+        stop,
+    };
+    let end = session.exchange_loop().await;
+    if end.wants_shutdown() {
         // Send our FIN so the client sees a clean end; bounded, since the peer may be gone.
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.stream.shutdown()).await;
     }
-    report_end(&end, &peer, conn, &tally, shared);
-    shared.stats.absorb(&mut tally);
+    report_end(&end, peer, conn, &session.tally, shared);
+    shared.stats.absorb(&mut session.tally);
     shared.stats.active.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Logs the end once, at a level matching how unusual it is, and emits `closed`.
 fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Shared) {
-    let reason = end.reason();
     if end.is_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let reason = end.reason();
         match end {
             End::Failed(Error::Reset { .. } | Error::ClosedEarly { .. }) => {
                 tracing::info!(conn, %peer, "connection ended: {reason}");
@@ -103,219 +134,312 @@ fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Sha
             _ => tracing::warn!(conn, %peer, "closing connection: {reason}"),
         }
     }
-    shared.events.emit(Event::Closed {
-        conn,
-        peer,
-        messages: tally.messages,
-        bytes_in: tally.bytes_in,
-        bytes_out: tally.bytes_out,
-        reason: &reason,
-    });
+    if shared.events.wants_messages() {
+        shared.events.emit(Event::Closed {
+            conn,
+            peer,
+            messages: tally.messages,
+            bytes_in: tally.bytes_in,
+            bytes_out: tally.bytes_out,
+            reason: &end.reason(),
+        });
+    }
 }
 
-/// Reads, frames and answers messages until something ends the connection.
-async fn exchange_loop<S>(
-    stream: &mut S,
-    peer: &PeerAddr,
+/// What one wait for input produced.
+enum Read {
+    /// This many bytes arrived.
+    Data(usize),
+    /// The client closed its sending side.
+    Eof,
+}
+
+/// The state of one connection between messages.
+struct Session<'a, 'p, S> {
+    stream: S,
+    peer: &'a PeerAddr,
     conn: u64,
-    shared: &Shared,
-    tally: &mut Tally,
-) -> End
+    shared: &'a Shared,
+    /// Bytes read and not yet answered (a partial line, in line framing).
+    input: BytesMut,
+    /// Scratch space for answers that are not one contiguous slice.
+    output: Vec<u8>,
+    framer: Framer,
+    tally: Tally,
+    /// When bytes last moved either way; the idle timeout counts from here.
+    last_activity: Instant,
+    /// When the first byte of the message now being received arrived.
+    message_started: Option<Instant>,
+    /// One timer for both deadlines, armed for the earlier; re-armed only when it fires.
+    timer: Pin<&'p mut Sleep>,
+    /// Whether the timer is armed (it is not polled otherwise).
+    armed: bool,
+    /// Completes when the server shuts down; registered once for the whole connection.
+    stop: Pin<&'p mut WaitForCancellationFuture<'a>>,
+}
+
+/// Where the timer waits while no deadline applies (it is not polled then).
+const PARKED: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl<S> Session<'_, '_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let options = &shared.options;
-    let mut input = BytesMut::new();
-    let mut output = Vec::new();
-    let mut framer = Framer::new(options.framing);
-    let mut message_started: Option<Instant> = None;
-    loop {
-        let read = read_more(stream, &mut input, message_started, shared).await;
-        let eof = match read {
-            Ok(Read::Data(n)) => {
-                tally.bytes_in += n as u64;
-                false
+    /// Reads, frames and answers messages until something ends the connection.
+    async fn exchange_loop(&mut self) -> End {
+        loop {
+            let eof = match self.read_more().await {
+                Ok(Read::Data(n)) => {
+                    self.tally.bytes_in += n as u64;
+                    false
+                }
+                Ok(Read::Eof) => true,
+                Err(end) => return end,
+            };
+            let answered = match self.answer_buffered(eof).await {
+                Ok(answered) => answered,
+                Err(end) => return end,
+            };
+            if answered && self.shared.options.after_reply == AfterReply::Close {
+                return End::AfterReply;
             }
-            Ok(Read::Eof) => true,
-            Ok(Read::Shutdown) => return End::Shutdown,
-            Ok(Read::Idle(d)) => return End::Idle(d),
-            Ok(Read::SlowMessage(d)) => return End::SlowMessage(d),
-            Err(e) => return End::Failed(Error::exchange(e, peer.to_string(), "while reading")),
-        };
-        let answered = match answer_buffered(
-            stream,
-            &mut input,
-            &mut output,
-            &mut framer,
-            eof,
-            peer,
-            conn,
-            shared,
-            tally,
-        )
-        .await
-        {
-            Ok(answered) => answered,
-            Err(end) => return end,
-        };
-        if answered && options.after_reply == AfterReply::Close {
-            return End::AfterReply;
-        }
-        if eof {
-            return End::PeerClosed;
-        }
-        message_started = if input.is_empty() {
-            None
-        } else {
-            message_started.or(Some(Instant::now()))
-        };
-        if tally.messages >= Tally::FLUSH_EVERY {
-            shared.stats.absorb(tally);
+            if eof {
+                return End::PeerClosed;
+            }
+            self.note_partial_message();
+            if self.tally.messages >= Tally::FLUSH_EVERY {
+                self.shared.stats.absorb(&mut self.tally);
+            }
         }
     }
-}
 
-/// Answers every complete message in `input` (and, at EOF, the unterminated rest).
-/// Returns whether at least one reply was sent.
-#[allow(clippy::too_many_arguments)]
-async fn answer_buffered<S>(
-    stream: &mut S,
-    input: &mut BytesMut,
-    output: &mut Vec<u8>,
-    framer: &mut Framer,
-    eof: bool,
-    peer: &PeerAddr,
-    conn: u64,
-    shared: &Shared,
-    tally: &mut Tally,
-) -> Result<bool, End>
-where
-    S: AsyncWrite + Unpin,
-{
-    let options = &shared.options;
-    let mut answered = false;
-    loop {
-        let span = match framer.next_frame(input) {
-            Ok(Some(span)) => span,
-            Ok(None) if eof => match framer.finish(input) {
-                Some(span) => span,
-                None => break,
-            },
-            Ok(None) => break,
-            Err(too_long) => {
-                return Err(End::Failed(Error::LineTooLong {
-                    peer: peer.to_string(),
-                    max: too_long.max_len,
-                }));
+    /// Starts (or clears) the message clock after the buffered messages were answered,
+    /// pulling the timer in when the message deadline comes before the idle one.
+    fn note_partial_message(&mut self) {
+        if self.input.is_empty() {
+            self.message_started = None;
+            return;
+        }
+        if self.message_started.is_none() {
+            self.message_started = Some(self.last_activity);
+            if let Some(deadline) = self.message_deadline()
+                && (!self.armed || deadline < self.timer.deadline())
+            {
+                self.timer.as_mut().reset(deadline);
+                self.armed = true;
             }
+        }
+    }
+
+    /// When the message being received must be complete, if one has started.
+    fn message_deadline(&self) -> Option<Instant> {
+        let limit = self.shared.options.limits.message_timeout?;
+        Some(self.message_started? + limit)
+    }
+
+    /// The timer fired: either a limit really passed (the end to report), or activity
+    /// moved the deadline and the timer is re-armed for it.
+    fn check_deadlines(&mut self) -> Option<End> {
+        let now = Instant::now();
+        let limits = &self.shared.options.limits;
+        let idle = limits.idle_timeout.map(|d| (self.last_activity + d, d));
+        if let Some((deadline, limit)) = idle
+            && deadline <= now
+        {
+            return Some(End::Idle(limit));
+        }
+        if let (Some(deadline), Some(limit)) = (self.message_deadline(), limits.message_timeout)
+            && deadline <= now
+        {
+            return Some(End::SlowMessage(limit));
+        }
+        let next = [idle.map(|(at, _)| at), self.message_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(at) => self.timer.as_mut().reset(at),
+            None => self.armed = false,
+        }
+        None
+    }
+
+    /// Waits for more bytes, bounded by the deadlines and shutdown.
+    ///
+    /// Raw framing reads at most `buffer_size` bytes, so each read is one message, as in
+    /// the note's `recv(1024)`.
+    async fn read_more(&mut self) -> Result<Read, End> {
+        let options = &self.shared.options;
+        let buffer_size = options.buffer_size.max(1);
+        self.input.reserve(buffer_size);
+        let limit = match options.framing {
+            Framing::Raw => buffer_size,
+            Framing::Line { .. } => self.input.capacity() - self.input.len(),
         };
-        output.clear();
-        let message = &input[span.payload.clone()];
-        let terminator = &input[span.terminator.clone()];
-        let replied = options.responder.respond(message, terminator, output);
-        tally.messages += 1;
+        loop {
+            let mut window = (&mut self.input).limit(limit);
+            tokio::select! {
+                biased;
+                read = self.stream.read_buf(&mut window) => {
+                    return match read {
+                        Ok(0) => Ok(Read::Eof),
+                        Ok(n) => {
+                            self.last_activity = Instant::now();
+                            Ok(Read::Data(n))
+                        }
+                        Err(e) => Err(End::Failed(Error::exchange(
+                            e,
+                            self.peer.to_string(),
+                            "while reading",
+                        ))),
+                    };
+                }
+                () = self.stop.as_mut() => return Err(End::Shutdown),
+                () = self.timer.as_mut(), if self.armed => {
+                    if let Some(end) = self.check_deadlines() {
+                        return Err(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers every complete message in `input` (and, at EOF, the unterminated rest).
+    /// Returns whether at least one reply was sent.
+    async fn answer_buffered(&mut self, eof: bool) -> Result<bool, End> {
+        let mut answered = false;
+        loop {
+            let span = match self.framer.next_frame(&self.input) {
+                Ok(Some(span)) => span,
+                Ok(None) if eof => match self.framer.finish(&self.input) {
+                    Some(span) => span,
+                    None => break,
+                },
+                Ok(None) => break,
+                Err(too_long) => {
+                    return Err(End::Failed(Error::LineTooLong {
+                        peer: self.peer.to_string(),
+                        max: too_long.max_len,
+                    }));
+                }
+            };
+            self.tally.messages += 1;
+            let replied = self.answer(&span).await?;
+            self.input.advance(span.consumed());
+            if replied {
+                answered = true;
+                if self.shared.options.after_reply == AfterReply::Close {
+                    break;
+                }
+            }
+        }
+        Ok(answered)
+    }
+
+    /// Answers one message; returns whether anything was sent.
+    async fn answer(&mut self, span: &FrameSpan) -> Result<bool, End> {
+        let shared = self.shared;
+        let framed = &self.input[span.payload.start..span.terminator.end];
+        let terminator = &self.input[span.terminator.clone()];
+        let answer = shared.options.responder.answer(framed, terminator);
         if shared.events.wants_messages() {
-            let reply_len = output.len() - terminator.len().min(output.len());
             shared.events.emit(Event::Message {
-                conn,
-                peer,
-                received: message,
-                sent: replied.then(|| &output[..reply_len]),
+                conn: self.conn,
+                peer: self.peer,
+                received: &self.input[span.payload.clone()],
+                sent: answer.map(|[first, second]| without_terminator(first, second, terminator)),
             });
         }
-        input.advance(span.consumed());
-        if replied {
-            write_reply(stream, output, peer, shared).await?;
-            tally.bytes_out += output.len() as u64;
-            answered = true;
-            if options.after_reply == AfterReply::Close {
-                break;
-            }
-        }
+        let Some([first, second]) = answer else {
+            return Ok(false);
+        };
+        // One write per answer: a contiguous answer goes as it is, two pieces are joined.
+        let bytes: &[u8] = if second.is_empty() {
+            first
+        } else {
+            self.output.clear();
+            self.output.extend_from_slice(first);
+            self.output.extend_from_slice(second);
+            &self.output
+        };
+        write_fully(
+            &mut self.stream,
+            bytes,
+            &mut self.last_activity,
+            &mut self.timer,
+            shared.options.limits.idle_timeout,
+        )
+        .await
+        .map_err(|failure| match failure {
+            WriteFailure::NotReading(limit) => End::NotReading(limit),
+            WriteFailure::Io(e) => End::Failed(Error::exchange(
+                e,
+                self.peer.to_string(),
+                "while sending the reply",
+            )),
+        })?;
+        self.tally.bytes_out += bytes.len() as u64;
+        Ok(true)
     }
-    Ok(answered)
 }
 
-/// Writes one reply completely, within the idle timeout.
-async fn write_reply<S>(
+/// The answer as the event shows it: without the line terminator that ends it.
+fn without_terminator<'a>(first: &'a [u8], second: &'a [u8], terminator: &[u8]) -> &'a [u8] {
+    if second.is_empty() {
+        &first[..first.len() - terminator.len().min(first.len())]
+    } else {
+        first
+    }
+}
+
+/// Why a reply could not be written.
+enum WriteFailure {
+    /// No byte of it was taken by the client within the idle timeout.
+    NotReading(Duration),
+    /// The connection failed.
+    Io(io::Error),
+}
+
+/// Writes all of `bytes`. A client that takes some bytes now and then is still reading;
+/// one that takes nothing for the idle timeout is not, and the write is abandoned.
+///
+/// It does not stop for shutdown: a reply that has been produced is delivered (the
+/// server's grace period bounds the wait).
+async fn write_fully<S>(
     stream: &mut S,
-    output: &[u8],
-    peer: &PeerAddr,
-    shared: &Shared,
-) -> Result<(), End>
+    mut bytes: &[u8],
+    last_activity: &mut Instant,
+    timer: &mut Pin<&mut Sleep>,
+    idle: Option<Duration>,
+) -> Result<(), WriteFailure>
 where
     S: AsyncWrite + Unpin,
 {
-    let write = stream.write_all(output);
-    let result = match shared.options.limits.idle_timeout {
-        Some(limit) => match tokio::time::timeout(limit, write).await {
-            Ok(result) => result,
-            Err(_) => return Err(End::NotReading(limit)),
-        },
-        None => write.await,
-    };
-    result.map_err(|e| {
-        End::Failed(Error::exchange(
-            e,
-            peer.to_string(),
-            "while sending the reply",
-        ))
-    })
-}
-
-/// Waits for more bytes, bounded by the idle timeout, the message timeout (once a message
-/// has started) and shutdown.
-///
-/// Raw framing reads at most `buffer_size` bytes, so each read is one message, as in the
-/// note's `recv(1024)`.
-async fn read_more<S>(
-    stream: &mut S,
-    input: &mut BytesMut,
-    message_started: Option<Instant>,
-    shared: &Shared,
-) -> io::Result<Read>
-where
-    S: AsyncRead + Unpin,
-{
-    let options = &shared.options;
-    let limits = &options.limits;
-    let buffer_size = options.buffer_size.max(1);
-    input.reserve(buffer_size);
-    let idle_deadline = limits
-        .idle_timeout
-        .map(|d| (Instant::now() + d, Read::Idle(d)));
-    let message_deadline = match (message_started, limits.message_timeout) {
-        (Some(start), Some(d)) => Some((start + d, Read::SlowMessage(d))),
-        _ => None,
-    };
-    // The earlier of the two deadlines decides what a timeout means.
-    let deadline = match (idle_deadline, message_deadline) {
-        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
-        (a, b) => a.or(b),
-    };
-    let limit = match options.framing {
-        Framing::Raw => buffer_size,
-        Framing::Line { .. } => input.capacity() - input.len(),
-    };
-    let read = async {
-        let mut window = (&mut *input).limit(limit);
-        stream.read_buf(&mut window).await
-    };
-    tokio::select! {
-        biased;
-        n = read => Ok(match n? { 0 => Read::Eof, n => Read::Data(n) }),
-        () = shared.shutdown.triggered() => Ok(Read::Shutdown),
-        timed_out = wait_until(deadline) => Ok(timed_out),
-    }
-}
-
-/// Sleeps until the deadline and returns what it means; never completes without one.
-async fn wait_until(deadline: Option<(Instant, Read)>) -> Read {
-    match deadline {
-        Some((at, meaning)) => {
-            tokio::time::sleep_until(at).await;
-            meaning
+    while !bytes.is_empty() {
+        let written = match idle {
+            None => stream.write(bytes).await,
+            Some(limit) => loop {
+                tokio::select! {
+                    biased;
+                    written = stream.write(bytes) => break written,
+                    () = timer.as_mut() => {
+                        let deadline = *last_activity + limit;
+                        if deadline <= Instant::now() {
+                            return Err(WriteFailure::NotReading(limit));
+                        }
+                        timer.as_mut().reset(deadline);
+                    }
+                }
+            },
+        };
+        match written {
+            Ok(0) => return Err(WriteFailure::Io(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                *last_activity = Instant::now();
+            }
+            Err(e) => return Err(WriteFailure::Io(e)),
         }
-        None => std::future::pending().await,
     }
+    Ok(())
 }

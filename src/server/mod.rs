@@ -377,7 +377,7 @@ impl Shared {
             options: self.options.clone(),
             events: self.events.clone(),
             stats,
-            shutdown: self.shutdown.clone(),
+            shutdown: self.shutdown.for_shard(),
             handler: self.handler.share(),
             slots: self.slots.clone(),
         }

@@ -37,44 +37,54 @@ struct Outcome {
 }
 
 /// Serves one connection with the server's behaviour.
-pub(crate) async fn handle_connection<S>(stream: S, peer: PeerAddr, conn: u64, shared: &Shared)
+pub(crate) async fn handle_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match &shared.handler {
         Handler::Respond => serve_connection(stream, peer, conn, shared).await,
         Handler::Exec(spec) => {
-            begin(&peer, conn, shared);
-            let client = ClientInfo { conn, peer: &peer };
+            begin(peer, conn, shared);
+            let client = ClientInfo { conn, peer };
             let idle = shared.options.limits.idle_timeout;
-            let report = exec::serve_stream(spec, stream, &client, idle, &shared.shutdown).await;
-            end(exec_outcome(spec, &report, &peer), &peer, conn, shared);
+            // Boxed: the program's plumbing is a large future, and it would otherwise make
+            // every connection's task that large, whatever its mode.
+            let report = Box::pin(exec::serve_stream(
+                spec,
+                stream,
+                &client,
+                idle,
+                &shared.shutdown,
+            ))
+            .await;
+            end(exec_outcome(spec, &report, peer), peer, conn, shared);
         }
         Handler::Chat(room) => {
-            begin(&peer, conn, shared);
+            begin(peer, conn, shared);
             let idle = shared.options.limits.idle_timeout;
             let events = &shared.events;
             let mut on_line = |line: &[u8]| {
                 if events.wants_messages() {
                     events.emit(Event::Message {
                         conn,
-                        peer: &peer,
+                        peer,
                         received: line,
                         sent: None,
                     });
                 }
             };
-            let report = chat::serve_member(
+            // Boxed for the same reason as exec.
+            let report = Box::pin(chat::serve_member(
                 room,
                 conn,
-                &peer,
+                peer,
                 stream,
                 idle,
                 &shared.shutdown,
                 &mut on_line,
-            )
+            ))
             .await;
-            end(chat_outcome(&report, &peer), &peer, conn, shared);
+            end(chat_outcome(&report, peer), peer, conn, shared);
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::gate::{self, Gate, Slot};
 use super::session::handle_connection;
 use super::{OverLimit, Shared};
-use crate::transport::StreamListener;
+use crate::transport::{PeerAddr, Stream, StreamListener};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -59,19 +59,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 let task_shared = Arc::clone(shared);
                 let id = ids.next().unwrap_or_default();
                 shared.shutdown.spawn(async move {
-                    // TLS handshake and --hex tap, in this task so accepting never waits.
-                    match task_shared
-                        .options
-                        .layers
-                        .wrap_accepted(stream, &peer, id)
-                        .await
-                    {
-                        Ok(stream) => handle_connection(stream, peer, id, &task_shared).await,
-                        Err(e) => {
-                            task_shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(conn = id, %peer, "{e}");
-                        }
-                    }
+                    serve_accepted(stream, peer, id, &task_shared).await;
                     drop(slot);
                 });
             }
@@ -92,6 +80,28 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
             }
         }
     }
+}
+
+/// Runs an accepted connection's layers (TLS handshake, `--hex` tap) in its own task, so
+/// accepting never waits on a client, then serves it.
+async fn serve_accepted(stream: Stream, peer: PeerAddr, id: u64, shared: &Shared) {
+    let layers = &shared.options.layers;
+    if layers.is_passthrough() {
+        // The common case serves the socket itself: no wrapper on the per-message path.
+        return handle_connection(stream, &peer, id, shared).await;
+    }
+    // Boxed: a TLS handshake is a large future, and every connection's task would
+    // otherwise be that large, TLS or not.
+    Box::pin(async move {
+        match layers.wrap_accepted(stream, &peer, id).await {
+            Ok(stream) => handle_connection(stream, &peer, id, shared).await,
+            Err(e) => {
+                shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(conn = id, %peer, "{e}");
+            }
+        }
+    })
+    .await;
 }
 
 /// Errors that concern one incoming connection, not the listener: retry at once.

@@ -35,6 +35,11 @@ impl Default for Layers {
 }
 
 impl Layers {
+    /// Whether no layer is configured, so an accepted stream is served as it is.
+    pub fn is_passthrough(&self) -> bool {
+        self.tls.is_none() && self.hex.is_none()
+    }
+
     /// Runs the TLS handshake if configured, then wraps the stream in the hex tap (a
     /// pass-through without `--hex`).
     ///

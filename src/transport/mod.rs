@@ -42,8 +42,9 @@ use socket2::SockAddr;
 pub enum PeerAddr {
     /// An IPv4 or IPv6 peer.
     Ip(SocketAddr),
-    /// A Unix-domain peer: a path, an abstract name, or unnamed.
-    Unix(SockAddr),
+    /// A Unix-domain peer: a path, an abstract name, or unnamed. Boxed: a `sockaddr_un`
+    /// is 110 bytes, and every connection task carries its peer.
+    Unix(Box<SockAddr>),
 }
 
 impl PeerAddr {
@@ -83,7 +84,7 @@ impl fmt::Debug for PeerAddr {
 /// Converts tokio's Unix address into the socket2 form we keep, which can be sent to again.
 fn unix_peer(addr: tokio::net::unix::SocketAddr) -> PeerAddr {
     let std_addr: std::os::unix::net::SocketAddr = addr.into();
-    PeerAddr::Unix(sockaddr_from_std(&std_addr))
+    PeerAddr::Unix(Box::new(sockaddr_from_std(&std_addr)))
 }
 
 /// Builds a sendable socket2 address from a std Unix address (path, abstract or unnamed).

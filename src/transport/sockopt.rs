@@ -39,6 +39,9 @@ pub(crate) fn tcp_listener(
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
+    // Every exchange here is a small request and a small reply: no Nagle delay. Linux
+    // copies this to each accepted socket, which saves a syscall per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;

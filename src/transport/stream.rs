@@ -97,8 +97,12 @@ impl StreamListener {
         match self {
             StreamListener::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
-                // Failing to set a latency hint is not worth dropping the client for.
-                let _ = stream.set_nodelay(true);
+                // Linux copies TCP_NODELAY from the listener to the accepted socket;
+                // elsewhere set it here. Failing to set a latency hint is not worth
+                // dropping the client for.
+                if cfg!(not(target_os = "linux")) {
+                    let _ = stream.set_nodelay(true);
+                }
                 Ok((Stream::Tcp(stream), PeerAddr::Ip(peer)))
             }
             StreamListener::Unix(listener, _) => {
