@@ -26,7 +26,7 @@ use super::{AfterReply, Shared};
 use crate::error::Error;
 use crate::framing::{FrameSpan, Framer, Framing};
 use crate::obs::{Event, Tally};
-use crate::transport::PeerAddr;
+use crate::transport::{PeerAddr, StdStream};
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -82,13 +82,146 @@ impl End {
     }
 }
 
+/// What happened to a connection before its task started (see [`serve_now`]).
+#[derive(Debug, Default)]
+pub(crate) struct Prelude {
+    /// Counts so far.
+    tally: Tally,
+    /// The part of an answer the socket did not take yet, to send first.
+    pending: Vec<u8>,
+    /// Whether the `connected` event is out already.
+    announced: bool,
+    /// Whether a reply has been (or is being) sent, for `--close`.
+    answered: bool,
+}
+
+/// How serving on the spot ended.
+pub(crate) enum FirstTurn {
+    /// The connection is finished (counted and logged); close it.
+    Done,
+    /// The connection must wait for its client: serve it in a task from here.
+    Continue(Prelude),
+}
+
+/// Whether [`serve_now`] can serve this server's connections: the per-message loop, raw
+/// framing (each read is a message), and no TLS or hex layer.
+pub(crate) fn can_serve_now(shared: &Shared) -> bool {
+    matches!(shared.handler, super::Handler::Respond)
+        && shared.options.framing == Framing::Raw
+        && shared.options.layers.is_passthrough()
+}
+
+/// Serves a just-accepted connection on the spot when its first message is already
+/// there, as the hand-written C server does: one read, one write, and for the note's
+/// one-shot exchange (`--close`) the connection is done without ever being registered
+/// with the reactor or given a task. Nothing here waits: if the message has not arrived,
+/// or the reply does not fit in the socket buffer, the connection continues in a task
+/// with what was done so far.
+///
+/// `scratch` is the accept loop's read buffer, reused for every connection.
+pub(crate) fn serve_now(
+    stream: &StdStream,
+    peer: &PeerAddr,
+    conn: u64,
+    shared: &Shared,
+    scratch: &mut Vec<u8>,
+) -> FirstTurn {
+    let options = &shared.options;
+    let buffer_size = options.buffer_size.max(1);
+    if scratch.len() < buffer_size {
+        scratch.resize(buffer_size, 0);
+    }
+    let mut prelude = Prelude::default();
+    let received = match stream.read_now(&mut scratch[..buffer_size]) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return FirstTurn::Continue(prelude),
+        Ok(0) => Err(End::PeerClosed),
+        Ok(n) => Ok(n),
+        Err(e) => Err(End::Failed(Error::exchange(
+            e,
+            peer.to_string(),
+            "while reading",
+        ))),
+    };
+    shared.events.emit(Event::Connected { conn, peer });
+    prelude.announced = true;
+    let end = match received {
+        Ok(n) => match answer_now(stream, &scratch[..n], peer, conn, shared, &mut prelude) {
+            Ok(())
+                if prelude.answered
+                    && prelude.pending.is_empty()
+                    && options.after_reply == AfterReply::Close =>
+            {
+                End::AfterReply
+            }
+            Ok(()) => return FirstTurn::Continue(prelude),
+            Err(end) => end,
+        },
+        Err(end) => end,
+    };
+    report_end(&end, peer, conn, &prelude.tally, shared);
+    shared.stats.absorb(&mut prelude.tally);
+    FirstTurn::Done
+}
+
+/// Answers the first message without waiting; what the socket does not take now goes
+/// to `prelude.pending`.
+fn answer_now(
+    stream: &StdStream,
+    message: &[u8],
+    peer: &PeerAddr,
+    conn: u64,
+    shared: &Shared,
+    prelude: &mut Prelude,
+) -> Result<(), End> {
+    prelude.tally.bytes_in += message.len() as u64;
+    prelude.tally.messages += 1;
+    let answer = shared.options.responder.answer(message, &[]);
+    if shared.events.wants_messages() {
+        shared.events.emit(Event::Message {
+            conn,
+            peer,
+            received: message,
+            sent: answer.map(|[first, _]| first),
+        });
+    }
+    // Raw framing has no terminator, so an answer is always one slice.
+    let Some([reply, _]) = answer else {
+        return Ok(());
+    };
+    prelude.answered = true;
+    let written = match stream.write_now(reply) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            return Err(End::Failed(Error::exchange(
+                e,
+                peer.to_string(),
+                "while sending the reply",
+            )));
+        }
+    };
+    prelude.tally.bytes_out += written as u64;
+    prelude.pending.extend_from_slice(&reply[written..]);
+    Ok(())
+}
+
 /// Serves one connection to the end, then logs and counts how it ended.
-pub(crate) async fn serve_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
-where
+///
+/// `prelude` is what [`serve_now`] already did (nothing, for a connection served from
+/// its first byte here).
+pub(crate) async fn serve_connection<S>(
+    stream: S,
+    peer: &PeerAddr,
+    conn: u64,
+    shared: &Shared,
+    prelude: Prelude,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
-    shared.events.emit(Event::Connected { conn, peer });
+    if !prelude.announced {
+        shared.events.emit(Event::Connected { conn, peer });
+    }
     let idle = shared.options.limits.idle_timeout;
     let now = Instant::now();
     // Armed for the idle deadline when there is one; otherwise parked until a message
@@ -105,14 +238,20 @@ where
         input: BytesMut::new(),
         output: Vec::new(),
         framer: Framer::new(shared.options.framing),
-        tally: Tally::default(),
+        tally: prelude.tally,
         last_activity: now,
         message_started: None,
         timer,
         armed: idle.is_some(),
         stop,
     };
-    let end = session.exchange_loop().await;
+    let end = match session
+        .finish_prelude(prelude.pending, prelude.answered)
+        .await
+    {
+        Some(end) => end,
+        None => session.exchange_loop().await,
+    };
     if end.wants_shutdown() {
         // Send our FIN so the client sees a clean end; bounded, since the peer may be gone.
         let _ = tokio::time::timeout(Duration::from_secs(1), session.stream.shutdown()).await;
@@ -185,6 +324,41 @@ impl<S> Session<'_, '_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Sends what [`serve_now`] could not; ends the connection if that was the one reply
+    /// of `--close`.
+    async fn finish_prelude(&mut self, pending: Vec<u8>, answered: bool) -> Option<End> {
+        if !pending.is_empty() {
+            self.output = pending;
+            let idle = self.shared.options.limits.idle_timeout;
+            let sent = write_fully(
+                &mut self.stream,
+                &self.output,
+                &mut self.last_activity,
+                &mut self.timer,
+                idle,
+            )
+            .await;
+            if let Err(failure) = sent {
+                return Some(self.write_end(failure));
+            }
+            self.tally.bytes_out += self.output.len() as u64;
+        }
+        (answered && self.shared.options.after_reply == AfterReply::Close)
+            .then_some(End::AfterReply)
+    }
+
+    /// The end a failed write means.
+    fn write_end(&self, failure: WriteFailure) -> End {
+        match failure {
+            WriteFailure::NotReading(limit) => End::NotReading(limit),
+            WriteFailure::Io(e) => End::Failed(Error::exchange(
+                e,
+                self.peer.to_string(),
+                "while sending the reply",
+            )),
+        }
+    }
+
     /// Reads, frames and answers messages until something ends the connection.
     async fn exchange_loop(&mut self) -> End {
         loop {
@@ -370,14 +544,7 @@ where
             shared.options.limits.idle_timeout,
         )
         .await
-        .map_err(|failure| match failure {
-            WriteFailure::NotReading(limit) => End::NotReading(limit),
-            WriteFailure::Io(e) => End::Failed(Error::exchange(
-                e,
-                self.peer.to_string(),
-                "while sending the reply",
-            )),
-        })?;
+        .map_err(|failure| self.write_end(failure))?;
         self.tally.bytes_out += bytes.len() as u64;
         Ok(true)
     }

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::conn::serve_connection;
+use super::conn::{Prelude, serve_connection};
 use super::{Handler, Shared};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
@@ -37,12 +37,20 @@ struct Outcome {
 }
 
 /// Serves one connection with the server's behaviour.
-pub(crate) async fn handle_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
-where
+///
+/// `prelude` is what the accept loop already did for the per-message mode (see
+/// [`super::conn::serve_now`]); the other modes start from nothing.
+pub(crate) async fn handle_connection<S>(
+    stream: S,
+    peer: &PeerAddr,
+    conn: u64,
+    shared: &Shared,
+    prelude: Prelude,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match &shared.handler {
-        Handler::Respond => serve_connection(stream, peer, conn, shared).await,
+        Handler::Respond => serve_connection(stream, peer, conn, shared, prelude).await,
         Handler::Exec(spec) => {
             begin(peer, conn, shared);
             let client = ClientInfo { conn, peer };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::conn::{self, FirstTurn, Prelude};
 use super::gate::{self, Gate, Slot};
 use super::session::handle_connection;
 use super::{OverLimit, Shared};
@@ -28,6 +29,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
     let mut backoff = MIN_BACKOFF;
+    let serve_now = conn::can_serve_now(shared);
+    let mut scratch = Vec::new();
+    let stop = shared.shutdown.cancelled();
+    tokio::pin!(stop);
     loop {
         let reserved: Option<Slot> = match over_limit {
             OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), shared).await {
@@ -38,8 +43,8 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         };
         let accepted = tokio::select! {
             biased;
-            () = shared.shutdown.triggered() => return,
-            accepted = listener.accept() => accepted,
+            () = stop.as_mut() => return,
+            accepted = listener.accept_std() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -56,10 +61,26 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                     },
                 };
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let task_shared = Arc::clone(shared);
                 let id = ids.next().unwrap_or_default();
+                let prelude = if serve_now {
+                    match conn::serve_now(&stream, &peer, id, shared, &mut scratch) {
+                        // Answered and closed on the spot: no task, no reactor.
+                        FirstTurn::Done => continue,
+                        FirstTurn::Continue(prelude) => prelude,
+                    }
+                } else {
+                    Prelude::default()
+                };
+                let stream = match stream.into_tokio() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(conn = id, %peer, "cannot watch the connection: {e}");
+                        continue;
+                    }
+                };
+                let task_shared = Arc::clone(shared);
                 shared.shutdown.spawn(async move {
-                    serve_accepted(stream, peer, id, &task_shared).await;
+                    serve_accepted(stream, peer, id, &task_shared, prelude).await;
                     drop(slot);
                 });
             }
@@ -84,17 +105,23 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
 
 /// Runs an accepted connection's layers (TLS handshake, `--hex` tap) in its own task, so
 /// accepting never waits on a client, then serves it.
-async fn serve_accepted(stream: Stream, peer: PeerAddr, id: u64, shared: &Shared) {
+async fn serve_accepted(
+    stream: Stream,
+    peer: PeerAddr,
+    id: u64,
+    shared: &Shared,
+    prelude: Prelude,
+) {
     let layers = &shared.options.layers;
     if layers.is_passthrough() {
         // The common case serves the socket itself: no wrapper on the per-message path.
-        return handle_connection(stream, &peer, id, shared).await;
+        return handle_connection(stream, &peer, id, shared, prelude).await;
     }
     // Boxed: a TLS handshake is a large future, and every connection's task would
     // otherwise be that large, TLS or not.
     Box::pin(async move {
         match layers.wrap_accepted(stream, &peer, id).await {
-            Ok(stream) => handle_connection(stream, &peer, id, shared).await,
+            Ok(stream) => handle_connection(stream, &peer, id, shared, prelude).await,
             Err(e) => {
                 shared.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = id, %peer, "{e}");

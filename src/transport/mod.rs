@@ -25,7 +25,7 @@ mod unix_path;
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 pub use layers::Layers;
 pub use sockopt::ListenOptions;
-pub use stream::{ConnectOptions, StdListener, Stream, StreamListener, connect_stream};
+pub use stream::{ConnectOptions, StdListener, StdStream, Stream, StreamListener, connect_stream};
 pub use unix_path::UnixPathGuard;
 
 use std::fmt;

@@ -13,8 +13,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use socket2::SockAddr;
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpStream, UnixStream};
 
 use super::sockopt::{ListenOptions, tcp_listener};
 use super::tls::ClientTls;
@@ -24,12 +28,95 @@ use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
 use crate::error::{Error, Result};
 
 /// A socket accepting stream connections, of whichever transport the endpoint named.
+///
+/// The sockets are watched with [`AsyncFd`] rather than tokio's listener types so that
+/// [`StreamListener::accept_std`] can hand out connections that are not yet registered
+/// with the reactor: a server that can answer at once never registers them at all.
 #[derive(Debug)]
 pub enum StreamListener {
     /// TCP over IPv4 or IPv6 (also for `tls://`: TLS starts after `accept`).
-    Tcp(TcpListener),
+    Tcp(AsyncFd<std::net::TcpListener>),
     /// Unix stream socket; the guard removes its file when the listener is dropped.
-    Unix(UnixListener, Option<UnixPathGuard>),
+    Unix(
+        AsyncFd<std::os::unix::net::UnixListener>,
+        Option<UnixPathGuard>,
+    ),
+}
+
+/// A connection just accepted: non-blocking, but not registered with any runtime yet.
+///
+/// Reading and writing it never waits (`WouldBlock` instead); [`StdStream::into_tokio`]
+/// registers it when the connection has to wait for its client.
+#[derive(Debug)]
+pub enum StdStream {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix stream connection.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl StdStream {
+    /// Reads what has already arrived; `WouldBlock` when nothing has.
+    pub fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        match self {
+            StdStream::Tcp(s) => (&*s).read(buf),
+            StdStream::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    /// Writes what the socket buffer takes now; `WouldBlock` when it takes nothing.
+    pub fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        use std::io::Write;
+        match self {
+            StdStream::Tcp(s) => (&*s).write(buf),
+            StdStream::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    /// Registers the connection with the current runtime.
+    ///
+    /// # Errors
+    /// When the reactor cannot take another socket.
+    pub fn into_tokio(self) -> io::Result<Stream> {
+        match self {
+            StdStream::Tcp(s) => TcpStream::from_std(s).map(Stream::Tcp),
+            StdStream::Unix(s) => UnixStream::from_std(s).map(Stream::Unix),
+        }
+    }
+}
+
+/// `accept(2)`s one connection, already non-blocking, in one system call where the OS has
+/// `accept4`.
+fn accept_nonblocking(listener: &impl AsFd) -> io::Result<(OwnedFd, SockAddr)> {
+    let fd = listener.as_fd().as_raw_fd();
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        // SAFETY: accept4 writes at most `len` bytes into the zeroed storage socket2
+        // provides and updates `len`; a non-negative result is a new descriptor that
+        // nothing else owns.
+        unsafe {
+            SockAddr::try_init(|storage, len| {
+                let accepted = libc::accept4(
+                    fd,
+                    storage.cast(),
+                    len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                );
+                if accepted < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(OwnedFd::from_raw_fd(accepted))
+                }
+            })
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let (socket, addr) = SockRef::from(listener).accept()?;
+        socket.set_nonblocking(true)?;
+        Ok((OwnedFd::from(socket), addr))
+    }
 }
 
 /// One connected byte stream.
@@ -89,25 +176,38 @@ impl StreamListener {
         }
     }
 
-    /// Accepts the next connection.
+    /// Accepts the next connection, registered with the current runtime.
     ///
-    /// Cancel-safe: dropping the future loses no connection. TCP connections get
-    /// `TCP_NODELAY`, because every exchange here is a small request and a small reply.
+    /// Cancel-safe: dropping the future loses no connection.
     pub async fn accept(&self) -> io::Result<(Stream, PeerAddr)> {
+        let (stream, peer) = self.accept_std().await?;
+        Ok((stream.into_tokio()?, peer))
+    }
+
+    /// Accepts the next connection without registering it: the caller may serve it on the
+    /// spot and close it, and only register it ([`StdStream::into_tokio`]) if it must wait.
+    ///
+    /// TCP connections have `TCP_NODELAY` (every exchange here is a small request and a
+    /// small reply): Linux copies it from the listener; elsewhere it is set here.
+    /// Cancel-safe: dropping the future loses no connection.
+    pub async fn accept_std(&self) -> io::Result<(StdStream, PeerAddr)> {
         match self {
             StreamListener::Tcp(listener) => {
-                let (stream, peer) = listener.accept().await?;
-                // Linux copies TCP_NODELAY from the listener to the accepted socket;
-                // elsewhere set it here. Failing to set a latency hint is not worth
-                // dropping the client for.
+                let (fd, addr) = accept_ready(listener).await?;
+                let stream = std::net::TcpStream::from(fd);
                 if cfg!(not(target_os = "linux")) {
+                    // A latency hint that fails is not worth dropping the client for.
                     let _ = stream.set_nodelay(true);
                 }
-                Ok((Stream::Tcp(stream), PeerAddr::Ip(peer)))
+                let peer = addr
+                    .as_socket()
+                    .map_or_else(|| PeerAddr::Unix(Box::new(addr)), PeerAddr::Ip);
+                Ok((StdStream::Tcp(stream), peer))
             }
             StreamListener::Unix(listener, _) => {
-                let (stream, peer) = listener.accept().await?;
-                Ok((Stream::Unix(stream), unix_peer(peer)))
+                let (fd, addr) = accept_ready(listener).await?;
+                let stream = std::os::unix::net::UnixStream::from(fd);
+                Ok((StdStream::Unix(stream), PeerAddr::Unix(Box::new(addr))))
             }
         }
     }
@@ -115,12 +215,34 @@ impl StreamListener {
     /// The endpoint actually bound: with port 0, this carries the port the kernel chose.
     pub fn local_endpoint(&self, requested: &Endpoint) -> Endpoint {
         match self {
-            StreamListener::Tcp(listener) => match (listener.local_addr(), requested) {
+            StreamListener::Tcp(listener) => match (listener.get_ref().local_addr(), requested) {
                 (Ok(addr), Endpoint::Tls(_)) => Endpoint::Tls(host_port(addr)),
                 (Ok(addr), _) => Endpoint::Tcp(host_port(addr)),
                 (Err(_), _) => requested.clone(),
             },
             StreamListener::Unix(..) => requested.clone(),
+        }
+    }
+}
+
+/// Registers a listening socket with the current runtime, for readability only.
+fn watch<L: AsRawFd>(listener: L) -> io::Result<AsyncFd<L>> {
+    // SAFETY: the std listener types own their descriptor: it stays open, and is the
+    // same descriptor, until the listener is dropped, which only happens after the
+    // AsyncFd gives it back (`into_inner`) or is dropped itself.
+    unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Waits until the listener is readable and accepts one connection. Cancel-safe.
+async fn accept_ready<L: AsRawFd + AsFd>(listener: &AsyncFd<L>) -> io::Result<(OwnedFd, SockAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|inner| accept_nonblocking(inner.get_ref())) {
+            Ok(accepted) => return accepted,
+            // Someone else took the connection (another thread's copy of the socket):
+            // wait for the next one.
+            Err(_would_block) => continue,
         }
     }
 }
@@ -146,9 +268,9 @@ impl StreamListener {
     /// When the socket cannot be deregistered (it then stays with the runtime).
     pub fn into_std(self) -> io::Result<(StdListener, Option<UnixPathGuard>)> {
         match self {
-            StreamListener::Tcp(listener) => Ok((StdListener::Tcp(listener.into_std()?), None)),
+            StreamListener::Tcp(listener) => Ok((StdListener::Tcp(listener.into_inner()), None)),
             StreamListener::Unix(listener, guard) => {
-                Ok((StdListener::Unix(listener.into_std()?), guard))
+                Ok((StdListener::Unix(listener.into_inner()), guard))
             }
         }
     }
@@ -172,10 +294,8 @@ impl StdListener {
     /// When the socket cannot be registered with the runtime's reactor.
     pub fn into_tokio(self) -> io::Result<StreamListener> {
         match self {
-            StdListener::Tcp(l) => TcpListener::from_std(l).map(StreamListener::Tcp),
-            StdListener::Unix(l) => {
-                UnixListener::from_std(l).map(|l| StreamListener::Unix(l, None))
-            }
+            StdListener::Tcp(l) => watch(l).map(StreamListener::Tcp),
+            StdListener::Unix(l) => watch(l).map(|l| StreamListener::Unix(l, None)),
         }
     }
 }
@@ -196,7 +316,7 @@ async fn bind_tcp(
 ) -> Result<StreamListener> {
     let mut last_error = None;
     for addr in hp.resolve().await? {
-        match tcp_listener(addr, opts).and_then(TcpListener::from_std) {
+        match tcp_listener(addr, opts).and_then(watch) {
             Ok(listener) => return Ok(StreamListener::Tcp(listener)),
             Err(e) => last_error = Some(ip_listen_error(e, endpoint, addr)),
         }
@@ -254,7 +374,7 @@ fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr, opts: &ListenOptions) -> Resu
         Ok(socket.into())
     };
     let listener = listen()
-        .and_then(UnixListener::from_std)
+        .and_then(watch)
         .map_err(|e| unix_path::listen_error(e, endpoint))?;
     let guard = guard_path.map(UnixPathGuard::new);
     Ok(StreamListener::Unix(listener, guard))
