@@ -19,6 +19,9 @@ use super::{Handler, OverLimit, Shared};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
 use crate::obs::hexdump::Direction;
 use crate::obs::{Event, Tally};
+use socket2::SockAddr;
+
+use crate::transport::batch::{self, RecvBatch};
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
 
 /// Datagrams handled per readiness event before yielding to other tasks.
@@ -36,8 +39,102 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     }
 }
 
-/// Answers each datagram with the responder.
+/// Answers each datagram with the responder, a batch of datagrams per system call
+/// (one by one when `--hex` dumps each of them).
 async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
+    if shared.options.layers.hex.is_some() {
+        return respond_one_by_one(socket, shared).await;
+    }
+    let mut batch = RecvBatch::new();
+    let mut to_send: Vec<(usize, SockAddr)> = Vec::with_capacity(batch::BATCH);
+    let mut tally = Tally::default();
+    let mut gate = Gate::default();
+    let stop = shared.shutdown.cancelled();
+    tokio::pin!(stop);
+    loop {
+        let ready = tokio::select! {
+            biased;
+            () = stop.as_mut() => break,
+            ready = socket.readable() => ready,
+        };
+        if let Err(e) = ready {
+            tracing::warn!("waiting for datagrams failed: {e}");
+            continue;
+        }
+        // Drain a few batches, then let other tasks (and the shutdown check) in.
+        for _ in 0..BATCHES_PER_WAKE {
+            match socket.try_recv_batch(&mut batch) {
+                Ok(_) => {
+                    answer_batch(&socket, &batch, &mut to_send, shared, &mut tally, &mut gate)
+                        .await;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // E.g. an ICMP error queued on the socket: it concerns one peer only.
+                    tracing::debug!("receive failed: {e}");
+                    break;
+                }
+            }
+        }
+        if tally.messages >= Tally::FLUSH_EVERY {
+            shared.stats.absorb(&mut tally);
+        }
+    }
+    shared.stats.absorb(&mut tally);
+}
+
+/// Batches drained per readiness event before yielding.
+const BATCHES_PER_WAKE: usize = 4;
+
+/// Answers one received batch: checks and logs each datagram, then sends every reply in
+/// as few system calls as possible.
+async fn answer_batch(
+    socket: &DatagramSocket,
+    batch: &RecvBatch,
+    to_send: &mut Vec<(usize, SockAddr)>,
+    shared: &Shared,
+    tally: &mut Tally,
+    gate: &mut Gate,
+) {
+    let responder = &shared.options.responder;
+    let needs_peer = !shared.options.access.is_open() || shared.events.wants_messages();
+    to_send.clear();
+    for i in 0..batch.len() {
+        let datagram = batch.datagram(i);
+        let sender = batch.sender(i);
+        let answer = responder.answer(datagram, &[]);
+        if needs_peer {
+            let peer = sender
+                .as_socket()
+                .map_or_else(|| PeerAddr::Unix(Box::new(sender.clone())), PeerAddr::Ip);
+            if !gate.admit(&peer, "datagram", shared) {
+                continue;
+            }
+            shared.events.emit(Event::Datagram {
+                peer: &peer,
+                received: datagram,
+                sent: answer.map(|[reply, _]| reply),
+            });
+        }
+        tally.messages += 1;
+        tally.bytes_in += datagram.len() as u64;
+        if answer.is_some() {
+            to_send.push((i, sender));
+        }
+    }
+    let reply = |k: usize| {
+        let (slot, to) = &to_send[k];
+        // Raw datagrams have no terminator, so an answer is one slice.
+        let bytes = responder
+            .answer(batch.datagram(*slot), &[])
+            .map_or(&[][..], |[reply, _]| reply);
+        (bytes, to)
+    };
+    tally.bytes_out += socket.send_batch(to_send.len(), reply).await;
+}
+
+/// Answers each datagram with the responder, one receive and one send per datagram.
+async fn respond_one_by_one(socket: DatagramSocket, shared: &Arc<Shared>) {
     // Whole datagrams, always: a receive buffer smaller than the datagram would truncate it.
     let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
     let mut output = Vec::with_capacity(1024);

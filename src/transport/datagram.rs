@@ -9,9 +9,12 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::{SockAddr, SockRef, Type};
+use std::os::fd::AsRawFd;
+
 use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
+use super::batch::{RecvBatch, send_batch};
 use super::sockopt::{ListenOptions, udp_socket};
 use super::stream::{connect_error, host_port, ip_listen_error};
 use super::unix_path::{self, UnixPathGuard};
@@ -79,6 +82,53 @@ impl DatagramSocket {
             DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, PeerAddr::Ip(a))),
             DatagramSocket::Unix(s, _) => s.try_recv_from(buf).map(|(n, a)| (n, unix_peer(a))),
         }
+    }
+
+    /// Receives the queued datagrams into `batch` (up to [`super::batch::BATCH`]) without
+    /// waiting: `WouldBlock` when none is queued (and readiness is cleared).
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            DatagramSocket::Udp(s) => s.try_io(Interest::READABLE, || batch.receive(s.as_raw_fd())),
+            DatagramSocket::Unix(s, _) => {
+                s.try_io(Interest::READABLE, || batch.receive(s.as_raw_fd()))
+            }
+        }
+    }
+
+    /// Sends `count` replies, reply `i` being `reply(i)` (bytes, destination), in as few
+    /// system calls as the socket allows, waiting when its buffer is full. A reply the
+    /// kernel refuses is logged and skipped; the others still go. Returns the bytes sent.
+    pub async fn send_batch<'a>(
+        &self,
+        count: usize,
+        reply: impl Fn(usize) -> (&'a [u8], &'a SockAddr),
+    ) -> u64 {
+        let mut done = 0;
+        let mut bytes = 0u64;
+        while done < count {
+            let rest = || (done..count).map(&reply);
+            let sent = match self {
+                DatagramSocket::Udp(s) => {
+                    s.async_io(Interest::WRITABLE, || send_batch(s.as_raw_fd(), rest()))
+                        .await
+                }
+                DatagramSocket::Unix(s, _) => {
+                    s.async_io(Interest::WRITABLE, || send_batch(s.as_raw_fd(), rest()))
+                        .await
+                }
+            };
+            match sent {
+                Ok(n) => {
+                    bytes += rest().take(n).map(|(b, _)| b.len() as u64).sum::<u64>();
+                    done += n.max(1);
+                }
+                Err(e) => {
+                    tracing::info!("could not send a reply: {e}");
+                    done += 1;
+                }
+            }
+        }
+        bytes
     }
 
     /// Waits until a datagram can be read. Cancel-safe.

@@ -15,6 +15,7 @@
 //! Contract: [`StreamListener::accept`] and the datagram `recv` functions are cancel-safe, so
 //! callers may race them against shutdown in `tokio::select!`.
 
+pub mod batch;
 mod datagram;
 mod layers;
 mod sockopt;

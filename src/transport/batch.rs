@@ -1,0 +1,206 @@
+//! Many datagrams per system call: `recvmmsg(2)` and `sendmmsg(2)` (Linux).
+//!
+//! A datagram server's work per request is tiny, so the system call is most of its cost.
+//! Receiving up to [`BATCH`] queued datagrams at once, and sending all their replies at
+//! once, pays for one entry into the kernel per batch instead of two per datagram.
+//!
+//! Every slot is as large as the largest datagram, so nothing is ever truncated. The
+//! slots are allocated zeroed and untouched, so the memory a small datagram never reaches
+//! is never made resident.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use socket2::{SockAddr, SockAddrStorage};
+
+use super::MAX_DATAGRAM;
+
+/// Datagrams received (and answered) per system call at most.
+pub const BATCH: usize = 32;
+
+/// Room for one datagram: the largest possible, rounded up to a page multiple.
+const SLOT: usize = MAX_DATAGRAM.div_ceil(4096) * 4096;
+
+/// Buffers for one batch of received datagrams and their senders' addresses.
+///
+/// Plain data only (no pointers), so a task holding it can move between threads; the
+/// kernel's header arrays are built on the stack for each call.
+pub struct RecvBatch {
+    /// `BATCH` slots of `SLOT` bytes.
+    slots: Vec<u8>,
+    /// Sender of each datagram.
+    addrs: Box<[SockAddrStorage; BATCH]>,
+    /// Length of each sender address.
+    addr_lens: [libc::socklen_t; BATCH],
+    /// Length of each datagram.
+    lens: [usize; BATCH],
+    /// How many slots the last receive filled.
+    count: usize,
+}
+
+impl RecvBatch {
+    /// Empty buffers for one batch.
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            slots: vec![0; BATCH * SLOT],
+            addrs: Box::new(std::array::from_fn(|_| SockAddrStorage::zeroed())),
+            addr_lens: [0; BATCH],
+            lens: [0; BATCH],
+            count: 0,
+        }
+    }
+
+    /// How many datagrams the last receive returned.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the last receive returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Datagram `i` of the last receive.
+    pub fn datagram(&self, i: usize) -> &[u8] {
+        &self.slots[i * SLOT..i * SLOT + self.lens[i]]
+    }
+
+    /// The sender of datagram `i`.
+    pub fn sender(&self, i: usize) -> SockAddr {
+        // SAFETY: SockAddrStorage is plain bytes without Drop, so a bitwise copy is a valid
+        // value; the kernel filled it with an address of `addr_lens[i]` bytes, which fits.
+        unsafe { SockAddr::new(std::ptr::read(&self.addrs[i]), self.addr_lens[i]) }
+    }
+
+    /// Receives the datagrams queued on `fd`, up to [`BATCH`], without waiting.
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is queued; any other receive error.
+    pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: iovec and mmsghdr are plain C structs; zeroed is a valid initial value.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let base = self.slots.as_mut_ptr();
+        for i in 0..BATCH {
+            // SAFETY: slot i lies within `slots`, which holds BATCH * SLOT bytes.
+            iovecs[i].iov_base = unsafe { base.add(i * SLOT) }.cast();
+            iovecs[i].iov_len = SLOT;
+            let header = &mut headers[i].msg_hdr;
+            header.msg_name = std::ptr::from_mut(&mut self.addrs[i]).cast();
+            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at live buffers owned by `self` or this frame, each
+        // with its true length; the kernel writes at most that much.
+        let received = unsafe {
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            self.count = 0;
+            return Err(io::Error::last_os_error());
+        }
+        let count = received as usize;
+        for (i, header) in headers[..count].iter().enumerate() {
+            self.lens[i] = header.msg_len as usize;
+            self.addr_lens[i] = header.msg_hdr.msg_namelen;
+        }
+        self.count = count;
+        Ok(count)
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> RecvBatch {
+        RecvBatch::new()
+    }
+}
+
+/// Sends as many of `replies` (bytes, destination) as the socket takes now, in one
+/// system call; at most [`BATCH`] per call.
+///
+/// Returns how many went. `WouldBlock` means none did (the send buffer is full); an error
+/// on the first reply is returned so the caller can skip it and go on.
+pub fn send_batch<'a>(
+    fd: RawFd,
+    replies: impl Iterator<Item = (&'a [u8], &'a SockAddr)>,
+) -> io::Result<usize> {
+    // SAFETY: plain C structs; zeroed is a valid initial value.
+    let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut count = 0;
+    for (i, (bytes, to)) in replies.take(BATCH).enumerate() {
+        iovecs[i].iov_base = bytes.as_ptr().cast_mut().cast();
+        iovecs[i].iov_len = bytes.len();
+        let header = &mut headers[i].msg_hdr;
+        header.msg_name = to.as_ptr().cast_mut().cast();
+        header.msg_namelen = to.len();
+        header.msg_iov = &mut iovecs[i];
+        header.msg_iovlen = 1;
+        count = i + 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    // SAFETY: every header points at live, correctly sized buffers that the kernel only
+    // reads (sendmmsg does not write through msg_iov or msg_name).
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd,
+            headers.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_batch_round_trip_keeps_every_datagram_and_sender() -> io::Result<()> {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let a = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let b = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        a.send_to(b"from a", server.local_addr()?)?;
+        b.send_to(&vec![7u8; 60_000], server.local_addr()?)?;
+        // On loopback a datagram is queued at the receiver before send_to returns.
+        let mut batch = RecvBatch::new();
+        assert_eq!(
+            batch.receive(server.as_raw_fd())?,
+            2,
+            "both datagrams in one batch"
+        );
+        assert_eq!(batch.datagram(0), b"from a");
+        assert_eq!(
+            batch.datagram(1).len(),
+            60_000,
+            "a large datagram is not truncated"
+        );
+        assert_eq!(batch.sender(0).as_socket(), Some(a.local_addr()?));
+        let to_a = batch.sender(0);
+        let to_b = batch.sender(1);
+        let replies = [(&b"one"[..], &to_a), (&b"two"[..], &to_b)];
+        assert_eq!(send_batch(server.as_raw_fd(), replies.into_iter())?, 2);
+        a.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let mut buf = [0u8; 8];
+        let n = a.recv(&mut buf)?;
+        assert_eq!(&buf[..n], b"one");
+        let n = b.recv(&mut buf)?;
+        assert_eq!(&buf[..n], b"two");
+        Ok(())
+    }
+}
