@@ -9,6 +9,16 @@ use std::fmt::Write;
 
 /// Appends the escaped form of `bytes` to `out`.
 pub fn escape_into(out: &mut String, bytes: &[u8]) {
+    // The common case, plain printable ASCII, needs no escaping at all. The check has no
+    // early exit so the compiler can vectorise it.
+    let needs_escaping = bytes.iter().fold(false, |acc, &b| {
+        acc | !(0x20..0x7f).contains(&b) | (b == b'\\')
+    });
+    if !needs_escaping {
+        // SAFETY: every byte is printable ASCII (checked just above), hence valid UTF-8.
+        out.push_str(unsafe { std::str::from_utf8_unchecked(bytes) });
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {

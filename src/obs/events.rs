@@ -200,31 +200,48 @@ impl EventLog {
 }
 
 /// The writer thread: write everything queued, flush when the queue runs dry.
+///
+/// While events keep coming, the thread polls the queue every [`POLL_WHILE_BUSY`]
+/// instead of sleeping on it: a sleeping receiver must be woken by every sender (a
+/// system call per event), a polling one by none. Once a poll finds nothing, it goes
+/// back to sleeping on the queue, so an idle server costs nothing and a lone event is
+/// printed at once.
 fn write_loop(rx: Receiver<Command>, writer: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
     let mut broken = false;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        while let Some(command) = next {
-            match command {
-                Command::Write(text) if !broken => {
-                    // A closed stdout (e.g. `| head`) is a normal way to stop reading.
-                    broken = out.write_all(text.as_bytes()).is_err();
+        loop {
+            while let Some(command) = next {
+                match command {
+                    Command::Write(text) if !broken => {
+                        // A closed stdout (e.g. `| head`) is a normal way to stop reading.
+                        broken = out.write_all(text.as_bytes()).is_err();
+                    }
+                    Command::Write(_) => {}
+                    Command::Flush(ack) => {
+                        broken = broken || out.flush().is_err();
+                        let _ = ack.send(());
+                    }
                 }
-                Command::Write(_) => {}
-                Command::Flush(ack) => {
-                    broken = broken || out.flush().is_err();
-                    let _ = ack.send(());
-                }
+                next = rx.try_recv().ok();
             }
+            if !broken {
+                broken = out.flush().is_err();
+            }
+            std::thread::sleep(POLL_WHILE_BUSY);
             next = rx.try_recv().ok();
-        }
-        if !broken {
-            broken = out.flush().is_err();
+            if next.is_none() {
+                break;
+            }
         }
     }
     let _ = out.flush();
 }
+
+/// How long the writer waits between polls while events keep coming: the most a line
+/// is delayed under load.
+const POLL_WHILE_BUSY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Where a server listens, the way the note prints it (`127.0.0.1:8000`).
 fn listen_address(endpoint: &Endpoint) -> String {
@@ -247,9 +264,12 @@ fn format_seed(event: &Event<'_>) -> String {
         }
         Event::Certificate { .. } => {}
         Event::Connected { peer, .. } => {
-            let _ = writeln!(s, "connected by {peer}");
+            s.push_str("connected by ");
+            peer.push_to(&mut s);
+            s.push('\n');
         }
         Event::Message { received, sent, .. } => {
+            s.reserve(24 + 2 * received.len() + sent.map_or(0, <[u8]>::len));
             s.push_str("receive: ");
             escape_into(&mut s, received);
             s.push('\n');
@@ -264,11 +284,18 @@ fn format_seed(event: &Event<'_>) -> String {
             received,
             sent,
         } => {
-            let _ = write!(s, "recvfrom {peer}: ");
+            s.reserve(40 + 2 * received.len() + sent.map_or(0, <[u8]>::len));
+            s.push_str("recvfrom ");
+            let peer_at = s.len();
+            peer.push_to(&mut s);
+            let peer_end = s.len();
+            s.push_str(": ");
             escape_into(&mut s, received);
             s.push('\n');
             if let Some(sent) = sent {
-                let _ = write!(s, "sendto {peer}: ");
+                s.push_str("sendto ");
+                s.extend_from_within(peer_at..peer_end);
+                s.push_str(": ");
                 escape_into(&mut s, sent);
                 s.push_str("\n\n");
             }

@@ -58,6 +58,31 @@ impl PeerAddr {
     }
 }
 
+impl PeerAddr {
+    /// Appends the address as [`Display`](fmt::Display) would, without the formatting
+    /// machinery for the common IPv4 case: per-message log lines print it every time.
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            PeerAddr::Ip(std::net::SocketAddr::V4(addr)) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in addr.ip().octets().iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(digits.format(*octet));
+                }
+                out.push(':');
+                out.push_str(digits.format(addr.port()));
+            }
+            other => {
+                use std::fmt::Write;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{other}");
+            }
+        }
+    }
+}
+
 impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -120,4 +145,26 @@ fn abstract_path(name: &[u8]) -> std::path::PathBuf {
     bytes.push(0);
     bytes.extend_from_slice(name);
     std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_to_prints_what_display_prints() {
+        let peers = [
+            PeerAddr::Ip("127.0.0.1:50738".parse().unwrap_or_else(|e| panic!("{e}"))),
+            PeerAddr::Ip("255.0.10.9:0".parse().unwrap_or_else(|e| panic!("{e}"))),
+            PeerAddr::Ip("[::1]:8000".parse().unwrap_or_else(|e| panic!("{e}"))),
+            PeerAddr::Unix(Box::new(
+                SockAddr::unix("/tmp/x.sock").unwrap_or_else(|e| panic!("{e}")),
+            )),
+        ];
+        for peer in peers {
+            let mut fast = String::new();
+            peer.push_to(&mut fast);
+            assert_eq!(fast, peer.to_string());
+        }
+    }
 }
