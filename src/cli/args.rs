@@ -395,10 +395,11 @@ pub struct FramingArgs {
     #[arg(long, value_enum, default_value_t = FramingChoice::Raw)]
     pub framing: FramingChoice,
 
-    /// Bytes per read (the note's recv(1024)).
-    #[arg(long, value_name = "BYTES", default_value_t = 1024,
+    /// Bytes per read [default: 1024, the note's recv(1024); 256 KiB for `serve --discard`,
+    /// where only throughput matters].
+    #[arg(long, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
-    pub buffer: u64,
+    pub buffer: Option<u64>,
 
     /// Longest line accepted with --framing line.
     #[arg(long, value_name = "BYTES", default_value_t = 65536,
@@ -685,7 +686,7 @@ mod tests {
             panic!("expected serve");
         };
         assert_eq!(args.endpoint, "tcp");
-        assert_eq!(args.framing.buffer, 1024);
+        assert_eq!(args.framing.buffer, None);
         Ok(())
     }
 

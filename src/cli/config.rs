@@ -127,15 +127,28 @@ fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Option<ClientT
     ClientTls::new(trust, tls.server_name.clone()).map(Some)
 }
 
+/// The read size of the note's `recv(1024)`: the default.
+const NOTE_BUFFER: usize = 1024;
+
+/// The read size for `serve --discard`, which only counts bytes: large reads are what
+/// make a sink fast.
+const DISCARD_BUFFER: usize = 256 * 1024;
+
 /// Zero means "no limit" for timeouts given on the command line.
 fn optional(duration: Duration) -> Option<Duration> {
     (!duration.is_zero()).then_some(duration)
 }
 
 /// The framing rule and read size chosen by the shared flags.
-fn framing(args: &FramingArgs) -> Result<(Framing, usize)> {
-    let buffer =
-        usize::try_from(args.buffer).map_err(|_| Error::Usage("--buffer is too large".into()))?;
+///
+/// `default_buffer` is the read size when `--buffer` is not given.
+fn framing(args: &FramingArgs, default_buffer: usize) -> Result<(Framing, usize)> {
+    let buffer = match args.buffer {
+        Some(bytes) => {
+            usize::try_from(bytes).map_err(|_| Error::Usage("--buffer is too large".into()))?
+        }
+        None => default_buffer,
+    };
     let max_len = usize::try_from(args.max_line)
         .map_err(|_| Error::Usage("--max-line is too large".into()))?;
     let framing = match args.framing {
@@ -153,7 +166,12 @@ impl ServeArgs {
     /// do not fit.
     pub fn into_config(self) -> Result<ServeConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
-        let (framing, buffer_size) = framing(&self.framing)?;
+        let default_buffer = if self.discard {
+            DISCARD_BUFFER
+        } else {
+            NOTE_BUFFER
+        };
+        let (framing, buffer_size) = framing(&self.framing, default_buffer)?;
         let mode = serve_mode(&self, framing)?;
         let responder = if self.echo {
             Responder::Echo
@@ -236,7 +254,7 @@ impl SendArgs {
     /// [`Error::Endpoint`] for a malformed endpoint, [`Error::Io`] if stdin cannot be read.
     pub fn into_config(self) -> Result<SendConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
-        let (framing, buffer_size) = framing(&self.framing)?;
+        let (framing, buffer_size) = framing(&self.framing, NOTE_BUFFER)?;
         let mut options = SendOptions::seed(&endpoint);
         match self.message.as_deref() {
             Some("-") => {
