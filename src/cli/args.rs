@@ -189,28 +189,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Help heading for the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// Options shared by every command.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// No per-connection or per-message lines (the listening line and errors remain).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
 
     /// How events are printed on stdout.
-    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Seed)]
+    #[arg(long, value_enum, global = true, help_heading = GLOBAL, default_value_t = LogFormat::Seed)]
     pub log: LogFormat,
 
     /// Diagnostics shown on stderr: error, warn, info, debug, trace (RUST_LOG overrides).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    #[arg(long, global = true, help_heading = GLOBAL, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
 
     /// Threads [default: one per CPU this process may use]. `serve` runs one accept loop
     /// per thread, each serving its own connections to the end.
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 
     /// When to colour error messages.
-    #[arg(long, value_enum, global = true, default_value_t = ColorChoice::Auto)]
+    #[arg(long, value_enum, global = true, help_heading = GLOBAL, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 }
 
