@@ -7,8 +7,9 @@
 # summary prints medians and each server's ratio to sockit.
 #
 # Servers: sockit; the note's own Python TCP and UDP servers (tests/seed/*.py, the blocking
-# design); a Python asyncio server (bench/peers/asyncio_server.py); ncat and socat set up to
-# give the same replies (bench/peers/*.sh).
+# design); a Python asyncio server (bench/peers/asyncio_server.py); a plain tokio server
+# (examples/plain_tokio.rs); ncat and socat set up to give the same replies
+# (bench/peers/*.sh).
 #
 # The first rows are the head-of-line case the note is about: one idle client holds a
 # connection open and sends nothing, while 10 others run the note's exchange.
@@ -22,6 +23,7 @@
 #      REPS    repetitions of every case (default 3)
 #      ONLY    regex on the case name, e.g. ONLY='^(hol|udp)/'
 #      SOCKIT  the sockit binary (default: `cargo build --release` in this repository)
+#      TOKIO_PLAIN  the plain tokio server (default: built from examples/plain_tokio.rs)
 #      WORKDIR where logs, JSON reports and the summary go (default ${TMPDIR:-/tmp}/sockit-compare)
 #      LG_CPU / SRV_CPU  the CPUs for the load generator and the server (default 0 / 1)
 #      PYTHON  (default python3)
@@ -59,6 +61,11 @@ if [ -z "${SOCKIT:-}" ]; then
   SOCKIT=${CARGO_TARGET_DIR:-$ROOT/target}/release/sockit
 fi
 [ -x "$SOCKIT" ] || { echo "no sockit binary at $SOCKIT" >&2; exit 1; }
+# The plain tokio server (examples/plain_tokio.rs): "typical Rust", for comparison.
+if [ -z "${TOKIO_PLAIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release --locked -q --example plain_tokio) || exit 1
+  TOKIO_PLAIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/plain_tokio
+fi
 
 rm -rf "$OUT"
 mkdir -p "$OUT/logs" "$OUT/json"
@@ -74,19 +81,23 @@ CASES=(
   "hello/sockit|hello|50|tcp|$SOCKIT serve tcp://$HOST:\$PORT -q --close"
   "hello/seed-py|hello|50|tcp|$PY $SEED/tcp_server.py \$PORT"
   "hello/asyncio-py|hello|50|tcp|$PY $PEERS/asyncio_server.py hello \$PORT"
+  "hello/tokio-plain|hello|50|tcp|$TOKIO_PLAIN hello $HOST:\$PORT"
   "hello/ncat|hello|50|tcp|ncat -lk $HOST \$PORT -e $PEERS/hello_tcp_reply.sh"
   "hello/socat|hello|50|tcp|socat $SOCAT_TCP EXEC:$PEERS/hello_tcp_reply.sh"
   "echo/sockit|echo|50|tcp|$SOCKIT serve tcp://$HOST:\$PORT -q --echo"
   "echo/asyncio-py|echo|50|tcp|$PY $PEERS/asyncio_server.py echo \$PORT"
+  "echo/tokio-plain|echo|50|tcp|$TOKIO_PLAIN echo $HOST:\$PORT"
   "echo/ncat|echo|50|tcp|ncat -lk $HOST \$PORT -e /bin/cat"
   "echo/socat|echo|50|tcp|socat $SOCAT_TCP PIPE"
   "udp/sockit|udp|32|udp|$SOCKIT serve udp://$HOST:\$PORT -q"
   "udp/seed-py|udp|32|udp|$PY $SEED/udp_server.py \$PORT"
+  "udp/tokio-plain|udp|32|udp|$TOKIO_PLAIN udp $HOST:\$PORT"
   "udp/asyncio-py|udp|32|udp|$PY $PEERS/asyncio_server.py udp \$PORT"
   "udp/ncat|udp|32|udp|ncat -u -lk $HOST \$PORT -e $PEERS/hello_udp_reply.sh"
   "udp/socat|udp|32|udp|socat -T 1 UDP4-RECVFROM:\$PORT,bind=$HOST,fork EXEC:$PEERS/hello_udp_reply.sh"
   "stream/sockit|stream|1|tcp|$SOCKIT serve tcp://$HOST:\$PORT -q --discard"
   "stream/asyncio-py|stream|1|tcp|$PY $PEERS/asyncio_server.py discard \$PORT"
+  "stream/tokio-plain|stream|1|tcp|$TOKIO_PLAIN discard $HOST:\$PORT"
   "stream/ncat|stream|1|tcp|ncat -lk --recv-only $HOST \$PORT"
   "stream/socat|stream|1|tcp|socat -u $SOCAT_TCP OPEN:/dev/null,wronly"
 )
