@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::{AfterReply, Shared};
 use crate::error::Error;
 use crate::framing::{Framer, Framing};
-use crate::obs::{Event, Tally};
+use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::PeerAddr;
 
 /// Why a connection ended.
@@ -62,6 +62,15 @@ impl End {
     fn is_error(&self) -> bool {
         !matches!(self, End::PeerClosed | End::AfterReply | End::Shutdown)
     }
+
+    /// The metrics class of an error end.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            End::Idle(_) | End::SlowMessage(_) | End::NotReading(_) => ErrorKind::Timeout,
+            End::Failed(e) => ErrorKind::of(e),
+            End::PeerClosed | End::AfterReply | End::Shutdown => ErrorKind::Io,
+        }
+    }
 }
 
 /// What one read produced.
@@ -92,15 +101,16 @@ where
 }
 
 /// Logs the end once, at a level matching how unusual it is, and emits `closed`.
+/// (The connection's span carries its id and peer.)
 fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Shared) {
     let reason = end.reason();
     if end.is_error() {
-        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        shared.stats.count_error(end.kind());
         match end {
             End::Failed(Error::Reset { .. } | Error::ClosedEarly { .. }) => {
-                tracing::info!(conn, %peer, "connection ended: {reason}");
+                tracing::info!("connection ended: {reason}");
             }
-            _ => tracing::warn!(conn, %peer, "closing connection: {reason}"),
+            _ => tracing::warn!("closing connection: {reason}"),
         }
     }
     shared.events.emit(Event::Closed {
@@ -227,6 +237,7 @@ where
         if replied {
             write_reply(stream, output, peer, shared).await?;
             tally.bytes_out += output.len() as u64;
+            tally.replies += 1;
             answered = true;
             if options.after_reply == AfterReply::Close {
                 break;

@@ -12,13 +12,12 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::gate::{self, Gate};
 use super::{Handler, OverLimit, Shared};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
 use crate::obs::hexdump::Direction;
-use crate::obs::{Event, Tally};
+use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
 
 /// Datagrams handled per readiness event before yielding to other tasks.
@@ -101,7 +100,10 @@ async fn answer(
             hex.datagram(Direction::Sent, &peer.to_string(), output);
         }
         match socket.send_to(output, peer).await {
-            Ok(sent) => tally.bytes_out += sent as u64,
+            Ok(sent) => {
+                tally.bytes_out += sent as u64;
+                tally.replies += 1;
+            }
             Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
         }
     }
@@ -178,21 +180,30 @@ async fn run_program(
     let mut tally = Tally {
         messages: 1,
         bytes_in: datagram.len() as u64,
-        bytes_out: 0,
+        ..Tally::default()
     };
     let problem = match &run.end {
         DatagramEnd::Exited(_) | DatagramEnd::Shutdown => None,
-        DatagramEnd::TooMuchOutput => Some(format!(
-            "the program wrote more than one datagram holds; replying with the first {MAX_DATAGRAM} bytes"
+        DatagramEnd::TooMuchOutput => Some((
+            ErrorKind::Program,
+            format!(
+                "the program wrote more than one datagram holds; replying with the first {MAX_DATAGRAM} bytes"
+            ),
         )),
-        DatagramEnd::TimedOut(d) => Some(format!(
-            "the program did not finish within {} and was killed (raise --message-timeout)",
-            humantime::format_duration(*d)
+        DatagramEnd::TimedOut(d) => Some((
+            ErrorKind::Timeout,
+            format!(
+                "the program did not finish within {} and was killed (raise --message-timeout)",
+                humantime::format_duration(*d)
+            ),
         )),
-        DatagramEnd::CannotStart(e) => Some(format!("cannot start `{}`: {e}", spec.command_line())),
+        DatagramEnd::CannotStart(e) => Some((
+            ErrorKind::Program,
+            format!("cannot start `{}`: {e}", spec.command_line()),
+        )),
     };
-    if let Some(problem) = problem {
-        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+    if let Some((kind, problem)) = problem {
+        shared.stats.count_error(kind);
         tracing::warn!(%peer, "datagram from {peer}: {problem}");
     }
     let reply = (!run.output.is_empty()).then_some(run.output.as_slice());
@@ -203,7 +214,10 @@ async fn run_program(
     });
     if let Some(reply) = reply {
         match socket.send_to(reply, peer).await {
-            Ok(sent) => tally.bytes_out += sent as u64,
+            Ok(sent) => {
+                tally.bytes_out += sent as u64;
+                tally.replies += 1;
+            }
             Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
         }
     }

@@ -23,6 +23,7 @@ mod session;
 mod stream;
 
 pub use limits::{Limits, OverLimit};
+pub(crate) use session::{connection_span, record_peer};
 
 use std::sync::Arc;
 
@@ -107,12 +108,15 @@ pub(crate) struct Shared {
     pub options: ServeOptions,
     /// Where per-connection events go.
     pub events: EventLog,
-    /// Totals for the summary.
-    pub stats: Stats,
+    /// Totals for the summary and `--metrics`.
+    pub stats: Arc<Stats>,
     /// Stop signal and task tracking.
     pub shutdown: Shutdown,
     /// The per-connection behaviour, with its run-time state.
     pub handler: Handler,
+    /// Rate-limited access logging for checks made after a PROXY header, in connection
+    /// tasks (the accept loop's own [`gate::Gate`] is not shared).
+    pub late_gate: std::sync::Mutex<gate::Gate>,
 }
 
 /// A [`ServeMode`] made ready to run: the chat room exists only while the server runs.
@@ -144,6 +148,8 @@ pub struct Server {
     socket: Bound,
     /// The options it will serve with.
     options: ServeOptions,
+    /// Live counters, readable while it runs ([`Server::stats`]).
+    stats: Arc<Stats>,
 }
 
 enum Bound {
@@ -182,11 +188,23 @@ impl Server {
                 (Bound::Datagram(socket), local)
             }
         };
+        if options.layers.proxy.is_on() && endpoint.delivery() == Delivery::Datagram {
+            return Err(Error::Usage(format!(
+                "--proxy-protocol reads a header at the start of each connection; {endpoint} \
+                 is a datagram endpoint"
+            )));
+        }
         Ok(Server {
             local,
             socket,
             options,
+            stats: Arc::default(),
         })
+    }
+
+    /// The live counters (for `--metrics`); [`Stats::summary`] reads them.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
     /// The endpoint actually bound (with the kernel's port when 0 was asked for).
@@ -216,8 +234,9 @@ impl Server {
             handler: Handler::new(&self.options.mode),
             options: self.options,
             events,
-            stats: Stats::default(),
+            stats: Arc::clone(&self.stats),
             shutdown: shutdown.clone(),
+            late_gate: std::sync::Mutex::default(),
         });
         match self.socket {
             Bound::Stream(listener) => stream::accept_loop(listener, &shared).await,

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::gate::{self, Gate, Slot};
-use super::session::handle_connection;
+use super::session::serve_accepted;
 use super::{OverLimit, Shared};
 use crate::transport::StreamListener;
 
@@ -44,7 +44,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                if !gate.admit(&peer, "connection", shared) {
+                if !gate.admit_connection(&peer, shared) {
                     // Closed at once: dropping the stream sends our FIN.
                     continue;
                 }
@@ -57,24 +57,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 };
                 next_id += 1;
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let task_shared = Arc::clone(shared);
-                let id = next_id;
-                shared.shutdown.spawn(async move {
-                    // TLS handshake and --hex tap, in this task so accepting never waits.
-                    match task_shared
-                        .options
-                        .layers
-                        .wrap_accepted(stream, &peer, id)
-                        .await
-                    {
-                        Ok(stream) => handle_connection(stream, peer, id, &task_shared).await,
-                        Err(e) => {
-                            task_shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(conn = id, %peer, "{e}");
-                        }
-                    }
-                    drop(slot);
-                });
+                // PROXY header, late access check, TLS, --hex and the behaviour: all in
+                // the connection's own task (and span), so accepting never waits.
+                let task = serve_accepted(stream, peer, next_id, Arc::clone(shared), slot);
+                shared.shutdown.spawn(task);
             }
             Err(e) if is_per_connection(&e) => {
                 tracing::debug!("a connection failed before it was accepted: {e}");

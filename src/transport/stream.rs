@@ -16,11 +16,12 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use super::activation::{self, ListenSource};
 use super::sockopt::{ListenOptions, tcp_listener};
 use super::tls::ClientTls;
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, unix_peer, unix_sockaddr};
-use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
+use crate::endpoint::{Delivery, Endpoint, Host, HostPort, UnixAddr};
 use crate::error::{Error, Result};
 
 /// A socket accepting stream connections, of whichever transport the endpoint named.
@@ -80,6 +81,9 @@ impl StreamListener {
     /// [`Error::AddrInUse`], [`Error::PermissionDenied`], [`Error::NotASocket`],
     /// [`Error::HostNotFound`] or [`Error::Listen`], each naming the address.
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<StreamListener> {
+        if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Stream {
+            return activation::stream_listener(endpoint, opts.backlog);
+        }
         match endpoint {
             Endpoint::Tcp(hp) | Endpoint::Tls(hp) => bind_tcp(endpoint, hp, opts).await,
             Endpoint::Unix(addr) => bind_unix(endpoint, addr, opts),
@@ -116,7 +120,19 @@ impl StreamListener {
                 (Ok(addr), _) => Endpoint::Tcp(host_port(addr)),
                 (Err(_), _) => requested.clone(),
             },
-            StreamListener::Unix(..) => requested.clone(),
+            StreamListener::Unix(listener, _) => {
+                match listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Into::into))
+                {
+                    // A socket from systemd is wherever its unit put it.
+                    Some(path) if matches!(requested, Endpoint::Unix(UnixAddr::Path(_))) => {
+                        Endpoint::Unix(UnixAddr::Path(path))
+                    }
+                    _ => requested.clone(),
+                }
+            }
         }
     }
 }
