@@ -131,7 +131,7 @@ pub fn server_metrics(summary: &Summary, transport: &str) -> String {
     let counters: [(&str, &str, u64); 9] = [
         (
             "sockit_connections_accepted_total",
-            "Connections accepted and served (stream endpoints).",
+            "Connections accepted (stream endpoints); with --proxy-protocol this includes connections later closed for a bad header or denied by their real address.",
             summary.connections,
         ),
         (
@@ -151,7 +151,7 @@ pub fn server_metrics(summary: &Summary, transport: &str) -> String {
         ),
         (
             "sockit_messages_received_total",
-            "Messages (or datagrams) received and handled.",
+            "Messages (or datagrams) received and handled; an open connection adds its count when it closes or every 4096 messages.",
             summary.messages,
         ),
         (

@@ -14,7 +14,7 @@ use super::copy::pipe;
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
-use crate::server::{connection_span, record_peer};
+use crate::server::{connection_span, record_client, record_socket_peer};
 use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
@@ -110,15 +110,14 @@ struct Delivered {
 /// One client, start to end: PROXY header, handshake, connect to the target, copy,
 /// report. Runs inside the connection's span.
 async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64, shared: &Shared) {
-    let peer = match shared
-        .options
-        .layers
-        .client_address(&mut accepted, &socket_peer)
-        .await
-    {
+    let layers = &shared.options.layers;
+    let span = tracing::Span::current();
+    let proxied = layers.proxy.is_on();
+    record_socket_peer(&span, proxied, &socket_peer);
+    let peer = match layers.client_address(&mut accepted, &socket_peer).await {
         Ok(Some(peer)) => peer,
         Ok(None) => {
-            tracing::debug!(%socket_peer, "closed before sending a PROXY header (a health check?)");
+            tracing::debug!("closed before sending a PROXY header (a health check?)");
             return;
         }
         Err(e) => {
@@ -127,7 +126,7 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
             return;
         }
     };
-    record_peer(&tracing::Span::current(), &peer, &socket_peer);
+    record_client(&span, proxied, &peer);
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
     shared.events.emit(Event::Connected { conn, peer: &peer });
     let delivered = Delivered::default();

@@ -66,9 +66,8 @@ async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
                 }
             }
         }
-        if tally.messages >= Tally::FLUSH_EVERY {
-            shared.stats.absorb(&mut tally);
-        }
+        // Once per batch (not per datagram), so live metrics stay current.
+        shared.stats.absorb(&mut tally);
     }
     shared.stats.absorb(&mut tally);
 }

@@ -23,7 +23,7 @@ mod session;
 mod stream;
 
 pub use limits::{Limits, OverLimit};
-pub(crate) use session::{connection_span, record_peer};
+pub(crate) use session::{connection_span, record_client, record_socket_peer};
 
 use std::sync::Arc;
 

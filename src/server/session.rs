@@ -64,11 +64,18 @@ pub(crate) fn connection_span(conn: u64) -> tracing::Span {
     )
 }
 
-/// Records the client in the connection's span (and the balancer, if one spoke for it).
-pub(crate) fn record_peer(span: &tracing::Span, client: &PeerAddr, socket_peer: &PeerAddr) {
-    span.record("peer", tracing::field::display(client));
-    if client != socket_peer {
-        span.record("via", tracing::field::display(socket_peer));
+/// Records the socket's peer in the connection's span: as `via` when a PROXY header is
+/// expected (it is the load balancer), else as `peer`. Call before anything is logged.
+pub(crate) fn record_socket_peer(span: &tracing::Span, proxied: bool, socket_peer: &PeerAddr) {
+    let field = if proxied { "via" } else { "peer" };
+    span.record(field, tracing::field::display(socket_peer));
+}
+
+/// Records the client the PROXY header named (with the header off, the socket peer is
+/// already recorded).
+pub(crate) fn record_client(span: &tracing::Span, proxied: bool, client: &PeerAddr) {
+    if proxied {
+        span.record("peer", tracing::field::display(client));
     }
 }
 
@@ -97,10 +104,12 @@ async fn prepare_and_serve(
     span: tracing::Span,
 ) {
     let layers = &shared.options.layers;
+    let proxied = layers.proxy.is_on();
+    record_socket_peer(&span, proxied, &socket_peer);
     let peer = match layers.client_address(&mut stream, &socket_peer).await {
         Ok(Some(peer)) => peer,
         Ok(None) => {
-            tracing::debug!(%socket_peer, "closed before sending a PROXY header (a health check?)");
+            tracing::debug!("closed before sending a PROXY header (a health check?)");
             return;
         }
         Err(e) => {
@@ -109,8 +118,8 @@ async fn prepare_and_serve(
             return;
         }
     };
-    record_peer(&span, &peer, &socket_peer);
-    if layers.proxy.is_on() && !shared.admit_late(&peer) {
+    record_client(&span, proxied, &peer);
+    if proxied && !shared.admit_late(&peer) {
         return;
     }
     match layers.wrap_accepted(stream, &peer, conn).await {
