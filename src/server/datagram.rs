@@ -2,8 +2,8 @@
 //!
 //! One loop serves every sender; nothing waits on a client, so a silent client cannot
 //! block anyone. When the socket is readable the loop drains it (up to a batch, then yields
-//! to other tasks) before waiting again, so a busy server pays for readiness once per
-//! batch, not once per datagram.
+//! to other tasks, so a flood cannot monopolise a worker thread) before waiting again, so
+//! a busy server pays for readiness once per batch, not once per datagram.
 //!
 //! Datagrams from senders the access rules deny are dropped (counted, and logged at a
 //! bounded rate). With `--exec`, each datagram runs the program in its own task (the
@@ -52,13 +52,17 @@ async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
             tracing::warn!("waiting for datagrams failed: {e}");
             continue;
         }
+        let mut drained = false;
         for _ in 0..BATCH {
             match socket.try_recv_from(&mut buf) {
                 Ok((_, peer)) if !gate.admit(&peer, "datagram", shared) => {}
                 Ok((len, peer)) => {
                     answer(&socket, &buf[..len], &peer, &mut output, shared, &mut tally).await;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) => {
                     // E.g. an ICMP error queued on the socket: it concerns one peer only.
                     tracing::debug!("receive failed: {e}");
@@ -68,6 +72,12 @@ async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
         }
         // Once per batch (not per datagram), so live metrics stay current.
         shared.stats.absorb(&mut tally);
+        if !drained {
+            // Still more queued (a flood): let the other tasks on this thread run before
+            // the next batch. `readable()` alone would return at once and keep the thread
+            // for thousands of datagrams, so a flood would delay TCP clients.
+            tokio::task::yield_now().await;
+        }
     }
     shared.stats.absorb(&mut tally);
 }

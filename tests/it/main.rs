@@ -6,6 +6,7 @@ mod access;
 mod concurrency;
 mod connect;
 mod errors;
+mod faults;
 mod hexdump;
 mod ops;
 mod peers;
