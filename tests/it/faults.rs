@@ -507,6 +507,7 @@ async fn a_udp_flood_does_not_stop_a_connected_tcp_client_being_served() {
     let mut reader = tokio::io::BufReader::new(reader);
     let mut line = String::new();
     let started = Instant::now();
+    let sent_before = sent.load(Ordering::Relaxed);
     for i in 0..2000 {
         crate::util::within("a TCP exchange during the flood", async {
             writer.write_all(format!("tcp {i}\n").as_bytes()).await?;
@@ -544,6 +545,10 @@ async fn a_udp_flood_does_not_stop_a_connected_tcp_client_being_served() {
         "the flood never reached the UDP server"
     );
     assert_eq!(tcp_summary.messages, 2000);
+    assert!(
+        sent_during > sent_before,
+        "the flood stopped before the TCP exchanges ended"
+    );
 }
 
 #[test]
