@@ -17,10 +17,10 @@
 //! [`notify_ready`] and [`notify_stopping`] tell a `Type=notify` unit about start-up and
 //! shutdown (no-ops outside systemd).
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 
 use super::datagram::DatagramSocket;
 use super::stream::StreamListener;
@@ -76,19 +76,24 @@ fn take(endpoint: &Endpoint) -> Result<Socket> {
             )));
         }
     };
+    // Check before owning: if the descriptor is not the socket we expect (a launcher that
+    // set LISTEN_PID but passed nothing), it belongs to someone else in this process
+    // (tokio's epoll, say) and must not be closed by us.
+    // SAFETY: `listen_fds` has just changed this descriptor's flags, so it is open; it is
+    // only borrowed for the checks, which do not close it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    check_kind(&SockRef::from(&borrowed), endpoint, fd, &name).map_err(fail)?;
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Err(fail(format!("fd {fd} was already taken by this process")));
     }
-    // SAFETY: systemd passed this descriptor to us and nothing else in the process owns it:
+    // SAFETY: systemd passed this socket to us and nothing else in the process owns it:
     // `TAKEN` makes this the only place that wraps it, once.
-    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    check_kind(&socket, endpoint, fd, &name).map_err(fail)?;
-    Ok(socket)
+    Ok(Socket::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Whether the passed socket fits the endpoint: stream or datagram, IP or Unix.
 fn check_kind(
-    socket: &Socket,
+    socket: &SockRef<'_>,
     endpoint: &Endpoint,
     fd: RawFd,
     name: &str,

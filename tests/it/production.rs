@@ -668,7 +668,13 @@ fn spawn_with_fd3(socket: &impl std::os::fd::AsRawFd, args: &[&str]) -> Proc {
     // SAFETY: dup2 is async-signal-safe; it only touches the child's descriptor table.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec set: clear it instead.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
