@@ -776,6 +776,19 @@ fn systemd_without_a_socket_or_with_the_wrong_kind_is_a_clear_error() {
         stderr.contains("tcp://127.0.0.1:8000 needs a stream socket"),
         "{stderr}"
     );
+
+    // Not a socket at all: refused with a message, and the descriptor is not closed
+    // behind the runtime's back (which would abort the process).
+    let file = tempfile::tempfile().unwrap_or_else(|e| panic!("{e}"));
+    let mut server = spawn_with_fd3(&file, &["serve", "tcp", "--systemd"]);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(6), "{}", server.report());
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("fd 3 (unknown) is not a usable socket"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fatal runtime error"), "{stderr}");
 }
 
 #[test]
