@@ -45,7 +45,7 @@ start() {
 }
 
 start tcp tcp://127.0.0.1:0 --echo --framing line --idle-timeout "${IDLE}s" \
-  --message-timeout 3s --max-conns 3000 --max-conns-mode refuse --backlog 4096
+  --message-timeout 3s --max-conns 900 --max-conns-mode refuse --backlog 4096
 start udp udp://127.0.0.1:0 --echo
 
 # Sample the TCP server's memory once a second.
