@@ -815,9 +815,25 @@ fn sighup_drains_like_sigterm_and_a_second_signal_exits_at_once() {
 
     // A TLS client that never starts its handshake keeps the drain waiting (the
     // handshake has its own 10 s limit, the grace is 30 s); a second signal ends it now.
-    let mut server = Proc::sockit(&["serve", "tls://127.0.0.1:0", "--grace", "30s", "-q"]);
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tls://127.0.0.1:0",
+        "--grace",
+        "30s",
+        "--metrics",
+        "127.0.0.1:0",
+        "-q",
+    ]);
     let addr = server.listening();
+    let metrics = metrics_addr(&server);
     let stalled = connect(&addr);
+    // Accepted (its handshake task running) before the signal, or there is nothing to drain.
+    scrape_until(
+        &server,
+        &metrics,
+        "the stalled client to be accepted",
+        |m| m.count("sockit_connections_accepted_total", "tls") == 1,
+    );
     server.signal(libc::SIGHUP);
     stderr_line(&server, "the SIGHUP line", |l| {
         l.contains("SIGHUP received: stopping")
