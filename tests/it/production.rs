@@ -655,8 +655,6 @@ fn the_relay_reads_the_proxy_header_and_forwards_only_the_data() {
 /// Runs `sockit ARGS` with `socket` as file descriptor 3 and `LISTEN_FDS=1`,
 /// `LISTEN_PID=<its pid>` (set by a `sh` that then execs sockit, keeping its pid).
 fn spawn_with_fd3(socket: &impl std::os::fd::AsRawFd, args: &[&str]) -> Proc {
-    use std::os::unix::process::CommandExt;
-    let fd = socket.as_raw_fd();
     let mut cmd = std::process::Command::new("sh");
     cmd.arg("-c")
         .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
@@ -665,7 +663,16 @@ fn spawn_with_fd3(socket: &impl std::os::fd::AsRawFd, args: &[&str]) -> Proc {
         .env("LISTEN_FDS", "1")
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG");
-    // SAFETY: dup2 is async-signal-safe; it only touches the child's descriptor table.
+    pass_as_fd3(&mut cmd, socket);
+    Proc::spawn(cmd, false)
+}
+
+/// Makes `socket` file descriptor 3 of the program `cmd` runs.
+fn pass_as_fd3(cmd: &mut std::process::Command, socket: &impl std::os::fd::AsRawFd) {
+    use std::os::unix::process::CommandExt;
+    let fd = socket.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe; they only touch the child's
+    // descriptor table.
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself would keep close-on-exec set: clear it instead.
@@ -680,7 +687,61 @@ fn spawn_with_fd3(socket: &impl std::os::fd::AsRawFd, args: &[&str]) -> Proc {
             Ok(())
         });
     }
-    Proc::spawn(cmd, false)
+}
+
+/// HAProxy, the reference implementation of the PROXY protocol, in front of sockit: the
+/// client's own address must reach sockit's events through both header versions.
+/// HAProxy cannot bind port 0, so it gets a listener we bound, as `fd@3`.
+#[test]
+fn haproxy_send_proxy_v1_and_v2_give_sockit_the_clients_address() {
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--echo",
+        "--framing",
+        "line",
+        "--proxy-protocol",
+        "--log",
+        "text",
+    ]);
+    let line = server.wait_for_line("listening", |l| l.contains("listening"));
+    let sockit_addr = endpoint_addr(&line);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (conn, send_proxy) in [(1, "send-proxy"), (2, "send-proxy-v2")] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let front = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let config = dir.path().join(format!("{send_proxy}.cfg"));
+        std::fs::write(
+            &config,
+            format!(
+                "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                 frontend front\n  bind fd@3\n  default_backend sockit\n\
+                 backend sockit\n  server s1 {sockit_addr} {send_proxy}\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = std::process::Command::new("haproxy");
+        cmd.arg("-f").arg(&config).arg("-db");
+        pass_as_fd3(&mut cmd, &listener);
+        let haproxy = Proc::spawn(cmd, false);
+        drop(listener);
+        // The listener exists already: the connection waits in its backlog for HAProxy.
+        let mut client = connect(&front.to_string());
+        let me = local(&client);
+        assert_eq!(
+            echo_lines(&mut client, &[send_proxy]),
+            [send_proxy],
+            "through HAProxy\n{}",
+            haproxy.report()
+        );
+        assert_eq!(
+            connected_peer(&mut server, conn),
+            me.to_string(),
+            "sockit must see the client, not HAProxy ({send_proxy})\n{}",
+            haproxy.report()
+        );
+        drop(client);
+    }
 }
 
 #[test]
