@@ -254,6 +254,12 @@ impl Relay {
                 "{listen} needs a certificate: set RelayOptions::layers.tls (the CLI makes one)"
             )));
         }
+        if options.layers.proxy.is_on() && listen.delivery() == Delivery::Datagram {
+            return Err(Error::Usage(format!(
+                "--proxy-protocol reads a header at the start of each connection; {listen} \
+                 is a datagram endpoint"
+            )));
+        }
         let (socket, local) = match listen.delivery() {
             Delivery::Stream => {
                 let listener = StreamListener::bind(listen, &options.listen).await?;

@@ -176,6 +176,12 @@ impl Server {
                 "{endpoint} needs a certificate: set ServeOptions::layers.tls (the CLI makes one)"
             )));
         }
+        if options.layers.proxy.is_on() && endpoint.delivery() == Delivery::Datagram {
+            return Err(Error::Usage(format!(
+                "--proxy-protocol reads a header at the start of each connection; {endpoint} \
+                 is a datagram endpoint"
+            )));
+        }
         let (socket, local) = match endpoint.delivery() {
             Delivery::Stream => {
                 let listener = StreamListener::bind(endpoint, &options.listen).await?;
@@ -188,12 +194,6 @@ impl Server {
                 (Bound::Datagram(socket), local)
             }
         };
-        if options.layers.proxy.is_on() && endpoint.delivery() == Delivery::Datagram {
-            return Err(Error::Usage(format!(
-                "--proxy-protocol reads a header at the start of each connection; {endpoint} \
-                 is a datagram endpoint"
-            )));
-        }
         Ok(Server {
             local,
             socket,

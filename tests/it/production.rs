@@ -218,6 +218,23 @@ fn udp_and_relay_metrics_parse_and_carry_their_transport() {
 }
 
 #[test]
+fn proxy_protocol_on_a_datagram_endpoint_is_a_usage_error() {
+    for args in [
+        &["serve", "udp://127.0.0.1:0", "--proxy-protocol"][..],
+        &[
+            "relay",
+            "udp://127.0.0.1:0",
+            "udp://127.0.0.1:9",
+            "--proxy-protocol",
+        ][..],
+    ] {
+        let output = run_sockit(args, None);
+        assert_eq!(code(&output), 2, "{}", crate::util::describe(&output));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("is a datagram endpoint"));
+    }
+}
+
+#[test]
 fn a_metrics_address_that_is_not_a_stream_is_a_usage_error() {
     let output = run_sockit(
         &[
