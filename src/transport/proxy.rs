@@ -455,6 +455,19 @@ mod tests {
     }
 
     #[test]
+    fn a_v1_prefix_ending_in_a_separator_is_not_malformed() {
+        // `ppp` on its own calls this malformed (empty destination port): the reason the
+        // framing here waits for the CRLF before handing a v1 line to it.
+        for prefix in [
+            &b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 "[..],
+            b"PROXY TCP4 192.0.2.7 ",
+            b"PROXY TCP6 ::1 ::1 1 2\r",
+        ] {
+            assert_eq!(parse(prefix), Parsed::NeedMore, "{prefix:?}");
+        }
+    }
+
+    #[test]
     fn v2_proxy_local_and_unspecified() {
         let addresses = [192, 0, 2, 7, 198, 51, 100, 1, 0x9c, 0x40, 1, 187];
         let header = v2(1, 0x11, &addresses, &[0x04, 0, 1, 42]); // with a NOOP TLV
