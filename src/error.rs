@@ -175,6 +175,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// `--proxy-protocol`: a connection did not start with a valid PROXY protocol header.
+    #[error(
+        "bad PROXY protocol header from {peer}: {reason}; with --proxy-protocol every connection must come through a load balancer that sends one (HAProxy send-proxy, nginx proxy_protocol on)"
+    )]
+    ProxyHeader {
+        /// The socket peer (the load balancer, or whoever connected directly).
+        peer: String,
+        /// What was wrong, in words.
+        reason: String,
+    },
+
+    /// `--systemd`: the socket systemd should have passed is missing or unusable.
+    #[error("cannot use the socket from systemd: {reason}")]
+    Activation {
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
     /// `probe` found no open port: the `nc -z` "failure" exit, with the count.
     #[error("no open port on {host} among {probed} probed")]
     NoneOpen {
@@ -224,13 +242,15 @@ impl Error {
             Error::AddrInUse { .. }
             | Error::PermissionDenied { .. }
             | Error::NotASocket { .. }
-            | Error::Listen { .. } => ExitStatus::CannotListen,
+            | Error::Listen { .. }
+            | Error::Activation { .. } => ExitStatus::CannotListen,
             Error::Tls { .. } | Error::TlsSetup { .. } => ExitStatus::Tls,
             Error::Connect { .. }
             | Error::ClosedEarly { .. }
             | Error::Reset { .. }
             | Error::DatagramTooLarge { .. }
             | Error::LineTooLong { .. }
+            | Error::ProxyHeader { .. }
             | Error::NoneOpen { .. }
             | Error::NothingMeasured { .. }
             | Error::Io { .. } => ExitStatus::Failure,

@@ -8,7 +8,8 @@
 //!
 //! * [`cli`]: command line → typed configuration;
 //! * [`endpoint`]: the endpoint syntax (`tcp://`, `udp://`, `unix:`, …), pure parsing;
-//! * [`transport`]: endpoints → listening and connected sockets;
+//! * [`transport`]: endpoints → listening and connected sockets (bound, or passed by
+//!   systemd); the PROXY protocol header, TLS and `--hex` layers of accepted connections;
 //! * [`framing`]: a byte stream → messages;
 //! * [`behaviour`]: a message → its answer (reply, echo, discard), or a whole connection
 //!   → a program (`--exec`) or the chat room (`--chat`);
@@ -19,8 +20,8 @@
 //! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
 //! * [`idle`]: "no traffic either way for so long", shared by connect and relay;
 //! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
-//! * [`shutdown`]: signals → graceful, bounded drain;
-//! * [`obs`]: events on stdout, diagnostics on stderr, counters;
+//! * [`shutdown`]: signals (SIGTERM, SIGINT, SIGHUP) → graceful, bounded drain;
+//! * [`obs`]: events on stdout, diagnostics on stderr, counters and `--metrics`;
 //! * [`error`]: every failure with its message and exit code.
 
 pub mod access;

@@ -98,10 +98,15 @@ impl Shutdown {
     }
 }
 
-/// Turns SIGINT and SIGTERM into [`Shutdown::trigger`]; a second signal exits at once.
+/// Turns SIGINT, SIGTERM and SIGHUP into [`Shutdown::trigger`]; a second signal (of any
+/// of them) exits at once.
 ///
 /// The second signal is the user saying "now": exit code 130 (interrupted), without
 /// waiting for the grace period.
+///
+/// SIGHUP drains like SIGTERM rather than reloading: sockit has no configuration file to
+/// re-read, and a hang-up (the terminal closed) means nobody is there any more; its
+/// default action would kill the process at once and cut in-flight replies.
 ///
 /// # Errors
 /// When the signal handlers cannot be installed.
@@ -109,16 +114,19 @@ pub fn install_signal_handlers(shutdown: Shutdown) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         let mut seen = 0;
         loop {
             let name = tokio::select! {
                 _ = interrupt.recv() => "SIGINT",
                 _ = terminate.recv() => "SIGTERM",
+                _ = hangup.recv() => "SIGHUP",
             };
             seen += 1;
             if seen == 1 {
                 tracing::info!("{name} received: stopping (send it again to exit at once)");
+                crate::transport::activation::notify_stopping();
                 shutdown.trigger();
             } else {
                 tracing::warn!("{name} received again: exiting now");

@@ -226,6 +226,11 @@ fn start(spec: &ExecSpec, client: &ClientInfo<'_>) -> io::Result<Running> {
         // Its own group: the server can kill everything it started (a `sh -c` pipeline
         // included), and a Ctrl-C at the terminal reaches the server, which then decides.
         .process_group(0)
+        // Socket activation is sockit's, not the program's (the descriptors are
+        // close-on-exec already; this keeps the environment honest too).
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
         .env("SOCKIT_CONN", client.conn.to_string())
         .env("SOCKIT_PEER", client.peer.to_string());
     if let PeerAddr::Ip(addr) = client.peer {

@@ -81,7 +81,25 @@ Access and limits:
   sockit serve 0.0.0.0:9000 --echo --allow 10.0.0.0/8 --deny 10.0.0.13
                                         deny wins; with any --allow, only those ranges get in
   sockit serve 9000 --echo --max-conns 100 --max-conns-mode refuse
-                                        client 101 is closed at once instead of waiting";
+                                        client 101 is closed at once instead of waiting
+
+Running in production:
+  sockit serve 0.0.0.0:9000 --echo --metrics 127.0.0.1:9100
+                                        Prometheus text at http://127.0.0.1:9100/metrics
+  sockit serve 0.0.0.0:9000 --echo --proxy-protocol --allow 203.0.113.0/24
+                                        behind HAProxy/nginx/a cloud balancer: logs and
+                                        --allow/--deny use the client's real address
+  sockit serve tls --systemd --cert c.pem --key k.pem
+                                        serve TLS on the socket a systemd .socket unit passed
+  sockit serve 9000 --log json --log-level warn
+                                        machine-readable lines; each names its conn id and peer
+
+Signals:
+  SIGTERM, SIGINT (Ctrl-C), SIGHUP      stop accepting, finish in-flight exchanges within
+                                        --grace, print the summary, exit 0
+  the same signal again                 exit at once with status 130
+  SIGHUP does not reload anything: sockit has no configuration to re-read. A closed
+  terminal (or `kill -HUP`) therefore drains and stops it, like SIGTERM.";
 
 const SEND_EXAMPLES: &str = "\
 Examples:
@@ -121,8 +139,11 @@ Examples:
 
 Each client gets its own connection to the target; bytes are copied both ways through
 fixed buffers (--buffer per direction), so a slow side slows the other and memory stays
-bounded; half-close is passed on. Ctrl-C stops accepting, lets open connections finish
-within --grace, and prints a summary.";
+bounded; half-close is passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, lets open
+connections finish within --grace, and prints a summary; a second signal exits at once (130).
+
+  sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --proxy-protocol --metrics 9100
+                                        behind a load balancer, with Prometheus metrics";
 
 const PROBE_EXAMPLES: &str = "\
 Examples:
@@ -255,6 +276,8 @@ pub enum Command {
 const MODES: &str = "Modes (one per server)";
 /// Help heading for access control, limits and timeouts.
 const LIMITS: &str = "Access and limits";
+/// Help heading for metrics, load balancers and socket activation.
+const PRODUCTION: &str = "Running in production";
 
 impl Command {
     /// Whether the command starts its own threads (thread-per-core `serve`, `bench`), so
@@ -360,6 +383,22 @@ pub struct ServeArgs {
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
+    /// 9100, unix:/run/sockit-metrics.sock).
+    #[arg(long, help_heading = PRODUCTION, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Every connection starts with a HAProxy PROXY protocol header (v1 or v2), as load
+    /// balancers send it: logs, events and --allow/--deny then use the real client
+    /// address. A connection without a valid header within 5s is closed and logged.
+    #[arg(long, help_heading = PRODUCTION)]
+    pub proxy_protocol: bool,
+
+    /// Serve on the socket systemd passed (socket activation, LISTEN_FDS) instead of
+    /// binding; ENDPOINT then only names the protocol: tcp, tls, udp, unix:PATH, unixgram:PATH.
+    #[arg(long, help_heading = PRODUCTION)]
+    pub systemd: bool,
 }
 
 /// The listening side of TLS (`serve`, `relay`).
@@ -536,6 +575,22 @@ pub struct RelayArgs {
     /// Dump the clients' traffic (both directions) as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
+    /// 9100, unix:/run/sockit-metrics.sock).
+    #[arg(long, help_heading = PRODUCTION, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Every connection starts with a HAProxy PROXY protocol header (v1 or v2), as load
+    /// balancers send it: logs, events and events then use the real client
+    /// address. A connection without a valid header within 5s is closed and logged.
+    #[arg(long, help_heading = PRODUCTION)]
+    pub proxy_protocol: bool,
+
+    /// Serve on the socket systemd passed (socket activation, LISTEN_FDS) instead of
+    /// binding; LISTEN_ENDPOINT then only names the protocol.
+    #[arg(long, help_heading = PRODUCTION)]
+    pub systemd: bool,
 }
 
 /// `sockit probe`.

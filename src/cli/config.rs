@@ -26,7 +26,7 @@ use crate::probe::ProbeOptions;
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::tls::{ClientTls, ServerTls, Trust};
-use crate::transport::{ConnectOptions, Layers, ListenOptions};
+use crate::transport::{ConnectOptions, Layers, ListenOptions, ListenSource, ProxyProtocol};
 
 /// A validated `serve` command.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub endpoint: Endpoint,
     /// How to serve.
     pub options: ServeOptions,
+    /// `--metrics`: where to serve Prometheus metrics.
+    pub metrics: Option<Endpoint>,
 }
 
 /// A validated `send` command.
@@ -62,6 +64,8 @@ pub struct RelayConfig {
     pub listen: Endpoint,
     /// Where to send them and how.
     pub options: RelayOptions,
+    /// `--metrics`: where to serve Prometheus metrics.
+    pub metrics: Option<Endpoint>,
 }
 
 /// A validated `probe` command.
@@ -103,6 +107,30 @@ fn server_layers(endpoint: &Endpoint, tls: &TlsServerArgs, hex: bool) -> Result<
         hex: hex_dump(hex),
         ..Layers::default()
     })
+}
+
+/// `--proxy-protocol` as a layer setting.
+fn proxy_protocol(on: bool) -> ProxyProtocol {
+    if on {
+        ProxyProtocol::required()
+    } else {
+        ProxyProtocol::Off
+    }
+}
+
+/// `--systemd`: where the listening socket comes from.
+fn listen_source(systemd: bool) -> ListenSource {
+    if systemd {
+        ListenSource::Systemd
+    } else {
+        ListenSource::Bind
+    }
+}
+
+/// Parses `--metrics ADDR` (any stream endpoint form; checked when bound).
+fn metrics_endpoint(text: Option<&str>) -> Result<Option<Endpoint>> {
+    text.map(|t| t.parse::<Endpoint>().map_err(Error::from))
+        .transpose()
 }
 
 /// The TLS client for a `tls://` endpoint (`None` for other schemes).
@@ -208,11 +236,20 @@ impl ServeArgs {
             },
             listen: ListenOptions {
                 backlog: self.backlog,
+                source: listen_source(self.systemd),
                 ..ListenOptions::default()
             },
-            layers: server_layers(&endpoint, &self.tls, self.hex)?,
+            layers: Layers {
+                proxy: proxy_protocol(self.proxy_protocol),
+                ..server_layers(&endpoint, &self.tls, self.hex)?
+            },
         };
-        Ok(ServeConfig { endpoint, options })
+        let metrics = metrics_endpoint(self.metrics.as_deref())?;
+        Ok(ServeConfig {
+            endpoint,
+            options,
+            metrics,
+        })
     }
 }
 
@@ -336,18 +373,27 @@ impl RelayArgs {
         };
         let options = RelayOptions {
             connect,
-            layers: server_layers(&listen, &self.tls_listen, self.hex)?,
+            layers: Layers {
+                proxy: proxy_protocol(self.proxy_protocol),
+                ..server_layers(&listen, &self.tls_listen, self.hex)?
+            },
             buffer_size,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
             grace: self.grace,
             listen: ListenOptions {
                 backlog: self.backlog,
+                source: listen_source(self.systemd),
                 ..ListenOptions::default()
             },
             ..RelayOptions::new(target)
         };
-        Ok(RelayConfig { listen, options })
+        let metrics = metrics_endpoint(self.metrics.as_deref())?;
+        Ok(RelayConfig {
+            listen,
+            options,
+            metrics,
+        })
     }
 }
 

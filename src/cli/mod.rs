@@ -7,13 +7,16 @@ pub mod config;
 
 pub use args::Cli;
 
+use std::sync::Arc;
+
 use crate::client;
 use crate::error::{Error, Result};
-use crate::obs::{Event, EventLog, LogFormat};
+use crate::obs::{Event, EventLog, LogFormat, metrics};
 use crate::probe::{self, PortReport, ProbeSummary};
 use crate::relay::Relay;
 use crate::server::Server;
 use crate::shutdown::{Shutdown, install_signal_handlers};
+use crate::transport::activation;
 use crate::transport::tls::{CertSource, ServerTls};
 
 use args::{Command, GlobalArgs};
@@ -43,8 +46,17 @@ async fn serve(config: config::ServeConfig, global: &GlobalArgs, events: &EventL
     if let Some(tls) = &config.options.layers.tls {
         announce_certificate(tls, events);
     }
+    let _metrics = match &config.metrics {
+        Some(at) => {
+            let (stats, transport) = (server.stats(), server.local_endpoint().scheme());
+            let render = move || metrics::server_metrics(&stats.summary(), transport);
+            Some(metrics::expose(at, Arc::new(render)).await?)
+        }
+        None => None,
+    };
     let shutdown = signal_shutdown()?;
     let threads = global.threads.map_or_else(default_threads, usize::from);
+    activation::notify_ready();
     let summary = server
         .run_threads(threads, events.clone(), shutdown)
         .await?;
@@ -88,7 +100,16 @@ async fn relay(config: config::RelayConfig, events: &EventLog) -> Result<()> {
         relay.local_endpoint(),
         config.options.target
     );
+    let _metrics = match &config.metrics {
+        Some(at) => {
+            let (stats, transport) = (relay.stats(), relay.local_endpoint().scheme());
+            let render = move || stats.write_metrics(transport);
+            Some(metrics::expose(at, Arc::new(render)).await?)
+        }
+        None => None,
+    };
     let shutdown = signal_shutdown()?;
+    activation::notify_ready();
     let summary = relay.run(events.clone(), shutdown).await;
     events.flush();
     eprintln!("{summary}");
@@ -152,7 +173,7 @@ fn announce_certificate(tls: &ServerTls, events: &EventLog) {
     });
 }
 
-/// A shutdown fired by SIGINT / SIGTERM.
+/// A shutdown fired by SIGINT / SIGTERM / SIGHUP.
 fn signal_shutdown() -> Result<Shutdown> {
     let shutdown = Shutdown::new();
     install_signal_handlers(shutdown.clone()).map_err(|source| Error::Io {

@@ -3,7 +3,8 @@
 //! * [`events`]: the per-connection and per-message lines on stdout (the note's format,
 //!   text, or JSON);
 //! * [`logging`]: diagnostics (errors, warnings, debug) on stderr through `tracing`;
-//! * [`stats`]: counters behind the shutdown summary;
+//! * [`stats`]: counters behind the shutdown summary and the metrics;
+//! * [`metrics`]: `--metrics`, the counters in Prometheus text format over HTTP;
 //! * [`escape`]: printing arbitrary bytes as one safe line;
 //! * [`throttle`]: rate-limited log lines for floods (refused clients, denied datagrams).
 //! * [`hexdump`]: `--hex`, traffic as offset / hex / ASCII on stderr.
@@ -12,9 +13,10 @@ pub mod escape;
 pub mod events;
 pub mod hexdump;
 pub mod logging;
+pub mod metrics;
 pub mod stats;
 pub mod throttle;
 
 pub use events::{Event, EventLog, LogFormat};
 pub use hexdump::{HexDump, Tap};
-pub use stats::{Stats, StatsBoard, Summary, Tally};
+pub use stats::{ErrorCounts, ErrorKind, Stats, StatsBoard, Summary, Tally};

@@ -1,8 +1,10 @@
-//! Counters: what a server did, for the shutdown summary (and later, metrics).
+//! Counters: what a server did, for the shutdown summary and the `--metrics` endpoint.
 //!
 //! Hot paths never touch the shared atomics per message: each connection (or datagram
 //! loop) counts in a plain local [`Tally`] and adds it to the shared [`Stats`] when it ends
 //! or every few thousand messages, so threads do not fight over one cache line.
+//!
+//! Readers (the summary, [`crate::obs::metrics`]) only ever see a [`Summary`] snapshot.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +24,17 @@ pub struct Stats {
     pub active: AtomicU64,
     /// Messages (or datagrams) received.
     pub messages: AtomicU64,
+    /// Replies (messages or datagrams) sent back.
+    pub replies: AtomicU64,
     /// Bytes read from clients.
     pub bytes_in: AtomicU64,
     /// Bytes written to clients.
     pub bytes_out: AtomicU64,
     /// Connections that ended on an error (reset, timeout, oversized line…).
     pub errors: AtomicU64,
+    /// The same errors by kind, indexed by [`ErrorKind::index`]; count them with
+    /// [`Stats::count_error`], which keeps `errors` in step.
+    pub errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
     /// Clients (connections or datagrams) turned away by `--allow` / `--deny`.
     pub denied: AtomicU64,
     /// Connections (or datagrams) turned away because `--max-conns` was reached and
@@ -35,11 +42,94 @@ pub struct Stats {
     pub refused: AtomicU64,
 }
 
+/// What went wrong with a connection (or a datagram's program), for `errors_total{kind}`.
+///
+/// Coarse on purpose: an operator alerting on a metric needs a handful of classes that
+/// call for different actions, not every message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The client reset the connection or closed it mid-exchange.
+    Reset,
+    /// A time limit ran out: idle, message, reply not read, TLS handshake, PROXY header.
+    Timeout,
+    /// The TLS handshake failed.
+    Tls,
+    /// A missing or malformed PROXY protocol header (`--proxy-protocol`).
+    Proxy,
+    /// A line longer than `--max-line`.
+    TooLong,
+    /// A chat member fell too far behind and was dropped.
+    SlowReader,
+    /// A program (`--exec`) could not start, timed out or wrote too much.
+    Program,
+    /// Any other I/O failure.
+    Io,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of [`Stats::errors_by_kind`].
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Reset,
+        ErrorKind::Timeout,
+        ErrorKind::Tls,
+        ErrorKind::Proxy,
+        ErrorKind::TooLong,
+        ErrorKind::SlowReader,
+        ErrorKind::Program,
+        ErrorKind::Io,
+    ];
+
+    /// Position in [`ErrorKind::ALL`] and in the counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `kind` label value in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Reset => "reset",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Proxy => "proxy_header",
+            ErrorKind::TooLong => "line_too_long",
+            ErrorKind::SlowReader => "slow_reader",
+            ErrorKind::Program => "program",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// The class of a typed error met on a connection.
+    pub fn of(error: &crate::Error) -> ErrorKind {
+        use crate::Error;
+        match error {
+            Error::Reset { .. } | Error::ClosedEarly { .. } => ErrorKind::Reset,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Tls { .. } => ErrorKind::Tls,
+            Error::ProxyHeader { .. } => ErrorKind::Proxy,
+            Error::LineTooLong { .. } => ErrorKind::TooLong,
+            _ => ErrorKind::Io,
+        }
+    }
+}
+
+/// Errors by kind in a [`Summary`], indexed like [`ErrorKind::ALL`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorCounts(pub [u64; ErrorKind::ALL.len()]);
+
+impl ErrorCounts {
+    /// The count of one kind.
+    pub fn get(&self, kind: ErrorKind) -> u64 {
+        self.0[kind.index()]
+    }
+}
+
 /// Counts kept by one task without synchronisation, added to [`Stats`] in one go.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
     /// Messages handled.
     pub messages: u64,
+    /// Replies sent (a message may get none: `--discard`, chat).
+    pub replies: u64,
     /// Bytes read.
     pub bytes_in: u64,
     /// Bytes written.
@@ -51,14 +141,20 @@ pub struct Tally {
 pub struct Summary {
     /// Connections accepted.
     pub connections: u64,
+    /// Connections open when the snapshot was taken.
+    pub active: u64,
     /// Messages or datagrams handled.
     pub messages: u64,
+    /// Replies sent.
+    pub replies: u64,
     /// Bytes read.
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
     /// Connections that ended on an error.
     pub errors: u64,
+    /// The same errors by kind.
+    pub errors_by_kind: ErrorCounts,
     /// Clients turned away by `--allow` / `--deny`.
     pub denied: u64,
     /// Clients turned away over `--max-conns`.
@@ -71,6 +167,9 @@ impl Stats {
         if tally.messages > 0 {
             self.messages.fetch_add(tally.messages, Ordering::Relaxed);
         }
+        if tally.replies > 0 {
+            self.replies.fetch_add(tally.replies, Ordering::Relaxed);
+        }
         if tally.bytes_in > 0 {
             self.bytes_in.fetch_add(tally.bytes_in, Ordering::Relaxed);
         }
@@ -80,14 +179,27 @@ impl Stats {
         *tally = Tally::default();
     }
 
+    /// Counts one connection (or datagram) that ended on an error of this kind.
+    pub fn count_error(&self, kind: ErrorKind) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors_by_kind[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The current totals.
     pub fn summary(&self) -> Summary {
         Summary {
             connections: self.connections.load(Ordering::Relaxed),
+            active: self.active.load(Ordering::Relaxed),
             messages: self.messages.load(Ordering::Relaxed),
+            replies: self.replies.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            errors_by_kind: ErrorCounts(
+                self.errors_by_kind
+                    .each_ref()
+                    .map(|count| count.load(Ordering::Relaxed)),
+            ),
             denied: self.denied.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
         }
@@ -129,12 +241,22 @@ impl Summary {
     /// Adds another shard's figures to these.
     pub fn add(&mut self, other: &Summary) {
         self.connections += other.connections;
+        self.active += other.active;
         self.messages += other.messages;
+        self.replies += other.replies;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.errors += other.errors;
+        for (mine, theirs) in self.errors_by_kind.0.iter_mut().zip(other.errors_by_kind.0) {
+            *mine += theirs;
+        }
         self.denied += other.denied;
         self.refused += other.refused;
+    }
+
+    /// Connections closed because a time limit ran out (part of `errors`).
+    pub fn timed_out(&self) -> u64 {
+        self.errors_by_kind.get(ErrorKind::Timeout)
     }
 }
 
@@ -172,20 +294,27 @@ mod tests {
         let stats = Stats::default();
         let mut tally = Tally {
             messages: 2,
+            replies: 2,
             bytes_in: 32,
             bytes_out: 16,
         };
         stats.absorb(&mut tally);
         stats.absorb(&mut Tally {
             messages: 1,
+            replies: 0,
             bytes_in: 1,
             bytes_out: 1,
         });
         assert_eq!(tally, Tally::default());
         let summary = stats.summary();
         assert_eq!(
-            (summary.messages, summary.bytes_in, summary.bytes_out),
-            (3, 33, 17)
+            (
+                summary.messages,
+                summary.replies,
+                summary.bytes_in,
+                summary.bytes_out
+            ),
+            (3, 2, 33, 17)
         );
         assert_eq!(
             summary.to_string(),
@@ -193,6 +322,7 @@ mod tests {
         );
         let board = StatsBoard::default();
         board.add_shard().absorb(&mut Tally {
+            replies: 2,
             messages: 2,
             bytes_in: 3,
             bytes_out: 4,
@@ -214,5 +344,21 @@ mod tests {
                 .to_string()
                 .ends_with("0 errors, 2 denied, 1 refused")
         );
+    }
+
+    #[test]
+    fn errors_by_kind_add_up_to_errors() {
+        let stats = Stats::default();
+        stats.count_error(ErrorKind::Timeout);
+        stats.count_error(ErrorKind::Timeout);
+        stats.count_error(ErrorKind::Reset);
+        let summary = stats.summary();
+        assert_eq!(summary.errors, 3);
+        assert_eq!(summary.timed_out(), 2);
+        assert_eq!(summary.errors_by_kind.get(ErrorKind::Reset), 1);
+        assert_eq!(summary.errors_by_kind.0.iter().sum::<u64>(), summary.errors);
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?} is out of order in ALL");
+        }
     }
 }

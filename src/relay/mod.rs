@@ -98,6 +98,66 @@ pub struct RelayStats {
 }
 
 impl RelayStats {
+    /// The relay's metric families for `--metrics`, labelled with the listening
+    /// `transport`.
+    pub fn write_metrics(&self, transport: &str) -> String {
+        use crate::obs::metrics::{MetricKind::*, MetricsText};
+        let summary = self.summary();
+        let t = [("transport", transport)];
+        let mut m = MetricsText::new();
+        m.single(
+            "sockit_info",
+            Gauge,
+            "Always 1; the labels say which sockit this is.",
+            &[("version", env!("CARGO_PKG_VERSION")), ("role", "relay")],
+            1,
+        );
+        m.single(
+            "sockit_relay_connections_accepted_total",
+            Counter,
+            "Clients accepted (streams) or datagram sessions opened.",
+            &t,
+            summary.connections,
+        );
+        m.single(
+            "sockit_relay_connections_active",
+            Gauge,
+            "Connections or sessions open now.",
+            &t,
+            self.active.load(Ordering::Relaxed),
+        );
+        m.single(
+            "sockit_relay_errors_total",
+            Counter,
+            "Connections that ended on an error (PROXY header, handshake, target unreachable, reset).",
+            &t,
+            summary.errors,
+        );
+        m.single(
+            "sockit_relay_datagrams_dropped_total",
+            Counter,
+            "Datagrams dropped (session cap reached or target failed).",
+            &t,
+            summary.dropped,
+        );
+        m.family(
+            "sockit_relay_bytes_total",
+            Counter,
+            "Bytes delivered, by direction.",
+        );
+        m.sample(
+            "sockit_relay_bytes_total",
+            &[("transport", transport), ("direction", "to_target")],
+            summary.to_target,
+        );
+        m.sample(
+            "sockit_relay_bytes_total",
+            &[("transport", transport), ("direction", "to_client")],
+            summary.to_client,
+        );
+        m.finish()
+    }
+
     /// A point-in-time copy for the summary.
     pub fn summary(&self) -> RelaySummary {
         RelaySummary {
@@ -192,6 +252,12 @@ impl Relay {
         if matches!(listen, Endpoint::Tls(_)) && options.layers.tls.is_none() {
             return Err(Error::Usage(format!(
                 "{listen} needs a certificate: set RelayOptions::layers.tls (the CLI makes one)"
+            )));
+        }
+        if options.layers.proxy.is_on() && listen.delivery() == Delivery::Datagram {
+            return Err(Error::Usage(format!(
+                "--proxy-protocol reads a header at the start of each connection; {listen} \
+                 is a datagram endpoint"
             )));
         }
         let (socket, local) = match listen.delivery() {

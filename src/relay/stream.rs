@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use futures_util::future::try_join;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
 
 use super::Shared;
 use super::copy::pipe;
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
+use crate::server::{connection_span, record_client, record_socket_peer};
 use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
@@ -37,9 +39,9 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let task_shared = Arc::clone(shared);
                 let id = next_id;
-                shared
-                    .shutdown
-                    .spawn(async move { relay_connection(stream, peer, id, &task_shared).await });
+                let span = connection_span(id);
+                let task = async move { relay_connection(stream, peer, id, &task_shared).await };
+                shared.shutdown.spawn(task.instrument(span));
             }
             Err(e)
                 if matches!(
@@ -105,8 +107,26 @@ struct Delivered {
     to_client: AtomicU64,
 }
 
-/// One client, start to end: handshake, connect to the target, copy, report.
-async fn relay_connection(accepted: Stream, peer: PeerAddr, conn: u64, shared: &Shared) {
+/// One client, start to end: PROXY header, handshake, connect to the target, copy,
+/// report. Runs inside the connection's span.
+async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64, shared: &Shared) {
+    let layers = &shared.options.layers;
+    let span = tracing::Span::current();
+    let proxied = layers.proxy.is_on();
+    record_socket_peer(&span, proxied, &socket_peer);
+    let peer = match layers.client_address(&mut accepted, &socket_peer).await {
+        Ok(Some(peer)) => peer,
+        Ok(None) => {
+            tracing::debug!("closed before sending a PROXY header (a health check?)");
+            return;
+        }
+        Err(e) => {
+            shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("closing connection: {e}");
+            return;
+        }
+    };
+    record_client(&span, proxied, &peer);
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
     shared.events.emit(Event::Connected { conn, peer: &peer });
     let delivered = Delivered::default();
@@ -116,10 +136,9 @@ async fn relay_connection(accepted: Stream, peer: PeerAddr, conn: u64, shared: &
     let to_client = delivered.to_client.load(Ordering::Relaxed);
     if end.is_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(conn, %peer, "{reason}");
+        tracing::warn!("{reason}");
     }
     tracing::debug!(
-        conn, %peer,
         "relay closed: {to_target} bytes to target, {to_client} bytes to client ({reason})"
     );
     shared.events.emit(Event::Closed {

@@ -25,7 +25,7 @@ use tokio_util::sync::WaitForCancellationFuture;
 use super::{AfterReply, Shared};
 use crate::error::Error;
 use crate::framing::{FrameSpan, Framer, Framing};
-use crate::obs::{Event, Tally};
+use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::{PeerAddr, StdStream};
 
 /// Why a connection ended.
@@ -75,10 +75,16 @@ impl End {
     /// the one reply of `--close` (the note's `conn.close()`), closing the socket sends it
     /// anyway; after a failure there may be nobody to send it to.
     fn wants_shutdown(&self) -> bool {
-        matches!(
-            self,
-            End::AfterReply | End::Shutdown | End::Idle(_) | End::SlowMessage(_)
-        )
+        matches!(self, End::Shutdown | End::Idle(_) | End::SlowMessage(_))
+    }
+
+    /// The metrics class of an error end.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            End::Idle(_) | End::SlowMessage(_) | End::NotReading(_) => ErrorKind::Timeout,
+            End::Failed(e) => ErrorKind::of(e),
+            End::PeerClosed | End::AfterReply | End::Shutdown => ErrorKind::Io,
+        }
     }
 }
 
@@ -158,7 +164,15 @@ pub(crate) fn serve_now(
         },
         Err(end) => end,
     };
-    report_end(&end, peer, conn, &prelude.tally, shared);
+    if end.is_error() {
+        // Served outside any task, so outside the connection's span: make it for the one
+        // line that names this connection.
+        let span = super::session::connection_span(conn);
+        super::session::record_socket_peer(&span, false, peer);
+        span.in_scope(|| report_end(&end, peer, conn, &prelude.tally, shared));
+    } else {
+        report_end(&end, peer, conn, &prelude.tally, shared);
+    }
     shared.stats.absorb(&mut prelude.tally);
     FirstTurn::Done
 }
@@ -189,6 +203,7 @@ fn answer_now(
         return Ok(());
     };
     prelude.answered = true;
+    prelude.tally.replies += 1;
     let written = match stream.write_now(reply) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -262,15 +277,16 @@ pub(crate) async fn serve_connection<S>(
 }
 
 /// Logs the end once, at a level matching how unusual it is, and emits `closed`.
+/// (The connection's span carries its id and peer.)
 fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Shared) {
     if end.is_error() {
-        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        shared.stats.count_error(end.kind());
         let reason = end.reason();
         match end {
             End::Failed(Error::Reset { .. } | Error::ClosedEarly { .. }) => {
-                tracing::info!(conn, %peer, "connection ended: {reason}");
+                tracing::info!("connection ended: {reason}");
             }
-            _ => tracing::warn!(conn, %peer, "closing connection: {reason}"),
+            _ => tracing::warn!("closing connection: {reason}"),
         }
     }
     if shared.events.wants_messages() {
@@ -546,6 +562,7 @@ where
         .await
         .map_err(|failure| self.write_end(failure))?;
         self.tally.bytes_out += bytes.len() as u64;
+        self.tally.replies += 1;
         Ok(true)
     }
 }

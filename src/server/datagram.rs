@@ -2,8 +2,8 @@
 //!
 //! One loop serves every sender; nothing waits on a client, so a silent client cannot
 //! block anyone. When the socket is readable the loop drains it (up to a batch, then yields
-//! to other tasks) before waiting again, so a busy server pays for readiness once per
-//! batch, not once per datagram.
+//! to other tasks, so a flood cannot monopolise a worker thread) before waiting again, so
+//! a busy server pays for readiness once per batch, not once per datagram.
 //!
 //! Datagrams from senders the access rules deny are dropped (counted, and logged at a
 //! bounded rate). With `--exec`, each datagram runs the program in its own task (the
@@ -12,13 +12,12 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::gate::{self, Gate};
 use super::{Handler, OverLimit, Shared};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
 use crate::obs::hexdump::Direction;
-use crate::obs::{Event, Tally};
+use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
 
 use crate::transport::batch::{self, RecvBatch};
@@ -62,13 +61,17 @@ async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
             continue;
         }
         // Drain a few batches, then let other tasks (and the shutdown check) in.
+        let mut drained = false;
         for _ in 0..BATCHES_PER_WAKE {
             match socket.try_recv_batch(&mut batch) {
                 Ok(_) => {
                     answer_batch(&socket, &batch, &mut to_send, shared, &mut tally, &mut gate)
                         .await;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) => {
                     // E.g. an ICMP error queued on the socket: it concerns one peer only.
                     tracing::debug!("receive failed: {e}");
@@ -76,8 +79,13 @@ async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
                 }
             }
         }
-        if tally.messages >= Tally::FLUSH_EVERY {
-            shared.stats.absorb(&mut tally);
+        // Once per wake-up (this shard's own counters), so live metrics stay current.
+        shared.stats.absorb(&mut tally);
+        if !drained {
+            // Still more queued (a flood): let the other tasks on this thread run before
+            // the next batches; `readable()` alone would return at once and keep the
+            // thread, so a flood would delay TCP clients.
+            tokio::task::yield_now().await;
         }
     }
     shared.stats.absorb(&mut tally);
@@ -131,6 +139,7 @@ async fn answer_batch(
         (bytes, to)
     };
     tally.bytes_out += socket.send_batch(to_send.len(), reply).await;
+    tally.replies += to_send.len() as u64;
 }
 
 /// Answers each datagram with the responder, one receive and one send per datagram.
@@ -150,13 +159,17 @@ async fn respond_one_by_one(socket: DatagramSocket, shared: &Arc<Shared>) {
             tracing::warn!("waiting for datagrams failed: {e}");
             continue;
         }
+        let mut drained = false;
         for _ in 0..BATCH {
             match socket.try_recv_from(&mut buf) {
                 Ok((_, peer)) if !gate.admit(&peer, "datagram", shared) => {}
                 Ok((len, peer)) => {
                     answer(&socket, &buf[..len], &peer, &mut output, shared, &mut tally).await;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) => {
                     // E.g. an ICMP error queued on the socket: it concerns one peer only.
                     tracing::debug!("receive failed: {e}");
@@ -164,8 +177,13 @@ async fn respond_one_by_one(socket: DatagramSocket, shared: &Arc<Shared>) {
                 }
             }
         }
-        if tally.messages >= Tally::FLUSH_EVERY {
-            shared.stats.absorb(&mut tally);
+        // Once per batch (not per datagram), so live metrics stay current.
+        shared.stats.absorb(&mut tally);
+        if !drained {
+            // Still more queued (a flood): let the other tasks on this thread run before
+            // the next batch. `readable()` alone would return at once and keep the thread
+            // for thousands of datagrams, so a flood would delay TCP clients.
+            tokio::task::yield_now().await;
         }
     }
     shared.stats.absorb(&mut tally);
@@ -198,7 +216,10 @@ async fn answer(
             hex.datagram(Direction::Sent, &peer.to_string(), output);
         }
         match socket.send_to(output, peer).await {
-            Ok(sent) => tally.bytes_out += sent as u64,
+            Ok(sent) => {
+                tally.bytes_out += sent as u64;
+                tally.replies += 1;
+            }
             Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
         }
     }
@@ -277,21 +298,30 @@ async fn run_program(
     let mut tally = Tally {
         messages: 1,
         bytes_in: datagram.len() as u64,
-        bytes_out: 0,
+        ..Tally::default()
     };
     let problem = match &run.end {
         DatagramEnd::Exited(_) | DatagramEnd::Shutdown => None,
-        DatagramEnd::TooMuchOutput => Some(format!(
-            "the program wrote more than one datagram holds; replying with the first {MAX_DATAGRAM} bytes"
+        DatagramEnd::TooMuchOutput => Some((
+            ErrorKind::Program,
+            format!(
+                "the program wrote more than one datagram holds; replying with the first {MAX_DATAGRAM} bytes"
+            ),
         )),
-        DatagramEnd::TimedOut(d) => Some(format!(
-            "the program did not finish within {} and was killed (raise --message-timeout)",
-            humantime::format_duration(*d)
+        DatagramEnd::TimedOut(d) => Some((
+            ErrorKind::Timeout,
+            format!(
+                "the program did not finish within {} and was killed (raise --message-timeout)",
+                humantime::format_duration(*d)
+            ),
         )),
-        DatagramEnd::CannotStart(e) => Some(format!("cannot start `{}`: {e}", spec.command_line())),
+        DatagramEnd::CannotStart(e) => Some((
+            ErrorKind::Program,
+            format!("cannot start `{}`: {e}", spec.command_line()),
+        )),
     };
-    if let Some(problem) = problem {
-        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+    if let Some((kind, problem)) = problem {
+        shared.stats.count_error(kind);
         tracing::warn!(%peer, "datagram from {peer}: {problem}");
     }
     let reply = (!run.output.is_empty()).then_some(run.output.as_slice());
@@ -302,7 +332,10 @@ async fn run_program(
     });
     if let Some(reply) = reply {
         match socket.send_to(reply, peer).await {
-            Ok(sent) => tally.bytes_out += sent as u64,
+            Ok(sent) => {
+                tally.bytes_out += sent as u64;
+                tally.replies += 1;
+            }
             Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
         }
     }

@@ -1,6 +1,12 @@
 //! The door every client passes before it is served: access rules, then the connection
 //! limit when it refuses rather than waits.
 //!
+//! Where the rules are applied depends on where the client's address is known: at
+//! `accept` (or receive) for direct clients, before anything is spawned; with
+//! `--proxy-protocol` only once the header names the real client, in the connection's
+//! task ([`Shared::admit_late`]). The socket's peer is then the load balancer, and judging
+//! it would deny (or allow) everyone at once.
+//!
 //! The policy itself is [`crate::access`] (pure); this module applies it in the server:
 //! counts each client turned away, and logs it through a [`LogThrottle`] so a flood (a
 //! port scan, a UDP sender spraying datagrams) costs a few lines per second, not one per
@@ -29,6 +35,12 @@ pub(crate) struct Gate {
 pub(crate) type Slot = Option<OwnedSemaphorePermit>;
 
 impl Gate {
+    /// Whether a freshly accepted connection may proceed: [`Gate::admit`] on its socket
+    /// peer, unless `--proxy-protocol` defers the judgement to the real client's address.
+    pub(crate) fn admit_connection(&mut self, peer: &PeerAddr, shared: &Shared) -> bool {
+        shared.options.layers.proxy.is_on() || self.admit(peer, "connection", shared)
+    }
+
     /// Whether `peer` may be served. A denied client is counted and logged (rate-limited);
     /// the caller closes it (stream) or drops its datagram.
     pub(crate) fn admit(&mut self, peer: &PeerAddr, what: &str, shared: &Shared) -> bool {
@@ -73,6 +85,24 @@ impl Gate {
                 None
             }
         }
+    }
+}
+
+impl Shared {
+    /// The access check for a client whose address a PROXY header revealed, made in its
+    /// connection task; counted and logged (rate-limited across all connections) as at
+    /// accept.
+    pub(crate) fn admit_late(&self, peer: &PeerAddr) -> bool {
+        if self.options.access.is_open() {
+            return true;
+        }
+        // A poisoned lock only means another connection panicked mid-log; the throttle
+        // state is still usable.
+        let mut gate = self
+            .late_gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gate.admit(peer, "connection", self)
     }
 }
 

@@ -23,6 +23,7 @@ mod session;
 mod stream;
 
 pub use limits::{Limits, OverLimit};
+pub(crate) use session::{connection_span, record_client, record_socket_peer};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +125,9 @@ pub(crate) struct Shared {
     /// Connection ids this shard hands out: `first`, `first + step`, … so ids are unique
     /// across shards without a shared counter.
     pub ids: IdSequence,
+    /// Rate-limited access logging for checks made after a PROXY header, in connection
+    /// tasks (the accept loop's own [`gate::Gate`] is not shared).
+    pub late_gate: std::sync::Mutex<gate::Gate>,
 }
 
 /// A shard's share of connection ids (shard k of n: k+1, k+1+n, k+1+2n, …).
@@ -208,6 +212,12 @@ impl Server {
                 "{endpoint} needs a certificate: set ServeOptions::layers.tls (the CLI makes one)"
             )));
         }
+        if options.layers.proxy.is_on() && endpoint.delivery() == Delivery::Datagram {
+            return Err(Error::Usage(format!(
+                "--proxy-protocol reads a header at the start of each connection; {endpoint} \
+                 is a datagram endpoint"
+            )));
+        }
         let (socket, local) = match endpoint.delivery() {
             Delivery::Stream => {
                 let listener = StreamListener::bind(endpoint, &options.listen).await?;
@@ -233,7 +243,8 @@ impl Server {
         &self.local
     }
 
-    /// The server's counters: a handle that stays valid while it runs and after.
+    /// The server's counters (for `--metrics`): a handle that stays valid while it runs
+    /// and after; [`StatsBoard::summary`] adds up every thread's share.
     pub fn stats(&self) -> StatsBoard {
         self.stats.clone()
     }
@@ -352,6 +363,7 @@ impl Server {
             shutdown,
             slots,
             ids: IdSequence { first: 1, step: 1 },
+            late_gate: std::sync::Mutex::default(),
         };
         let plan = Plan {
             socket: self.socket,
@@ -380,6 +392,7 @@ impl Shared {
             shutdown: self.shutdown.for_shard(),
             handler: self.handler.share(),
             slots: self.slots.clone(),
+            late_gate: std::sync::Mutex::default(),
         }
     }
 }

@@ -1,4 +1,10 @@
-//! One accepted connection, handed to its behaviour by [`ServeMode`](super::ServeMode).
+//! One accepted connection, from its first byte to its behaviour.
+//!
+//! [`serve_accepted`] is each connection's task: under a `conn{id, peer}` span (so every
+//! diagnostic line names the connection), it reads the PROXY header if configured, judges
+//! the real client against `--allow`/`--deny` when that had to wait for the header, runs
+//! the TLS handshake and hex tap, and hands the connection to its behaviour by
+//! [`ServeMode`](super::ServeMode).
 //!
 //! The per-message modes (reply, echo, discard) go to [`super::conn`], which does its own
 //! bookkeeping. The connection-level modes (exec, chat) run in [`crate::behaviour`] and
@@ -6,16 +12,20 @@
 //! the `connected` and `closed` events, the counters, and one log line when the end was
 //! not a normal one.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
+
 use super::conn::{Prelude, serve_connection};
+use super::gate::Slot;
 use super::{Handler, Shared};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;
-use crate::obs::{Event, Tally};
-use crate::transport::PeerAddr;
-use tokio::io::{AsyncRead, AsyncWrite};
+use crate::obs::{ErrorKind, Event, Tally};
+use crate::transport::{PeerAddr, Stream};
 
 /// How unusual an end is: decides the log level and whether it counts as an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +44,110 @@ struct Outcome {
     tally: Tally,
     reason: String,
     severity: Severity,
+    /// The metrics class, when the end counts as an error.
+    kind: ErrorKind,
+}
+
+/// The span every diagnostic line of one connection is logged under:
+/// `conn{id=7 peer=192.0.2.7:40000}` (text) or `"span":{"id":7,"peer":…}` (JSON).
+///
+/// At ERROR level so it is enabled whatever `--log-level` lets through: a warning about
+/// a connection must name it even when info lines are filtered out. `peer` is filled in
+/// once known, which with `--proxy-protocol` is after the header; `via` then names the
+/// load balancer the connection came through.
+pub(crate) fn connection_span(conn: u64) -> tracing::Span {
+    tracing::error_span!(
+        "conn",
+        id = conn,
+        peer = tracing::field::Empty,
+        via = tracing::field::Empty
+    )
+}
+
+/// Records the socket's peer in the connection's span: as `via` when a PROXY header is
+/// expected (it is the load balancer), else as `peer`. Call before anything is logged.
+pub(crate) fn record_socket_peer(span: &tracing::Span, proxied: bool, socket_peer: &PeerAddr) {
+    let field = if proxied { "via" } else { "peer" };
+    span.record(field, tracing::field::display(socket_peer));
+}
+
+/// Records the client the PROXY header named (with the header off, the socket peer is
+/// already recorded).
+pub(crate) fn record_client(span: &tracing::Span, proxied: bool, client: &PeerAddr) {
+    if proxied {
+        span.record("peer", tracing::field::display(client));
+    }
+}
+
+/// One accepted stream connection, start to end; the body of its task.
+///
+/// `prelude` is what the accept loop already did (see [`super::conn::serve_now`]). The
+/// slot in `--max-conns` is held until the connection is done.
+pub(crate) async fn serve_accepted(
+    stream: Stream,
+    socket_peer: PeerAddr,
+    conn: u64,
+    shared: Arc<Shared>,
+    slot: Slot,
+    prelude: Prelude,
+) {
+    let span = connection_span(conn);
+    if shared.options.layers.is_passthrough() {
+        // The common case serves the socket itself: no header to read, no wrapper on
+        // the per-message path.
+        record_socket_peer(&span, false, &socket_peer);
+        handle_connection(stream, &socket_peer, conn, &shared, prelude)
+            .instrument(span)
+            .await;
+    } else {
+        // Boxed: a TLS handshake is a large future, and every connection's task would
+        // otherwise be that large, TLS or not.
+        let task = Box::pin(prepare_and_serve(
+            stream,
+            socket_peer,
+            conn,
+            &shared,
+            span.clone(),
+        ));
+        task.instrument(span).await;
+    }
+    drop(slot);
+}
+
+/// PROXY header → late access check → TLS and hex → behaviour.
+async fn prepare_and_serve(
+    mut stream: Stream,
+    socket_peer: PeerAddr,
+    conn: u64,
+    shared: &Shared,
+    span: tracing::Span,
+) {
+    let layers = &shared.options.layers;
+    let proxied = layers.proxy.is_on();
+    record_socket_peer(&span, proxied, &socket_peer);
+    let peer = match layers.client_address(&mut stream, &socket_peer).await {
+        Ok(Some(peer)) => peer,
+        Ok(None) => {
+            tracing::debug!("closed before sending a PROXY header (a health check?)");
+            return;
+        }
+        Err(e) => {
+            shared.stats.count_error(ErrorKind::of(&e));
+            tracing::warn!("closing connection: {e}");
+            return;
+        }
+    };
+    record_client(&span, proxied, &peer);
+    if proxied && !shared.admit_late(&peer) {
+        return;
+    }
+    match layers.wrap_accepted(stream, &peer, conn).await {
+        Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
+        Err(e) => {
+            shared.stats.count_error(ErrorKind::of(&e));
+            tracing::warn!("{e}");
+        }
+    }
 }
 
 /// Serves one connection with the server's behaviour.
@@ -107,12 +221,12 @@ fn begin(peer: &PeerAddr, conn: u64, shared: &Shared) {
 fn end(mut outcome: Outcome, peer: &PeerAddr, conn: u64, shared: &Shared) {
     let reason = &outcome.reason;
     match outcome.severity {
-        Severity::Normal => tracing::debug!(conn, %peer, "connection ended: {reason}"),
-        Severity::ClientTrouble => tracing::info!(conn, %peer, "connection ended: {reason}"),
-        Severity::Problem => tracing::warn!(conn, %peer, "closing connection: {reason}"),
+        Severity::Normal => tracing::debug!("connection ended: {reason}"),
+        Severity::ClientTrouble => tracing::info!("connection ended: {reason}"),
+        Severity::Problem => tracing::warn!("closing connection: {reason}"),
     }
     if outcome.severity != Severity::Normal {
-        shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+        shared.stats.count_error(outcome.kind);
     }
     shared.events.emit(Event::Closed {
         conn,
@@ -145,15 +259,16 @@ fn program_status(report: &ExecReport) -> String {
 /// The `closed` reason and severity of an exec connection.
 fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcome {
     let status = program_status(report);
-    let (reason, severity) = match &report.end {
-        ExecEnd::Finished => (status, Severity::Normal),
+    let (reason, severity, kind) = match &report.end {
+        ExecEnd::Finished => (status, Severity::Normal, ErrorKind::Io),
         ExecEnd::ClientFailed(e) => {
             let e = Error::exchange(
                 std::io::Error::new(e.kind(), e.to_string()),
                 peer.to_string(),
                 "while relaying the program's data",
             );
-            (format!("{e}; {status}"), Severity::ClientTrouble)
+            let kind = ErrorKind::of(&e);
+            (format!("{e}; {status}"), Severity::ClientTrouble, kind)
         }
         ExecEnd::Idle(d) => (
             format!(
@@ -161,35 +276,47 @@ fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcom
                 humantime::format_duration(*d)
             ),
             Severity::Problem,
+            ErrorKind::Timeout,
         ),
-        ExecEnd::Shutdown => (format!("server shutting down; {status}"), Severity::Normal),
+        ExecEnd::Shutdown => (
+            format!("server shutting down; {status}"),
+            Severity::Normal,
+            ErrorKind::Io,
+        ),
         ExecEnd::CannotStart(e) => (
             format!("cannot start `{}`: {e}", spec.command_line()),
             Severity::Problem,
+            ErrorKind::Program,
         ),
     };
     Outcome {
         tally: Tally {
-            messages: 0,
             bytes_in: report.bytes_in,
             bytes_out: report.bytes_out,
+            ..Tally::default()
         },
         reason,
         severity,
+        kind,
     }
 }
 
 /// The `closed` reason and severity of a chat connection.
 fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
-    let (reason, severity) = match &report.end {
-        ChatEnd::Closed => ("closed by peer".to_string(), Severity::Normal),
+    let (reason, severity, kind) = match &report.end {
+        ChatEnd::Closed => (
+            "closed by peer".to_string(),
+            Severity::Normal,
+            ErrorKind::Io,
+        ),
         ChatEnd::ClientFailed(e) => {
             let e = Error::exchange(
                 std::io::Error::new(e.kind(), e.to_string()),
                 peer.to_string(),
                 "while chatting",
             );
-            (e.to_string(), Severity::ClientTrouble)
+            let kind = ErrorKind::of(&e);
+            (e.to_string(), Severity::ClientTrouble, kind)
         }
         ChatEnd::LineTooLong(max) => (
             Error::LineTooLong {
@@ -198,10 +325,12 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
             }
             .to_string(),
             Severity::Problem,
+            ErrorKind::TooLong,
         ),
         ChatEnd::TooSlow => (
             "too slow: its queue of undelivered chat lines overflowed".to_string(),
             Severity::ClientTrouble,
+            ErrorKind::SlowReader,
         ),
         ChatEnd::Idle(d) => (
             format!(
@@ -209,16 +338,23 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
                 humantime::format_duration(*d)
             ),
             Severity::Problem,
+            ErrorKind::Timeout,
         ),
-        ChatEnd::Shutdown => ("server shutting down".to_string(), Severity::Normal),
+        ChatEnd::Shutdown => (
+            "server shutting down".to_string(),
+            Severity::Normal,
+            ErrorKind::Io,
+        ),
     };
     Outcome {
         tally: Tally {
             messages: report.lines,
             bytes_in: report.bytes_in,
             bytes_out: report.bytes_out,
+            ..Tally::default()
         },
         reason,
         severity,
+        kind,
     }
 }

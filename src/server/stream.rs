@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use super::conn::{self, FirstTurn, Prelude};
 use super::gate::{self, Gate, Slot};
-use super::session::handle_connection;
+use super::session::serve_accepted;
 use super::{OverLimit, Shared};
-use crate::transport::{PeerAddr, Stream, StreamListener};
+use crate::transport::StreamListener;
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -49,7 +49,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                if !gate.admit(&peer, "connection", shared) {
+                if !gate.admit_connection(&peer, shared) {
                     // Closed at once: dropping the stream sends our FIN.
                     continue;
                 }
@@ -78,11 +78,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                         continue;
                     }
                 };
-                let task_shared = Arc::clone(shared);
-                shared.shutdown.spawn(async move {
-                    serve_accepted(stream, peer, id, &task_shared, prelude).await;
-                    drop(slot);
-                });
+                // PROXY header, late access check, TLS, --hex and the behaviour: all in
+                // the connection's own task (and span), so accepting never waits.
+                let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot, prelude);
+                shared.shutdown.spawn(task);
             }
             Err(e) if is_per_connection(&e) => {
                 tracing::debug!("a connection failed before it was accepted: {e}");
@@ -101,34 +100,6 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
             }
         }
     }
-}
-
-/// Runs an accepted connection's layers (TLS handshake, `--hex` tap) in its own task, so
-/// accepting never waits on a client, then serves it.
-async fn serve_accepted(
-    stream: Stream,
-    peer: PeerAddr,
-    id: u64,
-    shared: &Shared,
-    prelude: Prelude,
-) {
-    let layers = &shared.options.layers;
-    if layers.is_passthrough() {
-        // The common case serves the socket itself: no wrapper on the per-message path.
-        return handle_connection(stream, &peer, id, shared, prelude).await;
-    }
-    // Boxed: a TLS handshake is a large future, and every connection's task would
-    // otherwise be that large, TLS or not.
-    Box::pin(async move {
-        match layers.wrap_accepted(stream, &peer, id).await {
-            Ok(stream) => handle_connection(stream, &peer, id, shared, prelude).await,
-            Err(e) => {
-                shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(conn = id, %peer, "{e}");
-            }
-        }
-    })
-    .await;
 }
 
 /// Errors that concern one incoming connection, not the listener: retry at once.

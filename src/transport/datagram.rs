@@ -14,12 +14,13 @@ use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
+use super::activation::{self, ListenSource};
 use super::batch::{RecvBatch, send_batch};
 use super::sockopt::{ListenOptions, udp_socket};
 use super::stream::{connect_error, host_port, ip_listen_error};
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
-use crate::endpoint::{Endpoint, HostPort, UnixAddr};
+use crate::endpoint::{Delivery, Endpoint, HostPort, UnixAddr};
 use crate::error::{Error, Result};
 
 /// The largest UDP payload over IPv4 (65,535 − 8-byte UDP header − 20-byte IP header).
@@ -42,6 +43,9 @@ impl DatagramSocket {
     /// # Errors
     /// The same listen errors as [`super::StreamListener::bind`].
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
+        if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Datagram {
+            return activation::datagram_socket(endpoint);
+        }
         match endpoint {
             Endpoint::Udp(hp) => bind_udp(endpoint, hp, opts).await,
             Endpoint::UnixDgram(addr) => bind_unix(endpoint, addr),
@@ -177,7 +181,18 @@ impl DatagramSocket {
                 Ok(addr) => Endpoint::Udp(host_port(addr)),
                 Err(_) => requested.clone(),
             },
-            DatagramSocket::Unix(..) => requested.clone(),
+            DatagramSocket::Unix(socket, _) => {
+                match socket
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Into::into))
+                {
+                    Some(path) if matches!(requested, Endpoint::UnixDgram(UnixAddr::Path(_))) => {
+                        Endpoint::UnixDgram(UnixAddr::Path(path))
+                    }
+                    _ => requested.clone(),
+                }
+            }
         }
     }
 }

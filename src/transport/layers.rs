@@ -1,13 +1,19 @@
-//! What an accepted connection is wrapped in before it is served or relayed: the TLS
-//! handshake (`tls://`) and the hex tap (`--hex`).
+//! What an accepted connection is wrapped in before it is served or relayed: the PROXY
+//! protocol header (`--proxy-protocol`), the TLS handshake (`tls://`) and the hex tap
+//! (`--hex`), in that order.
 //!
-//! `serve` and `relay` share this, so both get the same handshake timeout, the same
-//! error wording and the same dump. It runs in the connection's own task: a client that
-//! stalls its handshake holds up nobody.
+//! `serve` and `relay` share this, so both get the same timeouts, the same error wording
+//! and the same dump. It runs in the connection's own task: a client that stalls its
+//! header or handshake holds up nobody.
+//!
+//! The PROXY header is a separate step ([`Layers::client_address`]) rather than part of
+//! [`Layers::wrap_accepted`], because the address it reveals is what access rules judge,
+//! and a denied client should be closed before any TLS work is spent on it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::proxy::{self, ProxyProtocol};
 use super::tls::{HANDSHAKE_TIMEOUT, ServerTls};
 use super::{PeerAddr, Stream};
 use crate::error::Result;
@@ -16,6 +22,8 @@ use crate::obs::hexdump::{HexDump, Tap};
 /// The layers every accepted connection goes through, decided once at start.
 #[derive(Debug, Clone)]
 pub struct Layers {
+    /// `--proxy-protocol`: a PROXY v1/v2 header precedes everything else.
+    pub proxy: ProxyProtocol,
     /// The server side of TLS, for `tls://` listeners.
     pub tls: Option<Arc<ServerTls>>,
     /// `--hex`: dump what passes, in both directions.
@@ -27,6 +35,7 @@ pub struct Layers {
 impl Default for Layers {
     fn default() -> Layers {
         Layers {
+            proxy: ProxyProtocol::Off,
             tls: None,
             hex: None,
             handshake_timeout: HANDSHAKE_TIMEOUT,
@@ -35,9 +44,32 @@ impl Default for Layers {
 }
 
 impl Layers {
-    /// Whether no layer is configured, so an accepted stream is served as it is.
+    /// Whether no layer is configured (no PROXY header, TLS or dump), so an accepted
+    /// stream is served as it is.
     pub fn is_passthrough(&self) -> bool {
-        self.tls.is_none() && self.hex.is_none()
+        self.tls.is_none() && self.hex.is_none() && !self.proxy.is_on()
+    }
+
+    /// Who the client really is: with `--proxy-protocol`, the address the load balancer's
+    /// header names (the header is consumed); otherwise `socket_peer` itself.
+    ///
+    /// `Ok(None)`: the connection closed before sending anything (a balancer's TCP health
+    /// check), so there is nothing to serve.
+    ///
+    /// # Errors
+    /// [`crate::Error::ProxyHeader`] for a missing or malformed header,
+    /// [`crate::Error::Timeout`] when it is late; the caller logs it and closes.
+    pub async fn client_address(
+        &self,
+        stream: &mut Stream,
+        socket_peer: &PeerAddr,
+    ) -> Result<Option<PeerAddr>> {
+        match self.proxy {
+            ProxyProtocol::Off => Ok(Some(socket_peer.clone())),
+            ProxyProtocol::Required { timeout } => {
+                proxy::read_header(stream, socket_peer, timeout).await
+            }
+        }
     }
 
     /// Runs the TLS handshake if configured, then wraps the stream in the hex tap (a

@@ -5,9 +5,11 @@
 //!
 //! * [`StreamListener`] accepts [`Stream`]s (TCP, Unix stream; TLS after the handshake);
 //! * [`Stream`] is one connected byte stream (`AsyncRead + AsyncWrite`);
-//! * [`Layers`] wraps an accepted stream in TLS and the `--hex` tap;
+//! * [`Layers`] reads the PROXY protocol header ([`proxy`]), then wraps an accepted stream
+//!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
-//! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram).
+//! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
+//! * [`activation`] takes a listening socket from systemd instead of binding one.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
 //! (`127.0.0.1:50738`, `[::1]:50738`, `/path`, `@name`).
@@ -15,16 +17,21 @@
 //! Contract: [`StreamListener::accept`] and the datagram `recv` functions are cancel-safe, so
 //! callers may race them against shutdown in `tokio::select!`.
 
+pub mod activation;
 pub mod batch;
 mod datagram;
 mod layers;
+pub mod proxy;
 mod sockopt;
 mod stream;
 pub mod tls;
 mod unix_path;
 
+pub use activation::ListenSource;
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
+
 pub use layers::Layers;
+pub use proxy::ProxyProtocol;
 pub use sockopt::ListenOptions;
 pub use stream::{ConnectOptions, StdListener, StdStream, Stream, StreamListener, connect_stream};
 pub use unix_path::UnixPathGuard;

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::activation::ListenSource;
+
 /// How a listening socket is created: the knobs `std`/`tokio` do not expose.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenOptions {
@@ -15,6 +17,8 @@ pub struct ListenOptions {
     /// `SO_REUSEPORT`: let several sockets (processes or threads) share one port, with the
     /// kernel spreading connections between them.
     pub reuse_port: bool,
+    /// Bind the endpoint, or take the socket systemd passed (`--systemd`).
+    pub source: ListenSource,
 }
 
 impl Default for ListenOptions {
@@ -22,6 +26,7 @@ impl Default for ListenOptions {
         ListenOptions {
             backlog: 1024,
             reuse_port: false,
+            source: ListenSource::Bind,
         }
     }
 }

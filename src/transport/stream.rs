@@ -20,11 +20,12 @@ use socket2::SockAddr;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::activation::{self, ListenSource};
 use super::sockopt::{ListenOptions, tcp_listener};
 use super::tls::ClientTls;
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, unix_peer, unix_sockaddr};
-use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
+use crate::endpoint::{Delivery, Endpoint, Host, HostPort, UnixAddr};
 use crate::error::{Error, Result};
 
 /// A socket accepting stream connections, of whichever transport the endpoint named.
@@ -167,6 +168,9 @@ impl StreamListener {
     /// [`Error::AddrInUse`], [`Error::PermissionDenied`], [`Error::NotASocket`],
     /// [`Error::HostNotFound`] or [`Error::Listen`], each naming the address.
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<StreamListener> {
+        if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Stream {
+            return activation::stream_listener(endpoint, opts.backlog);
+        }
         match endpoint {
             Endpoint::Tcp(hp) | Endpoint::Tls(hp) => bind_tcp(endpoint, hp, opts).await,
             Endpoint::Unix(addr) => bind_unix(endpoint, addr, opts),
@@ -220,13 +224,26 @@ impl StreamListener {
                 (Ok(addr), _) => Endpoint::Tcp(host_port(addr)),
                 (Err(_), _) => requested.clone(),
             },
-            StreamListener::Unix(..) => requested.clone(),
+            StreamListener::Unix(listener, _) => {
+                match listener
+                    .get_ref()
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(Into::into))
+                {
+                    // A socket from systemd is wherever its unit put it.
+                    Some(path) if matches!(requested, Endpoint::Unix(UnixAddr::Path(_))) => {
+                        Endpoint::Unix(UnixAddr::Path(path))
+                    }
+                    _ => requested.clone(),
+                }
+            }
         }
     }
 }
 
 /// Registers a listening socket with the current runtime, for readability only.
-fn watch<L: AsRawFd>(listener: L) -> io::Result<AsyncFd<L>> {
+pub(crate) fn watch<L: AsRawFd>(listener: L) -> io::Result<AsyncFd<L>> {
     // SAFETY: the std listener types own their descriptor: it stays open, and is the
     // same descriptor, until the listener is dropped, which only happens after the
     // AsyncFd gives it back (`into_inner`) or is dropped itself.
