@@ -164,15 +164,7 @@ pub(crate) fn serve_now(
         },
         Err(end) => end,
     };
-    if end.is_error() {
-        // Served outside any task, so outside the connection's span: make it for the one
-        // line that names this connection.
-        let span = super::session::connection_span(conn);
-        super::session::record_socket_peer(&span, false, peer);
-        span.in_scope(|| report_end(&end, peer, conn, &prelude.tally, shared));
-    } else {
-        report_end(&end, peer, conn, &prelude.tally, shared);
-    }
+    report_end(&end, peer, conn, &prelude.tally, shared);
     shared.stats.absorb(&mut prelude.tally);
     FirstTurn::Done
 }
@@ -283,10 +275,13 @@ fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Sha
         shared.stats.count_error(end.kind());
         let reason = end.reason();
         match end {
+            // This path runs without a per-connection span (see `session::serve_accepted`),
+            // so the line names the connection itself; under a span (TLS, PROXY header)
+            // the fields repeat what the span says.
             End::Failed(Error::Reset { .. } | Error::ClosedEarly { .. }) => {
-                tracing::info!("connection ended: {reason}");
+                tracing::info!(conn, %peer, "connection ended: {reason}");
             }
-            _ => tracing::warn!("closing connection: {reason}"),
+            _ => tracing::warn!(conn, %peer, "closing connection: {reason}"),
         }
     }
     if shared.events.wants_messages() {

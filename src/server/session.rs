@@ -91,15 +91,20 @@ pub(crate) async fn serve_accepted(
     slot: Slot,
     prelude: Prelude,
 ) {
-    let span = connection_span(conn);
-    if shared.options.layers.is_passthrough() {
-        // The common case serves the socket itself: no header to read, no wrapper on
-        // the per-message path.
+    let passthrough = shared.options.layers.is_passthrough();
+    if passthrough && matches!(shared.handler, Handler::Respond) {
+        // The common case, kept lean: the socket itself (no header, no wrapper) and no
+        // span (creating one costs more than a hello exchange); the per-message loop
+        // names the connection in its own log lines.
+        handle_connection(stream, &socket_peer, conn, &shared, prelude).await;
+    } else if passthrough {
+        let span = connection_span(conn);
         record_socket_peer(&span, false, &socket_peer);
         handle_connection(stream, &socket_peer, conn, &shared, prelude)
             .instrument(span)
             .await;
     } else {
+        let span = connection_span(conn);
         // Boxed: a TLS handshake is a large future, and every connection's task would
         // otherwise be that large, TLS or not.
         let task = Box::pin(prepare_and_serve(

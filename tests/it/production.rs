@@ -288,36 +288,7 @@ fn each_connection_line_carries_its_id_and_peer_in_text_and_json() {
         );
         let mut seen = Vec::new();
         for warning in &warnings {
-            let (id, peer) = if format == "json" {
-                let value: serde_json::Value = serde_json::from_str(warning)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {warning}"));
-                assert_eq!(value["level"], "WARN", "{warning}");
-                assert_eq!(value["span"]["name"], "conn", "{warning}");
-                (
-                    value["span"]["id"]
-                        .as_u64()
-                        .unwrap_or_else(|| panic!("no id: {warning}")),
-                    value["span"]["peer"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            } else {
-                // conn{id=1 peer=127.0.0.1:50000}: closing connection: idle for 1s
-                let inner = warning
-                    .split("conn{")
-                    .nth(1)
-                    .and_then(|rest| rest.split('}').next())
-                    .unwrap_or_else(|| panic!("no conn span in {warning}"));
-                let field = |name: &str| {
-                    inner
-                        .split(' ')
-                        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                        .unwrap_or_else(|| panic!("no {name} in {warning}"))
-                        .to_string()
-                };
-                (field("id").parse().unwrap_or(0), field("peer"))
-            };
+            let (id, peer) = connection_fields(warning, format == "json");
             let port: u16 = peer
                 .rsplit(':')
                 .next()
@@ -341,6 +312,38 @@ fn each_connection_line_carries_its_id_and_peer_in_text_and_json() {
         assert_ne!(seen[0].1, seen[1].1, "both lines name the same client");
         drop((first, second));
     }
+}
+
+/// The connection id and peer a diagnostic line names, wherever the line carries them:
+/// as the event's own fields (`conn=7 peer=…`, the per-message serving path) or as its
+/// `conn{id=7 peer=…}` span (programs, chat, TLS, PROXY headers).
+fn connection_fields(line: &str, json: bool) -> (u64, String) {
+    if json {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_eq!(value["level"], "WARN", "{line}");
+        let (id, peer) = if value["fields"]["conn"].is_u64() {
+            (&value["fields"]["conn"], &value["fields"]["peer"])
+        } else {
+            assert_eq!(value["span"]["name"], "conn", "{line}");
+            (&value["span"]["id"], &value["span"]["peer"])
+        };
+        let id = id.as_u64().unwrap_or_else(|| panic!("no id: {line}"));
+        return (id, peer.as_str().unwrap_or_default().to_string());
+    }
+    // `… conn=1 peer=127.0.0.1:50000` or `conn{id=1 peer=127.0.0.1:50000}: …`
+    let (id_key, fields) = match line.split("conn{").nth(1) {
+        Some(rest) => ("id", rest.split('}').next().unwrap_or_default()),
+        None => ("conn", line),
+    };
+    let field = |name: &str| {
+        fields
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .to_string()
+    };
+    (field(id_key).parse().unwrap_or(0), field("peer"))
 }
 
 /// A v1 header line.
