@@ -441,7 +441,14 @@ fn resets_mid_message_and_mid_reply_end_only_their_connection_and_are_logged_onc
     assert_eq!(reset_lines.len(), MID_MESSAGE + MID_REPLY, "{stderr}");
     let mut ids: Vec<&str> = reset_lines
         .iter()
-        .filter_map(|l| l.split("conn{id=").nth(1)?.split(' ').next())
+        .filter_map(|l| {
+            // `conn=7 …` as the line's own fields, or `conn{id=7 …}` as its span.
+            let rest = l
+                .split(" conn=")
+                .nth(1)
+                .or_else(|| l.split("conn{id=").nth(1))?;
+            rest.split([' ', '}']).next()
+        })
         .collect();
     ids.sort();
     ids.dedup();
