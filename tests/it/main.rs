@@ -16,6 +16,7 @@ mod procs;
 mod production;
 mod relay;
 mod seed;
+mod serve_paths;
 mod server_modes;
 mod shutdown;
 mod tls;
