@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::access::parse_range;
 use crate::behaviour::exec::ExecStderr;
 use crate::obs::LogFormat;
+use crate::relay::CopyMode;
 use crate::server::OverLimit;
 
 const ABOUT: &str =
@@ -121,7 +122,9 @@ Examples:
 
 Each client gets its own connection to the target; bytes are copied both ways through
 fixed buffers (--buffer per direction), so a slow side slows the other and memory stays
-bounded; half-close is passed on. Ctrl-C stops accepting, lets open connections finish
+bounded; half-close is passed on. Between two plain sockets (tcp, unix) on Linux the copy
+is splice(2) through a kernel pipe of --buffer bytes: zero copy (--copy buffered to
+turn it off). Ctrl-C stops accepting, lets open connections finish
 within --grace, and prints a summary.";
 
 const PROBE_EXAMPLES: &str = "\
@@ -498,6 +501,11 @@ pub struct RelayArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub buffer: u64,
+
+    /// How stream bytes are copied: auto splices between two plain sockets on Linux (zero
+    /// copy, the pipe holds at most --buffer), buffered always reads and writes.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = CopyMode::Auto)]
+    pub copy: CopyMode,
 
     /// Close a connection (or end a UDP session) after this long with no traffic ("0": never).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]

@@ -1,10 +1,12 @@
-//! The copy path: one direction of one relayed connection.
+//! The buffered copy path: one direction of one relayed connection, and the counters
+//! every copy path keeps.
 //!
-//! Kept to one small function on purpose: it is the hot path of the relay and the place a
-//! faster copy (splice(2) between two plain sockets on Linux) will slot in, without the
-//! rest of the relay changing. Today it is a plain read → write_all loop over one fixed
-//! buffer, which is what makes memory bounded: a read happens only once the previous
-//! one has been written completely.
+//! A plain read → write_all loop over one fixed buffer, which is what makes memory
+//! bounded: a read happens only once the previous one has been written completely. It
+//! serves every stream pair the zero-copy path ([`super::splice`], Linux, two plain
+//! sockets) cannot: TLS on either side, `--hex`, other systems. Both paths keep the same
+//! contract: half-close passed on, [`FlowStats`] kept, idle activity noted, at most one
+//! buffer's worth held per direction.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,13 +17,13 @@ use crate::idle::Activity;
 
 /// Byte counters of one direction, summed over every connection of a relay.
 ///
-/// `read - written` is what the relay holds in memory for that direction right now;
-/// `peak_buffered` is the most one connection ever held at once.
+/// `read - written` is what the relay holds for that direction right now (in its buffers,
+/// or in its splice pipes); `peak_buffered` is the most one connection ever held at once.
 #[derive(Debug, Default)]
 pub struct FlowStats {
-    /// Bytes read from the source side.
+    /// Bytes read from the source side (into a buffer, or spliced into a pipe).
     pub read: AtomicU64,
-    /// Bytes written to the destination side.
+    /// Bytes written to the destination side (from a buffer, or spliced out of a pipe).
     pub written: AtomicU64,
     /// The largest amount one connection held between a read and its write.
     pub peak_buffered: AtomicU64,
