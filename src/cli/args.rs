@@ -498,7 +498,7 @@ pub struct RelayArgs {
 
     /// Bytes buffered per direction per connection: the most the relay ever holds for
     /// one side while the other is slow.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub buffer: u64,
 

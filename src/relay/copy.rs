@@ -1,8 +1,10 @@
 //! The buffered copy path: one direction of one relayed connection, and the counters
 //! every copy path keeps.
 //!
-//! A plain read → write_all loop over one fixed buffer, which is what makes memory
-//! bounded: a read happens only once the previous one has been written completely. It
+//! A plain read → write_all loop over one buffer, which is what makes memory bounded: a
+//! read happens only once the previous one has been written completely. The buffer
+//! starts small and doubles, up to `--buffer`, each time a read fills it: a chatty
+//! connection keeps a few KiB, a bulk transfer gets large reads. It
 //! serves every stream pair the zero-copy path ([`super::splice`], Linux, two plain
 //! sockets) cannot: TLS on either side, `--hex`, other systems. Both paths keep the same
 //! contract: half-close passed on, [`FlowStats`] kept, idle activity noted, at most one
@@ -40,8 +42,13 @@ impl FlowStats {
     }
 }
 
+/// The first buffer of a copy: enough for any message of a chatty protocol.
+const INITIAL_BUFFER: usize = 16 * 1024;
+
 /// Copies `from` → `to` until `from` ends, then shuts down `to`'s sending side, so the
 /// end of one side's data reaches the other (half-close passed on).
+///
+/// The buffer grows from [`INITIAL_BUFFER`] to `buffer_size` as reads fill it.
 ///
 /// `delivered` counts this connection's bytes written (kept even if the copy fails half
 /// way); `totals` the relay's; `activity` feeds the idle timeout.
@@ -60,10 +67,17 @@ where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let mut buf = vec![0u8; buffer_size.max(1)];
+    let limit = buffer_size.max(1);
+    let mut buf = vec![0u8; limit.min(INITIAL_BUFFER)];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => break,
+            Ok(n) if n == buf.len() && n < limit => {
+                // A full read: more is probably waiting, read more at a time from now on.
+                let grown = (buf.len() * 2).min(limit);
+                buf.resize(grown, 0);
+                n
+            }
             Ok(n) => n,
             // A TLS peer that closed TCP without close_notify has still ended its data.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
@@ -108,6 +122,38 @@ mod tests {
         assert_eq!(delivered.load(Ordering::Relaxed), payload.len() as u64);
         assert_eq!(totals.buffered(), 0);
         assert!(totals.peak_buffered.load(Ordering::Relaxed) <= 1000);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_under_bulk_traffic_up_to_the_bound() -> io::Result<()> {
+        const BOUND: usize = 256 * 1024;
+        let (mut source_far, mut source) = tokio::io::duplex(1 << 20);
+        let (mut sink, mut sink_far) = tokio::io::duplex(4 << 20);
+        let totals = FlowStats::default();
+        let delivered = AtomicU64::new(0);
+        let activity = Activity::new();
+        // Queued before the copy starts, so every read can fill whatever buffer it has.
+        source_far.write_all(&vec![7u8; 1 << 20]).await?;
+        source_far.shutdown().await?;
+        pipe(
+            &mut source,
+            &mut sink,
+            BOUND,
+            &delivered,
+            &totals,
+            &activity,
+        )
+        .await?;
+        let mut out = Vec::new();
+        sink_far.read_to_end(&mut out).await?;
+        assert_eq!(out.len(), 1 << 20);
+        let peak = totals.peak_buffered.load(Ordering::Relaxed);
+        assert!(
+            peak > INITIAL_BUFFER as u64,
+            "reads never went past the first buffer ({peak})"
+        );
+        assert!(peak <= BOUND as u64, "held {peak} > {BOUND}");
         Ok(())
     }
 }
