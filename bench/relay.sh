@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/relay.sh - relay throughput: iperf3 direct against iperf3 through a relay
-# (sockit relay with splice, sockit relay --copy buffered, socat, ncat), one machine, one go.
+# (sockit relay with splice at its default --buffer and at 64 KiB, sockit relay --copy
+# buffered, socat, ncat), one machine, one go.
 #
 # iperf3's client and server run pinned to one CPU ($LG_CPU, default 0), the relay pinned
 # to the other ($RELAY_CPU, default 1), as bench/compare.sh pins load and server. Direct,
@@ -62,6 +63,7 @@ RAW=$OUT/raw.tsv
 CASES=(
   "iperf3/direct|iperf3|"
   "iperf3/sockit-splice|iperf3|$SOCKIT relay -q tcp://$HOST:\$A tcp://$HOST:\$P"
+  "iperf3/sockit-splice-64k|iperf3|$SOCKIT relay -q --buffer 65536 tcp://$HOST:\$A tcp://$HOST:\$P"
   "iperf3/sockit-buffered|iperf3|$SOCKIT relay -q --copy buffered tcp://$HOST:\$A tcp://$HOST:\$P"
   "iperf3/socat|iperf3|socat TCP4-LISTEN:\$A,bind=$HOST,fork,reuseaddr TCP:$HOST:\$P"
   "iperf3/ncat|iperf3|ncat -lk $HOST \$A --sh-exec 'exec ncat $HOST \$P'"
