@@ -120,11 +120,11 @@ Examples:
   sockit relay udp://0.0.0.0:5353 udp://127.0.0.1:53       UDP, one session per client
   sockit relay tcp://127.0.0.1:9000 tcp://127.0.0.1:8000 --hex
 
-Each client gets its own connection to the target; bytes are copied both ways through
-fixed buffers (--buffer per direction), so a slow side slows the other and memory stays
-bounded; half-close is passed on. Between two plain sockets (tcp, unix) on Linux the copy
-is splice(2) through a kernel pipe of --buffer bytes: zero copy (--copy buffered to
-turn it off). Ctrl-C stops accepting, lets open connections finish
+Each client gets its own connection to the target. Between two plain sockets (tcp, unix)
+on Linux, bytes move with splice(2) through a kernel pipe per direction: zero copy
+(--copy buffered turns it off); otherwise (tls, --hex) through a buffer. Either way a
+direction holds at most --buffer bytes, so a slow side slows the other and memory stays
+bounded; half-close is passed on. Ctrl-C stops accepting, lets open connections finish
 within --grace, and prints a summary.";
 
 const PROBE_EXAMPLES: &str = "\
@@ -496,8 +496,9 @@ pub struct RelayArgs {
     #[arg(value_name = "TARGET_ENDPOINT")]
     pub target: String,
 
-    /// Bytes buffered per direction per connection: the most the relay ever holds for
-    /// one side while the other is slow.
+    /// Bytes held per direction per connection (buffer or splice pipe, grown to this
+    /// under bulk traffic): the most the relay ever holds for one side while the other is
+    /// slow.
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub buffer: u64,
