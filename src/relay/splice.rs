@@ -2,7 +2,9 @@
 //! sockets (TCP or Unix stream, no TLS, no `--hex`), each direction moves its bytes with
 //! splice(2) from the source socket into a kernel pipe and from the pipe into the
 //! destination socket. The bytes never enter user space: the kernel passes page
-//! references along, which is what lets a relay carry what the loopback itself carries.
+//! references along, so the relay's CPU goes into TCP itself rather than into copies
+//! (about 20 % less relay CPU per byte than the buffered copy on loopback; see the
+//! README's relay benchmark).
 //!
 //! The contract is [`super::copy::pipe`]'s, unchanged:
 //!
@@ -443,6 +445,13 @@ impl Flow<'_> {
             .destination
             .try_io(Interest::WRITABLE, || splice(pipe_out, destination, held))
         {
+            // Nothing taken from a pipe that holds bytes: the loop would spin, so stop.
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the destination took no bytes",
+                ));
+            }
             Ok(n) => {
                 self.held -= n;
                 self.pipe_full = false;
