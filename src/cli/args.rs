@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::access::parse_range;
 use crate::behaviour::exec::ExecStderr;
 use crate::obs::LogFormat;
+use crate::relay::CopyMode;
 use crate::server::OverLimit;
 
 const ABOUT: &str =
@@ -137,8 +138,10 @@ Examples:
   sockit relay udp://0.0.0.0:5353 udp://127.0.0.1:53       UDP, one session per client
   sockit relay tcp://127.0.0.1:9000 tcp://127.0.0.1:8000 --hex
 
-Each client gets its own connection to the target; bytes are copied both ways through
-fixed buffers (--buffer per direction), so a slow side slows the other and memory stays
+Each client gets its own connection to the target. Between two plain sockets (tcp, unix)
+on Linux, bytes move with splice(2) through a kernel pipe per direction: zero copy
+(--copy buffered turns it off); otherwise (tls, --hex) through a buffer. Either way a
+direction holds at most --buffer bytes, so a slow side slows the other and memory stays
 bounded; half-close is passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, lets open
 connections finish within --grace, and prints a summary; a second signal exits at once (130).
 
@@ -536,11 +539,17 @@ pub struct RelayArgs {
     #[arg(value_name = "TARGET_ENDPOINT")]
     pub target: String,
 
-    /// Bytes buffered per direction per connection: the most the relay ever holds for
-    /// one side while the other is slow.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+    /// Bytes held per direction per connection (buffer or splice pipe, grown to this
+    /// under bulk traffic): the most the relay ever holds for one side while the other is
+    /// slow.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub buffer: u64,
+
+    /// How stream bytes are copied: auto splices between two plain sockets on Linux (zero
+    /// copy, the pipe holds at most --buffer), buffered always reads and writes.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = CopyMode::Auto)]
+    pub copy: CopyMode,
 
     /// Close a connection (or end a UDP session) after this long with no traffic ("0": never).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]

@@ -378,6 +378,7 @@ impl RelayArgs {
                 ..server_layers(&listen, &self.tls_listen, self.hex)?
             },
             buffer_size,
+            copy: self.copy,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
             grace: self.grace,

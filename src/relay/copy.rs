@@ -1,10 +1,14 @@
-//! The copy path: one direction of one relayed connection.
+//! The buffered copy path: one direction of one relayed connection, and the counters
+//! every copy path keeps.
 //!
-//! Kept to one small function on purpose: it is the hot path of the relay and the place a
-//! faster copy (splice(2) between two plain sockets on Linux) will slot in, without the
-//! rest of the relay changing. Today it is a plain read → write_all loop over one fixed
-//! buffer, which is what makes memory bounded: a read happens only once the previous
-//! one has been written completely.
+//! A plain read → write_all loop over one buffer, which is what makes memory bounded: a
+//! read happens only once the previous one has been written completely. The buffer
+//! starts small and doubles, up to `--buffer`, each time a read fills it: a chatty
+//! connection keeps a few KiB, a bulk transfer gets large reads. It
+//! serves every stream pair the zero-copy path ([`super::splice`], Linux, two plain
+//! sockets) cannot: TLS on either side, `--hex`, other systems. Both paths keep the same
+//! contract: half-close passed on, [`FlowStats`] kept, idle activity noted, at most one
+//! buffer's worth held per direction.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,13 +19,13 @@ use crate::idle::Activity;
 
 /// Byte counters of one direction, summed over every connection of a relay.
 ///
-/// `read - written` is what the relay holds in memory for that direction right now;
-/// `peak_buffered` is the most one connection ever held at once.
+/// `read - written` is what the relay holds for that direction right now (in its buffers,
+/// or in its splice pipes); `peak_buffered` is the most one connection ever held at once.
 #[derive(Debug, Default)]
 pub struct FlowStats {
-    /// Bytes read from the source side.
+    /// Bytes read from the source side (into a buffer, or spliced into a pipe).
     pub read: AtomicU64,
-    /// Bytes written to the destination side.
+    /// Bytes written to the destination side (from a buffer, or spliced out of a pipe).
     pub written: AtomicU64,
     /// The largest amount one connection held between a read and its write.
     pub peak_buffered: AtomicU64,
@@ -38,8 +42,13 @@ impl FlowStats {
     }
 }
 
+/// The first buffer of a copy: enough for any message of a chatty protocol.
+const INITIAL_BUFFER: usize = 16 * 1024;
+
 /// Copies `from` → `to` until `from` ends, then shuts down `to`'s sending side, so the
 /// end of one side's data reaches the other (half-close passed on).
+///
+/// The buffer grows from [`INITIAL_BUFFER`] to `buffer_size` as reads fill it.
 ///
 /// `delivered` counts this connection's bytes written (kept even if the copy fails half
 /// way); `totals` the relay's; `activity` feeds the idle timeout.
@@ -58,10 +67,17 @@ where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let mut buf = vec![0u8; buffer_size.max(1)];
+    let limit = buffer_size.max(1);
+    let mut buf = vec![0u8; limit.min(INITIAL_BUFFER)];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => break,
+            Ok(n) if n == buf.len() && n < limit => {
+                // A full read: more is probably waiting, read more at a time from now on.
+                let grown = (buf.len() * 2).min(limit);
+                buf.resize(grown, 0);
+                n
+            }
             Ok(n) => n,
             // A TLS peer that closed TCP without close_notify has still ended its data.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
@@ -106,6 +122,38 @@ mod tests {
         assert_eq!(delivered.load(Ordering::Relaxed), payload.len() as u64);
         assert_eq!(totals.buffered(), 0);
         assert!(totals.peak_buffered.load(Ordering::Relaxed) <= 1000);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_under_bulk_traffic_up_to_the_bound() -> io::Result<()> {
+        const BOUND: usize = 256 * 1024;
+        let (mut source_far, mut source) = tokio::io::duplex(1 << 20);
+        let (mut sink, mut sink_far) = tokio::io::duplex(4 << 20);
+        let totals = FlowStats::default();
+        let delivered = AtomicU64::new(0);
+        let activity = Activity::new();
+        // Queued before the copy starts, so every read can fill whatever buffer it has.
+        source_far.write_all(&vec![7u8; 1 << 20]).await?;
+        source_far.shutdown().await?;
+        pipe(
+            &mut source,
+            &mut sink,
+            BOUND,
+            &delivered,
+            &totals,
+            &activity,
+        )
+        .await?;
+        let mut out = Vec::new();
+        sink_far.read_to_end(&mut out).await?;
+        assert_eq!(out.len(), 1 << 20);
+        let peak = totals.peak_buffered.load(Ordering::Relaxed);
+        assert!(
+            peak > INITIAL_BUFFER as u64,
+            "reads never went past the first buffer ({peak})"
+        );
+        assert!(peak <= BOUND as u64, "held {peak} > {BOUND}");
         Ok(())
     }
 }

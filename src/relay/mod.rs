@@ -3,7 +3,10 @@
 //!
 //! * Streams (any pair of `tcp://`, `tls://`, `unix:`): one task per client ([`stream`]):
 //!   TLS handshake if the listener is `tls://`, connect to the target (TLS client if the
-//!   target is `tls://`), then two fixed-size copies ([`copy::pipe`]). When one side ends
+//!   target is `tls://`), then a copy each way. Between two plain sockets on Linux
+//!   (TCP or Unix, no TLS, no `--hex`) that copy is splice(2) through a kernel pipe
+//!   ([`splice`]): zero copy, the bytes never enter user space. Otherwise it is a
+//!   fixed-size buffer ([`copy::pipe`]). Both keep the same contract. When one side ends
 //!   its sending (FIN / close_notify), the relay shuts down the other side's sending in
 //!   turn, so half-close is passed on and a request/response protocol that relies on it
 //!   works through the relay.
@@ -12,15 +15,17 @@
 //!   back; sessions end after the idle timeout and their number is capped.
 //!
 //! Memory is bounded by construction: each direction of each connection owns one buffer
-//! of `--buffer` bytes and reads again only once the previous read is fully written, so a
-//! slow side slows the other (TCP backpressure) and never grows a queue. [`RelayStats`]
-//! counts bytes read and written per direction; their difference is what the relay holds.
+//! (or pipe) of `--buffer` bytes and takes in no more than it has room for, so a slow side
+//! slows the other (TCP backpressure) and never grows a queue. [`RelayStats`] counts bytes
+//! read and written per direction; their difference is what the relay holds.
 //!
 //! Shutdown is `serve`'s: stop accepting, let open connections finish within the grace
 //! period, then cut them, and return a [`RelaySummary`].
 
 mod copy;
 mod datagram;
+#[cfg(target_os = "linux")]
+mod splice;
 mod stream;
 
 pub use copy::FlowStats;
@@ -45,8 +50,11 @@ pub struct RelayOptions {
     pub connect: ConnectOptions,
     /// TLS for a `tls://` listener and the `--hex` dump of the client side.
     pub layers: Layers,
-    /// Bytes buffered per direction per connection: the most held while a side is slow.
+    /// Bytes buffered per direction per connection: the most held while a side is slow
+    /// (the buffer, or the size of the splice pipe).
     pub buffer_size: usize,
+    /// How stream bytes are copied: spliced where possible, or always through buffers.
+    pub copy: CopyMode,
     /// End a connection or datagram session after this long with no traffic.
     /// `None`: never (datagram sessions then use [`RelayOptions::DEFAULT_SESSION_IDLE`]).
     pub idle_timeout: Option<Duration>,
@@ -59,8 +67,11 @@ pub struct RelayOptions {
 }
 
 impl RelayOptions {
-    /// Default per-direction buffer: large enough for full-speed copies on loopback.
-    pub const DEFAULT_BUFFER: usize = 64 * 1024;
+    /// Default per-direction bound: what full-speed copies on loopback need (a splice
+    /// pipe of 64 KiB reaches about 60 % of the throughput of one of 256 KiB; see the
+    /// README's relay benchmark). Buffers and pipes start small and grow to it only
+    /// under bulk traffic, so quiet connections do not pay for it.
+    pub const DEFAULT_BUFFER: usize = 256 * 1024;
     /// Datagram sessions must expire even when `--idle-timeout 0` is asked for, or the
     /// map would only ever grow to its cap: this is their idle limit then.
     pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
@@ -72,12 +83,28 @@ impl RelayOptions {
             connect: ConnectOptions::new(Duration::from_secs(10)),
             layers: Layers::default(),
             buffer_size: RelayOptions::DEFAULT_BUFFER,
+            copy: CopyMode::default(),
             idle_timeout: Some(Duration::from_secs(300)),
             max_sessions: 1024,
             grace: Duration::from_secs(5),
             listen: ListenOptions::default(),
         }
     }
+}
+
+/// How a stream relay copies bytes between a client and its target.
+///
+/// An enum and not a switch so the choice reads in the code, the CLI (`--copy`) and the
+/// benchmark tables alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CopyMode {
+    /// splice(2) through a kernel pipe when both sides are plain sockets on Linux (zero
+    /// copy); through buffers otherwise (TLS, `--hex`, other systems, no pipes left).
+    #[default]
+    Auto,
+    /// Always read into a buffer and write it out: to compare, or to rule splice out
+    /// when chasing a problem.
+    Buffered,
 }
 
 /// Live counters of a relay, shared with whoever holds [`Relay::stats`] (tests, metrics).
@@ -89,6 +116,9 @@ pub struct RelayStats {
     pub active: AtomicU64,
     /// Connections that ended on an error (handshake, target unreachable, reset…).
     pub errors: AtomicU64,
+    /// Stream connections copied with splice(2) rather than through buffers: shows which
+    /// path the bytes took.
+    pub spliced: AtomicU64,
     /// Datagrams dropped because the session cap was reached or the target failed.
     pub dropped: AtomicU64,
     /// Client → target.

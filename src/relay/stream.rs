@@ -14,6 +14,7 @@ use super::copy::pipe;
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
+use crate::obs::hexdump::Tap;
 use crate::server::{connection_span, record_client, record_socket_peer};
 use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
 
@@ -188,7 +189,68 @@ async fn relay(
 }
 
 /// Both directions at once until both have ended; the first error stops both.
-async fn copy_both_ways<C, T>(
+///
+/// With [`super::CopyMode::Auto`] on Linux, two plain sockets are spliced (zero copy, see
+/// [`super::splice`]); anything else, or pipes that cannot be made, is copied through
+/// one buffer per direction.
+async fn copy_both_ways(
+    client: Tap<Stream>,
+    target: Stream,
+    shared: &Shared,
+    delivered: &Delivered,
+    activity: &Activity,
+) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if let Some(splicing) = try_splice(&client, &target, shared, delivered, activity) {
+        return splicing.await;
+    }
+    copy_buffered(client, target, shared, delivered, activity).await
+}
+
+/// The splice copy when both sides are plain sockets, no layer needs the bytes, and the
+/// pipes could be made; `None` otherwise.
+#[cfg(target_os = "linux")]
+fn try_splice<'a>(
+    client: &'a Tap<Stream>,
+    target: &'a Stream,
+    shared: &'a Shared,
+    delivered: &'a Delivered,
+    activity: &'a Activity,
+) -> Option<impl Future<Output = std::io::Result<()>> + 'a> {
+    use super::CopyMode;
+    use super::splice::{Counters, PlainSocket, Splicer};
+    let options = &shared.options;
+    if options.copy != CopyMode::Auto || options.layers.hex.is_some() {
+        return None;
+    }
+    let client_socket = PlainSocket::of(client.get_ref())?;
+    let target_socket = PlainSocket::of(target)?;
+    let splicer = match Splicer::new(options.buffer_size) {
+        Ok(splicer) => splicer,
+        Err(e) => {
+            tracing::debug!("no pipes for splice ({e}); copying through buffers");
+            return None;
+        }
+    };
+    shared.stats.spliced.fetch_add(1, Ordering::Relaxed);
+    let stats = &shared.stats;
+    Some(splicer.run(
+        client_socket,
+        target_socket,
+        Counters {
+            delivered: &delivered.to_target,
+            totals: &stats.to_target,
+        },
+        Counters {
+            delivered: &delivered.to_client,
+            totals: &stats.to_client,
+        },
+        activity,
+    ))
+}
+
+/// The portable copy: one fixed buffer per direction ([`pipe`]).
+async fn copy_buffered<C, T>(
     client: C,
     target: T,
     shared: &Shared,

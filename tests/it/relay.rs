@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use sockit::obs::EventLog;
-use sockit::relay::{Relay, RelayOptions, RelayStats, RelaySummary};
+use sockit::relay::{CopyMode, Relay, RelayOptions, RelayStats, RelaySummary};
 use sockit::{Endpoint, Shutdown};
 
 use crate::peers::{poll_until, run_peer};
@@ -214,10 +214,25 @@ async fn half_close_from_the_target_is_passed_on() {
 }
 
 /// A target that never reads, a client that writes as fast as it can: the relay holds
-/// at most its buffer for that direction, at every moment, and stops reading from the
-/// client, so the client blocks (backpressure) long before it has written everything.
+/// at most its buffer (here: its splice pipe) for that direction, at every moment, and
+/// stops reading from the client, so the client blocks (backpressure) long before it has
+/// written everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_side_that_stops_reading_keeps_memory_bounded() {
+    let spliced = stop_reading_and_check_the_bound(CopyMode::Auto).await;
+    assert_eq!(spliced, 1, "two plain TCP sockets must be spliced");
+}
+
+/// The same through the buffered copy (what TLS, `--hex` and other systems use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_that_stops_reading_keeps_memory_bounded_when_buffered() {
+    let spliced = stop_reading_and_check_the_bound(CopyMode::Buffered).await;
+    assert_eq!(spliced, 0, "--copy buffered must not splice");
+}
+
+/// Runs the "target never reads" case with `copy`; returns how many connections the
+/// relay spliced.
+async fn stop_reading_and_check_the_bound(copy: CopyMode) -> u64 {
     const BUFFER: usize = 16 * 1024;
     /// Far more than all the kernel buffers on the path can hold.
     const ATTEMPT: u64 = 256 * 1024 * 1024;
@@ -237,6 +252,7 @@ async fn a_side_that_stops_reading_keeps_memory_bounded() {
     });
     let options = RelayOptions {
         buffer_size: BUFFER,
+        copy,
         ..target(&format!("tcp://{target_addr}"))
     };
     let relay = start_relay("tcp://127.0.0.1:0", options).await;
@@ -284,6 +300,7 @@ async fn a_side_that_stops_reading_keeps_memory_bounded() {
     let read = relay.stats.to_target.read.load(Ordering::Relaxed);
     let peak = relay.stats.to_target.peak_buffered.load(Ordering::Relaxed);
     assert!(peak <= BUFFER as u64, "peak held {peak} > {BUFFER}");
+    assert!(read > 0, "the relay never read from the client");
     assert!(
         client_total < ATTEMPT,
         "the client wrote all {ATTEMPT} bytes: nothing pushed back"
@@ -302,6 +319,86 @@ async fn a_side_that_stops_reading_keeps_memory_bounded() {
         .unwrap_or_else(|e| panic!("{e}"));
     let _ = within("client", tokio::task::spawn_blocking(move || client.join())).await;
     let _ = target_side.join();
+    relay.stats.spliced.load(Ordering::Relaxed)
+}
+
+/// Megabytes both ways at once (the target echoes while the client is still sending)
+/// arrive intact and in order through either copy path, and the counts match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_data_both_ways_arrives_intact() {
+    const TOTAL: usize = 16 * 1024 * 1024;
+    for copy in [CopyMode::Auto, CopyMode::Buffered] {
+        let target_listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let target_addr = target_listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Echoes everything back, then ends its sending when the client has ended.
+        let echo = thread::spawn(move || {
+            let (mut stream, _) = target_listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            stream.set_read_timeout(Some(TIMEOUT)).ok();
+            let mut buf = vec![0u8; 100_000];
+            loop {
+                let n = stream
+                    .read(&mut buf)
+                    .unwrap_or_else(|e| panic!("echo read: {e}"));
+                if n == 0 {
+                    break;
+                }
+                stream
+                    .write_all(&buf[..n])
+                    .unwrap_or_else(|e| panic!("echo write: {e}"));
+            }
+            let _ = stream.shutdown(NetShutdown::Write);
+        });
+        let options = RelayOptions {
+            copy,
+            ..target(&format!("tcp://{target_addr}"))
+        };
+        let relay = start_relay("tcp://127.0.0.1:0", options).await;
+        let relay_addr = addr_of(&relay.endpoint);
+        let payload: Arc<Vec<u8>> = Arc::new(
+            (0..TOTAL)
+                .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+                .collect(),
+        );
+        let sent = Arc::clone(&payload);
+        let client = tokio::task::spawn_blocking(move || {
+            let stream = TcpStream::connect(relay_addr).unwrap_or_else(|e| panic!("{e}"));
+            stream.set_read_timeout(Some(TIMEOUT)).ok();
+            let mut writer = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
+            let sender = thread::spawn(move || {
+                writer.write_all(&sent).unwrap_or_else(|e| panic!("{e}"));
+                writer
+                    .shutdown(NetShutdown::Write)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            });
+            let mut back = Vec::with_capacity(TOTAL);
+            let mut reader = stream;
+            reader
+                .read_to_end(&mut back)
+                .unwrap_or_else(|e| panic!("client read: {e}"));
+            sender.join().unwrap_or_else(|_| panic!("sender panicked"));
+            back
+        });
+        let back = within("the bulk exchange", client)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        echo.join().unwrap_or_else(|_| panic!("echo panicked"));
+        assert_eq!(back.len(), TOTAL, "{copy:?}: bytes lost or added");
+        assert!(back == *payload, "{copy:?}: bytes changed or reordered");
+        let spliced = relay.stats.spliced.load(Ordering::Relaxed);
+        relay.shutdown.trigger();
+        let summary = within("relay drain", relay.done)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (summary.to_target, summary.to_client, summary.errors),
+            (TOTAL as u64, TOTAL as u64, 0),
+            "{copy:?}"
+        );
+        let expected = u64::from(copy == CopyMode::Auto);
+        assert_eq!(spliced, expected, "{copy:?}: spliced connections");
+    }
 }
 
 /// tcp ↔ unix in both arrangements, through the binary.
