@@ -12,13 +12,15 @@
 //! without copying, whenever they are one contiguous slice.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFuture;
 
@@ -250,6 +252,8 @@ pub(crate) async fn serve_connection<S>(
         message_started: None,
         timer,
         armed: idle.is_some(),
+        timer_watched: false,
+        stop_watched: false,
         stop,
     };
     let end = match session
@@ -324,6 +328,10 @@ struct Session<'a, 'p, S> {
     timer: Pin<&'p mut Sleep>,
     /// Whether the timer is armed (it is not polled otherwise).
     armed: bool,
+    /// Whether the timer has been polled since it was last armed (so it will wake us).
+    timer_watched: bool,
+    /// Whether `stop` has been polled once (so shutdown will wake us).
+    stop_watched: bool,
     /// Completes when the server shuts down; registered once for the whole connection.
     stop: Pin<&'p mut WaitForCancellationFuture<'a>>,
 }
@@ -346,6 +354,7 @@ where
                 &self.output,
                 &mut self.last_activity,
                 &mut self.timer,
+                &mut self.timer_watched,
                 idle,
             )
             .await;
@@ -411,6 +420,7 @@ where
                 && (!self.armed || deadline < self.timer.deadline())
             {
                 self.timer.as_mut().reset(deadline);
+                self.timer_watched = false;
                 self.armed = true;
             }
         }
@@ -443,7 +453,10 @@ where
             .flatten()
             .min();
         match next {
-            Some(at) => self.timer.as_mut().reset(at),
+            Some(at) => {
+                self.timer.as_mut().reset(at);
+                self.timer_watched = false;
+            }
             None => self.armed = false,
         }
         None
@@ -461,32 +474,63 @@ where
             Framing::Raw => buffer_size,
             Framing::Line { .. } => self.input.capacity() - self.input.len(),
         };
+        std::future::poll_fn(|cx| self.poll_read_more(cx, limit)).await
+    }
+
+    /// One poll of [`Session::read_more`]: the read first; then, only when it has to
+    /// wait, shutdown and the deadline timer.
+    ///
+    /// Each of those two is polled once to register this task for its wake-up and then
+    /// only checked (an atomic load, a flag), so a connection that waits once per message
+    /// does not re-register with either on every message.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Result<Read, End>> {
         loop {
             let mut window = (&mut self.input).limit(limit);
-            tokio::select! {
-                biased;
-                read = self.stream.read_buf(&mut window) => {
-                    return match read {
-                        Ok(0) => Ok(Read::Eof),
-                        Ok(n) => {
-                            self.last_activity = Instant::now();
-                            Ok(Read::Data(n))
-                        }
-                        Err(e) => Err(End::Failed(Error::exchange(
-                            e,
-                            self.peer.to_string(),
-                            "while reading",
-                        ))),
-                    };
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut window) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Read::Eof)),
+                Poll::Ready(Ok(n)) => {
+                    self.last_activity = Instant::now();
+                    return Poll::Ready(Ok(Read::Data(n)));
                 }
-                () = self.stop.as_mut() => return Err(End::Shutdown),
-                () = self.timer.as_mut(), if self.armed => {
-                    if let Some(end) = self.check_deadlines() {
-                        return Err(end);
-                    }
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(End::Failed(Error::exchange(
+                        e,
+                        self.peer.to_string(),
+                        "while reading",
+                    ))));
                 }
+                Poll::Pending => {}
             }
+            if self.stop_fired(cx) {
+                return Poll::Ready(Err(End::Shutdown));
+            }
+            if !(self.armed && self.timer_fired(cx)) {
+                return Poll::Pending;
+            }
+            if let Some(end) = self.check_deadlines() {
+                return Poll::Ready(Err(end));
+            }
+            // Re-armed for a later deadline: go round to watch it.
         }
+    }
+
+    /// Whether shutdown has been asked for. The first call registers for the wake-up.
+    fn stop_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stop_watched {
+            return self.shared.shutdown.is_triggered();
+        }
+        self.stop_watched = true;
+        self.stop.as_mut().poll(cx).is_ready()
+    }
+
+    /// Whether the timer went off. The first call after each (re-)arming registers for
+    /// the wake-up.
+    fn timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer_watched {
+            return self.timer.is_elapsed();
+        }
+        self.timer_watched = true;
+        self.timer.as_mut().poll(cx).is_ready()
     }
 
     /// Answers every complete message in `input` (and, at EOF, the unterminated rest).
@@ -516,6 +560,13 @@ where
                 if self.shared.options.after_reply == AfterReply::Close {
                     break;
                 }
+            }
+            if self.shared.options.framing == Framing::Raw {
+                // A raw read is one message: nothing is left. Clearing (rather than
+                // advancing) keeps the buffer at its start, so the next read reuses it
+                // without any bookkeeping.
+                self.input.clear();
+                break;
             }
         }
         Ok(answered)
@@ -552,6 +603,7 @@ where
             bytes,
             &mut self.last_activity,
             &mut self.timer,
+            &mut self.timer_watched,
             shared.options.limits.idle_timeout,
         )
         .await
@@ -589,11 +641,29 @@ async fn write_fully<S>(
     mut bytes: &[u8],
     last_activity: &mut Instant,
     timer: &mut Pin<&mut Sleep>,
+    timer_watched: &mut bool,
     idle: Option<Duration>,
 ) -> Result<(), WriteFailure>
 where
     S: AsyncWrite + Unpin,
 {
+    // The usual case: the socket takes the whole answer at once. The idle clock was
+    // just set by the read that brought the message, so it needs no update.
+    let first = std::future::poll_fn(|cx| match Pin::new(&mut *stream).poll_write(cx, bytes) {
+        Poll::Pending => Poll::Ready(None),
+        Poll::Ready(written) => Poll::Ready(Some(written)),
+    })
+    .await;
+    match first {
+        Some(Ok(n)) if n == bytes.len() => return Ok(()),
+        Some(Ok(0)) => return Err(WriteFailure::Io(io::ErrorKind::WriteZero.into())),
+        Some(Ok(n)) => {
+            bytes = &bytes[n..];
+            *last_activity = Instant::now();
+        }
+        Some(Err(e)) => return Err(WriteFailure::Io(e)),
+        None => {}
+    }
     while !bytes.is_empty() {
         let written = match idle {
             None => stream.write(bytes).await,
@@ -611,6 +681,8 @@ where
                 }
             },
         };
+        // The timer was polled (and maybe re-armed) by the write's wait.
+        *timer_watched = idle.is_some();
         match written {
             Ok(0) => return Err(WriteFailure::Io(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
