@@ -12,7 +12,8 @@
 # (bench/peers/*.sh).
 #
 # The first rows are the head-of-line case the note is about: one idle client holds a
-# connection open and sends nothing, while 10 others run the note's exchange.
+# connection open and sends nothing, while 10 others run the note's exchange (and, for
+# sockit, the same 10 clients without the idle one: the rate it should keep).
 #
 # In the hello rows every server closes the connection after its reply, as the note's
 # server does (sockit with --close): whoever closes first keeps the TIME_WAIT state, and
@@ -76,6 +77,7 @@ SOCAT_TCP="TCP4-LISTEN:\$PORT,bind=$HOST,fork,reuseaddr,backlog=128"
 # name | load | connections | protocol | server command ($PORT is filled in per run)
 CASES=(
   "hol/sockit|hol|10|tcp|$SOCKIT serve tcp://$HOST:\$PORT -q --close"
+  "hol/sockit-no-idle|hol0|10|tcp|$SOCKIT serve tcp://$HOST:\$PORT -q --close"
   "hol/seed-py|hol|10|tcp|$PY $SEED/tcp_server.py \$PORT"
   "hol/asyncio-py|hol|10|tcp|$PY $PEERS/asyncio_server.py hello \$PORT"
   "hello/sockit|hello|50|tcp|$SOCKIT serve tcp://$HOST:\$PORT -q --close"
@@ -105,7 +107,7 @@ CASES=(
 # `sockit bench` arguments for each load.
 bench_args() {
   case $1 in
-    hol) echo "-p hello --timeout 1s" ;;
+    hol | hol0) echo "-p hello --timeout 1s" ;;
     hello) echo "-p hello" ;;
     echo) echo "-p echo -s 64" ;;
     udp) echo "-p udp --timeout 500ms" ;;

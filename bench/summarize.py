@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 LOADS = {
     "hol": "hello, 10 clients + 1 idle connection",
+    "hol0": "hello, the same 10 clients, no idle connection",
     "hello": "hello (connect, send, reply, close)",
     "echo": "echo 64 B",
     "udp": "udp request/reply, 32 outstanding",

@@ -379,6 +379,12 @@ pub struct ServeArgs {
     #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024)]
     pub backlog: u32,
 
+    /// Give each thread its own listening socket (SO_REUSEPORT; TCP and UDP) and let the
+    /// kernel spread clients over them, instead of the threads sharing one socket: for
+    /// many cores. Another program of the same user may then bind the port too.
+    #[arg(long, help_heading = LIMITS)]
+    pub reuse_port: bool,
+
     /// Certificate and key for tls:// endpoints.
     #[command(flatten)]
     pub tls: TlsServerArgs,

@@ -236,6 +236,7 @@ impl ServeArgs {
             },
             listen: ListenOptions {
                 backlog: self.backlog,
+                reuse_port: self.reuse_port,
                 source: listen_source(self.systemd),
                 ..ListenOptions::default()
             },

@@ -287,7 +287,7 @@ impl Server {
         let (std_socket, guard) = plan.socket.into_std().map_err(failed)?;
         let mut finished = Vec::with_capacity(threads - 1);
         for index in 1..threads {
-            let copy = match std_socket.try_clone() {
+            let copy = match std_socket.sibling(&plan.shared.options.listen) {
                 Ok(copy) => copy,
                 Err(e) => {
                     shutdown.trigger();
@@ -417,10 +417,11 @@ impl Bound {
 }
 
 impl StdBound {
-    fn try_clone(&self) -> std::io::Result<StdBound> {
+    /// The socket another shard serves: its own `SO_REUSEPORT` socket, or a copy of this.
+    fn sibling(&self, opts: &ListenOptions) -> std::io::Result<StdBound> {
         match self {
-            StdBound::Stream(l) => l.try_clone().map(StdBound::Stream),
-            StdBound::Datagram(s) => s.try_clone().map(StdBound::Datagram),
+            StdBound::Stream(l) => l.sibling(opts).map(StdBound::Stream),
+            StdBound::Datagram(s) => s.sibling(opts).map(StdBound::Datagram),
         }
     }
 

@@ -232,6 +232,21 @@ impl StdDatagram {
         }
     }
 
+    /// A socket for another server thread: with `SO_REUSEPORT` a new UDP socket bound to
+    /// the same address (the kernel then sends each client's datagrams to one of them),
+    /// otherwise another handle on this one.
+    ///
+    /// # Errors
+    /// When the new socket cannot be bound or the descriptor copied.
+    pub fn sibling(&self, opts: &ListenOptions) -> io::Result<StdDatagram> {
+        match self {
+            StdDatagram::Udp(s) if opts.reuse_port => {
+                udp_socket(s.local_addr()?, opts).map(StdDatagram::Udp)
+            }
+            _ => self.try_clone(),
+        }
+    }
+
     /// Registers this copy with the current runtime.
     ///
     /// # Errors

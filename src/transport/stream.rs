@@ -305,6 +305,22 @@ impl StdListener {
         }
     }
 
+    /// A listener for another server thread: with `SO_REUSEPORT` (`opts.reuse_port`), a
+    /// new socket bound to the same TCP address, so the kernel spreads connections over
+    /// the threads' own accept queues; otherwise (and always for Unix sockets, which have
+    /// no such option) another handle on this one.
+    ///
+    /// # Errors
+    /// When the new socket cannot be bound or the descriptor copied.
+    pub fn sibling(&self, opts: &ListenOptions) -> io::Result<StdListener> {
+        match self {
+            StdListener::Tcp(l) if opts.reuse_port => {
+                tcp_listener(l.local_addr()?, opts).map(StdListener::Tcp)
+            }
+            _ => self.try_clone(),
+        }
+    }
+
     /// Registers this copy with the current runtime (call it on the thread that serves it).
     ///
     /// # Errors

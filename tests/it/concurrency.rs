@@ -112,3 +112,56 @@ async fn udp_answers_many_senders_each_at_its_own_address() {
     }
     drop(server);
 }
+
+/// Listening sockets on 127.0.0.1:`port` in the kernel's table (state 0A = LISTEN).
+fn listeners_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_else(|e| panic!("{e}"));
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+/// Issue 5 point 10 / issue 6 point 9: `--reuse-port` gives each thread its own listening
+/// socket (the kernel spreads clients over them); without it the threads share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_port_gives_each_thread_its_own_listening_socket() {
+    for (flags, expected) in [(&["--reuse-port"][..], 2), (&[][..], 1)] {
+        let mut args = vec!["serve", "tcp://127.0.0.1:0", "--threads", "2", "-q"];
+        args.extend_from_slice(flags);
+        let mut server = Proc::sockit(&args);
+        let addr = server.listening();
+        let port: u16 = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(
+            listeners_on(port),
+            expected,
+            "{flags:?}\n{}",
+            server.report()
+        );
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let addr = addr.clone();
+            clients.spawn(async move {
+                let mut stream = TcpStream::connect(&addr).await?;
+                stream.write_all(b"hello tcp server").await?;
+                let mut reply = [0u8; 16];
+                stream.read_exact(&mut reply).await?;
+                Ok::<_, std::io::Error>(reply)
+            });
+        }
+        while let Some(result) = within("50 replies", clients.join_next()).await {
+            let reply = result
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&reply, b"hello tcp client");
+        }
+    }
+}
