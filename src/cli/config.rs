@@ -238,7 +238,6 @@ impl ServeArgs {
                 backlog: self.backlog,
                 reuse_port: self.reuse_port,
                 source: listen_source(self.systemd),
-                ..ListenOptions::default()
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
