@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::access::AccessPolicy;
 
 use super::args::{
-    ConnectArgs, FramingArgs, FramingChoice, ProbeArgs, RelayArgs, SendArgs, ServeArgs,
+    AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ProbeArgs, RelayArgs, SendArgs, ServeArgs,
     TlsClientArgs, TlsServerArgs,
 };
 use crate::behaviour::Responder;
@@ -210,16 +210,11 @@ impl ServeArgs {
         } else {
             Responder::seed_reply(endpoint.seed_word())
         };
-        let max_conns = self
-            .max_conns
-            .map(|n| {
-                usize::try_from(n).map_err(|_| Error::Usage("--max-conns is too large".into()))
-            })
-            .transpose()?;
+        let max_conns = self.access.max_conns()?;
         let options = ServeOptions {
             mode,
             responder,
-            access: AccessPolicy::new(self.allow, self.deny),
+            access: self.access.policy(),
             framing,
             buffer_size,
             after_reply: if self.close {
@@ -229,7 +224,7 @@ impl ServeArgs {
             },
             limits: Limits {
                 max_conns,
-                over_limit: self.max_conns_mode,
+                over_limit: self.access.max_conns_mode,
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
@@ -250,6 +245,25 @@ impl ServeArgs {
             options,
             metrics,
         })
+    }
+}
+
+impl AccessArgs {
+    /// The `--allow` / `--deny` rules.
+    fn policy(&self) -> AccessPolicy {
+        AccessPolicy::new(self.allow.clone(), self.deny.clone())
+    }
+
+    /// `--max-conns` as a count.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when it does not fit this machine's `usize`.
+    fn max_conns(&self) -> Result<Option<usize>> {
+        self.max_conns
+            .map(|n| {
+                usize::try_from(n).map_err(|_| Error::Usage("--max-conns is too large".into()))
+            })
+            .transpose()
     }
 }
 
@@ -379,6 +393,9 @@ impl RelayArgs {
             },
             buffer_size,
             copy: self.copy,
+            access: self.access.policy(),
+            max_conns: self.access.max_conns()?,
+            over_limit: self.access.max_conns_mode,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
             grace: self.grace,
