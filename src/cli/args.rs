@@ -146,7 +146,15 @@ bounded; half-close is passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, let
 connections finish within --grace, and prints a summary; a second signal exits at once (130).
 
   sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --proxy-protocol --metrics 9100
-                                        behind a load balancer, with Prometheus metrics";
+                                        behind a load balancer, with Prometheus metrics
+
+Access and limits (as `serve`):
+  sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --allow 10.0.0.0/8 --deny 10.0.0.13
+                                        only 10/8 but 10.0.0.13 gets in; the rest is
+                                        closed at once and logged
+  sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --max-conns 100 --max-conns-mode refuse
+                                        client 101 is closed at once instead of waiting
+  Datagram relays drop denied senders' datagrams and cap clients with --max-sessions.";
 
 const PROBE_EXAMPLES: &str = "\
 Examples:
@@ -579,11 +587,12 @@ pub struct RelayArgs {
     pub max_sessions: u64,
 
     /// How long Ctrl-C / SIGTERM lets open connections finish.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
 
-    /// listen(2) backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    /// listen(2) backlog: connections the kernel queues while we are busy (or at
+    /// --max-conns).
+    #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024)]
     pub backlog: u32,
 
     /// Certificate and key when LISTEN_ENDPOINT is tls://.

@@ -525,6 +525,49 @@ mod tests {
         Ok(())
     }
 
+    fn relay(args: &[&str]) -> Result<RelayConfig> {
+        let mut argv = vec!["sockit", "relay"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Relay(relay)) => relay.into_config(),
+            other => panic!("not a relay command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn relay_access_and_limits_reach_the_options() -> Result<()> {
+        let config = relay(&[
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:1",
+            "--deny",
+            "10.0.0.0/8",
+            "--max-conns",
+            "7",
+            "--max-conns-mode",
+            "refuse",
+        ])?;
+        assert_eq!(config.options.max_conns, Some(7));
+        assert_eq!(config.options.over_limit, crate::server::OverLimit::Refuse);
+        assert!(
+            !config
+                .options
+                .access
+                .check_ip([10, 1, 1, 1].into())
+                .is_allowed()
+        );
+        assert!(
+            config
+                .options
+                .access
+                .check_ip([127, 0, 0, 1].into())
+                .is_allowed()
+        );
+        let open = relay(&["tcp://127.0.0.1:0", "tcp://127.0.0.1:1"])?;
+        assert!(open.options.access.is_open());
+        assert_eq!(open.options.max_conns, None);
+        Ok(())
+    }
+
     #[test]
     fn a_missing_program_is_a_usage_error() {
         match serve(&["--exec", "sockit-no-such-program"]) {

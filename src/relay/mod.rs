@@ -440,3 +440,31 @@ impl Relay {
         self.stats.summary()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_turned_away_show_in_the_summary_and_the_metrics() {
+        let stats = RelayStats::default();
+        stats.connections.fetch_add(4, Ordering::Relaxed);
+        assert!(
+            stats.summary().to_string().ends_with(" 0 errors"),
+            "a relay that turned nobody away keeps the short line"
+        );
+        stats.denied.fetch_add(3, Ordering::Relaxed);
+        stats.refused.fetch_add(2, Ordering::Relaxed);
+        let line = stats.summary().to_string();
+        assert!(line.ends_with("0 errors, 3 denied, 2 refused"), "{line}");
+        let text = stats.write_metrics("tcp");
+        assert!(
+            text.contains("sockit_relay_connections_denied_total{transport=\"tcp\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sockit_relay_connections_refused_total{transport=\"tcp\"} 2"),
+            "{text}"
+        );
+    }
+}
