@@ -1,8 +1,9 @@
 //! Access control: which client addresses a server (or relay) lets in.
 //!
 //! Pure policy, no I/O: built from `--allow CIDR` / `--deny CIDR`, asked about one
-//! address at a time. The accept loop closes a denied connection at once; the datagram
-//! loop drops a denied sender's datagrams. Both log the refusal (rate-limited).
+//! address at a time. [`gate`] applies it (and `--max-conns`) for `serve` and `relay`
+//! alike: an accept loop closes a denied connection at once, a datagram loop drops a
+//! denied sender's datagrams, and both count and log the refusal (rate-limited).
 //!
 //! Precedence, in order:
 //! 1. an address inside any `--deny` range is denied (deny always wins);
@@ -14,6 +15,8 @@
 //! for IPv4 clients) are judged as the IPv4 address they carry, so `--deny 10.0.0.0/8`
 //! holds on every listener. Unix-socket peers have no IP address and are never filtered:
 //! protect a Unix socket with file permissions instead.
+
+pub(crate) mod gate;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -146,7 +146,15 @@ bounded; half-close is passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, let
 connections finish within --grace, and prints a summary; a second signal exits at once (130).
 
   sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --proxy-protocol --metrics 9100
-                                        behind a load balancer, with Prometheus metrics";
+                                        behind a load balancer, with Prometheus metrics
+
+Access and limits (as `serve`):
+  sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --allow 10.0.0.0/8 --deny 10.0.0.13
+                                        only 10/8 but 10.0.0.13 gets in; the rest is
+                                        closed at once and logged
+  sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --max-conns 100 --max-conns-mode refuse
+                                        client 101 is closed at once instead of waiting
+  Datagram relays drop denied senders' datagrams and cap clients with --max-sessions.";
 
 const PROBE_EXAMPLES: &str = "\
 Examples:
@@ -336,30 +344,13 @@ pub struct ServeArgs {
     #[arg(long, help_heading = MODES, conflicts_with_all = ["exec", "sh_exec", "chat"])]
     pub close: bool,
 
-    /// Let in only clients inside this range (CIDR or single address; repeatable). Unix
-    /// socket clients are not filtered.
-    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
-    pub allow: Vec<IpNet>,
-
-    /// Turn away clients inside this range (repeatable); deny wins over --allow. A denied
-    /// connection is closed at once, a denied datagram dropped; both are logged.
-    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
-    pub deny: Vec<IpNet>,
+    /// Who may connect and how many at once.
+    #[command(flatten)]
+    pub access: AccessArgs,
 
     /// How a stream is cut into messages.
     #[command(flatten)]
     pub framing: FramingArgs,
-
-    /// Most connections served at once (with --exec on datagrams: programs running at
-    /// once, default 64).
-    #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_conns: Option<u64>,
-
-    /// What a client arriving over --max-conns gets: wait in the kernel backlog until a
-    /// slot frees, or be accepted and closed at once (counted as refused).
-    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
-          requires = "max_conns")]
-    pub max_conns_mode: OverLimit,
 
     /// Close connections silent this long in both directions ("0" never); with --exec the
     /// program is killed, in --chat the member leaves.
@@ -408,6 +399,32 @@ pub struct ServeArgs {
     /// binding; ENDPOINT then only names the protocol: tcp, tls, udp, unix:PATH, unixgram:PATH.
     #[arg(long, help_heading = PRODUCTION)]
     pub systemd: bool,
+}
+
+/// Access control and the connection limit, the same for every listening command
+/// (`serve`, `relay`) so the flags, their help and their meaning never drift apart.
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// Let in only clients inside this range (CIDR or single address; repeatable). Unix
+    /// socket clients are not filtered.
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
+    pub allow: Vec<IpNet>,
+
+    /// Turn away clients inside this range (repeatable); deny wins over --allow. A denied
+    /// connection is closed at once, a denied datagram dropped; both are logged.
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
+    pub deny: Vec<IpNet>,
+
+    /// Most connections served (or relayed) at once. `serve --exec` on datagrams: programs
+    /// running at once (default 64); datagram relays cap clients with --max-sessions.
+    #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns: Option<u64>,
+
+    /// What a client arriving over --max-conns gets: wait in the kernel backlog until a
+    /// slot frees, or be accepted and closed at once (counted as refused).
+    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
+          requires = "max_conns")]
+    pub max_conns_mode: OverLimit,
 }
 
 /// The listening side of TLS (`serve`, `relay`).
@@ -557,8 +574,12 @@ pub struct RelayArgs {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = CopyMode::Auto)]
     pub copy: CopyMode,
 
+    /// Who may connect and how many at once.
+    #[command(flatten)]
+    pub access: AccessArgs,
+
     /// Close a connection (or end a UDP session) after this long with no traffic ("0": never).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Give up connecting to the target (TCP and TLS together) after this long.
@@ -567,16 +588,17 @@ pub struct RelayArgs {
 
     /// Most UDP / Unix datagram client sessions at once; datagrams from further clients
     /// are dropped (and counted) until a session expires.
-    #[arg(long, value_name = "N", default_value_t = 1024,
+    #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_sessions: u64,
 
     /// How long Ctrl-C / SIGTERM lets open connections finish.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
 
-    /// listen(2) backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    /// listen(2) backlog: connections the kernel queues while we are busy (or at
+    /// --max-conns).
+    #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024)]
     pub backlog: u32,
 
     /// Certificate and key when LISTEN_ENDPOINT is tls://.
@@ -597,7 +619,7 @@ pub struct RelayArgs {
     pub metrics: Option<String>,
 
     /// Every connection starts with a HAProxy PROXY protocol header (v1 or v2), as load
-    /// balancers send it: logs, events and events then use the real client
+    /// balancers send it: logs, events and --allow/--deny then use the real client
     /// address. A connection without a valid header within 5s is closed and logged.
     #[arg(long, help_heading = PRODUCTION)]
     pub proxy_protocol: bool,
@@ -802,14 +824,51 @@ mod tests {
             "--deny",
             "10.0.0.1",
         ]);
-        assert_eq!(args.allow.len(), 2);
-        assert_eq!(args.deny.len(), 1);
+        assert_eq!(args.access.allow.len(), 2);
+        assert_eq!(args.access.deny.len(), 1);
         assert!(Cli::try_parse_from(["sockit", "serve", "--allow", "ten"]).is_err());
         assert!(
             Cli::try_parse_from(["sockit", "serve", "--max-conns-mode", "refuse"]).is_err(),
             "refuse without --max-conns means nothing"
         );
         let args = serve_args(&["--max-conns", "2", "--max-conns-mode", "refuse"]);
-        assert_eq!(args.max_conns_mode, OverLimit::Refuse);
+        assert_eq!(args.access.max_conns_mode, OverLimit::Refuse);
+    }
+
+    #[test]
+    fn relay_takes_the_same_access_flags_as_serve() {
+        let cli = Cli::try_parse_from([
+            "sockit",
+            "relay",
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:1",
+            "--allow",
+            "10.0.0.0/8",
+            "--deny",
+            "10.0.0.1",
+            "--max-conns",
+            "5",
+            "--max-conns-mode",
+            "refuse",
+        ]);
+        let Ok(Command::Relay(args)) = cli.map(|cli| cli.command) else {
+            panic!("expected relay");
+        };
+        assert_eq!(args.access.allow.len(), 1);
+        assert_eq!(args.access.deny.len(), 1);
+        assert_eq!(args.access.max_conns, Some(5));
+        assert_eq!(args.access.max_conns_mode, OverLimit::Refuse);
+        assert!(
+            Cli::try_parse_from([
+                "sockit",
+                "relay",
+                "tcp://127.0.0.1:0",
+                "tcp://127.0.0.1:1",
+                "--max-conns-mode",
+                "refuse"
+            ])
+            .is_err(),
+            "refuse without --max-conns means nothing"
+        );
     }
 }

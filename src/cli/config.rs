@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::access::AccessPolicy;
 
 use super::args::{
-    ConnectArgs, FramingArgs, FramingChoice, ProbeArgs, RelayArgs, SendArgs, ServeArgs,
+    AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ProbeArgs, RelayArgs, SendArgs, ServeArgs,
     TlsClientArgs, TlsServerArgs,
 };
 use crate::behaviour::Responder;
@@ -210,16 +210,11 @@ impl ServeArgs {
         } else {
             Responder::seed_reply(endpoint.seed_word())
         };
-        let max_conns = self
-            .max_conns
-            .map(|n| {
-                usize::try_from(n).map_err(|_| Error::Usage("--max-conns is too large".into()))
-            })
-            .transpose()?;
+        let max_conns = self.access.max_conns()?;
         let options = ServeOptions {
             mode,
             responder,
-            access: AccessPolicy::new(self.allow, self.deny),
+            access: self.access.policy(),
             framing,
             buffer_size,
             after_reply: if self.close {
@@ -229,7 +224,7 @@ impl ServeArgs {
             },
             limits: Limits {
                 max_conns,
-                over_limit: self.max_conns_mode,
+                over_limit: self.access.max_conns_mode,
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
@@ -250,6 +245,25 @@ impl ServeArgs {
             options,
             metrics,
         })
+    }
+}
+
+impl AccessArgs {
+    /// The `--allow` / `--deny` rules.
+    fn policy(&self) -> AccessPolicy {
+        AccessPolicy::new(self.allow.clone(), self.deny.clone())
+    }
+
+    /// `--max-conns` as a count.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when it does not fit this machine's `usize`.
+    fn max_conns(&self) -> Result<Option<usize>> {
+        self.max_conns
+            .map(|n| {
+                usize::try_from(n).map_err(|_| Error::Usage("--max-conns is too large".into()))
+            })
+            .transpose()
     }
 }
 
@@ -379,6 +393,9 @@ impl RelayArgs {
             },
             buffer_size,
             copy: self.copy,
+            access: self.access.policy(),
+            max_conns: self.access.max_conns()?,
+            over_limit: self.access.max_conns_mode,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
             grace: self.grace,
@@ -505,6 +522,49 @@ mod tests {
                 ..ChatOptions::default()
             })
         );
+        Ok(())
+    }
+
+    fn relay(args: &[&str]) -> Result<RelayConfig> {
+        let mut argv = vec!["sockit", "relay"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Relay(relay)) => relay.into_config(),
+            other => panic!("not a relay command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn relay_access_and_limits_reach_the_options() -> Result<()> {
+        let config = relay(&[
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:1",
+            "--deny",
+            "10.0.0.0/8",
+            "--max-conns",
+            "7",
+            "--max-conns-mode",
+            "refuse",
+        ])?;
+        assert_eq!(config.options.max_conns, Some(7));
+        assert_eq!(config.options.over_limit, crate::server::OverLimit::Refuse);
+        assert!(
+            !config
+                .options
+                .access
+                .check_ip([10, 1, 1, 1].into())
+                .is_allowed()
+        );
+        assert!(
+            config
+                .options
+                .access
+                .check_ip([127, 0, 0, 1].into())
+                .is_allowed()
+        );
+        let open = relay(&["tcp://127.0.0.1:0", "tcp://127.0.0.1:1"])?;
+        assert!(open.options.access.is_open());
+        assert_eq!(open.options.max_conns, None);
         Ok(())
     }
 

@@ -6,12 +6,16 @@
 //! the idle timeout (rathole's design: the task removes its own entry). The number of
 //! sessions is capped; past the cap, datagrams from new clients are dropped and counted
 //! until a session expires, so a flood of source addresses cannot exhaust descriptors.
+//!
+//! Datagrams from senders `--allow` / `--deny` turn away are dropped before anything else
+//! (no session, no hex dump), counted as denied and logged at a bounded rate.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{FlowStats, RelayOptions, Shared};
+use crate::access::gate::Gate;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Direction;
@@ -41,6 +45,7 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let sessions: Sessions = Arc::default();
     let mut next_id = 0;
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut gate = Gate::default();
     loop {
         let received = tokio::select! {
             biased;
@@ -55,6 +60,9 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
                 continue;
             }
         };
+        if !gate.admit(&peer, "datagram", &**shared) {
+            continue;
+        }
         let datagram = &buf[..len];
         if let Some(hex) = &shared.options.layers.hex {
             hex.datagram(Direction::Received, &peer.to_string(), datagram);

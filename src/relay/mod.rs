@@ -14,6 +14,13 @@
 //!   ([`datagram`]), each with its own socket to the target so replies find their way
 //!   back; sessions end after the idle timeout and their number is capped.
 //!
+//! Every client first passes the [gate](crate::access::gate) that `serve` uses, with the
+//! same flags and meaning: `--allow` / `--deny` close a denied connection at once (with
+//! `--proxy-protocol`, once the header names the real client) and drop a denied sender's
+//! datagrams; `--max-conns` holds one slot per relayed connection, and over it a client
+//! waits in the backlog or is closed at once (`--max-conns-mode`). Datagram relays cap
+//! their clients with `--max-sessions` instead, so `--max-conns` is refused there.
+//!
 //! Memory is bounded by construction: each direction of each connection owns one buffer
 //! (or pipe) of `--buffer` bytes and takes in no more than it has room for, so a slow side
 //! slows the other (TCP backpressure) and never grows a queue. [`RelayStats`] counts bytes
@@ -31,13 +38,18 @@ mod stream;
 pub use copy::FlowStats;
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
+use crate::access::AccessPolicy;
+use crate::access::gate::{self, Gate, Guarded};
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::obs::{Event, EventLog};
+use crate::server::OverLimit;
 use crate::shutdown::{Drained, Shutdown};
 use crate::transport::{ConnectOptions, DatagramSocket, Layers, ListenOptions, StreamListener};
 
@@ -55,6 +67,15 @@ pub struct RelayOptions {
     pub buffer_size: usize,
     /// How stream bytes are copied: spliced where possible, or always through buffers.
     pub copy: CopyMode,
+    /// Which client addresses are let in (`--allow` / `--deny`): a denied connection is
+    /// closed at once, a denied sender's datagrams are dropped.
+    pub access: AccessPolicy,
+    /// Most stream connections relayed at once (`--max-conns`); `None`: no limit beyond
+    /// file descriptors. Stream relays only: datagram relays cap clients with
+    /// [`RelayOptions::max_sessions`].
+    pub max_conns: Option<usize>,
+    /// What a client arriving over `max_conns` gets: waits in the backlog, or is closed.
+    pub over_limit: OverLimit,
     /// End a connection or datagram session after this long with no traffic.
     /// `None`: never (datagram sessions then use [`RelayOptions::DEFAULT_SESSION_IDLE`]).
     pub idle_timeout: Option<Duration>,
@@ -84,6 +105,9 @@ impl RelayOptions {
             layers: Layers::default(),
             buffer_size: RelayOptions::DEFAULT_BUFFER,
             copy: CopyMode::default(),
+            access: AccessPolicy::default(),
+            max_conns: None,
+            over_limit: OverLimit::default(),
             idle_timeout: Some(Duration::from_secs(300)),
             max_sessions: 1024,
             grace: Duration::from_secs(5),
@@ -110,7 +134,9 @@ pub enum CopyMode {
 /// Live counters of a relay, shared with whoever holds [`Relay::stats`] (tests, metrics).
 #[derive(Debug, Default)]
 pub struct RelayStats {
-    /// Clients accepted (stream) or sessions opened (datagram).
+    /// Clients accepted and let in (stream) or sessions opened (datagram); denied and
+    /// refused ones are counted apart. With `--proxy-protocol` the real client is judged
+    /// after it is counted here, as `serve` does.
     pub connections: AtomicU64,
     /// Connections or sessions open now.
     pub active: AtomicU64,
@@ -121,6 +147,11 @@ pub struct RelayStats {
     pub spliced: AtomicU64,
     /// Datagrams dropped because the session cap was reached or the target failed.
     pub dropped: AtomicU64,
+    /// Clients (connections or datagrams) turned away by `--allow` / `--deny`.
+    pub denied: AtomicU64,
+    /// Connections turned away because `--max-conns` was reached and
+    /// `--max-conns-mode refuse` was chosen.
+    pub refused: AtomicU64,
     /// Client → target.
     pub to_target: FlowStats,
     /// Target → client.
@@ -164,6 +195,20 @@ impl RelayStats {
             summary.errors,
         );
         m.single(
+            "sockit_relay_connections_denied_total",
+            Counter,
+            "Clients (connections or datagrams) turned away by --allow/--deny.",
+            &t,
+            summary.denied,
+        );
+        m.single(
+            "sockit_relay_connections_refused_total",
+            Counter,
+            "Clients turned away because --max-conns was reached (--max-conns-mode refuse).",
+            &t,
+            summary.refused,
+        );
+        m.single(
             "sockit_relay_datagrams_dropped_total",
             Counter,
             "Datagrams dropped (session cap reached or target failed).",
@@ -196,6 +241,8 @@ impl RelayStats {
             to_client: self.to_client.written.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -213,6 +260,10 @@ pub struct RelaySummary {
     pub errors: u64,
     /// Datagrams dropped.
     pub dropped: u64,
+    /// Clients turned away by `--allow` / `--deny`.
+    pub denied: u64,
+    /// Clients turned away over `--max-conns`.
+    pub refused: u64,
 }
 
 impl fmt::Display for RelaySummary {
@@ -224,6 +275,12 @@ impl fmt::Display for RelaySummary {
         )?;
         if self.dropped > 0 {
             write!(f, ", {} datagrams dropped", self.dropped)?;
+        }
+        if self.denied > 0 {
+            write!(f, ", {} denied", self.denied)?;
+        }
+        if self.refused > 0 {
+            write!(f, ", {} refused", self.refused)?;
         }
         Ok(())
     }
@@ -239,6 +296,35 @@ pub(crate) struct Shared {
     pub stats: Arc<RelayStats>,
     /// Stop signal and task tracking.
     pub shutdown: Shutdown,
+    /// `--max-conns`: one slot per relayed connection.
+    pub slots: Option<Arc<Semaphore>>,
+    /// Rate-limited access logging for checks made after a PROXY header, in connection
+    /// tasks (the accept loop's own [`Gate`] is not shared).
+    pub late_gate: Mutex<Gate>,
+}
+
+impl Guarded for Shared {
+    fn access(&self) -> &AccessPolicy {
+        &self.options.access
+    }
+    fn max_conns(&self) -> Option<usize> {
+        self.options.max_conns
+    }
+    fn proxied(&self) -> bool {
+        self.options.layers.proxy.is_on()
+    }
+    fn denied(&self) -> &AtomicU64 {
+        &self.stats.denied
+    }
+    fn refused(&self) -> &AtomicU64 {
+        &self.stats.refused
+    }
+    fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+    fn late_gate(&self) -> &Mutex<Gate> {
+        &self.late_gate
+    }
 }
 
 impl Shared {
@@ -270,8 +356,8 @@ impl Relay {
     /// Binds `listen`, after checking the pair of endpoints makes sense.
     ///
     /// # Errors
-    /// [`Error::Usage`] for a stream/datagram mix or a `tls://` listener without TLS
-    /// settings; any listen error.
+    /// [`Error::Usage`] for a stream/datagram mix, a `tls://` listener without TLS
+    /// settings, or `max_conns` on a datagram relay; any listen error.
     pub async fn bind(listen: &Endpoint, options: RelayOptions) -> Result<Relay> {
         if listen.delivery() != options.target.delivery() {
             return Err(Error::Usage(format!(
@@ -288,6 +374,12 @@ impl Relay {
             return Err(Error::Usage(format!(
                 "--proxy-protocol reads a header at the start of each connection; {listen} \
                  is a datagram endpoint"
+            )));
+        }
+        if options.max_conns.is_some() && listen.delivery() == Delivery::Datagram {
+            return Err(Error::Usage(format!(
+                "--max-conns caps stream connections; {listen} is a datagram endpoint: cap \
+                 its clients with --max-sessions N instead"
             )));
         }
         let (socket, local) = match listen.delivery() {
@@ -325,12 +417,15 @@ impl Relay {
         events.emit(Event::Listening {
             endpoint: &self.local,
         });
+        gate::warn_if_unfilterable(&self.options.access, &self.local);
         let grace = self.options.grace;
         let shared = Arc::new(Shared {
+            slots: gate::slots_for(self.options.max_conns),
             options: self.options,
             events,
             stats: Arc::clone(&self.stats),
             shutdown: shutdown.clone(),
+            late_gate: Mutex::default(),
         });
         match self.socket {
             Bound::Stream(listener) => stream::accept_loop(listener, &shared).await,
@@ -343,5 +438,33 @@ impl Relay {
             tracing::warn!("{remaining} relay task(s) still running after the grace period");
         }
         self.stats.summary()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_turned_away_show_in_the_summary_and_the_metrics() {
+        let stats = RelayStats::default();
+        stats.connections.fetch_add(4, Ordering::Relaxed);
+        assert!(
+            stats.summary().to_string().ends_with(" 0 errors"),
+            "a relay that turned nobody away keeps the short line"
+        );
+        stats.denied.fetch_add(3, Ordering::Relaxed);
+        stats.refused.fetch_add(2, Ordering::Relaxed);
+        let line = stats.summary().to_string();
+        assert!(line.ends_with("0 errors, 3 denied, 2 refused"), "{line}");
+        let text = stats.write_metrics("tcp");
+        assert!(
+            text.contains("sockit_relay_connections_denied_total{transport=\"tcp\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sockit_relay_connections_refused_total{transport=\"tcp\"} 2"),
+            "{text}"
+        );
     }
 }

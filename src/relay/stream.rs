@@ -1,5 +1,12 @@
-//! Stream relaying: accept, then per client (in its own task) handshake, connect to the
-//! target and copy both ways.
+//! Stream relaying: take a slot, accept, pass the gate, then per client (in its own task)
+//! PROXY header and late access check, handshake, connect to the target and copy both
+//! ways.
+//!
+//! `--max-conns` as `serve` applies it: with `--max-conns-mode wait` the slot is taken
+//! *before* `accept`, so at the limit the loop stops accepting and the kernel backlog
+//! holds further clients; with `refuse` every client is accepted and one that finds no
+//! free slot is closed at once (logged, counted). The slot is held until the relayed
+//! connection ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +18,12 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::copy::pipe;
+use crate::access::gate::{self, Gate, Guarded, Slot};
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::server::{connection_span, record_client, record_socket_peer};
+use crate::server::{OverLimit, connection_span, record_client, record_socket_peer};
 use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
@@ -23,11 +31,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// First pause after a resource error on `accept`.
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
-/// Accepts clients until shutdown, one tracked task each.
+/// Accepts clients until shutdown, one tracked task each; denied clients and, with
+/// `--max-conns-mode refuse`, clients over the limit are closed at once.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
+    let slots = shared.slots.clone();
+    let mut gate = Gate::default();
     let mut next_id: u64 = 0;
     let mut backoff = MIN_BACKOFF;
     loop {
+        let reserved: Option<Slot> = match shared.options.over_limit {
+            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
+                Some(slot) => Some(slot),
+                None => return,
+            },
+            OverLimit::Refuse => None,
+        };
         let accepted = tokio::select! {
             biased;
             () = shared.shutdown.triggered() => return,
@@ -36,12 +54,26 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
+                if !gate.admit_connection(&peer, &**shared) {
+                    // Closed at once: dropping the stream sends our FIN.
+                    continue;
+                }
+                let slot = match reserved {
+                    Some(slot) => slot,
+                    None => match gate.try_slot(slots.as_ref(), &peer, "connection", &**shared) {
+                        Some(slot) => slot,
+                        None => continue,
+                    },
+                };
                 next_id += 1;
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let task_shared = Arc::clone(shared);
                 let id = next_id;
                 let span = connection_span(id);
-                let task = async move { relay_connection(stream, peer, id, &task_shared).await };
+                let task = async move {
+                    relay_connection(stream, peer, id, &task_shared).await;
+                    drop(slot);
+                };
                 shared.shutdown.spawn(task.instrument(span));
             }
             Err(e)
@@ -108,8 +140,9 @@ struct Delivered {
     to_client: AtomicU64,
 }
 
-/// One client, start to end: PROXY header, handshake, connect to the target, copy,
-/// report. Runs inside the connection's span.
+/// One client, start to end: PROXY header (and the access check on the address it
+/// names), handshake, connect to the target, copy, report. Runs inside the connection's
+/// span.
 async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64, shared: &Shared) {
     let layers = &shared.options.layers;
     let span = tracing::Span::current();
@@ -128,6 +161,10 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         }
     };
     record_client(&span, proxied, &peer);
+    if proxied && !shared.admit_late(&peer) {
+        // Closed at once: dropping the stream sends our FIN.
+        return;
+    }
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
     shared.events.emit(Event::Connected { conn, peer: &peer });
     let delivered = Delivered::default();

@@ -13,8 +13,8 @@
 use std::io;
 use std::sync::Arc;
 
-use super::gate::{self, Gate};
 use super::{Handler, OverLimit, Shared};
+use crate::access::gate::{self, Gate};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
 use crate::obs::hexdump::Direction;
 use crate::obs::{ErrorKind, Event, Tally};
@@ -162,7 +162,7 @@ async fn respond_one_by_one(socket: DatagramSocket, shared: &Arc<Shared>) {
         let mut drained = false;
         for _ in 0..BATCH {
             match socket.try_recv_from(&mut buf) {
-                Ok((_, peer)) if !gate.admit(&peer, "datagram", shared) => {}
+                Ok((_, peer)) if !gate.admit(&peer, "datagram", &**shared) => {}
                 Ok((len, peer)) => {
                     answer(&socket, &buf[..len], &peer, &mut output, shared, &mut tally).await;
                 }
@@ -251,18 +251,20 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
                 continue;
             }
         };
-        if !gate.admit(&peer, "datagram", shared) {
+        if !gate.admit(&peer, "datagram", &**shared) {
             continue;
         }
         let slot = match limits.over_limit {
-            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), shared).await {
+            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
                 Some(slot) => slot,
                 None => break,
             },
-            OverLimit::Refuse => match gate.try_slot(slots.as_ref(), &peer, "datagram", shared) {
-                Some(slot) => slot,
-                None => continue,
-            },
+            OverLimit::Refuse => {
+                match gate.try_slot(slots.as_ref(), &peer, "datagram", &**shared) {
+                    Some(slot) => slot,
+                    None => continue,
+                }
+            }
         };
         let id = ids.next().unwrap_or_default();
         let datagram = buf[..len].to_vec();

@@ -7,8 +7,8 @@
 //! Datagram endpoints run one receive loop ([`datagram`]) that answers each sender at its
 //! own address.
 //!
-//! Every client first passes the [`gate`] (`--allow`/`--deny`, `--max-conns-mode
-//! refuse`); then [`session`] hands the connection to its behaviour by [`ServeMode`]: the
+//! Every client first passes the [gate](crate::access::gate) (`--allow`/`--deny`,
+//! `--max-conns-mode refuse`); then [`session`] hands the connection to its behaviour by [`ServeMode`]: the
 //! per-message loop in [`conn`] (reply, echo, discard), a program (`--exec`), or the chat
 //! room (`--chat`).
 //!
@@ -17,7 +17,6 @@
 
 mod conn;
 mod datagram;
-mod gate;
 mod limits;
 mod session;
 mod stream;
@@ -26,11 +25,13 @@ pub use limits::{Limits, OverLimit};
 pub(crate) use session::{connection_span, record_client, record_socket_peer};
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
+use crate::access::gate::{self, Gate, Guarded};
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, Room};
 use crate::behaviour::exec::ExecSpec;
@@ -126,8 +127,32 @@ pub(crate) struct Shared {
     /// across shards without a shared counter.
     pub ids: IdSequence,
     /// Rate-limited access logging for checks made after a PROXY header, in connection
-    /// tasks (the accept loop's own [`gate::Gate`] is not shared).
-    pub late_gate: std::sync::Mutex<gate::Gate>,
+    /// tasks (the accept loop's own [`Gate`] is not shared).
+    pub late_gate: std::sync::Mutex<Gate>,
+}
+
+impl Guarded for Shared {
+    fn access(&self) -> &AccessPolicy {
+        &self.options.access
+    }
+    fn max_conns(&self) -> Option<usize> {
+        self.options.limits.max_conns
+    }
+    fn proxied(&self) -> bool {
+        self.options.layers.proxy.is_on()
+    }
+    fn denied(&self) -> &AtomicU64 {
+        &self.stats.denied
+    }
+    fn refused(&self) -> &AtomicU64 {
+        &self.stats.refused
+    }
+    fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+    fn late_gate(&self) -> &std::sync::Mutex<Gate> {
+        &self.late_gate
+    }
 }
 
 /// A shard's share of connection ids (shard k of n: k+1, k+1+n, k+1+2n, …).
@@ -340,21 +365,9 @@ impl Server {
         events.emit(Event::Listening {
             endpoint: &self.local,
         });
-        if !self.options.access.is_open()
-            && matches!(self.local, Endpoint::Unix(_) | Endpoint::UnixDgram(_))
-        {
-            tracing::warn!(
-                "--allow/--deny filter IP addresses; Unix socket clients have none and are \
-                 not filtered (protect {} with file permissions)",
-                self.local
-            );
-        }
+        gate::warn_if_unfilterable(&self.options.access, &self.local);
         let grace = self.options.limits.grace;
-        let slots = self
-            .options
-            .limits
-            .max_conns
-            .map(|n| Arc::new(Semaphore::new(n)));
+        let slots = gate::slots_for(self.options.limits.max_conns);
         let shared = Shared {
             handler: Handler::new(&self.options.mode),
             options: self.options,

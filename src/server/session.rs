@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 use super::conn::{Prelude, serve_connection};
-use super::gate::Slot;
 use super::{Handler, Shared};
+use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;

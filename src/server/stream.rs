@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::conn::{self, FirstTurn, Prelude};
-use super::gate::{self, Gate, Slot};
 use super::session::serve_accepted;
 use super::{OverLimit, Shared};
+use crate::access::gate::{self, Gate, Slot};
 use crate::transport::StreamListener;
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
@@ -24,7 +24,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
 /// Accepts connections until shutdown, spawning one tracked task per connection.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
-    let slots = gate::slots(shared);
+    let slots = shared.slots.clone();
     let over_limit = shared.options.limits.over_limit;
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
@@ -35,7 +35,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     tokio::pin!(stop);
     loop {
         let reserved: Option<Slot> = match over_limit {
-            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), shared).await {
+            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
                 Some(slot) => Some(slot),
                 None => return,
             },
@@ -49,13 +49,13 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                if !gate.admit_connection(&peer, shared) {
+                if !gate.admit_connection(&peer, &**shared) {
                     // Closed at once: dropping the stream sends our FIN.
                     continue;
                 }
                 let slot = match reserved {
                     Some(slot) => slot,
-                    None => match gate.try_slot(slots.as_ref(), &peer, "connection", shared) {
+                    None => match gate.try_slot(slots.as_ref(), &peer, "connection", &**shared) {
                         Some(slot) => slot,
                         None => continue,
                     },

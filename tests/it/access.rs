@@ -23,13 +23,13 @@ fn serve(endpoint: &str, args: &[&str]) -> (Proc, u16) {
 
 /// What a client got for "ping": the echo, or the server closing on it.
 #[derive(Debug, PartialEq, Eq)]
-enum Answer {
+pub(crate) enum Answer {
     Echo,
     Closed,
 }
 
 /// Connects to `host:port`, sends "ping", and reports what came back.
-fn ping(host: &str, port: u16) -> Answer {
+pub(crate) fn ping(host: &str, port: u16) -> Answer {
     let stream =
         TcpStream::connect((host, port)).unwrap_or_else(|e| panic!("connect {host}:{port}: {e}"));
     exchange(stream, host, port)
@@ -49,7 +49,7 @@ fn ping_from(source: [u8; 4], port: u16) -> Answer {
 }
 
 /// Sends "ping" on a connected stream and reports what came back.
-fn exchange(mut stream: TcpStream, host: &str, port: u16) -> Answer {
+pub(crate) fn exchange(mut stream: TcpStream, host: &str, port: u16) -> Answer {
     stream.set_read_timeout(Some(TIMEOUT)).ok();
     // The write may already fail if the server closed first; the read tells.
     let _ = stream.write_all(b"ping");
@@ -66,7 +66,7 @@ fn exchange(mut stream: TcpStream, host: &str, port: u16) -> Answer {
 }
 
 /// Stops the server and returns its summary line and everything it logged.
-fn stop(mut server: Proc) -> (String, String) {
+pub(crate) fn stop(mut server: Proc) -> (String, String) {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success(), "{}", server.report());
     // stderr is read by a thread of its own, which may lag behind the exit.
@@ -81,12 +81,12 @@ fn stop(mut server: Proc) -> (String, String) {
 }
 
 /// Stops the server and returns its summary line.
-fn summary(server: Proc) -> String {
+pub(crate) fn summary(server: Proc) -> String {
     stop(server).0
 }
 
 /// Waits until the server has logged `needle` on stderr (it is read asynchronously).
-fn wait_logged(server: &Proc, needle: &str) {
+pub(crate) fn wait_logged(server: &Proc, needle: &str) {
     crate::procs::eventually(&format!("{needle:?} on stderr"), || {
         let log = server.stderr();
         (!log.contains(needle)).then_some(log)
@@ -241,7 +241,7 @@ fn unix_clients_are_not_ip_filtered_and_the_server_says_so() {
 }
 
 /// A connected client that has been served once (so it holds its slot).
-fn served_client(port: u16) -> TcpStream {
+pub(crate) fn served_client(port: u16) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
     stream.set_read_timeout(Some(TIMEOUT)).ok();
     stream.write_all(b"one").unwrap_or_else(|e| panic!("{e}"));

@@ -15,6 +15,7 @@ mod probe;
 mod procs;
 mod production;
 mod relay;
+mod relay_access;
 mod seed;
 mod serve_paths;
 mod server_modes;
