@@ -23,7 +23,7 @@ use super::AccessPolicy;
 use crate::endpoint::Endpoint;
 use crate::obs::throttle::{Admit, LogThrottle};
 use crate::shutdown::Shutdown;
-use crate::transport::PeerAddr;
+use crate::transport::{DatagramSocket, PeerAddr};
 
 /// What a listener's shared state tells the gate: its rules, its limit, where to count
 /// the clients turned away. Implemented by the server's and the relay's shared state.
@@ -102,6 +102,51 @@ impl Gate {
         false
     }
 
+    /// Lets an accepted connection in, or not (`None`: close it; it has been counted and
+    /// logged). Its address must pass the rules (unless `--proxy-protocol` defers that to
+    /// the real client's address), and it needs a slot in `--max-conns`: the one reserved
+    /// before `accept` ([`reserve_slot`], mode wait), or one taken now (mode refuse).
+    pub(crate) fn let_in(
+        &mut self,
+        peer: &PeerAddr,
+        reserved: Option<Slot>,
+        slots: Option<&Arc<Semaphore>>,
+        guarded: &impl Guarded,
+    ) -> Option<Slot> {
+        if !self.admit_connection(peer, guarded) {
+            return None;
+        }
+        match reserved {
+            Some(slot) => Some(slot),
+            None => self.try_slot(slots, peer, "connection", guarded),
+        }
+    }
+
+    /// Waits for the next datagram from a sender the rules admit (the others are dropped,
+    /// counted and logged); `None` when shutdown comes first. A receive error concerns one
+    /// peer only (an ICMP error queued on the socket) and is passed over.
+    pub(crate) async fn next_admitted(
+        &mut self,
+        socket: &DatagramSocket,
+        buf: &mut [u8],
+        guarded: &impl Guarded,
+    ) -> Option<(usize, PeerAddr)> {
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = guarded.shutdown().triggered() => return None,
+                received = socket.recv_from(buf) => received,
+            };
+            match received {
+                Ok((len, peer)) if self.admit(&peer, "datagram", guarded) => {
+                    return Some((len, peer));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("receive failed: {e}"),
+            }
+        }
+    }
+
     /// Takes a slot without waiting; when none is free, counts and logs the refusal and
     /// returns `None` (the caller closes the client or drops the datagram).
     pub(crate) fn try_slot(
@@ -134,6 +179,20 @@ impl Gate {
 /// The semaphore behind `--max-conns`, or `None` without a limit.
 pub(crate) fn slots_for(max_conns: Option<usize>) -> Option<Arc<Semaphore>> {
     max_conns.map(|n| Arc::new(Semaphore::new(n)))
+}
+
+/// Before `accept`: in `--max-conns-mode wait`, waits for a slot (so at the limit the
+/// kernel backlog holds new clients); in `refuse` mode reserves nothing (`Some(None)`), as
+/// [`Gate::let_in`] decides after `accept`. `None`: shutdown came first.
+pub(crate) async fn reserve_slot(
+    over_limit: crate::server::OverLimit,
+    slots: Option<&Arc<Semaphore>>,
+    guarded: &impl Guarded,
+) -> Option<Option<Slot>> {
+    match over_limit {
+        crate::server::OverLimit::Wait => wait_for_slot(slots, guarded).await.map(Some),
+        crate::server::OverLimit::Refuse => Some(None),
+    }
 }
 
 /// Waits for a slot, or for shutdown (`None`). Without a limit, never waits.

@@ -47,22 +47,9 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut gate = Gate::default();
     loop {
-        let received = tokio::select! {
-            biased;
-            () = shared.shutdown.triggered() => break,
-            received = socket.recv_from(&mut buf) => received,
+        let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
+            break;
         };
-        let (len, peer) = match received {
-            Ok(received) => received,
-            Err(e) => {
-                // E.g. an ICMP error queued on the socket: it concerns one peer only.
-                tracing::debug!("receive failed: {e}");
-                continue;
-            }
-        };
-        if !gate.admit(&peer, "datagram", &**shared) {
-            continue;
-        }
         let datagram = &buf[..len];
         if let Some(hex) = &shared.options.layers.hex {
             hex.datagram(Direction::Received, &peer.to_string(), datagram);

@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::obs::{Event, EventLog};
 use crate::server::OverLimit;
 use crate::shutdown::{Drained, Shutdown};
-use crate::transport::{ConnectOptions, DatagramSocket, Layers, ListenOptions, StreamListener};
+use crate::transport::{Bound, ConnectOptions, Layers, ListenOptions};
 
 /// Everything that shapes a relay, decided at start.
 #[derive(Debug, Clone)]
@@ -347,11 +347,6 @@ pub struct Relay {
     stats: Arc<RelayStats>,
 }
 
-enum Bound {
-    Stream(StreamListener),
-    Datagram(DatagramSocket),
-}
-
 impl Relay {
     /// Binds `listen`, after checking the pair of endpoints makes sense.
     ///
@@ -382,18 +377,7 @@ impl Relay {
                  its clients with --max-sessions N instead"
             )));
         }
-        let (socket, local) = match listen.delivery() {
-            Delivery::Stream => {
-                let listener = StreamListener::bind(listen, &options.listen).await?;
-                let local = listener.local_endpoint(listen);
-                (Bound::Stream(listener), local)
-            }
-            Delivery::Datagram => {
-                let socket = DatagramSocket::bind(listen, &options.listen).await?;
-                let local = socket.local_endpoint(listen);
-                (Bound::Datagram(socket), local)
-            }
-        };
+        let (socket, local) = Bound::bind(listen, &options.listen).await?;
         Ok(Relay {
             local,
             socket,

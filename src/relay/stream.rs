@@ -18,12 +18,12 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::copy::pipe;
-use crate::access::gate::{self, Gate, Guarded, Slot};
+use crate::access::gate::{self, Gate, Guarded};
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::server::{OverLimit, connection_span, record_client, record_socket_peer};
+use crate::server::{connection_span, record_client, record_socket_peer};
 use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
@@ -39,12 +39,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let mut next_id: u64 = 0;
     let mut backoff = MIN_BACKOFF;
     loop {
-        let reserved: Option<Slot> = match shared.options.over_limit {
-            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
-                Some(slot) => Some(slot),
-                None => return,
-            },
-            OverLimit::Refuse => None,
+        let Some(reserved) =
+            gate::reserve_slot(shared.options.over_limit, slots.as_ref(), &**shared).await
+        else {
+            return;
         };
         let accepted = tokio::select! {
             biased;
@@ -54,16 +52,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                if !gate.admit_connection(&peer, &**shared) {
-                    // Closed at once: dropping the stream sends our FIN.
+                let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) else {
+                    // Denied, or over the limit in refuse mode: closed at once (dropping
+                    // the stream sends our FIN).
                     continue;
-                }
-                let slot = match reserved {
-                    Some(slot) => slot,
-                    None => match gate.try_slot(slots.as_ref(), &peer, "connection", &**shared) {
-                        Some(slot) => slot,
-                        None => continue,
-                    },
                 };
                 next_id += 1;
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);

@@ -1,9 +1,10 @@
 //! The datagram loop: receive, answer the sender at its own address, repeat.
 //!
 //! One loop serves every sender; nothing waits on a client, so a silent client cannot
-//! block anyone. When the socket is readable the loop drains it (up to a batch, then yields
-//! to other tasks, so a flood cannot monopolise a worker thread) before waiting again, so
-//! a busy server pays for readiness once per batch, not once per datagram.
+//! block anyone. When the socket is readable the loop drains it in batches of up to 32
+//! datagrams per `recvmmsg(2)`, answered with one `sendmmsg(2)`, then yields to other tasks
+//! (so a flood cannot monopolise a thread) before waiting again: a busy server pays for
+//! readiness and for the system calls once per batch, not once per datagram.
 //!
 //! Datagrams from senders the access rules deny are dropped (counted, and logged at a
 //! bounded rate). With `--exec`, each datagram runs the program in its own task (the
@@ -23,9 +24,6 @@ use socket2::SockAddr;
 use crate::transport::batch::{self, RecvBatch};
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
 
-/// Datagrams handled per readiness event before yielding to other tasks.
-const BATCH: usize = 64;
-
 /// Programs run at once for `--exec` on a datagram endpoint when `--max-conns` is not set.
 pub const DEFAULT_PROGRAMS: usize = 64;
 
@@ -38,12 +36,8 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     }
 }
 
-/// Answers each datagram with the responder, a batch of datagrams per system call
-/// (one by one when `--hex` dumps each of them).
+/// Answers each datagram with the responder, a batch of datagrams per system call.
 async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
-    if shared.options.layers.hex.is_some() {
-        return respond_one_by_one(socket, shared).await;
-    }
     let mut batch = RecvBatch::new();
     let mut to_send: Vec<(usize, SockAddr)> = Vec::with_capacity(batch::BATCH);
     let mut tally = Tally::default();
@@ -105,12 +99,15 @@ async fn answer_batch(
     gate: &mut Gate,
 ) {
     let responder = &shared.options.responder;
-    let needs_peer = !shared.options.access.is_open() || shared.events.wants_messages();
+    let hex = shared.options.layers.hex.as_ref();
+    let needs_peer =
+        !shared.options.access.is_open() || shared.events.wants_messages() || hex.is_some();
     to_send.clear();
     for i in 0..batch.len() {
         let datagram = batch.datagram(i);
         let sender = batch.sender(i);
-        let answer = responder.answer(datagram, &[]);
+        // Raw datagrams have no terminator, so an answer is one slice.
+        let answer = responder.answer(datagram, &[]).map(|[reply, _]| reply);
         if needs_peer {
             let peer = sender
                 .as_socket()
@@ -121,8 +118,15 @@ async fn answer_batch(
             shared.events.emit(Event::Datagram {
                 peer: &peer,
                 received: datagram,
-                sent: answer.map(|[reply, _]| reply),
+                sent: answer,
             });
+            if let Some(hex) = hex {
+                let peer = peer.to_string();
+                hex.datagram(Direction::Received, &peer, datagram);
+                if let Some(reply) = answer {
+                    hex.datagram(Direction::Sent, &peer, reply);
+                }
+            }
         }
         tally.messages += 1;
         tally.bytes_in += datagram.len() as u64;
@@ -142,89 +146,6 @@ async fn answer_batch(
     tally.replies += to_send.len() as u64;
 }
 
-/// Answers each datagram with the responder, one receive and one send per datagram.
-async fn respond_one_by_one(socket: DatagramSocket, shared: &Arc<Shared>) {
-    // Whole datagrams, always: a receive buffer smaller than the datagram would truncate it.
-    let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
-    let mut output = Vec::with_capacity(1024);
-    let mut tally = Tally::default();
-    let mut gate = Gate::default();
-    loop {
-        let ready = tokio::select! {
-            biased;
-            () = shared.shutdown.triggered() => break,
-            ready = socket.readable() => ready,
-        };
-        if let Err(e) = ready {
-            tracing::warn!("waiting for datagrams failed: {e}");
-            continue;
-        }
-        let mut drained = false;
-        for _ in 0..BATCH {
-            match socket.try_recv_from(&mut buf) {
-                Ok((_, peer)) if !gate.admit(&peer, "datagram", &**shared) => {}
-                Ok((len, peer)) => {
-                    answer(&socket, &buf[..len], &peer, &mut output, shared, &mut tally).await;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) => {
-                    // E.g. an ICMP error queued on the socket: it concerns one peer only.
-                    tracing::debug!("receive failed: {e}");
-                    break;
-                }
-            }
-        }
-        // Once per batch (not per datagram), so live metrics stay current.
-        shared.stats.absorb(&mut tally);
-        if !drained {
-            // Still more queued (a flood): let the other tasks on this thread run before
-            // the next batch. `readable()` alone would return at once and keep the thread
-            // for thousands of datagrams, so a flood would delay TCP clients.
-            tokio::task::yield_now().await;
-        }
-    }
-    shared.stats.absorb(&mut tally);
-}
-
-/// Answers one datagram; a failed send concerns that sender only and is logged.
-async fn answer(
-    socket: &DatagramSocket,
-    datagram: &[u8],
-    peer: &PeerAddr,
-    output: &mut Vec<u8>,
-    shared: &Shared,
-    tally: &mut Tally,
-) {
-    output.clear();
-    let hex = shared.options.layers.hex.as_ref();
-    if let Some(hex) = hex {
-        hex.datagram(Direction::Received, &peer.to_string(), datagram);
-    }
-    let replied = shared.options.responder.respond(datagram, &[], output);
-    tally.messages += 1;
-    tally.bytes_in += datagram.len() as u64;
-    shared.events.emit(Event::Datagram {
-        peer,
-        received: datagram,
-        sent: replied.then_some(output.as_slice()),
-    });
-    if replied {
-        if let Some(hex) = hex {
-            hex.datagram(Direction::Sent, &peer.to_string(), output);
-        }
-        match socket.send_to(output, peer).await {
-            Ok(sent) => {
-                tally.bytes_out += sent as u64;
-                tally.replies += 1;
-            }
-            Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
-        }
-    }
-}
-
 /// Runs the program for each datagram, each run in its own tracked task.
 async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>) {
     let socket = Arc::new(socket);
@@ -239,21 +160,9 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
     loop {
-        let received = tokio::select! {
-            biased;
-            () = shared.shutdown.triggered() => break,
-            received = socket.recv_from(&mut buf) => received,
+        let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
+            break;
         };
-        let (len, peer) = match received {
-            Ok(received) => received,
-            Err(e) => {
-                tracing::debug!("receive failed: {e}");
-                continue;
-            }
-        };
-        if !gate.admit(&peer, "datagram", &**shared) {
-            continue;
-        }
         let slot = match limits.over_limit {
             OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
                 Some(slot) => slot,

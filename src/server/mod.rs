@@ -40,9 +40,7 @@ use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::{Event, EventLog, Stats, StatsBoard, Summary};
 use crate::shutdown::{Drained, Shutdown};
-use crate::transport::{
-    DatagramSocket, Layers, ListenOptions, StdDatagram, StdListener, StreamListener, UnixPathGuard,
-};
+use crate::transport::{Bound, Layers, ListenOptions, StdDatagram, StdListener, UnixPathGuard};
 
 /// What to do with a connection once a reply has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -213,11 +211,6 @@ pub struct Server {
     stats: StatsBoard,
 }
 
-enum Bound {
-    Stream(StreamListener),
-    Datagram(DatagramSocket),
-}
-
 impl Server {
     /// Binds the endpoint with the given options.
     ///
@@ -243,18 +236,7 @@ impl Server {
                  is a datagram endpoint"
             )));
         }
-        let (socket, local) = match endpoint.delivery() {
-            Delivery::Stream => {
-                let listener = StreamListener::bind(endpoint, &options.listen).await?;
-                let local = listener.local_endpoint(endpoint);
-                (Bound::Stream(listener), local)
-            }
-            Delivery::Datagram => {
-                let socket = DatagramSocket::bind(endpoint, &options.listen).await?;
-                let local = socket.local_endpoint(endpoint);
-                (Bound::Datagram(socket), local)
-            }
-        };
+        let (socket, local) = Bound::bind(endpoint, &options.listen).await?;
         Ok(Server {
             local,
             socket,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::Shared;
 use super::conn::{self, FirstTurn, Prelude};
 use super::session::serve_accepted;
-use super::{OverLimit, Shared};
-use crate::access::gate::{self, Gate, Slot};
+use crate::access::gate::{self, Gate};
 use crate::transport::StreamListener;
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
@@ -34,12 +34,8 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let stop = shared.shutdown.cancelled();
     tokio::pin!(stop);
     loop {
-        let reserved: Option<Slot> = match over_limit {
-            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
-                Some(slot) => Some(slot),
-                None => return,
-            },
-            OverLimit::Refuse => None,
+        let Some(reserved) = gate::reserve_slot(over_limit, slots.as_ref(), &**shared).await else {
+            return;
         };
         let accepted = tokio::select! {
             biased;
@@ -49,16 +45,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                if !gate.admit_connection(&peer, &**shared) {
-                    // Closed at once: dropping the stream sends our FIN.
+                let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) else {
+                    // Denied, or over the limit in refuse mode: closed at once (dropping
+                    // the stream sends our FIN).
                     continue;
-                }
-                let slot = match reserved {
-                    Some(slot) => slot,
-                    None => match gate.try_slot(slots.as_ref(), &peer, "connection", &**shared) {
-                        Some(slot) => slot,
-                        None => continue,
-                    },
                 };
                 shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let id = ids.next().unwrap_or_default();

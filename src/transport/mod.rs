@@ -41,6 +41,40 @@ use std::net::SocketAddr;
 
 use socket2::SockAddr;
 
+/// A bound socket of either delivery: what a server or a relay listens with.
+#[derive(Debug)]
+pub enum Bound {
+    /// A listener for stream endpoints (`tcp://`, `tls://`, `unix:`).
+    Stream(StreamListener),
+    /// A socket for datagram endpoints (`udp://`, `unixgram:`).
+    Datagram(DatagramSocket),
+}
+
+impl Bound {
+    /// Binds `endpoint` with the socket its delivery needs; returns it with the endpoint
+    /// actually bound (port 0 resolved).
+    ///
+    /// # Errors
+    /// Any listen error: address in use, permission denied, not a socket, host not found.
+    pub async fn bind(
+        endpoint: &crate::endpoint::Endpoint,
+        opts: &ListenOptions,
+    ) -> crate::Result<(Bound, crate::endpoint::Endpoint)> {
+        Ok(match endpoint.delivery() {
+            crate::endpoint::Delivery::Stream => {
+                let listener = StreamListener::bind(endpoint, opts).await?;
+                let local = listener.local_endpoint(endpoint);
+                (Bound::Stream(listener), local)
+            }
+            crate::endpoint::Delivery::Datagram => {
+                let socket = DatagramSocket::bind(endpoint, opts).await?;
+                let local = socket.local_endpoint(endpoint);
+                (Bound::Datagram(socket), local)
+            }
+        })
+    }
+}
+
 /// Who is on the other end of a connection or sent a datagram.
 ///
 /// Datagram servers send their reply back to this address, so it keeps the full socket
