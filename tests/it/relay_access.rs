@@ -156,40 +156,11 @@ async fn a_udp_relay_drops_denied_datagrams_counts_and_logs_them_at_a_bounded_ra
         &format!("udp://{target_addr}"),
         &["--deny", "127.0.0.0/8", "-q"],
     );
-    let denied = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     const FLOOD: usize = 50;
-    for i in 0..FLOOD {
-        denied
-            .send_to(format!("denied {i}").as_bytes(), ("127.0.0.1", port))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    // An allowed sender's echo comes after the flood was received (one socket, in order).
-    let allowed = tokio::net::UdpSocket::bind("[::1]:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let denied =
+        crate::access::flood_then_echo_from_an_allowed_sender(port, FLOOD, || relay_proc.report())
+            .await;
     let mut buf = [0u8; 64];
-    let mut echoed = false;
-    for _ in 0..5 {
-        allowed
-            .send_to(b"allowed", ("::1", port))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(2), allowed.recv_from(&mut buf)).await
-        {
-            assert_eq!(&buf[..n], b"allowed");
-            echoed = true;
-            break;
-        }
-    }
-    assert!(
-        echoed,
-        "the allowed sender got no echo through the relay\n{}",
-        relay_proc.report()
-    );
     let nothing =
         tokio::time::timeout(Duration::from_millis(300), denied.recv_from(&mut buf)).await;
     assert!(nothing.is_err(), "a denied sender got a reply");
