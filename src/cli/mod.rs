@@ -34,7 +34,7 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
             Ok(())
         }
         Command::Connect(args) => connect(args.into_config()?).await,
-        Command::Relay(args) => relay(args.into_config()?, events).await,
+        Command::Relay(args) => relay(args.into_config()?, &cli.global, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
     }
@@ -61,8 +61,23 @@ async fn serve(config: config::ServeConfig, global: &GlobalArgs, events: &EventL
         .run_threads(threads, events.clone(), shutdown)
         .await?;
     events.flush();
-    eprintln!("{summary}");
+    print_summary(&summary, global.log);
     Ok(())
+}
+
+/// The one-line summary on stderr at shutdown: the readable sentence, or with
+/// `--log json` one JSON object (`{"event":"summary",…}`) like every other line.
+fn print_summary<T: std::fmt::Display + serde::Serialize>(summary: &T, format: LogFormat) {
+    match format {
+        LogFormat::Json => {
+            let mut value = serde_json::to_value(summary).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("event".into(), "summary".into());
+            }
+            eprintln!("{value}");
+        }
+        LogFormat::Seed | LogFormat::Text => eprintln!("{summary}"),
+    }
 }
 
 /// One thread per CPU this process may run on (so `taskset -c 1 sockit serve` uses one).
@@ -90,7 +105,7 @@ async fn connect(config: config::ConnectConfig) -> Result<()> {
 }
 
 /// `sockit relay`: bind, relay until a signal, drain, print the summary on stderr.
-async fn relay(config: config::RelayConfig, events: &EventLog) -> Result<()> {
+async fn relay(config: config::RelayConfig, global: &GlobalArgs, events: &EventLog) -> Result<()> {
     let relay = Relay::bind(&config.listen, config.options.clone()).await?;
     if let Some(tls) = &config.options.layers.tls {
         announce_certificate(tls, events);
@@ -112,7 +127,7 @@ async fn relay(config: config::RelayConfig, events: &EventLog) -> Result<()> {
     activation::notify_ready();
     let summary = relay.run(events.clone(), shutdown).await;
     events.flush();
-    eprintln!("{summary}");
+    print_summary(&summary, global.log);
     Ok(())
 }
 

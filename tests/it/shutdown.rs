@@ -112,3 +112,32 @@ fn sigterm_under_load_loses_no_reply_and_removes_the_socket_file() {
         "the socket file must be removed on shutdown"
     );
 }
+
+/// With `--log json` even the shutdown summary is a JSON object, so a machine reading
+/// stderr never meets a line it cannot parse.
+#[test]
+fn the_summary_is_json_with_log_json() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--log", "json"]);
+    let listening = server.wait_for_line("listening", |l| l.contains("\"listening\""));
+    let endpoint: serde_json::Value =
+        serde_json::from_str(&listening).unwrap_or_else(|e| panic!("{e}: {listening}"));
+    let addr = endpoint["endpoint"]
+        .as_str()
+        .unwrap_or_default()
+        .replace("tcp://", "");
+    let output = crate::util::run_sockit(&["send", &addr], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::util::describe(&output)
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    let stderr = server.stderr();
+    let last = stderr.lines().last().unwrap_or_default();
+    let summary: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(summary["event"], "summary", "{last}");
+    assert_eq!(summary["connections"], 1, "{last}");
+    assert_eq!(summary["messages"], 1, "{last}");
+}
