@@ -13,8 +13,11 @@
 //! * [`framing`]: a byte stream → messages;
 //! * [`behaviour`]: a message → its answer (reply, echo, discard), or a whole connection
 //!   → a program (`--exec`) or the chat room (`--chat`);
-//! * [`server`]: accept loop and per-connection tasks, datagram loop, limits;
-//! * [`access`]: `--allow` / `--deny` rules, pure, shared by every listening command;
+//! * [`server`]: thread-per-core shards; the accept loop (answering on the spot when the
+//!   first message is already there) and per-connection tasks; the batched datagram loop;
+//!   limits;
+//! * [`access`]: `--allow` / `--deny` rules (pure) and the gate that applies them and
+//!   `--max-conns`, shared by `serve` and `relay`;
 //! * [`client`]: the note's client (`send`) and the interactive client (`connect`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
 //! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
