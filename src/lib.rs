@@ -27,6 +27,10 @@
 //! * [`obs`]: events on stdout, diagnostics on stderr, counters and `--metrics`;
 //! * [`error`]: every failure with its message and exit code.
 
+// The module docs are a map for whoever works on the crate, so they name private modules
+// too (`cargo doc --document-private-items` resolves those links).
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod access;
 pub mod behaviour;
 pub mod bench;

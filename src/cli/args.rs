@@ -336,7 +336,7 @@ pub struct ServeArgs {
     pub exec_stderr: ExecStderr,
 
     /// Chat room: every line a client sends goes to all the others, prefixed with the
-    /// sender's tag ('<user3> hello'); joins and leaves are announced. Streams only.
+    /// sender's tag (`<user3> hello`); joins and leaves are announced. Streams only.
     #[arg(long, help_heading = MODES, group = "answer")]
     pub chat: bool,
 

@@ -1,7 +1,7 @@
 //! Clients: programs that connect to a server.
 //!
-//! * [`send`]: the note's client, one message (or `--count N`) and its reply;
-//! * [`connect`]: the interactive client, stdin ⇄ socket (nc, ncat).
+//! * [`send`](mod@send): the note's client, one message (or `--count N`) and its reply;
+//! * [`connect`](mod@connect): the interactive client, stdin ⇄ socket (nc, ncat).
 
 pub mod connect;
 pub mod send;

@@ -14,7 +14,7 @@
 //!   ([`datagram`]), each with its own socket to the target so replies find their way
 //!   back; sessions end after the idle timeout and their number is capped.
 //!
-//! Every client first passes the [gate](crate::access::gate) that `serve` uses, with the
+//! Every client first passes the gate (`access::gate`) that `serve` uses, with the
 //! same flags and meaning: `--allow` / `--deny` close a denied connection at once (with
 //! `--proxy-protocol`, once the header names the real client) and drop a denied sender's
 //! datagrams; `--max-conns` holds one slot per relayed connection, and over it a client

@@ -7,7 +7,7 @@
 //! Datagram endpoints run one receive loop ([`datagram`]) that answers each sender at its
 //! own address.
 //!
-//! Every client first passes the [gate](crate::access::gate) (`--allow`/`--deny`,
+//! Every client first passes the gate (`access::gate`) (`--allow`/`--deny`,
 //! `--max-conns-mode refuse`); then [`session`] hands the connection to its behaviour by [`ServeMode`]: the
 //! per-message loop in [`conn`] (reply, echo, discard), a program (`--exec`), or the chat
 //! room (`--chat`).
