@@ -35,6 +35,8 @@ set -u
 set -m # every background job gets its own process group (PGID == PID): stop forks too
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 ROOT=$(dirname "$HERE")
 PEERS=$HERE/peers
 SEED=$ROOT/tests/seed
@@ -142,25 +144,6 @@ bound() {
   fi
 }
 
-# "busy total" jiffies of CPU $1.
-cpu_ticks() {
-  awk -v c="cpu$1" '$1 == c {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
-}
-
-# Busy percentage between two cpu_ticks readings.
-busy_pct() {
-  echo "$1 $2" | awk '{d = $4 - $2; printf "%.0f", (d > 0 ? 100 * ($3 - $1) / d : 0)}'
-}
-
-stop_server() { # $1 = pid == pgid
-  {
-    kill -TERM -- "-$1"
-    for _ in $(seq 1 20); do kill -0 "$1" || break; sleep 0.1; done
-    kill -KILL -- "-$1"
-    wait "$1"
-  } 2>/dev/null
-}
-
 # Seconds a run may take before `timeout` stops it: warm-up + duration + 20.
 run_limit() {
   awk -v d="$DUR" -v w="$WARMUP" 'BEGIN {printf "%d", d + w + 20.999}'
@@ -180,7 +163,7 @@ run_case() { # $1 = rep, $2 = case line
   for _ in $(seq 1 100); do bound "$proto" "$port" && break; sleep 0.05; done
   if ! bound "$proto" "$port"; then
     echo "FAIL $name: the server did not start (see $log)" >&2
-    stop_server "$spid"
+    stop_group "$spid"
     return
   fi
   local target="$proto://$HOST:$port"
@@ -199,7 +182,7 @@ run_case() { # $1 = rep, $2 = case line
   c0b=$(cpu_ticks "$LG_CPU")
   c1b=$(cpu_ticks "$SRV_CPU")
   [ "$load" = hol ] && exec 3>&-
-  stop_server "$spid"
+  stop_group "$spid"
   local cpu0 cpu1
   cpu0=$(busy_pct "$c0a" "$c0b")
   cpu1=$(busy_pct "$c1a" "$c1b")

@@ -28,6 +28,8 @@ set -u
 set -m # every background job gets its own process group (PGID == PID): stop forks too
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 ROOT=$(dirname "$HERE")
 DUR=${DUR:-3}
 OMIT=${OMIT:-1}
@@ -97,25 +99,6 @@ listening() {
 wait_listening() {
   for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.05; done
   return 1
-}
-
-# "busy total" jiffies of CPU $1.
-cpu_ticks() {
-  awk -v c="cpu$1" '$1 == c {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
-}
-
-# Busy percentage between two cpu_ticks readings.
-busy_pct() {
-  echo "$1 $2" | awk '{d = $4 - $2; printf "%.0f", (d > 0 ? 100 * ($3 - $1) / d : 0)}'
-}
-
-stop_group() { # $1 = pid == pgid
-  {
-    kill -TERM -- "-$1"
-    for _ in $(seq 1 20); do kill -0 "$1" || break; sleep 0.1; done
-    kill -KILL -- "-$1"
-    wait "$1"
-  } 2>/dev/null
 }
 
 # Seconds a run may take before `timeout` stops it.

@@ -248,46 +248,33 @@ fn server_with_certificate_files_and_client_with_ca() {
 fn unusable_certificate_files_are_explained_before_listening() {
     let pki = Pki::new();
     let missing = pki.dir.path().join("missing.pem");
-    let output = run_sockit(
-        &[
+    // (certificate file, key file, what the error must say)
+    let cases: [(&std::path::Path, &std::path::Path, &[&str]); 3] = [
+        (
+            &missing,
+            &pki.leaf_key,
+            &["cannot use --cert", "missing.pem"],
+        ),
+        // A key that belongs to another certificate.
+        (
+            &pki.leaf,
+            &pki.expired_key,
+            &["does not belong to the certificate"],
+        ),
+        // A key file given as the certificate.
+        (&pki.leaf_key, &pki.leaf_key, &["no certificate in it"]),
+    ];
+    for (cert, key, needles) in cases {
+        let args = [
             "serve",
             "tls://127.0.0.1:0",
             "--cert",
-            Pki::arg(&missing),
+            Pki::arg(cert),
             "--key",
-            Pki::arg(&pki.leaf_key),
-        ],
-        None,
-    );
-    assert_tls_error(&output, &["cannot use --cert", "missing.pem"]);
-
-    // A key that belongs to another certificate.
-    let output = run_sockit(
-        &[
-            "serve",
-            "tls://127.0.0.1:0",
-            "--cert",
-            Pki::arg(&pki.leaf),
-            "--key",
-            Pki::arg(&pki.expired_key),
-        ],
-        None,
-    );
-    assert_tls_error(&output, &["does not belong to the certificate"]);
-
-    // A key file given as the certificate.
-    let output = run_sockit(
-        &[
-            "serve",
-            "tls://127.0.0.1:0",
-            "--cert",
-            Pki::arg(&pki.leaf_key),
-            "--key",
-            Pki::arg(&pki.leaf_key),
-        ],
-        None,
-    );
-    assert_tls_error(&output, &["no certificate in it"]);
+            Pki::arg(key),
+        ];
+        assert_tls_error(&run_sockit(&args, None), needles);
+    }
 
     // TLS flags where there is no TLS are a usage error.
     let output = run_sockit(
