@@ -126,7 +126,12 @@ fn permission_denied_on_a_unix_path() {
     std::fs::create_dir(&locked).unwrap_or_else(|e| panic!("{e}"));
     set_mode(&locked, 0o555);
     let endpoint = format!("unix:{}", locked.join("s.sock").display());
-    let mut cmd = std::process::Command::new(crate::util::sockit_bin());
+    // A copy of the binary that `nobody` can run whatever the checkout's own directory
+    // permissions are (a clone under a private temp dir is not searchable by others).
+    let binary = dir.path().join("sockit");
+    std::fs::copy(crate::util::sockit_bin(), &binary).unwrap_or_else(|e| panic!("{e}"));
+    set_mode(&binary, 0o755);
+    let mut cmd = std::process::Command::new(&binary);
     cmd.args(["serve", &endpoint]).env("NO_COLOR", "1");
     if unsafe { libc::geteuid() } == 0 {
         cmd.uid(65534).gid(65534);
