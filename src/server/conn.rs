@@ -27,12 +27,12 @@ use tokio_util::sync::WaitForCancellationFuture;
 use super::{AfterReply, Shared};
 use crate::error::Error;
 use crate::framing::{FrameSpan, Framer, Framing};
-use crate::obs::{ErrorKind, Event, Tally};
+use crate::obs::{ErrorKind, Event, EventLog, Tally};
 use crate::transport::{PeerAddr, StdStream};
 
 /// Why a connection ended.
 #[derive(Debug)]
-enum End {
+pub(super) enum End {
     /// The client closed its side and every message was answered.
     PeerClosed,
     /// `--close`: the first reply was sent.
@@ -76,7 +76,7 @@ impl End {
     /// Whether to send our FIN explicitly before closing. After the peer's EOF, or after
     /// the one reply of `--close` (the note's `conn.close()`), closing the socket sends it
     /// anyway; after a failure there may be nobody to send it to.
-    fn wants_shutdown(&self) -> bool {
+    pub(super) fn wants_shutdown(&self) -> bool {
         matches!(self, End::Shutdown | End::Idle(_) | End::SlowMessage(_))
     }
 
@@ -94,13 +94,65 @@ impl End {
 #[derive(Debug, Default)]
 pub(crate) struct Prelude {
     /// Counts so far.
-    tally: Tally,
+    pub(super) tally: Tally,
     /// The part of an answer the socket did not take yet, to send first.
     pending: Vec<u8>,
     /// Whether the `connected` event is out already.
     announced: bool,
     /// Whether a reply has been (or is being) sent, for `--close`.
     answered: bool,
+}
+
+impl Prelude {
+    /// Emits the `connected` event unless that was done already.
+    pub(super) fn announce(&mut self, events: &EventLog, conn: u64, peer: &PeerAddr) {
+        if !self.announced {
+            events.emit(Event::Connected { conn, peer });
+            self.announced = true;
+        }
+    }
+
+    /// Whether part of an answer is still to be sent.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Whether a reply has been (or is being) sent, for `--close`.
+    pub(super) fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// Sends what the socket takes now of the pending answer; returns how many bytes
+    /// went (0 when it took nothing).
+    pub(super) fn send_pending(
+        &mut self,
+        stream: &StdStream,
+        peer: &PeerAddr,
+    ) -> Result<usize, End> {
+        let written = match stream.write_now(&self.pending) {
+            Ok(0) => {
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                return Err(End::Failed(Error::exchange(
+                    e,
+                    peer.to_string(),
+                    "while sending the reply",
+                )));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                return Err(End::Failed(Error::exchange(
+                    e,
+                    peer.to_string(),
+                    "while sending the reply",
+                )));
+            }
+        };
+        self.tally.bytes_out += written as u64;
+        self.pending.drain(..written);
+        Ok(written)
+    }
 }
 
 /// How serving on the spot ended.
@@ -171,9 +223,9 @@ pub(crate) fn serve_now(
     FirstTurn::Done
 }
 
-/// Answers the first message without waiting; what the socket does not take now goes
-/// to `prelude.pending`.
-fn answer_now(
+/// Answers a message without waiting; what the socket does not take now goes to
+/// `prelude.pending`.
+pub(super) fn answer_now(
     stream: &StdStream,
     message: &[u8],
     peer: &PeerAddr,
@@ -274,7 +326,7 @@ pub(crate) async fn serve_connection<S>(
 
 /// Logs the end once, at a level matching how unusual it is, and emits `closed`.
 /// (The connection's span carries its id and peer.)
-fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Shared) {
+pub(super) fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Shared) {
     if end.is_error() {
         shared.stats.count_error(end.kind());
         let reason = end.reason();

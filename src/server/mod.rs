@@ -17,6 +17,7 @@
 
 mod conn;
 mod datagram;
+mod lane;
 mod limits;
 mod session;
 mod stream;
@@ -263,6 +264,7 @@ impl Server {
     /// never stops the server.
     pub async fn run(self, events: EventLog, shutdown: Shutdown) -> Summary {
         let (board, plan) = self.prepare(events, shutdown);
+        plan.announce();
         shard(plan.socket, plan.shared, plan.grace).await;
         board.summary()
     }
@@ -320,6 +322,8 @@ impl Server {
             }
             finished.push(done_rx);
         }
+        // Only now: a client (or a test) that sees the line finds every thread's socket.
+        announce(&plan.shared, &plan.local);
         let first = Arc::new(plan.shared.for_shard(
             Arc::clone(&plan.shared.stats),
             IdSequence {
@@ -342,11 +346,8 @@ impl Server {
         Ok(board.summary())
     }
 
-    /// Announces the server and builds the first shard's shared state.
+    /// Builds the first shard's shared state (the caller announces the server).
     fn prepare(self, events: EventLog, shutdown: Shutdown) -> (StatsBoard, Plan) {
-        events.emit(Event::Listening {
-            endpoint: &self.local,
-        });
         gate::warn_if_unfilterable(&self.options.access, &self.local);
         let grace = self.options.limits.grace;
         let slots = gate::slots_for(self.options.limits.max_conns);
@@ -361,6 +362,7 @@ impl Server {
             late_gate: std::sync::Mutex::default(),
         };
         let plan = Plan {
+            local: self.local,
             socket: self.socket,
             shared: Arc::new(shared),
             grace,
@@ -369,8 +371,23 @@ impl Server {
     }
 }
 
+impl Plan {
+    /// The `listening` line (the note's `server start at: …`), once the server's
+    /// sockets are all open.
+    fn announce(&self) {
+        announce(&self.shared, &self.local);
+    }
+}
+
+/// Emits the `listening` line for `local`.
+fn announce(shared: &Shared, local: &Endpoint) {
+    shared.events.emit(Event::Listening { endpoint: local });
+}
+
 /// Everything the first shard needs to start.
 struct Plan {
+    /// The endpoint bound, for the `listening` line.
+    local: Endpoint,
     socket: Bound,
     shared: Arc<Shared>,
     grace: Duration,

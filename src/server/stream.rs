@@ -1,4 +1,5 @@
-//! The accept loop for stream endpoints: take a slot, accept, pass the gate, spawn, repeat.
+//! The accept loop for stream endpoints: take a slot, accept, pass the gate, serve (on
+//! the spot, in the fast lane, or in a task), repeat.
 //!
 //! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
 //! mini-redis does): at the connection limit the loop stops accepting and the kernel
@@ -11,18 +12,32 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use super::Shared;
 use super::conn::{self, FirstTurn, Prelude};
+use super::lane::FastLane;
 use super::session::serve_accepted;
-use crate::access::gate::{self, Gate};
-use crate::transport::StreamListener;
+use crate::access::gate::{self, Gate, Slot};
+use crate::transport::{PeerAddr, StdStream, StreamListener};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// First pause after a resource error on `accept`.
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
-/// Accepts connections until shutdown, spawning one tracked task per connection.
+/// What the accept loop waits for, whichever comes first.
+enum Wake {
+    /// Shutdown was asked for.
+    Stop,
+    /// A connection was accepted (with its slot reserved in wait mode), or accept failed.
+    Accepted(Option<Slot>, io::Result<(StdStream, PeerAddr)>),
+    /// The fast lane served its ready connections.
+    LaneServed,
+}
+
+/// Accepts connections until shutdown: each one is served on the spot if it can be,
+/// else in the shard's [`FastLane`] (per-message modes) or in a tracked task of its own.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
     let slots = shared.slots.clone();
     let over_limit = shared.options.limits.over_limit;
@@ -30,51 +45,55 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let mut ids = shared.ids.iter();
     let mut backoff = MIN_BACKOFF;
     let serve_now = conn::can_serve_now(shared);
+    let mut lane = FastLane::for_server(shared);
     let mut scratch = Vec::new();
     let stop = shared.shutdown.cancelled();
     tokio::pin!(stop);
+    let next = next_connection(
+        &listener,
+        over_limit,
+        slots.as_ref(),
+        shared,
+        Duration::ZERO,
+    );
+    tokio::pin!(next);
     loop {
-        let Some(reserved) = gate::reserve_slot(over_limit, slots.as_ref(), &**shared).await else {
-            return;
-        };
-        let accepted = tokio::select! {
+        let wake = tokio::select! {
             biased;
-            () = stop.as_mut() => return,
-            accepted = listener.accept_std() => accepted,
+            () = stop.as_mut() => Wake::Stop,
+            accepted = next.as_mut() => match accepted {
+                Some((reserved, accepted)) => Wake::Accepted(reserved, accepted),
+                None => Wake::Stop,
+            },
+            () = serve_lane(lane.as_mut()) => Wake::LaneServed,
         };
-        match accepted {
+        let (reserved, accepted) = match wake {
+            Wake::Stop => break,
+            Wake::LaneServed => continue,
+            Wake::Accepted(reserved, accepted) => (reserved, accepted),
+        };
+        let pause = match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) else {
-                    // Denied, or over the limit in refuse mode: closed at once (dropping
-                    // the stream sends our FIN).
-                    continue;
-                };
-                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let id = ids.next().unwrap_or_default();
-                let prelude = if serve_now {
-                    match conn::serve_now(&stream, &peer, id, shared, &mut scratch) {
-                        // Answered and closed on the spot: no task, no reactor.
-                        FirstTurn::Done => continue,
-                        FirstTurn::Continue(prelude) => prelude,
-                    }
-                } else {
-                    Prelude::default()
-                };
-                let stream = match stream.into_tokio() {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::warn!(conn = id, %peer, "cannot watch the connection: {e}");
-                        continue;
-                    }
-                };
-                // PROXY header, late access check, TLS, --hex and the behaviour: all in
-                // the connection's own task (and span), so accepting never waits.
-                let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot, prelude);
-                shared.shutdown.spawn(task);
+                if let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) {
+                    take_connection(
+                        stream,
+                        peer,
+                        slot,
+                        shared,
+                        &mut ids,
+                        &mut scratch,
+                        serve_now,
+                        lane.as_mut(),
+                    );
+                }
+                // Otherwise denied, or over the limit in refuse mode: closed at once
+                // (dropping the stream sends our FIN).
+                Duration::ZERO
             }
             Err(e) if is_per_connection(&e) => {
                 tracing::debug!("a connection failed before it was accepted: {e}");
+                Duration::ZERO
             }
             Err(e) => {
                 tracing::warn!(
@@ -82,14 +101,88 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                     backoff.as_millis(),
                     resource_hint(&e)
                 );
-                tokio::select! {
-                    () = shared.shutdown.triggered() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
+                let pause = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause
             }
-        }
+        };
+        next.set(next_connection(
+            &listener,
+            over_limit,
+            slots.as_ref(),
+            shared,
+            pause,
+        ));
     }
+    if let Some(lane) = lane {
+        // Tracked like a connection task, so the shard's drain waits for it.
+        shared.shutdown.spawn(lane.drain());
+    }
+}
+
+/// The next connection: after `pause` (a back-off after a resource error), a reserved
+/// slot (in wait mode), and `accept`. `None` when shutdown came while waiting for a slot.
+async fn next_connection(
+    listener: &StreamListener,
+    over_limit: super::OverLimit,
+    slots: Option<&Arc<Semaphore>>,
+    shared: &Shared,
+    pause: Duration,
+) -> Option<(Option<Slot>, io::Result<(StdStream, PeerAddr)>)> {
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    let reserved = gate::reserve_slot(over_limit, slots, shared).await?;
+    Some((reserved, listener.accept_std().await))
+}
+
+/// Serves the fast lane's ready connections; without a lane, never completes.
+async fn serve_lane(lane: Option<&mut FastLane>) {
+    match lane {
+        Some(lane) => lane.turn().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An admitted connection: answered on the spot if its first message is there, then
+/// handed to the fast lane or to a task of its own.
+#[allow(clippy::too_many_arguments)]
+fn take_connection(
+    stream: StdStream,
+    peer: PeerAddr,
+    slot: Slot,
+    shared: &Arc<Shared>,
+    ids: &mut impl Iterator<Item = u64>,
+    scratch: &mut Vec<u8>,
+    serve_now: bool,
+    lane: Option<&mut FastLane>,
+) {
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let id = ids.next().unwrap_or_default();
+    let prelude = if serve_now {
+        match conn::serve_now(&stream, &peer, id, shared, scratch) {
+            // Answered and closed on the spot: no task, no reactor.
+            FirstTurn::Done => return,
+            FirstTurn::Continue(prelude) => prelude,
+        }
+    } else {
+        Prelude::default()
+    };
+    if let Some(lane) = lane {
+        lane.adopt(stream, peer, id, slot, prelude);
+        return;
+    }
+    let stream = match stream.into_tokio() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(conn = id, %peer, "cannot watch the connection: {e}");
+            return;
+        }
+    };
+    // PROXY header, late access check, TLS, --hex and the behaviour: all in the
+    // connection's own task (and span), so accepting never waits.
+    let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot, prelude);
+    shared.shutdown.spawn(task);
 }
 
 /// Errors that concern one incoming connection, not the listener: retry at once.

@@ -75,6 +75,17 @@ impl StdStream {
         }
     }
 
+    /// Sends our FIN: no more data from this side (the client may still send).
+    ///
+    /// # Errors
+    /// When the connection is already gone.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            StdStream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            StdStream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
     /// Registers the connection with the current runtime.
     ///
     /// # Errors
@@ -83,6 +94,15 @@ impl StdStream {
         match self {
             StdStream::Tcp(s) => TcpStream::from_std(s).map(Stream::Tcp),
             StdStream::Unix(s) => UnixStream::from_std(s).map(Stream::Unix),
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for StdStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            StdStream::Tcp(s) => s.as_raw_fd(),
+            StdStream::Unix(s) => s.as_raw_fd(),
         }
     }
 }
@@ -242,7 +262,8 @@ impl StreamListener {
     }
 }
 
-/// Registers a listening socket with the current runtime, for readability only.
+/// Registers a listening socket (or an epoll set) with the current runtime, for
+/// readability only.
 pub(crate) fn watch<L: AsRawFd>(listener: L) -> io::Result<AsyncFd<L>> {
     // SAFETY: the std listener types own their descriptor: it stays open, and is the
     // same descriptor, until the listener is dropped, which only happens after the
