@@ -9,6 +9,7 @@ mod connect;
 mod errors;
 mod faults;
 mod hexdump;
+mod lane;
 mod ops;
 mod peers;
 mod probe;

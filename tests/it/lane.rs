@@ -1,0 +1,135 @@
+//! The fast lane (`src/server/lane.rs`): per-message connections served from one epoll
+//! set per thread. These cases are the ones an edge-triggered loop gets wrong: input and
+//! FIN arriving together, a sender faster than one turn, a reply the client does not read.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use crate::ops::stderr_line;
+use crate::util::{Proc, TIMEOUT};
+
+fn connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+}
+
+/// One small exchange on a fresh connection, as the note's client does.
+fn hello(addr: &str) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"hello tcp server")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut reply = [0u8; 16];
+    stream
+        .read_exact(&mut reply)
+        .unwrap_or_else(|e| panic!("{e}"));
+    reply.to_vec()
+}
+
+/// A message and the client's FIN in quick succession (often one wake-up): the message
+/// is answered and the server then closes, every time. (An edge-triggered loop that took
+/// a short read for "nothing more to read" would miss the FIN and hang here.)
+#[test]
+fn a_message_followed_at_once_by_fin_is_answered_then_closed() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--echo", "-q"]);
+    let addr = server.listening();
+    for round in 0..200 {
+        let mut stream = connect(&addr);
+        let message = format!("message {round}");
+        stream
+            .write_all(message.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .shutdown(Shutdown::Write)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut echoed = Vec::new();
+        stream
+            .read_to_end(&mut echoed)
+            .unwrap_or_else(|e| panic!("round {round}: {e}\n{}", server.report()));
+        assert_eq!(echoed, message.as_bytes(), "round {round}");
+    }
+}
+
+/// 4 MiB echoed through 1 KiB reads: far more than one connection's reads per turn, and
+/// more than the socket buffers hold, so the connection is carried over between turns and
+/// waits for its client to read. Every byte comes back in order, and a second client is
+/// answered meanwhile.
+#[test]
+fn a_sender_faster_than_one_turn_gets_every_byte_back_and_others_are_served() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--echo", "-q"]);
+    let addr = server.listening();
+    let payload: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut stream = connect(&addr);
+    let mut writer = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    // Read a little first, so the big sender is surely in flight.
+    let mut echoed = vec![0u8; 64 << 10];
+    stream
+        .read_exact(&mut echoed)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..20 {
+        assert_eq!(hello(&addr), b"hello tcp server");
+    }
+    stream
+        .read_to_end(&mut echoed)
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.report()));
+    match sender.join() {
+        Ok(result) => result.unwrap_or_else(|e| panic!("sending: {e}")),
+        Err(_) => panic!("the sending thread panicked"),
+    }
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "the echo differs from what was sent");
+}
+
+/// A client that sends and never reads: once its replies fill the socket buffers it stops
+/// being read from; after the idle timeout it is closed with its own warning, while
+/// another client is answered all along.
+#[test]
+fn a_client_that_never_reads_is_closed_after_the_idle_timeout() {
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--echo",
+        "--idle-timeout",
+        "1s",
+        "-q",
+    ]);
+    let addr = server.listening();
+    let mut hog = connect(&addr);
+    hog.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Write until the server stops taking bytes (its reply to us is stuck).
+    let chunk = [b'x'; 64 << 10];
+    let mut written = 0usize;
+    while written < 256 << 20 {
+        match hog.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        written < 256 << 20,
+        "the server kept reading from a client that never reads"
+    );
+    assert_eq!(hello(&addr), b"hello tcp server");
+    let warning = stderr_line(&server, "the not-reading warning", |l| {
+        l.contains("reply not read within 1s")
+    });
+    assert!(warning.contains("closing connection"), "{warning}");
+    assert_eq!(
+        hello(&addr),
+        b"hello tcp server",
+        "still serving after the close"
+    );
+}
