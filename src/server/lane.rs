@@ -24,10 +24,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Registry, Token};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -47,7 +48,7 @@ const READS_PER_TURN: usize = 16;
 /// One shard's connections served without tasks (see the module docs).
 pub(crate) struct FastLane {
     /// The epoll set, as the runtime watches it.
-    poll: AsyncFd<Poll>,
+    poll: AsyncFd<mio::Poll>,
     /// Where the ready connections are collected.
     events: Events,
     /// Checks the idle timeout; `None` without one.
@@ -124,7 +125,7 @@ impl FastLane {
     }
 
     fn new(shared: &Arc<Shared>) -> io::Result<FastLane> {
-        let poll = Poll::new()?;
+        let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let sweep = shared.options.limits.idle_timeout.map(|idle| {
             let period = (idle / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -171,52 +172,60 @@ impl FastLane {
         });
     }
 
-    /// Serves what is ready: the connections left over from the last turn, or else the
-    /// next batch of ready connections (waiting for one), or the idle check when due.
-    /// Waits only at its one `select!`, so it can be cancelled there without loss.
-    pub(crate) async fn turn(&mut self) {
-        // Counted against the task's budget: a lane that always has work still lets the
-        // runtime run its timers and other tasks.
-        tokio::task::consume_budget().await;
+    /// Serves what is ready: the connections left over from the last turn, else the idle
+    /// check when it is due, else the next batch of ready connections. `Pending` (with a
+    /// wake-up registered) when there is nothing to do.
+    ///
+    /// A poll function rather than an `async fn`: the accept loop polls it on every
+    /// round, and the registrations it makes (the epoll set's readiness, the idle timer)
+    /// persist between polls instead of being made again each time.
+    pub(crate) fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.conns.carry.is_empty() {
+            // Counted against the task's budget: a lane that always has work still lets
+            // the runtime run its timers and other tasks.
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            coop.made_progress();
             self.conns.serve_carried();
-            return;
+            return Poll::Ready(());
         }
-        let sweep = self.sweep.as_mut();
-        let has_sweep = sweep.is_some();
-        tokio::select! {
-            biased;
-            ready = self.poll.readable_mut() => match ready {
-                Ok(mut guard) => {
-                    let polled = guard.get_inner_mut().poll(&mut self.events, Some(Duration::ZERO));
-                    match polled {
-                        Ok(()) => {
-                            let now = Instant::now();
-                            let mut count = 0;
-                            for event in self.events.iter() {
-                                count += 1;
-                                self.conns.serve(event.token().0, event.is_read_closed(), now);
-                            }
-                            // Fewer than asked for means the set is empty; any later event
-                            // wakes the runtime's poll again (the set is watched
-                            // edge-triggered, and nothing else runs on this thread meanwhile).
-                            if count < EVENTS_PER_TURN {
-                                guard.clear_ready();
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => tracing::warn!("polling the connections failed: {e}"),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("watching the connections failed: {e}");
-                    std::future::pending::<()>().await;
-                }
-            },
-            _ = async { sweep.expect("guarded by has_sweep").tick().await }, if has_sweep => {
-                self.conns.close_idle(Instant::now());
+        if let Some(sweep) = self.sweep.as_mut()
+            && sweep.poll_tick(cx).is_ready()
+        {
+            self.conns.close_idle(Instant::now());
+            return Poll::Ready(());
+        }
+        let mut guard = match std::task::ready!(self.poll.poll_read_ready_mut(cx)) {
+            Ok(guard) => guard,
+            Err(e) => {
+                // Not expected (the set is a plain descriptor); the connections then wait
+                // for the idle check or shutdown.
+                tracing::warn!("watching the connections failed: {e}");
+                return Poll::Pending;
             }
+        };
+        match guard
+            .get_inner_mut()
+            .poll(&mut self.events, Some(Duration::ZERO))
+        {
+            Ok(()) => {
+                let now = Instant::now();
+                let mut count = 0;
+                for event in self.events.iter() {
+                    count += 1;
+                    self.conns
+                        .serve(event.token().0, event.is_read_closed(), now);
+                }
+                // Fewer than asked for means the set is empty; any later event wakes the
+                // runtime's poll again (the set is watched edge-triggered, and nothing
+                // else runs on this thread meanwhile).
+                if count < EVENTS_PER_TURN {
+                    guard.clear_ready();
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => tracing::warn!("polling the connections failed: {e}"),
         }
+        Poll::Ready(())
     }
 
     /// After shutdown: ends every connection that has nothing pending, finishes the
@@ -225,7 +234,7 @@ impl FastLane {
         self.conns.draining = true;
         self.conns.end_all_idle();
         while self.conns.len > 0 {
-            self.turn().await;
+            std::future::poll_fn(|cx| self.poll_turn(cx)).await;
         }
     }
 }

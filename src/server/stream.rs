@@ -7,9 +7,12 @@
 //! `refuse`, every client is accepted and one that finds no free slot is closed at once.
 //! A client the access rules deny is closed at once in either mode.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -49,24 +52,38 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let mut scratch = Vec::new();
     let stop = shared.shutdown.cancelled();
     tokio::pin!(stop);
-    let next = next_connection(
-        &listener,
-        over_limit,
-        slots.as_ref(),
-        shared,
-        Duration::ZERO,
-    );
-    tokio::pin!(next);
+    let mut stop_watched = false;
+    let mut admission = Admission::new(Duration::ZERO, over_limit, slots.as_ref(), shared);
     loop {
-        let wake = tokio::select! {
-            biased;
-            () = stop.as_mut() => Wake::Stop,
-            accepted = next.as_mut() => match accepted {
-                Some((reserved, accepted)) => Wake::Accepted(reserved, accepted),
-                None => Wake::Stop,
-            },
-            () = serve_lane(lane.as_mut()) => Wake::LaneServed,
-        };
+        // Polled by hand rather than with `select!`: shutdown is registered for once and
+        // then only checked, and the listener and the lane keep their registrations
+        // between rounds, so a round costs little more than the accept itself.
+        let wake = std::future::poll_fn(|cx| {
+            if stop_watched {
+                if shared.shutdown.is_triggered() {
+                    return Poll::Ready(Wake::Stop);
+                }
+            } else {
+                stop_watched = true;
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Stop);
+                }
+            }
+            match admission.poll_ticket(cx) {
+                Poll::Ready(None) => return Poll::Ready(Wake::Stop),
+                Poll::Ready(Some(())) => {
+                    if let Poll::Ready(accepted) = listener.poll_accept_std(cx) {
+                        return Poll::Ready(Wake::Accepted(admission.take_slot(), accepted));
+                    }
+                }
+                Poll::Pending => {}
+            }
+            match lane.as_mut() {
+                Some(lane) => lane.poll_turn(cx).map(|()| Wake::LaneServed),
+                None => Poll::Pending,
+            }
+        })
+        .await;
         let (reserved, accepted) = match wake {
             Wake::Stop => break,
             Wake::LaneServed => continue,
@@ -106,13 +123,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 pause
             }
         };
-        next.set(next_connection(
-            &listener,
-            over_limit,
-            slots.as_ref(),
-            shared,
-            pause,
-        ));
+        admission = Admission::new(pause, over_limit, slots.as_ref(), shared);
     }
     if let Some(lane) = lane {
         // Tracked like a connection task, so the shard's drain waits for it.
@@ -120,27 +131,52 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     }
 }
 
-/// The next connection: after `pause` (a back-off after a resource error), a reserved
-/// slot (in wait mode), and `accept`. `None` when shutdown came while waiting for a slot.
-async fn next_connection(
-    listener: &StreamListener,
-    over_limit: super::OverLimit,
-    slots: Option<&Arc<Semaphore>>,
-    shared: &Shared,
-    pause: Duration,
-) -> Option<(Option<Slot>, io::Result<(StdStream, PeerAddr)>)> {
-    if !pause.is_zero() {
-        tokio::time::sleep(pause).await;
-    }
-    let reserved = gate::reserve_slot(over_limit, slots, shared).await?;
-    Some((reserved, listener.accept_std().await))
+/// What must happen before the next `accept`: usually nothing (and then it costs
+/// nothing); after a resource error, a back-off pause; with `--max-conns` in wait mode,
+/// a reserved slot.
+enum Admission<'a> {
+    /// Accept now, with this slot (reserved in wait mode; `None` otherwise).
+    Open(Option<Slot>),
+    /// Pausing or waiting for a slot; the future gives `None` if shutdown came first.
+    Waiting(Pin<Box<dyn Future<Output = Option<Option<Slot>>> + Send + 'a>>),
 }
 
-/// Serves the fast lane's ready connections; without a lane, never completes.
-async fn serve_lane(lane: Option<&mut FastLane>) {
-    match lane {
-        Some(lane) => lane.turn().await,
-        None => std::future::pending().await,
+impl<'a> Admission<'a> {
+    fn new(
+        pause: Duration,
+        over_limit: super::OverLimit,
+        slots: Option<&'a Arc<Semaphore>>,
+        shared: &'a Shared,
+    ) -> Admission<'a> {
+        let reserves = over_limit == super::OverLimit::Wait && slots.is_some();
+        if pause.is_zero() && !reserves {
+            return Admission::Open(None);
+        }
+        Admission::Waiting(Box::pin(async move {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            gate::reserve_slot(over_limit, slots, shared).await
+        }))
+    }
+
+    /// Ready when accepting may go ahead; `None` on shutdown.
+    fn poll_ticket(&mut self, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        if let Admission::Waiting(waiting) = self {
+            match std::task::ready!(waiting.as_mut().poll(cx)) {
+                Some(reserved) => *self = Admission::Open(reserved),
+                None => return Poll::Ready(None),
+            }
+        }
+        Poll::Ready(Some(()))
+    }
+
+    /// The slot reserved for the connection just accepted.
+    fn take_slot(&mut self) -> Option<Slot> {
+        match self {
+            Admission::Open(reserved) => reserved.take(),
+            Admission::Waiting(_) => None,
+        }
     }
 }
 

@@ -215,9 +215,16 @@ impl StreamListener {
     /// small reply): Linux copies it from the listener; elsewhere it is set here.
     /// Cancel-safe: dropping the future loses no connection.
     pub async fn accept_std(&self) -> io::Result<(StdStream, PeerAddr)> {
+        std::future::poll_fn(|cx| self.poll_accept_std(cx)).await
+    }
+
+    /// [`StreamListener::accept_std`] as a poll function, for a loop that waits for
+    /// several things at once: the wake-up it registers stays in place between polls
+    /// (so one task at a time may poll it).
+    pub fn poll_accept_std(&self, cx: &mut Context<'_>) -> Poll<io::Result<(StdStream, PeerAddr)>> {
         match self {
             StreamListener::Tcp(listener) => {
-                let (fd, addr) = accept_ready(listener).await?;
+                let (fd, addr) = std::task::ready!(poll_accept_ready(listener, cx))?;
                 let stream = std::net::TcpStream::from(fd);
                 if cfg!(not(target_os = "linux")) {
                     // A latency hint that fails is not worth dropping the client for.
@@ -226,12 +233,13 @@ impl StreamListener {
                 let peer = addr
                     .as_socket()
                     .map_or_else(|| PeerAddr::Unix(Box::new(addr)), PeerAddr::Ip);
-                Ok((StdStream::Tcp(stream), peer))
+                Poll::Ready(Ok((StdStream::Tcp(stream), peer)))
             }
             StreamListener::Unix(listener, _) => {
-                let (fd, addr) = accept_ready(listener).await?;
+                let (fd, addr) = std::task::ready!(poll_accept_ready(listener, cx))?;
                 let stream = std::os::unix::net::UnixStream::from(fd);
-                Ok((StdStream::Unix(stream), PeerAddr::Unix(Box::new(addr))))
+                let peer = PeerAddr::Unix(Box::new(addr));
+                Poll::Ready(Ok((StdStream::Unix(stream), peer)))
             }
         }
     }
@@ -272,12 +280,15 @@ pub(crate) fn watch<L: AsRawFd>(listener: L) -> io::Result<AsyncFd<L>> {
         .map_err(|e| e.into_parts().1)
 }
 
-/// Waits until the listener is readable and accepts one connection. Cancel-safe.
-async fn accept_ready<L: AsRawFd + AsFd>(listener: &AsyncFd<L>) -> io::Result<(OwnedFd, SockAddr)> {
+/// Accepts one connection once the listener is readable. Cancel-safe.
+fn poll_accept_ready<L: AsRawFd + AsFd>(
+    listener: &AsyncFd<L>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<(OwnedFd, SockAddr)>> {
     loop {
-        let mut ready = listener.readable().await?;
+        let mut ready = std::task::ready!(listener.poll_read_ready(cx))?;
         match ready.try_io(|inner| accept_nonblocking(inner.get_ref())) {
-            Ok(accepted) => return accepted,
+            Ok(accepted) => return Poll::Ready(accepted),
             // Someone else took the connection (another thread's copy of the socket):
             // wait for the next one.
             Err(_would_block) => continue,
