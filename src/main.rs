@@ -8,12 +8,6 @@ use clap::Parser;
 use sockit::cli::{self, Cli, args::ColorChoice};
 use sockit::obs::{EventLog, logging};
 
-/// mimalloc instead of the system allocator: every connection allocates its task and its
-/// socket registration with cache-line alignment, which glibc's `posix_memalign` serves
-/// slowly; mimalloc serves them from per-thread free lists.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color = use_color(cli.global.color);
