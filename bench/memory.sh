@@ -7,6 +7,7 @@
 #   bench/memory.sh 19900 0                the most this machine's 20,000-descriptor
 #                                          limit allows in one server process
 #   SOCKIT=target/debug/sockit bench/memory.sh 1000 1000
+#   SERVE_EXTRA="--threads 1" bench/memory.sh 0 2000   more flags for the server
 #
 # Non-readers are fewer by default: each parks up to ~200 KiB in kernel socket buffers
 # (not in sockit's memory), and thousands of them press on the kernel's TCP memory.
