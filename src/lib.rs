@@ -14,8 +14,9 @@
 //! * [`behaviour`]: a message → its answer (reply, echo, discard), or a whole connection
 //!   → a program (`--exec`) or the chat room (`--chat`);
 //! * [`server`]: thread-per-core shards; the accept loop (answering on the spot when the
-//!   first message is already there) and per-connection tasks; the batched datagram loop;
-//!   limits;
+//!   first message is already there); the fast lane (one epoll set per shard for the
+//!   per-message modes) and per-connection tasks (everything else); the batched datagram
+//!   loop; limits;
 //! * [`access`]: `--allow` / `--deny` rules (pure) and the gate that applies them and
 //!   `--max-conns`, shared by `serve` and `relay`;
 //! * [`client`]: the note's client (`send`) and the interactive client (`connect`);

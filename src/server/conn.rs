@@ -280,9 +280,8 @@ pub(crate) async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
-    if !prelude.announced {
-        shared.events.emit(Event::Connected { conn, peer });
-    }
+    let mut prelude = prelude;
+    prelude.announce(&shared.events, conn, peer);
     let idle = shared.options.limits.idle_timeout;
     let now = Instant::now();
     // Armed for the idle deadline when there is one; otherwise parked until a message
