@@ -242,11 +242,7 @@ impl FastLane {
 impl Conns {
     fn adopt(&mut self, conn: Conn) {
         let fd = conn.stream.as_raw_fd();
-        let interest = if conn.watching_writes {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
+        let interest = interest(conn.watching_writes);
         let Ok(index) = usize::try_from(fd) else {
             return;
         };
@@ -299,15 +295,10 @@ impl Conns {
             Progress::Blocked => true,
         };
         if watch_writes != conn.watching_writes {
-            let interest = if watch_writes {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
             let raw = conn.stream.as_raw_fd();
-            if let Err(e) = self
-                .registry
-                .reregister(&mut SourceFd(&raw), Token(fd), interest)
+            if let Err(e) =
+                self.registry
+                    .reregister(&mut SourceFd(&raw), Token(fd), interest(watch_writes))
             {
                 let end = End::Failed(Error::exchange(e, conn.peer.to_string(), "while watching"));
                 return self.close(fd, end);
@@ -363,6 +354,16 @@ impl Conns {
         }
         conn::report_end(&end, &conn.peer, conn.id, &conn.state.tally, &self.shared);
         self.shared.stats.absorb(&mut conn.state.tally);
+    }
+}
+
+/// What a connection is registered for: input always, writability only while an answer
+/// waits for the client.
+fn interest(watch_writes: bool) -> Interest {
+    if watch_writes {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
     }
 }
 

@@ -11,14 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::ops::{cpu_time, metrics_addr, poll, raise_nofile, rss_kib, scrape_until, stderr_line};
-use crate::util::{Proc, TIMEOUT, sockit_command};
-
-/// Connects with bounded reads.
-fn connect(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(TIMEOUT)).ok();
-    stream
-}
+use crate::util::{Proc, TIMEOUT, connect_tcp as connect, sockit_command};
 
 /// `count` line exchanges on one connection; panics if any reply is wrong or missing.
 fn exchanges(addr: &str, count: usize, expect: &str) {

@@ -3,22 +3,11 @@
 //! FIN arriving together, a sender faster than one turn, a reply the client does not read.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::Duration;
 
 use crate::ops::stderr_line;
-use crate::util::{Proc, TIMEOUT};
-
-fn connect(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .unwrap_or_else(|e| panic!("{e}"));
-    stream
-        .set_write_timeout(Some(TIMEOUT))
-        .unwrap_or_else(|e| panic!("{e}"));
-    stream
-}
+use crate::util::{Proc, connect_tcp as connect};
 
 /// One small exchange on a fresh connection, as the note's client does.
 fn hello(addr: &str) -> Vec<u8> {

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::ops::{metrics_addr, poll, scrape, scrape_until, stderr_line};
-use crate::util::{Proc, TIMEOUT, code, run_sockit, sockit_bin};
+use crate::util::{Proc, TIMEOUT, code, connect_tcp as connect, run_sockit, sockit_bin};
 
 /// The `HOST:PORT` of the `tcp://` endpoint in a listening event (text or JSON).
 fn endpoint_addr(line: &str) -> String {
@@ -21,13 +21,6 @@ fn endpoint_addr(line: &str) -> String {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
         .collect()
-}
-
-/// Connects with a read timeout, so a test never hangs on a reply that does not come.
-fn connect(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(TIMEOUT)).ok();
-    stream
 }
 
 /// Sends each line and reads its echo; returns the replies.

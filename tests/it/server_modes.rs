@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::procs::{self, eventually, wait_no_children, wait_some_children};
-use crate::util::{Proc, TIMEOUT, code, describe, run_sockit};
+use crate::util::{Proc, TIMEOUT, code, connect_tcp as connect, describe, run_sockit};
 
 /// Starts `sockit serve ENDPOINT ARGS --log text` and returns it with its bound address
 /// (`127.0.0.1:PORT`, or the Unix path).
@@ -36,13 +36,6 @@ fn run_peer(program: &str, args: &[&str], input: &[u8]) -> Output {
     cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {program} (is it installed? .ci/run installs it): {e}")
     })
-}
-
-/// A TCP client with bounded reads.
-fn connect(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(TIMEOUT)).ok();
-    stream
 }
 
 /// Reads until end-of-file or an error, keeping what arrived before either.

@@ -270,6 +270,20 @@ pub async fn start_server(
     }
 }
 
+/// A blocking TCP connection to `addr` whose reads and writes give up after [`TIMEOUT`],
+/// so a server that stops answering fails the test instead of hanging it.
+pub fn connect_tcp(addr: &str) -> std::net::TcpStream {
+    let stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+}
+
 /// Awaits `future` for at most [`TIMEOUT`], panicking with `what` if it takes longer.
 pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
     match tokio::time::timeout(TIMEOUT, future).await {
