@@ -15,7 +15,7 @@ use sockit::relay::{CopyMode, Relay, RelayOptions, RelayStats, RelaySummary};
 use sockit::{Endpoint, Shutdown};
 
 use crate::peers::{poll_until, run_peer};
-use crate::util::{Proc, TIMEOUT, code, describe, run_sockit, within};
+use crate::util::{Proc, TIMEOUT, code, describe, join_within, run_sockit, within};
 
 /// A relay running in this process, with its live counters.
 struct TestRelay {
@@ -134,13 +134,7 @@ async fn half_close_from_the_client_is_passed_on() {
             .unwrap_or_else(|e| panic!("{e}"));
         answer
     });
-    let answer = within(
-        "the client",
-        tokio::task::spawn_blocking(move || client.join()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
-    .unwrap_or_else(|_| panic!("client thread panicked"));
+    let answer = join_within("the client", client).await;
     let request = target_side
         .join()
         .unwrap_or_else(|_| panic!("target thread panicked"));
@@ -195,13 +189,7 @@ async fn half_close_from_the_target_is_passed_on() {
             .unwrap_or_else(|e| panic!("{e}"));
         banner
     });
-    let banner = within(
-        "the client",
-        tokio::task::spawn_blocking(move || client.join()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
-    .unwrap_or_else(|_| panic!("client thread panicked"));
+    let banner = join_within("the client", client).await;
     let rest = target_side
         .join()
         .unwrap_or_else(|_| panic!("target thread panicked"));

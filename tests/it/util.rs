@@ -292,6 +292,15 @@ pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output 
     }
 }
 
+/// Waits (at most [`TIMEOUT`]) for a thread's result; panics naming `what` if the
+/// thread panicked.
+pub async fn join_within<T: Send + 'static>(what: &str, handle: std::thread::JoinHandle<T>) -> T {
+    within(what, tokio::task::spawn_blocking(move || handle.join()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|_| panic!("{what}: the thread panicked"))
+}
+
 /// The Python interpreter used for interop tests.
 pub fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
