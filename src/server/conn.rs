@@ -250,7 +250,14 @@ pub(super) fn answer_now(
     };
     prelude.answered = true;
     prelude.tally.replies += 1;
-    let written = match stream.write_now(reply) {
+    // With `--close` this reply is the connection's last: it leaves together with our FIN.
+    let last = shared.options.after_reply == AfterReply::Close;
+    let sent = if last {
+        stream.write_last_now(reply)
+    } else {
+        stream.write_now(reply)
+    };
+    let written = match sent {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => {

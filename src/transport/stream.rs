@@ -75,6 +75,28 @@ impl StdStream {
         }
     }
 
+    /// Writes a connection's last bytes and, when the socket takes them all, sends our FIN
+    /// with them: on TCP the bytes are held back (`MSG_MORE`) until the FIN joins them, so
+    /// a one-shot reply leaves as one segment instead of two and the client acknowledges
+    /// once. That is a third less packet work for the note's exchange than a plain write
+    /// and close. What the socket does not take now is returned short, as with
+    /// [`StdStream::write_now`], and no FIN is sent.
+    ///
+    /// The FIN is sent by `shutdown`, not left to `close`: a close with unread input
+    /// would reset the connection and throw the held-back reply away.
+    pub fn write_last_now(&self, buf: &[u8]) -> io::Result<usize> {
+        let written = match self {
+            StdStream::Tcp(s) => socket2::SockRef::from(s)
+                .send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)?,
+            StdStream::Unix(_) => self.write_now(buf)?,
+        };
+        if written == buf.len() {
+            // A failure here means the connection is gone; its close follows anyway.
+            let _ = self.shutdown_write();
+        }
+        Ok(written)
+    }
+
     /// Sends our FIN: no more data from this side (the client may still send).
     ///
     /// # Errors

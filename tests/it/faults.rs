@@ -291,16 +291,20 @@ fn sigterm_under_load_delivers_every_reply_to_tcp_clients() {
     let addr = server.listening();
     let replies = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
+    // Clients that have had a reply: SIGTERM waits for all of them, since a client still
+    // in the backlog when the listener closes is never accepted (and not counted).
+    let served = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (addr, replies, bytes) = (addr.clone(), Arc::clone(&replies), Arc::clone(&bytes));
+            let served = Arc::clone(&served);
             std::thread::spawn(move || {
                 let mut stream = connect(&addr);
                 let mut reader =
                     BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("{e}")));
                 let request = format!("{}\n", format!("client {c} ").repeat(100));
                 let mut reply = String::new();
-                for _ in 0..200_000 {
+                for round in 0..200_000 {
                     if stream.write_all(request.as_bytes()).is_err() {
                         break; // closed before taking this request: it was never answered
                     }
@@ -310,6 +314,9 @@ fn sigterm_under_load_delivers_every_reply_to_tcp_clients() {
                         Ok(n) => {
                             assert_eq!(reply, request, "a reply was cut or mixed up");
                             replies.fetch_add(1, Ordering::Relaxed);
+                            if round == 0 {
+                                served.fetch_add(1, Ordering::Relaxed);
+                            }
                             bytes.fetch_add(n as u64, Ordering::Relaxed);
                         }
                         Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
@@ -322,7 +329,10 @@ fn sigterm_under_load_delivers_every_reply_to_tcp_clients() {
     poll(
         "traffic to flow",
         || server.report(),
-        || (replies.load(Ordering::Relaxed) >= 20 * CLIENTS as u64).then_some(()),
+        || {
+            let everyone = served.load(Ordering::Relaxed) == CLIENTS as u64;
+            (everyone && replies.load(Ordering::Relaxed) >= 20 * CLIENTS as u64).then_some(())
+        },
     );
     server.signal(libc::SIGTERM);
     for client in clients {

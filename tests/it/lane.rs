@@ -1,9 +1,12 @@
 //! The fast lane (`src/server/lane.rs`): per-message connections served from one epoll
 //! set per thread. These cases are the ones an edge-triggered loop gets wrong: input and
 //! FIN arriving together, a sender faster than one turn, a reply the client does not read.
+//! And one property of the on-the-spot reply path: with `--close` the reply and the FIN
+//! share a segment.
 
 use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::ops::stderr_line;
@@ -121,4 +124,75 @@ fn a_client_that_never_reads_is_closed_after_the_idle_timeout() {
         b"hello tcp server",
         "still serving after the close"
     );
+}
+
+/// With `--close` the reply is the connection's last data, so it leaves together with
+/// the server's FIN: the client receives one segment fewer than from the note's server,
+/// which writes and then closes. (Counted side by side against such a server on this
+/// kernel, so the test does not depend on how many segments a handshake takes here.)
+#[test]
+fn with_close_the_reply_and_the_fin_share_one_segment() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let plain_addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    // The note's server: recv, send, close.
+    let plain = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(crate::util::TIMEOUT))?;
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request)?;
+        stream.write_all(b"hello tcp client")
+    });
+    let plain_segments = segments_received_in_exchange(&plain_addr);
+    // The exchange saw the server's end of stream, so the thread has finished.
+    match plain.join() {
+        Ok(result) => result.unwrap_or_else(|e| panic!("plain server: {e}")),
+        Err(_) => panic!("the plain server's thread panicked"),
+    }
+
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--close", "-q"]);
+    let addr = server.listening();
+    let sockit_segments = segments_received_in_exchange(&addr);
+    assert_eq!(
+        sockit_segments + 1,
+        plain_segments,
+        "segments received by the client: sockit {sockit_segments}, write-then-close {plain_segments}\n{}",
+        server.report()
+    );
+}
+
+/// The note's exchange, to the server's end of stream; returns how many TCP segments the
+/// client received (the kernel's `tcpi_segs_in`).
+fn segments_received_in_exchange(addr: &str) -> u32 {
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"hello tcp server")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply, b"hello tcp client");
+    tcp_info(&stream).tcpi_segs_in
+}
+
+/// The kernel's `TCP_INFO` for a connection.
+fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
+    // SAFETY: tcp_info is plain data, all-zero is a valid value, and the kernel writes at
+    // most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    info
 }
