@@ -19,6 +19,11 @@
 //! * `--close` ends a connection after its first reply;
 //! * on shutdown, replies being written are finished (within the grace period), then every
 //!   connection gets our FIN.
+//!
+//! One thing a task does not do: a bulk sender to `--discard` (when nobody watches the
+//! messages) wakes the lane only per [`BULK_WAKE`] bytes (`SO_RCVLOWAT`), so a fast
+//! stream costs one wake-up per large chunk rather than per segment; its tail below that
+//! mark is read by the idle check and before the close.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -35,6 +40,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use super::conn::{self, End, Prelude};
 use super::{AfterReply, Shared};
 use crate::access::gate::Slot;
+use crate::behaviour::Responder;
 use crate::error::Error;
 use crate::obs::Tally;
 use crate::transport::{PeerAddr, StdStream};
@@ -44,6 +50,10 @@ const EVENTS_PER_TURN: usize = 256;
 /// Reads one connection gets per turn before the others' turn comes (fairness against a
 /// client that sends faster than it is served).
 const READS_PER_TURN: usize = 16;
+/// A discarded read this large marks a bulk sender (see [`Conn::wakes_in_bulk`]).
+const BULK_READ: usize = 64 * 1024;
+/// How much a bulk sender's connection collects before it wakes the lane.
+const BULK_WAKE: usize = 128 * 1024;
 
 /// One shard's connections served without tasks (see the module docs).
 pub(crate) struct FastLane {
@@ -75,6 +85,12 @@ struct Conn {
     /// Whether the epoll set reports this socket becoming writable (only while an answer
     /// is pending, so the steady state gets no write wake-ups).
     watching_writes: bool,
+    /// Whether the connection wakes the lane only per [`BULK_WAKE`] bytes (`--discard`
+    /// without per-message logging, once the client showed itself a bulk sender): one
+    /// wake-up per large chunk instead of one per segment, which is most of the CPU a
+    /// bulk discard costs. A tail below the mark is read when the idle check comes by and
+    /// before the connection is closed, so no byte goes uncounted and no close is a reset.
+    wakes_in_bulk: bool,
 }
 
 /// What serving a ready connection came to.
@@ -169,6 +185,7 @@ impl FastLane {
             state: prelude,
             last_activity: Instant::now(),
             read_closed: false,
+            wakes_in_bulk: false,
         });
     }
 
@@ -314,11 +331,26 @@ impl Conns {
             return;
         };
         for fd in 0..self.by_fd.len() {
-            let Some(conn) = &self.by_fd[fd] else {
+            let Some(conn) = self.by_fd[fd].as_mut() else {
                 continue;
             };
             if now.saturating_duration_since(conn.last_activity) < limit {
                 continue;
+            }
+            if conn.wakes_in_bulk {
+                // Bytes below the wake-up mark wait unread: take them before calling the
+                // client silent.
+                match advance(conn, &self.shared, &mut self.scratch, now, false) {
+                    Progress::Ended(end) => {
+                        self.close(fd, end);
+                        continue;
+                    }
+                    Progress::More => self.carry.push(fd),
+                    Progress::Drained | Progress::Blocked => {}
+                }
+                if conn.last_activity == now {
+                    continue;
+                }
             }
             let end = if conn.state.has_pending() {
                 End::NotReading(limit)
@@ -339,11 +371,14 @@ impl Conns {
     }
 
     fn close(&mut self, fd: usize, end: End) {
-        let Some(conn) = self.by_fd.get_mut(fd).and_then(Option::take) else {
+        let Some(mut conn) = self.by_fd.get_mut(fd).and_then(Option::take) else {
             return;
         };
         self.len -= 1;
         self.shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if conn.wakes_in_bulk {
+            take_the_tail(&mut conn, &self.shared, &mut self.scratch);
+        }
         self.finish(conn, end);
     }
 
@@ -419,6 +454,10 @@ fn advance(
         if let Err(end) = answered {
             return Progress::Ended(end);
         }
+        if n >= BULK_READ && !conn.wakes_in_bulk && may_wake_in_bulk(shared) {
+            // Best effort: without it the connection is served as before.
+            conn.wakes_in_bulk = conn.stream.set_wake_threshold(BULK_WAKE).is_ok();
+        }
         if conn.state.tally.messages >= Tally::FLUSH_EVERY {
             shared.stats.absorb(&mut conn.state.tally);
         }
@@ -434,4 +473,34 @@ fn advance(
         }
     }
     Progress::More
+}
+
+/// Whether a bulk sender's connection may wake the lane per large chunk only: when its
+/// bytes are discarded and nobody watches them arrive (per-message log lines would come
+/// late and in big pieces).
+fn may_wake_in_bulk(shared: &Shared) -> bool {
+    matches!(shared.options.responder, Responder::Discard) && !shared.events.wants_messages()
+}
+
+/// Reads what a bulk connection left below its wake-up mark, before it is closed: the
+/// bytes are counted, and a close with unread input would reset the connection.
+/// Bounded, so a client still sending at full speed cannot hold the lane.
+fn take_the_tail(conn: &mut Conn, shared: &Shared, scratch: &mut [u8]) {
+    for _ in 0..READS_PER_TURN {
+        match conn.stream.read_now(scratch) {
+            Ok(n) if n > 0 => {
+                let tail = &scratch[..n];
+                // Discard answers nothing, so this only counts the bytes.
+                let _ = conn::answer_now(
+                    &conn.stream,
+                    tail,
+                    &conn.peer,
+                    conn.id,
+                    shared,
+                    &mut conn.state,
+                );
+            }
+            Ok(_) | Err(_) => return,
+        }
+    }
 }

@@ -97,6 +97,36 @@ impl StdStream {
         Ok(written)
     }
 
+    /// Asks the kernel to report this TCP connection readable only once `bytes` have
+    /// arrived (`SO_RCVLOWAT`), or its end: a bulk sender then wakes the server once per
+    /// large chunk instead of once per segment. Data below the mark stays queued until
+    /// more arrives or the caller reads anyway. Unix sockets do not wake early either way,
+    /// so for them this does nothing.
+    ///
+    /// # Errors
+    /// When the kernel refuses the option.
+    pub fn set_wake_threshold(&self, bytes: usize) -> io::Result<()> {
+        let StdStream::Tcp(s) = self else {
+            return Ok(());
+        };
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: SO_RCVLOWAT takes an int; we pass a pointer to one and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(s),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Sends our FIN: no more data from this side (the client may still send).
     ///
     /// # Errors

@@ -196,3 +196,45 @@ fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
     info
 }
+
+/// A bulk sender to `--discard -q` wakes the server only once per large chunk, so the
+/// last bytes can sit below that mark unread. They still count: the idle check reads
+/// them before calling the client silent, the close after the idle timeout is a clean
+/// end of stream (closing with unread input would be a reset), and the summary has every
+/// byte.
+#[test]
+fn a_bulk_discard_tail_below_the_wake_mark_is_read_counted_and_closed_cleanly() {
+    const BULK: usize = 4 << 20;
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--discard",
+        "--idle-timeout",
+        "1s",
+        "-q",
+    ]);
+    let addr = server.listening();
+    let mut client = connect(&addr);
+    client
+        .write_all(&vec![b'b'; BULK])
+        .unwrap_or_else(|e| panic!("{e}"));
+    client.write_all(b"tail").unwrap_or_else(|e| panic!("{e}"));
+    // No FIN from us: the server ends the connection once we have been quiet for 1 s.
+    let mut rest = Vec::new();
+    let end = client.read_to_end(&mut rest);
+    assert!(
+        end.is_ok(),
+        "the idle close was not a clean end of stream: {end:?}\n{}",
+        server.report()
+    );
+    assert!(rest.is_empty(), "discard sent something back");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    let stderr = server.stderr();
+    let expected = format!(" {} bytes in, 0 bytes out", BULK + 4);
+    assert!(
+        stderr.contains("summary: 1 connections,") && stderr.contains(&expected),
+        "expected {expected:?}\n{}",
+        server.report()
+    );
+}
