@@ -78,8 +78,8 @@ impl StdStream {
     /// Writes a connection's last bytes and, when the socket takes them all, sends our FIN
     /// with them: on TCP the bytes are held back (`MSG_MORE`) until the FIN joins them, so
     /// a one-shot reply leaves as one segment instead of two and the client acknowledges
-    /// once. That is a third less packet work for the note's exchange than a plain write
-    /// and close. What the socket does not take now is returned short, as with
+    /// once: one segment fewer each way for the note's exchange than a plain write and
+    /// close. What the socket does not take now is returned short, as with
     /// [`StdStream::write_now`], and no FIN is sent.
     ///
     /// The FIN is sent by `shutdown`, not left to `close`: a close with unread input
@@ -100,8 +100,8 @@ impl StdStream {
     /// Asks the kernel to report this TCP connection readable only once `bytes` have
     /// arrived (`SO_RCVLOWAT`), or its end: a bulk sender then wakes the server once per
     /// large chunk instead of once per segment. Data below the mark stays queued until
-    /// more arrives or the caller reads anyway. Unix sockets do not wake early either way,
-    /// so for them this does nothing.
+    /// more arrives or the caller reads anyway. Linux's Unix stream sockets ignore the
+    /// mark when they report readiness, so for them this does nothing.
     ///
     /// # Errors
     /// When the kernel refuses the option.
