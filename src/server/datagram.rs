@@ -1,10 +1,10 @@
 //! The datagram loop: receive, answer the sender at its own address, repeat.
 //!
 //! One loop serves every sender; nothing waits on a client, so a silent client cannot
-//! block anyone. When the socket is readable the loop drains it in batches of up to 32
-//! datagrams per `recvmmsg(2)`, answered with one `sendmmsg(2)`, then yields to other tasks
-//! (so a flood cannot monopolise a thread) before waiting again: a busy server pays for
-//! readiness and for the system calls once per batch, not once per datagram.
+//! block anyone. The loop runs on a thread of its own, waiting in `recvmmsg(2)` for up to
+//! 32 datagrams at a time and answering them with one `sendmmsg(2)`: a busy server pays
+//! for the system calls once per batch, not once per datagram, and no reactor is involved
+//! (see [`answer_until_stopped`] for why).
 //!
 //! Datagrams from senders the access rules deny are dropped (counted, and logged at a
 //! bounded rate). With `--exec`, each datagram runs the program in its own task (the
@@ -12,6 +12,7 @@
 //! [`DEFAULT_PROGRAMS`]).
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 
 use super::{Handler, OverLimit, Shared};
@@ -22,7 +23,7 @@ use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
 
 use crate::transport::batch::{self, RecvBatch};
-use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
+use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr, StdDatagram};
 
 /// Programs run at once for `--exec` on a datagram endpoint when `--max-conns` is not set.
 pub const DEFAULT_PROGRAMS: usize = 64;
@@ -36,62 +37,105 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     }
 }
 
-/// Answers each datagram with the responder, a batch of datagrams per system call.
+/// Answers each datagram with the responder, a batch of datagrams per system call, on a
+/// thread of its own that waits in `recvmmsg(2)` (see [`answer_until_stopped`]); this
+/// task only stops it at shutdown.
 async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
+    // The Unix socket file's guard stays here, so the file goes when the loop has ended.
+    let (socket, _guard) = match socket.into_std() {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!("cannot take the datagram socket from the runtime: {e}");
+            shared.shutdown.trigger();
+            return;
+        }
+    };
+    let stopper = socket.try_clone().and_then(|stopper| {
+        socket.set_blocking()?;
+        Ok(stopper)
+    });
+    let stopper = match stopper {
+        Ok(stopper) => stopper,
+        Err(e) => {
+            tracing::error!("cannot set up the datagram loop: {e}");
+            shared.shutdown.trigger();
+            return;
+        }
+    };
+    let worker_shared = Arc::clone(shared);
+    let mut worker =
+        tokio::task::spawn_blocking(move || answer_until_stopped(&socket, &worker_shared));
+    let finished = tokio::select! {
+        () = shared.shutdown.triggered() => false,
+        _ = &mut worker => true,
+    };
+    if !finished {
+        stopper.stop_receivers();
+        let _ = worker.await;
+    }
+}
+
+/// The answer loop: wait for datagrams, answer the batch, repeat, until shutdown.
+///
+/// Why a blocking thread rather than a task: a task needs the socket registered with the
+/// reactor, and then every reply the kernel frees (once its client has read it) walks the
+/// socket's wait queue to the reactor's entry, and the loop pays a readiness check and a
+/// receive that finds nothing before each sleep. A thread blocked in `recvmmsg` is on that
+/// queue only while it sleeps, as the hand-written C servers are, and one call both waits
+/// and takes the whole batch. One loop still serves every sender, and a client that never
+/// reads its replies costs nothing, so nobody waits on anybody.
+fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
+    let fd = socket.as_fd().as_raw_fd();
     let mut batch = RecvBatch::new();
     let mut to_send: Vec<(usize, SockAddr)> = Vec::with_capacity(batch::BATCH);
     let mut tally = Tally::default();
     let mut gate = Gate::default();
-    let stop = shared.shutdown.cancelled();
-    tokio::pin!(stop);
     loop {
-        let ready = tokio::select! {
-            biased;
-            () = stop.as_mut() => break,
-            ready = socket.readable() => ready,
-        };
-        if let Err(e) = ready {
-            tracing::warn!("waiting for datagrams failed: {e}");
-            continue;
+        let received = batch.receive_waiting(fd);
+        if shared.shutdown.is_triggered() {
+            break;
         }
-        // Drain a few batches, then let other tasks (and the shutdown check) in.
-        let mut drained = false;
-        for _ in 0..BATCHES_PER_WAKE {
-            match socket.try_recv_batch(&mut batch) {
-                Ok(_) => {
-                    answer_batch(&socket, &batch, &mut to_send, shared, &mut tally, &mut gate)
-                        .await;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) => {
-                    // E.g. an ICMP error queued on the socket: it concerns one peer only.
-                    tracing::debug!("receive failed: {e}");
-                    break;
-                }
+        match received {
+            Ok(_) => answer_batch(fd, &batch, &mut to_send, shared, &mut tally, &mut gate),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // E.g. an ICMP error queued on the socket: it concerns one peer only.
+            Err(e) if is_per_datagram(&e) => tracing::debug!("receive failed: {e}"),
+            Err(e) => {
+                // Not expected; a short pause keeps a lasting failure from spinning.
+                tracing::warn!("receiving datagrams failed: {e}; retrying");
+                std::thread::sleep(UNEXPECTED_ERROR_PAUSE);
             }
         }
-        // Once per wake-up (this shard's own counters), so live metrics stay current.
+        // Once per batch (this shard's own counters), so live metrics stay current.
         shared.stats.absorb(&mut tally);
-        if !drained {
-            // Still more queued (a flood): let the other tasks on this thread run before
-            // the next batches; `readable()` alone would return at once and keep the
-            // thread, so a flood would delay TCP clients.
-            tokio::task::yield_now().await;
-        }
     }
     shared.stats.absorb(&mut tally);
 }
 
-/// Batches drained per readiness event before yielding.
-const BATCHES_PER_WAKE: usize = 4;
+/// How long the answer loop pauses after a receive error it does not expect.
+const UNEXPECTED_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Receive errors that concern one datagram or one peer, after which the socket still
+/// works.
+fn is_per_datagram(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EMSGSIZE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EAGAIN
+        )
+    )
+}
 
 /// Answers one received batch: checks and logs each datagram, then sends every reply in
 /// as few system calls as possible.
-async fn answer_batch(
-    socket: &DatagramSocket,
+fn answer_batch(
+    fd: RawFd,
     batch: &RecvBatch,
     to_send: &mut Vec<(usize, SockAddr)>,
     shared: &Shared,
@@ -142,8 +186,22 @@ async fn answer_batch(
             .map_or(&[][..], |[reply, _]| reply);
         (bytes, to)
     };
-    tally.bytes_out += socket.send_batch(to_send.len(), reply).await;
-    tally.replies += to_send.len() as u64;
+    let mut done = 0;
+    while done < to_send.len() {
+        let rest = || (done..to_send.len()).map(reply);
+        match batch::send_batch_waiting(fd, rest()) {
+            Ok(n) => {
+                tally.bytes_out += rest().take(n).map(|(b, _)| b.len() as u64).sum::<u64>();
+                tally.replies += n as u64;
+                done += n.max(1);
+            }
+            Err(e) => {
+                // Refused for this destination (unreachable, too large): skip it.
+                tracing::info!("could not send a reply: {e}");
+                done += 1;
+            }
+        }
+    }
 }
 
 /// Runs the program for each datagram, each run in its own tracked task.

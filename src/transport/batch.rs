@@ -72,11 +72,12 @@ impl RecvBatch {
         unsafe { SockAddr::new(std::ptr::read(&self.addrs[i]), self.addr_lens[i]) }
     }
 
-    /// Receives the datagrams queued on `fd`, up to [`BATCH`], without waiting.
+    /// Waits for a datagram on `fd` (a blocking socket), then takes it and whatever else is
+    /// queued, up to [`BATCH`] (`MSG_WAITFORONE`).
     ///
     /// # Errors
-    /// `WouldBlock` when nothing is queued; any other receive error.
-    pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Any receive error (`Interrupted` when a signal came first).
+    pub fn receive_waiting(&mut self, fd: RawFd) -> io::Result<usize> {
         // SAFETY: iovec and mmsghdr are plain C structs; zeroed is a valid initial value.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
@@ -98,7 +99,7 @@ impl RecvBatch {
                 fd,
                 headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
         };
@@ -122,12 +123,14 @@ impl Default for RecvBatch {
     }
 }
 
-/// Sends as many of `replies` (bytes, destination) as the socket takes now, in one
-/// system call; at most [`BATCH`] per call.
+/// Sends `replies` (bytes, destination) on a blocking socket in one system call, at most
+/// [`BATCH`] per call, waiting while the send buffer is full.
 ///
-/// Returns how many went. `WouldBlock` means none did (the send buffer is full); an error
-/// on the first reply is returned so the caller can skip it and go on.
-pub fn send_batch<'a>(
+/// Returns how many went (fewer than given when one failed after the first).
+///
+/// # Errors
+/// An error on the first reply, so the caller can skip it and go on.
+pub fn send_batch_waiting<'a>(
     fd: RawFd,
     replies: impl Iterator<Item = (&'a [u8], &'a SockAddr)>,
 ) -> io::Result<usize> {
@@ -150,14 +153,7 @@ pub fn send_batch<'a>(
     }
     // SAFETY: every header points at live, correctly sized buffers that the kernel only
     // reads (sendmmsg does not write through msg_iov or msg_name).
-    let sent = unsafe {
-        libc::sendmmsg(
-            fd,
-            headers.as_mut_ptr(),
-            count as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
+    let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -179,7 +175,7 @@ mod tests {
         // On loopback a datagram is queued at the receiver before send_to returns.
         let mut batch = RecvBatch::new();
         assert_eq!(
-            batch.receive(server.as_raw_fd())?,
+            batch.receive_waiting(server.as_raw_fd())?,
             2,
             "both datagrams in one batch"
         );
@@ -193,7 +189,10 @@ mod tests {
         let to_a = batch.sender(0);
         let to_b = batch.sender(1);
         let replies = [(&b"one"[..], &to_a), (&b"two"[..], &to_b)];
-        assert_eq!(send_batch(server.as_raw_fd(), replies.into_iter())?, 2);
+        assert_eq!(
+            send_batch_waiting(server.as_raw_fd(), replies.into_iter())?,
+            2
+        );
         a.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
         b.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
         let mut buf = [0u8; 8];

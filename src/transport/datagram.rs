@@ -9,13 +9,11 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::{SockAddr, SockRef, Type};
-use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::activation::{self, ListenSource};
-use super::batch::{RecvBatch, send_batch};
 use super::sockopt::{ListenOptions, udp_socket};
 use super::stream::{connect_error, host_port, ip_listen_error};
 use super::unix_path::{self, UnixPathGuard};
@@ -86,53 +84,6 @@ impl DatagramSocket {
             DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, PeerAddr::Ip(a))),
             DatagramSocket::Unix(s, _) => s.try_recv_from(buf).map(|(n, a)| (n, unix_peer(a))),
         }
-    }
-
-    /// Receives the queued datagrams into `batch` (up to [`super::batch::BATCH`]) without
-    /// waiting: `WouldBlock` when none is queued (and readiness is cleared).
-    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        match self {
-            DatagramSocket::Udp(s) => s.try_io(Interest::READABLE, || batch.receive(s.as_raw_fd())),
-            DatagramSocket::Unix(s, _) => {
-                s.try_io(Interest::READABLE, || batch.receive(s.as_raw_fd()))
-            }
-        }
-    }
-
-    /// Sends `count` replies, reply `i` being `reply(i)` (bytes, destination), in as few
-    /// system calls as the socket allows, waiting when its buffer is full. A reply the
-    /// kernel refuses is logged and skipped; the others still go. Returns the bytes sent.
-    pub async fn send_batch<'a>(
-        &self,
-        count: usize,
-        reply: impl Fn(usize) -> (&'a [u8], &'a SockAddr),
-    ) -> u64 {
-        let mut done = 0;
-        let mut bytes = 0u64;
-        while done < count {
-            let rest = || (done..count).map(&reply);
-            let sent = match self {
-                DatagramSocket::Udp(s) => {
-                    s.async_io(Interest::WRITABLE, || send_batch(s.as_raw_fd(), rest()))
-                        .await
-                }
-                DatagramSocket::Unix(s, _) => {
-                    s.async_io(Interest::WRITABLE, || send_batch(s.as_raw_fd(), rest()))
-                        .await
-                }
-            };
-            match sent {
-                Ok(n) => {
-                    bytes += rest().take(n).map(|(b, _)| b.len() as u64).sum::<u64>();
-                    done += n.max(1);
-                }
-                Err(e) => {
-                    tracing::info!("could not send a reply: {e}");
-                    done += 1;
-                }
-            }
-        }
-        bytes
     }
 
     /// Waits until a datagram can be read. Cancel-safe.
@@ -220,7 +171,36 @@ impl DatagramSocket {
     }
 }
 
+impl std::os::fd::AsFd for StdDatagram {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            StdDatagram::Udp(s) => s.as_fd(),
+            StdDatagram::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 impl StdDatagram {
+    /// Makes receiving and sending wait (for a thread that does nothing else). This holds
+    /// for every handle on the socket.
+    ///
+    /// # Errors
+    /// When the kernel refuses the change.
+    pub fn set_blocking(&self) -> io::Result<()> {
+        match self {
+            StdDatagram::Udp(s) => s.set_nonblocking(false),
+            StdDatagram::Unix(s) => s.set_nonblocking(false),
+        }
+    }
+
+    /// Wakes every thread blocked receiving on this socket, for good: from now on a
+    /// receive that finds nothing queued returns at once, empty (`shutdown(SHUT_RD)`;
+    /// Linux wakes the receivers even on an unconnected datagram socket, although the call
+    /// itself reports "not connected" there).
+    pub fn stop_receivers(&self) {
+        let _ = SockRef::from(self).shutdown(std::net::Shutdown::Read);
+    }
+
     /// Another handle on the same socket.
     ///
     /// # Errors
