@@ -29,9 +29,15 @@ use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr, StdDatagram};
 pub const DEFAULT_PROGRAMS: usize = 64;
 
 /// Receives and answers datagrams until shutdown.
-pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
+pub(crate) async fn receive_loop(socket: StdDatagram, shared: &Arc<Shared>) {
     match &shared.handler {
-        Handler::Exec(spec) => exec_loop(socket, spec, shared).await,
+        Handler::Exec(spec) => match socket.into_tokio() {
+            Ok(socket) => exec_loop(socket, spec, shared).await,
+            Err(e) => {
+                tracing::error!("a server thread cannot register its socket: {e}");
+                shared.shutdown.trigger();
+            }
+        },
         // `Server::bind` refuses chat on datagram endpoints.
         Handler::Respond | Handler::Chat(_) => respond_loop(socket, shared).await,
     }
@@ -40,16 +46,10 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
 /// Answers each datagram with the responder, a batch of datagrams per system call, on a
 /// thread of its own that waits in `recvmmsg(2)` (see [`answer_until_stopped`]); this
 /// task only stops it at shutdown.
-async fn respond_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
-    // The Unix socket file's guard stays here, so the file goes when the loop has ended.
-    let (socket, _guard) = match socket.into_std() {
-        Ok(socket) => socket,
-        Err(e) => {
-            tracing::error!("cannot take the datagram socket from the runtime: {e}");
-            shared.shutdown.trigger();
-            return;
-        }
-    };
+///
+/// The socket is made blocking, which holds for every thread's copy of it: that is safe
+/// because in this mode no thread registers it with a runtime.
+async fn respond_loop(socket: StdDatagram, shared: &Arc<Shared>) {
     let stopper = socket.try_clone().and_then(|stopper| {
         socket.set_blocking()?;
         Ok(stopper)

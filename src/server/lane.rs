@@ -29,13 +29,10 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Registry, Token};
-use tokio::io::unix::AsyncFd;
-use tokio::time::{Interval, MissedTickBehavior};
 
 use super::conn::{self, End, Prelude};
 use super::{AfterReply, Shared};
@@ -57,15 +54,28 @@ const BULK_WAKE: usize = 128 * 1024;
 
 /// One shard's connections served without tasks (see the module docs).
 pub(crate) struct FastLane {
-    /// The epoll set, as the runtime watches it.
-    poll: AsyncFd<mio::Poll>,
+    /// The epoll set: the connections, and whatever else the shard's thread waits for
+    /// (its listener, its waker), under tokens no descriptor can have.
+    poll: mio::Poll,
     /// Where the ready connections are collected.
     events: Events,
-    /// Checks the idle timeout; `None` without one.
-    sweep: Option<Interval>,
+    /// How often the idle timeout is checked, and when next; `None` without a timeout.
+    sweep: Option<(Duration, Instant)>,
     /// The connections and what serving them needs.
     conns: Conns,
 }
+
+/// What besides connections a lane's wait was woken by.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Woken {
+    /// The listener has connections to accept.
+    pub(crate) listener: bool,
+}
+
+/// The token of the shard's listening socket in the epoll set.
+pub(crate) const LISTENER: Token = Token(usize::MAX);
+/// The token of the shard's waker (shutdown) in the epoll set.
+pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 
 /// One connection in the lane.
 struct Conn {
@@ -145,13 +155,10 @@ impl FastLane {
         let registry = poll.registry().try_clone()?;
         let sweep = shared.options.limits.idle_timeout.map(|idle| {
             let period = (idle / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
-            let mut sweep = tokio::time::interval(period);
-            sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            sweep
+            (period, Instant::now() + period)
         });
         Ok(FastLane {
-            // The set is watched for readability: "some connection is ready".
-            poll: crate::transport::watch(poll)?,
+            poll,
             events: Events::with_capacity(EVENTS_PER_TURN),
             sweep,
             conns: Conns {
@@ -164,6 +171,16 @@ impl FastLane {
                 draining: false,
             },
         })
+    }
+
+    /// Where the shard registers its listener ([`LISTENER`]) and waker ([`WAKER`]).
+    pub(crate) fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// How many connections the lane holds.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len
     }
 
     /// Takes over a connection the accept loop could not finish on the spot.
@@ -189,69 +206,60 @@ impl FastLane {
         });
     }
 
-    /// Serves what is ready: the connections left over from the last turn, else the idle
-    /// check when it is due, else the next batch of ready connections. `Pending` (with a
-    /// wake-up registered) when there is nothing to do.
+    /// One turn of the shard's loop: waits for events until `deadline` at most (not at
+    /// all while connections carried over from the last turn still have input), serves
+    /// every ready connection, checks the idle timeout when due, and says whether the
+    /// listener fired.
     ///
-    /// A poll function rather than an `async fn`: the accept loop polls it on every
-    /// round, and the registrations it makes (the epoll set's readiness, the idle timer)
-    /// persist between polls instead of being made again each time.
-    pub(crate) fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.conns.carry.is_empty() {
-            // Counted against the task's budget: a lane that always has work still lets
-            // the runtime run its timers and other tasks.
-            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-            coop.made_progress();
-            self.conns.serve_carried();
-            return Poll::Ready(());
+    /// # Errors
+    /// When waiting on the epoll set fails (not expected for a plain descriptor).
+    pub(crate) fn turn(&mut self, deadline: Option<Instant>) -> io::Result<Woken> {
+        let now = Instant::now();
+        let mut wake_by = deadline;
+        if let Some((_, next_sweep)) = self.sweep {
+            wake_by = Some(wake_by.map_or(next_sweep, |d| d.min(next_sweep)));
         }
-        if let Some(sweep) = self.sweep.as_mut()
-            && sweep.poll_tick(cx).is_ready()
-        {
-            self.conns.close_idle(Instant::now());
-            return Poll::Ready(());
-        }
-        let mut guard = match std::task::ready!(self.poll.poll_read_ready_mut(cx)) {
-            Ok(guard) => guard,
-            Err(e) => {
-                // Not expected (the set is a plain descriptor); the connections then wait
-                // for the idle check or shutdown.
-                tracing::warn!("watching the connections failed: {e}");
-                return Poll::Pending;
-            }
+        let timeout = if self.conns.carry.is_empty() {
+            wake_by.map(|at| at.saturating_duration_since(now))
+        } else {
+            Some(Duration::ZERO)
         };
-        match guard
-            .get_inner_mut()
-            .poll(&mut self.events, Some(Duration::ZERO))
-        {
-            Ok(()) => {
-                let now = Instant::now();
-                let mut count = 0;
-                for event in self.events.iter() {
-                    count += 1;
-                    self.conns
-                        .serve(event.token().0, event.is_read_closed(), now);
-                }
-                // Fewer than asked for means the set is empty; any later event wakes the
-                // runtime's poll again (the set is watched edge-triggered, and nothing
-                // else runs on this thread meanwhile).
-                if count < EVENTS_PER_TURN {
-                    guard.clear_ready();
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => tracing::warn!("polling the connections failed: {e}"),
+        let mut woken = Woken::default();
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
+            Err(e) => return Err(e),
         }
-        Poll::Ready(())
+        let now = Instant::now();
+        // Connections carried over first: they have waited a turn already.
+        self.conns.serve_carried(now);
+        for event in self.events.iter() {
+            match event.token() {
+                LISTENER => woken.listener = true,
+                WAKER => {}
+                Token(fd) => self.conns.serve(fd, event.is_read_closed(), now),
+            }
+        }
+        if let Some((period, next_sweep)) = self.sweep.as_mut()
+            && now >= *next_sweep
+        {
+            *next_sweep = now + *period;
+            self.conns.close_idle(now);
+        }
+        Ok(woken)
     }
 
-    /// After shutdown: ends every connection that has nothing pending, finishes the
-    /// pending answers, then returns. The caller bounds it by the grace period.
-    pub(crate) async fn drain(mut self) {
+    /// Shutdown: no more reads; every connection without a pending answer ends now, the
+    /// others once their answer is out (keep calling [`FastLane::turn`]).
+    pub(crate) fn begin_drain(&mut self) {
         self.conns.draining = true;
         self.conns.end_all_idle();
-        while self.conns.len > 0 {
-            std::future::poll_fn(|cx| self.poll_turn(cx)).await;
+    }
+
+    /// Ends every connection that is left (the grace period is over).
+    pub(crate) fn close_all(&mut self) {
+        for fd in 0..self.conns.by_fd.len() {
+            self.conns.close(fd, End::Shutdown);
         }
     }
 }
@@ -280,8 +288,10 @@ impl Conns {
     }
 
     /// Serves the connections carried over from the last turn.
-    fn serve_carried(&mut self) {
-        let now = Instant::now();
+    fn serve_carried(&mut self, now: Instant) {
+        if self.carry.is_empty() {
+            return;
+        }
         let carried = std::mem::take(&mut self.carry);
         for &fd in &carried {
             self.serve(fd, false, now);

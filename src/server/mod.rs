@@ -18,6 +18,7 @@
 mod conn;
 mod datagram;
 mod lane;
+mod lane_shard;
 mod limits;
 mod session;
 mod stream;
@@ -265,7 +266,14 @@ impl Server {
     pub async fn run(self, events: EventLog, shutdown: Shutdown) -> Summary {
         let (board, plan) = self.prepare(events, shutdown);
         plan.announce();
-        shard(plan.socket, plan.shared, plan.grace).await;
+        // The Unix socket file's guard stays here until the server has stopped.
+        match plan.socket.into_std() {
+            Ok((socket, _guard)) => shard(socket, plan.shared, plan.grace).await,
+            Err(e) => {
+                tracing::error!("the server cannot take its socket from the runtime: {e}");
+                plan.shared.shutdown.trigger();
+            }
+        }
         board.summary()
     }
 
@@ -331,13 +339,7 @@ impl Server {
                 step: threads as u64,
             },
         ));
-        match std_socket.into_tokio() {
-            Ok(socket) => shard(socket, first, plan.grace).await,
-            Err(e) => {
-                tracing::error!("the main server thread cannot serve: {e}");
-                shutdown.trigger();
-            }
-        }
+        shard(std_socket, first, plan.grace).await;
         for done in finished {
             // A shard that panicked drops its sender; the others are still waited for.
             let _ = done.await;
@@ -436,13 +438,6 @@ impl StdBound {
             StdBound::Datagram(s) => s.sibling(opts).map(StdBound::Datagram),
         }
     }
-
-    fn into_tokio(self) -> std::io::Result<Bound> {
-        match self {
-            StdBound::Stream(l) => l.into_tokio().map(Bound::Stream),
-            StdBound::Datagram(s) => s.into_tokio().map(Bound::Datagram),
-        }
-    }
 }
 
 /// One shard's thread: a single-threaded runtime serving its copy of the socket.
@@ -457,20 +452,31 @@ fn run_shard_thread(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
             return;
         }
     };
-    runtime.block_on(async move {
-        match socket.into_tokio() {
-            Ok(socket) => shard(socket, shared, grace).await,
-            Err(e) => tracing::error!("a server thread cannot register its socket: {e}"),
-        }
-    });
+    runtime.block_on(shard(socket, shared, grace));
 }
 
 /// Serves one copy of the socket until shutdown, then waits (at most `grace`) for every
 /// connection task to finish.
-async fn shard(socket: Bound, shared: Arc<Shared>, grace: Duration) {
+///
+/// The socket comes unregistered: the per-message stream modes and the datagram answer
+/// loop wait on their own threads and never register it with the runtime; the other
+/// modes register it here.
+async fn shard(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
     match socket {
-        Bound::Stream(listener) => stream::accept_loop(listener, &shared).await,
-        Bound::Datagram(socket) => datagram::receive_loop(socket, &shared).await,
+        StdBound::Stream(listener) => {
+            // The per-message modes get a thread with the fast lane; the others (or if
+            // the lane cannot be made) a task per connection.
+            if let Err(listener) = lane_shard::serve(listener, &shared, grace).await {
+                match listener.into_tokio() {
+                    Ok(listener) => stream::accept_loop(listener, &shared).await,
+                    Err(e) => {
+                        tracing::error!("a server thread cannot register its socket: {e}");
+                        shared.shutdown.trigger();
+                    }
+                }
+            }
+        }
+        StdBound::Datagram(socket) => datagram::receive_loop(socket, &shared).await,
     }
     if let Drained::TimedOut { remaining } = shared.shutdown.drain(grace).await {
         tracing::warn!(

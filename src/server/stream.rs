@@ -1,5 +1,6 @@
-//! The accept loop for stream endpoints: take a slot, accept, pass the gate, serve (on
-//! the spot, in the fast lane, or in a task), repeat.
+//! The accept loop for stream endpoints whose connections get a task each: take a slot,
+//! accept, pass the gate, serve (on the spot, or in a task), repeat. (The per-message
+//! modes run on a thread of their own instead: [`super::lane_shard`].)
 //!
 //! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
 //! mini-redis does): at the connection limit the loop stops accepting and the kernel
@@ -19,15 +20,14 @@ use tokio::sync::Semaphore;
 
 use super::Shared;
 use super::conn::{self, FirstTurn, Prelude};
-use super::lane::FastLane;
 use super::session::serve_accepted;
 use crate::access::gate::{self, Gate, Slot};
 use crate::transport::{PeerAddr, StdStream, StreamListener};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// First pause after a resource error on `accept`.
-const MIN_BACKOFF: Duration = Duration::from_millis(5);
+pub(super) const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
 /// What the accept loop waits for, whichever comes first.
 enum Wake {
@@ -35,12 +35,10 @@ enum Wake {
     Stop,
     /// A connection was accepted (with its slot reserved in wait mode), or accept failed.
     Accepted(Option<Slot>, io::Result<(StdStream, PeerAddr)>),
-    /// The fast lane served its ready connections.
-    LaneServed,
 }
 
-/// Accepts connections until shutdown: each one is served on the spot if it can be,
-/// else in the shard's [`FastLane`] (per-message modes) or in a tracked task of its own.
+/// Accepts connections until shutdown: each one is served on the spot if it can be, else
+/// in a tracked task of its own.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
     let slots = shared.slots.clone();
     let over_limit = shared.options.limits.over_limit;
@@ -48,7 +46,6 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let mut ids = shared.ids.iter();
     let mut backoff = MIN_BACKOFF;
     let serve_now = conn::can_serve_now(shared);
-    let mut lane = FastLane::for_server(shared);
     let mut scratch = Vec::new();
     let stop = shared.shutdown.cancelled();
     tokio::pin!(stop);
@@ -56,8 +53,8 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let mut admission = Admission::new(Duration::ZERO, over_limit, slots.as_ref(), shared);
     loop {
         // Polled by hand rather than with `select!`: shutdown is registered for once and
-        // then only checked, and the listener and the lane keep their registrations
-        // between rounds, so a round costs little more than the accept itself.
+        // then only checked, and the listener keeps its registration between rounds, so
+        // a round costs little more than the accept itself.
         let wake = std::future::poll_fn(|cx| {
             if stop_watched {
                 if shared.shutdown.is_triggered() {
@@ -78,15 +75,11 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 }
                 Poll::Pending => {}
             }
-            match lane.as_mut() {
-                Some(lane) => lane.poll_turn(cx).map(|()| Wake::LaneServed),
-                None => Poll::Pending,
-            }
+            Poll::Pending
         })
         .await;
         let (reserved, accepted) = match wake {
             Wake::Stop => break,
-            Wake::LaneServed => continue,
             Wake::Accepted(reserved, accepted) => (reserved, accepted),
         };
         let pause = match accepted {
@@ -101,7 +94,6 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                         &mut ids,
                         &mut scratch,
                         serve_now,
-                        lane.as_mut(),
                     );
                 }
                 // Otherwise denied, or over the limit in refuse mode: closed at once
@@ -124,10 +116,6 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
             }
         };
         admission = Admission::new(pause, over_limit, slots.as_ref(), shared);
-    }
-    if let Some(lane) = lane {
-        // Tracked like a connection task, so the shard's drain waits for it.
-        shared.shutdown.spawn(lane.drain());
     }
 }
 
@@ -180,9 +168,8 @@ impl<'a> Admission<'a> {
     }
 }
 
-/// An admitted connection: answered on the spot if its first message is there, then
-/// handed to the fast lane or to a task of its own.
-#[allow(clippy::too_many_arguments)]
+/// An admitted connection: answered on the spot if its first message is there, else
+/// handed to a task of its own.
 fn take_connection(
     stream: StdStream,
     peer: PeerAddr,
@@ -191,7 +178,6 @@ fn take_connection(
     ids: &mut impl Iterator<Item = u64>,
     scratch: &mut Vec<u8>,
     serve_now: bool,
-    lane: Option<&mut FastLane>,
 ) {
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     let id = ids.next().unwrap_or_default();
@@ -204,10 +190,6 @@ fn take_connection(
     } else {
         Prelude::default()
     };
-    if let Some(lane) = lane {
-        lane.adopt(stream, peer, id, slot, prelude);
-        return;
-    }
     let stream = match stream.into_tokio() {
         Ok(stream) => stream,
         Err(e) => {
@@ -222,7 +204,7 @@ fn take_connection(
 }
 
 /// Errors that concern one incoming connection, not the listener: retry at once.
-fn is_per_connection(e: &io::Error) -> bool {
+pub(super) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
@@ -232,7 +214,7 @@ fn is_per_connection(e: &io::Error) -> bool {
 }
 
 /// A remedy for the resource errors `accept` reports.
-fn resource_hint(e: &io::Error) -> &'static str {
+pub(super) fn resource_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EMFILE) => " (out of file descriptors: raise `ulimit -n` or set --max-conns)",
         Some(libc::ENFILE) => " (the system is out of file descriptors)",

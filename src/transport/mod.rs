@@ -33,7 +33,6 @@ pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 pub use layers::Layers;
 pub use proxy::ProxyProtocol;
 pub use sockopt::ListenOptions;
-pub(crate) use stream::watch;
 pub use stream::{ConnectOptions, StdListener, StdStream, Stream, StreamListener, connect_stream};
 pub use unix_path::UnixPathGuard;
 

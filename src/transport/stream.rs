@@ -150,6 +150,15 @@ impl StdStream {
     }
 }
 
+impl AsRawFd for StdListener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            StdListener::Tcp(l) => l.as_raw_fd(),
+            StdListener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
 impl std::os::fd::AsRawFd for StdStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         match self {
@@ -277,21 +286,11 @@ impl StreamListener {
         match self {
             StreamListener::Tcp(listener) => {
                 let (fd, addr) = std::task::ready!(poll_accept_ready(listener, cx))?;
-                let stream = std::net::TcpStream::from(fd);
-                if cfg!(not(target_os = "linux")) {
-                    // A latency hint that fails is not worth dropping the client for.
-                    let _ = stream.set_nodelay(true);
-                }
-                let peer = addr
-                    .as_socket()
-                    .map_or_else(|| PeerAddr::Unix(Box::new(addr)), PeerAddr::Ip);
-                Poll::Ready(Ok((StdStream::Tcp(stream), peer)))
+                Poll::Ready(Ok(tcp_accepted(fd, addr)))
             }
             StreamListener::Unix(listener, _) => {
                 let (fd, addr) = std::task::ready!(poll_accept_ready(listener, cx))?;
-                let stream = std::os::unix::net::UnixStream::from(fd);
-                let peer = PeerAddr::Unix(Box::new(addr));
-                Poll::Ready(Ok((StdStream::Unix(stream), peer)))
+                Poll::Ready(Ok(unix_accepted(fd, addr)))
             }
         }
     }
@@ -330,6 +329,25 @@ pub(crate) fn watch<L: AsRawFd>(listener: L) -> io::Result<AsyncFd<L>> {
     // AsyncFd gives it back (`into_inner`) or is dropped itself.
     unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
+}
+
+/// An accepted TCP connection, with `TCP_NODELAY` (inherited from the listener on Linux).
+fn tcp_accepted(fd: OwnedFd, addr: SockAddr) -> (StdStream, PeerAddr) {
+    let stream = std::net::TcpStream::from(fd);
+    if cfg!(not(target_os = "linux")) {
+        // A latency hint that fails is not worth dropping the client for.
+        let _ = stream.set_nodelay(true);
+    }
+    let peer = addr
+        .as_socket()
+        .map_or_else(|| PeerAddr::Unix(Box::new(addr)), PeerAddr::Ip);
+    (StdStream::Tcp(stream), peer)
+}
+
+/// An accepted Unix stream connection.
+fn unix_accepted(fd: OwnedFd, addr: SockAddr) -> (StdStream, PeerAddr) {
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    (StdStream::Unix(stream), PeerAddr::Unix(Box::new(addr)))
 }
 
 /// Accepts one connection once the listener is readable. Cancel-safe.
@@ -402,6 +420,18 @@ impl StdListener {
                 tcp_listener(l.local_addr()?, opts).map(StdListener::Tcp)
             }
             _ => self.try_clone(),
+        }
+    }
+
+    /// Accepts the next queued connection without waiting (`WouldBlock` when there is
+    /// none; the listener is non-blocking), for a loop that watches the listener itself.
+    ///
+    /// # Errors
+    /// `WouldBlock`, or what `accept(2)` reports.
+    pub fn accept_now(&self) -> io::Result<(StdStream, PeerAddr)> {
+        match self {
+            StdListener::Tcp(l) => accept_nonblocking(l).map(|(fd, addr)| tcp_accepted(fd, addr)),
+            StdListener::Unix(l) => accept_nonblocking(l).map(|(fd, addr)| unix_accepted(fd, addr)),
         }
     }
 

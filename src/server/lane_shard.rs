@@ -1,0 +1,251 @@
+//! A shard of the per-message modes (reply, echo, discard; raw framing; no TLS, `--hex` or
+//! PROXY header) runs on a thread of its own that waits in one epoll set: its listener,
+//! its [`FastLane`] of connections, and a waker for shutdown. Nothing else is involved.
+//!
+//! Why not tokio's reactor: the lane's epoll set used to be watched by tokio's own
+//! epoll set. Nested that way, every event on every connection ran the kernel's wake-up
+//! callback twice, once per set, on the CPU of the client that sent it; `perf` on the
+//! load generator showed its share of wake-up work going from 3.3 % (driving the C
+//! server) to 5.6 % (driving sockit), and echo trailed the C server by about that. Each
+//! wake-up also paid tokio's park and turn on top of the lane's own `epoll_wait`. Here
+//! the thread sleeps in the lane's `epoll_wait` itself, as the C server does.
+//!
+//! The rules are the accept loop's ([`super::stream`]) and the lane's: `--max-conns` in
+//! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
+//! clients; a slot freed by another thread is noticed within [`SLOT_RETRY`]), refuse
+//! mode accepts and closes; denied clients are closed at once; resource errors on
+//! `accept` back off; shutdown closes the listener, finishes pending answers within the
+//! grace period, then closes what is left.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Waker};
+
+use super::conn::{self, FirstTurn};
+use super::lane::{FastLane, LISTENER, WAKER};
+use super::stream::{MAX_BACKOFF, MIN_BACKOFF, is_per_connection, resource_hint};
+use super::{OverLimit, Shared};
+use crate::access::gate::{Gate, Slot};
+use crate::transport::{PeerAddr, StdListener, StdStream};
+
+/// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
+const SLOT_RETRY: Duration = Duration::from_millis(5);
+/// Connections accepted per turn before the lane's ready connections get theirs.
+const ACCEPTS_PER_TURN: usize = 64;
+
+/// Serves `listener` with a lane on a thread of its own until shutdown, then drains
+/// (within `grace`). Gives the listener back when the lane cannot be set up, so the
+/// caller can serve it with tasks instead.
+pub(crate) async fn serve(
+    listener: StdListener,
+    shared: &Arc<Shared>,
+    grace: Duration,
+) -> Result<(), StdListener> {
+    let Some(lane) = FastLane::for_server(shared) else {
+        return Err(listener);
+    };
+    let waker = match prepare(&lane, &listener) {
+        Ok(waker) => waker,
+        Err(e) => {
+            tracing::error!("cannot set up the server thread: {e}");
+            shared.shutdown.trigger();
+            return Ok(());
+        }
+    };
+    let worker_shared = Arc::clone(shared);
+    let mut worker = tokio::task::spawn_blocking(move || {
+        run(listener, lane, &worker_shared, grace);
+    });
+    let finished = tokio::select! {
+        () = shared.shutdown.triggered() => false,
+        _ = &mut worker => true,
+    };
+    if !finished {
+        if let Err(e) = waker.wake() {
+            tracing::error!("cannot wake the server thread for shutdown: {e}");
+        }
+        let _ = worker.await;
+    }
+    Ok(())
+}
+
+/// Registers the listener and a waker in the lane's epoll set.
+fn prepare(lane: &FastLane, listener: &StdListener) -> io::Result<Waker> {
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_raw_fd();
+    lane.registry()
+        .register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)?;
+    Waker::new(lane.registry(), WAKER)
+}
+
+/// The shard's loop: serve, accept, repeat until shutdown; then drain.
+fn run(listener: StdListener, mut lane: FastLane, shared: &Arc<Shared>, grace: Duration) {
+    let mut acceptor = Acceptor::new(listener, shared);
+    while !shared.shutdown.is_triggered() {
+        match lane.turn(acceptor.wake_by()) {
+            Ok(woken) => acceptor.pending |= woken.listener,
+            Err(e) => {
+                tracing::error!("waiting for connections failed: {e}; stopping the server");
+                shared.shutdown.trigger();
+                break;
+            }
+        }
+        if shared.shutdown.is_triggered() {
+            break;
+        }
+        acceptor.accept_ready(&mut lane);
+    }
+    // Closing the listener first: new clients are refused while the rest drains (once
+    // every thread's copy of it is closed).
+    acceptor.close(&lane);
+    drain(&mut lane, grace);
+}
+
+/// After shutdown: pending answers go out within `grace`, then every connection ends.
+fn drain(lane: &mut FastLane, grace: Duration) {
+    lane.begin_drain();
+    let deadline = Instant::now() + grace;
+    while lane.len() > 0 && Instant::now() < deadline {
+        if let Err(e) = lane.turn(Some(deadline)) {
+            tracing::warn!("waiting for the last answers failed: {e}");
+            break;
+        }
+    }
+    let remaining = lane.len();
+    if remaining > 0 {
+        tracing::warn!(
+            "{remaining} connection(s) still busy after the {} grace period; closing them",
+            humantime::format_duration(grace)
+        );
+        lane.close_all();
+    }
+}
+
+/// The listening side of a lane shard.
+struct Acceptor<'a> {
+    listener: StdListener,
+    shared: &'a Arc<Shared>,
+    gate: Gate,
+    ids: Box<dyn Iterator<Item = u64> + Send + 'a>,
+    /// The accept loop's read buffer, reused for every first message.
+    scratch: Vec<u8>,
+    /// The listener may have connections queued (its edge came, or a turn stopped early).
+    pending: bool,
+    /// When to try again after a pause (a resource error, or no free slot).
+    retry_at: Option<Instant>,
+    /// The next pause after a resource error.
+    backoff: Duration,
+}
+
+impl<'a> Acceptor<'a> {
+    fn new(listener: StdListener, shared: &'a Arc<Shared>) -> Acceptor<'a> {
+        Acceptor {
+            listener,
+            shared,
+            gate: Gate::default(),
+            ids: Box::new(shared.ids.iter()),
+            scratch: Vec::new(),
+            // Clients may have queued before the thread started.
+            pending: true,
+            retry_at: None,
+            backoff: MIN_BACKOFF,
+        }
+    }
+
+    /// When the shard's wait must end for the listener's sake: now, if connections are
+    /// still queued from the last turn; at the end of a pause; else not at all.
+    fn wake_by(&self) -> Option<Instant> {
+        match self.retry_at {
+            Some(at) => Some(at),
+            None if self.pending => Some(Instant::now()),
+            None => None,
+        }
+    }
+
+    /// Takes the listener out of the epoll set and closes this thread's copy.
+    fn close(self, lane: &FastLane) {
+        use std::os::fd::AsRawFd;
+        let fd = self.listener.as_raw_fd();
+        // Closing the descriptor would not remove it while other threads hold copies.
+        let _ = lane.registry().deregister(&mut SourceFd(&fd));
+    }
+
+    /// Accepts what is queued (up to [`ACCEPTS_PER_TURN`]), unless a pause is on.
+    fn accept_ready(&mut self, lane: &mut FastLane) {
+        if !self.pending {
+            return;
+        }
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                return;
+            }
+            self.retry_at = None;
+        }
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(reserved) = self.reserve() else {
+                // At the limit: the backlog holds the clients until a slot frees.
+                self.retry_at = Some(Instant::now() + SLOT_RETRY);
+                return;
+            };
+            match self.listener.accept_now() {
+                Ok((stream, peer)) => {
+                    self.backoff = MIN_BACKOFF;
+                    let slots = self.shared.slots.as_ref();
+                    if let Some(slot) = self.gate.let_in(&peer, reserved, slots, &**self.shared) {
+                        self.take(stream, peer, slot, lane);
+                    }
+                    // Otherwise denied, or over the limit in refuse mode: closed at once.
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.pending = false;
+                    return;
+                }
+                Err(e) if is_per_connection(&e) => {
+                    tracing::debug!("a connection failed before it was accepted: {e}");
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "accept failed: {e}; pausing {}ms and serving existing clients{}",
+                        self.backoff.as_millis(),
+                        resource_hint(&e)
+                    );
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    return;
+                }
+            }
+        }
+        // More may be queued: the lane's connections get their turn first.
+    }
+
+    /// In `--max-conns-mode wait`, a slot taken before `accept` (`None`: none free);
+    /// otherwise nothing to reserve (`Some(None)`).
+    fn reserve(&self) -> Option<Option<Slot>> {
+        match (&self.shared.slots, self.shared.options.limits.over_limit) {
+            (Some(slots), OverLimit::Wait) => Arc::clone(slots)
+                .try_acquire_owned()
+                .ok()
+                .map(|permit| Some(Some(permit))),
+            _ => Some(None),
+        }
+    }
+
+    /// An admitted connection: answered on the spot if its first message is there, then
+    /// handed to the lane.
+    fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
+        let shared = &**self.shared;
+        shared
+            .stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.ids.next().unwrap_or_default();
+        match conn::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
+            // Answered and closed on the spot.
+            FirstTurn::Done => {}
+            FirstTurn::Continue(prelude) => lane.adopt(stream, peer, id, slot, prelude),
+        }
+    }
+}
