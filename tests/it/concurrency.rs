@@ -79,11 +79,32 @@ async fn two_hundred_clients_while_one_is_silent_and_one_stalls_mid_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_answers_many_senders_each_at_its_own_address() {
-    let mut server = Proc::sockit(&["serve", "udp://127.0.0.1:0", "--echo", "-q"]);
-    let addr = server.listening();
+    // One thread, and three sharing one socket or with a socket each: every thread's
+    // answer loop blocks on its copy, and SIGTERM must still stop them all.
+    for threads in [
+        &[][..],
+        &["--threads", "3"],
+        &["--threads", "3", "--reuse-port"],
+    ] {
+        let mut args = vec!["serve", "udp://127.0.0.1:0", "--echo", "-q"];
+        args.extend_from_slice(threads);
+        let mut server = Proc::sockit(&args);
+        let addr = server.listening();
+        answer_fifty_senders(&addr).await;
+        server.signal(libc::SIGTERM);
+        assert!(
+            server.wait_exit().success(),
+            "{threads:?}: {}",
+            server.report()
+        );
+    }
+}
+
+/// 50 senders, each from its own socket, each gets its own datagram back.
+async fn answer_fifty_senders(addr: &str) {
     let mut senders = tokio::task::JoinSet::new();
     for i in 0..50 {
-        let addr = addr.clone();
+        let addr = addr.to_string();
         senders.spawn(async move {
             let socket = UdpSocket::bind("127.0.0.1:0").await?;
             socket.connect(&addr).await?;
@@ -110,7 +131,6 @@ async fn udp_answers_many_senders_each_at_its_own_address() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sent, got, "each sender gets its own datagram back");
     }
-    drop(server);
 }
 
 /// Listening sockets on 127.0.0.1:`port` in the kernel's table (state 0A = LISTEN).
