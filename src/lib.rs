@@ -13,10 +13,10 @@
 //! * [`framing`]: a byte stream → messages;
 //! * [`behaviour`]: a message → its answer (reply, echo, discard), or a whole connection
 //!   → a program (`--exec`) or the chat room (`--chat`);
-//! * [`server`]: thread-per-core shards; the accept loop (answering on the spot when the
-//!   first message is already there); the fast lane (one epoll set per shard for the
-//!   per-message modes) and per-connection tasks (everything else); the batched datagram
-//!   loop; limits;
+//! * [`server`]: thread-per-core shards; for the per-message modes, a thread per shard
+//!   waiting in its own epoll set (the fast lane: listener and connections, each answered
+//!   on the spot when its message is there); for everything else, the accept loop and a
+//!   task per connection; the batched datagram loop on a blocking thread; limits;
 //! * [`access`]: `--allow` / `--deny` rules (pure) and the gate that applies them and
 //!   `--max-conns`, shared by `serve` and `relay`;
 //! * [`client`]: the note's client (`send`) and the interactive client (`connect`);

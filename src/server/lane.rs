@@ -4,9 +4,9 @@
 //! Why it exists: with a task per connection, every message pays the runtime's wake-up,
 //! scheduling and readiness bookkeeping (about 1,900 instructions under callgrind, against
 //! 76 for the hand-written C epoll server). Here each shard registers its connections in
-//! one edge-triggered epoll set and the runtime watches only that set's descriptor: one
-//! wake-up serves every ready connection with a read, an answer and a write, as the C
-//! server does, while accepting, timers and shutdown stay with tokio.
+//! one edge-triggered epoll set, which its thread waits in ([`super::lane_shard`], with
+//! the listener and a waker in the same set): one wake-up serves every ready connection
+//! with a read, an answer and a write, as the C server does.
 //!
 //! Only connections whose whole state is a few fields come here: reply, echo and discard
 //! with raw framing and no TLS, hex or PROXY layer (what [`super::conn::serve_now`]
