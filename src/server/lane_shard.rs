@@ -6,9 +6,9 @@
 //! epoll set. Nested that way, every event on every connection ran the kernel's wake-up
 //! callback twice, once per set, on the CPU of the client that sent it; `perf` on the
 //! load generator showed its share of wake-up work going from 3.3 % (driving the C
-//! server) to 5.6 % (driving sockit), and echo trailed the C server by about that. Each
-//! wake-up also paid tokio's park and turn on top of the lane's own `epoll_wait`. Here
-//! the thread sleeps in the lane's `epoll_wait` itself, as the C server does.
+//! server) to 5.6 % (driving sockit). Each wake-up also paid tokio's park and turn on top
+//! of the lane's own `epoll_wait`. Here the thread sleeps in the lane's `epoll_wait`
+//! itself, as the C server does, and both costs are gone.
 //!
 //! The rules are the accept loop's ([`super::stream`]) and the lane's: `--max-conns` in
 //! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
