@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Waker};
 
-use super::conn::{self, FirstTurn};
 use super::lane::{FastLane, LISTENER, WAKER};
-use super::stream::{MAX_BACKOFF, MIN_BACKOFF, is_per_connection, resource_hint};
+use super::stream::{Backoff, is_per_connection, open_connection};
 use super::{OverLimit, Shared};
 use crate::access::gate::{Gate, Slot};
 use crate::transport::{PeerAddr, StdListener, StdStream};
@@ -136,8 +135,8 @@ struct Acceptor<'a> {
     pending: bool,
     /// When to try again after a pause (a resource error, or no free slot).
     retry_at: Option<Instant>,
-    /// The next pause after a resource error.
-    backoff: Duration,
+    /// The pause after resource errors on `accept`.
+    backoff: Backoff,
 }
 
 impl<'a> Acceptor<'a> {
@@ -151,7 +150,7 @@ impl<'a> Acceptor<'a> {
             // Clients may have queued before the thread started.
             pending: true,
             retry_at: None,
-            backoff: MIN_BACKOFF,
+            backoff: Backoff::default(),
         }
     }
 
@@ -192,7 +191,7 @@ impl<'a> Acceptor<'a> {
             };
             match self.listener.accept_now() {
                 Ok((stream, peer)) => {
-                    self.backoff = MIN_BACKOFF;
+                    self.backoff.reset();
                     let slots = self.shared.slots.as_ref();
                     if let Some(slot) = self.gate.let_in(&peer, reserved, slots, &**self.shared) {
                         self.take(stream, peer, slot, lane);
@@ -207,13 +206,7 @@ impl<'a> Acceptor<'a> {
                     tracing::debug!("a connection failed before it was accepted: {e}");
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        "accept failed: {e}; pausing {}ms and serving existing clients{}",
-                        self.backoff.as_millis(),
-                        resource_hint(&e)
-                    );
-                    self.retry_at = Some(Instant::now() + self.backoff);
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.retry_at = Some(Instant::now() + self.backoff.after(&e));
                     return;
                 }
             }
@@ -237,15 +230,16 @@ impl<'a> Acceptor<'a> {
     /// handed to the lane.
     fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
         let shared = &**self.shared;
-        shared
-            .stats
-            .connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = self.ids.next().unwrap_or_default();
-        match conn::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
-            // Answered and closed on the spot.
-            FirstTurn::Done => {}
-            FirstTurn::Continue(prelude) => lane.adopt(stream, peer, id, slot, prelude),
+        // `None`: answered and closed on the spot.
+        if let Some((id, prelude)) = open_connection(
+            &stream,
+            &peer,
+            shared,
+            &mut self.ids,
+            &mut self.scratch,
+            true,
+        ) {
+            lane.adopt(stream, peer, id, slot, prelude);
         }
     }
 }

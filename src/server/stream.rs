@@ -25,9 +25,9 @@ use crate::access::gate::{self, Gate, Slot};
 use crate::transport::{PeerAddr, StdStream, StreamListener};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// First pause after a resource error on `accept`.
-pub(super) const MIN_BACKOFF: Duration = Duration::from_millis(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
 /// What the accept loop waits for, whichever comes first.
 enum Wake {
@@ -44,7 +44,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let over_limit = shared.options.limits.over_limit;
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::default();
     let serve_now = conn::can_serve_now(shared);
     let mut scratch = Vec::new();
     let stop = shared.shutdown.cancelled();
@@ -84,7 +84,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         };
         let pause = match accepted {
             Ok((stream, peer)) => {
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 if let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) {
                     take_connection(
                         stream,
@@ -104,16 +104,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 tracing::debug!("a connection failed before it was accepted: {e}");
                 Duration::ZERO
             }
-            Err(e) => {
-                tracing::warn!(
-                    "accept failed: {e}; pausing {}ms and serving existing clients{}",
-                    backoff.as_millis(),
-                    resource_hint(&e)
-                );
-                let pause = backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                pause
-            }
+            Err(e) => backoff.after(&e),
         };
         admission = Admission::new(pause, over_limit, slots.as_ref(), shared);
     }
@@ -179,16 +170,10 @@ fn take_connection(
     scratch: &mut Vec<u8>,
     serve_now: bool,
 ) {
-    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let id = ids.next().unwrap_or_default();
-    let prelude = if serve_now {
-        match conn::serve_now(&stream, &peer, id, shared, scratch) {
-            // Answered and closed on the spot: no task, no reactor.
-            FirstTurn::Done => return,
-            FirstTurn::Continue(prelude) => prelude,
-        }
-    } else {
-        Prelude::default()
+    // Answered and closed on the spot: no task, no reactor.
+    let Some((id, prelude)) = open_connection(&stream, &peer, shared, ids, scratch, serve_now)
+    else {
+        return;
     };
     let stream = match stream.into_tokio() {
         Ok(stream) => stream,
@@ -203,6 +188,59 @@ fn take_connection(
     shared.shutdown.spawn(task);
 }
 
+/// A connection's start, the same in both accept loops: counted, given its id, and
+/// answered on the spot when `serve_now` and its first message is already there.
+/// `None` when that finished it; otherwise its id and what was done so far.
+pub(super) fn open_connection(
+    stream: &StdStream,
+    peer: &PeerAddr,
+    shared: &Shared,
+    ids: &mut impl Iterator<Item = u64>,
+    scratch: &mut Vec<u8>,
+    serve_now: bool,
+) -> Option<(u64, Prelude)> {
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let id = ids.next().unwrap_or_default();
+    if !serve_now {
+        return Some((id, Prelude::default()));
+    }
+    match conn::serve_now(stream, peer, id, shared, scratch) {
+        FirstTurn::Done => None,
+        FirstTurn::Continue(prelude) => Some((id, prelude)),
+    }
+}
+
+/// The pause after resource errors on `accept` (out of descriptors and the like): from
+/// [`MIN_BACKOFF`], doubling up to [`MAX_BACKOFF`], back to the start after a success.
+/// Both accept loops use it.
+#[derive(Debug)]
+pub(super) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff(MIN_BACKOFF)
+    }
+}
+
+impl Backoff {
+    /// A connection was accepted: the next error pauses briefly again.
+    pub(super) fn reset(&mut self) {
+        self.0 = MIN_BACKOFF;
+    }
+
+    /// Logs the error and says how long to pause before accepting again.
+    pub(super) fn after(&mut self, e: &io::Error) -> Duration {
+        tracing::warn!(
+            "accept failed: {e}; pausing {}ms and serving existing clients{}",
+            self.0.as_millis(),
+            resource_hint(e)
+        );
+        let pause = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        pause
+    }
+}
+
 /// Errors that concern one incoming connection, not the listener: retry at once.
 pub(super) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
@@ -214,7 +252,7 @@ pub(super) fn is_per_connection(e: &io::Error) -> bool {
 }
 
 /// A remedy for the resource errors `accept` reports.
-pub(super) fn resource_hint(e: &io::Error) -> &'static str {
+fn resource_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EMFILE) => " (out of file descriptors: raise `ulimit -n` or set --max-conns)",
         Some(libc::ENFILE) => " (the system is out of file descriptors)",
