@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # bench/relay.sh - relay throughput: iperf3 direct against iperf3 through a relay
 # (sockit relay with splice at its default --buffer and at 64 KiB, sockit relay --copy
-# buffered, socat, ncat), one machine, one go.
+# buffered, the C reference relay bench/ref-relay.c, socat, ncat), one machine, one go.
+#
+# The C reference (blocking splice, a thread per direction, nothing else) stands for what
+# a relay can get on this machine at all, as ../shared/peers' refserver.c does for
+# servers: it is compiled into $WORKDIR with cc when the script starts.
 #
 # iperf3's client and server run pinned to one CPU ($LG_CPU, default 0), the relay pinned
 # to the other ($RELAY_CPU, default 1), as bench/compare.sh pins load and server. Direct,
@@ -42,7 +46,7 @@ WORKDIR=${WORKDIR:-${TMPDIR:-/tmp}/sockit-relay}
 OUT=$WORKDIR/out
 HOST=127.0.0.1
 
-for tool in taskset timeout python3 iperf3 ncat socat; do
+for tool in taskset timeout python3 iperf3 ncat socat cc; do
   command -v "$tool" >/dev/null || echo "WARNING: $tool not found; the cases that need it will fail" >&2
 done
 if [ "$(nproc)" -lt 2 ]; then
@@ -58,6 +62,9 @@ fi
 
 rm -rf "$OUT"
 mkdir -p "$OUT/logs" "$OUT/json"
+REF_RELAY=$OUT/ref-relay
+cc -O2 -pthread -o "$REF_RELAY" "$HERE/ref-relay.c" \
+  || echo "WARNING: bench/ref-relay.c did not compile; the c-splice case will fail" >&2
 RAW=$OUT/raw.tsv
 : >"$RAW"
 
@@ -67,6 +74,7 @@ CASES=(
   "iperf3/sockit-splice|iperf3|$SOCKIT relay -q tcp://$HOST:\$A tcp://$HOST:\$P"
   "iperf3/sockit-splice-64k|iperf3|$SOCKIT relay -q --buffer 65536 tcp://$HOST:\$A tcp://$HOST:\$P"
   "iperf3/sockit-buffered|iperf3|$SOCKIT relay -q --copy buffered tcp://$HOST:\$A tcp://$HOST:\$P"
+  "iperf3/c-splice|iperf3|$REF_RELAY \$A \$P"
   "iperf3/socat|iperf3|socat TCP4-LISTEN:\$A,bind=$HOST,fork,reuseaddr TCP:$HOST:\$P"
   "iperf3/ncat|iperf3|ncat -lk $HOST \$A --sh-exec 'exec ncat $HOST \$P'"
   "sockit-bench/direct|bench|"
