@@ -5,7 +5,7 @@
  *
  * Accepts on 127.0.0.1:LISTEN_PORT, connects each client to 127.0.0.1:TARGET_PORT, and
  * moves each direction on a thread of its own with blocking splice(2) through a pipe of
- * PIPE_BYTES (default 1 MiB, sockit relay's default --buffer): no epoll, no runtime, no
+ * PIPE_BYTES (default 256 KiB, sockit relay's default --buffer): no epoll, no runtime, no
  * copies, no limits, no logging. A direction that ends shuts the other side's sending
  * down; the last of the two closes both sockets. Runs until killed.
  * build: cc -O2 -pthread -o ref-relay bench/ref-relay.c
@@ -21,7 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int pipe_bytes = 1 << 20;
+static int pipe_bytes = 256 * 1024;
 
 typedef struct {
     int client, target;
