@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # bench/relay.sh - relay throughput: iperf3 direct against iperf3 through a relay
-# (sockit relay with splice at its default --buffer and at 64 KiB, sockit relay --copy
-# buffered, the C reference relay bench/ref-relay.c, socat, ncat), one machine, one go.
+# (sockit relay with its defaults, with --buffer 256 KiB, with --copy splice; the C
+# reference relay bench/ref-relay.c copying and splicing; socat; ncat), one machine, one go.
 #
-# The C reference (blocking splice, a thread per direction, nothing else) stands for what
-# a relay can get on this machine at all, as ../shared/peers' refserver.c does for
-# servers: it is compiled into $WORKDIR with cc when the script starts.
+# The C reference (blocking read/write through a 4 MiB buffer, or blocking splice through
+# a 256 KiB pipe, a thread per direction, nothing else) stands for what a relay can get on
+# this machine at all, as ../shared/peers' refserver.c does for servers: it is compiled
+# into $WORKDIR with cc when the script starts.
 #
 # iperf3's client and server run pinned to one CPU ($LG_CPU, default 0), the relay pinned
 # to the other ($RELAY_CPU, default 1), as bench/compare.sh pins load and server. Direct,
@@ -64,21 +65,22 @@ rm -rf "$OUT"
 mkdir -p "$OUT/logs" "$OUT/json"
 REF_RELAY=$OUT/ref-relay
 cc -O2 -pthread -o "$REF_RELAY" "$HERE/ref-relay.c" \
-  || echo "WARNING: bench/ref-relay.c did not compile; the c-splice case will fail" >&2
+  || echo "WARNING: bench/ref-relay.c did not compile; the c-* cases will fail" >&2
 RAW=$OUT/raw.tsv
 : >"$RAW"
 
 # name | load | relay command ("" for direct; $A = the relay's port, $P = the server's)
 CASES=(
   "iperf3/direct|iperf3|"
-  "iperf3/sockit-splice|iperf3|$SOCKIT relay -q tcp://$HOST:\$A tcp://$HOST:\$P"
-  "iperf3/sockit-splice-64k|iperf3|$SOCKIT relay -q --buffer 65536 tcp://$HOST:\$A tcp://$HOST:\$P"
-  "iperf3/sockit-buffered|iperf3|$SOCKIT relay -q --copy buffered tcp://$HOST:\$A tcp://$HOST:\$P"
-  "iperf3/c-splice|iperf3|$REF_RELAY \$A \$P"
+  "iperf3/sockit|iperf3|$SOCKIT relay -q tcp://$HOST:\$A tcp://$HOST:\$P"
+  "iperf3/sockit-256k|iperf3|$SOCKIT relay -q --buffer 262144 tcp://$HOST:\$A tcp://$HOST:\$P"
+  "iperf3/sockit-splice|iperf3|$SOCKIT relay -q --copy splice --buffer 262144 tcp://$HOST:\$A tcp://$HOST:\$P"
+  "iperf3/c-copy|iperf3|$REF_RELAY \$A \$P 4194304 copy"
+  "iperf3/c-splice|iperf3|$REF_RELAY \$A \$P 262144 splice"
   "iperf3/socat|iperf3|socat TCP4-LISTEN:\$A,bind=$HOST,fork,reuseaddr TCP:$HOST:\$P"
   "iperf3/ncat|iperf3|ncat -lk $HOST \$A --sh-exec 'exec ncat $HOST \$P'"
   "sockit-bench/direct|bench|"
-  "sockit-bench/sockit-splice|bench|$SOCKIT relay -q tcp://$HOST:\$A tcp://$HOST:\$P"
+  "sockit-bench/sockit|bench|$SOCKIT relay -q tcp://$HOST:\$A tcp://$HOST:\$P"
 )
 
 # A free TCP port on 127.0.0.1 (never 8000, the note's port).

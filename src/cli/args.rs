@@ -138,12 +138,13 @@ Examples:
   sockit relay udp://0.0.0.0:5353 udp://127.0.0.1:53       UDP, one session per client
   sockit relay tcp://127.0.0.1:9000 tcp://127.0.0.1:8000 --hex
 
-Each client gets its own connection to the target. Between two plain sockets (tcp, unix)
-on Linux, bytes move with splice(2) through a kernel pipe per direction: zero copy
-(--copy buffered turns it off); otherwise (tls, --hex) through a buffer. Either way a
-direction holds at most --buffer bytes, so a slow side slows the other and memory stays
-bounded; half-close is passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, lets open
-connections finish within --grace, and prints a summary; a second signal exits at once (130).
+Each client gets its own connection to the target. Bytes move through one buffer per
+direction that starts at 16 KiB and grows to --buffer (4 MiB) only while reads fill it:
+chatty connections stay small, bulk ones get large reads (--copy splice moves them with
+splice(2) instead, between plain sockets on Linux). Either way a direction holds at most
+--buffer bytes, so a slow side slows the other and memory stays bounded; half-close is
+passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, lets open connections finish
+within --grace, and prints a summary; a second signal exits at once (130).
 
   sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --proxy-protocol --metrics 9100
                                         behind a load balancer, with Prometheus metrics
@@ -563,15 +564,16 @@ pub struct RelayArgs {
     pub target: String,
 
     /// Bytes held per direction per connection (buffer or splice pipe, grown to this
-    /// under bulk traffic): the most the relay ever holds for one side while the other is
-    /// slow.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024,
+    /// only while reads fill it): the most the relay ever holds for one side while the
+    /// other is slow. Lower it (e.g. 262144) to cap memory with many fast bulk transfers.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub buffer: u64,
 
-    /// How stream bytes are copied: auto splices between two plain sockets on Linux (zero
-    /// copy, the pipe holds at most --buffer), buffered always reads and writes.
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = CopyMode::Auto)]
+    /// How stream bytes are copied: buffered reads and writes through a buffer that grows
+    /// with the traffic; splice moves them between two plain sockets on Linux without
+    /// copying (the pipe holds at most --buffer; best with --buffer 262144).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = CopyMode::Buffered)]
     pub copy: CopyMode,
 
     /// Who may connect and how many at once.
@@ -782,6 +784,22 @@ mod tests {
         };
         assert_eq!(args.endpoint, "tcp");
         assert_eq!(args.framing.buffer, None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_relay_copies_through_buffers_of_up_to_4_mib_by_default() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["sockit", "relay", "tcp://127.0.0.1:1", "tcp"])?;
+        let Command::Relay(args) = cli.command else {
+            panic!("expected relay");
+        };
+        assert_eq!(args.copy, CopyMode::Buffered);
+        assert_eq!(args.buffer, 4 * 1024 * 1024);
+        let cli = Cli::try_parse_from(["sockit", "relay", "tcp", "tcp", "--copy", "splice"])?;
+        let Command::Relay(args) = cli.command else {
+            panic!("expected relay");
+        };
+        assert_eq!(args.copy, CopyMode::Splice);
         Ok(())
     }
 

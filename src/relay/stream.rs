@@ -219,8 +219,8 @@ async fn relay(
 
 /// Both directions at once until both have ended; the first error stops both.
 ///
-/// With [`super::CopyMode::Auto`] on Linux, two plain sockets are spliced (zero copy, see
-/// [`super::splice`]); anything else, or pipes that cannot be made, is copied through
+/// With [`super::CopyMode::Splice`] on Linux, two plain sockets are spliced (zero copy,
+/// see [`super::splice`]); anything else, or pipes that cannot be made, is copied through
 /// one buffer per direction.
 async fn copy_both_ways(
     client: Tap<Stream>,
@@ -249,7 +249,7 @@ fn try_splice<'a>(
     use super::CopyMode;
     use super::splice::{Counters, PlainSocket, Splicer};
     let options = &shared.options;
-    if options.copy != CopyMode::Auto || options.layers.hex.is_some() {
+    if options.copy != CopyMode::Splice || options.layers.hex.is_some() {
         return None;
     }
     let client_socket = PlainSocket::of(client.get_ref())?;
@@ -278,7 +278,7 @@ fn try_splice<'a>(
     ))
 }
 
-/// The portable copy: one fixed buffer per direction ([`pipe`]).
+/// The default copy: one growing buffer per direction ([`pipe`]).
 async fn copy_buffered<C, T>(
     client: C,
     target: T,

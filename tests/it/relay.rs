@@ -207,7 +207,7 @@ async fn half_close_from_the_target_is_passed_on() {
 /// written everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_side_that_stops_reading_keeps_memory_bounded() {
-    let spliced = stop_reading_and_check_the_bound(CopyMode::Auto).await;
+    let spliced = stop_reading_and_check_the_bound(CopyMode::Splice).await;
     assert_eq!(spliced, 1, "two plain TCP sockets must be spliced");
 }
 
@@ -315,7 +315,7 @@ async fn stop_reading_and_check_the_bound(copy: CopyMode) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_data_both_ways_arrives_intact() {
     const TOTAL: usize = 16 * 1024 * 1024;
-    for copy in [CopyMode::Auto, CopyMode::Buffered] {
+    for copy in [CopyMode::Splice, CopyMode::Buffered] {
         let target_listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let target_addr = target_listener
             .local_addr()
@@ -384,7 +384,7 @@ async fn bulk_data_both_ways_arrives_intact() {
             (TOTAL as u64, TOTAL as u64, 0),
             "{copy:?}"
         );
-        let expected = u64::from(copy == CopyMode::Auto);
+        let expected = u64::from(copy == CopyMode::Splice);
         assert_eq!(spliced, expected, "{copy:?}: spliced connections");
     }
 }
