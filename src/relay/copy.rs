@@ -17,6 +17,7 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::idle::Activity;
@@ -46,7 +47,8 @@ impl FlowStats {
     }
 }
 
-/// The first buffer of a copy: enough for any message of a chatty protocol.
+/// The first buffer of a copy: enough for any message of a chatty protocol. It is not
+/// zero-filled, so a quiet connection keeps only the page or two its reads touched.
 const INITIAL_BUFFER: usize = 16 * 1024;
 
 /// Copies `from` → `to` until `from` ends, then shuts down `to`'s sending side, so the
@@ -72,16 +74,14 @@ where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let limit = buffer_size.max(1);
-    let mut buf = vec![0u8; limit.min(INITIAL_BUFFER)];
+    let mut capacity = limit.min(INITIAL_BUFFER);
+    // Not zero-filled: a page of it is touched only when a read reaches it, so a quiet
+    // connection holds the few KiB it has used, not the whole buffer.
+    let mut buf: Vec<u8> = Vec::with_capacity(capacity);
     loop {
-        let n = match from.read(&mut buf).await {
+        buf.clear();
+        let n = match from.read_buf(&mut (&mut buf).limit(capacity)).await {
             Ok(0) => break,
-            Ok(n) if n == buf.len() && n < limit => {
-                // A full read: more is probably waiting, read more at a time from now on.
-                let grown = (buf.len() * 2).min(limit);
-                buf.resize(grown, 0);
-                n
-            }
             Ok(n) => n,
             // A TLS peer that closed TCP without close_notify has still ended its data.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
@@ -94,6 +94,11 @@ where
         totals.written.fetch_add(n as u64, Ordering::Release);
         delivered.fetch_add(n as u64, Ordering::Relaxed);
         activity.touch();
+        if n == capacity && capacity < limit {
+            // A full read: more is probably waiting, read more at a time from now on.
+            capacity = (capacity * 2).min(limit);
+            buf = Vec::with_capacity(capacity);
+        }
     }
     to.shutdown().await
 }
