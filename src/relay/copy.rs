@@ -134,21 +134,20 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn the_buffer_grows_under_bulk_traffic_up_to_the_bound() -> io::Result<()> {
-        const BOUND: usize = 256 * 1024;
-        let (mut source_far, mut source) = tokio::io::duplex(1 << 20);
-        let (mut sink, mut sink_far) = tokio::io::duplex(4 << 20);
+    /// Copies `queued` bytes that wait in full before the copy starts (so every read can
+    /// fill whatever buffer it has) with `bound`; returns the largest read.
+    async fn largest_read_of_a_backlog(queued: usize, bound: usize) -> io::Result<u64> {
+        let (mut source_far, mut source) = tokio::io::duplex(queued);
+        let (mut sink, mut sink_far) = tokio::io::duplex(queued);
         let totals = FlowStats::default();
         let delivered = AtomicU64::new(0);
         let activity = Activity::new();
-        // Queued before the copy starts, so every read can fill whatever buffer it has.
-        source_far.write_all(&vec![7u8; 1 << 20]).await?;
+        source_far.write_all(&vec![7u8; queued]).await?;
         source_far.shutdown().await?;
         pipe(
             &mut source,
             &mut sink,
-            BOUND,
+            bound,
             &delivered,
             &totals,
             &activity,
@@ -156,13 +155,19 @@ mod tests {
         .await?;
         let mut out = Vec::new();
         sink_far.read_to_end(&mut out).await?;
-        assert_eq!(out.len(), 1 << 20);
+        assert_eq!(out.len(), queued, "bytes lost or added");
         let peak = totals.peak_buffered.load(Ordering::Relaxed);
+        assert!(peak <= bound as u64, "held {peak} > {bound}");
+        Ok(peak)
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_under_bulk_traffic_up_to_the_bound() -> io::Result<()> {
+        let peak = largest_read_of_a_backlog(1 << 20, 256 * 1024).await?;
         assert!(
             peak > INITIAL_BUFFER as u64,
             "reads never went past the first buffer ({peak})"
         );
-        assert!(peak <= BOUND as u64, "held {peak} > {BOUND}");
         Ok(())
     }
 
@@ -171,29 +176,8 @@ mod tests {
     #[tokio::test]
     async fn at_the_default_bound_a_backlog_is_read_in_megabytes() -> io::Result<()> {
         const BOUND: usize = crate::relay::RelayOptions::DEFAULT_BUFFER;
-        const QUEUED: usize = 2 * BOUND;
-        let (mut source_far, mut source) = tokio::io::duplex(QUEUED);
-        let (mut sink, mut sink_far) = tokio::io::duplex(QUEUED);
-        let totals = FlowStats::default();
-        let delivered = AtomicU64::new(0);
-        let activity = Activity::new();
-        source_far.write_all(&vec![1u8; QUEUED]).await?;
-        source_far.shutdown().await?;
-        pipe(
-            &mut source,
-            &mut sink,
-            BOUND,
-            &delivered,
-            &totals,
-            &activity,
-        )
-        .await?;
-        let mut out = Vec::new();
-        sink_far.read_to_end(&mut out).await?;
-        assert_eq!(out.len(), QUEUED);
-        let peak = totals.peak_buffered.load(Ordering::Relaxed);
+        let peak = largest_read_of_a_backlog(2 * BOUND, BOUND).await?;
         assert!(peak > (BOUND / 2) as u64, "reads stayed small ({peak})");
-        assert!(peak <= BOUND as u64, "held {peak} > {BOUND}");
         Ok(())
     }
 }
