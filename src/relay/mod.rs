@@ -6,10 +6,10 @@
 //!   target is `tls://`), then a copy each way: a buffer that grows with the traffic
 //!   ([`copy::pipe`]), or with `--copy splice`, between two plain sockets on Linux (TCP
 //!   or Unix, no TLS, no `--hex`), splice(2) through a kernel pipe ([`splice`]): zero
-//!   copy, the bytes never enter user space. Both keep the same contract. When one side ends
-//!   its sending (FIN / close_notify), the relay shuts down the other side's sending in
-//!   turn, so half-close is passed on and a request/response protocol that relies on it
-//!   works through the relay.
+//!   copy, the bytes never enter user space. Both keep the same contract. When one side
+//!   ends its sending (FIN / close_notify), the relay shuts down the other side's
+//!   sending in turn, so half-close is passed on and a request/response protocol that
+//!   relies on it works through the relay.
 //! * Datagrams (`udp://`, `unixgram:` on both sides): one session per client address
 //!   ([`datagram`]), each with its own socket to the target so replies find their way
 //!   back; sessions end after the idle timeout and their number is capped.
