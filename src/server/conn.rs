@@ -269,7 +269,10 @@ pub(super) fn answer_now(
         }
     };
     prelude.tally.bytes_out += written as u64;
-    prelude.pending.extend_from_slice(&reply[written..]);
+    let unsent = &reply[written..];
+    if !unsent.is_empty() {
+        prelude.pending.extend_from_slice(unsent);
+    }
     Ok(())
 }
 
