@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use crate::access::parse_range;
 use crate::behaviour::exec::ExecStderr;
 use crate::obs::LogFormat;
-use crate::relay::CopyMode;
+use crate::relay::{CopyMode, RelayOptions};
 use crate::server::OverLimit;
 
 const ABOUT: &str =
@@ -566,7 +566,7 @@ pub struct RelayArgs {
     /// Bytes held per direction per connection (buffer or splice pipe, grown to this
     /// only while reads fill it): the most the relay ever holds for one side while the
     /// other is slow. Lower it (e.g. 262144) to cap memory with many fast bulk transfers.
-    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024,
+    #[arg(long, value_name = "BYTES", default_value_t = RelayOptions::DEFAULT_BUFFER as u64,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
     pub buffer: u64,
 
@@ -795,6 +795,7 @@ mod tests {
         };
         assert_eq!(args.copy, CopyMode::Buffered);
         assert_eq!(args.buffer, 4 * 1024 * 1024);
+        assert_eq!(args.buffer, RelayOptions::DEFAULT_BUFFER as u64);
         let cli = Cli::try_parse_from(["sockit", "relay", "tcp", "tcp", "--copy", "splice"])?;
         let Command::Relay(args) = cli.command else {
             panic!("expected relay");
