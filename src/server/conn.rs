@@ -225,6 +225,10 @@ pub(crate) fn serve_now(
 
 /// Answers a message without waiting; what the socket does not take now goes to
 /// `prelude.pending`.
+///
+/// Always inlined: it is the middle of the fast lane's per-message path, and as a call
+/// it cost about 20 instructions of register saving per message (callgrind).
+#[inline(always)]
 pub(super) fn answer_now(
     stream: &StdStream,
     message: &[u8],

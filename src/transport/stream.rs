@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use socket2::SockAddr;
@@ -58,13 +58,15 @@ pub enum StdStream {
 
 impl StdStream {
     /// Reads what has already arrived; `WouldBlock` when nothing has.
+    #[inline]
     pub fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        recv_uncancellable(self.as_raw_fd(), buf)
+        recv_uncancellable(self.as_fd(), buf)
     }
 
     /// Writes what the socket buffer takes now; `WouldBlock` when it takes nothing.
+    #[inline]
     pub fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
-        send_uncancellable(self.as_raw_fd(), buf)
+        send_uncancellable(self.as_fd(), buf)
     }
 
     /// Writes a connection's last bytes and, when the socket takes them all, sends our FIN
@@ -142,48 +144,28 @@ impl StdStream {
     }
 }
 
-/// recv(2) as the bare system call. glibc's `recv` (which std calls) brackets every call
-/// in pthread cancellation bookkeeping once a process has a second thread: about 60 of
-/// the 400 user-space instructions of an echoed message in the fast lane. No sockit
-/// thread is ever cancelled, so the brackets buy nothing; skipping them (and std's
-/// wrapper) measured 1.0–2.1 % more echo messages per second in three sets of 12–16
-/// alternating runs (the README's performance notes).
-fn recv_uncancellable(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call; null
-    // address pointers ask recvfrom(2) for no sender address. glibc's syscall(3) returns
-    // -1 and sets errno on failure.
-    let received = unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            libc::c_long::from(fd),
-            buf.as_mut_ptr(),
-            buf.len(),
-            libc::c_long::from(0),
-            std::ptr::null_mut::<libc::sockaddr>(),
-            std::ptr::null_mut::<libc::socklen_t>(),
-        )
-    };
-    usize::try_from(received).map_err(|_| io::Error::last_os_error())
+/// recv(2) as the bare system call, through rustix (its Linux backend makes the call
+/// itself, inlined, instead of going through libc). glibc's `recv` (which std calls)
+/// brackets every call in pthread cancellation bookkeeping once a process has a second
+/// thread: about 60 of the 400 user-space instructions of an echoed message in the fast
+/// lane, and glibc's `syscall` wrapper (what sockit called before) costs another 11 per
+/// call. No sockit thread is ever cancelled, so the brackets buy nothing; skipping them
+/// (and std's wrapper) measured 1.0–2.1 % more echo messages per second in three sets of
+/// 12–16 alternating runs (the README's performance notes).
+#[inline]
+fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    match rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty()) {
+        Ok((received, _)) => Ok(received),
+        Err(errno) => Err(io::Error::from_raw_os_error(errno.raw_os_error())),
+    }
 }
 
 /// send(2) with `MSG_NOSIGNAL` (a closed peer is an `EPIPE` error, not a signal) as the
 /// bare system call, for the reason [`recv_uncancellable`] gives.
-fn send_uncancellable(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call; a null
-    // address of length 0 sends on the connected socket. glibc's syscall(3) returns -1
-    // and sets errno on failure.
-    let sent = unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            libc::c_long::from(fd),
-            buf.as_ptr(),
-            buf.len(),
-            libc::c_long::from(libc::MSG_NOSIGNAL),
-            std::ptr::null::<libc::sockaddr>(),
-            libc::c_long::from(0),
-        )
-    };
-    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+#[inline]
+fn send_uncancellable(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    rustix::net::send(fd, buf, rustix::net::SendFlags::NOSIGNAL)
+        .map_err(|errno| io::Error::from_raw_os_error(errno.raw_os_error()))
 }
 
 impl AsRawFd for StdListener {
@@ -192,6 +174,16 @@ impl AsRawFd for StdListener {
             StdListener::Tcp(l) => l.as_raw_fd(),
             StdListener::Unix(l) => l.as_raw_fd(),
         }
+    }
+}
+
+impl AsFd for StdStream {
+    #[inline]
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open as long as `self`, which the result borrows.
+        // (std's own `as_fd` is not inlined across crates; `as_raw_fd` is, and this is
+        // on the per-message path.)
+        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
     }
 }
 
