@@ -70,6 +70,8 @@ pub(crate) struct FastLane {
 pub(crate) struct Woken {
     /// The listener has connections to accept.
     pub(crate) listener: bool,
+    /// The waker fired: shutdown may have been asked for.
+    pub(crate) waker: bool,
 }
 
 /// The token of the shard's listening socket in the epoll set.
@@ -214,13 +216,13 @@ impl FastLane {
     /// # Errors
     /// When waiting on the epoll set fails (not expected for a plain descriptor).
     pub(crate) fn turn(&mut self, deadline: Option<Instant>) -> io::Result<Woken> {
-        let now = Instant::now();
         let mut wake_by = deadline;
         if let Some((_, next_sweep)) = self.sweep {
             wake_by = Some(wake_by.map_or(next_sweep, |d| d.min(next_sweep)));
         }
         let timeout = if self.conns.carry.is_empty() {
-            wake_by.map(|at| at.saturating_duration_since(now))
+            // The clock is read only when there is a deadline to wait for.
+            wake_by.map(|at| at.saturating_duration_since(Instant::now()))
         } else {
             Some(Duration::ZERO)
         };
@@ -236,7 +238,7 @@ impl FastLane {
         for event in self.events.iter() {
             match event.token() {
                 LISTENER => woken.listener = true,
-                WAKER => {}
+                WAKER => woken.waker = true,
                 Token(fd) => self.conns.serve(fd, event.is_read_closed(), now),
             }
         }

@@ -81,19 +81,26 @@ fn prepare(lane: &FastLane, listener: &StdListener) -> io::Result<Waker> {
 }
 
 /// The shard's loop: serve, accept, repeat until shutdown; then drain.
+///
+/// Shutdown is looked for only when the waker fired ([`serve`] wakes it when shutdown is
+/// asked for, and an early wake stays pending until the first wait): asking the token
+/// takes a lock, which the note's one-shot exchange would otherwise pay twice per
+/// connection.
 fn run(listener: StdListener, mut lane: FastLane, shared: &Arc<Shared>, grace: Duration) {
     let mut acceptor = Acceptor::new(listener, shared);
-    while !shared.shutdown.is_triggered() {
+    loop {
         match lane.turn(acceptor.wake_by()) {
-            Ok(woken) => acceptor.pending |= woken.listener,
+            Ok(woken) => {
+                if woken.waker && shared.shutdown.is_triggered() {
+                    break;
+                }
+                acceptor.pending |= woken.listener;
+            }
             Err(e) => {
                 tracing::error!("waiting for connections failed: {e}; stopping the server");
                 shared.shutdown.trigger();
                 break;
             }
-        }
-        if shared.shutdown.is_triggered() {
-            break;
         }
         acceptor.accept_ready(&mut lane);
     }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use socket2::SockAddr;
@@ -80,8 +80,11 @@ impl StdStream {
     /// would reset the connection and throw the held-back reply away.
     pub fn write_last_now(&self, buf: &[u8]) -> io::Result<usize> {
         let written = match self {
-            StdStream::Tcp(s) => socket2::SockRef::from(s)
-                .send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)?,
+            StdStream::Tcp(_) => {
+                let flags = rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL;
+                rustix::net::send(self.as_fd(), buf, flags)
+                    .map_err(|errno| io::Error::from_raw_os_error(errno.raw_os_error()))?
+            }
             StdStream::Unix(_) => self.write_now(buf)?,
         };
         if written == buf.len() {
@@ -202,21 +205,24 @@ fn accept_nonblocking(listener: &impl AsFd) -> io::Result<(OwnedFd, SockAddr)> {
     let fd = listener.as_fd().as_raw_fd();
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     {
+        // The bare system call, not glibc's `accept4`: that one brackets the call with
+        // pthread cancellation bookkeeping in a process with threads, about 80
+        // instructions of the note's one-shot exchange (see `recv_uncancellable`).
         // SAFETY: accept4 writes at most `len` bytes into the zeroed storage socket2
         // provides and updates `len`; a non-negative result is a new descriptor that
-        // nothing else owns.
+        // nothing else owns. glibc's syscall(3) returns -1 and sets errno on failure.
         unsafe {
             SockAddr::try_init(|storage, len| {
-                let accepted = libc::accept4(
-                    fd,
-                    storage.cast(),
+                let accepted = libc::syscall(
+                    libc::SYS_accept4,
+                    libc::c_long::from(fd),
+                    storage.cast::<libc::sockaddr>(),
                     len,
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    libc::c_long::from(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC),
                 );
-                if accepted < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(OwnedFd::from_raw_fd(accepted))
+                match RawFd::try_from(accepted) {
+                    Ok(accepted) if accepted >= 0 => Ok(OwnedFd::from_raw_fd(accepted)),
+                    _ => Err(io::Error::last_os_error()),
                 }
             })
         }
