@@ -82,8 +82,7 @@ impl StdStream {
         let written = match self {
             StdStream::Tcp(_) => {
                 let flags = rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL;
-                rustix::net::send(self.as_fd(), buf, flags)
-                    .map_err(|errno| io::Error::from_raw_os_error(errno.raw_os_error()))?
+                rustix::net::send(self.as_fd(), buf, flags)?
             }
             StdStream::Unix(_) => self.write_now(buf)?,
         };
@@ -157,18 +156,19 @@ impl StdStream {
 /// 12–16 alternating runs (the README's performance notes).
 #[inline]
 fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    match rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty()) {
-        Ok((received, _)) => Ok(received),
-        Err(errno) => Err(io::Error::from_raw_os_error(errno.raw_os_error())),
-    }
+    let (received, _) = rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())?;
+    Ok(received)
 }
 
 /// send(2) with `MSG_NOSIGNAL` (a closed peer is an `EPIPE` error, not a signal) as the
 /// bare system call, for the reason [`recv_uncancellable`] gives.
 #[inline]
 fn send_uncancellable(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    rustix::net::send(fd, buf, rustix::net::SendFlags::NOSIGNAL)
-        .map_err(|errno| io::Error::from_raw_os_error(errno.raw_os_error()))
+    Ok(rustix::net::send(
+        fd,
+        buf,
+        rustix::net::SendFlags::NOSIGNAL,
+    )?)
 }
 
 impl AsRawFd for StdListener {
@@ -205,23 +205,13 @@ fn accept_nonblocking(listener: &impl AsFd) -> io::Result<(OwnedFd, SockAddr)> {
     let fd = listener.as_fd().as_raw_fd();
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     {
-        // The bare system call, not glibc's `accept4`: that one brackets the call with
-        // pthread cancellation bookkeeping in a process with threads, about 80
-        // instructions of the note's one-shot exchange (see `recv_uncancellable`).
         // SAFETY: accept4 writes at most `len` bytes into the zeroed storage socket2
         // provides and updates `len`; a non-negative result is a new descriptor that
-        // nothing else owns. glibc's syscall(3) returns -1 and sets errno on failure.
+        // nothing else owns.
         unsafe {
             SockAddr::try_init(|storage, len| {
-                let accepted = libc::syscall(
-                    libc::SYS_accept4,
-                    libc::c_long::from(fd),
-                    storage.cast::<libc::sockaddr>(),
-                    len,
-                    libc::c_long::from(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC),
-                );
-                match RawFd::try_from(accepted) {
-                    Ok(accepted) if accepted >= 0 => Ok(OwnedFd::from_raw_fd(accepted)),
+                match accept4_uncancellable(fd, storage.cast(), len) {
+                    accepted if accepted >= 0 => Ok(OwnedFd::from_raw_fd(accepted)),
                     _ => Err(io::Error::last_os_error()),
                 }
             })
@@ -233,6 +223,48 @@ fn accept_nonblocking(listener: &impl AsFd) -> io::Result<(OwnedFd, SockAddr)> {
         socket.set_nonblocking(true)?;
         Ok((OwnedFd::from(socket), addr))
     }
+}
+
+/// accept4(2) with `SOCK_NONBLOCK | SOCK_CLOEXEC`; -1 with `errno` set on failure. On
+/// Linux the bare system call, not glibc's `accept4`, which brackets the call with pthread
+/// cancellation bookkeeping in a process with threads (about 80 instructions of the
+/// note's one-shot exchange; see [`recv_uncancellable`]).
+///
+/// # Safety
+/// `storage` must be valid for writes of `*len` bytes, and `len` for a read and a write.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+unsafe fn accept4_uncancellable(
+    fd: RawFd,
+    storage: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) -> RawFd {
+    let flags = libc::c_long::from(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    // SAFETY: the caller's pointers are valid as documented; glibc's syscall(3) returns
+    // -1 and sets errno on failure.
+    let accepted = unsafe {
+        libc::syscall(
+            libc::SYS_accept4,
+            libc::c_long::from(fd),
+            storage,
+            len,
+            flags,
+        )
+    };
+    RawFd::try_from(accepted).unwrap_or(-1)
+}
+
+/// accept4(2) with `SOCK_NONBLOCK | SOCK_CLOEXEC` (libc's; see the Linux version).
+///
+/// # Safety
+/// `storage` must be valid for writes of `*len` bytes, and `len` for a read and a write.
+#[cfg(target_os = "freebsd")]
+unsafe fn accept4_uncancellable(
+    fd: RawFd,
+    storage: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) -> RawFd {
+    // SAFETY: the caller's pointers are valid as documented.
+    unsafe { libc::accept4(fd, storage, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) }
 }
 
 /// One connected byte stream.
