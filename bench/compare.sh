@@ -117,33 +117,6 @@ bench_args() {
   esac
 }
 
-# A free port on 127.0.0.1 for $1 = tcp | udp (never 8000, the note's port).
-free_port() {
-  "$PY" - "$1" <<'EOF'
-import socket, sys
-kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
-while True:
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    if port != 8000:
-        print(port)
-        break
-EOF
-}
-
-# Is something listening (tcp) or bound (udp) on port $2?
-bound() {
-  local hex
-  hex=$(printf '%04X' "$2")
-  if [ "$1" = tcp ]; then
-    awk -v p=":$hex" '$2 ~ p"$" && $4 == "0A" {f = 1} END {exit !f}' /proc/net/tcp
-  else
-    awk -v p=":$hex" '$2 ~ p"$" {f = 1} END {exit !f}' /proc/net/udp
-  fi
-}
-
 # Seconds a run may take before `timeout` stops it: warm-up + duration + 20.
 run_limit() {
   awk -v d="$DUR" -v w="$WARMUP" 'BEGIN {printf "%d", d + w + 20.999}'
@@ -160,8 +133,7 @@ run_case() { # $1 = rep, $2 = case line
   echo "== rep $1 $name: $cmd" >>"$log"
   taskset -c "$SRV_CPU" bash -c "exec $cmd" >/dev/null 2>>"$log" &
   local spid=$!
-  for _ in $(seq 1 100); do bound "$proto" "$port" && break; sleep 0.05; done
-  if ! bound "$proto" "$port"; then
+  if ! wait_bound "$proto" "$port"; then
     echo "FAIL $name: the server did not start (see $log)" >&2
     stop_group "$spid"
     return

@@ -1,4 +1,5 @@
-# bench/lib.sh - helpers shared by bench/compare.sh and bench/relay.sh (sourced, not run).
+# bench/lib.sh - helpers shared by bench/compare.sh, bench/relay.sh and bench/pairs.sh
+# (sourced, not run).
 
 # "busy total" jiffies of CPU $1.
 cpu_ticks() {
@@ -19,4 +20,37 @@ stop_group() {
     kill -KILL -- "-$1"
     wait "$1"
   } 2>/dev/null
+}
+
+# A free port on 127.0.0.1 for $1 = tcp (default) | udp, never 8000 (the note's port).
+free_port() {
+  "${PYTHON:-python3}" - "${1:-tcp}" <<'EOF'
+import socket, sys
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+while True:
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    if port != 8000:
+        print(port)
+        break
+EOF
+}
+
+# Is something listening (tcp) or bound (udp) on port $2?
+bound() {
+  local hex
+  hex=$(printf '%04X' "$2")
+  if [ "$1" = tcp ]; then
+    awk -v p=":$hex" '$2 ~ p"$" && $4 == "0A" {f = 1} END {exit !f}' /proc/net/tcp
+  else
+    awk -v p=":$hex" '$2 ~ p"$" {f = 1} END {exit !f}' /proc/net/udp
+  fi
+}
+
+# Waits (bounded, 5 s) until port $2 of protocol $1 is bound (udp) or listens (tcp).
+wait_bound() {
+  for _ in $(seq 1 100); do bound "$1" "$2" && return 0; sleep 0.05; done
+  return 1
 }

@@ -72,30 +72,6 @@ wanted() {
   return 1
 }
 
-# A free port of protocol $1 on 127.0.0.1 (never 8000, the note's port).
-free_port() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-while True:
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    if port != 8000:
-        print(port)
-        break
-EOF
-}
-
-# Is port $2 of protocol $1 bound (udp) or listening (tcp)?
-bound() {
-  local hex table state
-  hex=$(printf '%04X' "$2")
-  if [ "$1" = udp ]; then table=/proc/net/udp state=07; else table=/proc/net/tcp state=0A; fi
-  awk -v p=":$hex" -v s="$state" '$2 ~ p"$" && $4 == s {f = 1} END {exit !f}' "$table"
-}
-
 # One run: $1 = pair, $2 = case, $3 = server (c|sockit), $4 = command; appends to $RAW.
 run_one() {
   local pair=$1 name=$2 server=$3 cmd=$4 mode=$5 conc=$6 size=$7 proto=$8
@@ -104,8 +80,7 @@ run_one() {
   echo "== pair $pair" >>"$log"
   taskset -c "$SRV_CPU" bash -c "exec ${cmd//\$P/$port}" >>"$log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 100); do bound "$proto" "$port" && break; sleep 0.05; done
-  if ! bound "$proto" "$port"; then
+  if ! wait_bound "$proto" "$port"; then
     echo "FAIL $name/$server: the server did not start (see $log)" >&2
     stop_group "$pid"
     return

@@ -83,34 +83,6 @@ CASES=(
   "sockit-bench/sockit|bench|$SOCKIT relay -q tcp://$HOST:\$A tcp://$HOST:\$P"
 )
 
-# A free TCP port on 127.0.0.1 (never 8000, the note's port).
-free_port() {
-  python3 - <<'EOF'
-import socket
-while True:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    if port != 8000:
-        print(port)
-        break
-EOF
-}
-
-# Is something listening on TCP port $1?
-listening() {
-  local hex
-  hex=$(printf '%04X' "$1")
-  awk -v p=":$hex" '$2 ~ p"$" && $4 == "0A" {f = 1} END {exit !f}' /proc/net/tcp
-}
-
-# Waits (bounded) until TCP port $1 listens.
-wait_listening() {
-  for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.05; done
-  return 1
-}
-
 # Seconds a run may take before `timeout` stops it.
 run_limit() {
   awk -v d="$DUR" -v o="$OMIT" 'BEGIN {printf "%d", d + o + 20.999}'
@@ -130,7 +102,7 @@ run_case() { # $1 = rep, $2 = case line
     taskset -c "$LG_CPU" "$SOCKIT" serve "tcp://$HOST:$server_port" --discard -q >>"$log" 2>&1 &
   fi
   local server_pid=$! relay_pid=
-  if ! wait_listening "$server_port"; then
+  if ! wait_bound tcp "$server_port"; then
     echo "FAIL $name: the server did not start (see $log)" >&2
     stop_group "$server_pid"
     return
@@ -143,7 +115,7 @@ run_case() { # $1 = rep, $2 = case line
     echo "relay: $cmd" >>"$log"
     taskset -c "$RELAY_CPU" bash -c "exec $cmd" >>"$log" 2>&1 &
     relay_pid=$!
-    if ! wait_listening "$relay_port"; then
+    if ! wait_bound tcp "$relay_port"; then
       echo "FAIL $name: the relay did not start (see $log)" >&2
       stop_group "$relay_pid"
       stop_group "$server_pid"
