@@ -180,6 +180,13 @@ impl FastLane {
         self.poll.registry()
     }
 
+    /// The descriptors the lane itself holds open (its epoll set, twice: the poller and
+    /// the registry's copy), for the shard to close where another thread's table still
+    /// has them ([`super::lane_shard`]).
+    pub(crate) fn descriptors(&self) -> [std::os::fd::RawFd; 2] {
+        [self.poll.as_raw_fd(), self.conns.registry.as_raw_fd()]
+    }
+
     /// How many connections the lane holds.
     pub(crate) fn len(&self) -> usize {
         self.conns.len

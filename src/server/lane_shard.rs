@@ -10,6 +10,10 @@
 //! of the lane's own `epoll_wait`. Here the thread sleeps in the lane's `epoll_wait`
 //! itself, as the C server does, and both costs are gone.
 //!
+//! On Linux the thread also takes a descriptor table of its own, as a process of its own
+//! would ([`super::own_table`]): no reference counting per system call, no table lock
+//! shared with the other shards.
+//!
 //! The rules are the accept loop's ([`super::stream`]) and the lane's: `--max-conns` in
 //! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
 //! clients; a slot freed by another thread is noticed within [`SLOT_RETRY`]), refuse
@@ -18,6 +22,7 @@
 //! grace period, then closes what is left.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Waker};
 
 use super::lane::{FastLane, LISTENER, WAKER};
+use super::own_table;
 use super::stream::{Backoff, is_per_connection, open_connection};
 use super::{OverLimit, Shared};
 use crate::access::gate::{Gate, Slot};
@@ -54,21 +60,50 @@ pub(crate) async fn serve(
             return Ok(());
         }
     };
+    let handed = handed_over(&listener, &lane);
+    let keep = handed.clone();
+    let (table_tx, table_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let worker_shared = Arc::clone(shared);
-    let mut worker = tokio::task::spawn_blocking(move || {
-        run(listener, lane, &worker_shared, grace);
-    });
+    // A thread of its own rather than the runtime's blocking pool: the thread changes
+    // its descriptor table, so it must not go back to a pool that would run other work
+    // on it.
+    let spawned = std::thread::Builder::new()
+        .name("sockit-lane".into())
+        .spawn(move || {
+            let _ = table_tx.send(own_table::take_own(&keep));
+            run(listener, lane, &worker_shared, grace);
+            drop(done_tx);
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the server thread: {e}");
+        shared.shutdown.trigger();
+        return Ok(());
+    }
+    if table_rx.await == Ok(true) {
+        own_table::close_handed_over(&handed);
+    }
     let finished = tokio::select! {
         () = shared.shutdown.triggered() => false,
-        _ = &mut worker => true,
+        _ = &mut done_rx => true,
     };
     if !finished {
         if let Err(e) = waker.wake() {
             tracing::error!("cannot wake the server thread for shutdown: {e}");
         }
-        let _ = worker.await;
+        let _ = done_rx.await;
     }
     Ok(())
+}
+
+/// The descriptors the shard's thread takes along (its listener and its epoll set), by
+/// number: the copies left in the caller's table are closed once the thread has a table
+/// of its own, or they would keep the listener open after the thread closed it.
+fn handed_over(listener: &StdListener, lane: &FastLane) -> Vec<RawFd> {
+    use std::os::fd::AsRawFd;
+    let mut fds = vec![listener.as_raw_fd()];
+    fds.extend(lane.descriptors());
+    fds
 }
 
 /// Registers the listener and a waker in the lane's epoll set.

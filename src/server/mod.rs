@@ -20,6 +20,7 @@ mod datagram;
 mod lane;
 mod lane_shard;
 mod limits;
+mod own_table;
 mod session;
 mod stream;
 
