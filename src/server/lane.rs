@@ -202,6 +202,13 @@ impl FastLane {
         mut prelude: Prelude,
     ) {
         prelude.announce(&self.conns.shared.events, id, &peer);
+        let now = Instant::now();
+        if self.conns.len == 0
+            && let Some((period, next_sweep)) = self.sweep.as_mut()
+        {
+            // The sweep paused while the lane was empty; it starts over from here.
+            *next_sweep = now + *period;
+        }
         self.conns.adopt(Conn {
             stream,
             peer,
@@ -209,7 +216,7 @@ impl FastLane {
             _slot: slot,
             watching_writes: prelude.has_pending(),
             state: prelude,
-            last_activity: Instant::now(),
+            last_activity: now,
             read_closed: false,
             wakes_in_bulk: false,
         });
@@ -224,7 +231,9 @@ impl FastLane {
     /// When waiting on the epoll set fails (not expected for a plain descriptor).
     pub(crate) fn turn(&mut self, deadline: Option<Instant>) -> io::Result<Woken> {
         let mut wake_by = deadline;
-        if let Some((_, next_sweep)) = self.sweep {
+        // An empty lane has nothing to sweep: its wait needs no timer (and no clock read),
+        // which is the note's one-client-at-a-time exchange between two clients.
+        if let Some((_, next_sweep)) = self.sweep.filter(|_| self.conns.len > 0) {
             wake_by = Some(wake_by.map_or(next_sweep, |d| d.min(next_sweep)));
         }
         let timeout = if self.conns.carry.is_empty() {
@@ -238,6 +247,14 @@ impl FastLane {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
             Err(e) => return Err(e),
+        }
+        if self.conns.len == 0 && self.conns.carry.is_empty() {
+            // Only the listener or the waker can have fired.
+            for event in self.events.iter() {
+                woken.listener |= event.token() == LISTENER;
+                woken.waker |= event.token() == WAKER;
+            }
+            return Ok(woken);
         }
         let now = Instant::now();
         // Connections carried over first: they have waited a turn already.
