@@ -141,3 +141,108 @@ fn the_summary_is_json_with_log_json() {
     assert_eq!(summary["connections"], 1, "{last}");
     assert_eq!(summary["messages"], 1, "{last}");
 }
+
+/// Once shutdown begins, new clients are refused at once while the last answers drain,
+/// with every serving thread: each has a descriptor table of its own on Linux, and the
+/// copies of the listener left in the process's table must not keep it listening.
+#[test]
+fn new_clients_are_refused_while_the_last_answers_drain() {
+    for threads in ["1", "2"] {
+        let mut server = Proc::sockit(&[
+            "serve",
+            "tcp://127.0.0.1:0",
+            "--echo",
+            "-q",
+            "--threads",
+            threads,
+            "--grace",
+            "20s",
+        ]);
+        let addr = server.listening();
+        // A client that sends and never reads (with a small receive buffer) holds the
+        // server's answer pending, so the drain lasts until this client reads or the
+        // grace period ends.
+        let mut hog = reluctant_reader(&addr);
+        let chunk = vec![b'x'; 64 * 1024];
+        let deadline = Instant::now() + TIMEOUT;
+        // Stalled: the socket stayed unwritable for a second, so the server stopped
+        // reading, which it does only while its answer waits for the client.
+        while writable_within(&hog, Duration::from_secs(1)) {
+            match hog.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}\n{}", server.report()),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server kept reading\n{}",
+                server.report()
+            );
+        }
+
+        server.signal(libc::SIGTERM);
+        let signalled = Instant::now();
+        let refused_after = loop {
+            match std::net::TcpStream::connect(&addr) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    assert!(
+                        server.is_running(),
+                        "threads {threads}: the server exited instead of draining\n{}",
+                        server.report()
+                    );
+                    break signalled.elapsed();
+                }
+                Err(e) => panic!("connect: {e}\n{}", server.report()),
+                Ok(_) => {
+                    assert!(
+                        signalled.elapsed() < Duration::from_secs(5),
+                        "threads {threads}: still accepting 5 s into the drain\n{}",
+                        server.report()
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        assert!(refused_after < Duration::from_secs(5));
+        // Reading the answer lets the drain finish.
+        hog.set_nonblocking(false).unwrap_or_else(|e| panic!("{e}"));
+        hog.set_read_timeout(Some(TIMEOUT))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut hog, &mut sink);
+        let status = server.wait_exit();
+        assert!(status.success(), "{}", server.report());
+    }
+}
+
+/// A non-blocking client with a small receive buffer, so that an answer it does not read
+/// soon fills it.
+fn reluctant_reader(addr: &str) -> std::net::TcpStream {
+    let addr: std::net::SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .set_recv_buffer_size(4096)
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket.into()
+}
+
+/// Whether `stream` can take more bytes within `wait`.
+fn writable_within(stream: &std::net::TcpStream, wait: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pollfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, and its count.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+    ready > 0
+}

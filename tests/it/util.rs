@@ -212,6 +212,11 @@ impl Proc {
         assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 
+    /// Whether the process has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for exit; returns the status and the rest of stdout.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
