@@ -5,8 +5,8 @@
 //! takes and drops a reference on its file (two atomic operations that a process with one
 //! thread skips), and every `accept` and `close` takes the table's lock, which all shards
 //! would contend for. Under the stick's echo load (50 connections, 64-byte messages) the
-//! shared table cost about 1 % of the messages per second (10 alternating pairs, 9 of
-//! them ahead with the thread's own table).
+//! shared table cost 1.0–1.4 % of the messages per second (two sets of 10 alternating
+//! runs against the same build sharing it).
 //!
 //! `unshare(CLONE_FILES)` gives the thread a copy of the table. The copy is then cut down
 //! to what the thread may use, so that it keeps no other thread's socket, pipe or file
