@@ -74,6 +74,20 @@ pub(crate) struct Woken {
     pub(crate) waker: bool,
 }
 
+impl Woken {
+    /// Notes an event's token: the listener's or the waker's here, a connection's
+    /// descriptor handed back for serving.
+    #[inline]
+    fn note(&mut self, token: Token) -> Option<usize> {
+        match token {
+            LISTENER => self.listener = true,
+            WAKER => self.waker = true,
+            Token(fd) => return Some(fd),
+        }
+        None
+    }
+}
+
 /// The token of the shard's listening socket in the epoll set.
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 /// The token of the shard's waker (shutdown) in the epoll set.
@@ -251,8 +265,7 @@ impl FastLane {
         if self.conns.len == 0 && self.conns.carry.is_empty() {
             // Only the listener or the waker can have fired.
             for event in self.events.iter() {
-                woken.listener |= event.token() == LISTENER;
-                woken.waker |= event.token() == WAKER;
+                woken.note(event.token());
             }
             return Ok(woken);
         }
@@ -260,10 +273,8 @@ impl FastLane {
         // Connections carried over first: they have waited a turn already.
         self.conns.serve_carried(now);
         for event in self.events.iter() {
-            match event.token() {
-                LISTENER => woken.listener = true,
-                WAKER => woken.waker = true,
-                Token(fd) => self.conns.serve(fd, event.is_read_closed(), now),
+            if let Some(fd) = woken.note(event.token()) {
+                self.conns.serve(fd, event.is_read_closed(), now);
             }
         }
         if let Some((period, next_sweep)) = self.sweep.as_mut()
