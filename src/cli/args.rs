@@ -377,6 +377,13 @@ pub struct ServeArgs {
     #[arg(long, help_heading = LIMITS)]
     pub reuse_port: bool,
 
+    /// Let each serving thread poll for new events this long (e.g. 50us) before it
+    /// sleeps: lower latency for clients that come back quickly, paid with the thread's
+    /// idle CPU. The window adapts (it closes while the server is idle); plain TCP reply,
+    /// echo and discard only. "0" never polls.
+    #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    pub busy_poll: Duration,
+
     /// Certificate and key for tls:// endpoints.
     #[command(flatten)]
     pub tls: TlsServerArgs,

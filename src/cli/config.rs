@@ -238,6 +238,7 @@ impl ServeArgs {
                 proxy: proxy_protocol(self.proxy_protocol),
                 ..server_layers(&endpoint, &self.tls, self.hex)?
             },
+            busy_poll: self.busy_poll,
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;
         Ok(ServeConfig {

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Registry, Token};
 
+use super::busy_poll::BusyPoll;
 use super::conn::{self, End, Prelude};
 use super::{AfterReply, Shared};
 use crate::access::gate::Slot;
@@ -61,6 +62,8 @@ pub(crate) struct FastLane {
     events: Events,
     /// How often the idle timeout is checked, and when next; `None` without a timeout.
     sweep: Option<(Duration, Instant)>,
+    /// `--busy-poll`: how long a wait polls before it sleeps; `None` when off.
+    busy: Option<BusyPoll>,
     /// The connections and what serving them needs.
     conns: Conns,
 }
@@ -177,6 +180,7 @@ impl FastLane {
             poll,
             events: Events::with_capacity(EVENTS_PER_TURN),
             sweep,
+            busy: BusyPoll::new(shared.options.busy_poll),
             conns: Conns {
                 shared: Arc::clone(shared),
                 registry,
@@ -257,7 +261,7 @@ impl FastLane {
             Some(Duration::ZERO)
         };
         let mut woken = Woken::default();
-        match self.poll.poll(&mut self.events, timeout) {
+        match self.wait(timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
             Err(e) => return Err(e),
@@ -284,6 +288,36 @@ impl FastLane {
             self.conns.close_idle(now);
         }
         Ok(woken)
+    }
+
+    /// Waits for events until `timeout`; with `--busy-poll`, a wait that would sleep polls
+    /// for the current window first (see [`super::busy_poll`]).
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let Some(busy) = self
+            .busy
+            .as_mut()
+            .filter(|_| timeout != Some(Duration::ZERO))
+        else {
+            return self.poll.poll(&mut self.events, timeout);
+        };
+        let started = Instant::now();
+        let window = timeout.map_or(busy.window(), |t| t.min(busy.window()));
+        if !window.is_zero() {
+            loop {
+                self.poll.poll(&mut self.events, Some(Duration::ZERO))?;
+                if !self.events.is_empty() {
+                    return Ok(());
+                }
+                if started.elapsed() >= window {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        self.poll.poll(&mut self.events, left)?;
+        busy.slept(started.elapsed());
+        Ok(())
     }
 
     /// Shutdown: no more reads; every connection without a pending answer ends now, the

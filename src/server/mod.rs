@@ -15,6 +15,7 @@
 //! Flow: [`Server::bind`] → [`Server::run`] → accept loop / datagram loop until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
 
+mod busy_poll;
 mod conn;
 mod datagram;
 mod lane;
@@ -90,6 +91,9 @@ pub struct ServeOptions {
     /// TLS (for `tls://`) and the `--hex` dump, applied to every accepted connection in
     /// its own task, and the dump applied to datagrams.
     pub layers: Layers,
+    /// `--busy-poll`: the longest a serving thread polls for events before it sleeps,
+    /// trading its idle time for lower latency (zero: never polls).
+    pub busy_poll: Duration,
 }
 
 impl ServeOptions {
@@ -105,6 +109,7 @@ impl ServeOptions {
             limits: Limits::default(),
             listen: ListenOptions::default(),
             layers: Layers::default(),
+            busy_poll: Duration::ZERO,
         }
     }
 }

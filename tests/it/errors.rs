@@ -212,4 +212,11 @@ fn usage_errors_exit_2() {
     assert_eq!(code(&output), 2, "{}", describe(&output));
     let output = run_sockit(&["send", "--count", "0"], None);
     assert_eq!(code(&output), 2, "{}", describe(&output));
+    let output = run_sockit(&["serve", "--busy-poll", "soon"], None);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("500ms"),
+        "the error should show a duration that works\n{}",
+        describe(&output)
+    );
 }

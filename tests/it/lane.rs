@@ -238,3 +238,44 @@ fn a_bulk_discard_tail_below_the_wake_mark_is_read_counted_and_closed_cleanly() 
         server.report()
     );
 }
+
+/// `--busy-poll`: a thread that polls before it sleeps still answers every client, one
+/// at a time as in the note (the case it is for, so its window opens), still closes a
+/// silent client at the idle timeout (polling must not run past the lane's deadline),
+/// and still stops on SIGTERM.
+#[test]
+fn busy_polling_answers_times_out_and_stops_like_sleeping() {
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--close",
+        "--busy-poll",
+        "200us",
+        "--idle-timeout",
+        "1s",
+        "-q",
+    ]);
+    let addr = server.listening();
+    for round in 0..300 {
+        let mut stream = connect(&addr);
+        stream
+            .write_all(b"hello tcp server")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = Vec::new();
+        stream
+            .read_to_end(&mut reply)
+            .unwrap_or_else(|e| panic!("round {round}: {e}\n{}", server.report()));
+        assert_eq!(reply, b"hello tcp client", "round {round}");
+    }
+    let mut silent = connect(&addr);
+    let mut byte = [0u8; 1];
+    let read = silent.read(&mut byte);
+    assert!(
+        matches!(read, Ok(0)),
+        "the silent client was not closed by the idle timeout: {read:?}\n{}",
+        server.report()
+    );
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", server.report());
+}
