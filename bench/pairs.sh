@@ -12,6 +12,7 @@
 #   echo    echo-tcp, 50 connections, 64-byte messages   C: refserver echo
 #   hello   hello-tcp, 50 concurrent (the note's exchange) C: refserver hello; sockit --close
 #   hello1  hello-tcp, one at a time                      (same servers)
+#   hello1bp  hello1 with sockit --busy-poll 100us (polls before sleeping; opt-in)
 #   udp     udp, 32 outstanding                           C: refserver udp (recvfrom)
 #
 # env: PEERS   the directory with loadgen.c and refserver.c (default ../shared/peers
@@ -61,6 +62,7 @@ CASES=(
   "echo|echo-tcp|50|64|tcp|$OUT/refserver echo \$P $HOST|$SOCKIT serve tcp://$HOST:\$P -q --echo"
   "hello|hello-tcp|50|16|tcp|$OUT/refserver hello \$P $HOST|$SOCKIT serve tcp://$HOST:\$P -q --close"
   "hello1|hello-tcp|1|16|tcp|$OUT/refserver hello \$P $HOST|$SOCKIT serve tcp://$HOST:\$P -q --close"
+  "hello1bp|hello-tcp|1|16|tcp|$OUT/refserver hello \$P $HOST|$SOCKIT serve tcp://$HOST:\$P -q --close --busy-poll 100us"
   "udp|udp|32|16|udp|$OUT/refserver udp \$P $HOST|$SOCKIT serve udp://$HOST:\$P -q"
 )
 WANTED=("$@")

@@ -55,6 +55,9 @@ Examples:
   sockit serve tcp://0.0.0.0:9000 --echo --framing line
   sockit serve unix:/tmp/echo.sock --echo
   sockit serve 9000 --reply 'pong' -q   no per-message lines (for load tests)
+  sockit serve 9000 --close -q --busy-poll 100us
+                                        lowest latency for clients that come right back,
+                                        paid with idle CPU (the polling stops when idle)
   sockit serve tls://127.0.0.1:8443 --echo
                                         TLS; a self-signed certificate is made and its
                                         SHA-256 fingerprint printed on stderr
@@ -377,7 +380,7 @@ pub struct ServeArgs {
     #[arg(long, help_heading = LIMITS)]
     pub reuse_port: bool,
 
-    /// Let each serving thread poll for new events this long (e.g. 50us) before it
+    /// Let each serving thread poll for new events this long (e.g. 100us) before it
     /// sleeps: lower latency for clients that come back quickly, paid with the thread's
     /// idle CPU. The window adapts (it closes while the server is idle); plain TCP reply,
     /// echo and discard only. "0" never polls.
