@@ -382,8 +382,9 @@ pub struct ServeArgs {
 
     /// Let each serving thread poll for new events this long (e.g. 100us) before it
     /// sleeps: lower latency for clients that come back quickly, paid with the thread's
-    /// idle CPU. The window adapts (it closes while the server is idle); plain TCP reply,
-    /// echo and discard only. "0" never polls.
+    /// idle CPU. The window adapts (it closes while the server is idle). Reply, echo and
+    /// discard on datagrams, and on TCP without TLS, --hex or --proxy-protocol. "0" never
+    /// polls.
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub busy_poll: Duration,
 

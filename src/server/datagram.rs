@@ -14,7 +14,9 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::busy_poll::BusyPoll;
 use super::{Handler, OverLimit, Shared};
 use crate::access::gate::{self, Gate};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
@@ -90,8 +92,12 @@ fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
     let mut to_send: Vec<(usize, SockAddr)> = Vec::with_capacity(batch::BATCH);
     let mut tally = Tally::default();
     let mut gate = Gate::default();
+    let mut busy = BusyPoll::new(shared.options.busy_poll);
     loop {
-        let received = batch.receive_waiting(fd);
+        let received = match busy.as_mut() {
+            Some(busy) => receive_polling(&mut batch, fd, busy),
+            None => batch.receive_waiting(fd),
+        };
         if shared.shutdown.is_triggered() {
             break;
         }
@@ -110,6 +116,26 @@ fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
         shared.stats.absorb(&mut tally);
     }
     shared.stats.absorb(&mut tally);
+}
+
+/// `--busy-poll`: takes what is queued, polling for the current window before it waits
+/// (see [`super::busy_poll`]).
+fn receive_polling(batch: &mut RecvBatch, fd: RawFd, busy: &mut BusyPoll) -> io::Result<usize> {
+    let started = Instant::now();
+    let window = busy.window();
+    loop {
+        match batch.receive_queued(fd) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            received => return received,
+        }
+        if started.elapsed() >= window {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let received = batch.receive_waiting(fd);
+    busy.slept(started.elapsed());
+    received
 }
 
 /// How long the answer loop pauses after a receive error it does not expect.

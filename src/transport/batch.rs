@@ -78,6 +78,19 @@ impl RecvBatch {
     /// # Errors
     /// Any receive error (`Interrupted` when a signal came first).
     pub fn receive_waiting(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.receive(fd, libc::MSG_WAITFORONE)
+    }
+
+    /// Takes what is queued on `fd` now, up to [`BATCH`], without waiting (for polling
+    /// before a [`RecvBatch::receive_waiting`]).
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is queued; any other receive error.
+    pub fn receive_queued(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.receive(fd, libc::MSG_WAITFORONE | libc::MSG_DONTWAIT)
+    }
+
+    fn receive(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         // SAFETY: iovec and mmsghdr are plain C structs; zeroed is a valid initial value.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
@@ -99,7 +112,7 @@ impl RecvBatch {
                 fd,
                 headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -200,6 +213,22 @@ mod tests {
         assert_eq!(&buf[..n], b"one");
         let n = b.recv(&mut buf)?;
         assert_eq!(&buf[..n], b"two");
+        Ok(())
+    }
+
+    #[test]
+    fn receiving_what_is_queued_does_not_wait_on_a_blocking_socket() -> io::Result<()> {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let mut batch = RecvBatch::new();
+        let empty = batch.receive_queued(server.as_raw_fd());
+        assert!(
+            matches!(&empty, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{empty:?}"
+        );
+        let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        client.send_to(b"queued", server.local_addr()?)?;
+        assert_eq!(batch.receive_queued(server.as_raw_fd())?, 1);
+        assert_eq!(batch.datagram(0), b"queued");
         Ok(())
     }
 }
