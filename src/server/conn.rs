@@ -25,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFuture;
 
 use super::{AfterReply, Shared};
+use crate::endpoint::Delivery;
 use crate::error::Error;
 use crate::framing::{FrameSpan, Framer, Framing};
 use crate::obs::{ErrorKind, Event, EventLog, Tally};
@@ -166,9 +167,7 @@ pub(crate) enum FirstTurn {
 /// Whether [`serve_now`] can serve this server's connections: the per-message loop, raw
 /// framing (each read is a message), and no TLS or hex layer.
 pub(crate) fn can_serve_now(shared: &Shared) -> bool {
-    matches!(shared.handler, super::Handler::Respond)
-        && shared.options.framing == Framing::Raw
-        && shared.options.layers.is_passthrough()
+    shared.options.waits_in_kernel(Delivery::Stream)
 }
 
 /// Serves a just-accepted connection on the spot when its first message is already

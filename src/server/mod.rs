@@ -112,6 +112,21 @@ impl ServeOptions {
             busy_poll: Duration::ZERO,
         }
     }
+
+    /// Whether this server's connections or datagrams are served by a loop that waits in
+    /// the kernel itself (the fast lane, the datagram answer loop), which is where
+    /// `--busy-poll` applies: reply, echo and discard, on streams only with raw framing
+    /// and no TLS, hex or PROXY layer.
+    pub fn waits_in_kernel(&self, delivery: Delivery) -> bool {
+        match delivery {
+            Delivery::Datagram => !matches!(self.mode, ServeMode::Exec(_)),
+            Delivery::Stream => {
+                matches!(self.mode, ServeMode::Respond)
+                    && self.framing == Framing::Raw
+                    && self.layers.is_passthrough()
+            }
+        }
+    }
 }
 
 /// What every connection task of one shard (thread) shares: read-only options, the
@@ -243,6 +258,13 @@ impl Server {
                 "--proxy-protocol reads a header at the start of each connection; {endpoint} \
                  is a datagram endpoint"
             )));
+        }
+        if !options.busy_poll.is_zero() && !options.waits_in_kernel(endpoint.delivery()) {
+            tracing::warn!(
+                "--busy-poll has no effect on this server: it applies to reply, echo and \
+                 discard (on streams without TLS, --hex, --proxy-protocol or line framing); \
+                 serving as usual"
+            );
         }
         let (socket, local) = Bound::bind(endpoint, &options.listen).await?;
         Ok(Server {

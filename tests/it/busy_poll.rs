@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::net::UdpSocket;
 
+use crate::ops::stderr_line;
 use crate::util::{Proc, TIMEOUT, connect_tcp as connect};
 
 /// Exchanges per test: enough for the window to open and stay open for most of them.
@@ -76,4 +77,33 @@ fn udp_answers_and_stops_while_polling() {
     server.signal(libc::SIGTERM);
     let status = server.wait_exit();
     assert!(status.success(), "{status:?}\n{}", server.report());
+}
+
+/// Where it cannot apply (a program per connection waits in the runtime, not in the
+/// kernel), the flag is not silently dropped: the server says so, and serves as usual.
+#[test]
+fn where_polling_does_not_apply_the_server_says_so_and_serves() {
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--busy-poll",
+        "100us",
+        "-q",
+        "--exec",
+        "cat",
+    ]);
+    let addr = server.listening();
+    let warning = stderr_line(&server, "the no-effect warning", |l| {
+        l.contains("--busy-poll has no effect")
+    });
+    assert!(warning.contains("reply, echo and discard"), "{warning}");
+    let mut stream = connect(&addr);
+    stream
+        .write_all(b"ping\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut reply = [0u8; 5];
+    stream
+        .read_exact(&mut reply)
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.report()));
+    assert_eq!(&reply, b"ping\n");
 }
