@@ -47,9 +47,9 @@ fn build_runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
 /// Prints `error: …` on stderr (red on a terminal) and returns the exit code.
 fn fail(message: &str, code: u8, color: bool) -> ExitCode {
     if color {
-        eprintln!("\x1b[1;31merror:\x1b[0m {message}");
+        logging::to_stderr(format_args!("\x1b[1;31merror:\x1b[0m {message}\n"));
     } else {
-        eprintln!("error: {message}");
+        logging::to_stderr(format_args!("error: {message}\n"));
     }
     ExitCode::from(code)
 }

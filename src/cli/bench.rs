@@ -143,7 +143,7 @@ fn publish(report: &Report, json: Option<&Path>) -> Result<()> {
     let table = report.to_text();
     match json {
         Some(path) if path == Path::new("-") => {
-            eprint!("{table}");
+            crate::obs::logging::to_stderr(format_args!("{table}"));
             write_stdout(&format!("{}\n", report.to_json()))
         }
         Some(path) => {

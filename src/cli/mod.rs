@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::client;
 use crate::error::{Error, Result};
-use crate::obs::{Event, EventLog, LogFormat, metrics};
+use crate::obs::{Event, EventLog, LogFormat, logging, metrics};
 use crate::probe::{self, PortReport, ProbeSummary};
 use crate::relay::Relay;
 use crate::server::Server;
@@ -74,9 +74,9 @@ fn print_summary<T: std::fmt::Display + serde::Serialize>(summary: &T, format: L
             if let Some(object) = value.as_object_mut() {
                 object.insert("event".into(), "summary".into());
             }
-            eprintln!("{value}");
+            logging::to_stderr(format_args!("{value}\n"));
         }
-        LogFormat::Seed | LogFormat::Text => eprintln!("{summary}"),
+        LogFormat::Seed | LogFormat::Text => logging::to_stderr(format_args!("{summary}\n")),
     }
 }
 
@@ -151,7 +151,10 @@ async fn probe(config: config::ProbeConfig, global: &GlobalArgs) -> Result<()> {
     };
     let reports = probe::probe(&config.host, &config.ports, config.options, print).await?;
     let summary = ProbeSummary::of(&reports);
-    eprintln!("probed {} port(s) on {host_text}: {summary}", reports.len());
+    logging::to_stderr(format_args!(
+        "probed {} port(s) on {host_text}: {summary}\n",
+        reports.len()
+    ));
     if summary.open == 0 {
         return Err(Error::NoneOpen {
             host: host_text,
@@ -180,7 +183,7 @@ fn port_line(report: &PortReport, host: &str, format: LogFormat) -> String {
 /// Prints which certificate a TLS listener presents, with its fingerprint: on stderr
 /// always (the note's stdout stays the note's), and as an event for text/JSON logs.
 fn announce_certificate(tls: &ServerTls, events: &EventLog) {
-    eprintln!("{}", tls.notice());
+    logging::to_stderr(format_args!("{}\n", tls.notice()));
     let fingerprint = tls.fingerprint().to_string();
     events.emit(Event::Certificate {
         fingerprint: &fingerprint,

@@ -15,10 +15,23 @@ pub fn init(level: &str, format: LogFormat, color: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // By default a failed write is reported with `eprintln!`, which panics when stderr
+        // is a closed pipe (`sockit serve 2>&1 | head`): the panic would take down whatever
+        // task logged, the signal handler's included. A diagnostic that cannot be shown
+        // is dropped instead.
+        .log_internal_errors(false)
         .with_target(false);
     // A second init (tests that call this twice) keeps the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Seed | LogFormat::Text => builder.with_ansi(color).try_init(),
     };
+}
+
+/// Writes to stderr and ignores failure, where `eprint!` would panic: once the reader of
+/// a piped stderr has gone (`sockit serve 2>&1 | head`), the summary, a notice or an
+/// error message cannot be shown, and that must not turn a clean exit into a panic.
+pub fn to_stderr(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_fmt(text);
 }

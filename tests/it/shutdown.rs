@@ -246,3 +246,59 @@ fn writable_within(stream: &std::net::TcpStream, wait: Duration) -> bool {
     let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
     ready > 0
 }
+
+/// A server whose output nobody reads any more (`sockit serve 2>&1 | head -2`: the pipe's
+/// reader has exited) still stops cleanly on SIGTERM, served by the lane or by tasks. Every
+/// line it writes after that fails with EPIPE; none of those failures may panic the task
+/// that logged (the signal handler logs "SIGTERM received" first) or the summary at exit.
+#[test]
+fn sigterm_stops_a_server_whose_output_pipe_was_closed() {
+    for mode in [&[][..], &["--exec", "cat"][..]] {
+        let mut args = vec!["serve", "tcp://127.0.0.1:0"];
+        args.extend_from_slice(mode);
+        let mut child = crate::util::sockit_command(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn: {e}"));
+        let Some(stdout) = child.stdout.take() else {
+            panic!("no stdout pipe");
+        };
+        let mut first = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = first
+            .trim()
+            .trim_start_matches("server start at: ")
+            .to_string();
+        drop(child.stderr.take());
+        // Both pipes' readers are gone now; an exchange makes the server write to them.
+        let mut stream = crate::util::connect_tcp(&addr);
+        stream
+            .write_all(b"hello tcp server")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = [0u8; 16];
+        std::io::Read::read_exact(&mut stream, &mut reply).unwrap_or_else(|e| panic!("{e}"));
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        // SAFETY: kill(2) on our own child with a valid signal has no memory effects.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{mode:?}: SIGTERM did not stop a server writing to a closed pipe");
+                }
+                Err(e) => panic!("wait: {e}"),
+            }
+        };
+        assert!(status.success(), "{mode:?}: {status:?}");
+    }
+}
