@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::UdpSocket;
 
 use crate::ops::stderr_line;
-use crate::util::{Proc, TIMEOUT, connect_tcp as connect};
+use crate::util::{Proc, TIMEOUT, connect_tcp as connect, exchange_to_eof};
 
 /// Exchanges per test: enough for the window to open and stay open for most of them.
 const ROUNDS: usize = 300;
@@ -29,14 +29,7 @@ fn tcp_answers_times_out_and_stops_while_polling() {
     ]);
     let addr = server.listening();
     for round in 0..ROUNDS {
-        let mut stream = connect(&addr);
-        stream
-            .write_all(b"hello tcp server")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut reply = Vec::new();
-        stream
-            .read_to_end(&mut reply)
-            .unwrap_or_else(|e| panic!("round {round}: {e}\n{}", server.report()));
+        let reply = exchange_to_eof(&mut connect(&addr), b"hello tcp server");
         assert_eq!(reply, b"hello tcp client", "round {round}");
     }
     let mut silent = connect(&addr);

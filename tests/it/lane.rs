@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use crate::ops::stderr_line;
-use crate::util::{Proc, connect_tcp as connect};
+use crate::util::{Proc, connect_tcp as connect, exchange_to_eof};
 
 /// One small exchange on a fresh connection, as the note's client does.
 fn hello(addr: &str) -> Vec<u8> {
@@ -167,13 +167,7 @@ fn with_close_the_reply_and_the_fin_share_one_segment() {
 /// client received (the kernel's `tcpi_segs_in`).
 fn segments_received_in_exchange(addr: &str) -> u32 {
     let mut stream = connect(addr);
-    stream
-        .write_all(b"hello tcp server")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let reply = exchange_to_eof(&mut stream, b"hello tcp server");
     assert_eq!(reply, b"hello tcp client");
     tcp_info(&stream).tcpi_segs_in
 }

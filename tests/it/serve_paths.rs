@@ -10,7 +10,7 @@ use sockit::ServeOptions;
 use sockit::behaviour::Responder;
 use sockit::server::AfterReply;
 
-use crate::util::{TIMEOUT, start_server, within};
+use crate::util::{TIMEOUT, connect_tcp, exchange_to_eof, start_server, within};
 
 /// A reply far larger than loopback socket buffers: the on-the-spot write can only send
 /// part of it, and the connection's task must send the rest before closing.
@@ -29,16 +29,7 @@ async fn a_reply_too_big_to_write_at_once_is_finished_before_close() {
     let received = within(
         "the whole reply, then EOF",
         tokio::task::spawn_blocking(move || {
-            let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
-            stream.set_read_timeout(Some(TIMEOUT)).ok();
-            stream
-                .write_all(b"hello tcp server")
-                .unwrap_or_else(|e| panic!("{e}"));
-            let mut all = Vec::new();
-            stream
-                .read_to_end(&mut all)
-                .unwrap_or_else(|e| panic!("{e}"));
-            all
+            exchange_to_eof(&mut connect_tcp(&addr), b"hello tcp server")
         }),
     )
     .await

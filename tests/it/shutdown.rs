@@ -281,23 +281,15 @@ fn sigterm_stops_a_server_whose_output_pipe_was_closed() {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut reply = [0u8; 16];
         std::io::Read::read_exact(&mut stream, &mut reply).unwrap_or_else(|e| panic!("{e}"));
-        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-        // SAFETY: kill(2) on our own child with a valid signal has no memory effects.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{mode:?}: SIGTERM did not stop a server writing to a closed pipe");
-                }
-                Err(e) => panic!("wait: {e}"),
+        crate::util::send_signal(&child, libc::SIGTERM);
+        let status = match crate::util::exit_within_timeout(&mut child) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{mode:?}: SIGTERM did not stop a server writing to a closed pipe");
             }
+            Err(e) => panic!("wait: {e}"),
         };
         assert!(status.success(), "{mode:?}: {status:?}");
     }

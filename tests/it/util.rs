@@ -206,10 +206,7 @@ impl Proc {
 
     /// Sends a signal (e.g. `libc::SIGTERM`).
     pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).unwrap_or(i32::MAX);
-        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        send_signal(&self.child, signal);
     }
 
     /// Whether the process has not exited yet.
@@ -219,22 +216,37 @@ impl Proc {
 
     /// Waits for exit; returns the status and the rest of stdout.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    // Collect what the reader thread still has.
-                    while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-                        self.stdout.push(line);
-                    }
-                    return status;
+        match exit_within_timeout(&mut self.child) {
+            Ok(Some(status)) => {
+                // Collect what the reader thread still has.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                    self.stdout.push(line);
                 }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Ok(None) => panic!("process did not exit in time\n{}", self.report()),
-                Err(e) => panic!("wait failed: {e}\n{}", self.report()),
+                status
             }
+            Ok(None) => panic!("process did not exit in time\n{}", self.report()),
+            Err(e) => panic!("wait failed: {e}\n{}", self.report()),
+        }
+    }
+}
+
+/// Sends `signal` (e.g. `libc::SIGTERM`) to a child this test started.
+pub fn send_signal(child: &Child, signal: i32) {
+    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// Waits at most [`TIMEOUT`] for `child` to exit: its status, or `None` if it is still
+/// running then.
+pub fn exit_within_timeout(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match child.try_wait()? {
+            Some(status) => return Ok(Some(status)),
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            None => return Ok(None),
         }
     }
 }
@@ -287,6 +299,18 @@ pub fn connect_tcp(addr: &str) -> std::net::TcpStream {
         .set_write_timeout(Some(TIMEOUT))
         .unwrap_or_else(|e| panic!("{e}"));
     stream
+}
+
+/// Sends `message` on `stream`, then reads until the server closes: the note's exchange
+/// with a server that closes after its reply.
+pub fn exchange_to_eof(stream: &mut std::net::TcpStream, message: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    stream.write_all(message).unwrap_or_else(|e| panic!("{e}"));
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .unwrap_or_else(|e| panic!("{e}"));
+    reply
 }
 
 /// Awaits `future` for at most [`TIMEOUT`], panicking with `what` if it takes longer.
