@@ -10,7 +10,7 @@
 //! wake-up of the relay moves everything queued, so the relay, the sender and the
 //! receiver all wake less often. On loopback, reads of up to 4 MiB carried more than
 //! iperf3 direct, ahead of the zero-copy path ([`super::splice`], `--copy splice`) at any
-//! pipe size; see the README's relay benchmark. Both paths keep the same contract:
+//! pipe size (`bench/RESULTS.md`, relay throughput). Both paths keep the same contract:
 //! half-close passed on, [`FlowStats`] kept, idle activity noted, at most one buffer's
 //! worth held per direction.
 

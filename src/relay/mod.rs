@@ -89,10 +89,9 @@ pub struct RelayOptions {
 
 impl RelayOptions {
     /// Default per-direction bound: what a full-speed copy needs. On loopback, reads of up
-    /// to 4 MiB (Linux's default largest TCP send buffer) carry 1.05–1.08× of what iperf3
-    /// measures direct, reads of up to 2 MiB 0.88× and of 256 KiB 0.82× (see the README's
-    /// relay benchmark). A buffer starts at 16 KiB and doubles only when a read fills it,
-    /// so quiet and chatty connections do not pay for it.
+    /// to 4 MiB (Linux's default largest TCP send buffer) carry more than smaller ones
+    /// (`bench/RESULTS.md`, relay throughput). A buffer starts at 16 KiB and doubles only
+    /// when a read fills it, so quiet and chatty connections do not pay for it.
     pub const DEFAULT_BUFFER: usize = 4 * 1024 * 1024;
     /// Datagram sessions must expire even when `--idle-timeout 0` is asked for, or the
     /// map would only ever grow to its cap: this is their idle limit then.
@@ -120,10 +119,9 @@ impl RelayOptions {
 /// How a stream relay copies bytes between a client and its target.
 ///
 /// An enum and not a switch so the choice reads in the code, the CLI (`--copy`) and the
-/// benchmark tables alike. Buffered is the default because it measured fastest: on
-/// loopback, reads of up to 4 MiB carried 1.05× of what iperf3 measures direct, splice
-/// 0.79× at its best pipe size (256 KiB); larger pipes did not help splice (see the
-/// README's relay benchmark). Splice is there to measure on hosts where copies are dear.
+/// benchmark tables alike. Buffered is the default because it measured fastest on
+/// loopback, against splice at any pipe size (`bench/RESULTS.md`, relay throughput).
+/// Splice is there to measure on hosts where copies are dear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CopyMode {
     /// Read into a buffer that grows with the traffic (up to `--buffer`) and write it

@@ -3,9 +3,9 @@
 //! moves its bytes with splice(2) from the source socket into a kernel pipe and from the
 //! pipe into the destination socket. The bytes never enter user space: the kernel passes
 //! page references along, so the relay's CPU goes into TCP itself rather than into
-//! copies. On loopback it still carries less than the default buffered copy with large
-//! reads (0.79× of iperf3 direct at a 256 KiB pipe, against 1.05×; larger pipes do not
-//! help), so it is an option to measure on a real host, not the default.
+//! copies. On loopback it carries less than the default buffered copy with large reads,
+//! whatever the pipe size (`bench/RESULTS.md`, relay throughput), so it is an option to
+//! measure on a real host, not the default.
 //!
 //! The contract is [`super::copy::pipe`]'s, unchanged:
 //!

@@ -154,8 +154,8 @@ struct Conns {
 
 impl FastLane {
     /// A lane for this shard when its connections can use one (see the module docs);
-    /// `None` otherwise, or when the system refuses an epoll set (then connections get
-    /// tasks, as before).
+    /// `None` otherwise, or when the system refuses an epoll set (then each connection
+    /// gets a task).
     pub(crate) fn for_server(shared: &Arc<Shared>) -> Option<FastLane> {
         if !conn::can_serve_now(shared) {
             return None;
@@ -488,8 +488,8 @@ fn interest(watch_writes: bool) -> Interest {
 /// the connection's reads for this turn are used.
 ///
 /// Always inlined into [`Conns::serve`], its only hot caller, with [`conn::answer_now`]:
-/// together with bare system calls that took the per-message cost under callgrind from
-/// 216 to 150 instructions.
+/// as calls they cost register saving and result passing on every message (callgrind
+/// counts in `bench/RESULTS.md`).
 #[inline(always)]
 fn advance(
     conn: &mut Conn,
@@ -541,7 +541,7 @@ fn advance(
             return Progress::Ended(end);
         }
         if n >= BULK_READ && !conn.wakes_in_bulk && may_wake_in_bulk(shared) {
-            // Best effort: without it the connection is served as before.
+            // Best effort: without it the kernel wakes the lane per segment, which is only slower.
             conn.wakes_in_bulk = conn.stream.set_wake_threshold(BULK_WAKE).is_ok();
         }
         if conn.state.tally.messages >= Tally::FLUSH_EVERY {

@@ -2,13 +2,11 @@
 //! PROXY header) runs on a thread of its own that waits in one epoll set: its listener,
 //! its [`FastLane`] of connections, and a waker for shutdown. Nothing else is involved.
 //!
-//! Why not tokio's reactor: the lane's epoll set used to be watched by tokio's own
-//! epoll set. Nested that way, every event on every connection ran the kernel's wake-up
-//! callback twice, once per set, on the CPU of the client that sent it; `perf` on the
-//! load generator showed its share of wake-up work going from 3.3 % (driving the C
-//! server) to 5.6 % (driving sockit). Each wake-up also paid tokio's park and turn on top
-//! of the lane's own `epoll_wait`. Here the thread sleeps in the lane's `epoll_wait`
-//! itself, as the C server does, and both costs are gone.
+//! Why not tokio's reactor: an epoll set watched by tokio's own epoll set runs the
+//! kernel's wake-up callback twice for every event on every connection, once per set, on
+//! the CPU of the client that sent it, and each wake-up also pays tokio's park and turn on
+//! top of the lane's own `epoll_wait` (`bench/RESULTS.md`, the design choices table).
+//! Here the thread sleeps in the lane's `epoll_wait` itself, as the C server does.
 //!
 //! On Linux the thread also takes a descriptor table of its own, as a process of its own
 //! would ([`super::own_table`]): no reference counting per system call, no table lock

@@ -4,9 +4,8 @@
 //! Why: in a process whose threads share one table, every system call on a descriptor
 //! takes and drops a reference on its file (two atomic operations that a process with one
 //! thread skips), and every `accept` and `close` takes the table's lock, which all shards
-//! would contend for. Under the stick's echo load (50 connections, 64-byte messages) the
-//! shared table cost 1.0–1.4 % of the messages per second (two sets of 10 alternating
-//! runs against the same build sharing it).
+//! would contend for. What that costs echo is measured in `bench/RESULTS.md` (the design
+//! choices table).
 //!
 //! `unshare(CLONE_FILES)` gives the thread a copy of the table. The copy is then cut down
 //! to what the thread may use, so that it keeps no other thread's socket, pipe or file
@@ -29,7 +28,7 @@ use std::os::fd::RawFd;
 /// Gives the calling thread its own descriptor table holding only `keep`, the standard
 /// streams and the wake-up descriptors (see the module docs). `false` where that is not
 /// possible (other systems; no `/proc`; a sandbox that forbids `unshare`): the thread
-/// then goes on sharing the process's table, as before.
+/// then goes on sharing the process's table.
 pub(crate) fn take_own(keep: &[RawFd]) -> bool {
     #[cfg(target_os = "linux")]
     {

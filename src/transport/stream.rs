@@ -150,10 +150,9 @@ impl StdStream {
 /// itself, inlined, instead of going through libc). glibc's `recv` (which std calls)
 /// brackets every call in pthread cancellation bookkeeping once a process has a second
 /// thread: about 60 of the 400 user-space instructions of an echoed message in the fast
-/// lane, and glibc's `syscall` wrapper (what sockit called before) costs another 11 per
-/// call. No sockit thread is ever cancelled, so the brackets buy nothing; skipping them
-/// (and std's wrapper) measured 1.0–2.1 % more echo messages per second in three sets of
-/// 12–16 alternating runs (the README's performance notes).
+/// lane, and glibc's `syscall` wrapper costs another 11 per call. No sockit thread is
+/// ever cancelled, so the brackets buy nothing; what skipping them gains is measured in
+/// `bench/RESULTS.md` (the design choices table).
 #[inline]
 fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let (received, _) = rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())?;
