@@ -42,7 +42,7 @@ OUT=$WORKDIR/out
 HOST=127.0.0.1
 
 for f in loadgen.c refserver.c; do
-  [ -f "$PEERS/$f" ] || { echo "no $PEERS/$f: set PEERS to the stick's directory" >&2; exit 1; }
+  [ -f "$PEERS/$f" ] || { echo "no $PEERS/$f: set PEERS to the measuring stick's directory (../shared/peers)" >&2; exit 1; }
 done
 if [ -z "${SOCKIT:-}" ]; then
   (cd "$ROOT" && cargo build --release -q) || exit 1
