@@ -38,7 +38,8 @@ use tokio::task::JoinSet;
 
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
-use crate::transport::MAX_DATAGRAM;
+use crate::transport::tls::ClientTls;
+use crate::transport::{ConnectOptions, MAX_DATAGRAM};
 use driver::{DatagramDriver, EchoDriver, HelloDriver, ReplyLength, StreamDriver, Target};
 use measure::{Measured, Plan, SharedLatency, Window, run_connection};
 use progress::{Progress, RateUnit};
@@ -169,6 +170,9 @@ pub struct BenchOptions {
     /// Threads driving the connections, each with its own runtime; more than one per
     /// core only adds switching.
     pub threads: usize,
+    /// The TLS client for a `tls://` endpoint, built once for the run and shared by every
+    /// connection (`None`: the system's trusted roots).
+    pub tls: Option<ClientTls>,
 }
 
 /// A finished run: the report, and the first failure for the exit status.
@@ -203,6 +207,7 @@ impl BenchOptions {
             timeout: Duration::from_secs(2),
             progress: ProgressDisplay::Hidden,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tls: None,
         }
     }
 
@@ -297,7 +302,10 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
             endpoint: Arc::new(options.endpoint.clone()),
             request: options.request.clone(),
             reply: options.reply,
-            connect_timeout: options.timeout,
+            connect: ConnectOptions {
+                timeout: options.timeout,
+                tls: options.tls.clone(),
+            },
         },
         plan: Plan {
             load: options.load,

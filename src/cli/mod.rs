@@ -134,10 +134,7 @@ async fn relay(config: config::RelayConfig, global: &GlobalArgs, events: &EventL
 /// `sockit probe`: one line per port on stdout, a summary on stderr; exit 1 if none open.
 async fn probe(config: config::ProbeConfig, global: &GlobalArgs) -> Result<()> {
     use std::io::Write;
-    let host_text = match &config.host {
-        crate::endpoint::Host::Ip(ip) => ip.to_string(),
-        crate::endpoint::Host::Name(name) => name.clone(),
-    };
+    let host_text = config.host.to_string();
     let format = global.log;
     let print = |report: &PortReport| {
         if config.only_open && report.state != probe::PortState::Open {
