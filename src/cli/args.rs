@@ -211,6 +211,7 @@ never averaged): for runs taken at the same time against one server from several
 #[command(
     name = "sockit",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = MAIN_EXAMPLES,
@@ -285,6 +286,9 @@ pub enum Command {
     /// Load-test a server: throughput, latency percentiles, errors by kind.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
+    /// Print the version with what a bug report needs: git commit, build profile,
+    /// features, compiler and target (the same as `sockit --version`; `-V` is short).
+    Version,
 }
 
 /// Help heading for the flags choosing what a server does.

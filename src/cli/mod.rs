@@ -37,6 +37,20 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
         Command::Relay(args) => relay(args.into_config()?, &cli.global, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
+        Command::Version => print_version(),
+    }
+}
+
+/// `sockit version`: the long version on stdout.
+fn print_version() -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "sockit {}", crate::build_info::LONG_VERSION) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            doing: "writing the version".into(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
