@@ -370,8 +370,7 @@ fn parse_host_port(text: &str) -> Result<HostPort, String> {
     })
 }
 
-/// Parses what is inside `[…]`: an IPv6 literal, maybe with a zone (`fe80::1%eth0`, or
-/// `%25` as URLs write the `%`).
+/// Parses what is inside `[…]`: an IPv6 literal, maybe with a zone (`fe80::1%eth0`).
 fn parse_bracketed(inside: &str) -> Result<Host, String> {
     let not_v6 = || format!("{inside:?} is not an IPv6 address");
     let Some((address, zone)) = inside.split_once('%') else {
@@ -381,10 +380,6 @@ fn parse_bracketed(inside: &str) -> Result<Host, String> {
             .map_err(|_| not_v6());
     };
     let ip: Ipv6Addr = address.parse().map_err(|_| not_v6())?;
-    let zone = match zone.strip_prefix("25") {
-        Some(rest) if !rest.is_empty() => rest,
-        _ => zone,
-    };
     let valid_zone = !zone.is_empty()
         && zone.len() < 16
         && zone
@@ -612,6 +607,113 @@ mod tests {
             hp.resolve().await?,
             vec!["127.0.0.1:8000".parse().unwrap_or_else(|_| unreachable!())]
         );
+        Ok(())
+    }
+
+    /// Issue 15 item 9: a number that is too large is named as a bad port, not as a
+    /// missing one.
+    #[test]
+    fn an_out_of_range_bare_port_is_named_as_such() {
+        assert!(reason("65536").contains("65536 is not a port: ports go from 0 to 65535"));
+        assert!(!reason("65536").contains("missing"));
+    }
+
+    /// Issue 15 item 9: port 0 is for servers only.
+    #[test]
+    fn port_zero_is_refused_as_a_target_with_the_reason() -> Result<(), EndpointError> {
+        let refused = Endpoint::parse_target("0").err().map(|e| e.reason);
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|r| r.contains("port 0") && !r.contains("sockit serve")),
+            "{refused:?}"
+        );
+        assert_eq!(parse("0").to_string(), "tcp://127.0.0.1:0");
+        assert_eq!(
+            Endpoint::parse_target("udp://[::1]:53")?.to_string(),
+            "udp://[::1]:53"
+        );
+        Ok(())
+    }
+
+    /// Issue 15 item 9: `HOST PORT` as nc takes them.
+    #[test]
+    fn host_and_port_as_two_words() -> Result<(), EndpointError> {
+        let two = |host: &str, port: &str| Endpoint::from_host_and_port(host, port);
+        assert_eq!(
+            two("127.0.0.1", "9000")?.to_string(),
+            "tcp://127.0.0.1:9000"
+        );
+        assert_eq!(
+            two("tls://example.org", "443")?.to_string(),
+            "tls://example.org:443"
+        );
+        assert_eq!(two("::1", "80")?.to_string(), "tcp://[::1]:80");
+        assert_eq!(two("udp://[::1]", "53")?.to_string(), "udp://[::1]:53");
+        assert!(two("127.0.0.1:80", "90").is_err_and(|e| e.reason.contains("already has a port")));
+        assert!(two("127.0.0.1", "http").is_err_and(|e| e.reason.contains("not a port")));
+        assert!(two("127.0.0.1", "0").is_err_and(|e| e.reason.contains("port 0")));
+        assert!(two("unix:/tmp/s", "1").is_err_and(|e| e.reason.contains("no port")));
+        Ok(())
+    }
+
+    /// Issue 15 item 9: internationalised names become their ASCII (punycode) form, which
+    /// prints and parses back unchanged. Nothing is resolved.
+    #[test]
+    fn idn_hosts_are_converted_to_ascii() {
+        let endpoint = parse("tcp://münchen.example:80");
+        assert_eq!(endpoint.to_string(), "tcp://xn--mnchen-3ya.example:80");
+        assert_eq!(parse(&endpoint.to_string()), endpoint);
+        assert_eq!(
+            parse("bücher.example:1").to_string(),
+            "tcp://xn--bcher-kva.example:1"
+        );
+        assert!(reason("tcp://bad host:80").contains("not an IP address"));
+        assert!(reason("tcp://a\u{0}b.example:80").contains("not an IP address"));
+    }
+
+    /// Issue 15 item 9: IPv6 zone ids, by name or index.
+    #[test]
+    fn ipv6_zone_ids_are_accepted() {
+        let scoped = parse("tcp://[fe80::1%lo]:8000");
+        assert_eq!(
+            scoped.host_port().map(|hp| hp.host.clone()),
+            Some(Host::ScopedV6 {
+                ip: "fe80::1".parse().unwrap_or_else(|_| unreachable!()),
+                zone: "lo".into()
+            })
+        );
+        assert_eq!(scoped.to_string(), "tcp://[fe80::1%lo]:8000");
+        assert_eq!(parse(&scoped.to_string()), scoped);
+        assert_eq!(
+            parse("udp://[fe80::1%253]:53").to_string(),
+            "udp://[fe80::1%253]:53"
+        );
+        assert!(reason("tcp://[fe80::1%]:80").contains("not a zone"));
+        assert!(reason("tcp://[fe80::1%a b]:80").contains("not a zone"));
+        assert!(reason("tcp://[nope%lo]:80").contains("not an IPv6"));
+    }
+
+    #[tokio::test]
+    async fn a_zone_resolves_to_its_interface_index() -> crate::Result<()> {
+        let by_index = parse("tcp://[fe80::1%1]:80");
+        let addrs = by_index.host_port().map(HostPort::resolve);
+        let Some(addrs) = addrs else { unreachable!() };
+        match addrs.await?.as_slice() {
+            [SocketAddr::V6(v6)] => assert_eq!(v6.scope_id(), 1),
+            other => panic!("{other:?}"),
+        }
+        let missing = parse("tcp://[fe80::1%no-such-if0]:80");
+        let Some(hp) = missing.host_port() else {
+            unreachable!()
+        };
+        let error = hp
+            .resolve()
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("no network interface"), "{error}");
         Ok(())
     }
 }

@@ -1079,4 +1079,58 @@ mod tests {
             assert!(!text.contains('\n'));
         }
     }
+
+    #[test]
+    fn fingerprints_parse_as_printed_or_as_lowercase_hex() {
+        let fp = Fingerprint([0x8a; 32]);
+        let printed = fp.to_string();
+        assert_eq!(printed.parse::<Fingerprint>().ok(), Some(fp.clone()));
+        assert_eq!("8a".repeat(32).parse::<Fingerprint>().ok(), Some(fp));
+        assert!("8A:92".parse::<Fingerprint>().is_err());
+        assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
+    }
+
+    /// A self-signed certificate trusted as it is must still be in date and name the host.
+    #[test]
+    fn a_certificate_trusted_as_it_is_is_still_checked_for_dates_and_name() {
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        let localhost = ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
+        let now = UnixTime::now();
+        let expired = CheckedTrust::check_exact(cert.der(), &localhost, now);
+        assert!(
+            matches!(
+                expired,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ExpiredContext { .. }
+                ))
+            ),
+            "{expired:?}"
+        );
+        let in_2020 = UnixTime::since_unix_epoch(Duration::from_secs(1_600_000_000));
+        assert!(CheckedTrust::check_exact(cert.der(), &localhost, in_2020).is_ok());
+        let other = ServerName::try_from("example.org").unwrap_or_else(|e| panic!("{e}"));
+        assert!(CheckedTrust::check_exact(cert.der(), &other, in_2020).is_err());
+    }
+
+    #[test]
+    fn webpki_rejections_read_as_words() {
+        let ca_as_leaf = CertificateError::Other(rustls::OtherError(Arc::new(
+            webpki::Error::CaUsedAsEndEntity,
+        )));
+        let text = explain_certificate(&ca_as_leaf, Side::Client(&Trust::System));
+        assert!(
+            text.contains("self-signed") && text.contains("--pin"),
+            "{text}"
+        );
+        assert!(!text.contains("Other"), "{text}");
+        assert_eq!(
+            debug_words(&webpki::Error::RequiredEkuNotFound),
+            "required eku not found"
+        );
+    }
 }

@@ -26,3 +26,4 @@ mod tls;
 mod tls_trust;
 mod transports;
 mod util;
+mod wording;
