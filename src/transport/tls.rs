@@ -1129,8 +1129,8 @@ mod tests {
         );
         assert!(!text.contains("Other"), "{text}");
         assert_eq!(
-            debug_words(&webpki::Error::RequiredEkuNotFound),
-            "required eku not found"
+            debug_words(&webpki::Error::UnsupportedCriticalExtension),
+            "unsupported critical extension"
         );
     }
 }

@@ -84,12 +84,7 @@ fn connect_takes_host_and_port_as_two_words_like_nc() {
     assert_eq!(code(&output), 0, "{}", describe(&output));
     assert_eq!(output.stdout, b"hi\n", "{}", describe(&output));
     // send's second word is the message: say what was meant.
-    assert_error(
-        &["send", host, port],
-        2,
-        &["did you mean", &format!("{addr}")],
-        &[],
-    );
+    assert_error(&["send", host, port], 2, &["did you mean", &addr], &[]);
 }
 
 #[test]
