@@ -16,10 +16,14 @@
 //! | `PORT` | same as `tcp://127.0.0.1:PORT` |
 //! | `tcp`, `udp`, `tls` | the note's address, `127.0.0.1:8000` |
 //!
-//! IPv6 literals go in brackets: `tcp://[::1]:8000`.
+//! IPv6 literals go in brackets: `tcp://[::1]:8000`, with a zone for link-local
+//! addresses: `tcp://[fe80::1%eth0]:8000`. Internationalised host names (`münchen.example`)
+//! are turned into their ASCII form (`xn--mnchen-3ya.example`), which is what DNS and TLS
+//! certificates carry. A client target may also be given as two words, `HOST PORT`, as nc
+//! takes it ([`Endpoint::from_host_and_port`]).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -74,8 +78,17 @@ pub struct HostPort {
 pub enum Host {
     /// An IPv4 or IPv6 literal: no resolution needed.
     Ip(IpAddr),
-    /// A name such as `localhost`, resolved when used.
+    /// A name such as `localhost`, resolved when used (always ASCII: an internationalised
+    /// name is kept in its `xn--` form).
     Name(String),
+    /// A link-local IPv6 literal with its zone (`fe80::1%eth0`): the interface, by name or
+    /// index, that the address belongs to.
+    ScopedV6 {
+        /// The address.
+        ip: Ipv6Addr,
+        /// The zone as written: an interface name or a number.
+        zone: String,
+    },
 }
 
 /// The address of a Unix-domain socket.
@@ -144,6 +157,60 @@ impl Endpoint {
         }
     }
 
+    /// Parses a place to connect to: any endpoint form except port 0, which only makes sense
+    /// to a server ("any free port").
+    ///
+    /// # Errors
+    /// [`EndpointError`] as for parsing, or naming port 0.
+    pub fn parse_target(text: &str) -> Result<Endpoint, EndpointError> {
+        let endpoint: Endpoint = text.parse()?;
+        if endpoint.host_port().is_some_and(|hp| hp.port == 0) {
+            return Err(EndpointError {
+                input: text.to_string(),
+                reason: "port 0 is not a port one can connect to (to a server it means \"any free \
+                         port\"); give the port the server listens on, which it prints at start"
+                    .into(),
+            });
+        }
+        Ok(endpoint)
+    }
+
+    /// The nc habit, `HOST PORT` as two words (`127.0.0.1 9000`, `tls://example.org 443`,
+    /// `::1 80`): the host part may carry a scheme but no port.
+    ///
+    /// # Errors
+    /// [`EndpointError`] when the first word already has a port or is not a host, or the
+    /// second is not a port.
+    pub fn from_host_and_port(host: &str, port: &str) -> Result<Endpoint, EndpointError> {
+        let input = format!("{host} {port}");
+        let fail = |reason: String| EndpointError {
+            input: input.clone(),
+            reason,
+        };
+        let (scheme, bare) = match host.split_once("://") {
+            Some((scheme, rest)) => (format!("{scheme}://"), rest),
+            None => (String::new(), host),
+        };
+        if scheme.is_empty() && (bare.starts_with("unix:") || bare.starts_with("unixgram:")) {
+            return Err(fail(
+                "a Unix socket has no port; give its path alone, e.g. unix:/tmp/sockit.sock".into(),
+            ));
+        }
+        if parse_host_port(bare).is_ok() {
+            return Err(fail(format!(
+                "{host} already has a port, so {port:?} is one word too many"
+            )));
+        }
+        let port = parse_port(port.trim()).map_err(fail)?;
+        let host_part = match bare.strip_prefix('[').and_then(|b| b.strip_suffix(']')) {
+            Some(inside) => format!("[{inside}]"),
+            None if bare.contains(':') => format!("[{bare}]"),
+            None => bare.to_string(),
+        };
+        let joined = format!("{scheme}{host_part}:{port}");
+        Endpoint::parse_target(&joined).map_err(|e| fail(e.reason))
+    }
+
     /// The same endpoint with another port (used to suggest a free port after "address in use").
     pub fn with_port(&self, port: u16) -> Endpoint {
         let mut copy = self.clone();
@@ -172,6 +239,17 @@ impl HostPort {
     pub async fn resolve(&self) -> crate::Result<Vec<SocketAddr>> {
         match &self.host {
             Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
+            Host::ScopedV6 { ip, zone } => {
+                let scope = zone_index(zone).ok_or_else(|| crate::Error::HostNotFound {
+                    host: self.host.to_string(),
+                    reason: format!(
+                        "there is no network interface {zone:?} (see `ip link`; a number is taken as an interface index)"
+                    ),
+                })?;
+                Ok(vec![SocketAddr::V6(SocketAddrV6::new(
+                    *ip, self.port, 0, scope,
+                ))])
+            }
             Host::Name(name) => {
                 let found = tokio::net::lookup_host((name.as_str(), self.port))
                     .await
@@ -190,6 +268,17 @@ impl HostPort {
             }
         }
     }
+}
+
+/// The interface index a zone names: a number as it is, a name through the kernel.
+fn zone_index(zone: &str) -> Option<u32> {
+    if let Ok(index) = zone.parse::<u32>() {
+        return Some(index);
+    }
+    let name = std::ffi::CString::new(zone).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 impl FromStr for Endpoint {
@@ -242,7 +331,8 @@ impl FromStr for Endpoint {
         if let Some((scheme, _)) = text.split_once("://") {
             return Err(fail(&format!("unknown scheme {scheme:?}")));
         }
-        if let Ok(port) = text.parse::<u16>() {
+        if text.bytes().all(|b| b.is_ascii_digit()) {
+            let port = parse_port(text).map_err(|r| fail(&r))?;
             return Ok(Endpoint::Tcp(HostPort {
                 host: Host::Ip(IpAddr::from([127, 0, 0, 1])),
                 port,
@@ -263,10 +353,7 @@ fn parse_host_port(text: &str) -> Result<HostPort, String> {
         let port_text = after
             .strip_prefix(':')
             .ok_or("a port is missing after the bracketed address, e.g. [::1]:8000")?;
-        let ip: std::net::Ipv6Addr = inside
-            .parse()
-            .map_err(|_| format!("{inside:?} is not an IPv6 address"))?;
-        (Host::Ip(IpAddr::V6(ip)), port_text)
+        (parse_bracketed(inside)?, port_text)
     } else {
         let (host, port) = text
             .rsplit_once(':')
@@ -283,8 +370,40 @@ fn parse_host_port(text: &str) -> Result<HostPort, String> {
     })
 }
 
-/// Parses an IPv4 literal or a host name (letters, digits, `-`, `_`, `.`).
+/// Parses what is inside `[…]`: an IPv6 literal, maybe with a zone (`fe80::1%eth0`).
+fn parse_bracketed(inside: &str) -> Result<Host, String> {
+    let not_v6 = || format!("{inside:?} is not an IPv6 address");
+    let Some((address, zone)) = inside.split_once('%') else {
+        return inside
+            .parse::<Ipv6Addr>()
+            .map(|ip| Host::Ip(IpAddr::V6(ip)))
+            .map_err(|_| not_v6());
+    };
+    let ip: Ipv6Addr = address.parse().map_err(|_| not_v6())?;
+    let valid_zone = !zone.is_empty()
+        && zone.len() < 16
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid_zone {
+        return Err(format!(
+            "{zone:?} is not a zone; write an interface name or index after '%', e.g. [fe80::1%eth0]"
+        ));
+    }
+    Ok(Host::ScopedV6 {
+        ip,
+        zone: zone.to_string(),
+    })
+}
+
+/// Parses an IPv4 literal or a host name (letters, digits, `-`, `_`, `.`); a name with
+/// letters beyond ASCII is turned into its `xn--` form (IDNA).
 fn parse_host(text: &str) -> Result<Host, String> {
+    if !text.is_ascii() {
+        let ascii = idna::domain_to_ascii(text)
+            .map_err(|_| format!("{text:?} is not an IP address or a host name"))?;
+        return parse_host(&ascii);
+    }
     if text.is_empty() {
         return Err("the host is empty; use 127.0.0.1 for this machine or 0.0.0.0 for all".into());
     }
@@ -306,8 +425,13 @@ fn parse_port(text: &str) -> Result<u16, String> {
     if text.is_empty() {
         return Err("the port is empty".into());
     }
-    text.parse::<u16>()
-        .map_err(|_| format!("{text:?} is not a port (0-65535)"))
+    text.parse::<u16>().map_err(|_| {
+        if text.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{text} is not a port: ports go from 0 to 65535")
+        } else {
+            format!("{text:?} is not a port (0-65535)")
+        }
+    })
 }
 
 /// Parses what follows `unix:` / `unixgram:`: a path, or `@name` for the abstract namespace.
@@ -356,9 +480,21 @@ impl fmt::Display for Endpoint {
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.host {
-            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
-            Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
-            Host::Name(name) => write!(f, "{name}:{}", self.port),
+            Host::Ip(IpAddr::V6(_)) | Host::ScopedV6 { .. } => {
+                write!(f, "[{}]:{}", self.host, self.port)
+            }
+            Host::Ip(IpAddr::V4(_)) | Host::Name(_) => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// The host as written, without brackets: `127.0.0.1`, `::1`, `fe80::1%eth0`, `example.org`.
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+            Host::ScopedV6 { ip, zone } => write!(f, "{ip}%{zone}"),
         }
     }
 }
@@ -471,6 +607,113 @@ mod tests {
             hp.resolve().await?,
             vec!["127.0.0.1:8000".parse().unwrap_or_else(|_| unreachable!())]
         );
+        Ok(())
+    }
+
+    /// Issue 15 item 9: a number that is too large is named as a bad port, not as a
+    /// missing one.
+    #[test]
+    fn an_out_of_range_bare_port_is_named_as_such() {
+        assert!(reason("65536").contains("65536 is not a port: ports go from 0 to 65535"));
+        assert!(!reason("65536").contains("missing"));
+    }
+
+    /// Issue 15 item 9: port 0 is for servers only.
+    #[test]
+    fn port_zero_is_refused_as_a_target_with_the_reason() -> Result<(), EndpointError> {
+        let refused = Endpoint::parse_target("0").err().map(|e| e.reason);
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|r| r.contains("port 0") && !r.contains("sockit serve")),
+            "{refused:?}"
+        );
+        assert_eq!(parse("0").to_string(), "tcp://127.0.0.1:0");
+        assert_eq!(
+            Endpoint::parse_target("udp://[::1]:53")?.to_string(),
+            "udp://[::1]:53"
+        );
+        Ok(())
+    }
+
+    /// Issue 15 item 9: `HOST PORT` as nc takes them.
+    #[test]
+    fn host_and_port_as_two_words() -> Result<(), EndpointError> {
+        let two = |host: &str, port: &str| Endpoint::from_host_and_port(host, port);
+        assert_eq!(
+            two("127.0.0.1", "9000")?.to_string(),
+            "tcp://127.0.0.1:9000"
+        );
+        assert_eq!(
+            two("tls://example.org", "443")?.to_string(),
+            "tls://example.org:443"
+        );
+        assert_eq!(two("::1", "80")?.to_string(), "tcp://[::1]:80");
+        assert_eq!(two("udp://[::1]", "53")?.to_string(), "udp://[::1]:53");
+        assert!(two("127.0.0.1:80", "90").is_err_and(|e| e.reason.contains("already has a port")));
+        assert!(two("127.0.0.1", "http").is_err_and(|e| e.reason.contains("not a port")));
+        assert!(two("127.0.0.1", "0").is_err_and(|e| e.reason.contains("port 0")));
+        assert!(two("unix:/tmp/s", "1").is_err_and(|e| e.reason.contains("no port")));
+        Ok(())
+    }
+
+    /// Issue 15 item 9: internationalised names become their ASCII (punycode) form, which
+    /// prints and parses back unchanged. Nothing is resolved.
+    #[test]
+    fn idn_hosts_are_converted_to_ascii() {
+        let endpoint = parse("tcp://münchen.example:80");
+        assert_eq!(endpoint.to_string(), "tcp://xn--mnchen-3ya.example:80");
+        assert_eq!(parse(&endpoint.to_string()), endpoint);
+        assert_eq!(
+            parse("bücher.example:1").to_string(),
+            "tcp://xn--bcher-kva.example:1"
+        );
+        assert!(reason("tcp://bad host:80").contains("not an IP address"));
+        assert!(reason("tcp://a\u{0}b.example:80").contains("not an IP address"));
+    }
+
+    /// Issue 15 item 9: IPv6 zone ids, by name or index.
+    #[test]
+    fn ipv6_zone_ids_are_accepted() {
+        let scoped = parse("tcp://[fe80::1%lo]:8000");
+        assert_eq!(
+            scoped.host_port().map(|hp| hp.host.clone()),
+            Some(Host::ScopedV6 {
+                ip: "fe80::1".parse().unwrap_or_else(|_| unreachable!()),
+                zone: "lo".into()
+            })
+        );
+        assert_eq!(scoped.to_string(), "tcp://[fe80::1%lo]:8000");
+        assert_eq!(parse(&scoped.to_string()), scoped);
+        assert_eq!(
+            parse("udp://[fe80::1%253]:53").to_string(),
+            "udp://[fe80::1%253]:53"
+        );
+        assert!(reason("tcp://[fe80::1%]:80").contains("not a zone"));
+        assert!(reason("tcp://[fe80::1%a b]:80").contains("not a zone"));
+        assert!(reason("tcp://[nope%lo]:80").contains("not an IPv6"));
+    }
+
+    #[tokio::test]
+    async fn a_zone_resolves_to_its_interface_index() -> crate::Result<()> {
+        let by_index = parse("tcp://[fe80::1%1]:80");
+        let addrs = by_index.host_port().map(HostPort::resolve);
+        let Some(addrs) = addrs else { unreachable!() };
+        match addrs.await?.as_slice() {
+            [SocketAddr::V6(v6)] => assert_eq!(v6.scope_id(), 1),
+            other => panic!("{other:?}"),
+        }
+        let missing = parse("tcp://[fe80::1%no-such-if0]:80");
+        let Some(hp) = missing.host_port() else {
+            unreachable!()
+        };
+        let error = hp
+            .resolve()
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("no network interface"), "{error}");
         Ok(())
     }
 }

@@ -24,6 +24,7 @@
 //! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
 //! * [`idle`]: "no traffic either way for so long", shared by connect and relay;
 //! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
+//! * [`build_info`]: what this binary was built from (`sockit version`);
 //! * [`shutdown`]: signals (SIGTERM, SIGINT, SIGHUP) → graceful, bounded drain;
 //! * [`obs`]: events on stdout, diagnostics on stderr, counters and `--metrics`;
 //! * [`error`]: every failure with its message and exit code.
@@ -35,6 +36,7 @@
 pub mod access;
 pub mod behaviour;
 pub mod bench;
+pub mod build_info;
 pub mod cli;
 pub mod client;
 pub mod endpoint;

@@ -1,6 +1,6 @@
 //! The network side of a benchmark: one [`Driver`] per traffic pattern, over whatever
 //! transport the endpoint names (TCP, Unix stream and, through
-//! [`connect_stream`], TLS once it exists; UDP and Unix datagram through
+//! [`connect_stream`], TLS with the run's one client configuration; UDP and Unix datagram through
 //! [`DatagramSocket`]).
 //!
 //! * [`HelloDriver`]: the note's exchange, one connection per request: connect, send,
@@ -18,7 +18,6 @@
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -26,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use super::measure::Driver;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::transport::{DatagramSocket, MAX_DATAGRAM, Stream, connect_stream};
+use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, Stream, connect_stream};
 
 /// Most bytes one "first read" reply takes (the note reads 1024); a buffer of this size
 /// per connection keeps 10,000 connections within 40 MB.
@@ -58,8 +57,8 @@ pub struct Target {
     pub request: Bytes,
     /// When a reply is complete.
     pub reply: ReplyLength,
-    /// Limit for connecting.
-    pub connect_timeout: Duration,
+    /// Limit for connecting, and the TLS client shared by every connection.
+    pub connect: ConnectOptions,
 }
 
 impl Target {
@@ -126,7 +125,7 @@ impl Driver for HelloDriver {
     }
 
     async fn exchange(&mut self) -> Result<u64> {
-        let mut stream = connect_stream(&self.target.endpoint, self.target.connect_timeout).await?;
+        let mut stream = connect_stream(&self.target.endpoint, self.target.connect.clone()).await?;
         stream
             .write_all(&self.target.request)
             .await
@@ -166,7 +165,7 @@ impl EchoDriver {
 impl Driver for EchoDriver {
     async fn prepare(&mut self) -> Result<()> {
         if self.stream.is_none() {
-            let stream = connect_stream(&self.target.endpoint, self.target.connect_timeout).await?;
+            let stream = connect_stream(&self.target.endpoint, self.target.connect.clone()).await?;
             self.stream = Some(stream);
         }
         Ok(())
@@ -213,7 +212,7 @@ impl StreamDriver {
 impl Driver for StreamDriver {
     async fn prepare(&mut self) -> Result<()> {
         if self.stream.is_none() {
-            let stream = connect_stream(&self.target.endpoint, self.target.connect_timeout).await?;
+            let stream = connect_stream(&self.target.endpoint, self.target.connect.clone()).await?;
             self.stream = Some(stream);
         }
         Ok(())

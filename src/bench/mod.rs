@@ -38,7 +38,8 @@ use tokio::task::JoinSet;
 
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
-use crate::transport::MAX_DATAGRAM;
+use crate::transport::tls::ClientTls;
+use crate::transport::{ConnectOptions, MAX_DATAGRAM};
 use driver::{DatagramDriver, EchoDriver, HelloDriver, ReplyLength, StreamDriver, Target};
 use measure::{Measured, Plan, SharedLatency, Window, run_connection};
 use progress::{Progress, RateUnit};
@@ -169,6 +170,9 @@ pub struct BenchOptions {
     /// Threads driving the connections, each with its own runtime; more than one per
     /// core only adds switching.
     pub threads: usize,
+    /// The TLS client for a `tls://` endpoint, built once for the run and shared by every
+    /// connection (`None`: the system's trusted roots).
+    pub tls: Option<ClientTls>,
 }
 
 /// A finished run: the report, and the first failure for the exit status.
@@ -203,6 +207,7 @@ impl BenchOptions {
             timeout: Duration::from_secs(2),
             progress: ProgressDisplay::Hidden,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tls: None,
         }
     }
 
@@ -297,7 +302,10 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
             endpoint: Arc::new(options.endpoint.clone()),
             request: options.request.clone(),
             reply: options.reply,
-            connect_timeout: options.timeout,
+            connect: ConnectOptions {
+                timeout: options.timeout,
+                tls: options.tls.clone(),
+            },
         },
         plan: Plan {
             load: options.load,
@@ -324,9 +332,11 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
     for engine in &mut engines {
         engine.start(window, progress.as_ref());
     }
+    let (cpu, busiest_thread) = cpu_used_while_measuring(&window).await;
     let loadgen = LoadgenCpu {
         threads,
-        cpu: cpu_used_while_measuring(&window).await,
+        cpu,
+        busiest_thread,
     };
     let measured = gather(engines, window.end + STOP_GRACE).await;
     if let Some(progress) = progress {
@@ -357,13 +367,65 @@ fn rate_unit(pattern: Pattern) -> RateUnit {
     }
 }
 
-/// Waits out the run, returning the CPU time the process used during the measured span:
-/// how close the load generator came to being the limit itself.
-async fn cpu_used_while_measuring(window: &Window) -> Duration {
+/// Waits out the run, returning the CPU time the process used during the measured span,
+/// and that of its busiest thread: how close the load generator came to being the limit
+/// itself (one saturated thread is a limit even when the total looks moderate).
+async fn cpu_used_while_measuring(window: &Window) -> (Duration, Duration) {
     tokio::time::sleep_until(window.measure_from).await;
     let before = process_cpu_time();
+    let threads_before = thread_cpu_times();
     tokio::time::sleep_until(window.end).await;
-    process_cpu_time().saturating_sub(before)
+    let total = process_cpu_time().saturating_sub(before);
+    let busiest = thread_cpu_times()
+        .iter()
+        .map(|(tid, after)| {
+            let start = threads_before
+                .iter()
+                .find(|(t, _)| t == tid)
+                .map_or(Duration::ZERO, |(_, d)| *d);
+            after.saturating_sub(start)
+        })
+        .max()
+        .unwrap_or_default();
+    (total, busiest.min(total))
+}
+
+/// CPU time (user + system) of every thread of this process, from `/proc/self/task`
+/// (empty where that is not available).
+fn thread_cpu_times() -> Vec<(u64, Duration)> {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let Ok(ticks_per_second) = u64::try_from(ticks_per_second) else {
+        return Vec::new();
+    };
+    if ticks_per_second == 0 {
+        return Vec::new();
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse::<u64>().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let ticks = stat_cpu_ticks(&stat)?;
+            Some((
+                tid,
+                Duration::from_micros(ticks.saturating_mul(1_000_000) / ticks_per_second),
+            ))
+        })
+        .collect()
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/…/stat` line, in clock ticks. The command
+/// name in parentheses may hold spaces, so the fields are counted after its `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user = fields.next()?.parse::<u64>().ok()?;
+    let system = fields.next()?.parse::<u64>().ok()?;
+    Some(user + system)
 }
 
 /// Adds up the engines' results as they finish; an engine not done by `deadline` is
@@ -389,6 +451,9 @@ pub struct LoadgenCpu {
     pub threads: usize,
     /// CPU time (user + system) the whole process used.
     pub cpu: Duration,
+    /// CPU time of its busiest thread: near the span's length means that thread's core
+    /// was saturated.
+    pub busiest_thread: Duration,
 }
 
 /// File descriptors kept free beyond one per connection (stdio, the runtime's own).
@@ -599,6 +664,18 @@ async fn collect(mut tasks: JoinSet<Measured>, deadline: tokio::time::Instant) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_cpu_ticks_counts_after_a_name_with_spaces() {
+        let stat = "42 (sockit bench 0) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(10));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn this_thread_appears_in_the_thread_cpu_times() {
+        assert!(!thread_cpu_times().is_empty());
+    }
 
     fn options(endpoint: &str, pattern: Option<Pattern>) -> BenchOptions {
         let endpoint: Endpoint = endpoint.parse().unwrap_or_else(|e| panic!("{e}"));

@@ -73,9 +73,15 @@ pub struct Report {
     pub loadgen_threads: u64,
     /// CPU seconds the load generator used in the measured span (merged: summed).
     pub loadgen_cpu_s: f64,
-    /// That CPU time as a share of one core over the span, in percent: near 100 × threads
-    /// means the load generator, not the server, may be the limit (merged: the highest).
+    /// That CPU time as a share of one core over the span, in percent, summed over the
+    /// threads (merged: summed, like the threads): divided by the threads, the share of
+    /// each core.
     pub loadgen_cpu_percent: f64,
+    /// The busiest load generator thread's CPU time as a share of one core, in percent:
+    /// near 100 means that core was saturated and the load generator, not the server,
+    /// may be the limit (merged: the highest).
+    #[serde(default)]
+    pub loadgen_busiest_thread_percent: f64,
     /// The full latency histogram, so reports can be merged without losing precision.
     pub histogram: EncodedHistogram,
 }
@@ -159,7 +165,11 @@ pub enum ReportError {
     #[error("{0}")]
     Unreadable(String),
     /// The reports measured different things.
-    #[error("cannot merge a {first} run with a {other} run; merge runs of one pattern")]
+    #[error(
+        "cannot merge {} run with {} run; merge runs of one pattern",
+        with_article(*first),
+        with_article(*other)
+    )]
     MixedPatterns {
         /// The first report's pattern.
         first: Pattern,
@@ -169,6 +179,14 @@ pub enum ReportError {
     /// Nothing to merge.
     #[error("no report to merge")]
     Empty,
+}
+
+/// "a hello", "an echo": the pattern with its article.
+fn with_article(pattern: Pattern) -> String {
+    match pattern {
+        Pattern::Echo => format!("an {pattern}"),
+        Pattern::Hello | Pattern::Stream | Pattern::Udp => format!("a {pattern}"),
+    }
 }
 
 /// Whole microseconds of a duration.
@@ -305,6 +323,11 @@ impl Report {
             oldest_in_flight_us: us(measured.oldest_in_flight),
             loadgen_threads: loadgen.threads as u64,
             loadgen_cpu_s: loadgen.cpu.as_secs_f64(),
+            loadgen_busiest_thread_percent: if seconds > 0.0 {
+                100.0 * loadgen.busiest_thread.as_secs_f64() / seconds
+            } else {
+                0.0
+            },
             loadgen_cpu_percent: if seconds > 0.0 {
                 100.0 * loadgen.cpu.as_secs_f64() / seconds
             } else {
@@ -412,7 +435,10 @@ impl Report {
         self.oldest_in_flight_us = self.oldest_in_flight_us.max(other.oldest_in_flight_us);
         self.loadgen_threads += other.loadgen_threads;
         self.loadgen_cpu_s += other.loadgen_cpu_s;
-        self.loadgen_cpu_percent = self.loadgen_cpu_percent.max(other.loadgen_cpu_percent);
+        self.loadgen_cpu_percent += other.loadgen_cpu_percent;
+        self.loadgen_busiest_thread_percent = self
+            .loadgen_busiest_thread_percent
+            .max(other.loadgen_busiest_thread_percent);
     }
 
     /// The human table printed on stdout: one figure per line, label then value.
@@ -468,7 +494,9 @@ impl Report {
                 self.gbit_per_s
             ),
         );
-        if self.pattern != Pattern::Stream {
+        if self.pattern != Pattern::Stream && self.latency_us.count == 0 {
+            line("latency", "n/a (no exchange completed)".into());
+        } else if self.pattern != Pattern::Stream {
             let l = &self.latency_us;
             for (label, value) in [
                 ("latency min", l.min),
@@ -525,12 +553,7 @@ impl Report {
             };
             line(
                 "load generator",
-                format!(
-                    "{:.0}% CPU on {} thread{}{per_exchange}",
-                    self.loadgen_cpu_percent,
-                    self.loadgen_threads,
-                    if self.loadgen_threads == 1 { "" } else { "s" }
-                ),
+                format!("{}{per_exchange}", self.loadgen_cpu_words()),
             );
         }
         if self.in_flight_at_end > 0 {
@@ -569,18 +592,33 @@ impl Report {
         )
     }
 
-    /// The warning to print when the load generator itself was (nearly) saturated, so the
-    /// figures may describe it rather than the server.
+    /// "55% of each of 2 cores (busiest thread 60%)": the load generator's CPU per core,
+    /// never a sum that reads as saturation.
+    fn loadgen_cpu_words(&self) -> String {
+        let threads = self.loadgen_threads.max(1);
+        let per_core = self.loadgen_cpu_percent / threads as f64;
+        if threads == 1 {
+            return format!("{per_core:.0}% of 1 core");
+        }
+        format!(
+            "{per_core:.0}% of each of {threads} cores on average (busiest thread {:.0}%)",
+            self.loadgen_busiest_thread_percent
+        )
+    }
+
+    /// The warning to print when a load generator thread saturated its core, so the
+    /// figures may describe the load generator rather than the server.
     pub fn loadgen_warning(&self) -> Option<String> {
-        let capacity = 100.0 * self.loadgen_threads as f64;
-        if self.runs != 1 || capacity == 0.0 || self.loadgen_cpu_percent < 0.9 * capacity {
+        if self.loadgen_threads == 0 || self.loadgen_busiest_thread_percent < SATURATED_CORE_PERCENT
+        {
             return None;
         }
         Some(format!(
-            "the load generator used {:.0}% CPU on {} thread(s): it may be the limit, not the \
-             server; give it more cores (--threads, taskset) or run it from more machines \
+            "a load generator thread used {:.0}% of its core ({}): it may be the limit, not \
+             the server; give it more cores (--threads, taskset) or run it from more machines \
              and combine the reports with `sockit bench merge`",
-            self.loadgen_cpu_percent, self.loadgen_threads
+            self.loadgen_busiest_thread_percent,
+            self.loadgen_cpu_words()
         ))
     }
 
@@ -599,6 +637,9 @@ impl Report {
         ))
     }
 }
+
+/// A thread busy this share of the time (percent of one core) is taken as saturated.
+const SATURATED_CORE_PERCENT: f64 = 90.0;
 
 /// `part` as a percentage of `whole` (0 when `whole` is 0).
 fn percent(part: u64, whole: u64) -> f64 {
@@ -703,6 +744,7 @@ mod tests {
             loadgen_threads: 1,
             loadgen_cpu_s: 0.5,
             loadgen_cpu_percent: 25.0,
+            loadgen_busiest_thread_percent: 25.0,
             histogram: EncodedHistogram::of(&histogram),
         }
     }
@@ -728,6 +770,13 @@ mod tests {
         assert_eq!(merged.errors.timeout, 2);
         assert_eq!(merged.loadgen_threads, 2);
         assert_eq!(merged.loadgen_cpu_s, 1.0);
+        // Percentages add up with the threads, so per core they stay those of one run.
+        assert_eq!(merged.loadgen_cpu_percent, 50.0);
+        assert!(
+            merged.to_text().contains("25% of each of 2 cores"),
+            "{}",
+            merged.to_text()
+        );
         assert_eq!(merged.latency_us.count, 1000);
         // Added, not averaged: the median is the fast runs', p99 the slow one's.
         assert_eq!(merged.latency_us.p50, 100);
@@ -747,6 +796,11 @@ mod tests {
         let b = sample(Pattern::Hello, &[1], 1.0);
         let error = Report::merge(&[a, b]).err();
         assert!(matches!(error, Some(ReportError::MixedPatterns { .. })));
+        let words = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            words.starts_with("cannot merge an echo run with a hello run"),
+            "{words}"
+        );
         assert_eq!(Report::merge(&[]).err(), Some(ReportError::Empty));
     }
 
@@ -797,5 +851,35 @@ mod tests {
         assert_eq!(bytes(19_700_000.0), "19.7 MB");
         assert_eq!(seconds(3.0), "3 s");
         assert_eq!(number(307_818.94), "307819");
+    }
+
+    /// Issue 15 item 10: no exchange gives no latency figures, not a row of zeros.
+    #[test]
+    fn no_exchange_says_latency_is_not_available() {
+        let empty = sample(Pattern::Hello, &[], 0.0);
+        let text = empty.to_text();
+        assert!(text.contains("latency           n/a"), "{text}");
+        assert!(!text.contains("latency max"), "{text}");
+    }
+
+    /// Issue 15 item 10: CPU per core, and a warning when one thread's core is saturated
+    /// even though the average is not.
+    #[test]
+    fn load_generator_cpu_is_per_core_with_a_warning_for_a_saturated_one() {
+        let mut report = sample(Pattern::Echo, &[100], 1.0);
+        report.loadgen_threads = 2;
+        report.loadgen_cpu_percent = 100.0;
+        report.loadgen_busiest_thread_percent = 50.0;
+        assert!(
+            report
+                .to_text()
+                .contains("50% of each of 2 cores on average (busiest thread 50%)"),
+            "{}",
+            report.to_text()
+        );
+        assert_eq!(report.loadgen_warning(), None);
+        report.loadgen_busiest_thread_percent = 97.0;
+        let warning = report.loadgen_warning().unwrap_or_default();
+        assert!(warning.contains("97% of its core"), "{warning}");
     }
 }

@@ -211,6 +211,7 @@ never averaged): for runs taken at the same time against one server from several
 #[command(
     name = "sockit",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = MAIN_EXAMPLES,
@@ -285,6 +286,9 @@ pub enum Command {
     /// Load-test a server: throughput, latency percentiles, errors by kind.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
+    /// Print the version with what a bug report needs: git commit, build profile,
+    /// features, compiler and target (the same as `sockit --version`; `-V` is short).
+    Version,
 }
 
 /// Help heading for the flags choosing what a server does.
@@ -452,16 +456,30 @@ pub struct TlsServerArgs {
     pub key: Option<PathBuf>,
 }
 
-/// The connecting side of TLS (`send`, `connect`, `relay`).
+/// The connecting side of TLS, one definition for every command that connects (`send`,
+/// `connect`, `relay`'s target, `bench`).
 #[derive(Debug, Args)]
 pub struct TlsClientArgs {
-    /// Trust only the CA certificates in FILE (PEM) for tls:// [default: the system's].
+    /// Trust only the certificates in FILE (PEM) for tls://: the CAs that issue the
+    /// server's certificate, or the server's own self-signed certificate [default: the
+    /// system's trusted roots].
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
 
+    /// Accept a tls:// server whose certificate has this SHA-256 fingerprint, as sockit
+    /// and `openssl x509 -fingerprint -sha256` print it (AB:CD:…) or as 64 hex digits
+    /// (repeatable). Name and dates are not checked; the handshake signature is.
+    #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint)]
+    pub pin: Vec<crate::transport::tls::Fingerprint>,
+
     /// Do not check the tls:// server's certificate (a warning is printed).
-    #[arg(long, conflicts_with = "ca")]
+    #[arg(long, conflicts_with_all = ["ca", "pin"])]
     pub insecure: bool,
+
+    /// A full TLS handshake on every connection: do not resume earlier sessions (for
+    /// measuring handshakes).
+    #[arg(long)]
+    pub no_resume: bool,
 
     /// Name to send as SNI and to check in the certificate [default: the endpoint's host].
     #[arg(long, value_name = "NAME")]
@@ -536,6 +554,10 @@ pub struct ConnectArgs {
     /// Where to connect (see `sockit --help` for the forms).
     #[arg(value_name = "ENDPOINT")]
     pub endpoint: String,
+
+    /// The port, when ENDPOINT is a host alone (`connect 127.0.0.1 9000`, as nc takes it).
+    #[arg(value_name = "PORT")]
+    pub port: Option<String>,
 
     /// Exit as soon as stdin ends, without waiting for the server to close (nc -N / -q 0).
     #[arg(long)]
@@ -680,6 +702,10 @@ pub struct BenchArgs {
     #[arg(default_value = "tcp", value_name = "ENDPOINT")]
     pub endpoint: String,
 
+    /// The port, when ENDPOINT is a host alone (`bench 127.0.0.1 9000`).
+    #[arg(value_name = "PORT")]
+    pub port: Option<String>,
+
     /// Traffic to send [default: hello on stream endpoints, udp on datagram endpoints].
     #[arg(short, long, value_enum)]
     pub pattern: Option<crate::bench::Pattern>,
@@ -721,6 +747,10 @@ pub struct BenchArgs {
     /// and the table goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+
+    /// How a tls:// server is checked.
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `sockit bench` subcommands.
@@ -741,6 +771,12 @@ pub struct MergeArgs {
     /// Also write the combined report as JSON to FILE ("-": stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+}
+
+/// Parses a `--pin` fingerprint.
+pub fn parse_fingerprint(text: &str) -> Result<crate::transport::tls::Fingerprint, String> {
+    text.parse()
+        .map_err(|e: crate::transport::tls::FingerprintError| e.to_string())
 }
 
 /// Parses a rate in requests per second: a positive number.

@@ -6,9 +6,9 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use super::args::{BenchArgs, BenchCommand, GlobalArgs, MergeArgs};
+use super::config::{client_target, client_tls};
 use crate::bench::driver::ReplyLength;
 use crate::bench::{self, BenchOptions, Load, Pattern, ProgressDisplay, Report};
-use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 
 /// A validated `bench` command.
@@ -27,8 +27,10 @@ impl BenchArgs {
     /// [`Error::Endpoint`] for a malformed endpoint, [`Error::Usage`] for values that do
     /// not fit together.
     pub fn into_config(self) -> Result<BenchConfig> {
-        let endpoint: Endpoint = self.endpoint.parse()?;
+        let endpoint = client_target(&self.endpoint, self.port.as_deref())?;
+        let tls = client_tls(&endpoint, &self.tls)?;
         let mut options = BenchOptions::new(endpoint, self.pattern);
+        options.tls = tls;
         if let Some(size) = self.size {
             options = options.with_size(to_usize(size, "--size")?);
         }

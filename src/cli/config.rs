@@ -25,7 +25,7 @@ use crate::obs::HexDump;
 use crate::probe::ProbeOptions;
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
-use crate::transport::tls::{ClientTls, ServerTls, Trust};
+use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
 use crate::transport::{ConnectOptions, Layers, ListenOptions, ListenSource, ProxyProtocol};
 
 /// A validated `serve` command.
@@ -133,26 +133,65 @@ fn metrics_endpoint(text: Option<&str>) -> Result<Option<Endpoint>> {
         .transpose()
 }
 
-/// The TLS client for a `tls://` endpoint (`None` for other schemes).
+/// The TLS client for a `tls://` endpoint (`None` for other schemes), built once here
+/// for the whole command: every connection the command makes shares it.
 ///
 /// # Errors
 /// [`Error::Usage`] for TLS flags on a non-TLS endpoint; [`Error::TlsSetup`] for an
 /// unusable `--ca` file or missing system roots.
-fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Option<ClientTls>> {
-    let trust = match (&tls.ca, tls.insecure) {
-        (Some(path), _) => Trust::CaFile(path.clone()),
-        (None, true) => Trust::Insecure,
-        (None, false) => Trust::System,
+pub(crate) fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Option<ClientTls>> {
+    let trust = match (&tls.ca, tls.insecure, tls.pin.is_empty()) {
+        (Some(path), _, _) => Trust::CaFile(path.clone()),
+        (None, true, _) => Trust::Insecure,
+        (None, false, false) => Trust::Pinned,
+        (None, false, true) => Trust::System,
     };
     if !matches!(endpoint, Endpoint::Tls(_)) {
-        if trust != Trust::System || tls.server_name.is_some() {
+        if trust != Trust::System || tls.server_name.is_some() || tls.no_resume {
             return Err(Error::Usage(format!(
-                "--ca, --insecure and --server-name are for tls:// endpoints; {endpoint} is not one"
+                "--ca, --pin, --insecure, --server-name and --no-resume are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
             )));
         }
         return Ok(None);
     }
-    ClientTls::new(trust, tls.server_name.clone()).map(Some)
+    ClientTls::with_options(ClientTlsOptions {
+        trust,
+        pins: tls.pin.clone(),
+        server_name: tls.server_name.clone(),
+        resumption: if tls.no_resume {
+            Resumption::Off
+        } else {
+            Resumption::On
+        },
+    })
+    .map(Some)
+}
+
+/// A client target from its words: `ENDPOINT`, or `HOST PORT` as nc takes them.
+///
+/// # Errors
+/// [`Error::Endpoint`] for a malformed endpoint, port 0, or a second word that does not
+/// fit.
+pub(crate) fn client_target(endpoint: &str, port: Option<&str>) -> Result<Endpoint> {
+    match port {
+        Some(port) => Ok(Endpoint::from_host_and_port(endpoint, port)?),
+        None => Ok(Endpoint::parse_target(endpoint)?),
+    }
+}
+
+/// `send`'s target: when the endpoint lacks its port and the message looks like one
+/// (`send 127.0.0.1 9000`, the nc habit), says which command was meant.
+fn send_target(endpoint: &str, message: Option<&str>) -> Result<Endpoint> {
+    let parsed = Endpoint::parse_target(endpoint);
+    let (Err(e), Some(word)) = (&parsed, message) else {
+        return Ok(parsed?);
+    };
+    match Endpoint::from_host_and_port(endpoint, word) {
+        Ok(meant) => Err(Error::Usage(format!(
+            "{endpoint:?} has no port; did you mean `sockit send {meant} [MESSAGE]`? (send's second word is the message)"
+        ))),
+        Err(_) => Err(e.clone().into()),
+    }
 }
 
 /// The read size of the note's `recv(1024)`: the default.
@@ -305,7 +344,7 @@ impl SendArgs {
     /// # Errors
     /// [`Error::Endpoint`] for a malformed endpoint, [`Error::Io`] if stdin cannot be read.
     pub fn into_config(self) -> Result<SendConfig> {
-        let endpoint: Endpoint = self.endpoint.parse()?;
+        let endpoint = send_target(&self.endpoint, self.message.as_deref())?;
         let (framing, buffer_size) = framing(&self.framing, NOTE_BUFFER)?;
         let mut options = SendOptions::seed(&endpoint);
         match self.message.as_deref() {
@@ -341,7 +380,7 @@ impl ConnectArgs {
     /// # Errors
     /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
     pub fn into_config(self) -> Result<ConnectConfig> {
-        let endpoint: Endpoint = self.endpoint.parse()?;
+        let endpoint = client_target(&self.endpoint, self.port.as_deref())?;
         if self.timeout.is_zero() {
             return Err(Error::Usage("--timeout must be more than 0".into()));
         }
@@ -374,7 +413,7 @@ impl RelayArgs {
     /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
     pub fn into_config(self) -> Result<RelayConfig> {
         let listen: Endpoint = self.listen.parse()?;
-        let target: Endpoint = self.target.parse()?;
+        let target = Endpoint::parse_target(&self.target)?;
         if self.timeout.is_zero() {
             return Err(Error::Usage("--timeout must be more than 0".into()));
         }

@@ -37,6 +37,20 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
         Command::Relay(args) => relay(args.into_config()?, &cli.global, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
+        Command::Version => print_version(),
+    }
+}
+
+/// `sockit version`: the long version on stdout.
+fn print_version() -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "sockit {}", crate::build_info::LONG_VERSION) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            doing: "writing the version".into(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -134,10 +148,7 @@ async fn relay(config: config::RelayConfig, global: &GlobalArgs, events: &EventL
 /// `sockit probe`: one line per port on stdout, a summary on stderr; exit 1 if none open.
 async fn probe(config: config::ProbeConfig, global: &GlobalArgs) -> Result<()> {
     use std::io::Write;
-    let host_text = match &config.host {
-        crate::endpoint::Host::Ip(ip) => ip.to_string(),
-        crate::endpoint::Host::Name(name) => name.clone(),
-    };
+    let host_text = config.host.to_string();
     let format = global.log;
     let print = |report: &PortReport| {
         if config.only_open && report.state != probe::PortState::Open {

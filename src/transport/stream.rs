@@ -669,8 +669,45 @@ async fn connect_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<Stream> {
         .map_err(|e| connect_error(e, endpoint))
 }
 
+/// A Unix path that exists but is no socket (a regular file, a directory) refuses
+/// connections like a stale socket does; it is said as what it is, with the same exit
+/// status as a missing socket file, since no server can listen there.
+fn unix_path_not_a_socket(source: &io::Error, endpoint: &Endpoint) -> Option<Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let (Endpoint::Unix(UnixAddr::Path(path)) | Endpoint::UnixDgram(UnixAddr::Path(path))) =
+        endpoint
+    else {
+        return None;
+    };
+    if source.kind() != io::ErrorKind::ConnectionRefused {
+        return None;
+    }
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    if kind.is_socket() {
+        return None;
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else {
+        "a file, not a socket"
+    };
+    Some(Error::Connect {
+        endpoint: endpoint.clone(),
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} is {what}; give the path of the socket a server listens on",
+                path.display()
+            ),
+        ),
+    })
+}
+
 /// Maps a connect error to the user-facing error: refused, permission, missing file…
 pub(crate) fn connect_error(source: io::Error, endpoint: &Endpoint) -> Error {
+    if let Some(not_a_socket) = unix_path_not_a_socket(&source, endpoint) {
+        return not_a_socket;
+    }
     match source.kind() {
         io::ErrorKind::ConnectionRefused => Error::Refused {
             endpoint: endpoint.clone(),
@@ -700,10 +737,7 @@ pub(crate) fn connect_error(source: io::Error, endpoint: &Endpoint) -> Error {
 impl HostPort {
     /// The host as the user wrote it, for messages.
     pub(crate) fn host_text(&self) -> String {
-        match &self.host {
-            Host::Ip(ip) => ip.to_string(),
-            Host::Name(name) => name.clone(),
-        }
+        self.host.to_string()
     }
 }
 

@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -268,6 +269,7 @@ fn self_signed_names(listen: &HostPort) -> Vec<String> {
     match &listen.host {
         Host::Ip(ip) if !ip.is_unspecified() => names.push(ip.to_string()),
         Host::Name(name) => names.push(name.clone()),
+        Host::ScopedV6 { ip, .. } => names.push(ip.to_string()),
         Host::Ip(_) => {}
     }
     for name in ["localhost", "127.0.0.1", "::1"] {
@@ -314,7 +316,7 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     match e {
         PemError::Io(io) => io.to_string(),
         PemError::NoItemsFound => "no PEM item of the expected kind in it".into(),
-        other => format!("it is not valid PEM ({other:?})"),
+        other => format!("it is not valid PEM ({})", debug_words(other)),
     }
 }
 
@@ -324,100 +326,201 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
 pub enum Trust {
     /// The system's trusted roots (`/etc/ssl/certs`, or `SSL_CERT_FILE`/`SSL_CERT_DIR`).
     System,
-    /// Only the CA certificates in this PEM file (`--ca FILE`).
+    /// Only the certificates in this PEM file (`--ca FILE`): CAs that issued the server's
+    /// certificate, or the server's own (self-signed) certificate.
     CaFile(PathBuf),
+    /// Only certificates whose SHA-256 fingerprint was given with `--pin`.
+    Pinned,
     /// No check at all (`--insecure`): encryption without authentication.
     Insecure,
 }
 
-/// The connecting side of TLS: a ready connector (roots loaded once) and the name to
-/// verify, shared by every connection a command makes.
+impl fmt::Display for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trust::System => f.write_str("the system's trusted roots"),
+            Trust::CaFile(path) => write!(f, "--ca {}", path.display()),
+            Trust::Pinned => f.write_str("--pin fingerprints"),
+            Trust::Insecure => f.write_str("--insecure (no check)"),
+        }
+    }
+}
+
+/// Whether a client offers to resume an earlier TLS session with the same server
+/// (TLS 1.3 tickets, TLS 1.2 session IDs), which skips the certificate exchange and its
+/// signature on every connection after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resumption {
+    /// Resume when the server allows it: the default.
+    #[default]
+    On,
+    /// A full handshake every time (`--no-resume`), to measure handshakes.
+    Off,
+}
+
+/// Everything that decides how a client checks servers, as the command line gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsOptions {
+    /// What certificates are checked against.
+    pub trust: Trust,
+    /// `--pin`: certificates accepted by their SHA-256 fingerprint, besides `trust`.
+    pub pins: Vec<Fingerprint>,
+    /// `--server-name`: the name sent as SNI and checked in the certificate, when it is
+    /// not the endpoint's host (connecting by IP to a server known by name).
+    pub server_name: Option<String>,
+    /// `--no-resume` turns session resumption off.
+    pub resumption: Resumption,
+}
+
+impl ClientTlsOptions {
+    /// Checks against `trust` only, with the endpoint's own name and resumption on.
+    pub fn new(trust: Trust) -> ClientTlsOptions {
+        ClientTlsOptions {
+            trust,
+            pins: Vec::new(),
+            server_name: None,
+            resumption: Resumption::On,
+        }
+    }
+}
+
+/// Why a fingerprint given with `--pin` does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a SHA-256 fingerprint; write the 64 hex digits, with or without colons, as sockit and `openssl x509 -fingerprint -sha256` print them"
+)]
+pub struct FingerprintError(String);
+
+impl std::str::FromStr for Fingerprint {
+    type Err = FingerprintError;
+
+    /// `8A:92:…` (as sockit and openssl print it) or 64 hex digits in either case.
+    fn from_str(text: &str) -> Result<Fingerprint, FingerprintError> {
+        let fail = || FingerprintError(text.to_string());
+        let trimmed = text.trim();
+        let digits = trimmed
+            .strip_prefix("sha256 Fingerprint=")
+            .or_else(|| trimmed.strip_prefix("SHA256 Fingerprint="))
+            .unwrap_or(trimmed);
+        let hex: Vec<u8> = digits.bytes().filter(|b| *b != b':').collect();
+        if hex.len() != 64 {
+            return Err(fail());
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| fail())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| fail())?;
+        }
+        Ok(Fingerprint(bytes))
+    }
+}
+
+/// The connecting side of TLS: one client configuration (roots loaded, `--ca` and pins
+/// read, the resumption cache) built once per command and shared by every connection it
+/// makes; cloning is an `Arc` clone.
 #[derive(Clone)]
 pub struct ClientTls {
-    /// Shared by every connection; cheap to clone.
+    /// The parts every connection reads.
+    shared: Arc<SharedClient>,
+}
+
+/// What a [`ClientTls`] shares between its clones.
+struct SharedClient {
+    /// Holds the one `ClientConfig` (and its session cache).
     connector: TlsConnector,
     /// What the certificate is checked against, for messages.
     trust: Trust,
-    /// `--server-name`: the name sent as SNI and checked in the certificate, when it is
-    /// not the endpoint's host (connecting by IP to a server known by name).
-    server_name: Option<String>,
+    /// `--server-name`, already checked to be a valid name.
+    server_name: Option<ServerName<'static>>,
 }
 
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientTls")
-            .field("trust", &self.trust)
-            .field("server_name", &self.server_name)
+            .field("trust", &self.shared.trust)
+            .field("server_name", &self.shared.server_name)
             .finish_non_exhaustive()
     }
 }
 
 impl ClientTls {
-    /// Builds the connector: loads the roots (system or `--ca`) or the no-check verifier.
+    /// Builds a client that checks against `trust`, with the endpoint's name or
+    /// `server_name`; see [`ClientTls::with_options`].
+    ///
+    /// # Errors
+    /// As [`ClientTls::with_options`].
+    pub fn new(trust: Trust, server_name: Option<String>) -> Result<ClientTls> {
+        ClientTls::with_options(ClientTlsOptions {
+            server_name,
+            ..ClientTlsOptions::new(trust)
+        })
+    }
+
+    /// Builds the client configuration: loads the roots (system or `--ca`), the pins, or
+    /// the no-check verifier. Call it once per command and clone the result.
     ///
     /// `--insecure` prints its warning here, once per command.
     ///
     /// # Errors
     /// [`Error::TlsSetup`] when the CA file is unreadable or empty, or the system has no
     /// trusted roots; [`Error::Usage`] for a malformed `--server-name`.
-    pub fn new(trust: Trust, server_name: Option<String>) -> Result<ClientTls> {
-        if let Some(name) = &server_name {
-            ServerName::try_from(name.as_str()).map_err(|_| {
-                Error::Usage(format!(
-                    "--server-name {name:?} is not a host name or IP address"
-                ))
-            })?;
-        }
-        let builder = ClientConfig::builder_with_provider(provider())
+    pub fn with_options(options: ClientTlsOptions) -> Result<ClientTls> {
+        let server_name = options
+            .server_name
+            .as_deref()
+            .map(|name| {
+                ServerName::try_from(name.to_string()).map_err(|_| {
+                    Error::Usage(format!(
+                        "--server-name {name:?} is not a host name or IP address"
+                    ))
+                })
+            })
+            .transpose()?;
+        let verifier = verifier_for(&options)?;
+        let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::TlsSetup {
                 what: "the TLS client".into(),
                 reason: e.to_string(),
-            })?;
-        let config = match &trust {
-            Trust::System => builder
-                .with_root_certificates(system_roots()?)
-                .with_no_client_auth(),
-            Trust::CaFile(path) => {
-                let mut roots = RootCertStore::empty();
-                let (added, _ignored) =
-                    roots.add_parsable_certificates(read_certificates(path, "--ca")?);
-                if added == 0 {
-                    return Err(Error::TlsSetup {
-                        what: format!("--ca {}", path.display()),
-                        reason: "none of its certificates can be used as a trust anchor".into(),
-                    });
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
-            }
-            Trust::Insecure => {
-                tracing::warn!(
-                    "--insecure: the server's certificate is NOT checked; anyone on the path can read and change this traffic"
-                );
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-                    .with_no_client_auth()
-            }
-        };
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        if options.resumption == Resumption::Off {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        tracing::debug!(
+            "tls: client configuration built (trust: {}, {} pins, resumption {:?})",
+            options.trust,
+            options.pins.len(),
+            options.resumption
+        );
         Ok(ClientTls {
-            connector: TlsConnector::from(Arc::new(config)),
-            trust,
-            server_name,
+            shared: Arc::new(SharedClient {
+                connector: TlsConnector::from(Arc::new(config)),
+                trust: options.trust,
+                server_name,
+            }),
         })
     }
 
     /// The client for `tls://` with the system roots: what a plain `tls://` target gets.
+    /// Built once per process, on first use.
     ///
     /// # Errors
     /// As [`ClientTls::new`].
     pub fn system() -> Result<ClientTls> {
-        ClientTls::new(Trust::System, None)
+        static SYSTEM: std::sync::OnceLock<ClientTls> = std::sync::OnceLock::new();
+        if let Some(client) = SYSTEM.get() {
+            return Ok(client.clone());
+        }
+        let client = ClientTls::new(Trust::System, None)?;
+        Ok(SYSTEM.get_or_init(|| client).clone())
     }
 
     /// What certificates are checked against.
     pub fn trust(&self) -> &Trust {
-        &self.trust
+        &self.shared.trust
     }
 
     /// Runs the client side of the handshake on a connected TCP stream.
@@ -433,45 +536,103 @@ impl ClientTls {
         hp: &HostPort,
     ) -> Result<Stream> {
         let name = self.server_name_for(hp)?;
-        let shown = name.to_str().into_owned();
-        match self.connector.connect(name, tcp).await {
+        match self.shared.connector.connect(name, tcp).await {
             Ok(tls) => {
-                let stream = tokio_rustls::TlsStream::from(tls);
-                if let Some(leaf) = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                {
-                    let fingerprint = Fingerprint::of(leaf);
-                    match self.trust {
-                        Trust::Insecure => tracing::info!(
-                            "{endpoint}: certificate SHA-256 fingerprint {fingerprint} (NOT verified: --insecure)"
-                        ),
-                        _ => tracing::debug!(
-                            "{endpoint}: certificate for {shown} verified, SHA-256 fingerprint {fingerprint}"
-                        ),
-                    }
-                }
-                Ok(Stream::Tls(Box::new(stream)))
+                self.log_session(endpoint, tls.get_ref().1);
+                Ok(Stream::Tls(Box::new(tls.into())))
             }
             Err(e) => Err(Error::Tls {
                 peer: endpoint.to_string(),
-                reason: explain(&e, Side::Client(&self.trust)),
+                reason: explain(&e, Side::Client(&self.shared.trust)),
             }),
+        }
+    }
+
+    /// Logs the certificate's fingerprint (loudly under `--insecure`) and whether the
+    /// session was resumed.
+    fn log_session(&self, endpoint: &Endpoint, session: &rustls::ClientConnection) {
+        if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            tracing::debug!("{endpoint}: TLS session resumed");
+            return;
+        }
+        let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+            return;
+        };
+        let fingerprint = Fingerprint::of(leaf);
+        match self.shared.trust {
+            Trust::Insecure => tracing::info!(
+                "{endpoint}: certificate SHA-256 fingerprint {fingerprint} (NOT verified: --insecure)"
+            ),
+            _ => tracing::debug!(
+                "{endpoint}: full TLS handshake, certificate verified, SHA-256 fingerprint {fingerprint}"
+            ),
         }
     }
 
     /// The name to send as SNI and verify: `--server-name`, else the endpoint's host.
     fn server_name_for(&self, hp: &HostPort) -> Result<ServerName<'static>> {
-        let text = match (&self.server_name, &hp.host) {
-            (Some(name), _) => name.clone(),
-            (None, Host::Name(name)) => name.clone(),
-            (None, Host::Ip(ip)) => return Ok(ServerName::IpAddress((*ip).into())),
-        };
-        ServerName::try_from(text.clone())
-            .map_err(|_| Error::Usage(format!("{text:?} cannot be used as a TLS server name")))
+        if let Some(name) = &self.shared.server_name {
+            return Ok(name.clone());
+        }
+        match &hp.host {
+            Host::Ip(ip) => Ok(ServerName::IpAddress((*ip).into())),
+            Host::ScopedV6 { ip, .. } => Ok(ServerName::IpAddress(IpAddr::V6(*ip).into())),
+            Host::Name(name) => ServerName::try_from(name.clone())
+                .map_err(|_| Error::Usage(format!("{name:?} cannot be used as a TLS server name"))),
+        }
     }
+}
+
+/// The certificate verifier for `options`: no check for `--insecure`, otherwise
+/// [`CheckedTrust`] over the system roots, the `--ca` file and the pins.
+fn verifier_for(options: &ClientTlsOptions) -> Result<Arc<dyn ServerCertVerifier>> {
+    let chain_roots = match &options.trust {
+        Trust::Insecure => {
+            tracing::warn!(
+                "--insecure: the server's certificate is NOT checked; anyone on the path can read and change this traffic"
+            );
+            return Ok(Arc::new(NoVerification(provider())));
+        }
+        Trust::Pinned => None,
+        Trust::System => Some((system_roots()?, Vec::new())),
+        Trust::CaFile(path) => Some(ca_roots(path)?),
+    };
+    let (chain, exact) = match chain_roots {
+        Some((roots, exact)) => {
+            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| Error::TlsSetup {
+                what: options.trust.to_string(),
+                reason: e.to_string(),
+            })?;
+            (Some(verifier), exact)
+        }
+        None => (None, Vec::new()),
+    };
+    Ok(Arc::new(CheckedTrust {
+        chain,
+        exact,
+        pins: options.pins.clone(),
+        provider: provider(),
+    }))
+}
+
+/// The certificates of a `--ca` file: as trust anchors for chains, and as they are, so a
+/// self-signed server certificate given as its own CA is accepted when presented.
+fn ca_roots(path: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'static>>)> {
+    let certs = read_certificates(path, "--ca")?;
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs.iter().cloned());
+    if added == 0 {
+        return Err(Error::TlsSetup {
+            what: format!("--ca {}", path.display()),
+            reason: "none of its certificates can be used as a trust anchor".into(),
+        });
+    }
+    Ok((roots, certs))
 }
 
 /// The system's trusted roots, or a clear error when there are none.
@@ -489,6 +650,130 @@ fn system_roots() -> Result<RootCertStore> {
         });
     }
     Ok(roots)
+}
+
+/// The server certificate check for every mode but `--insecure`, in this order:
+/// 1. a certificate whose fingerprint is pinned (`--pin`) is accepted as it is: the
+///    fingerprint names that one certificate;
+/// 2. a certificate byte-identical to one in `--ca` (a self-signed server certificate
+///    given as its own CA, as `curl --cacert` users do) is accepted if it is valid for
+///    the name and today's date;
+/// 3. otherwise the chain must lead to a trusted root (webpki), unless only pins were
+///    given.
+///
+/// The handshake signature is always checked against the presented certificate.
+#[derive(Debug)]
+struct CheckedTrust {
+    /// Chain verification against the system roots or `--ca`; `None` with pins only.
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    /// The `--ca` certificates, accepted when a server presents one of them itself.
+    exact: Vec<CertificateDer<'static>>,
+    /// `--pin` fingerprints.
+    pins: Vec<Fingerprint>,
+    /// The signature algorithms for the handshake signature.
+    provider: Arc<CryptoProvider>,
+}
+
+/// A presented certificate whose fingerprint matches no `--pin`.
+#[derive(Debug, thiserror::Error)]
+#[error("its SHA-256 fingerprint {0} matches no --pin")]
+struct PinMismatch(Fingerprint);
+
+impl CheckedTrust {
+    /// Step 2: a certificate trusted as it is must still name the server and be in date.
+    fn check_exact(
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let validity = cert.validity();
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let unix =
+            |t: i64| UnixTime::since_unix_epoch(Duration::from_secs(t.max(0).unsigned_abs()));
+        if now_secs < validity.not_before.timestamp() {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYetContext {
+                    time: now,
+                    not_before: unix(validity.not_before.timestamp()),
+                },
+            ));
+        }
+        if now_secs > validity.not_after.timestamp() {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ExpiredContext {
+                    time: now,
+                    not_after: unix(validity.not_after.timestamp()),
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerCertVerifier for CheckedTrust {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let fingerprint = Fingerprint::of(end_entity);
+        if self.pins.contains(&fingerprint) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        if self.exact.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            CheckedTrust::check_exact(end_entity, server_name, now)?;
+            return Ok(ServerCertVerified::assertion());
+        }
+        match &self.chain {
+            Some(chain) => {
+                chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(PinMismatch(fingerprint))),
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// `--insecure`: accepts any certificate, but still checks the handshake signatures, so
@@ -594,28 +879,38 @@ fn explain_tls(e: &rustls::Error, side: Side<'_>) -> String {
                 format!("the server refused the handshake ({})", alert_words(*alert))
             }
         },
-        E::PeerIncompatible(why) => {
-            format!("no TLS version or cipher in common with the peer ({why:?})")
-        }
-        E::NoCertificatesPresented => "the peer presented no certificate".into(),
-        other => other.to_string(),
+        E::PeerIncompatible(why) => format!(
+            "no TLS version or cipher in common with the peer ({})",
+            debug_words(why)
+        ),
+        E::NoCertificatesPresented => match side {
+            Side::Server => {
+                "the client presented no certificate; give the client a certificate and key".into()
+            }
+            Side::Client(_) => "the server presented no certificate".into(),
+        },
+        E::General(text) => text.clone(),
+        other => format!("the handshake failed ({})", debug_words(other)),
+    }
+}
+
+/// What a client with this trust should do about a certificate it does not trust.
+fn remedy(side: Side<'_>) -> String {
+    match side {
+        Side::Client(Trust::CaFile(path)) => format!(
+            "it is not signed by a CA in --ca {}, nor is it one of that file's certificates; pass the CA that issued it, or the server's own certificate",
+            path.display()
+        ),
+        Side::Client(Trust::System) => "it is not signed by a CA this system trusts (self-signed?); pass --ca FILE with its CA or the certificate itself, --pin with its SHA-256 fingerprint, or --insecure to skip the check".into(),
+        Side::Client(Trust::Pinned) => "pass --pin with the fingerprint the server prints, or --ca with its certificate".into(),
+        Side::Client(Trust::Insecure) | Side::Server => "it is not signed by a trusted CA".into(),
     }
 }
 
 /// A certificate rejection in words, with the fix.
 fn explain_certificate(e: &CertificateError, side: Side<'_>) -> String {
-    let skip = match side {
-        Side::Client(Trust::CaFile(path)) => format!(
-            "it is not signed by a CA in --ca {}; pass the CA that issued it",
-            path.display()
-        ),
-        Side::Client(Trust::System) => {
-            "it is not signed by a CA this system trusts (self-signed?); pass --ca FILE with its CA, or --insecure to skip the check".into()
-        }
-        Side::Client(Trust::Insecure) | Side::Server => "it is not signed by a trusted CA".into(),
-    };
     match e {
-        CertificateError::UnknownIssuer => format!("unknown issuer: {skip}"),
+        CertificateError::UnknownIssuer => format!("unknown issuer: {}", remedy(side)),
         CertificateError::Expired => "the certificate has expired".into(),
         CertificateError::ExpiredContext { not_after, .. } => format!(
             "the certificate expired on {}",
@@ -631,7 +926,7 @@ fn explain_certificate(e: &CertificateError, side: Side<'_>) -> String {
         }
         CertificateError::NotValidForNameContext { expected, presented } => format!(
             "wrong name: the certificate is for {} but we asked for {}; connect by a name it lists or pass --server-name",
-            if presented.is_empty() { "no name at all".into() } else { presented.join(", ") },
+            if presented.is_empty() { "no name at all".into() } else { presented_names(presented) },
             expected.to_str()
         ),
         CertificateError::BadSignature => "the certificate's signature is invalid".into(),
@@ -640,8 +935,63 @@ fn explain_certificate(e: &CertificateError, side: Side<'_>) -> String {
             "the certificate is not meant for TLS servers (extended key usage)".into()
         }
         CertificateError::BadEncoding => "the certificate is malformed".into(),
-        other => format!("certificate rejected: {other}"),
+        CertificateError::Other(other) => explain_other_certificate(other, side),
+        other => format!("the certificate was rejected ({})", debug_words(other)),
     }
+}
+
+/// The names rustls lists for a certificate (`DnsName("localhost")`, `IpAddress(…)`) as
+/// plain text: `localhost, 127.0.0.1`.
+fn presented_names(presented: &[String]) -> String {
+    presented
+        .iter()
+        .map(|name| match name.split_once('(') {
+            Some((_, inner)) => inner.trim_end_matches(')').trim_matches('"').to_string(),
+            None => name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A rejection rustls passes on from webpki or from our own verifier.
+fn explain_other_certificate(other: &rustls::OtherError, side: Side<'_>) -> String {
+    if let Some(PinMismatch(fingerprint)) = other.0.downcast_ref::<PinMismatch>() {
+        return format!(
+            "the certificate's SHA-256 fingerprint {fingerprint} matches no --pin; check that this is the server you meant, then pin this fingerprint or pass --ca with its certificate"
+        );
+    }
+    match other.0.downcast_ref::<webpki::Error>() {
+        Some(webpki::Error::CaUsedAsEndEntity) => match side {
+            Side::Client(Trust::CaFile(path)) => format!(
+                "the server presented a CA certificate as its own (self-signed?) and it is not in --ca {}; pass that exact certificate with --ca, or its SHA-256 fingerprint with --pin",
+                path.display()
+            ),
+            _ => "the server presented a self-signed CA certificate that nothing here trusts; pass that certificate with --ca FILE, its SHA-256 fingerprint with --pin, or --insecure to skip the check".into(),
+        },
+        Some(webpki::Error::EndEntityUsedAsCa) => {
+            "a certificate in the chain that is not a CA signed another; the server's chain is wrong".into()
+        }
+        Some(e) => format!("the certificate was rejected ({})", debug_words(e)),
+        None => format!("the certificate was rejected ({})", other.0),
+    }
+}
+
+/// The variant name of a `Debug` value as lowercase words (`CaUsedAsEndEntity` → "ca
+/// used as end entity"), for the rare errors without a sentence of their own: never
+/// Rust's `Debug` syntax in front of a user.
+fn debug_words(value: &impl fmt::Debug) -> String {
+    let debug = format!("{value:?}");
+    let name = debug.split(['(', '{', ' ']).next().unwrap_or_default();
+    let mut words = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            words.push(' ');
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        words.push(c.to_ascii_lowercase());
+    }
+    words
 }
 
 /// A TLS alert, as its lowercase protocol name (`bad_certificate`, `unknown_ca`).
@@ -728,5 +1078,59 @@ mod tests {
         for text in [unknown, alert] {
             assert!(!text.contains('\n'));
         }
+    }
+
+    #[test]
+    fn fingerprints_parse_as_printed_or_as_lowercase_hex() {
+        let fp = Fingerprint([0x8a; 32]);
+        let printed = fp.to_string();
+        assert_eq!(printed.parse::<Fingerprint>().ok(), Some(fp.clone()));
+        assert_eq!("8a".repeat(32).parse::<Fingerprint>().ok(), Some(fp));
+        assert!("8A:92".parse::<Fingerprint>().is_err());
+        assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
+    }
+
+    /// A self-signed certificate trusted as it is must still be in date and name the host.
+    #[test]
+    fn a_certificate_trusted_as_it_is_is_still_checked_for_dates_and_name() {
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        let localhost = ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
+        let now = UnixTime::now();
+        let expired = CheckedTrust::check_exact(cert.der(), &localhost, now);
+        assert!(
+            matches!(
+                expired,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ExpiredContext { .. }
+                ))
+            ),
+            "{expired:?}"
+        );
+        let in_2020 = UnixTime::since_unix_epoch(Duration::from_secs(1_600_000_000));
+        assert!(CheckedTrust::check_exact(cert.der(), &localhost, in_2020).is_ok());
+        let other = ServerName::try_from("example.org").unwrap_or_else(|e| panic!("{e}"));
+        assert!(CheckedTrust::check_exact(cert.der(), &other, in_2020).is_err());
+    }
+
+    #[test]
+    fn webpki_rejections_read_as_words() {
+        let ca_as_leaf = CertificateError::Other(rustls::OtherError(Arc::new(
+            webpki::Error::CaUsedAsEndEntity,
+        )));
+        let text = explain_certificate(&ca_as_leaf, Side::Client(&Trust::System));
+        assert!(
+            text.contains("self-signed") && text.contains("--pin"),
+            "{text}"
+        );
+        assert!(!text.contains("Other"), "{text}");
+        assert_eq!(
+            debug_words(&webpki::Error::UnsupportedCriticalExtension),
+            "unsupported critical extension"
+        );
     }
 }

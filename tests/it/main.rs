@@ -23,5 +23,7 @@ mod serve_paths;
 mod server_modes;
 mod shutdown;
 mod tls;
+mod tls_trust;
 mod transports;
 mod util;
+mod wording;
