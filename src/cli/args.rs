@@ -124,13 +124,17 @@ Examples:
   sockit connect tls://example.org:443 --crlf
   sockit connect tls://127.0.0.1:8443 --insecure --hex
 
-Half-close: when stdin ends, the sending side of the connection is shut down and the
-reply is still printed until the server closes; --close-on-eof exits at once instead
-(nc -N / -q 0). If the server closes first, what stdin still holds is still sent (the
-server may only have closed its sending side). For udp:// and unixgram: each read of
-stdin is one datagram; after stdin ends, replies are printed until none has come for
---idle-timeout (default 2s). Exit 0 when the conversation ended normally (stdout
-closed included); 1 reset, 4 refused, 5 connect timeout, 7 TLS failure.";
+Half-close (nc -N, always on; --close-on-eof says so explicitly): when stdin ends, the
+sending side of the connection is shut down and everything the server sends is still
+printed until it closes. --quit-after D (nc -q D) also stops once the server has been
+quiet for D after stdin ended; it never cuts a reply that is still arriving. --no-stdin
+(nc -d) sends nothing and prints until the server closes. If the server closes first,
+what stdin still holds is still sent (the server may only have closed its sending
+side); if the server no longer takes it, that input is lost and the exit status is 1.
+For udp:// and unixgram: each read of stdin is one datagram; after stdin ends, replies
+are printed until none has come for --quit-after (default 2s). Exit 0 when the
+conversation ended normally (stdout closed included); 1 reset or input not delivered,
+4 refused, 5 connect timeout, 7 TLS failure.";
 
 const RELAY_EXAMPLES: &str = "\
 Examples:
@@ -537,9 +541,21 @@ pub struct ConnectArgs {
     #[arg(value_name = "ENDPOINT")]
     pub endpoint: String,
 
-    /// Exit as soon as stdin ends, without waiting for the server to close (nc -N / -q 0).
-    #[arg(long)]
+    /// What nc -N does, and what connect always does: when stdin ends, shut down the
+    /// sending side (FIN) and keep printing until the server closes.
+    #[arg(long, short = 'N')]
     pub close_on_eof: bool,
+
+    /// After stdin ends, stop once the server has sent nothing for this long, even if it
+    /// has not closed (nc -q; never stops while bytes arrive; "0": wait for the close)
+    /// [default: wait for the close; datagrams: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub quit_after: Option<Duration>,
+
+    /// Do not read stdin: send nothing, only print what the server sends until it closes
+    /// (nc -d).
+    #[arg(long, short = 'd', conflicts_with_all = ["crlf", "close_on_eof"])]
+    pub no_stdin: bool,
 
     /// Send line endings as CRLF (for HTTP, SMTP and other CRLF protocols).
     #[arg(long)]

@@ -17,7 +17,7 @@ use crate::behaviour::Responder;
 use crate::behaviour::chat::ChatOptions;
 use crate::behaviour::exec::{ExecSpec, check_program};
 use crate::client::SendOptions;
-use crate::client::connect::{InteractiveOptions, LineEndings, OnInputEnd};
+use crate::client::connect::{InteractiveOptions, LineEndings, StdinUse};
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
@@ -345,16 +345,20 @@ impl ConnectArgs {
         if self.timeout.is_zero() {
             return Err(Error::Usage("--timeout must be more than 0".into()));
         }
+        // --close-on-eof names the behaviour every run has (nc -N): nothing to set.
+        let _explicit_half_close = self.close_on_eof;
         let options = InteractiveOptions {
             connect: ConnectOptions {
                 timeout: self.timeout,
                 tls: client_tls(&endpoint, &self.tls)?,
             },
-            on_input_end: if self.close_on_eof {
-                OnInputEnd::Exit
+            stdin: if self.no_stdin {
+                StdinUse::Ignore
             } else {
-                OnInputEnd::HalfClose
+                StdinUse::Send
             },
+            // "0" waits for the close, as nc -q 0 does in practice.
+            quit_after: self.quit_after.and_then(optional),
             line_endings: if self.crlf {
                 LineEndings::Crlf
             } else {
