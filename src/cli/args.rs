@@ -113,7 +113,14 @@ Examples:
   echo 'hello' | sockit send unix:/tmp/echo.sock - --framing line
   sockit send localhost:9000 hi --timeout 2s
   sockit send tls://localhost:8443 hi --ca ca.pem
-  sockit send tls://127.0.0.1:8443 hi --insecure --hex";
+  sockit send tls://127.0.0.1:8443 hi --insecure --hex
+  sockit send 9000 - < request.bin --reply-size 512
+
+A raw reply is everything the server sends until it pauses for --reply-quiet (200ms) or
+closes, or exactly --reply-size bytes; with --framing line it is one line; over udp://
+and unixgram: one datagram. The send:/receive: lines show at most 1024 bytes of a message,
+then its length: '… (5000 bytes)'. An empty message is a usage error on streams (nothing
+would be sent) and an empty datagram on udp:// and unixgram:.";
 
 const CONNECT_EXAMPLES: &str = "\
 Examples:
@@ -524,6 +531,16 @@ pub struct SendArgs {
     /// How the reply is read.
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    /// A raw reply is complete after exactly this many bytes (instead of at a pause).
+    #[arg(long, value_name = "BYTES", conflicts_with = "reply_quiet",
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub reply_size: Option<u64>,
+
+    /// A raw reply is complete once the server has sent nothing for this long (or
+    /// closes); the whole reply is read, however many reads it takes.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub reply_quiet: Duration,
 
     /// How a tls:// server is checked.
     #[command(flatten)]
