@@ -45,6 +45,10 @@ pub const DATAGRAM_LINGER: Duration = Duration::from_secs(2);
 /// Bytes read from the socket at a time.
 const READ_SIZE: usize = 64 * 1024;
 
+/// Receive buffer for one datagram: larger than any UDP datagram (65,535 bytes) and
+/// than a Unix datagram under the default socket limits, so none is cut.
+const DATAGRAM_RECEIVE: usize = 256 * 1024;
+
 /// Chunks of stdin queued before the reader thread waits: a little read-ahead, bounded.
 const INPUT_DEPTH: usize = 4;
 
@@ -460,7 +464,7 @@ where
     let counts = Counts::default();
     let mut encoder = CrlfEncoder::default();
     let mut encoded = Vec::new();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![0u8; DATAGRAM_RECEIVE];
     let mut input_open = options.stdin == StdinUse::Send;
     loop {
         let quiet_limit = if input_open {

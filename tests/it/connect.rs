@@ -420,6 +420,48 @@ fn unix_datagram_round_trip() {
     join(echo);
 }
 
+/// A Unix datagram server that answers the first datagram with `reply_len` bytes.
+pub fn big_unixgram_replier(path: &std::path::Path, reply_len: usize) -> thread::JoinHandle<()> {
+    let server = UnixDatagram::bind(path).unwrap_or_else(|e| panic!("{e}"));
+    server.set_read_timeout(Some(TIMEOUT)).ok();
+    thread::spawn(move || {
+        use std::os::linux::net::SocketAddrExt;
+        let mut buf = [0u8; 2048];
+        let (_, peer) = server.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let name = peer
+            .as_abstract_name()
+            .unwrap_or_else(|| panic!("the client should have an abstract address"))
+            .to_vec();
+        let to = std::os::unix::net::SocketAddr::from_abstract_name(&name)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reply: Vec<u8> = (0..reply_len).map(|i| b'a' + (i % 26) as u8).collect();
+        server
+            .send_to_addr(&reply, &to)
+            .unwrap_or_else(|e| panic!("{e}"));
+    })
+}
+
+/// A Unix datagram reply larger than any UDP datagram (100,000 bytes) is printed whole,
+/// not cut to 65,507 bytes without a word.
+#[test]
+fn a_unix_datagram_reply_larger_than_udp_allows_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("big.sock");
+    let server = big_unixgram_replier(&path, 100_000);
+    let output = run_sockit(
+        &[
+            "connect",
+            &format!("unixgram:{}", path.display()),
+            "-i",
+            "500ms",
+        ],
+        Some(b"send me a lot"),
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_eq!(output.stdout.len(), 100_000);
+    join(server);
+}
+
 /// Interop: ncat as the server, both directions with half-close: ncat sends its stdin
 /// and shuts down its side at the end of it; we send ours and shut down; each prints
 /// what the other sent. (ncat --exec is not used: ncat drops the child's output once the

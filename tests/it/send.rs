@@ -298,3 +298,20 @@ fn an_empty_message_on_udp_is_an_empty_datagram() {
     );
     assert_eq!(join(server), 0, "the datagram was not empty");
 }
+
+/// A Unix datagram reply of 100,000 bytes (more than a UDP datagram holds) is read
+/// whole: the line gives its full length.
+#[test]
+fn a_large_unix_datagram_reply_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("big.sock");
+    let server = crate::connect::big_unixgram_replier(&path, 100_000);
+    let output = run_sockit(
+        &["send", &format!("unixgram:{}", path.display()), "hi"],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let lines = stdout_lines(&output);
+    assert!(lines[1].ends_with("… (100000 bytes)"), "{:.60}", lines[1]);
+    join(server);
+}
