@@ -420,6 +420,51 @@ fn unix_datagram_round_trip() {
     join(echo);
 }
 
+/// Input the server no longer takes is lost: once the server has closed completely,
+/// further stdin makes the run fail (exit 1) instead of ending with 0.
+#[test]
+fn input_the_server_no_longer_takes_fails_the_run() {
+    let (addr, server) = one_shot_server(|mut stream| {
+        let mut got = [0u8; 5];
+        stream
+            .read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Dropping the stream closes it completely.
+    });
+    let mut client = Proc::spawn(
+        crate::util::sockit_command(&["connect", &format!("tcp://{addr}")]),
+        true,
+    );
+    client
+        .stdin()
+        .write_all(b"hello")
+        .unwrap_or_else(|e| panic!("{e}"));
+    join(server);
+    wait_for_stderr(&client, "closed its side");
+    // The first write after the close is taken by the kernel and answered with a reset;
+    // a later one fails. Keep typing until the client gives up (bounded by TIMEOUT).
+    let report = client.report();
+    crate::peers::poll_until(
+        "the client to stop",
+        || report.clone(),
+        || {
+            let typed = client
+                .stdin()
+                .write_all(b"more\n")
+                .and_then(|()| client.stdin().flush());
+            (typed.is_err() || !client.is_running()).then_some(())
+        },
+    );
+    client.close_stdin();
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", client.report());
+    assert!(
+        client.stderr().contains("before all of stdin was sent"),
+        "{}",
+        client.report()
+    );
+}
+
 /// A Unix datagram server that answers the first datagram with `reply_len` bytes.
 pub fn big_unixgram_replier(path: &std::path::Path, reply_len: usize) -> thread::JoinHandle<()> {
     let server = UnixDatagram::bind(path).unwrap_or_else(|e| panic!("{e}"));
