@@ -113,7 +113,14 @@ Examples:
   echo 'hello' | sockit send unix:/tmp/echo.sock - --framing line
   sockit send localhost:9000 hi --timeout 2s
   sockit send tls://localhost:8443 hi --ca ca.pem
-  sockit send tls://127.0.0.1:8443 hi --insecure --hex";
+  sockit send tls://127.0.0.1:8443 hi --insecure --hex
+  sockit send 9000 - < request.bin --reply-size 512
+
+A raw reply is everything the server sends until it pauses for --reply-quiet (200ms) or
+closes, or exactly --reply-size bytes; with --framing line it is one line; over udp://
+and unixgram: one datagram. The send:/receive: lines show at most 1024 bytes of a message,
+then its length: '… (5000 bytes)'. An empty message is a usage error on streams (nothing
+would be sent) and an empty datagram on udp:// and unixgram:.";
 
 const CONNECT_EXAMPLES: &str = "\
 Examples:
@@ -124,13 +131,17 @@ Examples:
   sockit connect tls://example.org:443 --crlf
   sockit connect tls://127.0.0.1:8443 --insecure --hex
 
-Half-close: when stdin ends, the sending side of the connection is shut down and the
-reply is still printed until the server closes; --close-on-eof exits at once instead
-(nc -N / -q 0). If the server closes first, what stdin still holds is still sent (the
-server may only have closed its sending side). For udp:// and unixgram: each read of
-stdin is one datagram; after stdin ends, replies are printed until none has come for
---idle-timeout (default 2s). Exit 0 when the conversation ended normally (stdout
-closed included); 1 reset, 4 refused, 5 connect timeout, 7 TLS failure.";
+Half-close (nc -N, always on; --close-on-eof says so explicitly): when stdin ends, the
+sending side of the connection is shut down and everything the server sends is still
+printed until it closes. --quit-after D (nc -q D) also stops once the server has been
+quiet for D after stdin ended; it never cuts a reply that is still arriving. --no-stdin
+(nc -d) sends nothing and prints until the server closes. If the server closes first,
+what stdin still holds is still sent (the server may only have closed its sending
+side); if the server no longer takes it, that input is lost and the exit status is 1.
+For udp:// and unixgram: each read of stdin is one datagram; after stdin ends, replies
+are printed until none has come for --quit-after (default 2s). Exit 0 when the
+conversation ended normally (stdout closed included); 1 reset or input not delivered,
+4 refused, 5 connect timeout, 7 TLS failure.";
 
 const RELAY_EXAMPLES: &str = "\
 Examples:
@@ -539,6 +550,16 @@ pub struct SendArgs {
     #[command(flatten)]
     pub framing: FramingArgs,
 
+    /// A raw reply is complete after exactly this many bytes (instead of at a pause).
+    #[arg(long, value_name = "BYTES", conflicts_with = "reply_quiet",
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub reply_size: Option<u64>,
+
+    /// A raw reply is complete once the server has sent nothing for this long (or
+    /// closes); the whole reply is read, however many reads it takes.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub reply_quiet: Duration,
+
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
@@ -559,9 +580,21 @@ pub struct ConnectArgs {
     #[arg(value_name = "PORT")]
     pub port: Option<String>,
 
-    /// Exit as soon as stdin ends, without waiting for the server to close (nc -N / -q 0).
-    #[arg(long)]
+    /// What nc -N does, and what connect always does: when stdin ends, shut down the
+    /// sending side (FIN) and keep printing until the server closes.
+    #[arg(long, short = 'N')]
     pub close_on_eof: bool,
+
+    /// After stdin ends, stop once the server has sent nothing for this long, even if it
+    /// has not closed (nc -q; never stops while bytes arrive; "0": wait for the close)
+    /// [default: wait for the close; datagrams: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub quit_after: Option<Duration>,
+
+    /// Do not read stdin: send nothing, only print what the server sends until it closes
+    /// (nc -d).
+    #[arg(long, short = 'd', conflicts_with_all = ["crlf", "close_on_eof"])]
+    pub no_stdin: bool,
 
     /// Send line endings as CRLF (for HTTP, SMTP and other CRLF protocols).
     #[arg(long)]

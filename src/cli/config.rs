@@ -17,8 +17,9 @@ use crate::behaviour::Responder;
 use crate::behaviour::chat::ChatOptions;
 use crate::behaviour::exec::{ExecSpec, check_program};
 use crate::client::SendOptions;
-use crate::client::connect::{InteractiveOptions, LineEndings, OnInputEnd};
-use crate::endpoint::{Endpoint, Host};
+use crate::client::connect::{InteractiveOptions, LineEndings, StdinUse};
+use crate::client::send::ReplyEnd;
+use crate::endpoint::{Delivery, Endpoint, Host};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::HexDump;
@@ -365,13 +366,46 @@ impl SendArgs {
         options.timeout = self.timeout;
         options.framing = framing;
         options.buffer_size = buffer_size;
+        if self.reply_size.is_some() && framing != Framing::Raw {
+            return Err(Error::Usage(
+                "--reply-size is for raw replies; with --framing line a reply is one line".into(),
+            ));
+        }
+        options.reply_end = reply_end(self.reply_size, self.reply_quiet)?;
         if options.timeout.is_zero() {
             return Err(Error::Usage("--timeout must be more than 0".into()));
+        }
+        if options.message.is_empty()
+            && endpoint.delivery() == Delivery::Stream
+            && framing == Framing::Raw
+        {
+            return Err(Error::Usage(format!(
+                "the message is empty: over {} there is no empty message to send, so no reply could come; give at least one byte (or --framing line to send an empty line)",
+                endpoint.scheme()
+            )));
         }
         options.tls = client_tls(&endpoint, &self.tls)?;
         options.hex = hex_dump(self.hex);
         Ok(SendConfig { endpoint, options })
     }
+}
+
+/// Where a raw `send` reply ends: `--reply-size` bytes, or a pause of `--reply-quiet`.
+///
+/// # Errors
+/// [`Error::Usage`] for a zero pause or a size this machine cannot hold.
+fn reply_end(size: Option<u64>, quiet: Duration) -> Result<ReplyEnd> {
+    if let Some(size) = size {
+        let size =
+            usize::try_from(size).map_err(|_| Error::Usage("--reply-size is too large".into()))?;
+        return Ok(ReplyEnd::Size(size));
+    }
+    if quiet.is_zero() {
+        return Err(Error::Usage(
+            "--reply-quiet must be more than 0 (a reply would end before it could arrive)".into(),
+        ));
+    }
+    Ok(ReplyEnd::Quiet(quiet))
 }
 
 impl ConnectArgs {
@@ -384,16 +418,20 @@ impl ConnectArgs {
         if self.timeout.is_zero() {
             return Err(Error::Usage("--timeout must be more than 0".into()));
         }
+        // --close-on-eof names the behaviour every run has (nc -N): nothing to set.
+        let _explicit_half_close = self.close_on_eof;
         let options = InteractiveOptions {
             connect: ConnectOptions {
                 timeout: self.timeout,
                 tls: client_tls(&endpoint, &self.tls)?,
             },
-            on_input_end: if self.close_on_eof {
-                OnInputEnd::Exit
+            stdin: if self.no_stdin {
+                StdinUse::Ignore
             } else {
-                OnInputEnd::HalfClose
+                StdinUse::Send
             },
+            // "0" waits for the close, as nc -q 0 does in practice.
+            quit_after: self.quit_after.and_then(optional),
             line_endings: if self.crlf {
                 LineEndings::Crlf
             } else {

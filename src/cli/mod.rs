@@ -101,7 +101,10 @@ fn default_threads() -> usize {
 
 /// `sockit connect`: stdin ⇄ socket until the conversation ends.
 async fn connect(config: config::ConnectConfig) -> Result<()> {
-    let input = client::connect::stdin_input()?;
+    let input = match config.options.stdin {
+        client::connect::StdinUse::Send => client::connect::stdin_input()?,
+        client::connect::StdinUse::Ignore => client::connect::no_input(),
+    };
     let report = client::connect(
         &config.endpoint,
         &config.options,

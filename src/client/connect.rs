@@ -9,14 +9,17 @@
 //!   close_notify), which tells the server "no more requests";
 //! * download: each read from the socket is written to stdout and flushed at once.
 //!
-//! The conversation ends when both are done: the server closed and stdin ended. If the
-//! server closes first, what stdin still holds is still sent, because the server may only
-//! have closed its sending side (nc and ncat do the same). `--close-on-eof` ends at the end
-//! of stdin instead (nc -N / -q 0). `--idle-timeout` ends after a quiet spell.
+//! The conversation ends when both are done: the server closed and stdin ended. Every
+//! byte the server sends before it closes is printed (nc -N). If the server closes first,
+//! what stdin still holds is still sent, because the server may only have closed its
+//! sending side (nc and ncat do the same); if it no longer takes it, the run fails, since
+//! that input was lost. `--quit-after D` also ends the conversation once the server has
+//! been quiet for D after the end of stdin, so it never stops while bytes are arriving.
+//! `--no-stdin` sends nothing (nc -d). `--idle-timeout` ends after a quiet spell either way.
 //!
 //! Datagrams (UDP, Unix datagram) have no connection to close: each read of stdin is one
 //! datagram; replies are printed as they come; after stdin ends, replies are still
-//! printed until none has arrived for the idle timeout ([`DATAGRAM_LINGER`] by default).
+//! printed until none has arrived for `--quit-after` ([`DATAGRAM_LINGER`] by default).
 //!
 //! Stdin is read on a plain thread, not tokio's blocking pool: a read from a terminal
 //! cannot be cancelled, and a pool thread stuck in it would hold the runtime open at exit.
@@ -42,6 +45,10 @@ pub const DATAGRAM_LINGER: Duration = Duration::from_secs(2);
 /// Bytes read from the socket at a time.
 const READ_SIZE: usize = 64 * 1024;
 
+/// Receive buffer for one datagram: larger than any UDP datagram (65,535 bytes) and
+/// than a Unix datagram under the default socket limits, so none is cut.
+const DATAGRAM_RECEIVE: usize = 256 * 1024;
+
 /// Chunks of stdin queued before the reader thread waits: a little read-ahead, bounded.
 const INPUT_DEPTH: usize = 4;
 
@@ -49,14 +56,15 @@ const INPUT_DEPTH: usize = 4;
 /// endpoints). The channel closing is the end of input.
 pub type Input = mpsc::Receiver<io::Result<Bytes>>;
 
-/// What to do when stdin ends.
+/// Whether stdin is sent at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnInputEnd {
-    /// Shut down our sending side and keep printing until the server closes.
+pub enum StdinUse {
+    /// Send what stdin holds; at its end, shut down our sending side (nc -N).
     #[default]
-    HalfClose,
-    /// Exit at once (`--close-on-eof`).
-    Exit,
+    Send,
+    /// Send nothing and leave the sending side open: only print what the server sends
+    /// (`--no-stdin`, nc -d).
+    Ignore,
 }
 
 /// How line endings in the input are sent.
@@ -74,8 +82,11 @@ pub enum LineEndings {
 pub struct InteractiveOptions {
     /// Connect timeout and TLS settings.
     pub connect: ConnectOptions,
-    /// What the end of stdin means.
-    pub on_input_end: OnInputEnd,
+    /// Whether stdin is read and sent.
+    pub stdin: StdinUse,
+    /// `--quit-after`: once stdin has ended, stop when the server has been quiet this
+    /// long. `None`: wait for the server to close (streams), or [`DATAGRAM_LINGER`].
+    pub quit_after: Option<Duration>,
     /// `--crlf`.
     pub line_endings: LineEndings,
     /// End after this long with no bytes either way. `None`: never for streams, and
@@ -86,11 +97,13 @@ pub struct InteractiveOptions {
 }
 
 impl InteractiveOptions {
-    /// Defaults: 10 s to connect, half-close, bytes as read, no idle limit, no dump.
+    /// Defaults: 10 s to connect, stdin sent then half-closed, wait for the server to
+    /// close, bytes as read, no idle limit, no dump.
     pub fn new() -> InteractiveOptions {
         InteractiveOptions {
             connect: ConnectOptions::new(Duration::from_secs(10)),
-            on_input_end: OnInputEnd::HalfClose,
+            stdin: StdinUse::Send,
+            quit_after: None,
             line_endings: LineEndings::AsIs,
             idle_timeout: None,
             hex: None,
@@ -110,8 +123,8 @@ pub enum Ended {
     /// The server closed and the input ended (or a datagram conversation went quiet
     /// after the input ended).
     Finished,
-    /// The input ended and `--close-on-eof` was given.
-    InputEnded,
+    /// The input ended and the server then sent nothing for `--quit-after`.
+    ServerQuiet,
     /// Nothing moved for the idle timeout.
     Idle,
     /// Stdout was closed (e.g. `| head`): a normal way to stop reading.
@@ -161,6 +174,11 @@ pub fn stdin_input() -> Result<Input> {
     Ok(rx)
 }
 
+/// An input that has already ended, for `--no-stdin`: stdin is left alone.
+pub fn no_input() -> Input {
+    mpsc::channel(1).1
+}
+
 /// Connects to `endpoint` and runs the conversation between `input` and `output`.
 ///
 /// # Errors
@@ -200,6 +218,10 @@ struct Counts {
 }
 
 impl Counts {
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     fn report(&self, ended: Ended) -> ConnectReport {
         ConnectReport {
             ended,
@@ -242,23 +264,30 @@ where
     );
     let download = download(reader, output, &activity, &counts, peer);
     tokio::pin!(upload, download);
-    let mut upload_done = false;
+    let mut upload_done = options.stdin == StdinUse::Ignore;
     let mut download_done = false;
+    // A failure to send is reported once the download has printed all it can.
+    let mut upload_error = None;
     loop {
+        let quiet_limit = quiet_limit(options, upload_done);
         tokio::select! {
             result = &mut upload, if !upload_done => {
                 upload_done = true;
+                // The --quit-after wait counts from the end of input.
+                activity.touch();
                 match result {
-                    Ok(()) if options.on_input_end == OnInputEnd::Exit => {
-                        return Ok(counts.report(Ended::InputEnded));
+                    Ok(UploadEnd::ShutDown) => {}
+                    // The server closed completely and we learn it by shutting down:
+                    // everything was sent before, so nothing was lost.
+                    Ok(UploadEnd::ShutdownFailed(e)) if download_done && is_closed(&e) => {
+                        tracing::debug!("{peer} had already closed: {e}");
                     }
-                    Ok(()) => {}
-                    // The server closed completely, and we learn it by writing: that is
-                    // the end of a conversation it had already ended, not a failure.
-                    Err(e) if download_done && is_closed(&e) => {
-                        tracing::debug!("{peer} no longer accepts data: {e}");
+                    Ok(UploadEnd::ShutdownFailed(e)) => {
+                        upload_error = Some(Error::exchange(e, peer, "while closing the sending side"));
                     }
-                    Err(e) => return Err(Error::exchange(e, peer, "while sending")),
+                    Err(e) => {
+                        upload_error = Some(unsent_input_error(e, peer, counts.sent()));
+                    }
                 }
             }
             result = &mut download, if !download_done => {
@@ -273,14 +302,64 @@ where
                     Err(e) => return Err(Error::exchange(e, peer, "while receiving")),
                 }
             }
-            () = activity.quiet_for(options.idle_timeout) => {
-                tracing::info!("no traffic for {}: closing", humantime::format_duration(options.idle_timeout.unwrap_or_default()));
-                return Ok(counts.report(Ended::Idle));
+            () = activity.quiet_for(quiet_limit) => {
+                if let Some(e) = upload_error {
+                    return Err(e);
+                }
+                let ended = quiet_end(options, upload_done);
+                match ended {
+                    Ended::ServerQuiet => tracing::debug!("{peer} sent nothing for --quit-after: closing"),
+                    _ => tracing::info!("no traffic for {}: closing", humantime::format_duration(quiet_limit.unwrap_or_default())),
+                }
+                return Ok(counts.report(ended));
             }
         }
         if upload_done && download_done {
-            return Ok(counts.report(Ended::Finished));
+            return match upload_error {
+                Some(e) => Err(e),
+                None => Ok(counts.report(Ended::Finished)),
+            };
         }
+    }
+}
+
+/// How long a quiet spell ends a stream conversation: the idle timeout, and once input
+/// has ended, `--quit-after` if it is shorter.
+fn quiet_limit(options: &InteractiveOptions, input_ended: bool) -> Option<Duration> {
+    match (
+        options.idle_timeout,
+        options.quit_after.filter(|_| input_ended),
+    ) {
+        (Some(idle), Some(quit)) => Some(idle.min(quit)),
+        (idle, quit) => idle.or(quit),
+    }
+}
+
+/// Which quiet spell ended a stream conversation: `--quit-after` once input has ended
+/// (when it is the shorter limit), otherwise the idle timeout.
+fn quiet_end(options: &InteractiveOptions, input_ended: bool) -> Ended {
+    match options.quit_after {
+        Some(quit) if input_ended && options.idle_timeout.is_none_or(|idle| quit <= idle) => {
+            Ended::ServerQuiet
+        }
+        _ => Ended::Idle,
+    }
+}
+
+/// The error for input the server no longer took: those bytes were lost, so the run
+/// must not look successful.
+fn unsent_input_error(e: io::Error, peer: &str, sent: u64) -> Error {
+    let during = format!("before all of stdin was sent ({sent} bytes were)");
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Error::Reset {
+            peer: peer.to_string(),
+            during,
+        },
+        _ if is_closed(&e) => Error::ClosedEarly {
+            peer: peer.to_string(),
+            during,
+        },
+        _ => Error::exchange(e, peer, "while sending"),
     }
 }
 
@@ -295,7 +374,18 @@ fn is_closed(e: &io::Error) -> bool {
     )
 }
 
+/// How the upload direction ended without losing input.
+enum UploadEnd {
+    /// All input was sent and the sending side shut down.
+    ShutDown,
+    /// All input was sent; shutting the sending side down failed.
+    ShutdownFailed(io::Error),
+}
+
 /// Input → socket, then shut the socket's write side down.
+///
+/// # Errors
+/// A failed read of stdin or write to the socket: some input was not sent.
 async fn upload<W: AsyncWrite + Unpin>(
     mut input: Input,
     mut writer: W,
@@ -303,7 +393,7 @@ async fn upload<W: AsyncWrite + Unpin>(
     activity: &Activity,
     counts: &Counts,
     peer: &str,
-) -> io::Result<()> {
+) -> io::Result<UploadEnd> {
     let mut encoder = CrlfEncoder::default();
     let mut encoded = Vec::new();
     while let Some(chunk) = input.recv().await {
@@ -314,7 +404,10 @@ async fn upload<W: AsyncWrite + Unpin>(
         activity.touch();
     }
     tracing::debug!("end of input: shutting down the sending side to {peer}");
-    writer.shutdown().await
+    Ok(match writer.shutdown().await {
+        Ok(()) => UploadEnd::ShutDown,
+        Err(e) => UploadEnd::ShutdownFailed(e),
+    })
 }
 
 /// Socket → output, flushed per read, until the server closes or output goes away.
@@ -371,13 +464,18 @@ where
     let counts = Counts::default();
     let mut encoder = CrlfEncoder::default();
     let mut encoded = Vec::new();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut input_open = true;
+    let mut buf = vec![0u8; DATAGRAM_RECEIVE];
+    let mut input_open = options.stdin == StdinUse::Send;
     loop {
         let quiet_limit = if input_open {
             options.idle_timeout
         } else {
-            Some(options.idle_timeout.unwrap_or(DATAGRAM_LINGER))
+            Some(
+                options
+                    .quit_after
+                    .or(options.idle_timeout)
+                    .unwrap_or(DATAGRAM_LINGER),
+            )
         };
         tokio::select! {
             chunk = input.recv(), if input_open => match chunk {
@@ -391,9 +489,6 @@ where
                     return Err(Error::Io { doing: "reading stdin".into(), source });
                 }
                 None => {
-                    if options.on_input_end == OnInputEnd::Exit {
-                        return Ok(counts.report(Ended::InputEnded));
-                    }
                     input_open = false;
                     // The linger counts from the end of input, not from the last reply.
                     activity.touch();

@@ -2,6 +2,17 @@
 //!
 //! With `--count N` the same message goes N times over one connection (or N datagrams),
 //! each reply awaited before the next message, within the timeout.
+//!
+//! Where a reply ends, so that each message is paired with its own reply and none is cut:
+//!
+//! * datagrams: one datagram is one reply;
+//! * `--framing line`: one line;
+//! * raw streams with `--reply-size N`: exactly N bytes;
+//! * raw streams otherwise: everything that arrives until the server has been quiet for
+//!   `--reply-quiet` ([`REPLY_QUIET`]) or closes. `--buffer` is only the size of each read.
+//!
+//! The `send:` and `receive:` lines show at most [`SHOWN_BYTES`] of a message and then
+//! its length, `… (5000 bytes)`, so a bulk message prints one line.
 
 use std::time::Duration;
 
@@ -11,12 +22,30 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::{Framer, Framing};
+use crate::obs::escape::SHOWN_BYTES;
 use crate::obs::hexdump::{Direction, HexDump, Tap};
 use crate::obs::{Event, EventLog};
 use crate::transport::tls::ClientTls;
 use crate::transport::{
     ConnectOptions, DatagramSocket, MAX_DATAGRAM, PeerAddr, connect_stream, unix_sockaddr,
 };
+
+/// How long a raw reply may pause before it counts as complete: far longer than the
+/// gaps between the packets of one reply, short enough not to slow a person down.
+pub const REPLY_QUIET: Duration = Duration::from_millis(200);
+
+/// Receive buffer for one datagram reply: larger than any UDP datagram (65,535 bytes)
+/// and than a Unix datagram under the default socket limits, so none is cut.
+const DATAGRAM_RECEIVE: usize = 256 * 1024;
+
+/// Where a raw stream reply ends (line framing ends it at the newline; a datagram is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyEnd {
+    /// When the server has sent nothing for this long, or closes (`--reply-quiet`).
+    Quiet(Duration),
+    /// After exactly this many bytes (`--reply-size`).
+    Size(usize),
+}
 
 /// What to send and how to wait for the answer.
 #[derive(Debug, Clone)]
@@ -27,10 +56,12 @@ pub struct SendOptions {
     pub count: u64,
     /// Limit for connecting and for each reply.
     pub timeout: Duration,
-    /// Raw: one read is the reply. Line: the message is sent as a line and the reply is
-    /// read up to its newline.
+    /// Raw: the reply ends as `reply_end` says. Line: the message is sent as a line and
+    /// the reply is read up to its newline.
     pub framing: Framing,
-    /// Most bytes read for one raw reply (the note's `recv(1024)`).
+    /// Where a raw reply ends.
+    pub reply_end: ReplyEnd,
+    /// Bytes asked for per read (the note's `recv(1024)`); a longer reply takes more reads.
     pub buffer_size: usize,
     /// How a `tls://` server is checked (`None`: the system's trusted roots).
     pub tls: Option<ClientTls>,
@@ -46,6 +77,7 @@ impl SendOptions {
             count: 1,
             timeout: Duration::from_secs(5),
             framing: Framing::Raw,
+            reply_end: ReplyEnd::Quiet(REPLY_QUIET),
             buffer_size: 1024,
             tls: None,
             hex: None,
@@ -58,8 +90,8 @@ impl SendOptions {
 pub struct SendReport {
     /// Replies received (equals the count on success).
     pub replies: u64,
-    /// The last reply, for callers that want it.
-    pub last_reply: Bytes,
+    /// Bytes received in all replies.
+    pub received: u64,
 }
 
 /// Runs the exchange(s) and prints each `send`/`receive` event.
@@ -105,12 +137,14 @@ async fn send_stream(
         .map(|p| p.to_string())
         .unwrap_or_else(|_| endpoint.to_string());
     let peer_addr = stream.peer_addr().ok();
-    let mut stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone());
+    let stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone());
+    let mut replies = ReplyReader::new(stream, options, &peer);
     let wire = wire_message(options);
     let mut report = SendReport::default();
     for index in 1..=options.count {
         let during = exchange_phrase(index, options.count);
-        stream
+        replies
+            .stream
             .write_all(&wire)
             .await
             .map_err(|e| Error::exchange(e, peer.clone(), format!("while sending {during}")))?;
@@ -118,30 +152,32 @@ async fn send_stream(
             events.emit(Event::Sent {
                 peer: p,
                 data: &options.message,
+                len: options.message.len(),
                 datagram: false,
             });
         }
-        let reply = tokio::time::timeout(
-            options.timeout,
-            read_reply(&mut stream, options, &peer, &during),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            doing: format!("waiting for the reply to {during} from {peer}"),
-            after: options.timeout,
-        })??;
+        let reply = replies.next(&during).await?;
         if let Some(p) = &peer_addr {
             events.emit(Event::Received {
                 peer: p,
-                data: &reply,
+                data: &reply.shown,
+                len: reply.len,
                 datagram: false,
             });
         }
         report.replies += 1;
-        report.last_reply = reply;
+        report.received += reply.len as u64;
+    }
+    if !replies.pending.is_empty() {
+        tracing::warn!(
+            "{peer} sent {} bytes more than the {} repl{} read; they were not shown",
+            replies.pending.len(),
+            options.count,
+            if options.count == 1 { "y" } else { "ies" }
+        );
     }
     // Half-close, as a polite client does; the server sees EOF and closes its side.
-    let _ = stream.shutdown().await;
+    let _ = replies.stream.shutdown().await;
     Ok(report)
 }
 
@@ -154,57 +190,202 @@ fn exchange_phrase(index: u64, count: u64) -> String {
     }
 }
 
-/// Reads one reply: one read in raw framing, one line in line framing.
-async fn read_reply<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    options: &SendOptions,
-    peer: &str,
-    during: &str,
-) -> Result<Bytes> {
-    let closed = || Error::ClosedEarly {
-        peer: peer.to_string(),
-        during: format!("before replying to {during}"),
-    };
-    let io_error = |e| {
-        Error::exchange(
-            e,
-            peer.to_string(),
-            format!("while waiting for the reply to {during}"),
-        )
-    };
-    match options.framing {
-        Framing::Raw => {
-            let mut buf = vec![0u8; options.buffer_size.max(1)];
-            let n = stream.read(&mut buf).await.map_err(io_error)?;
-            if n == 0 {
-                return Err(closed());
-            }
-            buf.truncate(n);
-            Ok(Bytes::from(buf))
-        }
-        Framing::Line { max_len } => {
-            let mut framer = Framer::new(options.framing);
-            let mut buf = Vec::with_capacity(options.buffer_size);
-            let mut chunk = vec![0u8; options.buffer_size.max(1)];
-            loop {
-                let span = framer.next_frame(&buf).map_err(|_| Error::LineTooLong {
-                    peer: peer.to_string(),
-                    max: max_len,
-                })?;
-                if let Some(span) = span {
-                    return Ok(Bytes::copy_from_slice(&buf[span.payload]));
-                }
-                let n = stream.read(&mut chunk).await.map_err(io_error)?;
-                if n == 0 {
-                    return framer
-                        .finish(&buf)
-                        .map(|span| Bytes::copy_from_slice(&buf[span.payload]))
-                        .ok_or_else(closed);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
+/// One reply as the event line needs it: its first bytes and its length.
+struct Reply {
+    /// At most [`SHOWN_BYTES`] (line framing: the whole line, which `--max-line` bounds).
+    shown: Bytes,
+    /// The whole reply's length.
+    len: usize,
+}
+
+/// Reads replies off a stream one after another. Bytes that arrive after the end of
+/// one reply stay in `pending` for the next, so every message gets its own reply.
+struct ReplyReader<'a, S> {
+    stream: S,
+    options: &'a SendOptions,
+    peer: &'a str,
+    /// Bytes read but not yet part of a reply (line framing reads past a newline).
+    pending: Vec<u8>,
+    /// Finds the line ends in `pending`.
+    framer: Framer,
+    /// Scratch space for one read.
+    chunk: Vec<u8>,
+}
+
+impl<'a, S: AsyncRead + Unpin> ReplyReader<'a, S> {
+    fn new(stream: S, options: &'a SendOptions, peer: &'a str) -> ReplyReader<'a, S> {
+        ReplyReader {
+            stream,
+            options,
+            peer,
+            pending: Vec::new(),
+            framer: Framer::new(options.framing),
+            chunk: vec![0u8; options.buffer_size.max(1)],
         }
     }
+
+    /// The next reply, within the timeout.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when the reply does not come (or does not end) in time,
+    /// [`Error::ClosedEarly`] when the server closes before it is complete.
+    async fn next(&mut self, during: &str) -> Result<Reply> {
+        let timeout = self.options.timeout;
+        let peer = self.peer;
+        let mut got = 0;
+        let reading = async {
+            match (self.options.framing, self.options.reply_end) {
+                (Framing::Line { max_len }, _) => self.line(during, max_len).await,
+                (Framing::Raw, ReplyEnd::Size(size)) => self.sized(during, size, &mut got).await,
+                (Framing::Raw, ReplyEnd::Quiet(quiet)) => {
+                    self.until_quiet(during, quiet, &mut got).await
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, reading).await {
+            Ok(reply) => reply,
+            Err(_) => Err(Error::Timeout {
+                doing: self.timeout_phrase(during, peer, got),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// What was awaited when the timeout struck: the reply, or its end.
+    fn timeout_phrase(&self, during: &str, peer: &str, got: usize) -> String {
+        match self.options.reply_end {
+            _ if got == 0 => format!("waiting for the reply to {during} from {peer}"),
+            ReplyEnd::Size(size) => format!(
+                "waiting for the reply to {during} from {peer}: {got} of the {size} bytes of --reply-size came"
+            ),
+            ReplyEnd::Quiet(quiet) => format!(
+                "waiting for the end of the reply to {during} from {peer}: {got} bytes came and it never paused for {} (--reply-quiet) nor closed",
+                humantime::format_duration(quiet)
+            ),
+        }
+    }
+
+    /// One read into `chunk`, at most `limit` bytes; 0 means the server closed.
+    async fn read_some(&mut self, during: &str, limit: usize) -> Result<usize> {
+        let limit = limit.clamp(1, self.chunk.len());
+        self.stream
+            .read(&mut self.chunk[..limit])
+            .await
+            .map_err(|e| {
+                Error::exchange(
+                    e,
+                    self.peer.to_string(),
+                    format!("while waiting for the reply to {during}"),
+                )
+            })
+    }
+
+    fn closed(&self, during: &str, got: usize) -> Error {
+        let during = if got == 0 {
+            format!("before replying to {during}")
+        } else {
+            format!("after {got} bytes of the reply to {during}")
+        };
+        Error::ClosedEarly {
+            peer: self.peer.to_string(),
+            during,
+        }
+    }
+
+    /// Raw framing, `--reply-size`: exactly `size` bytes, never a byte of the next reply.
+    async fn sized(&mut self, during: &str, size: usize, got: &mut usize) -> Result<Reply> {
+        let mut shown = Vec::new();
+        while *got < size {
+            let n = self.read_some(during, size - *got).await?;
+            if n == 0 {
+                return Err(self.closed(during, *got));
+            }
+            keep_shown(&mut shown, &self.chunk[..n]);
+            *got += n;
+        }
+        Ok(Reply {
+            shown: Bytes::from(shown),
+            len: size,
+        })
+    }
+
+    /// Raw framing: everything until the server is quiet for `quiet` or closes.
+    async fn until_quiet(
+        &mut self,
+        during: &str,
+        quiet: Duration,
+        got: &mut usize,
+    ) -> Result<Reply> {
+        let mut shown = Vec::new();
+        let limit = self.chunk.len();
+        let first = self.read_some(during, limit).await?;
+        if first == 0 {
+            return Err(self.closed(during, 0));
+        }
+        keep_shown(&mut shown, &self.chunk[..first]);
+        *got = first;
+        loop {
+            match tokio::time::timeout(quiet, self.read_some(during, limit)).await {
+                // Quiet for the interval: the reply is complete.
+                Err(_) => break,
+                // The server closed after its reply: complete too.
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => {
+                    keep_shown(&mut shown, &self.chunk[..n]);
+                    *got += n;
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        Ok(Reply {
+            shown: Bytes::from(shown),
+            len: *got,
+        })
+    }
+
+    /// Line framing: one line, terminator removed; bytes after it wait for the next reply.
+    async fn line(&mut self, during: &str, max_len: usize) -> Result<Reply> {
+        loop {
+            let span = self
+                .framer
+                .next_frame(&self.pending)
+                .map_err(|_| Error::LineTooLong {
+                    peer: self.peer.to_string(),
+                    max: max_len,
+                })?;
+            if let Some(span) = span {
+                let line = Bytes::copy_from_slice(&self.pending[span.payload.clone()]);
+                self.pending.drain(..span.consumed());
+                return Ok(Reply {
+                    len: line.len(),
+                    shown: line,
+                });
+            }
+            let limit = self.chunk.len();
+            let n = self.read_some(during, limit).await?;
+            if n == 0 {
+                let last = self.framer.finish(&self.pending);
+                return match last {
+                    Some(span) => {
+                        let line = Bytes::copy_from_slice(&self.pending[span.payload.clone()]);
+                        self.pending.clear();
+                        Ok(Reply {
+                            len: line.len(),
+                            shown: line,
+                        })
+                    }
+                    None => Err(self.closed(during, self.pending.len())),
+                };
+            }
+            self.pending.extend_from_slice(&self.chunk[..n]);
+        }
+    }
+}
+
+/// Appends to `shown` what it still lacks of its first [`SHOWN_BYTES`] from `bytes`.
+fn keep_shown(shown: &mut Vec<u8>, bytes: &[u8]) {
+    let room = SHOWN_BYTES.saturating_sub(shown.len());
+    shown.extend_from_slice(&bytes[..room.min(bytes.len())]);
 }
 
 async fn send_datagrams(
@@ -223,7 +404,7 @@ async fn send_datagrams(
     let peer_text = peer
         .as_ref()
         .map_or_else(|| endpoint.to_string(), |p| p.to_string());
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![0u8; DATAGRAM_RECEIVE];
     let mut report = SendReport::default();
     for index in 1..=options.count {
         let during = exchange_phrase(index, options.count);
@@ -238,6 +419,7 @@ async fn send_datagrams(
             events.emit(Event::Sent {
                 peer: p,
                 data: &options.message,
+                len: options.message.len(),
                 datagram: true,
             });
         }
@@ -258,11 +440,12 @@ async fn send_datagrams(
             events.emit(Event::Received {
                 peer: p,
                 data: &reply,
+                len: reply.len(),
                 datagram: true,
             });
         }
         report.replies += 1;
-        report.last_reply = reply;
+        report.received += reply.len() as u64;
     }
     Ok(report)
 }

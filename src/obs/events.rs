@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use serde_json::json;
 
-use super::escape::escape_into;
+use super::escape::{SHOWN_BYTES, escape_into, escape_prefix_into};
 use crate::endpoint::Endpoint;
 use crate::transport::PeerAddr;
 
@@ -96,8 +96,10 @@ pub enum Event<'a> {
     Sent {
         /// The server.
         peer: &'a PeerAddr,
-        /// The request.
+        /// The request, or its first bytes: at most [`SHOWN_BYTES`] are printed.
         data: &'a [u8],
+        /// The request's full length; beyond what is shown it is summarised.
+        len: usize,
         /// Whether this went as a datagram.
         datagram: bool,
     },
@@ -105,8 +107,10 @@ pub enum Event<'a> {
     Received {
         /// The server.
         peer: &'a PeerAddr,
-        /// The reply.
+        /// The reply, or its first bytes: at most [`SHOWN_BYTES`] are printed.
         data: &'a [u8],
+        /// The reply's full length; beyond what is shown it is summarised.
+        len: usize,
         /// Whether this came as a datagram.
         datagram: bool,
     },
@@ -305,6 +309,7 @@ fn format_seed(event: &Event<'_>) -> String {
         Event::Sent {
             peer,
             data,
+            len,
             datagram,
         } => {
             if datagram {
@@ -312,12 +317,13 @@ fn format_seed(event: &Event<'_>) -> String {
             } else {
                 s.push_str("send: ");
             }
-            escape_into(&mut s, data);
+            push_shown(&mut s, data, len);
             s.push('\n');
         }
         Event::Received {
             peer,
             data,
+            len,
             datagram,
         } => {
             if datagram {
@@ -325,10 +331,38 @@ fn format_seed(event: &Event<'_>) -> String {
             } else {
                 s.push_str("receive: ");
             }
-            escape_into(&mut s, data);
+            push_shown(&mut s, data, len);
             s.push_str("\n\n");
         }
     }
+    s
+}
+
+/// A client's message in the note's format: escaped, at most [`SHOWN_BYTES`] of it, and
+/// `… (N bytes)` when more was sent or received than is shown.
+fn push_shown(s: &mut String, data: &[u8], len: usize) {
+    let shown = escape_prefix_into(s, data, SHOWN_BYTES);
+    if shown < len {
+        let _ = write!(s, "… ({len} bytes)");
+    }
+}
+
+/// A client's message as a quoted text field: `data="…"`, then ` bytes=N` when only the
+/// first bytes are shown.
+fn push_shown_text(s: &mut String, data: &[u8], len: usize) {
+    let shown = escape_prefix_into(s, data, SHOWN_BYTES);
+    if shown < len {
+        let _ = write!(s, "…\" bytes={len}");
+    } else {
+        s.push('"');
+    }
+}
+
+/// At most [`SHOWN_BYTES`] of a client's message, escaped, for a JSON field (the
+/// `bytes` field gives the full length).
+fn shown_text(data: &[u8]) -> String {
+    let mut s = String::new();
+    escape_prefix_into(&mut s, data, SHOWN_BYTES);
     s
 }
 
@@ -398,15 +432,17 @@ fn format_text(event: &Event<'_>) -> String {
                 " closed conn={conn} peer={peer} messages={messages} bytes_in={bytes_in} bytes_out={bytes_out} reason=\"{reason}\""
             );
         }
-        Event::Sent { peer, data, .. } => {
+        Event::Sent {
+            peer, data, len, ..
+        } => {
             let _ = write!(s, " sent peer={peer} data=\"");
-            escape_into(&mut s, data);
-            s.push('"');
+            push_shown_text(&mut s, data, len);
         }
-        Event::Received { peer, data, .. } => {
+        Event::Received {
+            peer, data, len, ..
+        } => {
             let _ = write!(s, " received peer={peer} data=\"");
-            escape_into(&mut s, data);
-            s.push('"');
+            push_shown_text(&mut s, data, len);
         }
     }
     s.push('\n');
@@ -462,12 +498,18 @@ fn format_json(event: &Event<'_>) -> String {
             "time": time, "event": "closed", "conn": conn, "peer": peer.to_string(),
             "messages": messages, "bytes_in": bytes_in, "bytes_out": bytes_out, "reason": reason,
         }),
-        Event::Sent { peer, data, .. } => {
-            json!({"time": time, "event": "sent", "peer": peer.to_string(), "data": text(data)})
-        }
-        Event::Received { peer, data, .. } => {
-            json!({"time": time, "event": "received", "peer": peer.to_string(), "data": text(data)})
-        }
+        Event::Sent {
+            peer, data, len, ..
+        } => json!({
+            "time": time, "event": "sent", "peer": peer.to_string(),
+            "data": shown_text(data), "bytes": len,
+        }),
+        Event::Received {
+            peer, data, len, ..
+        } => json!({
+            "time": time, "event": "received", "peer": peer.to_string(),
+            "data": shown_text(data), "bytes": len,
+        }),
     };
     let mut line = value.to_string();
     line.push('\n');

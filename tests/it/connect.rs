@@ -1,5 +1,5 @@
 //! Issue 3, point 1: `sockit connect`, the interactive client, over every transport, with
-//! half-close in both directions, `--close-on-eof`, `--crlf`, `--idle-timeout`, a person
+//! half-close in both directions, `--close-on-eof` (nc -N), `--quit-after`, `--no-stdin`, `--crlf`, `--idle-timeout`, a person
 //! typing, and real servers nobody here wrote (ncat, socat, nc).
 
 use std::io::{Read, Write};
@@ -110,27 +110,208 @@ fn typed_lines_are_sent_at_once_not_at_eof() {
     assert!(client.wait_exit().success(), "{}", client.report());
 }
 
-/// `--close-on-eof` exits when stdin ends although the server never closes; without it
-/// the client would wait for the server (the run would time out and fail).
+/// `--quit-after` stops once the server has been quiet that long after stdin ended,
+/// although it never closes, and the reply it sent is printed in full; without it the
+/// client would wait for the close (the run would time out and fail).
 #[test]
-fn close_on_eof_exits_without_waiting_for_the_server() {
+fn quit_after_stops_once_a_server_that_never_closes_is_quiet() {
     let (tx, rx) = mpsc::channel::<()>();
     let (addr, server) = one_shot_server(move |mut stream| {
         let mut got = [0u8; 5];
         stream
             .read_exact(&mut got)
             .unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .write_all(b"reply\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         // Hold the connection open until the test is done.
         let _ = rx.recv_timeout(TIMEOUT);
         got
+    });
+    let output = run_sockit(
+        &["connect", &format!("tcp://{addr}"), "--quit-after", "300ms"],
+        Some(b"hello"),
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_eq!(output.stdout, b"reply\n");
+    let _ = tx.send(());
+    assert_eq!(&join(server), b"hello");
+}
+
+/// Issue 15, item 1: `--close-on-eof` is nc -N. The reply a server sends after our FIN
+/// is printed in full, even when it comes late; exit 0 only once the server closed.
+#[test]
+fn close_on_eof_prints_the_reply_sent_after_our_fin() {
+    let (addr, server) = one_shot_server(|mut stream| {
+        let mut request = Vec::new();
+        stream
+            .read_to_end(&mut request)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Answer only after the client's FIN, a little at a time.
+        for part in [&b"late "[..], b"reply"] {
+            thread::sleep(std::time::Duration::from_millis(100));
+            stream.write_all(part).unwrap_or_else(|e| panic!("{e}"));
+        }
+        request
     });
     let output = run_sockit(
         &["connect", &format!("tcp://{addr}"), "--close-on-eof"],
         Some(b"hello"),
     );
     assert_eq!(code(&output), 0, "{}", describe(&output));
-    let _ = tx.send(());
-    assert_eq!(&join(server), b"hello");
+    assert_eq!(output.stdout, b"late reply");
+    assert_eq!(join(server), b"hello");
+}
+
+/// Issue 15, item 1: a GET through `--close-on-eof` to `python3 -m http.server` gets
+/// what `nc -N` gets (the whole response; only the Date header may differ).
+#[test]
+fn close_on_eof_gets_what_nc_n_gets_from_python_http_server() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<p>hello from http.server</p>\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let root = dir.path().to_string_lossy().into_owned();
+    let server = spawn_peer(
+        &crate::util::python(),
+        &[
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &root,
+        ],
+        false,
+    );
+    let port = listening_port(&server).to_string();
+    let request = b"GET /index.html HTTP/1.0\r\n\r\n";
+    let nc = crate::peers::run_peer("nc", &["-N", "127.0.0.1", &port], request);
+    assert_eq!(code(&nc), 0, "nc: {}", describe(&nc));
+    let ours = run_sockit(
+        &[
+            "connect",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--close-on-eof",
+        ],
+        Some(request),
+    );
+    assert_eq!(code(&ours), 0, "{}\n{}", describe(&ours), server.report());
+    let without_date = |bytes: &[u8]| -> String {
+        String::from_utf8_lossy(bytes)
+            .split("\r\n")
+            .filter(|line| !line.starts_with("Date:"))
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    };
+    assert!(
+        nc.stdout.ends_with(b"<p>hello from http.server</p>\n"),
+        "{}",
+        describe(&nc)
+    );
+    assert_eq!(ours.stdout.len(), nc.stdout.len());
+    assert_eq!(without_date(&ours.stdout), without_date(&nc.stdout));
+}
+
+/// An echo server on its own thread: each of `clients` connections gets its bytes back
+/// until it half-closes, then the server closes.
+fn echo_server(clients: usize) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let handle = thread::spawn(move || {
+        for _ in 0..clients {
+            let (mut stream, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+            stream.set_read_timeout(Some(TIMEOUT)).ok();
+            let mut reader = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
+            std::io::copy(&mut reader, &mut stream).unwrap_or_else(|e| panic!("echo: {e}"));
+        }
+    });
+    (addr, handle)
+}
+
+/// Issue 15, item 1: 1 MB through an echo server comes back whole with
+/// `--close-on-eof`, as it does with `nc -N`.
+#[test]
+fn close_on_eof_gets_a_whole_megabyte_back_like_nc_n() {
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (addr, server) = echo_server(2);
+    let (host, port) = addr.rsplit_once(':').unwrap_or_else(|| panic!("{addr}"));
+    let nc = crate::peers::run_peer("nc", &["-N", host, port], &payload);
+    assert_eq!(code(&nc), 0, "nc: {}", describe(&nc));
+    let ours = run_sockit(
+        &["connect", &format!("tcp://{addr}"), "--close-on-eof"],
+        Some(&payload),
+    );
+    assert_eq!(code(&ours), 0, "{}", describe(&ours));
+    assert_eq!(nc.stdout.len(), payload.len(), "nc itself lost bytes");
+    assert_eq!(ours.stdout.len(), payload.len());
+    assert!(ours.stdout == payload, "the bytes differ");
+    join(server);
+}
+
+/// Issue 15, item 1: the `connect --help` example,
+/// `--close-on-eof < request.bin > reply.bin` against `serve --echo` on a Unix socket,
+/// leaves the whole reply in reply.bin.
+#[test]
+fn close_on_eof_help_example_fills_reply_bin() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let socket = dir.path().join("s.sock");
+    let endpoint = format!("unix:{}", socket.display());
+    let mut server = Proc::sockit(&["serve", &endpoint, "--echo", "-q"]);
+    server.listening();
+    let request: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let request_path = dir.path().join("request.bin");
+    let reply_path = dir.path().join("reply.bin");
+    std::fs::write(&request_path, &request).unwrap_or_else(|e| panic!("{e}"));
+    let open = |path: &std::path::Path| std::fs::File::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut client = crate::util::sockit_command(&["connect", &endpoint, "--close-on-eof"]);
+    client
+        .stdin(open(&request_path))
+        .stdout(std::fs::File::create(&reply_path).unwrap_or_else(|e| panic!("{e}")));
+    let mut child = client.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let status = crate::util::exit_within_timeout(&mut child)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("connect did not finish")
+        });
+    assert!(status.success(), "{status}\n{}", server.report());
+    let reply = std::fs::read(&reply_path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply.len(), request.len());
+    assert!(reply == request, "reply.bin differs from request.bin");
+}
+
+/// `--no-stdin` (nc -d) leaves stdin alone and sends no FIN: the server's greeting is
+/// printed until the server closes.
+#[test]
+fn no_stdin_sends_nothing_and_prints_until_the_server_closes() {
+    let (addr, server) = one_shot_server(|mut stream| {
+        stream
+            .write_all(b"greeting\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .ok();
+        let mut got = [0u8; 1];
+        // Nothing arrives, not even an EOF, before we close.
+        let quiet =
+            matches!(stream.read(&mut got), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        stream.shutdown(Shutdown::Both).ok();
+        quiet
+    });
+    let output = run_sockit(
+        &["connect", &format!("tcp://{addr}"), "--no-stdin"],
+        Some(b"must not be sent"),
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_eq!(output.stdout, b"greeting\n");
+    assert!(join(server), "the client sent something or half-closed");
 }
 
 #[test]
@@ -237,6 +418,93 @@ fn unix_datagram_round_trip() {
     assert_eq!(code(&output), 0, "{}", describe(&output));
     assert_eq!(output.stdout, b"over unixgram");
     join(echo);
+}
+
+/// Input the server no longer takes is lost: once the server has closed completely,
+/// further stdin makes the run fail (exit 1) instead of ending with 0.
+#[test]
+fn input_the_server_no_longer_takes_fails_the_run() {
+    let (addr, server) = one_shot_server(|mut stream| {
+        let mut got = [0u8; 5];
+        stream
+            .read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Dropping the stream closes it completely.
+    });
+    let mut client = Proc::spawn(
+        crate::util::sockit_command(&["connect", &format!("tcp://{addr}")]),
+        true,
+    );
+    client
+        .stdin()
+        .write_all(b"hello")
+        .unwrap_or_else(|e| panic!("{e}"));
+    join(server);
+    wait_for_stderr(&client, "closed its side");
+    // The first write after the close is taken by the kernel and answered with a reset;
+    // a later one fails. Keep typing until the client gives up (bounded by TIMEOUT).
+    let report = client.report();
+    crate::peers::poll_until(
+        "the client to stop",
+        || report.clone(),
+        || {
+            let typed = client
+                .stdin()
+                .write_all(b"more\n")
+                .and_then(|()| client.stdin().flush());
+            (typed.is_err() || !client.is_running()).then_some(())
+        },
+    );
+    client.close_stdin();
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", client.report());
+    assert!(
+        client.stderr().contains("before all of stdin was sent"),
+        "{}",
+        client.report()
+    );
+}
+
+/// A Unix datagram server that answers the first datagram with `reply_len` bytes.
+pub fn big_unixgram_replier(path: &std::path::Path, reply_len: usize) -> thread::JoinHandle<()> {
+    let server = UnixDatagram::bind(path).unwrap_or_else(|e| panic!("{e}"));
+    server.set_read_timeout(Some(TIMEOUT)).ok();
+    thread::spawn(move || {
+        use std::os::linux::net::SocketAddrExt;
+        let mut buf = [0u8; 2048];
+        let (_, peer) = server.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let name = peer
+            .as_abstract_name()
+            .unwrap_or_else(|| panic!("the client should have an abstract address"))
+            .to_vec();
+        let to = std::os::unix::net::SocketAddr::from_abstract_name(&name)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reply: Vec<u8> = (0..reply_len).map(|i| b'a' + (i % 26) as u8).collect();
+        server
+            .send_to_addr(&reply, &to)
+            .unwrap_or_else(|e| panic!("{e}"));
+    })
+}
+
+/// A Unix datagram reply larger than any UDP datagram (100,000 bytes) is printed whole,
+/// not cut to 65,507 bytes without a word.
+#[test]
+fn a_unix_datagram_reply_larger_than_udp_allows_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("big.sock");
+    let server = big_unixgram_replier(&path, 100_000);
+    let output = run_sockit(
+        &[
+            "connect",
+            &format!("unixgram:{}", path.display()),
+            "-i",
+            "500ms",
+        ],
+        Some(b"send me a lot"),
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_eq!(output.stdout.len(), 100_000);
+    join(server);
 }
 
 /// Interop: ncat as the server, both directions with half-close: ncat sends its stdin

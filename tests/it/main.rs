@@ -19,6 +19,7 @@ mod production;
 mod relay;
 mod relay_access;
 mod seed;
+mod send;
 mod serve_paths;
 mod server_modes;
 mod shutdown;
