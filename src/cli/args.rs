@@ -155,8 +155,8 @@ client and exits 0 only if all of stdin was sent and the client's end of data wa
 otherwise a line says how many bytes were received and sent (1 reset or closed early,
 5 --idle-timeout, 6 cannot listen, 7 TLS failure). With --keep-open clients are served at
 once; each read from a client goes to stdout whole (interleaving at read boundaries),
-stdin is broadcast to the clients connected when it is read; SIGINT/SIGTERM stops it
-(exit 1 if a client failed). Datagrams: the first sender is the peer and stdin goes to it
+stdin is broadcast to the clients connected when it is read, a client's end of data
+closes its connection; SIGINT/SIGTERM stops it (exit 1 if a client failed). Datagrams: the first sender is the peer and stdin goes to it
 one datagram per read, other senders are ignored; after stdin ends, datagrams are still
 printed until none has come for --idle-timeout (default 2s). With -k every sender is a
 peer.";

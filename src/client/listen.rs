@@ -17,7 +17,9 @@
 //! With `--keep-open` the listener takes clients until a signal stops it, several at once
 //! (as `ncat -lk`): each read from a client goes to stdout whole, in the order reads
 //! complete, so two clients' bytes interleave at read boundaries (up to 64 KiB); stdin
-//! is broadcast to every client connected when it is read, and waits while none is.
+//! is broadcast to every client connected when it is read, and waits while none is. A
+//! client's end of data ends its conversation (its connection is closed), since stdin,
+//! shared by all, may never end.
 //!
 //! Datagrams (`udp://`, `unixgram:`) have no connection: the first sender becomes the
 //! peer, stdin goes to it as datagrams (one per read) and datagrams from anyone else are
@@ -229,11 +231,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Bytes each way through one client's stream, readable after the conversation failed.
+/// Bytes each way through one client's stream, readable after the conversation failed,
+/// and the moment the client's data ends.
 #[derive(Debug, Default)]
 struct Tally {
     received: AtomicU64,
     sent: AtomicU64,
+    /// Notified when a read finds the client's end of data.
+    peer_closed: Notify,
 }
 
 impl Tally {
@@ -269,9 +274,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let had_room = buf.remaining() > 0;
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
         self.tally.received.fetch_add(n, Ordering::Relaxed);
+        let end_of_data = match &polled {
+            Poll::Ready(Ok(())) => n == 0 && had_room,
+            // A TLS client that closes without close_notify: its data is over too.
+            Poll::Ready(Err(e)) => e.kind() == io::ErrorKind::UnexpectedEof,
+            Poll::Pending => false,
+        };
+        if end_of_data {
+            self.tally.peer_closed.notify_one();
+        }
         polled
     }
 }
@@ -565,10 +580,18 @@ async fn serve_one(
     input: Input,
     output: OutputHandle,
 ) -> ClientOutcome {
-    let talked = talk_stream(&mut client.stream, &client.peer, &options, input, output).await;
-    let (received, sent) = (client.tally.received(), client.tally.sent());
+    let tally = Arc::clone(&client.tally);
+    // A client's end of data ends its conversation here (as ncat -lk): a listener that
+    // runs for days must not keep every client that has finished until stdin ends.
+    let talked = tokio::select! {
+        talked = talk_stream(&mut client.stream, &client.peer, &options, input, output) => {
+            talked.map(|_| ())
+        }
+        () = tally.peer_closed.notified() => Ok(()),
+    };
+    let (received, sent) = (tally.received(), tally.sent());
     let failed = match talked {
-        Ok(_) => {
+        Ok(()) => {
             tracing::info!(
                 "{} closed: {received} bytes received, {sent} sent",
                 client.peer
