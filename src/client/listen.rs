@@ -186,20 +186,13 @@ impl Feed {
     /// The feed's task: stdin → every subscriber, until stdin ends.
     async fn forward(mut input: Input, shared: Arc<FeedState>) {
         loop {
-            let subscribers = loop {
-                let live = {
-                    let mut subscribers = lock(&shared.subscribers);
-                    subscribers.retain(|s| !s.is_closed());
-                    subscribers.clone()
-                };
-                if !live.is_empty() {
-                    break live;
-                }
-                shared.joined.notified().await;
-            };
+            // Read nothing while nobody listens, so it reaches the first client.
+            shared.live_subscribers().await;
             let Some(item) = input.recv().await else {
                 break;
             };
+            // Whoever is connected now, including clients that came during the read.
+            let subscribers = shared.live_subscribers().await;
             match item {
                 Ok(chunk) => {
                     for subscriber in subscribers {
@@ -221,6 +214,23 @@ impl Feed {
         shared.ended.store(true, Ordering::Release);
         // Dropping the senders is each client's end of input.
         lock(&shared.subscribers).clear();
+    }
+}
+
+impl FeedState {
+    /// The subscribers still connected, once there is at least one.
+    async fn live_subscribers(&self) -> Vec<mpsc::Sender<io::Result<Bytes>>> {
+        loop {
+            let live = {
+                let mut subscribers = lock(&self.subscribers);
+                subscribers.retain(|s| !s.is_closed());
+                subscribers.clone()
+            };
+            if !live.is_empty() {
+                return live;
+            }
+            self.joined.notified().await;
+        }
     }
 }
 
