@@ -719,3 +719,68 @@ fn a_client_gone_before_all_of_stdin_was_sent_is_not_success() {
         "{stderr}"
     );
 }
+
+/// `sockit listen -k` as the `ncat -lk` / `socat TCP-LISTEN:…,fork -` collector: an
+/// `ncat` client and a `socat` client each send a file; stdout holds both, whole.
+#[test]
+fn keep_open_collects_files_from_ncat_and_socat_clients() {
+    let t = Transfer::new(2 * 1024 * 1024, 9);
+    let second = t.dir.path().join("second");
+    random_file(&second, 1024 * 1024 + 3, 10);
+    let (mut listening, endpoint) =
+        Background::listen(&["127.0.0.1:0", "-k"], Stdio::piped(), file_out(&t.output));
+    let port = port_of(&host_port(&endpoint));
+    run_client(
+        Path::new("ncat"),
+        &["127.0.0.1", &port],
+        file_in(&t.input),
+        Stdio::null(),
+    );
+    listening.wait_for_stderr("the ncat client closing", |l| l.contains(" closed: "));
+    let socat_target = format!("TCP:127.0.0.1:{port}");
+    run_client(
+        Path::new("socat"),
+        &["-u", "STDIN", &socat_target],
+        file_in(&second),
+        Stdio::null(),
+    );
+    listening.wait_for_stderr("the socat client closing", |l| l.contains(" closed: "));
+    crate::util::send_signal(&listening.child, libc::SIGTERM);
+    let (status, stderr) = listening.finish();
+    assert!(status.success(), "{status}\n{stderr}");
+    let expected = t.dir.path().join("expected");
+    let mut both = std::fs::read(&t.input).unwrap_or_else(|e| panic!("{e}"));
+    both.extend(std::fs::read(&second).unwrap_or_else(|e| panic!("{e}")));
+    std::fs::write(&expected, both).unwrap_or_else(|e| panic!("{e}"));
+    assert_same_file(&expected, &t.output);
+}
+
+/// `sockit listen udp://…` as `nc -u -l`: a datagram from `nc -u` reaches stdout; with
+/// stdin already ended, listen exits 0 after the quiet spell.
+#[test]
+fn udp_listener_receives_from_nc_u() {
+    let (mut listening, endpoint) = Background::listen(
+        &["udp://127.0.0.1:0", "--idle-timeout", "1s"],
+        Stdio::null(),
+        Stdio::piped(),
+    );
+    let port = port_of(&host_port(&endpoint));
+    run_client(
+        Path::new("sh"),
+        &[
+            "-c",
+            &format!("printf 'over udp' | nc -u -w 1 127.0.0.1 {port}"),
+        ],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    let mut out = String::new();
+    if let Some(mut stdout) = listening.child.stdout.take() {
+        stdout
+            .read_to_string(&mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (status, stderr) = listening.finish();
+    assert!(status.success(), "{status}\n{stderr}");
+    assert_eq!(out, "over udp");
+}
