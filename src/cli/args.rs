@@ -34,6 +34,7 @@ Examples:
   sockit serve tcp://[::1]:9000 --echo
   sockit send unix:/tmp/s.sock 'hi' --count 3
   sockit connect tcp://127.0.0.1:9000 interactive client: stdin to the socket, the socket to stdout
+  sockit listen 9000 > file           take one client: its bytes to stdout, stdin to it (nc -l)
   sockit relay tcp://0.0.0.0:8443 tcp://127.0.0.1:8080
   sockit serve tls://127.0.0.1:8443 --echo   TLS with a self-signed certificate
   sockit probe 127.0.0.1 22,80,8000-8010
