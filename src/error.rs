@@ -229,6 +229,22 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+
+    /// `listen`: the conversation ended before everything was delivered; the counts say
+    /// how far it got, so a user knows what the output file holds.
+    #[error(
+        "{reason}; {received} bytes received (all written to stdout), {sent} bytes of stdin sent"
+    )]
+    Undelivered {
+        /// What ended it, in words.
+        reason: String,
+        /// Bytes received from the client(s) and written to stdout.
+        received: u64,
+        /// Bytes of stdin sent to the client(s).
+        sent: u64,
+        /// The exit code of the cause (1 for a reset, 5 for an idle timeout, …).
+        status: ExitStatus,
+    },
 }
 
 impl Error {
@@ -254,6 +270,7 @@ impl Error {
             | Error::NoneOpen { .. }
             | Error::NothingMeasured { .. }
             | Error::Io { .. } => ExitStatus::Failure,
+            Error::Undelivered { status, .. } => *status,
         }
     }
 

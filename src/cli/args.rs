@@ -34,6 +34,7 @@ Examples:
   sockit serve tcp://[::1]:9000 --echo
   sockit send unix:/tmp/s.sock 'hi' --count 3
   sockit connect tcp://127.0.0.1:9000 interactive client: stdin to the socket, the socket to stdout
+  sockit listen 9000 > file           take one client: its bytes to stdout, stdin to it (nc -l)
   sockit relay tcp://0.0.0.0:8443 tcp://127.0.0.1:8080
   sockit serve tls://127.0.0.1:8443 --echo   TLS with a self-signed certificate
   sockit probe 127.0.0.1 22,80,8000-8010
@@ -142,6 +143,35 @@ For udp:// and unixgram: each read of stdin is one datagram; after stdin ends, r
 are printed until none has come for --quit-after (default 2s). Exit 0 when the
 conversation ended normally (stdout closed included); 1 reset or input not delivered,
 4 refused, 5 connect timeout, 7 TLS failure.";
+
+const LISTEN_EXAMPLES: &str = "\
+Examples:
+  sockit listen 9000 > file             receive a file (nc -l 9000 > file); the sender runs
+                                        sockit connect 127.0.0.1:9000 < file
+  sockit listen 9000 < file             offer a file to the client that connects
+  sockit listen 9000 | tar x            receive a tar stream (tar c dir | sockit connect ...)
+  sockit listen 0.0.0.0:9000 -k         every client's bytes to stdout, stdin to all (ncat -lk)
+  sockit listen 127.0.0.1:0             any free port: the line on stderr names it
+  sockit listen udp://127.0.0.1:9000    the first sender is the peer (nc -u -l)
+  sockit listen tls://127.0.0.1:8443    TLS, self-signed unless --cert/--key (ncat -l --ssl)
+  sockit listen unix:/tmp/s.sock
+
+PORT alone listens on 127.0.0.1 (as serve does); 0.0.0.0:PORT or [::]:PORT for every
+interface. Once listening, one line on stderr names the endpoint bound:
+`listening on tcp://127.0.0.1:9000`.
+
+Half-close, as connect: when stdin ends, the sending side is shut down (FIN, TLS
+close_notify) and the client's bytes are still printed until it closes; if the client
+closes first, the rest of stdin is still sent. Without --keep-open the listener takes one
+client and exits 0 only if all of stdin was sent and the client's end of data was seen;
+otherwise a line says how many bytes were received and sent (1 reset or closed early,
+5 --idle-timeout, 6 cannot listen, 7 TLS failure). With --keep-open clients are served at
+once; each read from a client goes to stdout whole (interleaving at read boundaries),
+stdin is broadcast to the clients connected when it is read, a client's end of data
+closes its connection; SIGINT/SIGTERM stops it (exit 1 if a client failed). Datagrams: the first sender is the peer and stdin goes to it
+one datagram per read, other senders are ignored; after stdin ends, datagrams are still
+printed until none has come for --idle-timeout (default 2s). With -k every sender is a
+peer.";
 
 const RELAY_EXAMPLES: &str = "\
 Examples:
@@ -288,6 +318,9 @@ pub enum Command {
     /// Interactive client: stdin to the socket, the socket to stdout (nc, ncat).
     #[command(after_help = CONNECT_EXAMPLES)]
     Connect(ConnectArgs),
+    /// Listen and wire the client to stdin/stdout (nc -l, ncat -l): receive or send a file.
+    #[command(after_help = LISTEN_EXAMPLES)]
+    Listen(ListenArgs),
     /// Accept on one endpoint and forward each client to another (socat, ncat --sh-exec).
     #[command(after_help = RELAY_EXAMPLES)]
     Relay(RelayArgs),
@@ -612,6 +645,32 @@ pub struct ConnectArgs {
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    /// Dump all traffic as offset / hex / ASCII on stderr.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+/// `sockit listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Where to listen (see `sockit --help` for the forms; PORT alone is 127.0.0.1:PORT).
+    #[arg(value_name = "ENDPOINT")]
+    pub endpoint: String,
+
+    /// Keep listening after the first client, serving several at once, until a signal
+    /// (ncat -lk); datagrams: every sender is a peer.
+    #[arg(short = 'k', long)]
+    pub keep_open: bool,
+
+    /// End a conversation after this long with no traffic either way ("0": never)
+    /// [default: never for streams; 2s of quiet after stdin ends for datagrams].
+    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Certificate and key for tls:// endpoints.
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]

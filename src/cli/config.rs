@@ -10,14 +10,15 @@ use bytes::Bytes;
 use crate::access::AccessPolicy;
 
 use super::args::{
-    AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ProbeArgs, RelayArgs, SendArgs, ServeArgs,
-    TlsClientArgs, TlsServerArgs,
+    AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
+    SendArgs, ServeArgs, TlsClientArgs, TlsServerArgs,
 };
 use crate::behaviour::Responder;
 use crate::behaviour::chat::ChatOptions;
 use crate::behaviour::exec::{ExecSpec, check_program};
 use crate::client::SendOptions;
 use crate::client::connect::{InteractiveOptions, LineEndings, StdinUse};
+use crate::client::listen::{Clients, ListenerOptions};
 use crate::client::send::ReplyEnd;
 use crate::endpoint::{Delivery, Endpoint, Host};
 use crate::error::{Error, Result};
@@ -56,6 +57,15 @@ pub struct ConnectConfig {
     pub endpoint: Endpoint,
     /// How to behave.
     pub options: InteractiveOptions,
+}
+
+/// A validated `listen` command.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// Where to listen.
+    pub endpoint: Endpoint,
+    /// How to behave.
+    pub options: ListenerOptions,
 }
 
 /// A validated `relay` command.
@@ -441,6 +451,32 @@ impl ConnectArgs {
             hex: hex_dump(self.hex),
         };
         Ok(ConnectConfig { endpoint, options })
+    }
+}
+
+impl ListenArgs {
+    /// Parses the endpoint and sets up TLS (self-signed unless --cert/--key).
+    ///
+    /// # Errors
+    /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
+    pub fn into_config(self) -> Result<ListenConfig> {
+        let endpoint: Endpoint = self.endpoint.parse()?;
+        let layers = server_layers(&endpoint, &self.tls, self.hex)?;
+        let options = ListenerOptions {
+            interactive: InteractiveOptions {
+                idle_timeout: self.idle_timeout.and_then(optional),
+                hex: layers.hex.clone(),
+                ..InteractiveOptions::new()
+            },
+            layers,
+            clients: if self.keep_open {
+                Clients::KeepOpen
+            } else {
+                Clients::One
+            },
+            socket: ListenOptions::default(),
+        };
+        Ok(ListenConfig { endpoint, options })
     }
 }
 

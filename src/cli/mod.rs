@@ -34,6 +34,7 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
             Ok(())
         }
         Command::Connect(args) => connect(args.into_config()?).await,
+        Command::Listen(args) => listen(args.into_config()?).await,
         Command::Relay(args) => relay(args.into_config()?, &cli.global, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
@@ -117,6 +118,34 @@ async fn connect(config: config::ConnectConfig) -> Result<()> {
         report.ended,
         report.sent,
         report.received
+    );
+    Ok(())
+}
+
+/// `sockit listen`: bind, say where on stderr, then stdin ⇄ the client(s) until done.
+///
+/// Stdout carries only the client's bytes, so the certificate notice and the readiness
+/// line go to stderr. A `--keep-open` listener stops on SIGINT/SIGTERM/SIGHUP; one
+/// client's listener keeps the default signal actions (Ctrl-C ends it at once).
+async fn listen(config: config::ListenConfig) -> Result<()> {
+    let keep_open = config.options.clients == client::Clients::KeepOpen;
+    let listener = client::Listener::bind(&config.endpoint, config.options.clone()).await?;
+    if let Some(tls) = &config.options.layers.tls {
+        logging::to_stderr(format_args!("{}\n", tls.notice()));
+    }
+    logging::to_stderr(format_args!("listening on {}\n", listener.local_endpoint()));
+    let shutdown = if keep_open {
+        signal_shutdown()?
+    } else {
+        Shutdown::new()
+    };
+    let input = client::connect::stdin_input()?;
+    let report = listener.run(input, tokio::io::stdout(), shutdown).await?;
+    tracing::debug!(
+        "done: {} client(s), {} bytes received, {} bytes sent",
+        report.clients,
+        report.received,
+        report.sent
     );
     Ok(())
 }

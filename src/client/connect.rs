@@ -240,7 +240,7 @@ enum DownloadEnd {
 }
 
 /// Both directions of a stream conversation, until both end (see the module docs).
-async fn talk_stream<S, O>(
+pub(crate) async fn talk_stream<S, O>(
     stream: S,
     peer: &str,
     options: &InteractiveOptions,

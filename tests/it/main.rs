@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod hexdump;
 mod lane;
+mod listen;
 mod ops;
 mod peers;
 mod probe;
