@@ -101,7 +101,9 @@ Running in production:
 Signals:
   SIGTERM, SIGINT (Ctrl-C), SIGHUP      stop accepting, finish in-flight exchanges within
                                         --grace, print the summary, exit 0
-  the same signal again                 exit at once with status 130
+  SIGTERM or SIGHUP again               still the graceful stop (timeout and systemd send
+                                        SIGTERM to the process and to its group)
+  Ctrl-C again / SIGQUIT (Ctrl-\\)       exit at once with status 130 / 131
   SIGHUP does not reload anything: sockit has no configuration to re-read. A closed
   terminal (or `kill -HUP`) therefore drains and stops it, like SIGTERM.";
 
@@ -147,7 +149,8 @@ chatty connections stay small, bulk ones get large reads (--copy splice moves th
 splice(2) instead, between plain sockets on Linux). Either way a direction holds at most
 --buffer bytes, so a slow side slows the other and memory stays bounded; half-close is
 passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, lets open connections finish
-within --grace, and prints a summary; a second signal exits at once (130).
+within --grace, and prints a summary (however often SIGTERM comes); a second Ctrl-C exits
+at once (130), as SIGQUIT does (131).
 
   sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --proxy-protocol --metrics 9100
                                         behind a load balancer, with Prometheus metrics
