@@ -272,13 +272,17 @@ pub struct RelaySummary {
 
 impl fmt::Display for RelaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::obs::stats::counted;
         write!(
             f,
-            "summary: {} connections, {} bytes to target, {} bytes to clients, {} errors",
-            self.connections, self.to_target, self.to_client, self.errors
+            "summary: {}, {} to target, {} to clients, {}",
+            counted(self.connections, "connection"),
+            counted(self.to_target, "byte"),
+            counted(self.to_client, "byte"),
+            counted(self.errors, "error"),
         )?;
         if self.dropped > 0 {
-            write!(f, ", {} datagrams dropped", self.dropped)?;
+            write!(f, ", {} dropped", counted(self.dropped, "datagram"))?;
         }
         if self.denied > 0 {
             write!(f, ", {} denied", self.denied)?;

@@ -170,8 +170,8 @@ fn answer_batch(
 ) {
     let responder = &shared.options.responder;
     let hex = shared.options.layers.hex.as_ref();
-    let needs_peer =
-        !shared.options.access.is_open() || shared.events.wants_messages() || hex.is_some();
+    let shows_messages = shared.shows_messages();
+    let needs_peer = !shared.options.access.is_open() || shows_messages || hex.is_some();
     to_send.clear();
     for i in 0..batch.len() {
         let datagram = batch.datagram(i);
@@ -185,11 +185,13 @@ fn answer_batch(
             if !gate.admit(&peer, "datagram", shared) {
                 continue;
             }
-            shared.events.emit(Event::Datagram {
-                peer: &peer,
-                received: datagram,
-                sent: answer,
-            });
+            if shows_messages {
+                shared.events.emit(Event::Datagram {
+                    peer: &peer,
+                    received: datagram,
+                    sent: answer,
+                });
+            }
             if let Some(hex) = hex {
                 let peer = peer.to_string();
                 hex.datagram(Direction::Received, &peer, datagram);

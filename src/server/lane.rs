@@ -20,8 +20,7 @@
 //! * on shutdown, replies being written are finished (within the grace period), then every
 //!   connection gets our FIN.
 //!
-//! One thing a task does not do: a bulk sender to `--discard` (when nobody watches the
-//! messages) wakes the lane only per [`BULK_WAKE`] bytes (`SO_RCVLOWAT`), so a fast
+//! One thing a task does not do: a bulk sender to `--discard` wakes the lane only per [`BULK_WAKE`] bytes (`SO_RCVLOWAT`), so a fast
 //! stream costs one wake-up per large chunk rather than per segment; its tail below that
 //! mark is read by the idle check and before the close.
 
@@ -114,8 +113,8 @@ struct Conn {
     /// Whether the epoll set reports this socket becoming writable (only while an answer
     /// is pending, so the steady state gets no write wake-ups).
     watching_writes: bool,
-    /// Whether the connection wakes the lane only per [`BULK_WAKE`] bytes (`--discard`
-    /// without per-message logging, once the client showed itself a bulk sender): one
+    /// Whether the connection wakes the lane only per [`BULK_WAKE`] bytes (`--discard`,
+    /// once the client showed itself a bulk sender): one
     /// wake-up per large chunk instead of one per segment, which is most of the CPU a
     /// bulk discard costs. A tail below the mark is read when the idle check comes by and
     /// before the connection is closed, so no byte goes uncounted and no close is a reset.
@@ -562,10 +561,9 @@ fn advance(
 }
 
 /// Whether a bulk sender's connection may wake the lane per large chunk only: when its
-/// bytes are discarded and nobody watches them arrive (per-message log lines would come
-/// late and in big pieces).
+/// bytes are discarded, so no reply and no message line waits on each read.
 fn may_wake_in_bulk(shared: &Shared) -> bool {
-    matches!(shared.options.responder, Responder::Discard) && !shared.events.wants_messages()
+    matches!(shared.options.responder, Responder::Discard)
 }
 
 /// Reads what a bulk connection left below its wake-up mark, before it is closed: the

@@ -152,6 +152,16 @@ pub(crate) struct Shared {
     pub late_gate: std::sync::Mutex<Gate>,
 }
 
+impl Shared {
+    /// Whether a message line is printed for each message or datagram: not with
+    /// `--quiet`, and never for `--discard`, a sink that shows what it sinks being a copy
+    /// of the traffic on stdout (its bytes are in the `closed` events and the summary).
+    #[inline]
+    pub fn shows_messages(&self) -> bool {
+        self.events.wants_messages() && !matches!(self.options.responder, Responder::Discard)
+    }
+}
+
 impl Guarded for Shared {
     fn access(&self) -> &AccessPolicy {
         &self.options.access

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::conn::{Prelude, serve_connection};
+use super::conn::{EndSeverity as Severity, Prelude, serve_connection};
 use super::{Handler, Shared};
 use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
@@ -26,18 +26,6 @@ use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;
 use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::{PeerAddr, Stream};
-
-/// How unusual an end is: decides the log level and whether it counts as an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
-    /// The expected end (the client or the program finished, shutdown): no log line.
-    Normal,
-    /// The client's doing (reset, vanished): counted, logged at info.
-    ClientTrouble,
-    /// Worth an operator's attention (idle timeout, program cannot start): counted,
-    /// logged as a warning.
-    Problem,
-}
 
 /// How one connection-level session ended, ready for the log and the `closed` event.
 struct Outcome {
@@ -62,6 +50,21 @@ pub(crate) fn connection_span(conn: u64) -> tracing::Span {
         peer = tracing::field::Empty,
         via = tracing::field::Empty
     )
+}
+
+/// Runs `log` under the connection's span, so every line about a connection has one
+/// shape (`conn{id=7 peer=…}: …`): the span it is served under when there is one (TLS,
+/// PROXY header, exec, chat), else a span made for the line (the lean per-message path
+/// has none, since making one costs more than a hello exchange).
+pub(crate) fn in_connection_span(conn: u64, peer: &PeerAddr, log: impl FnOnce()) {
+    let current = tracing::Span::current();
+    if current.metadata().is_some_and(|m| m.name() == "conn") {
+        log();
+    } else {
+        let span = connection_span(conn);
+        span.record("peer", tracing::field::display(peer));
+        span.in_scope(log);
+    }
 }
 
 /// Records the socket's peer in the connection's span: as `via` when a PROXY header is
@@ -225,14 +228,9 @@ fn begin(peer: &PeerAddr, conn: u64, shared: &Shared) {
 /// Logs an unusual end, emits `closed`, adds the counts to the totals.
 fn end(mut outcome: Outcome, peer: &PeerAddr, conn: u64, shared: &Shared) {
     let reason = &outcome.reason;
-    match outcome.severity {
-        Severity::Normal => tracing::debug!("connection ended: {reason}"),
-        Severity::ClientTrouble => tracing::info!("connection ended: {reason}"),
-        Severity::Problem => tracing::warn!("closing connection: {reason}"),
-    }
-    if outcome.severity != Severity::Normal {
-        shared.stats.count_error(outcome.kind);
-    }
+    outcome
+        .severity
+        .log_and_count(reason, outcome.kind, &shared.stats);
     shared.events.emit(Event::Closed {
         conn,
         peer,
@@ -280,7 +278,7 @@ fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcom
                 "idle for {} (raise --idle-timeout); {status}",
                 humantime::format_duration(*d)
             ),
-            Severity::Problem,
+            Severity::Idle,
             ErrorKind::Timeout,
         ),
         ExecEnd::Shutdown => (
@@ -342,7 +340,7 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
                 "idle for {} (raise --idle-timeout)",
                 humantime::format_duration(*d)
             ),
-            Severity::Problem,
+            Severity::Idle,
             ErrorKind::Timeout,
         ),
         ChatEnd::Shutdown => (

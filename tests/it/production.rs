@@ -107,12 +107,14 @@ fn metrics_count_connections_messages_bytes_timeouts_and_errors_by_kind() {
         "the silent client got data"
     );
 
+    // The idle close is the server doing its job: timed out, not an error.
     let m = scrape_until(&server, &metrics, "both bad clients to be counted", |m| {
-        m.count("sockit_connection_errors_total", "tcp") == 2
+        m.count("sockit_connection_errors_total", "tcp") == 1
+            && m.count("sockit_connections_timed_out_total", "tcp") == 1
             && m.count("sockit_connections_active", "tcp") == 0
     });
     let kind = |k: &str| m.get("sockit_errors_total", &[("transport", "tcp"), ("kind", k)]) as u64;
-    assert_eq!(kind("timeout"), 1, "{}", m.text);
+    assert_eq!(kind("timeout"), 0, "{}", m.text);
     assert_eq!(kind("reset"), 1, "{}", m.text);
     assert_eq!(
         kind("tls") + kind("proxy_header") + kind("io"),
@@ -265,9 +267,9 @@ fn each_connection_line_carries_its_id_and_peer_in_text_and_json() {
         let first = connect(&addr);
         let second = connect(&addr);
         let ports = [local(&first).port(), local(&second).port()];
-        // Both go idle: each gets one warning, naming itself.
+        // Both go idle: each gets one line, naming itself.
         let warnings = poll(
-            "two idle warnings",
+            "two idle lines",
             || server.report(),
             || {
                 let stderr = server.stderr();
@@ -307,28 +309,28 @@ fn each_connection_line_carries_its_id_and_peer_in_text_and_json() {
     }
 }
 
-/// The connection id and peer a diagnostic line names, wherever the line carries them:
-/// as the event's own fields (`conn=7 peer=…`, the per-message serving path) or as its
-/// `conn{id=7 peer=…}` span (programs, chat, TLS, PROXY headers).
+/// The connection id and peer a diagnostic line names: every line about a connection
+/// has one shape, its `conn{id=7 peer=…}` span (a `span` object in JSON), whichever path
+/// served the connection, and never repeats them as fields of its own.
 fn connection_fields(line: &str, json: bool) -> (u64, String) {
     if json {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert_eq!(value["level"], "WARN", "{line}");
-        let (id, peer) = if value["fields"]["conn"].is_u64() {
-            (&value["fields"]["conn"], &value["fields"]["peer"])
-        } else {
-            assert_eq!(value["span"]["name"], "conn", "{line}");
-            (&value["span"]["id"], &value["span"]["peer"])
-        };
-        let id = id.as_u64().unwrap_or_else(|| panic!("no id: {line}"));
-        return (id, peer.as_str().unwrap_or_default().to_string());
+        assert!(value["fields"].get("conn").is_none(), "{line}");
+        assert_eq!(value["span"]["name"], "conn", "{line}");
+        let id = value["span"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no id: {line}"));
+        let peer = value["span"]["peer"].as_str().unwrap_or_default();
+        return (id, peer.to_string());
     }
-    // `… conn=1 peer=127.0.0.1:50000` or `conn{id=1 peer=127.0.0.1:50000}: …`
-    let (id_key, fields) = match line.split("conn{").nth(1) {
-        Some(rest) => ("id", rest.split('}').next().unwrap_or_default()),
-        None => ("conn", line),
-    };
+    assert_eq!(line.matches("conn{").count(), 1, "{line}");
+    assert!(!line.contains(" conn="), "{line}");
+    let fields = line
+        .split("conn{")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_default();
     let field = |name: &str| {
         fields
             .split(' ')
@@ -336,7 +338,44 @@ fn connection_fields(line: &str, json: bool) -> (u64, String) {
             .unwrap_or_else(|| panic!("no {name} in {line}"))
             .to_string()
     };
-    (field(id_key).parse().unwrap_or(0), field("peer"))
+    (field("id").parse().unwrap_or(0), field("peer"))
+}
+
+/// Issue 15, item 12: behind a PROXY header (a connection served under its span from
+/// the start) the idle line names the connection once, like on the lean path.
+#[test]
+fn a_proxied_connection_line_names_the_connection_once() {
+    for format in ["text", "json"] {
+        let mut server = Proc::sockit(&[
+            "serve",
+            "tcp://127.0.0.1:0",
+            "--echo",
+            "--proxy-protocol",
+            "--idle-timeout",
+            "1s",
+            "--log",
+            format,
+            "-q",
+        ]);
+        let line = server.wait_for_line("listening", |l| l.contains("listening"));
+        let addr = endpoint_addr(&line);
+        let mut client = connect(&addr);
+        client
+            .write_all(&v1("198.51.100.7", 40000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let idle = poll(
+            "the idle line",
+            || server.report(),
+            || {
+                let stderr = server.stderr();
+                let line = stderr.lines().find(|l| l.contains("idle for 1s"))?;
+                Some(line.to_string())
+            },
+        );
+        let (_, peer) = connection_fields(&idle, format == "json");
+        assert_eq!(peer, "198.51.100.7:40000", "{idle}");
+        drop(client);
+    }
 }
 
 /// A v1 header line.
@@ -887,7 +926,7 @@ fn sighup_drains_like_sigterm_and_a_second_signal_exits_at_once() {
     let stderr = server.stderr();
     assert!(stderr.contains("SIGHUP received: stopping"), "{stderr}");
     assert!(
-        stderr.contains("summary: 1 connections, 1 messages"),
+        stderr.contains("summary: 1 connection, 1 message"),
         "{stderr}"
     );
 

@@ -588,7 +588,7 @@ fn discard_counts_what_it_drops() {
     });
     let stderr = server.stderr();
     assert!(
-        stderr.contains("summary: 1 connections,")
+        stderr.contains("summary: 1 connection,")
             && stderr.contains(" 100000 bytes in, 0 bytes out"),
         "{}",
         server.report()
@@ -609,6 +609,103 @@ fn discard_shows_bytes_in_the_closed_event() {
         "{line}\n{}",
         server.report()
     );
+}
+
+/// Issue 15, item 3: a sink does not print what it sinks. With the default output (the
+/// note's lines, not `-q`), a few MB into `--discard` leave stdout at its listening and
+/// `connected by` lines, and the summary counts every byte.
+#[test]
+fn discard_prints_no_data_however_much_arrives() {
+    const SENT: usize = 4 * 1024 * 1024;
+    for endpoint in ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"] {
+        let mut server = Proc::sockit(&["serve", endpoint, "--discard"]);
+        let addr = server.listening();
+        if endpoint.starts_with("udp") {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            for _ in 0..64 {
+                socket
+                    .send_to(&[b'u'; 1000], &addr)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        } else {
+            let mut client = connect(&addr);
+            client
+                .write_all(&vec![b'd'; SENT])
+                .unwrap_or_else(|e| panic!("{e}"));
+            client
+                .shutdown(NetShutdown::Write)
+                .unwrap_or_else(|e| panic!("{e}"));
+            // The server closes its side once it has read everything.
+            assert!(
+                read_all(&mut client).is_empty(),
+                "discard sent something back"
+            );
+        }
+        server.signal(libc::SIGTERM);
+        assert!(server.wait_exit().success(), "{}", server.report());
+        let printed: usize = server.stdout.iter().map(|l| l.len() + 1).sum();
+        assert!(
+            printed < 200,
+            "{endpoint}: {printed} bytes on stdout for a sink\n{}",
+            server.report()
+        );
+        assert!(
+            !server
+                .stdout
+                .iter()
+                .any(|l| l.contains("uuu") || l.contains("ddd"))
+        );
+        let stderr = server.stderr();
+        if endpoint.starts_with("tcp") {
+            assert!(
+                stderr.contains(&format!(", {SENT} bytes in, 0 bytes out")),
+                "{}",
+                server.report()
+            );
+        } else {
+            // Loopback datagrams may be dropped when the socket buffer is full, so only
+            // what arrived is counted; none is printed either way.
+            assert!(stderr.contains("summary: "), "{}", server.report());
+        }
+    }
+}
+
+/// Issue 15, item 3: a message longer than the note's 1,024 bytes is shown as its start
+/// and its size, so an echo of bulk data does not copy it to stdout.
+#[test]
+fn long_messages_are_shown_as_their_start_and_size() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--echo", "--buffer", "65536"]);
+    let addr = server.listening();
+    let message = vec![b'e'; 60_000];
+    let mut client = connect(&addr);
+    client.write_all(&message).unwrap_or_else(|e| panic!("{e}"));
+    client
+        .shutdown(NetShutdown::Write)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        read_all(&mut client).len(),
+        message.len(),
+        "the echo itself is whole"
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    let shown: Vec<&String> = server
+        .stdout
+        .iter()
+        .filter(|l| l.starts_with("receive: ") || l.starts_with("send: "))
+        .collect();
+    assert!(!shown.is_empty(), "{}", server.report());
+    for line in shown {
+        assert!(
+            line.len() < 1100,
+            "a {}-byte line: {}",
+            line.len(),
+            server.report()
+        );
+        if line.len() > 1024 {
+            assert!(line.ends_with(" bytes)"), "{line}");
+        }
+    }
 }
 
 #[test]
