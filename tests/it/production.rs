@@ -966,3 +966,73 @@ fn sighup_drains_like_sigterm_and_a_second_signal_exits_at_once() {
     assert!(server.stderr().contains("SIGINT received: exiting now"));
     drop(stalled);
 }
+
+/// Issue 15, item 11: with `--log json` a message's text is a JSON string escaped once,
+/// by JSON (`hi` and a newline parse back as those 3 characters); bytes that are not
+/// UTF-8 travel as base64 in `received_b64`; the summary's `errors_by_kind` is an object
+/// keyed by kind. Checked with serde_json, a real JSON parser.
+#[test]
+fn json_events_carry_the_exact_bytes_and_errors_by_kind_by_name() {
+    use base64::Engine as _;
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--echo", "--log", "json"]);
+    let line = server.wait_for_line("listening", |l| l.contains("\"listening\""));
+    let addr = endpoint_addr(&line);
+    let parse = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    for (message, field) in [
+        (&b"hi\n"[..], "received"),
+        (&b"caf\xe9"[..], "received_b64"),
+    ] {
+        let mut client = connect(&addr);
+        client.write_all(message).unwrap_or_else(|e| panic!("{e}"));
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut echo = Vec::new();
+        let _ = client.read_to_end(&mut echo);
+        assert_eq!(echo, message);
+        let line = server.wait_for_line("the message event", |l| l.contains("\"message\""));
+        let event = parse(&line);
+        assert_eq!(event["received_bytes"], message.len(), "{line}");
+        let value = event[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field}: {line}"));
+        let bytes = if field == "received" {
+            value.as_bytes().to_vec()
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .unwrap_or_else(|e| panic!("{e}: {line}"))
+        };
+        assert_eq!(bytes, message, "{line}");
+    }
+    // A reset mid-line is counted under its kind's name.
+    let client = connect(&addr);
+    reset(client);
+    poll(
+        "the reset to be noticed",
+        || server.report(),
+        || {
+            server
+                .stderr()
+                .lines()
+                .any(|l| l.contains("reset") || l.contains("closed"))
+                .then_some(())
+        },
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    let stderr = server.stderr();
+    let summary = parse(stderr.lines().last().unwrap_or_default());
+    assert_eq!(summary["event"], "summary", "{stderr}");
+    let by_kind = summary["errors_by_kind"]
+        .as_object()
+        .unwrap_or_else(|| panic!("errors_by_kind is not an object: {stderr}"));
+    let total: u64 = by_kind.values().filter_map(serde_json::Value::as_u64).sum();
+    assert_eq!(Some(total), summary["errors"].as_u64(), "{stderr}");
+    assert!(
+        by_kind.contains_key("reset") && by_kind.contains_key("timeout"),
+        "{stderr}"
+    );
+}

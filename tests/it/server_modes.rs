@@ -736,3 +736,17 @@ fn reply_and_echo_serve_ncat_nc_and_socat() {
         }
     }
 }
+
+/// Issue 15, item 12: `ncat --ssl` sends the server's IP address as SNI. That is read as
+/// no SNI, and costs no "Illegal SNI extension" line on the server's stderr.
+#[test]
+fn ncat_ssl_with_an_ip_as_sni_is_served_without_a_warning() {
+    let (mut server, addr) = serve("tls://127.0.0.1:0", &["--echo"]);
+    let (host, port) = addr.rsplit_once(':').unwrap_or_else(|| panic!("{addr}"));
+    let output = run_peer("ncat", &["--ssl", host, port], b"over tls\n");
+    assert_eq!(output.stdout, b"over tls\n", "{}", describe(&output));
+    closed_reason(&mut server);
+    let stderr = server.stderr();
+    assert!(!stderr.contains("Illegal SNI"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}
