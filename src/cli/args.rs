@@ -72,7 +72,9 @@ Programs (one per connection; per datagram on udp:// and unixgram:):
                                         a shell command line, when you want the shell
   sockit serve udp://127.0.0.1:9000 --exec tr a-z A-Z
                                         each datagram on stdin, the program's output as reply
-  Everything after --exec is the program's command line: put sockit's options before it.
+  Everything after --exec is the program's command line: put sockit's options before it
+  (one that comes after it goes to the program, with a warning at start-up). A program
+  that exits non-zero or is killed by a signal is logged and counted as an error.
   The client half-closes -> the program's stdin closes; the program's stdout closes ->
   the client sees end-of-file. On disconnect, idle timeout or shutdown the program (and
   everything it started) is killed and reaped. It finds the client in SOCKIT_PEER,

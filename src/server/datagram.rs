@@ -271,6 +271,16 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     }
 }
 
+/// How a failed program ended, in words: "the program exited with status 1".
+fn program_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("the program exited with status {code}"),
+        (None, Some(signal)) => format!("the program was killed by signal {signal}"),
+        (None, None) => format!("the program ended ({status})"),
+    }
+}
+
 /// Runs the program for one datagram and sends its output back as the reply.
 async fn run_program(
     socket: &DatagramSocket,
@@ -298,6 +308,9 @@ async fn run_program(
         ..Tally::default()
     };
     let problem = match &run.end {
+        DatagramEnd::Exited(status) if super::session::status_is_failure(Some(*status), false) => {
+            Some((ErrorKind::Program, program_exit(*status)))
+        }
         DatagramEnd::Exited(_) | DatagramEnd::Shutdown => None,
         DatagramEnd::TooMuchOutput => Some((
             ErrorKind::Program,

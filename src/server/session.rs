@@ -259,10 +259,29 @@ fn program_status(report: &ExecReport) -> String {
     }
 }
 
+/// Whether a program that finished on its own failed: it exited non-zero, or a signal
+/// killed it. SIGPIPE is not a failure: it means the client stopped reading, and a
+/// program the server killed was stopped on purpose.
+pub(crate) fn program_failed(report: &ExecReport) -> bool {
+    status_is_failure(report.status, report.killed)
+}
+
+/// See [`program_failed`]; shared with the per-datagram runs.
+pub(crate) fn status_is_failure(status: Option<std::process::ExitStatus>, killed: bool) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(status) => !status.success() && !killed && status.signal() != Some(libc::SIGPIPE),
+        None => false,
+    }
+}
+
 /// The `closed` reason and severity of an exec connection.
 fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcome {
     let status = program_status(report);
     let (reason, severity, kind) = match &report.end {
+        ExecEnd::Finished if program_failed(report) => {
+            (status, Severity::Problem, ErrorKind::Program)
+        }
         ExecEnd::Finished => (status, Severity::Normal, ErrorKind::Io),
         ExecEnd::ClientFailed(e) => {
             let e = Error::exchange(

@@ -750,3 +750,68 @@ fn ncat_ssl_with_an_ip_as_sni_is_served_without_a_warning() {
     assert!(!stderr.contains("Illegal SNI"), "{stderr}");
     assert!(!stderr.contains("WARN"), "{stderr}");
 }
+
+/// Issue 15, item 7: `--exec cat -n --echo` gives `--echo` to cat (everything after
+/// --exec is the program's command line). sockit warns once at start-up; cat then fails
+/// on each connection, and each failure is logged and counted as an error.
+#[test]
+fn a_serve_flag_after_exec_is_warned_of_and_a_failing_program_is_counted() {
+    let (mut server, addr) = serve("tcp://127.0.0.1:0", &["--exec", "cat", "-n", "--echo"]);
+    let warned = |server: &Proc| {
+        server
+            .stderr()
+            .contains("`--echo` comes after --exec, so it is an argument of cat")
+    };
+    eventually("the start-up warning", || {
+        (!warned(&server)).then_some(server.report())
+    });
+    let mut client = connect(&addr);
+    let _ = client.write_all(b"hello\n");
+    let _ = client.shutdown(NetShutdown::Write);
+    let _ = read_all(&mut client);
+    let reason = closed_reason(&mut server);
+    assert!(reason.contains("program exited with status 1"), "{reason}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("closing connection: program exited with status 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(", 1 error"), "{stderr}");
+}
+
+/// Issue 15, item 7: on datagram endpoints a run that exits non-zero is logged and
+/// counted too (its output, if any, is still the reply).
+#[test]
+fn a_failing_program_per_datagram_is_counted() {
+    let mut server = Proc::sockit(&["serve", "udp://127.0.0.1:0", "--exec", "false"]);
+    let addr = server.listening();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send_to(b"ping", &addr)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("the failure line", || {
+        let log = server.stderr();
+        (!log.contains("the program exited with status 1")).then_some(log)
+    });
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    assert!(server.stderr().contains(", 1 error"), "{}", server.report());
+}
+
+/// Issue 15, item 7: an empty `--sh-exec` is a usage error, not a server whose every
+/// connection runs `sh -c ''`.
+#[test]
+fn an_empty_sh_exec_is_a_usage_error() {
+    for command in ["", "  "] {
+        let output = run_sockit(&["serve", "tcp://127.0.0.1:0", "--sh-exec", command], None);
+        assert_eq!(code(&output), 2, "{}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--sh-exec needs a command line"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
