@@ -271,6 +271,13 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     }
 }
 
+/// The span a line about one client's datagram is logged under,
+/// `datagram{peer=192.0.2.7:40000}: …`, the shape of a connection's `conn{id=… peer=…}`.
+/// At ERROR level so it is there whatever `--log-level` lets through.
+fn datagram_span(peer: &PeerAddr) -> tracing::Span {
+    tracing::error_span!("datagram", peer = %peer)
+}
+
 /// How a failed program ended, in words: "the program exited with status 1".
 fn program_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -332,7 +339,7 @@ async fn run_program(
     };
     if let Some((kind, problem)) = problem {
         shared.stats.count_error(kind);
-        tracing::warn!(%peer, "datagram from {peer}: {problem}");
+        datagram_span(peer).in_scope(|| tracing::warn!("{problem}"));
     }
     let reply = (!run.output.is_empty()).then_some(run.output.as_slice());
     shared.events.emit(Event::Datagram {
@@ -346,7 +353,9 @@ async fn run_program(
                 tally.bytes_out += sent as u64;
                 tally.replies += 1;
             }
-            Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
+            Err(e) => {
+                datagram_span(peer).in_scope(|| tracing::info!("could not send the reply: {e}"));
+            }
         }
     }
     shared.stats.absorb(&mut tally);

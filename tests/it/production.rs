@@ -1036,3 +1036,63 @@ fn json_events_carry_the_exact_bytes_and_errors_by_kind_by_name() {
         "{stderr}"
     );
 }
+
+/// Issue 20, item 8: a Unix client picks its own address. One bound to a path holding a
+/// newline and a terminal escape cannot forge a log line or colour the terminal: its
+/// name is escaped in the events on stdout and in the diagnostics on stderr.
+#[test]
+fn a_unix_client_name_cannot_forge_log_lines() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("s.sock");
+    let endpoint = format!("unix:{}", path.display());
+    let mut server = Proc::sockit(&[
+        "serve",
+        &endpoint,
+        "--echo",
+        "--idle-timeout",
+        "1s",
+        "--log",
+        "text",
+    ]);
+    server.wait_for_line("listening", |l| l.contains(" listening "));
+    let forged = dir.path().join("c\nFORGED closed conn=99\x1b[31m");
+    let client = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .bind(&socket2::SockAddr::unix(&forged).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    client
+        .connect(&socket2::SockAddr::unix(&path).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut client = UnixStream::from(std::os::fd::OwnedFd::from(client));
+    client.write_all(b"hi").unwrap_or_else(|e| panic!("{e}"));
+    let mut echo = [0u8; 2];
+    client
+        .read_exact(&mut echo)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The idle timeout logs a line naming the client on stderr, then `closed` on stdout.
+    server.wait_for_line("the closed event", |l| l.contains(" closed conn="));
+    let idle = poll(
+        "the idle line",
+        || server.report(),
+        || {
+            let stderr = server.stderr();
+            stderr
+                .lines()
+                .find(|l| l.contains("idle for 1s"))
+                .map(str::to_string)
+        },
+    );
+    assert!(
+        idle.contains("c\\nFORGED closed conn=99\\u{1b}[31m"),
+        "{idle}"
+    );
+    let stdout = server.stdout.join("\n");
+    for (name, text) in [("stdout", &stdout), ("stderr", &server.stderr())] {
+        assert!(!text.contains('\x1b'), "an escape reached {name}:\n{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("FORGED")),
+            "a forged line on {name}:\n{text}"
+        );
+    }
+}
