@@ -323,8 +323,8 @@ pub struct ServeArgs {
     #[arg(long, help_heading = MODES, group = "answer")]
     pub echo: bool,
 
-    /// Send nothing back; only read and count (bytes appear in the `closed` events and the
-    /// summary).
+    /// Send nothing back; only read and count: no message lines, the bytes appear in the
+    /// `closed` events and the summary (nc -lk PORT > /dev/null).
     #[arg(long, help_heading = MODES, group = "answer")]
     pub discard: bool,
 

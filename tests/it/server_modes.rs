@@ -815,3 +815,25 @@ fn an_empty_sh_exec_is_a_usage_error() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
 }
+
+/// Issue 15, item 12: an idle timeout is the server doing its job. The summary counts it
+/// under its own name, not as an error.
+#[test]
+fn an_idle_close_is_counted_apart_from_errors() {
+    for mode in [&["--echo"][..], &["--exec", "cat"][..]] {
+        let mut args = vec!["--idle-timeout", "1s"];
+        args.extend_from_slice(mode);
+        let (mut server, addr) = serve("tcp://127.0.0.1:0", &args);
+        let mut silent = connect(&addr);
+        assert!(read_all(&mut silent).is_empty());
+        let reason = closed_reason(&mut server);
+        assert!(reason.contains("idle for 1s"), "{reason}");
+        server.signal(libc::SIGTERM);
+        assert!(server.wait_exit().success(), "{}", server.report());
+        let stderr = server.stderr();
+        assert!(
+            stderr.contains("summary: 1 connection, 0 messages, 0 bytes in, 0 bytes out, 0 errors, 1 timed out (idle)"),
+            "{mode:?}: {stderr}"
+        );
+    }
+}
