@@ -427,7 +427,10 @@ impl Relay {
         // to log and count before giving up on them.
         let patience = grace + Duration::from_secs(1);
         if let Drained::TimedOut { remaining } = shutdown.drain(patience).await {
-            tracing::warn!("{remaining} relay task(s) still running after the grace period");
+            tracing::warn!(
+                "{} still running after the grace period",
+                crate::obs::stats::counted(remaining as u64, "relay task")
+            );
         }
         self.stats.summary()
     }

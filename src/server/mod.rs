@@ -518,7 +518,8 @@ async fn shard(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
     }
     if let Drained::TimedOut { remaining } = shared.shutdown.drain(grace).await {
         tracing::warn!(
-            "{remaining} connection(s) still busy after the {} grace period; closing them",
+            "{} still busy after the {} grace period; closing them",
+            crate::obs::stats::counted(remaining as u64, "connection"),
             humantime::format_duration(grace)
         );
     }
