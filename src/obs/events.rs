@@ -5,8 +5,9 @@
 //! and one JSON object per event for machines.
 //!
 //! A message line shows a message, not a copy of the traffic: at most the first
-//! [`SHOWN_BYTES`] of each payload, followed by `… (N bytes)` when there was more (JSON
-//! always carries the full length in a `…_bytes` field). That is the note's `recv(1024)`,
+//! [`SHOWN_BYTES`] of each payload, followed by `… (N bytes)` when there was more (text
+//! lines then add a `received_bytes=N` field; JSON always carries the full length in a
+//! `…_bytes` field). That is the note's `recv(1024)`,
 //! so the note's own exchanges are never cut; bulk data costs one short line per message,
 //! not its own size again on stdout.
 //!

@@ -53,7 +53,8 @@ pub struct Stats {
 pub enum ErrorKind {
     /// The client reset the connection or closed it mid-exchange.
     Reset,
-    /// A time limit ran out: idle, message, reply not read, TLS handshake, PROXY header.
+    /// A time limit ran out: message, reply not read, TLS handshake, PROXY header. (A
+    /// client closed for staying idle is not an error: see [`Stats::idle_closed`].)
     Timeout,
     /// The TLS handshake failed.
     Tls,
@@ -63,7 +64,8 @@ pub enum ErrorKind {
     TooLong,
     /// A chat member fell too far behind and was dropped.
     SlowReader,
-    /// A program (`--exec`) could not start, timed out or wrote too much.
+    /// A program (`--exec`) could not start, failed (exited non-zero, killed by a
+    /// signal), timed out or wrote too much.
     Program,
     /// Any other I/O failure.
     Io,
