@@ -170,17 +170,13 @@ impl Prelude {
 
     /// Sends what the socket takes now of the pending answer; returns how many bytes
     /// went (0 when it took nothing).
-    pub(super) fn send_pending(
-        &mut self,
-        stream: &StdStream,
-        peer: &PeerAddr,
-    ) -> Result<usize, End> {
+    pub(super) fn send_pending(&mut self, stream: &StdStream) -> Result<usize, End> {
         let written = match stream.write_now(&self.pending) {
             Ok(0) => {
                 let e = io::Error::from(io::ErrorKind::WriteZero);
                 return Err(End::Failed(Error::exchange(
                     e,
-                    peer.to_string(),
+                    super::THE_CLIENT,
                     "while sending the reply",
                 )));
             }
@@ -190,7 +186,7 @@ impl Prelude {
             Err(e) => {
                 return Err(End::Failed(Error::exchange(
                     e,
-                    peer.to_string(),
+                    super::THE_CLIENT,
                     "while sending the reply",
                 )));
             }
@@ -242,7 +238,7 @@ pub(crate) fn serve_now(
         Ok(n) => Ok(n),
         Err(e) => Err(End::Failed(Error::exchange(
             e,
-            peer.to_string(),
+            super::THE_CLIENT,
             "while reading",
         ))),
     };
@@ -311,7 +307,7 @@ pub(super) fn answer_now(
         Err(e) => {
             return Err(End::Failed(Error::exchange(
                 e,
-                peer.to_string(),
+                super::THE_CLIENT,
                 "while sending the reply",
             )));
         }
@@ -477,7 +473,7 @@ where
             WriteFailure::NotReading(limit) => End::NotReading(limit),
             WriteFailure::Io(e) => End::Failed(Error::exchange(
                 e,
-                self.peer.to_string(),
+                super::THE_CLIENT,
                 "while sending the reply",
             )),
         }
@@ -599,7 +595,7 @@ where
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Err(End::Failed(Error::exchange(
                         e,
-                        self.peer.to_string(),
+                        super::THE_CLIENT,
                         "while reading",
                     ))));
                 }
@@ -651,7 +647,7 @@ where
                 Ok(None) => break,
                 Err(too_long) => {
                     return Err(End::Failed(Error::LineTooLong {
-                        peer: self.peer.to_string(),
+                        peer: super::THE_CLIENT.into(),
                         max: too_long.max_len,
                     }));
                 }

@@ -345,7 +345,7 @@ impl Conns {
             .registry
             .register(&mut SourceFd(&fd), Token(index), interest)
         {
-            let end = End::Failed(Error::exchange(e, conn.peer.to_string(), "while watching"));
+            let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
             self.finish(conn, end);
             return;
         }
@@ -397,7 +397,7 @@ impl Conns {
                 self.registry
                     .reregister(&mut SourceFd(&raw), Token(fd), interest(watch_writes))
             {
-                let end = End::Failed(Error::exchange(e, conn.peer.to_string(), "while watching"));
+                let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
                 return self.close(fd, end);
             }
             conn.watching_writes = watch_writes;
@@ -500,7 +500,7 @@ fn advance(
     let options = &shared.options;
     let close_after_reply = options.after_reply == AfterReply::Close;
     if conn.state.has_pending() {
-        match conn.state.send_pending(&conn.stream, &conn.peer) {
+        match conn.state.send_pending(&conn.stream) {
             Err(end) => return Progress::Ended(end),
             Ok(0) => return Progress::Blocked,
             Ok(_) => conn.last_activity = now,
@@ -523,7 +523,7 @@ fn advance(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let error = Error::exchange(e, conn.peer.to_string(), "while reading");
+                let error = Error::exchange(e, super::THE_CLIENT, "while reading");
                 return Progress::Ended(End::Failed(error));
             }
         };

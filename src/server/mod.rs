@@ -46,6 +46,12 @@ use crate::obs::{Event, EventLog, Stats, StatsBoard, Summary};
 use crate::shutdown::{Drained, Shutdown};
 use crate::transport::{Bound, Layers, ListenOptions, StdDatagram, StdListener, UnixPathGuard};
 
+/// How the server's errors about a connection name its client. Every line about a
+/// connection is logged under its `conn{id=… peer=…}` span, and its `closed` event has a
+/// `peer` field, so the error text says "the client" rather than the address again
+/// (`conn{id=1 peer=127.0.0.1:40000}: connection reset by the client while reading`).
+pub(crate) const THE_CLIENT: &str = "the client";
+
 /// What to do with a connection once a reply has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AfterReply {

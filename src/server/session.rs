@@ -187,7 +187,7 @@ pub(crate) async fn handle_connection<S>(
                 &shared.shutdown,
             ))
             .await;
-            end(exec_outcome(spec, &report, peer), peer, conn, shared);
+            end(exec_outcome(spec, &report), peer, conn, shared);
         }
         Handler::Chat(room) => {
             begin(peer, conn, shared);
@@ -214,7 +214,7 @@ pub(crate) async fn handle_connection<S>(
                 &mut on_line,
             ))
             .await;
-            end(chat_outcome(&report, peer), peer, conn, shared);
+            end(chat_outcome(&report), peer, conn, shared);
         }
     }
 }
@@ -276,7 +276,7 @@ pub(crate) fn status_is_failure(status: Option<std::process::ExitStatus>, killed
 }
 
 /// The `closed` reason and severity of an exec connection.
-fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcome {
+fn exec_outcome(spec: &ExecSpec, report: &ExecReport) -> Outcome {
     let status = program_status(report);
     let (reason, severity, kind) = match &report.end {
         ExecEnd::Finished if program_failed(report) => {
@@ -286,7 +286,7 @@ fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcom
         ExecEnd::ClientFailed(e) => {
             let e = Error::exchange(
                 std::io::Error::new(e.kind(), e.to_string()),
-                peer.to_string(),
+                super::THE_CLIENT,
                 "while relaying the program's data",
             );
             let kind = ErrorKind::of(&e);
@@ -324,7 +324,7 @@ fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcom
 }
 
 /// The `closed` reason and severity of a chat connection.
-fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
+fn chat_outcome(report: &ChatReport) -> Outcome {
     let (reason, severity, kind) = match &report.end {
         ChatEnd::Closed => (
             "closed by peer".to_string(),
@@ -334,7 +334,7 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
         ChatEnd::ClientFailed(e) => {
             let e = Error::exchange(
                 std::io::Error::new(e.kind(), e.to_string()),
-                peer.to_string(),
+                super::THE_CLIENT,
                 "while chatting",
             );
             let kind = ErrorKind::of(&e);
@@ -342,7 +342,7 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
         }
         ChatEnd::LineTooLong(max) => (
             Error::LineTooLong {
-                peer: peer.to_string(),
+                peer: super::THE_CLIENT.into(),
                 max: *max,
             }
             .to_string(),
