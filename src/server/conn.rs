@@ -592,6 +592,14 @@ where
                     self.last_activity = Instant::now();
                     return Poll::Ready(Ok(Read::Data(n)));
                 }
+                // A TLS client that closes without a close_notify alert (ncat --ssl, most
+                // nc-style clients) is a truncation only if it stopped in the middle of a
+                // message; between messages it is an ordinary end.
+                Poll::Ready(Err(e))
+                    if e.kind() == io::ErrorKind::UnexpectedEof && self.input.is_empty() =>
+                {
+                    return Poll::Ready(Ok(Read::Eof));
+                }
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Err(End::Failed(Error::exchange(
                         e,
