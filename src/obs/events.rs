@@ -40,7 +40,8 @@ pub enum LogFormat {
     Seed,
     /// One timestamped line per event with the connection id and peer address.
     Text,
-    /// One JSON object per line, for machines.
+    /// One JSON object per line, for machines: message text as JSON strings (base64 in
+    /// `…_b64` fields when not UTF-8), full sizes in `…_bytes` fields.
     Json,
 }
 
