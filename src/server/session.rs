@@ -153,8 +153,20 @@ async fn prepare_and_serve(
         Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
-            tracing::warn!("{e}");
+            tracing::warn!("{}", naming_the_client(e));
         }
+    }
+}
+
+/// A failed handshake's error as the connection's span shows it: the span names the peer,
+/// so the text says "the client" (`TLS with the client failed: …`).
+fn naming_the_client(error: Error) -> Error {
+    match error {
+        Error::Tls { reason, .. } => Error::Tls {
+            peer: super::THE_CLIENT.into(),
+            reason,
+        },
+        other => other,
     }
 }
 

@@ -824,6 +824,32 @@ fn an_empty_sh_exec_is_a_usage_error() {
     }
 }
 
+/// Issue 15, item 12: a failed TLS handshake is one line that names the client once,
+/// in its `conn{id=… peer=…}` span.
+#[test]
+fn a_failed_handshake_names_the_client_once() {
+    let (mut server, addr) = serve("tls://127.0.0.1:0", &["--echo"]);
+    let mut plain = connect(&addr);
+    let _ = plain.write_all(b"hello, not TLS\n");
+    let _ = read_all(&mut plain);
+    let port = plain
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port()
+        .to_string();
+    eventually("the handshake failure line", || {
+        let log = server.stderr();
+        (!log.contains("does not speak TLS")).then_some(log)
+    });
+    let stderr = server.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("does not speak TLS"))
+        .unwrap_or_default();
+    assert!(line.contains("conn{id="), "{line}");
+    assert_eq!(line.matches(&format!(":{port}")).count(), 1, "{line}");
+}
+
 /// Issue 15, item 12: an idle timeout is the server doing its job. The summary counts it
 /// under its own name, not as an error.
 #[test]
