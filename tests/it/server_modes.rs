@@ -828,7 +828,7 @@ fn an_empty_sh_exec_is_a_usage_error() {
 /// in its `conn{id=… peer=…}` span.
 #[test]
 fn a_failed_handshake_names_the_client_once() {
-    let (mut server, addr) = serve("tls://127.0.0.1:0", &["--echo"]);
+    let (server, addr) = serve("tls://127.0.0.1:0", &["--echo"]);
     let mut plain = connect(&addr);
     let _ = plain.write_all(b"hello, not TLS\n");
     let _ = read_all(&mut plain);
