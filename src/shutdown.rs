@@ -98,15 +98,63 @@ impl Shutdown {
     }
 }
 
-/// Turns SIGINT, SIGTERM and SIGHUP into [`Shutdown::trigger`]; a second signal (of any
-/// of them) exits at once.
+/// What one signal asks of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalMeaning {
+    /// Start the graceful stop (bounded by `--grace`), or keep going with it.
+    Stop,
+    /// Exit at once with this status, without waiting for the grace period.
+    ExitNow(u8),
+}
+
+/// The signals a server answers, and what each one means given what came before.
 ///
-/// The second signal is the user saying "now": exit code 130 (interrupted), without
-/// waiting for the grace period.
+/// SIGTERM and SIGHUP mean "stop gracefully", however often they come: coreutils
+/// `timeout` and systemd's `KillMode=control-group` send SIGTERM to the process and again
+/// to its process group, so one stop request often arrives twice. Only a person repeats
+/// Ctrl-C: a SIGINT while the stop is under way, or SIGQUIT (Ctrl-\\) at any time, means
+/// "now", with the shell's status for that signal (130, 131).
 ///
 /// SIGHUP drains like SIGTERM rather than reloading: sockit has no configuration file to
 /// re-read, and a hang-up (the terminal closed) means nobody is there any more; its
 /// default action would kill the process at once and cut in-flight replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (`kill`, `timeout`, systemd).
+    Terminate,
+    /// SIGHUP (the terminal closed).
+    HangUp,
+    /// SIGQUIT (Ctrl-\\).
+    Quit,
+}
+
+impl StopSignal {
+    /// The signal's usual name, for the log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::HangUp => "SIGHUP",
+            StopSignal::Quit => "SIGQUIT",
+        }
+    }
+
+    /// What this signal means when `stopping` says whether a stop is already under way.
+    pub fn meaning(self, stopping: bool) -> SignalMeaning {
+        match self {
+            StopSignal::Quit => SignalMeaning::ExitNow(128 + 3),
+            StopSignal::Interrupt if stopping => SignalMeaning::ExitNow(128 + 2),
+            StopSignal::Interrupt | StopSignal::Terminate | StopSignal::HangUp => {
+                SignalMeaning::Stop
+            }
+        }
+    }
+}
+
+/// Turns SIGINT, SIGTERM and SIGHUP into [`Shutdown::trigger`], and a second SIGINT or
+/// any SIGQUIT into an immediate exit (see [`StopSignal`]).
 ///
 /// # Errors
 /// When the signal handlers cannot be installed.
@@ -115,22 +163,33 @@ pub fn install_signal_handlers(shutdown: Shutdown) -> std::io::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    let mut quit = signal(SignalKind::quit())?;
     tokio::spawn(async move {
-        let mut seen = 0;
+        let mut stopping = false;
         loop {
-            let name = tokio::select! {
-                _ = interrupt.recv() => "SIGINT",
-                _ = terminate.recv() => "SIGTERM",
-                _ = hangup.recv() => "SIGHUP",
+            let received = tokio::select! {
+                _ = interrupt.recv() => StopSignal::Interrupt,
+                _ = terminate.recv() => StopSignal::Terminate,
+                _ = hangup.recv() => StopSignal::HangUp,
+                _ = quit.recv() => StopSignal::Quit,
             };
-            seen += 1;
-            if seen == 1 {
-                tracing::info!("{name} received: stopping (send it again to exit at once)");
-                crate::transport::activation::notify_stopping();
-                shutdown.trigger();
-            } else {
-                tracing::warn!("{name} received again: exiting now");
-                std::process::exit(130);
+            let name = received.name();
+            match received.meaning(stopping) {
+                SignalMeaning::Stop if stopping => {
+                    tracing::debug!("{name} received: already stopping");
+                }
+                SignalMeaning::Stop => {
+                    stopping = true;
+                    tracing::info!(
+                        "{name} received: stopping (Ctrl-C again or SIGQUIT to exit at once)"
+                    );
+                    crate::transport::activation::notify_stopping();
+                    shutdown.trigger();
+                }
+                SignalMeaning::ExitNow(status) => {
+                    tracing::warn!("{name} received: exiting now");
+                    std::process::exit(i32::from(status));
+                }
             }
         }
     });
@@ -151,6 +210,18 @@ mod tests {
         assert!(shutdown.is_triggered());
         let outcome = shutdown.drain(Duration::from_millis(50)).await;
         assert_eq!(outcome, Drained::TimedOut { remaining: 1 });
+    }
+
+    #[test]
+    fn only_a_second_interrupt_or_a_quit_exits_at_once() {
+        use SignalMeaning::{ExitNow, Stop};
+        for repeated in [StopSignal::Terminate, StopSignal::HangUp] {
+            assert_eq!(repeated.meaning(false), Stop);
+            assert_eq!(repeated.meaning(true), Stop, "{repeated:?} again");
+        }
+        assert_eq!(StopSignal::Interrupt.meaning(false), Stop);
+        assert_eq!(StopSignal::Interrupt.meaning(true), ExitNow(130));
+        assert_eq!(StopSignal::Quit.meaning(false), ExitNow(131));
     }
 
     #[tokio::test]

@@ -73,7 +73,9 @@ Programs (one per connection; per datagram on udp:// and unixgram:):
                                         a shell command line, when you want the shell
   sockit serve udp://127.0.0.1:9000 --exec tr a-z A-Z
                                         each datagram on stdin, the program's output as reply
-  Everything after --exec is the program's command line: put sockit's options before it.
+  Everything after --exec is the program's command line: put sockit's options before it
+  (one that comes after it goes to the program, with a warning at start-up). A program
+  that exits non-zero or is killed by a signal is logged and counted as an error.
   The client half-closes -> the program's stdin closes; the program's stdout closes ->
   the client sees end-of-file. On disconnect, idle timeout or shutdown the program (and
   everything it started) is killed and reaped. It finds the client in SOCKIT_PEER,
@@ -102,7 +104,9 @@ Running in production:
 Signals:
   SIGTERM, SIGINT (Ctrl-C), SIGHUP      stop accepting, finish in-flight exchanges within
                                         --grace, print the summary, exit 0
-  the same signal again                 exit at once with status 130
+  SIGTERM or SIGHUP again               still the graceful stop (timeout and systemd send
+                                        SIGTERM to the process and to its group)
+  Ctrl-C again / SIGQUIT (Ctrl-\\)       exit at once with status 130 / 131
   SIGHUP does not reload anything: sockit has no configuration to re-read. A closed
   terminal (or `kill -HUP`) therefore drains and stops it, like SIGTERM.";
 
@@ -188,7 +192,8 @@ chatty connections stay small, bulk ones get large reads (--copy splice moves th
 splice(2) instead, between plain sockets on Linux). Either way a direction holds at most
 --buffer bytes, so a slow side slows the other and memory stays bounded; half-close is
 passed on. Ctrl-C, SIGTERM or SIGHUP stops accepting, lets open connections finish
-within --grace, and prints a summary; a second signal exits at once (130).
+within --grace, and prints a summary (however often SIGTERM comes); a second Ctrl-C exits
+at once (130), as SIGQUIT does (131).
 
   sockit relay tcp://0.0.0.0:8080 tcp://10.0.0.5:80 --proxy-protocol --metrics 9100
                                         behind a load balancer, with Prometheus metrics
@@ -366,8 +371,8 @@ pub struct ServeArgs {
     #[arg(long, help_heading = MODES, group = "answer")]
     pub echo: bool,
 
-    /// Send nothing back; only read and count (bytes appear in the `closed` events and the
-    /// summary).
+    /// Send nothing back; only read and count: no message lines, the bytes appear in the
+    /// `closed` events and the summary (nc -lk PORT > /dev/null).
     #[arg(long, help_heading = MODES, group = "answer")]
     pub discard: bool,
 

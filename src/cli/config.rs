@@ -318,6 +318,40 @@ impl AccessArgs {
     }
 }
 
+/// `--exec` takes the rest of the command line, so `--exec cat -n --echo` gives `--echo`
+/// to cat, which then fails on every connection. Such a command line stays valid (the
+/// program may well take an option of the same name), but each argument that is also an
+/// option of `sockit serve` gets one warning at start-up saying where it went and where
+/// sockit's own options belong.
+fn warn_of_serve_flags_given_to_the_program(
+    program: &std::ffi::OsStr,
+    args: &[std::ffi::OsString],
+) {
+    use clap::CommandFactory;
+    let cli = super::Cli::command();
+    let serve_flags: Vec<String> = cli
+        .get_arguments()
+        .chain(
+            cli.find_subcommand("serve")
+                .into_iter()
+                .flat_map(clap::Command::get_arguments),
+        )
+        .filter_map(clap::Arg::get_long)
+        .map(|long| format!("--{long}"))
+        .collect();
+    let program = program.to_string_lossy();
+    for arg in args {
+        let arg = arg.to_string_lossy();
+        let name = arg.split('=').next().unwrap_or_default();
+        if serve_flags.iter().any(|flag| flag == name) {
+            tracing::warn!(
+                "`{arg}` comes after --exec, so it is an argument of {program}, not an option \
+                 of sockit; put sockit's options before --exec"
+            );
+        }
+    }
+}
+
 /// The connection behaviour chosen by `--exec`, `--sh-exec` or `--chat` (default: answer
 /// each message).
 fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
@@ -326,11 +360,17 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
             return Err(Error::Usage("--exec needs a program to run".into()));
         };
         check_program(program).map_err(Error::Usage)?;
+        warn_of_serve_flags_given_to_the_program(program, rest);
         let mut spec = ExecSpec::program(program.clone(), rest.to_vec());
         spec.stderr = args.exec_stderr;
         return Ok(ServeMode::Exec(spec));
     }
     if let Some(command) = &args.sh_exec {
+        if command.to_string_lossy().trim().is_empty() {
+            return Err(Error::Usage(
+                "--sh-exec needs a command line to run (e.g. --sh-exec 'sort | uniq -c')".into(),
+            ));
+        }
         let mut spec = ExecSpec::shell(command.clone());
         spec.stderr = args.exec_stderr;
         return Ok(ServeMode::Exec(spec));

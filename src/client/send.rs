@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::framing::{Framer, Framing};
-use crate::obs::escape::SHOWN_BYTES;
+use crate::obs::events::SHOWN_BYTES;
 use crate::obs::hexdump::{Direction, HexDump, Tap};
 use crate::obs::{Event, EventLog};
 use crate::transport::tls::ClientTls;

@@ -46,29 +46,6 @@ pub fn escaped(bytes: &[u8]) -> String {
     out
 }
 
-/// Most bytes of one message that a client's per-message line (`send:`, `receive:`)
-/// shows: enough for any request or reply a person reads, while a bulk transfer prints
-/// one short line instead of megabytes.
-pub const SHOWN_BYTES: usize = 1024;
-
-/// Appends the escaped form of at most `limit` bytes of `bytes`, cut where a character
-/// ends so no character is split; returns how many bytes it showed.
-pub fn escape_prefix_into(out: &mut String, bytes: &[u8], limit: usize) -> usize {
-    let mut end = bytes.len().min(limit);
-    if end < bytes.len() {
-        // Step back over UTF-8 continuation bytes (at most 3) to a character start.
-        let start = end.saturating_sub(3);
-        if let Some(back) = (start..=end)
-            .rev()
-            .find(|&i| bytes.get(i).is_some_and(|&b| b & 0xc0 != 0x80))
-        {
-            end = back.max(1).min(end);
-        }
-    }
-    escape_into(out, &bytes[..end]);
-    end
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,19 +61,5 @@ mod tests {
         assert_eq!(escaped(b"caf\xe9\n"), "caf\\xe9\\n");
         assert_eq!(escaped(b"a\\b\x00\r\t"), "a\\\\b\\u{0}\\r\\t");
         assert_eq!(escaped(b"\xff\xfe"), "\\xff\\xfe");
-    }
-
-    #[test]
-    fn a_prefix_stops_at_the_limit_without_splitting_a_character() {
-        let mut out = String::new();
-        assert_eq!(escape_prefix_into(&mut out, b"abcdef", 4), 4);
-        assert_eq!(out, "abcd");
-        out.clear();
-        // "é" is two bytes; a limit falling inside it shows the text before it.
-        assert_eq!(escape_prefix_into(&mut out, "abé!".as_bytes(), 3), 2);
-        assert_eq!(out, "ab");
-        out.clear();
-        assert_eq!(escape_prefix_into(&mut out, b"short", 1024), 5);
-        assert_eq!(out, "short");
     }
 }

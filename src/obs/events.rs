@@ -4,6 +4,17 @@
 //! its Python programs print), timestamped text lines carrying the connection id and peer,
 //! and one JSON object per event for machines.
 //!
+//! A message line shows a message, not a copy of the traffic: at most the first
+//! [`SHOWN_BYTES`] of each payload, followed by `… (N bytes)` when there was more (text
+//! lines then add a `received_bytes=N` field; JSON always carries the full length in a
+//! `…_bytes` field). That is the note's `recv(1024)`,
+//! so the note's own exchanges are never cut; bulk data costs one short line per message,
+//! not its own size again on stdout.
+//!
+//! In JSON a payload is a JSON string with JSON's own escaping when the bytes shown are
+//! UTF-8 (`"received":"hi\n"` is the three characters `h`, `i`, newline); otherwise it
+//! travels as base64 in a `…_b64` field instead (`"received_b64":"Y2Fm6Q=="`).
+//!
 //! Formatting happens on the task that has the event; writing happens on one dedicated
 //! thread that owns a buffered stdout and flushes only when it has nothing more queued. So
 //! no worker takes a lock per line, bursts cost one `write` per batch, and an interactive
@@ -15,9 +26,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::escape::{SHOWN_BYTES, escape_into, escape_prefix_into};
+use super::escape::escape_into;
 use crate::endpoint::Endpoint;
 use crate::transport::PeerAddr;
 
@@ -29,7 +40,8 @@ pub enum LogFormat {
     Seed,
     /// One timestamped line per event with the connection id and peer address.
     Text,
-    /// One JSON object per line, for machines.
+    /// One JSON object per line, for machines: message text as JSON strings (base64 in
+    /// `…_b64` fields when not UTF-8), full sizes in `…_bytes` fields.
     Json,
 }
 
@@ -134,6 +146,40 @@ enum Command {
     Write(String),
     /// Flush and answer, so `main` can exit knowing every line is out.
     Flush(SyncSender<()>),
+}
+
+/// The most of one payload a message line shows: the note's `recv(1024)`, so a message
+/// of the note's own server and client is always shown whole.
+pub const SHOWN_BYTES: usize = 1024;
+
+/// The part of `bytes` a line shows: at most [`SHOWN_BYTES`], cut before a UTF-8
+/// character that would not fit whole.
+fn shown(bytes: &[u8]) -> &[u8] {
+    if bytes.len() <= SHOWN_BYTES {
+        return bytes;
+    }
+    let mut end = SHOWN_BYTES;
+    // A continuation byte (0b10xx_xxxx) right after the cut means a character straddles
+    // it; a character is at most 4 bytes, so at most 3 steps back.
+    while end > SHOWN_BYTES - 3 && bytes[end] & 0xc0 == 0x80 {
+        end -= 1;
+    }
+    &bytes[..end]
+}
+
+/// Appends the escaped payload, and `… (N bytes)` when only its start is shown.
+fn push_payload(out: &mut String, bytes: &[u8]) {
+    push_payload_of(out, bytes, bytes.len());
+}
+
+/// [`push_payload`] for a payload of `len` bytes of which `bytes` may be only the start
+/// (a client keeps no more of a long reply than a line shows).
+fn push_payload_of(out: &mut String, bytes: &[u8], len: usize) {
+    let part = shown(bytes);
+    escape_into(out, part);
+    if part.len() < len {
+        let _ = write!(out, "… ({len} bytes)");
+    }
 }
 
 /// Queued lines before workers wait for the writer: enough to absorb bursts, small enough
@@ -273,13 +319,13 @@ fn format_seed(event: &Event<'_>) -> String {
             s.push('\n');
         }
         Event::Message { received, sent, .. } => {
-            s.reserve(24 + 2 * received.len() + sent.map_or(0, <[u8]>::len));
+            s.reserve(24 + 2 * shown(received).len() + sent.map_or(0, |b| shown(b).len()));
             s.push_str("receive: ");
-            escape_into(&mut s, received);
+            push_payload(&mut s, received);
             s.push('\n');
             if let Some(sent) = sent {
                 s.push_str("send: ");
-                escape_into(&mut s, sent);
+                push_payload(&mut s, sent);
                 s.push_str("\n\n");
             }
         }
@@ -288,19 +334,19 @@ fn format_seed(event: &Event<'_>) -> String {
             received,
             sent,
         } => {
-            s.reserve(40 + 2 * received.len() + sent.map_or(0, <[u8]>::len));
+            s.reserve(40 + 2 * shown(received).len() + sent.map_or(0, |b| shown(b).len()));
             s.push_str("recvfrom ");
             let peer_at = s.len();
             peer.push_to(&mut s);
             let peer_end = s.len();
             s.push_str(": ");
-            escape_into(&mut s, received);
+            push_payload(&mut s, received);
             s.push('\n');
             if let Some(sent) = sent {
                 s.push_str("sendto ");
                 s.extend_from_within(peer_at..peer_end);
                 s.push_str(": ");
-                escape_into(&mut s, sent);
+                push_payload(&mut s, sent);
                 s.push_str("\n\n");
             }
         }
@@ -317,7 +363,7 @@ fn format_seed(event: &Event<'_>) -> String {
             } else {
                 s.push_str("send: ");
             }
-            push_shown(&mut s, data, len);
+            push_payload_of(&mut s, data, len);
             s.push('\n');
         }
         Event::Received {
@@ -331,38 +377,10 @@ fn format_seed(event: &Event<'_>) -> String {
             } else {
                 s.push_str("receive: ");
             }
-            push_shown(&mut s, data, len);
+            push_payload_of(&mut s, data, len);
             s.push_str("\n\n");
         }
     }
-    s
-}
-
-/// A client's message in the note's format: escaped, at most [`SHOWN_BYTES`] of it, and
-/// `… (N bytes)` when more was sent or received than is shown.
-fn push_shown(s: &mut String, data: &[u8], len: usize) {
-    let shown = escape_prefix_into(s, data, SHOWN_BYTES);
-    if shown < len {
-        let _ = write!(s, "… ({len} bytes)");
-    }
-}
-
-/// A client's message as a quoted text field: `data="…"`, then ` bytes=N` when only the
-/// first bytes are shown.
-fn push_shown_text(s: &mut String, data: &[u8], len: usize) {
-    let shown = escape_prefix_into(s, data, SHOWN_BYTES);
-    if shown < len {
-        let _ = write!(s, "…\" bytes={len}");
-    } else {
-        s.push('"');
-    }
-}
-
-/// At most [`SHOWN_BYTES`] of a client's message, escaped, for a JSON field (the
-/// `bytes` field gives the full length).
-fn shown_text(data: &[u8]) -> String {
-    let mut s = String::new();
-    escape_prefix_into(&mut s, data, SHOWN_BYTES);
     s
 }
 
@@ -396,13 +414,10 @@ fn format_text(event: &Event<'_>) -> String {
             received,
             sent,
         } => {
-            let _ = write!(s, " message conn={conn} peer={peer} received=\"");
-            escape_into(&mut s, received);
-            s.push('"');
+            let _ = write!(s, " message conn={conn} peer={peer}");
+            push_text_field(&mut s, "received", received);
             if let Some(sent) = sent {
-                s.push_str(" sent=\"");
-                escape_into(&mut s, sent);
-                s.push('"');
+                push_text_field(&mut s, "sent", sent);
             }
         }
         Event::Datagram {
@@ -410,13 +425,10 @@ fn format_text(event: &Event<'_>) -> String {
             received,
             sent,
         } => {
-            let _ = write!(s, " datagram peer={peer} received=\"");
-            escape_into(&mut s, received);
-            s.push('"');
+            let _ = write!(s, " datagram peer={peer}");
+            push_text_field(&mut s, "received", received);
             if let Some(sent) = sent {
-                s.push_str(" sent=\"");
-                escape_into(&mut s, sent);
-                s.push('"');
+                push_text_field(&mut s, "sent", sent);
             }
         }
         Event::Closed {
@@ -435,23 +447,77 @@ fn format_text(event: &Event<'_>) -> String {
         Event::Sent {
             peer, data, len, ..
         } => {
-            let _ = write!(s, " sent peer={peer} data=\"");
-            push_shown_text(&mut s, data, len);
+            let _ = write!(s, " sent peer={peer}");
+            push_text_field_of(&mut s, "data", data, len);
         }
         Event::Received {
             peer, data, len, ..
         } => {
-            let _ = write!(s, " received peer={peer} data=\"");
-            push_shown_text(&mut s, data, len);
+            let _ = write!(s, " received peer={peer}");
+            push_text_field_of(&mut s, "data", data, len);
         }
     }
     s.push('\n');
     s
 }
 
-/// Escaped payload text for JSON fields (JSON strings must be valid Unicode).
-fn text(bytes: &[u8]) -> String {
-    super::escape::escaped(bytes)
+/// ` name="escaped"` with its shown part, and ` name_bytes=N` when only that part is
+/// shown.
+fn push_text_field(out: &mut String, name: &str, bytes: &[u8]) {
+    push_text_field_of(out, name, bytes, bytes.len());
+}
+
+/// [`push_text_field`] for a payload of `len` bytes of which `bytes` may be only the start.
+fn push_text_field_of(out: &mut String, name: &str, bytes: &[u8], len: usize) {
+    let part = shown(bytes);
+    let _ = write!(out, " {name}=\"");
+    escape_into(out, part);
+    out.push('"');
+    if part.len() < len {
+        let _ = write!(out, " {name}_bytes={len}");
+    }
+}
+
+/// Adds a payload to a JSON event: `name` as a JSON string when the shown part is UTF-8,
+/// else `name_b64` in base64; and `name_bytes`, the full length.
+fn insert_payload(object: &mut serde_json::Map<String, Value>, name: &str, bytes: &[u8]) {
+    insert_payload_of(object, name, bytes, bytes.len());
+}
+
+/// [`insert_payload`] for a payload of `len` bytes of which `bytes` may be only the start.
+fn insert_payload_of(
+    object: &mut serde_json::Map<String, Value>,
+    name: &str,
+    bytes: &[u8],
+    len: usize,
+) {
+    use base64::Engine as _;
+    let part = shown(bytes);
+    match std::str::from_utf8(part) {
+        Ok(text) => object.insert(name.to_string(), text.into()),
+        Err(_) => object.insert(
+            format!("{name}_b64"),
+            base64::engine::general_purpose::STANDARD
+                .encode(part)
+                .into(),
+        ),
+    };
+    object.insert(format!("{name}_bytes"), len.into());
+}
+
+/// A JSON event with its payloads added (see [`insert_payload`]).
+fn with_payloads(mut value: Value, payloads: &[(&str, Option<&[u8]>)]) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        for (name, bytes) in payloads {
+            match bytes {
+                Some(bytes) => insert_payload(object, name, bytes),
+                None => {
+                    object.insert((*name).to_string(), Value::Null);
+                }
+            }
+        }
+    }
+    value
 }
 
 /// One JSON object per line.
@@ -475,18 +541,18 @@ fn format_json(event: &Event<'_>) -> String {
             peer,
             received,
             sent,
-        } => json!({
-            "time": time, "event": "message", "conn": conn, "peer": peer.to_string(),
-            "received": text(received), "sent": sent.map(text),
-        }),
+        } => with_payloads(
+            json!({"time": time, "event": "message", "conn": conn, "peer": peer.to_string()}),
+            &[("received", Some(received)), ("sent", sent)],
+        ),
         Event::Datagram {
             peer,
             received,
             sent,
-        } => json!({
-            "time": time, "event": "datagram", "peer": peer.to_string(),
-            "received": text(received), "sent": sent.map(text),
-        }),
+        } => with_payloads(
+            json!({"time": time, "event": "datagram", "peer": peer.to_string()}),
+            &[("received", Some(received)), ("sent", sent)],
+        ),
         Event::Closed {
             conn,
             peer,
@@ -500,16 +566,22 @@ fn format_json(event: &Event<'_>) -> String {
         }),
         Event::Sent {
             peer, data, len, ..
-        } => json!({
-            "time": time, "event": "sent", "peer": peer.to_string(),
-            "data": shown_text(data), "bytes": len,
-        }),
+        } => {
+            let mut value = json!({"time": time, "event": "sent", "peer": peer.to_string()});
+            if let Some(object) = value.as_object_mut() {
+                insert_payload_of(object, "data", data, len);
+            }
+            value
+        }
         Event::Received {
             peer, data, len, ..
-        } => json!({
-            "time": time, "event": "received", "peer": peer.to_string(),
-            "data": shown_text(data), "bytes": len,
-        }),
+        } => {
+            let mut value = json!({"time": time, "event": "received", "peer": peer.to_string()});
+            if let Some(object) = value.as_object_mut() {
+                insert_payload_of(object, "data", data, len);
+            }
+            value
+        }
     };
     let mut line = value.to_string();
     line.push('\n');
@@ -563,19 +635,66 @@ mod tests {
     }
 
     #[test]
-    fn json_events_parse_and_escape_bytes() -> Result<(), serde_json::Error> {
+    fn json_payloads_are_json_strings_or_base64() -> Result<(), serde_json::Error> {
         let peer = peer();
         let line = format_json(&Event::Message {
             conn: 7,
+            peer: &peer,
+            received: b"hi\n",
+            sent: Some("caf\u{e9} \"q\"\\".as_bytes()),
+        });
+        let value: serde_json::Value = serde_json::from_str(&line)?;
+        assert_eq!(value["event"], "message");
+        assert_eq!(value["conn"], 7);
+        assert_eq!(value["received"], "hi\n", "{line}");
+        assert_eq!(value["received_bytes"], 3);
+        assert_eq!(value["sent"], "caf\u{e9} \"q\"\\", "{line}");
+        let line = format_json(&Event::Datagram {
             peer: &peer,
             received: b"caf\xe9",
             sent: None,
         });
         let value: serde_json::Value = serde_json::from_str(&line)?;
-        assert_eq!(value["event"], "message");
-        assert_eq!(value["conn"], 7);
-        assert_eq!(value["received"], "caf\\xe9");
+        assert_eq!(value["received_b64"], "Y2Fm6Q==", "{line}");
+        assert!(value.get("received").is_none(), "{line}");
         assert!(value["sent"].is_null());
+        Ok(())
+    }
+
+    #[test]
+    fn long_payloads_show_their_start_and_their_size() -> Result<(), serde_json::Error> {
+        let peer = peer();
+        let mut big = "é".repeat(SHOWN_BYTES).into_bytes();
+        big.push(b'!');
+        let message = Event::Message {
+            conn: 1,
+            peer: &peer,
+            received: &big,
+            sent: None,
+        };
+        let seed = format_seed(&message);
+        let note = format!("… ({} bytes)\n", big.len());
+        assert!(seed.ends_with(&note), "{seed}");
+        assert_eq!(seed.chars().filter(|&c| c == 'é').count(), SHOWN_BYTES / 2);
+        let text = format_text(&message);
+        assert!(
+            text.contains(&format!(" received_bytes={}", big.len())),
+            "{text}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&format_json(&message))?;
+        let shown = value["received"].as_str().unwrap_or_default();
+        assert_eq!(shown.len(), SHOWN_BYTES, "cut on a character boundary");
+        assert_eq!(value["received_bytes"], big.len());
+        let whole = format_seed(&Event::Message {
+            conn: 1,
+            peer: &peer,
+            received: &big[..SHOWN_BYTES],
+            sent: None,
+        });
+        assert!(
+            !whole.contains('…'),
+            "a message of the note's size is shown whole"
+        );
         Ok(())
     }
 

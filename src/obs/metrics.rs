@@ -432,6 +432,7 @@ mod tests {
             bytes_out: 290,
             errors: 4,
             errors_by_kind: by_kind,
+            idle_closed: 3,
             denied: 5,
             refused: 6,
         };
@@ -439,7 +440,7 @@ mod tests {
         for line in [
             "sockit_connections_accepted_total{transport=\"tcp\"} 10",
             "sockit_connections_active{transport=\"tcp\"} 2",
-            "sockit_connections_timed_out_total{transport=\"tcp\"} 4",
+            "sockit_connections_timed_out_total{transport=\"tcp\"} 7",
             "sockit_messages_sent_total{transport=\"tcp\"} 29",
             "sockit_errors_total{transport=\"tcp\",kind=\"timeout\"} 4",
             "sockit_errors_total{transport=\"tcp\",kind=\"reset\"} 0",

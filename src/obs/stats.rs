@@ -32,6 +32,9 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Connections that ended on an error (reset, timeout, oversized line…).
     pub errors: AtomicU64,
+    /// Connections closed because their client stayed silent for `--idle-timeout`: the
+    /// server doing its job, so apart from `errors`.
+    pub idle_closed: AtomicU64,
     /// The same errors by kind, indexed by [`ErrorKind::index`]; count them with
     /// [`Stats::count_error`], which keeps `errors` in step.
     pub errors_by_kind: [AtomicU64; ErrorKind::ALL.len()],
@@ -50,7 +53,8 @@ pub struct Stats {
 pub enum ErrorKind {
     /// The client reset the connection or closed it mid-exchange.
     Reset,
-    /// A time limit ran out: idle, message, reply not read, TLS handshake, PROXY header.
+    /// A time limit ran out: message, reply not read, TLS handshake, PROXY header. (A
+    /// client closed for staying idle is not an error: see [`Stats::idle_closed`].)
     Timeout,
     /// The TLS handshake failed.
     Tls,
@@ -60,7 +64,8 @@ pub enum ErrorKind {
     TooLong,
     /// A chat member fell too far behind and was dropped.
     SlowReader,
-    /// A program (`--exec`) could not start, timed out or wrote too much.
+    /// A program (`--exec`) could not start, failed (exited non-zero, killed by a
+    /// signal), timed out or wrote too much.
     Program,
     /// Any other I/O failure.
     Io,
@@ -113,13 +118,27 @@ impl ErrorKind {
 }
 
 /// Errors by kind in a [`Summary`], indexed like [`ErrorKind::ALL`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+///
+/// Serialised as an object keyed by [`ErrorKind::label`] (`{"reset":0,"timeout":2,…}`),
+/// so a reader of `--log json` never depends on the order of the kinds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCounts(pub [u64; ErrorKind::ALL.len()]);
 
 impl ErrorCounts {
     /// The count of one kind.
     pub fn get(&self, kind: ErrorKind) -> u64 {
         self.0[kind.index()]
+    }
+}
+
+impl serde::Serialize for ErrorCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(ErrorKind::ALL.len()))?;
+        for kind in ErrorKind::ALL {
+            map.serialize_entry(kind.label(), &self.get(kind))?;
+        }
+        map.end()
     }
 }
 
@@ -155,6 +174,8 @@ pub struct Summary {
     pub errors: u64,
     /// The same errors by kind.
     pub errors_by_kind: ErrorCounts,
+    /// Connections closed for staying silent `--idle-timeout` (not errors).
+    pub idle_closed: u64,
     /// Clients turned away by `--allow` / `--deny`.
     pub denied: u64,
     /// Clients turned away over `--max-conns`.
@@ -185,6 +206,11 @@ impl Stats {
         self.errors_by_kind[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one connection closed for staying silent `--idle-timeout`.
+    pub fn count_idle_close(&self) {
+        self.idle_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The current totals.
     pub fn summary(&self) -> Summary {
         Summary {
@@ -200,6 +226,7 @@ impl Stats {
                     .each_ref()
                     .map(|count| count.load(Ordering::Relaxed)),
             ),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
             denied: self.denied.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
         }
@@ -250,13 +277,15 @@ impl Summary {
         for (mine, theirs) in self.errors_by_kind.0.iter_mut().zip(other.errors_by_kind.0) {
             *mine += theirs;
         }
+        self.idle_closed += other.idle_closed;
         self.denied += other.denied;
         self.refused += other.refused;
     }
 
-    /// Connections closed because a time limit ran out (part of `errors`).
+    /// Connections closed because a time limit ran out: the idle ones, and the timeout
+    /// errors (a message or handshake not completed, a reply not read).
     pub fn timed_out(&self) -> u64 {
-        self.errors_by_kind.get(ErrorKind::Timeout)
+        self.idle_closed + self.errors_by_kind.get(ErrorKind::Timeout)
     }
 }
 
@@ -270,9 +299,16 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "summary: {} connections, {} messages, {} bytes in, {} bytes out, {} errors",
-            self.connections, self.messages, self.bytes_in, self.bytes_out, self.errors
+            "summary: {}, {}, {} in, {} out, {}",
+            counted(self.connections, "connection"),
+            counted(self.messages, "message"),
+            counted(self.bytes_in, "byte"),
+            counted(self.bytes_out, "byte"),
+            counted(self.errors, "error"),
         )?;
+        if self.idle_closed > 0 {
+            write!(f, ", {} timed out (idle)", self.idle_closed)?;
+        }
         // Only servers with access rules or a refusing limit turn clients away; keep the
         // common line short.
         if self.denied > 0 {
@@ -282,6 +318,16 @@ impl fmt::Display for Summary {
             write!(f, ", {} refused", self.refused)?;
         }
         Ok(())
+    }
+}
+
+/// `1 connection`, `2 connections`: a count with its noun in the right number (every
+/// noun the summaries use takes a plain `s`).
+pub fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -344,6 +390,43 @@ mod tests {
                 .to_string()
                 .ends_with("0 errors, 2 denied, 1 refused")
         );
+    }
+
+    #[test]
+    fn one_of_a_thing_is_singular_and_idle_closes_are_not_errors() {
+        let stats = Stats::default();
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        stats.absorb(&mut Tally {
+            messages: 1,
+            replies: 1,
+            bytes_in: 1,
+            bytes_out: 16,
+        });
+        stats.count_error(ErrorKind::Reset);
+        stats.count_idle_close();
+        stats.count_idle_close();
+        let summary = stats.summary();
+        assert_eq!(
+            summary.to_string(),
+            "summary: 1 connection, 1 message, 1 byte in, 16 bytes out, 1 error, \
+             2 timed out (idle)"
+        );
+        assert_eq!((summary.errors, summary.timed_out()), (1, 2));
+    }
+
+    #[test]
+    fn errors_by_kind_are_an_object_keyed_by_kind() -> Result<(), serde_json::Error> {
+        let stats = Stats::default();
+        stats.count_error(ErrorKind::TooLong);
+        let value = serde_json::to_value(stats.summary())?;
+        let by_kind = &value["errors_by_kind"];
+        assert_eq!(by_kind["line_too_long"], 1, "{value}");
+        assert_eq!(by_kind["reset"], 0, "{value}");
+        assert_eq!(
+            by_kind.as_object().map(serde_json::Map::len),
+            Some(ErrorKind::ALL.len())
+        );
+        Ok(())
     }
 
     #[test]

@@ -270,13 +270,17 @@ pub struct RelaySummary {
 
 impl fmt::Display for RelaySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::obs::stats::counted;
         write!(
             f,
-            "summary: {} connections, {} bytes to target, {} bytes to clients, {} errors",
-            self.connections, self.to_target, self.to_client, self.errors
+            "summary: {}, {} to target, {} to clients, {}",
+            counted(self.connections, "connection"),
+            counted(self.to_target, "byte"),
+            counted(self.to_client, "byte"),
+            counted(self.errors, "error"),
         )?;
         if self.dropped > 0 {
-            write!(f, ", {} datagrams dropped", self.dropped)?;
+            write!(f, ", {} dropped", counted(self.dropped, "datagram"))?;
         }
         if self.denied > 0 {
             write!(f, ", {} denied", self.denied)?;
@@ -421,7 +425,10 @@ impl Relay {
         // to log and count before giving up on them.
         let patience = grace + Duration::from_secs(1);
         if let Drained::TimedOut { remaining } = shutdown.drain(patience).await {
-            tracing::warn!("{remaining} relay task(s) still running after the grace period");
+            tracing::warn!(
+                "{} still running after the grace period",
+                crate::obs::stats::counted(remaining as u64, "relay task")
+            );
         }
         self.stats.summary()
     }

@@ -70,8 +70,16 @@ impl End {
         }
     }
 
-    fn is_error(&self) -> bool {
-        !matches!(self, End::PeerClosed | End::AfterReply | End::Shutdown)
+    /// How the end is logged and counted.
+    fn severity(&self) -> EndSeverity {
+        match self {
+            End::PeerClosed | End::AfterReply | End::Shutdown => EndSeverity::Normal,
+            End::Idle(_) => EndSeverity::Idle,
+            End::Failed(Error::Reset { .. } | Error::ClosedEarly { .. }) => {
+                EndSeverity::ClientTrouble
+            }
+            End::SlowMessage(_) | End::NotReading(_) | End::Failed(_) => EndSeverity::Problem,
+        }
     }
 
     /// Whether to send our FIN explicitly before closing. After the peer's EOF, or after
@@ -84,9 +92,46 @@ impl End {
     /// The metrics class of an error end.
     fn kind(&self) -> ErrorKind {
         match self {
-            End::Idle(_) | End::SlowMessage(_) | End::NotReading(_) => ErrorKind::Timeout,
+            End::SlowMessage(_) | End::NotReading(_) => ErrorKind::Timeout,
             End::Failed(e) => ErrorKind::of(e),
-            End::PeerClosed | End::AfterReply | End::Shutdown => ErrorKind::Io,
+            End::PeerClosed | End::AfterReply | End::Shutdown | End::Idle(_) => ErrorKind::Io,
+        }
+    }
+}
+
+/// How unusual a connection's end is: decides its log level and how it is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndSeverity {
+    /// The expected end (the client or the program finished, `--close`, shutdown): no
+    /// log line, not counted.
+    Normal,
+    /// The idle timeout closed a silent client: the server doing its job, logged at info
+    /// and counted apart from errors (`timed out (idle)` in the summary).
+    Idle,
+    /// The client's doing (reset, vanished): an error, logged at info.
+    ClientTrouble,
+    /// Worth an operator's attention (a limit ran out, a program failed): an error,
+    /// logged as a warning.
+    Problem,
+}
+
+impl EndSeverity {
+    /// Logs `reason` at this severity's level and counts the end in `stats`.
+    pub(crate) fn log_and_count(self, reason: &str, kind: ErrorKind, stats: &crate::obs::Stats) {
+        match self {
+            EndSeverity::Normal => tracing::debug!("connection ended: {reason}"),
+            EndSeverity::Idle => {
+                stats.count_idle_close();
+                tracing::info!("closing connection: {reason}");
+            }
+            EndSeverity::ClientTrouble => {
+                stats.count_error(kind);
+                tracing::info!("connection ended: {reason}");
+            }
+            EndSeverity::Problem => {
+                stats.count_error(kind);
+                tracing::warn!("closing connection: {reason}");
+            }
         }
     }
 }
@@ -125,17 +170,13 @@ impl Prelude {
 
     /// Sends what the socket takes now of the pending answer; returns how many bytes
     /// went (0 when it took nothing).
-    pub(super) fn send_pending(
-        &mut self,
-        stream: &StdStream,
-        peer: &PeerAddr,
-    ) -> Result<usize, End> {
+    pub(super) fn send_pending(&mut self, stream: &StdStream) -> Result<usize, End> {
         let written = match stream.write_now(&self.pending) {
             Ok(0) => {
                 let e = io::Error::from(io::ErrorKind::WriteZero);
                 return Err(End::Failed(Error::exchange(
                     e,
-                    peer.to_string(),
+                    super::THE_CLIENT,
                     "while sending the reply",
                 )));
             }
@@ -145,7 +186,7 @@ impl Prelude {
             Err(e) => {
                 return Err(End::Failed(Error::exchange(
                     e,
-                    peer.to_string(),
+                    super::THE_CLIENT,
                     "while sending the reply",
                 )));
             }
@@ -197,7 +238,7 @@ pub(crate) fn serve_now(
         Ok(n) => Ok(n),
         Err(e) => Err(End::Failed(Error::exchange(
             e,
-            peer.to_string(),
+            super::THE_CLIENT,
             "while reading",
         ))),
     };
@@ -239,7 +280,7 @@ pub(super) fn answer_now(
     prelude.tally.bytes_in += message.len() as u64;
     prelude.tally.messages += 1;
     let answer = shared.options.responder.answer(message, &[]);
-    if shared.events.wants_messages() {
+    if shared.shows_messages() {
         shared.events.emit(Event::Message {
             conn,
             peer,
@@ -266,7 +307,7 @@ pub(super) fn answer_now(
         Err(e) => {
             return Err(End::Failed(Error::exchange(
                 e,
-                peer.to_string(),
+                super::THE_CLIENT,
                 "while sending the reply",
             )));
         }
@@ -336,21 +377,16 @@ pub(crate) async fn serve_connection<S>(
     shared.stats.active.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Logs the end once, at a level matching how unusual it is, and emits `closed`.
-/// (The connection's span carries its id and peer.)
+/// Logs the end once, at a level matching how unusual it is, counts it, and emits
+/// `closed`. The line is logged under the connection's span (`conn{id=7 peer=…}: …`),
+/// made here for the connections served without one.
 pub(super) fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, shared: &Shared) {
-    if end.is_error() {
-        shared.stats.count_error(end.kind());
+    let severity = end.severity();
+    if severity != EndSeverity::Normal {
         let reason = end.reason();
-        match end {
-            // This path runs without a per-connection span (see `session::serve_accepted`),
-            // so the line names the connection itself; under a span (TLS, PROXY header)
-            // the fields repeat what the span says.
-            End::Failed(Error::Reset { .. } | Error::ClosedEarly { .. }) => {
-                tracing::info!(conn, %peer, "connection ended: {reason}");
-            }
-            _ => tracing::warn!(conn, %peer, "closing connection: {reason}"),
-        }
+        super::session::in_connection_span(conn, peer, || {
+            severity.log_and_count(&reason, end.kind(), &shared.stats);
+        });
     }
     if shared.events.wants_messages() {
         shared.events.emit(Event::Closed {
@@ -437,7 +473,7 @@ where
             WriteFailure::NotReading(limit) => End::NotReading(limit),
             WriteFailure::Io(e) => End::Failed(Error::exchange(
                 e,
-                self.peer.to_string(),
+                super::THE_CLIENT,
                 "while sending the reply",
             )),
         }
@@ -556,10 +592,18 @@ where
                     self.last_activity = Instant::now();
                     return Poll::Ready(Ok(Read::Data(n)));
                 }
+                // A TLS client that closes without a close_notify alert (ncat --ssl, most
+                // nc-style clients) is a truncation only if it stopped in the middle of a
+                // message; between messages it is an ordinary end.
+                Poll::Ready(Err(e))
+                    if e.kind() == io::ErrorKind::UnexpectedEof && self.input.is_empty() =>
+                {
+                    return Poll::Ready(Ok(Read::Eof));
+                }
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Err(End::Failed(Error::exchange(
                         e,
-                        self.peer.to_string(),
+                        super::THE_CLIENT,
                         "while reading",
                     ))));
                 }
@@ -611,7 +655,7 @@ where
                 Ok(None) => break,
                 Err(too_long) => {
                     return Err(End::Failed(Error::LineTooLong {
-                        peer: self.peer.to_string(),
+                        peer: super::THE_CLIENT.into(),
                         max: too_long.max_len,
                     }));
                 }
@@ -642,7 +686,7 @@ where
         let framed = &self.input[span.payload.start..span.terminator.end];
         let terminator = &self.input[span.terminator.clone()];
         let answer = shared.options.responder.answer(framed, terminator);
-        if shared.events.wants_messages() {
+        if shared.shows_messages() {
             shared.events.emit(Event::Message {
                 conn: self.conn,
                 peer: self.peer,

@@ -170,8 +170,8 @@ fn answer_batch(
 ) {
     let responder = &shared.options.responder;
     let hex = shared.options.layers.hex.as_ref();
-    let needs_peer =
-        !shared.options.access.is_open() || shared.events.wants_messages() || hex.is_some();
+    let shows_messages = shared.shows_messages();
+    let needs_peer = !shared.options.access.is_open() || shows_messages || hex.is_some();
     to_send.clear();
     for i in 0..batch.len() {
         let datagram = batch.datagram(i);
@@ -185,11 +185,13 @@ fn answer_batch(
             if !gate.admit(&peer, "datagram", shared) {
                 continue;
             }
-            shared.events.emit(Event::Datagram {
-                peer: &peer,
-                received: datagram,
-                sent: answer,
-            });
+            if shows_messages {
+                shared.events.emit(Event::Datagram {
+                    peer: &peer,
+                    received: datagram,
+                    sent: answer,
+                });
+            }
             if let Some(hex) = hex {
                 let peer = peer.to_string();
                 hex.datagram(Direction::Received, &peer, datagram);
@@ -269,6 +271,23 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     }
 }
 
+/// The span a line about one client's datagram is logged under,
+/// `datagram{peer=192.0.2.7:40000}: …`, the shape of a connection's `conn{id=… peer=…}`.
+/// At ERROR level so it is there whatever `--log-level` lets through.
+fn datagram_span(peer: &PeerAddr) -> tracing::Span {
+    tracing::error_span!("datagram", peer = %peer)
+}
+
+/// How a failed program ended, in words: "the program exited with status 1".
+fn program_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("the program exited with status {code}"),
+        (None, Some(signal)) => format!("the program was killed by signal {signal}"),
+        (None, None) => format!("the program ended ({status})"),
+    }
+}
+
 /// Runs the program for one datagram and sends its output back as the reply.
 async fn run_program(
     socket: &DatagramSocket,
@@ -296,6 +315,9 @@ async fn run_program(
         ..Tally::default()
     };
     let problem = match &run.end {
+        DatagramEnd::Exited(status) if super::session::status_is_failure(Some(*status), false) => {
+            Some((ErrorKind::Program, program_exit(*status)))
+        }
         DatagramEnd::Exited(_) | DatagramEnd::Shutdown => None,
         DatagramEnd::TooMuchOutput => Some((
             ErrorKind::Program,
@@ -317,7 +339,7 @@ async fn run_program(
     };
     if let Some((kind, problem)) = problem {
         shared.stats.count_error(kind);
-        tracing::warn!(%peer, "datagram from {peer}: {problem}");
+        datagram_span(peer).in_scope(|| tracing::warn!("{problem}"));
     }
     let reply = (!run.output.is_empty()).then_some(run.output.as_slice());
     shared.events.emit(Event::Datagram {
@@ -331,7 +353,9 @@ async fn run_program(
                 tally.bytes_out += sent as u64;
                 tally.replies += 1;
             }
-            Err(e) => tracing::info!(%peer, "could not send the reply: {e}"),
+            Err(e) => {
+                datagram_span(peer).in_scope(|| tracing::info!("could not send the reply: {e}"));
+            }
         }
     }
     shared.stats.absorb(&mut tally);

@@ -20,8 +20,7 @@
 //! * on shutdown, replies being written are finished (within the grace period), then every
 //!   connection gets our FIN.
 //!
-//! One thing a task does not do: a bulk sender to `--discard` (when nobody watches the
-//! messages) wakes the lane only per [`BULK_WAKE`] bytes (`SO_RCVLOWAT`), so a fast
+//! One thing a task does not do: a bulk sender to `--discard` wakes the lane only per [`BULK_WAKE`] bytes (`SO_RCVLOWAT`), so a fast
 //! stream costs one wake-up per large chunk rather than per segment; its tail below that
 //! mark is read by the idle check and before the close.
 
@@ -114,8 +113,8 @@ struct Conn {
     /// Whether the epoll set reports this socket becoming writable (only while an answer
     /// is pending, so the steady state gets no write wake-ups).
     watching_writes: bool,
-    /// Whether the connection wakes the lane only per [`BULK_WAKE`] bytes (`--discard`
-    /// without per-message logging, once the client showed itself a bulk sender): one
+    /// Whether the connection wakes the lane only per [`BULK_WAKE`] bytes (`--discard`,
+    /// once the client showed itself a bulk sender): one
     /// wake-up per large chunk instead of one per segment, which is most of the CPU a
     /// bulk discard costs. A tail below the mark is read when the idle check comes by and
     /// before the connection is closed, so no byte goes uncounted and no close is a reset.
@@ -346,7 +345,7 @@ impl Conns {
             .registry
             .register(&mut SourceFd(&fd), Token(index), interest)
         {
-            let end = End::Failed(Error::exchange(e, conn.peer.to_string(), "while watching"));
+            let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
             self.finish(conn, end);
             return;
         }
@@ -398,7 +397,7 @@ impl Conns {
                 self.registry
                     .reregister(&mut SourceFd(&raw), Token(fd), interest(watch_writes))
             {
-                let end = End::Failed(Error::exchange(e, conn.peer.to_string(), "while watching"));
+                let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
                 return self.close(fd, end);
             }
             conn.watching_writes = watch_writes;
@@ -501,7 +500,7 @@ fn advance(
     let options = &shared.options;
     let close_after_reply = options.after_reply == AfterReply::Close;
     if conn.state.has_pending() {
-        match conn.state.send_pending(&conn.stream, &conn.peer) {
+        match conn.state.send_pending(&conn.stream) {
             Err(end) => return Progress::Ended(end),
             Ok(0) => return Progress::Blocked,
             Ok(_) => conn.last_activity = now,
@@ -524,7 +523,7 @@ fn advance(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let error = Error::exchange(e, conn.peer.to_string(), "while reading");
+                let error = Error::exchange(e, super::THE_CLIENT, "while reading");
                 return Progress::Ended(End::Failed(error));
             }
         };
@@ -562,10 +561,9 @@ fn advance(
 }
 
 /// Whether a bulk sender's connection may wake the lane per large chunk only: when its
-/// bytes are discarded and nobody watches them arrive (per-message log lines would come
-/// late and in big pieces).
+/// bytes are discarded, so no reply and no message line waits on each read.
 fn may_wake_in_bulk(shared: &Shared) -> bool {
-    matches!(shared.options.responder, Responder::Discard) && !shared.events.wants_messages()
+    matches!(shared.options.responder, Responder::Discard)
 }
 
 /// Reads what a bulk connection left below its wake-up mark, before it is closed: the

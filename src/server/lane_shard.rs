@@ -156,7 +156,8 @@ fn drain(lane: &mut FastLane, grace: Duration) {
     let remaining = lane.len();
     if remaining > 0 {
         tracing::warn!(
-            "{remaining} connection(s) still busy after the {} grace period; closing them",
+            "{} still busy after the {} grace period; closing them",
+            crate::obs::stats::counted(remaining as u64, "connection"),
             humantime::format_duration(grace)
         );
         lane.close_all();

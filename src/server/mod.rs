@@ -46,6 +46,12 @@ use crate::obs::{Event, EventLog, Stats, StatsBoard, Summary};
 use crate::shutdown::{Drained, Shutdown};
 use crate::transport::{Bound, Layers, ListenOptions, StdDatagram, StdListener, UnixPathGuard};
 
+/// How the server's errors about a connection name its client. Every line about a
+/// connection is logged under its `conn{id=… peer=…}` span, and its `closed` event has a
+/// `peer` field, so the error text says "the client" rather than the address again
+/// (`conn{id=1 peer=127.0.0.1:40000}: connection reset by the client while reading`).
+pub(crate) const THE_CLIENT: &str = "the client";
+
 /// What to do with a connection once a reply has been sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AfterReply {
@@ -150,6 +156,16 @@ pub(crate) struct Shared {
     /// Rate-limited access logging for checks made after a PROXY header, in connection
     /// tasks (the accept loop's own [`Gate`] is not shared).
     pub late_gate: std::sync::Mutex<Gate>,
+}
+
+impl Shared {
+    /// Whether a message line is printed for each message or datagram: not with
+    /// `--quiet`, and never for `--discard`, a sink that shows what it sinks being a copy
+    /// of the traffic on stdout (its bytes are in the `closed` events and the summary).
+    #[inline]
+    pub fn shows_messages(&self) -> bool {
+        self.events.wants_messages() && !matches!(self.options.responder, Responder::Discard)
+    }
 }
 
 impl Guarded for Shared {
@@ -508,7 +524,8 @@ async fn shard(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
     }
     if let Drained::TimedOut { remaining } = shared.shutdown.drain(grace).await {
         tracing::warn!(
-            "{remaining} connection(s) still busy after the {} grace period; closing them",
+            "{} still busy after the {} grace period; closing them",
+            crate::obs::stats::counted(remaining as u64, "connection"),
             humantime::format_duration(grace)
         );
     }

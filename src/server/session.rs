@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::conn::{Prelude, serve_connection};
+use super::conn::{EndSeverity as Severity, Prelude, serve_connection};
 use super::{Handler, Shared};
 use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
@@ -26,18 +26,6 @@ use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;
 use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::{PeerAddr, Stream};
-
-/// How unusual an end is: decides the log level and whether it counts as an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
-    /// The expected end (the client or the program finished, shutdown): no log line.
-    Normal,
-    /// The client's doing (reset, vanished): counted, logged at info.
-    ClientTrouble,
-    /// Worth an operator's attention (idle timeout, program cannot start): counted,
-    /// logged as a warning.
-    Problem,
-}
 
 /// How one connection-level session ended, ready for the log and the `closed` event.
 struct Outcome {
@@ -62,6 +50,21 @@ pub(crate) fn connection_span(conn: u64) -> tracing::Span {
         peer = tracing::field::Empty,
         via = tracing::field::Empty
     )
+}
+
+/// Runs `log` under the connection's span, so every line about a connection has one
+/// shape (`conn{id=7 peer=…}: …`): the span it is served under when there is one (TLS,
+/// PROXY header, exec, chat), else a span made for the line (the lean per-message path
+/// has none, since making one costs more than a hello exchange).
+pub(crate) fn in_connection_span(conn: u64, peer: &PeerAddr, log: impl FnOnce()) {
+    let current = tracing::Span::current();
+    if current.metadata().is_some_and(|m| m.name() == "conn") {
+        log();
+    } else {
+        let span = connection_span(conn);
+        span.record("peer", tracing::field::display(peer));
+        span.in_scope(log);
+    }
 }
 
 /// Records the socket's peer in the connection's span: as `via` when a PROXY header is
@@ -150,8 +153,20 @@ async fn prepare_and_serve(
         Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
-            tracing::warn!("{e}");
+            tracing::warn!("{}", naming_the_client(e));
         }
+    }
+}
+
+/// A failed handshake's error as the connection's span shows it: the span names the peer,
+/// so the text says "the client" (`TLS with the client failed: …`).
+fn naming_the_client(error: Error) -> Error {
+    match error {
+        Error::Tls { reason, .. } => Error::Tls {
+            peer: super::THE_CLIENT.into(),
+            reason,
+        },
+        other => other,
     }
 }
 
@@ -184,7 +199,7 @@ pub(crate) async fn handle_connection<S>(
                 &shared.shutdown,
             ))
             .await;
-            end(exec_outcome(spec, &report, peer), peer, conn, shared);
+            end(exec_outcome(spec, &report), peer, conn, shared);
         }
         Handler::Chat(room) => {
             begin(peer, conn, shared);
@@ -211,7 +226,7 @@ pub(crate) async fn handle_connection<S>(
                 &mut on_line,
             ))
             .await;
-            end(chat_outcome(&report, peer), peer, conn, shared);
+            end(chat_outcome(&report), peer, conn, shared);
         }
     }
 }
@@ -225,14 +240,9 @@ fn begin(peer: &PeerAddr, conn: u64, shared: &Shared) {
 /// Logs an unusual end, emits `closed`, adds the counts to the totals.
 fn end(mut outcome: Outcome, peer: &PeerAddr, conn: u64, shared: &Shared) {
     let reason = &outcome.reason;
-    match outcome.severity {
-        Severity::Normal => tracing::debug!("connection ended: {reason}"),
-        Severity::ClientTrouble => tracing::info!("connection ended: {reason}"),
-        Severity::Problem => tracing::warn!("closing connection: {reason}"),
-    }
-    if outcome.severity != Severity::Normal {
-        shared.stats.count_error(outcome.kind);
-    }
+    outcome
+        .severity
+        .log_and_count(reason, outcome.kind, &shared.stats);
     shared.events.emit(Event::Closed {
         conn,
         peer,
@@ -261,15 +271,34 @@ fn program_status(report: &ExecReport) -> String {
     }
 }
 
+/// Whether a program that finished on its own failed: it exited non-zero, or a signal
+/// killed it. SIGPIPE is not a failure: it means the client stopped reading, and a
+/// program the server killed was stopped on purpose.
+pub(crate) fn program_failed(report: &ExecReport) -> bool {
+    status_is_failure(report.status, report.killed)
+}
+
+/// See [`program_failed`]; shared with the per-datagram runs.
+pub(crate) fn status_is_failure(status: Option<std::process::ExitStatus>, killed: bool) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(status) => !status.success() && !killed && status.signal() != Some(libc::SIGPIPE),
+        None => false,
+    }
+}
+
 /// The `closed` reason and severity of an exec connection.
-fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcome {
+fn exec_outcome(spec: &ExecSpec, report: &ExecReport) -> Outcome {
     let status = program_status(report);
     let (reason, severity, kind) = match &report.end {
+        ExecEnd::Finished if program_failed(report) => {
+            (status, Severity::Problem, ErrorKind::Program)
+        }
         ExecEnd::Finished => (status, Severity::Normal, ErrorKind::Io),
         ExecEnd::ClientFailed(e) => {
             let e = Error::exchange(
                 std::io::Error::new(e.kind(), e.to_string()),
-                peer.to_string(),
+                super::THE_CLIENT,
                 "while relaying the program's data",
             );
             let kind = ErrorKind::of(&e);
@@ -280,7 +309,7 @@ fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcom
                 "idle for {} (raise --idle-timeout); {status}",
                 humantime::format_duration(*d)
             ),
-            Severity::Problem,
+            Severity::Idle,
             ErrorKind::Timeout,
         ),
         ExecEnd::Shutdown => (
@@ -307,7 +336,7 @@ fn exec_outcome(spec: &ExecSpec, report: &ExecReport, peer: &PeerAddr) -> Outcom
 }
 
 /// The `closed` reason and severity of a chat connection.
-fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
+fn chat_outcome(report: &ChatReport) -> Outcome {
     let (reason, severity, kind) = match &report.end {
         ChatEnd::Closed => (
             "closed by peer".to_string(),
@@ -317,7 +346,7 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
         ChatEnd::ClientFailed(e) => {
             let e = Error::exchange(
                 std::io::Error::new(e.kind(), e.to_string()),
-                peer.to_string(),
+                super::THE_CLIENT,
                 "while chatting",
             );
             let kind = ErrorKind::of(&e);
@@ -325,7 +354,7 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
         }
         ChatEnd::LineTooLong(max) => (
             Error::LineTooLong {
-                peer: peer.to_string(),
+                peer: super::THE_CLIENT.into(),
                 max: *max,
             }
             .to_string(),
@@ -342,7 +371,7 @@ fn chat_outcome(report: &ChatReport, peer: &PeerAddr) -> Outcome {
                 "idle for {} (raise --idle-timeout)",
                 humantime::format_duration(*d)
             ),
-            Severity::Problem,
+            Severity::Idle,
             ErrorKind::Timeout,
         ),
         ChatEnd::Shutdown => (

@@ -178,7 +178,9 @@ fn take_connection(
     let stream = match stream.into_tokio() {
         Ok(stream) => stream,
         Err(e) => {
-            tracing::warn!(conn = id, %peer, "cannot watch the connection: {e}");
+            super::session::in_connection_span(id, &peer, || {
+                tracing::warn!("cannot watch the connection: {e}");
+            });
             return;
         }
     };

@@ -128,12 +128,16 @@ impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Ip(addr) => write!(f, "{addr}"),
+            // A client picks its own Unix address, so its bytes are escaped as message
+            // bodies are (`\n`, `\u{1b}`, `\xff`): a name holding a newline or a
+            // terminal escape can neither forge a log line nor colour the terminal.
             PeerAddr::Unix(addr) => {
+                use std::os::unix::ffi::OsStrExt;
                 let path = addr.as_pathname().filter(|p| !p.as_os_str().is_empty());
                 if let Some(path) = path {
-                    write!(f, "{}", path.display())
+                    f.write_str(&crate::obs::escape::escaped(path.as_os_str().as_bytes()))
                 } else if let Some(name) = addr.as_abstract_namespace() {
-                    write!(f, "@{}", String::from_utf8_lossy(name))
+                    write!(f, "@{}", crate::obs::escape::escaped(name))
                 } else {
                     f.write_str("(unnamed)")
                 }
@@ -207,5 +211,13 @@ mod tests {
             peer.push_to(&mut fast);
             assert_eq!(fast, peer.to_string());
         }
+    }
+
+    #[test]
+    fn a_unix_peer_name_cannot_break_a_line_or_colour_the_terminal() {
+        let forged = SockAddr::unix("/tmp/a\nsummary: 0 connections\x1b[31m.sock")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shown = PeerAddr::Unix(Box::new(forged)).to_string();
+        assert_eq!(shown, "/tmp/a\\nsummary: 0 connections\\u{1b}[31m.sock");
     }
 }

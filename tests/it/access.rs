@@ -103,7 +103,7 @@ fn allow_lets_its_range_in_and_deny_closes_it() {
         allowing.report()
     );
     let line = summary(allowing);
-    assert!(line.starts_with("summary: 1 connections"), "{line}");
+    assert!(line.starts_with("summary: 1 connection"), "{line}");
 
     let (denying, port) = serve("tcp://127.0.0.1:0", &["--deny", "127.0.0.0/8"]);
     assert_eq!(
@@ -132,7 +132,7 @@ fn ipv4_and_ipv6_clients_of_one_dual_stack_server_are_told_apart() {
     assert_eq!(ping("::1", port), Answer::Closed, "{}", server.report());
     let line = summary(server);
     assert!(
-        line.contains("1 connections") && line.ends_with("1 denied"),
+        line.contains("1 connection") && line.ends_with("1 denied"),
         "{line}"
     );
 

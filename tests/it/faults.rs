@@ -445,11 +445,8 @@ fn resets_mid_message_and_mid_reply_end_only_their_connection_and_are_logged_onc
     let mut ids: Vec<&str> = reset_lines
         .iter()
         .filter_map(|l| {
-            // `conn=7 …` as the line's own fields, or `conn{id=7 …}` as its span.
-            let rest = l
-                .split(" conn=")
-                .nth(1)
-                .or_else(|| l.split("conn{id=").nth(1))?;
+            // `conn{id=7 peer=…}: …`, the span every connection line is logged under.
+            let rest = l.split("conn{id=").nth(1)?;
             rest.split([' ', '}']).next()
         })
         .collect();

@@ -227,7 +227,7 @@ fn a_bulk_discard_tail_below_the_wake_mark_is_read_counted_and_closed_cleanly() 
     let stderr = server.stderr();
     let expected = format!(" {} bytes in, 0 bytes out", BULK + 4);
     assert!(
-        stderr.contains("summary: 1 connections,") && stderr.contains(&expected),
+        stderr.contains("summary: 1 connection,") && stderr.contains(&expected),
         "expected {expected:?}\n{}",
         server.report()
     );

@@ -592,8 +592,7 @@ fn sigterm_drains_open_connections_and_prints_the_summary() {
     assert!(relay.wait_exit().success(), "{}", relay.report());
     let stderr = relay.stderr();
     assert!(
-        stderr
-            .contains("summary: 1 connections, 29 bytes to target, 29 bytes to clients, 0 errors"),
+        stderr.contains("summary: 1 connection, 29 bytes to target, 29 bytes to clients, 0 errors"),
         "{stderr}"
     );
 }

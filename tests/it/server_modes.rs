@@ -588,7 +588,7 @@ fn discard_counts_what_it_drops() {
     });
     let stderr = server.stderr();
     assert!(
-        stderr.contains("summary: 1 connections,")
+        stderr.contains("summary: 1 connection,")
             && stderr.contains(" 100000 bytes in, 0 bytes out"),
         "{}",
         server.report()
@@ -609,6 +609,103 @@ fn discard_shows_bytes_in_the_closed_event() {
         "{line}\n{}",
         server.report()
     );
+}
+
+/// Issue 15, item 3: a sink does not print what it sinks. With the default output (the
+/// note's lines, not `-q`), a few MB into `--discard` leave stdout at its listening and
+/// `connected by` lines, and the summary counts every byte.
+#[test]
+fn discard_prints_no_data_however_much_arrives() {
+    const SENT: usize = 4 * 1024 * 1024;
+    for endpoint in ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"] {
+        let mut server = Proc::sockit(&["serve", endpoint, "--discard"]);
+        let addr = server.listening();
+        if endpoint.starts_with("udp") {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            for _ in 0..64 {
+                socket
+                    .send_to(&[b'u'; 1000], &addr)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        } else {
+            let mut client = connect(&addr);
+            client
+                .write_all(&vec![b'd'; SENT])
+                .unwrap_or_else(|e| panic!("{e}"));
+            client
+                .shutdown(NetShutdown::Write)
+                .unwrap_or_else(|e| panic!("{e}"));
+            // The server closes its side once it has read everything.
+            assert!(
+                read_all(&mut client).is_empty(),
+                "discard sent something back"
+            );
+        }
+        server.signal(libc::SIGTERM);
+        assert!(server.wait_exit().success(), "{}", server.report());
+        let printed: usize = server.stdout.iter().map(|l| l.len() + 1).sum();
+        assert!(
+            printed < 200,
+            "{endpoint}: {printed} bytes on stdout for a sink\n{}",
+            server.report()
+        );
+        assert!(
+            !server
+                .stdout
+                .iter()
+                .any(|l| l.contains("uuu") || l.contains("ddd"))
+        );
+        let stderr = server.stderr();
+        if endpoint.starts_with("tcp") {
+            assert!(
+                stderr.contains(&format!(", {SENT} bytes in, 0 bytes out")),
+                "{}",
+                server.report()
+            );
+        } else {
+            // Loopback datagrams may be dropped when the socket buffer is full, so only
+            // what arrived is counted; none is printed either way.
+            assert!(stderr.contains("summary: "), "{}", server.report());
+        }
+    }
+}
+
+/// Issue 15, item 3: a message longer than the note's 1,024 bytes is shown as its start
+/// and its size, so an echo of bulk data does not copy it to stdout.
+#[test]
+fn long_messages_are_shown_as_their_start_and_size() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--echo", "--buffer", "65536"]);
+    let addr = server.listening();
+    let message = vec![b'e'; 60_000];
+    let mut client = connect(&addr);
+    client.write_all(&message).unwrap_or_else(|e| panic!("{e}"));
+    client
+        .shutdown(NetShutdown::Write)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        read_all(&mut client).len(),
+        message.len(),
+        "the echo itself is whole"
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    let shown: Vec<&String> = server
+        .stdout
+        .iter()
+        .filter(|l| l.starts_with("receive: ") || l.starts_with("send: "))
+        .collect();
+    assert!(!shown.is_empty(), "{}", server.report());
+    for line in shown {
+        assert!(
+            line.len() < 1100,
+            "a {}-byte line: {}",
+            line.len(),
+            server.report()
+        );
+        if line.len() > 1024 {
+            assert!(line.ends_with(" bytes)"), "{line}");
+        }
+    }
 }
 
 #[test]
@@ -637,5 +734,140 @@ fn reply_and_echo_serve_ncat_nc_and_socat() {
                 server.report()
             );
         }
+    }
+}
+
+/// Issue 15, item 12: `ncat --ssl` sends the server's IP address as SNI. That is read as
+/// no SNI, and costs no "Illegal SNI extension" line on the server's stderr.
+#[test]
+fn ncat_ssl_with_an_ip_as_sni_is_served_without_a_warning() {
+    let (mut server, addr) = serve("tls://127.0.0.1:0", &["--echo"]);
+    let (host, port) = addr.rsplit_once(':').unwrap_or_else(|| panic!("{addr}"));
+    let output = run_peer("ncat", &["--ssl", host, port], b"over tls\n");
+    assert_eq!(output.stdout, b"over tls\n", "{}", describe(&output));
+    // ncat closes without a TLS close_notify; after a whole message that is a normal end.
+    assert_eq!(closed_reason(&mut server), "closed by peer");
+    let stderr = server.stderr();
+    assert!(!stderr.contains("Illegal SNI"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    assert!(
+        server.stderr().contains(", 0 errors"),
+        "{}",
+        server.report()
+    );
+}
+
+/// Issue 15, item 7: `--exec cat -n --echo` gives `--echo` to cat (everything after
+/// --exec is the program's command line). sockit warns once at start-up; cat then fails
+/// on each connection, and each failure is logged and counted as an error.
+#[test]
+fn a_serve_flag_after_exec_is_warned_of_and_a_failing_program_is_counted() {
+    let (mut server, addr) = serve("tcp://127.0.0.1:0", &["--exec", "cat", "-n", "--echo"]);
+    let warned = |server: &Proc| {
+        server
+            .stderr()
+            .contains("`--echo` comes after --exec, so it is an argument of cat")
+    };
+    eventually("the start-up warning", || {
+        (!warned(&server)).then_some(server.report())
+    });
+    let mut client = connect(&addr);
+    let _ = client.write_all(b"hello\n");
+    let _ = client.shutdown(NetShutdown::Write);
+    let _ = read_all(&mut client);
+    let reason = closed_reason(&mut server);
+    assert!(reason.contains("program exited with status 1"), "{reason}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("closing connection: program exited with status 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(", 1 error"), "{stderr}");
+}
+
+/// Issue 15, item 7: on datagram endpoints a run that exits non-zero is logged and
+/// counted too (its output, if any, is still the reply).
+#[test]
+fn a_failing_program_per_datagram_is_counted() {
+    let mut server = Proc::sockit(&["serve", "udp://127.0.0.1:0", "--exec", "false"]);
+    let addr = server.listening();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send_to(b"ping", &addr)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("the failure line", || {
+        let log = server.stderr();
+        (!log.contains("the program exited with status 1")).then_some(log)
+    });
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+    assert!(server.stderr().contains(", 1 error"), "{}", server.report());
+}
+
+/// Issue 15, item 7: an empty `--sh-exec` is a usage error, not a server whose every
+/// connection runs `sh -c ''`.
+#[test]
+fn an_empty_sh_exec_is_a_usage_error() {
+    for command in ["", "  "] {
+        let output = run_sockit(&["serve", "tcp://127.0.0.1:0", "--sh-exec", command], None);
+        assert_eq!(code(&output), 2, "{}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--sh-exec needs a command line"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+/// Issue 15, item 12: a failed TLS handshake is one line that names the client once,
+/// in its `conn{id=… peer=…}` span.
+#[test]
+fn a_failed_handshake_names_the_client_once() {
+    let (server, addr) = serve("tls://127.0.0.1:0", &["--echo"]);
+    let mut plain = connect(&addr);
+    let _ = plain.write_all(b"hello, not TLS\n");
+    let _ = read_all(&mut plain);
+    let port = plain
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port()
+        .to_string();
+    eventually("the handshake failure line", || {
+        let log = server.stderr();
+        (!log.contains("does not speak TLS")).then_some(log)
+    });
+    let stderr = server.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("does not speak TLS"))
+        .unwrap_or_default();
+    assert!(line.contains("conn{id="), "{line}");
+    assert_eq!(line.matches(&format!(":{port}")).count(), 1, "{line}");
+}
+
+/// Issue 15, item 12: an idle timeout is the server doing its job. The summary counts it
+/// under its own name, not as an error.
+#[test]
+fn an_idle_close_is_counted_apart_from_errors() {
+    for mode in [&["--echo"][..], &["--exec", "cat"][..]] {
+        let mut args = vec!["--idle-timeout", "1s"];
+        args.extend_from_slice(mode);
+        let (mut server, addr) = serve("tcp://127.0.0.1:0", &args);
+        let mut silent = connect(&addr);
+        assert!(read_all(&mut silent).is_empty());
+        let reason = closed_reason(&mut server);
+        assert!(reason.contains("idle for 1s"), "{reason}");
+        server.signal(libc::SIGTERM);
+        assert!(server.wait_exit().success(), "{}", server.report());
+        let stderr = server.stderr();
+        assert!(
+            stderr.contains("summary: 1 connection, 0 messages, 0 bytes in, 0 bytes out, 0 errors, 1 timed out (idle)"),
+            "{mode:?}: {stderr}"
+        );
     }
 }

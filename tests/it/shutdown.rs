@@ -100,7 +100,10 @@ fn sigterm_under_load_loses_no_reply_and_removes_the_socket_file() {
         .unwrap_or_else(|| panic!("no summary line\n{}", server.report()));
     let answered: u64 = summary
         .split(", ")
-        .find_map(|part| part.strip_suffix(" messages"))
+        .find_map(|part| {
+            part.strip_suffix(" messages")
+                .or_else(|| part.strip_suffix(" message"))
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the message count in {summary:?}"));
     assert_eq!(
@@ -163,22 +166,7 @@ fn new_clients_are_refused_while_the_last_answers_drain() {
         // server's answer pending, so the drain lasts until this client reads or the
         // grace period ends.
         let mut hog = reluctant_reader(&addr);
-        let chunk = vec![b'x'; 64 * 1024];
-        let deadline = Instant::now() + TIMEOUT;
-        // Stalled: the socket stayed unwritable for a second, so the server stopped
-        // reading, which it does only while its answer waits for the client.
-        while writable_within(&hog, Duration::from_secs(1)) {
-            match hog.write(&chunk) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}\n{}", server.report()),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server kept reading\n{}",
-                server.report()
-            );
-        }
+        stall(&mut hog, &server);
 
         server.signal(libc::SIGTERM);
         let signalled = Instant::now();
@@ -205,14 +193,38 @@ fn new_clients_are_refused_while_the_last_answers_drain() {
         };
         assert!(refused_after < Duration::from_secs(5));
         // Reading the answer lets the drain finish.
-        hog.set_nonblocking(false).unwrap_or_else(|e| panic!("{e}"));
-        hog.set_read_timeout(Some(TIMEOUT))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut hog, &mut sink);
+        read_the_rest(&mut hog);
         let status = server.wait_exit();
         assert!(status.success(), "{}", server.report());
     }
+}
+
+/// Writes to `hog` until the server stops reading it: the socket stayed unwritable for a
+/// second, which happens only while the server's answer waits for the client.
+fn stall(hog: &mut std::net::TcpStream, server: &Proc) {
+    let chunk = vec![b'x'; 64 * 1024];
+    let deadline = Instant::now() + TIMEOUT;
+    while writable_within(hog, Duration::from_secs(1)) {
+        match hog.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}\n{}", server.report()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept reading\n{}",
+            server.report()
+        );
+    }
+}
+
+/// Reads everything `hog` still gets, which lets a draining server finish.
+fn read_the_rest(hog: &mut std::net::TcpStream) {
+    hog.set_nonblocking(false).unwrap_or_else(|e| panic!("{e}"));
+    hog.set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(hog, &mut sink);
 }
 
 /// A non-blocking client with a small receive buffer, so that an answer it does not read
@@ -293,4 +305,76 @@ fn sigterm_stops_a_server_whose_output_pipe_was_closed() {
         };
         assert!(status.success(), "{mode:?}: {status:?}");
     }
+}
+
+/// Issue 15, item 5: coreutils `timeout` sends SIGTERM to sockit and again to its process
+/// group, so the one stop request often arrives twice. Both copies mean the graceful
+/// stop: every run exits 0 (`--preserve-status` passes sockit's own status on) with the
+/// summary. The test signals `timeout` itself, which forwards the signal exactly as it
+/// does when its time runs out, so no run depends on how fast the server starts.
+#[test]
+fn a_stop_under_coreutils_timeout_is_graceful_every_time() {
+    for run in 1..=5 {
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args(["--preserve-status", "60"])
+            .arg(crate::util::sockit_bin())
+            .args(["serve", "tcp://127.0.0.1:0"])
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
+        let mut timeout = Proc::spawn(cmd, false);
+        timeout.listening();
+        timeout.signal(libc::SIGTERM);
+        let status = timeout.wait_exit();
+        assert_eq!(status.code(), Some(0), "run {run}\n{}", timeout.report());
+        assert!(
+            timeout.stderr().contains("summary: "),
+            "run {run}: no summary\n{}",
+            timeout.report()
+        );
+    }
+}
+
+/// Two SIGTERMs 1 ms apart are one graceful stop, not "again: exit now". A client that
+/// does not read its answer keeps the drain going, so the second copy surely finds the
+/// stop under way.
+#[test]
+fn two_sigterms_in_a_row_still_drain_and_print_the_summary() {
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--echo",
+        "-q",
+        "--grace",
+        "20s",
+    ]);
+    let addr = server.listening();
+    let mut hog = reluctant_reader(&addr);
+    stall(&mut hog, &server);
+    server.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(1));
+    server.signal(libc::SIGTERM);
+    let deadline = Instant::now() + TIMEOUT;
+    while !server.stderr().contains("SIGTERM received") {
+        assert!(Instant::now() < deadline, "{}", server.report());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    read_the_rest(&mut hog);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", server.report());
+    assert!(server.stderr().contains("summary: "), "{}", server.report());
+}
+
+/// SIGQUIT (Ctrl-\) means "now": status 131, no drain.
+#[test]
+fn sigquit_exits_at_once() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--grace", "30s"]);
+    server.listening();
+    server.signal(libc::SIGQUIT);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(131), "{}", server.report());
+    assert!(
+        !server.stderr().contains("summary: "),
+        "{}",
+        server.report()
+    );
 }

@@ -74,6 +74,9 @@ pub struct Proc {
     /// Every stdout line seen so far.
     pub stdout: Vec<String>,
     stderr: Arc<Mutex<String>>,
+    /// Signalled when stderr reaches end-of-file, so what a process prints last (the
+    /// summary) is read before a test looks at it.
+    stderr_done: Receiver<()>,
 }
 
 impl Proc {
@@ -101,9 +104,11 @@ impl Proc {
             });
         }
         let stderr = Arc::new(Mutex::new(String::new()));
+        let (done_tx, stderr_done) = channel();
         if let Some(mut err) = child.stderr.take() {
             let sink = Arc::clone(&stderr);
             std::thread::spawn(move || {
+                let _done = DropSignal(done_tx);
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = err.read(&mut buf) {
                     if n == 0 {
@@ -121,6 +126,7 @@ impl Proc {
             lines,
             stdout: Vec::new(),
             stderr,
+            stderr_done,
         }
     }
 
@@ -222,11 +228,25 @@ impl Proc {
                 while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
                     self.stdout.push(line);
                 }
+                // Bounded: a program the process started may still hold its stderr.
+                let _ = self.stderr_done.recv_timeout(STDERR_EOF_WAIT);
                 status
             }
             Ok(None) => panic!("process did not exit in time\n{}", self.report()),
             Err(e) => panic!("wait failed: {e}\n{}", self.report()),
         }
+    }
+}
+
+/// The longest [`Proc::wait_exit`] waits for stderr's end after the process exited.
+const STDERR_EOF_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends `()` when dropped: the stderr reader's "done", however its loop ends.
+struct DropSignal(std::sync::mpsc::Sender<()>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
