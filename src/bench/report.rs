@@ -574,10 +574,15 @@ impl Report {
                 Some(false) => "NOT reached",
                 _ => "reached",
             };
+            let over = if self.ramp.is_some() {
+                " over the span, ramp included"
+            } else {
+                ""
+            };
             line(
                 "rate",
                 format!(
-                    "target {}/s, sent {}/s: {verdict}",
+                    "target {}/s, sent {}/s{over}: {verdict}",
                     number(rate),
                     number(self.sent as f64 / self.duration_s.max(f64::MIN_POSITIVE))
                 ),
@@ -633,7 +638,8 @@ impl Report {
             line(
                 "ramp",
                 format!(
-                    "{} up to the full rate, {} exchanges in the measured span (not above)",
+                    "{} up to the full rate, {} exchanges in the measured span, kept out of \
+                     the figures above",
                     seconds(ramp.ramp_up_s),
                     ramp.exchanges
                 ),
