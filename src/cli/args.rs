@@ -730,8 +730,8 @@ pub struct BenchArgs {
     pub size: Option<u64>,
 
     /// Open loop: this many requests per second in total, on a fixed timetable.
-    #[arg(short, long, value_name = "PER_SECOND", value_parser = parse_rate)]
-    pub rate: Option<f64>,
+    #[arg(short, long, value_name = "PER_SECOND", allow_hyphen_values = true)]
+    pub rate: Option<String>,
 
     /// A reply (or a connect) slower than this counts as a timeout; for udp, a loss.
     #[arg(short, long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]

@@ -44,7 +44,8 @@ impl BenchArgs {
         options.duration = self.duration;
         options.warmup = self.warmup;
         options.timeout = self.timeout;
-        if let Some(rate) = self.rate {
+        if let Some(text) = &self.rate {
+            let rate = positive_rate(text, "--rate", "requests")?;
             options.load = Load::Open { rate };
         }
         if let Some(text) = &self.rate_per_conn {
@@ -446,7 +447,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_usage_errors() {
-        assert!(Cli::try_parse_from(["sockit", "bench", "--rate", "0"]).is_err());
+        assert!(matches!(bench(&["--rate", "0"]), Err(Error::Usage(_))));
+        assert!(matches!(bench(&["--rate", "-1"]), Err(Error::Usage(_))));
         assert!(Cli::try_parse_from(["sockit", "bench", "-c", "0"]).is_err());
         let stream_rate = bench(&["-p", "stream", "--rate", "5"]).err();
         assert!(matches!(stream_rate, Some(Error::Usage(_))));

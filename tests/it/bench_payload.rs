@@ -498,6 +498,8 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
         &["--first-message", ""],
         &["--reply-until", ""],
         &["--reply-regex", "(unclosed"],
+        &["--rate", "0"],
+        &["--rate", "-2"],
         &["--rate-per-conn", "0"],
         &["--rate-per-conn", "-5"],
         &["--connect-rate", "0/s"],
