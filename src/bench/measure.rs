@@ -18,6 +18,10 @@
 //! have millisecond resolution) counts from the wake-up instead: that lateness is the load
 //! generator's, not the server's, and is reported separately as the send lag.
 //!
+//! A rate ramp bends the timetable (the run's count of due requests grows as `t²` until
+//! the full rate), and a connect ramp opens each connection at its own time; a connection
+//! owns only the requests due after it opens. Latency still counts from the due time.
+//!
 //! Hot path: per request, one or two clock reads, a histogram increment and a few
 //! additions, in memory the connection's task or its thread owns. No allocation, no lock,
 //! no shared atomic (the progress bar's counters are per connection and written only by

@@ -15,9 +15,15 @@
 //! trait over real sockets; [`histogram`] holds latencies; [`report`] turns the tallies
 //! into a [`Report`] (human table, JSON, merge); [`progress`] draws the bar.
 //!
-//! Flow: [`BenchOptions`] → [`run`]: one tokio task per connection, each with its own
-//! driver, buffers and histogram → at the end the tasks' [`measure::Measured`] are added
-//! up → [`Report::of_run`].
+//! Any payload ([`driver::Messages`]) and reply rule ([`driver::ReplyMatcher`]) run over
+//! the stream patterns; open loop takes a total rate, optionally ramped up
+//! ([`BenchOptions::ramp_up`], its exchanges reported apart), and connections may open at
+//! a set pace ([`BenchOptions::connect_rate`]).
+//!
+//! Flow: [`BenchOptions`] → [`run`] (or [`run_until`], which a Ctrl-C ends early with a
+//! partial report): one tokio task per connection, each with its own driver and buffers,
+//! one histogram per thread → at the end the tasks' [`measure::Measured`] are added up →
+//! [`Report::of_run`].
 
 pub mod driver;
 pub mod histogram;
