@@ -129,6 +129,16 @@ pub enum Error {
         during: String,
     },
 
+    /// The peer answered, but not with the reply a benchmark's matcher expects
+    /// (`--reply-regex`, `--reply-until`).
+    #[error("{peer} sent an unexpected reply: {reason}")]
+    ReplyMismatch {
+        /// Who replied.
+        peer: String,
+        /// What was wrong with the reply.
+        reason: String,
+    },
+
     /// The peer reset the connection.
     #[error("connection reset by {peer} {during}")]
     Reset {
@@ -263,6 +273,7 @@ impl Error {
             Error::Tls { .. } | Error::TlsSetup { .. } => ExitStatus::Tls,
             Error::Connect { .. }
             | Error::ClosedEarly { .. }
+            | Error::ReplyMismatch { .. }
             | Error::Reset { .. }
             | Error::DatagramTooLarge { .. }
             | Error::LineTooLong { .. }

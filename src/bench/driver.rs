@@ -11,6 +11,11 @@
 //!   After a timeout (a lost datagram) the socket is replaced, so a late reply can never
 //!   be taken for the answer to the next request.
 //!
+//! Every driver sends the run's [`Messages`] in turn (`--message`, `--message-file`), the
+//! first one once per connection (`--first-message`), and reads each reply as the
+//! [`ReplyMatcher`] says: the first read, a byte count, up to a delimiter, or up to a regex
+//! match; a complete reply that fails `--reply-regex` is an [`Error::ReplyMismatch`].
+//!
 //! Each driver allocates its buffers once and shares the request bytes with every other
 //! connection; the hot path allocates nothing (errors build their message when they
 //! happen, which is off the hot path).
@@ -38,13 +43,102 @@ thread_local! {
     static DATAGRAM_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM + 1]);
 }
 
-/// When a reply is complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyLength {
+/// Longest reply a delimiter or a regex waits for: past this, the reply counts as a
+/// mismatch rather than filling memory.
+pub const MAX_REPLY: usize = 1024 * 1024;
+
+/// Where a reply ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyEnd {
     /// The first read that returns data (the note's `recv(1024)`); any datagram.
     FirstRead,
     /// Exactly this many bytes (at least this many for a datagram).
     Bytes(usize),
+    /// As many bytes as the request that was sent (an echo).
+    SameAsRequest,
+    /// Up to and including this delimiter (`--reply-until`).
+    Until(Bytes),
+    /// As soon as the bytes received match the regex (`--reply-regex` alone).
+    Match,
+}
+
+/// When a reply is complete, and whether it is the right one.
+#[derive(Debug, Clone)]
+pub struct ReplyMatcher {
+    /// Where the reply ends.
+    pub end: ReplyEnd,
+    /// The complete reply must match this (`--reply-regex`); otherwise the exchange
+    /// counts as a mismatch. With [`ReplyEnd::Match`] it also ends the reply.
+    pub regex: Option<regex::bytes::Regex>,
+}
+
+impl ReplyMatcher {
+    /// A matcher that only frames, with no check.
+    pub fn ending(end: ReplyEnd) -> ReplyMatcher {
+        ReplyMatcher { end, regex: None }
+    }
+
+    /// The framing used for the reply to `--first-message`: the same end, never the
+    /// regex (a login's answer is not the exchange's), the first read when the regex was
+    /// the end.
+    fn for_first_message(&self) -> ReplyMatcher {
+        let end = match &self.end {
+            ReplyEnd::Match => ReplyEnd::FirstRead,
+            other => other.clone(),
+        };
+        ReplyMatcher::ending(end)
+    }
+}
+
+impl PartialEq for ReplyMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.end == other.end
+            && self.regex.as_ref().map(regex::bytes::Regex::as_str)
+                == other.regex.as_ref().map(regex::bytes::Regex::as_str)
+    }
+}
+
+/// The requests of a run, sent in turn by every connection, and what each connection
+/// sends once first.
+#[derive(Debug, Clone)]
+pub struct Messages {
+    /// Sent in turn, one per exchange; never empty.
+    pub each: Arc<[Bytes]>,
+    /// Sent once per connection before the first exchange (a handshake or a login).
+    pub first: Option<Bytes>,
+}
+
+impl Messages {
+    /// One message, nothing first.
+    pub fn one(request: Bytes) -> Messages {
+        Messages {
+            each: Arc::from(vec![request]),
+            first: None,
+        }
+    }
+
+    /// The longest message.
+    pub fn longest(&self) -> usize {
+        self.each.iter().map(Bytes::len).max().unwrap_or(0)
+    }
+}
+
+/// One connection's turn through the messages.
+#[derive(Debug)]
+struct Turn {
+    /// The next message's place in [`Messages::each`].
+    next: usize,
+}
+
+impl Turn {
+    /// The message to send now; moves to the next one.
+    #[inline]
+    fn take<'a>(&mut self, messages: &'a Messages) -> &'a Bytes {
+        let count = messages.each.len().max(1);
+        let index = self.next % count;
+        self.next = (index + 1) % count;
+        &messages.each[index]
+    }
 }
 
 /// What every driver of a run shares: where to go and what to send.
@@ -52,11 +146,11 @@ pub enum ReplyLength {
 pub struct Target {
     /// Where to connect.
     pub endpoint: Arc<Endpoint>,
-    /// The request (or, streaming, the chunk written each time), shared by every
+    /// The requests (or, streaming, the chunks written in turn), shared by every
     /// connection.
-    pub request: Bytes,
-    /// When a reply is complete.
-    pub reply: ReplyLength,
+    pub messages: Messages,
+    /// When a reply is complete and right.
+    pub reply: ReplyMatcher,
     /// Limit for connecting, and the TLS client shared by every connection.
     pub connect: ConnectOptions,
 }
@@ -72,32 +166,176 @@ impl Target {
         Error::exchange(source, self.endpoint.to_string(), during)
     }
 
-    /// A read buffer big enough for one reply.
-    fn reply_buffer(&self, minimum: usize) -> Vec<u8> {
-        let size = match self.reply {
-            ReplyLength::FirstRead => minimum,
-            ReplyLength::Bytes(n) => n.max(1),
+    /// A failed reply as an error: the I/O failure, or a mismatch.
+    fn reply_error(&self, failure: ReplyFailure, during: &str) -> Error {
+        match failure {
+            ReplyFailure::Io(source) => self.io_error(source, during),
+            ReplyFailure::Mismatch(reason) => Error::ReplyMismatch {
+                peer: self.endpoint.to_string(),
+                reason,
+            },
+        }
+    }
+
+    /// Sends `--first-message` on a fresh connection and reads its reply (untimed by
+    /// the watchdog, so bounded here by the connect timeout).
+    async fn send_first_message(&self, stream: &mut Stream, reply: &mut Reply) -> Result<()> {
+        let Some(first) = &self.messages.first else {
+            return Ok(());
         };
-        vec![0; size]
+        let matcher = self.reply.for_first_message();
+        let exchange = async {
+            stream
+                .write_all(first)
+                .await
+                .map_err(|e| self.io_error(e, "while sending the first message"))?;
+            reply
+                .read(stream, &matcher, first.len())
+                .await
+                .map_err(|f| self.reply_error(f, "before replying to the first message"))
+        };
+        match tokio::time::timeout(self.connect.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                doing: "waiting for the reply to the first message".into(),
+                after: self.connect.timeout,
+            }),
+        }
     }
 }
 
-/// Reads one reply as `length` says; `Err(UnexpectedEof)` if the peer closes first.
-async fn read_reply<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buffer: &mut [u8],
-    length: ReplyLength,
-) -> io::Result<()> {
-    match length {
-        ReplyLength::FirstRead => {
-            if reader.read(buffer).await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            Ok(())
+/// Why a reply was not accepted.
+#[derive(Debug)]
+enum ReplyFailure {
+    /// Reading failed or the peer closed first.
+    Io(io::Error),
+    /// The reply arrived but is not the one expected.
+    Mismatch(String),
+}
+
+impl From<io::Error> for ReplyFailure {
+    fn from(error: io::Error) -> Self {
+        ReplyFailure::Io(error)
+    }
+}
+
+/// One connection's reply buffer: reused for every reply; bytes received after the end
+/// of a reply (a delimiter or a match) are kept for the next one.
+#[derive(Debug)]
+struct Reply {
+    /// Exact and first-read replies: a fixed buffer. Delimited and matched replies: the
+    /// bytes received so far.
+    buffer: Vec<u8>,
+}
+
+impl Reply {
+    /// A buffer for replies to messages of up to `longest` bytes.
+    fn new(matcher: &ReplyMatcher, longest: usize) -> Reply {
+        let size = match matcher.end {
+            ReplyEnd::FirstRead => FIRST_READ_SIZE,
+            ReplyEnd::Bytes(n) => n.max(1),
+            ReplyEnd::SameAsRequest => longest.max(1),
+            ReplyEnd::Until(_) | ReplyEnd::Match => 0,
+        };
+        Reply {
+            buffer: vec![0; size],
         }
-        ReplyLength::Bytes(n) => {
-            let end = n.min(buffer.len());
-            reader.read_exact(&mut buffer[..end]).await.map(|_| ())
+    }
+
+    /// Reads one reply to a request of `sent` bytes as `matcher` says, then checks it.
+    async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        matcher: &ReplyMatcher,
+        sent: usize,
+    ) -> std::result::Result<(), ReplyFailure> {
+        let end = match &matcher.end {
+            ReplyEnd::FirstRead => {
+                let n = reader.read(&mut self.buffer).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                n
+            }
+            ReplyEnd::Bytes(n) => self.read_exact(reader, *n).await?,
+            ReplyEnd::SameAsRequest => self.read_exact(reader, sent).await?,
+            ReplyEnd::Until(delimiter) => {
+                let found = |data: &[u8], from: usize| {
+                    let from = from.saturating_sub(delimiter.len().saturating_sub(1));
+                    memchr::memmem::find(&data[from..], delimiter)
+                        .map(|at| from + at + delimiter.len())
+                };
+                self.read_until(reader, found).await?
+            }
+            ReplyEnd::Match => {
+                let Some(regex) = &matcher.regex else {
+                    return Err(ReplyFailure::Mismatch("no regex to match".into()));
+                };
+                self.read_until(reader, |data, _| regex.find(data).map(|m| m.end()))
+                    .await?
+            }
+        };
+        let verdict = match &matcher.regex {
+            Some(regex) if !regex.is_match(&self.buffer[..end]) => {
+                Err(ReplyFailure::Mismatch(format!(
+                    "{:?} does not match --reply-regex {:?}",
+                    String::from_utf8_lossy(&self.buffer[..end.min(80)]),
+                    regex.as_str()
+                )))
+            }
+            _ => Ok(()),
+        };
+        if matches!(matcher.end, ReplyEnd::Until(_) | ReplyEnd::Match) {
+            self.buffer.drain(..end);
+        }
+        verdict
+    }
+
+    /// Reads exactly `n` bytes into the front of the buffer; returns `n`.
+    async fn read_exact<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        n: usize,
+    ) -> io::Result<usize> {
+        if self.buffer.len() < n {
+            self.buffer.resize(n, 0);
+        }
+        reader.read_exact(&mut self.buffer[..n]).await?;
+        Ok(n)
+    }
+
+    /// Reads until `end(received, searched_up_to)` finds where the reply ends; returns
+    /// that length. Bytes past it stay in the buffer for the next reply.
+    async fn read_until<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        end: impl Fn(&[u8], usize) -> Option<usize>,
+    ) -> std::result::Result<usize, ReplyFailure> {
+        let mut searched = 0;
+        loop {
+            if let Some(at) = end(&self.buffer, searched) {
+                return Ok(at);
+            }
+            if self.buffer.len() >= MAX_REPLY {
+                let kept = self.buffer.len();
+                self.buffer.clear();
+                return Err(ReplyFailure::Mismatch(format!(
+                    "{kept} bytes arrived without the end of the reply (--reply-until or \
+                     --reply-regex)"
+                )));
+            }
+            searched = self.buffer.len();
+            self.buffer.reserve(FIRST_READ_SIZE);
+            if reader.read_buf(&mut self.buffer).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+
+    /// Forgets bytes kept from a connection that is being dropped.
+    fn forget(&mut self, matcher: &ReplyMatcher) {
+        if matches!(matcher.end, ReplyEnd::Until(_) | ReplyEnd::Match) {
+            self.buffer.clear();
         }
     }
 }
@@ -107,15 +345,21 @@ async fn read_reply<R: AsyncRead + Unpin>(
 pub struct HelloDriver {
     /// Where and what.
     target: Target,
+    /// Which message goes next.
+    turn: Turn,
     /// Reused for every reply.
-    buffer: Vec<u8>,
+    reply: Reply,
 }
 
 impl HelloDriver {
     /// A driver for one connection slot.
     pub fn new(target: Target) -> HelloDriver {
-        let buffer = target.reply_buffer(FIRST_READ_SIZE);
-        HelloDriver { target, buffer }
+        let reply = Reply::new(&target.reply, target.messages.longest());
+        HelloDriver {
+            target,
+            turn: Turn { next: 0 },
+            reply,
+        }
     }
 }
 
@@ -125,18 +369,27 @@ impl Driver for HelloDriver {
     }
 
     async fn exchange(&mut self) -> Result<u64> {
-        let mut stream = connect_stream(&self.target.endpoint, self.target.connect.clone()).await?;
+        let target = &self.target;
+        let mut stream = connect_stream(&target.endpoint, target.connect.clone()).await?;
+        target
+            .send_first_message(&mut stream, &mut self.reply)
+            .await?;
+        let request = self.turn.take(&target.messages);
         stream
-            .write_all(&self.target.request)
+            .write_all(request)
             .await
-            .map_err(|e| self.target.io_error(e, "while sending the request"))?;
-        read_reply(&mut stream, &mut self.buffer, self.target.reply)
+            .map_err(|e| target.io_error(e, "while sending the request"))?;
+        self.reply
+            .read(&mut stream, &target.reply, request.len())
             .await
-            .map_err(|e| self.target.io_error(e, "before the whole reply arrived"))?;
-        Ok(self.target.request.len() as u64)
+            .map_err(|f| target.reply_error(f, "before the whole reply arrived"))?;
+        self.reply.forget(&target.reply);
+        Ok(request.len() as u64)
     }
 
-    fn abandon(&mut self) {}
+    fn abandon(&mut self) {
+        self.reply.forget(&self.target.reply);
+    }
 }
 
 /// Request and reply over one persistent connection.
@@ -146,18 +399,21 @@ pub struct EchoDriver {
     target: Target,
     /// The connection, opened by `prepare` and dropped after a failure.
     stream: Option<Stream>,
+    /// Which message goes next.
+    turn: Turn,
     /// Reused for every reply.
-    buffer: Vec<u8>,
+    reply: Reply,
 }
 
 impl EchoDriver {
     /// A driver for one connection.
     pub fn new(target: Target) -> EchoDriver {
-        let buffer = target.reply_buffer(FIRST_READ_SIZE);
+        let reply = Reply::new(&target.reply, target.messages.longest());
         EchoDriver {
             target,
             stream: None,
-            buffer,
+            turn: Turn { next: 0 },
+            reply,
         }
     }
 }
@@ -165,7 +421,11 @@ impl EchoDriver {
 impl Driver for EchoDriver {
     async fn prepare(&mut self) -> Result<()> {
         if self.stream.is_none() {
-            let stream = connect_stream(&self.target.endpoint, self.target.connect.clone()).await?;
+            let target = &self.target;
+            let mut stream = connect_stream(&target.endpoint, target.connect.clone()).await?;
+            target
+                .send_first_message(&mut stream, &mut self.reply)
+                .await?;
             self.stream = Some(stream);
         }
         Ok(())
@@ -175,28 +435,34 @@ impl Driver for EchoDriver {
         let Some(stream) = self.stream.as_mut() else {
             return Err(not_connected());
         };
+        let target = &self.target;
+        let request = self.turn.take(&target.messages);
         stream
-            .write_all(&self.target.request)
+            .write_all(request)
             .await
-            .map_err(|e| self.target.io_error(e, "while sending a message"))?;
-        read_reply(stream, &mut self.buffer, self.target.reply)
+            .map_err(|e| target.io_error(e, "while sending a message"))?;
+        self.reply
+            .read(stream, &target.reply, request.len())
             .await
-            .map_err(|e| self.target.io_error(e, "before the whole reply arrived"))?;
-        Ok(self.target.request.len() as u64)
+            .map_err(|f| target.reply_error(f, "before the whole reply arrived"))?;
+        Ok(request.len() as u64)
     }
 
     fn abandon(&mut self) {
         self.stream = None;
+        self.reply.forget(&self.target.reply);
     }
 }
 
 /// Writes as fast as the connection takes them, to a server that discards.
 #[derive(Debug)]
 pub struct StreamDriver {
-    /// Where, and the chunk to write.
+    /// Where, and the chunks to write.
     target: Target,
     /// The connection, opened by `prepare` and dropped after a failure.
     stream: Option<Stream>,
+    /// Which chunk goes next.
+    turn: Turn,
 }
 
 impl StreamDriver {
@@ -205,6 +471,7 @@ impl StreamDriver {
         StreamDriver {
             target,
             stream: None,
+            turn: Turn { next: 0 },
         }
     }
 }
@@ -212,7 +479,14 @@ impl StreamDriver {
 impl Driver for StreamDriver {
     async fn prepare(&mut self) -> Result<()> {
         if self.stream.is_none() {
-            let stream = connect_stream(&self.target.endpoint, self.target.connect.clone()).await?;
+            let target = &self.target;
+            let mut stream = connect_stream(&target.endpoint, target.connect.clone()).await?;
+            if let Some(first) = &target.messages.first {
+                stream
+                    .write_all(first)
+                    .await
+                    .map_err(|e| target.io_error(e, "while sending the first message"))?;
+            }
             self.stream = Some(stream);
         }
         Ok(())
@@ -222,7 +496,8 @@ impl Driver for StreamDriver {
         let Some(stream) = self.stream.as_mut() else {
             return Err(not_connected());
         };
-        match stream.write(&self.target.request).await {
+        let chunk = self.turn.take(&self.target.messages);
+        match stream.write(chunk).await {
             Ok(0) => Err(self.target.io_error(
                 io::ErrorKind::WriteZero.into(),
                 "while streaming (it accepts no more data)",
@@ -244,6 +519,8 @@ pub struct DatagramDriver {
     target: Target,
     /// The socket, replaced after a failure or a lost datagram.
     socket: Option<DatagramSocket>,
+    /// Which message goes next.
+    turn: Turn,
 }
 
 impl DatagramDriver {
@@ -252,24 +529,64 @@ impl DatagramDriver {
         DatagramDriver {
             target,
             socket: None,
+            turn: Turn { next: 0 },
         }
     }
 }
 
-/// Waits for one datagram on a connected socket and returns its length, reading it into
-/// the thread's shared buffer.
-async fn receive_datagram(socket: &DatagramSocket) -> io::Result<usize> {
+/// Waits for one datagram on a connected socket and checks it with `check`, reading it
+/// into the thread's shared buffer.
+async fn receive_datagram<T>(socket: &DatagramSocket, check: impl Fn(&[u8]) -> T) -> io::Result<T> {
     loop {
         socket.readable().await?;
         let received = DATAGRAM_BUFFER.with(|buffer| {
             // The borrow lasts for this one non-blocking call only (see DATAGRAM_BUFFER).
             let mut buffer = buffer.borrow_mut();
-            socket.try_recv_from(&mut buffer).map(|(n, _)| n)
+            socket
+                .try_recv_from(&mut buffer)
+                .map(|(n, _)| check(&buffer[..n]))
         });
         match received {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             other => return other,
         }
+    }
+}
+
+/// Whether a datagram of `sent` bytes got the right reply.
+fn check_datagram(
+    reply: &[u8],
+    matcher: &ReplyMatcher,
+    sent: usize,
+) -> std::result::Result<(), ReplyFailure> {
+    let expected = match &matcher.end {
+        ReplyEnd::Bytes(n) => *n,
+        ReplyEnd::SameAsRequest => sent,
+        ReplyEnd::FirstRead | ReplyEnd::Until(_) | ReplyEnd::Match => 0,
+    };
+    if reply.len() < expected {
+        return Err(ReplyFailure::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "a {}-byte reply where {expected} were expected",
+                reply.len()
+            ),
+        )));
+    }
+    if let ReplyEnd::Until(delimiter) = &matcher.end
+        && !reply.ends_with(delimiter)
+    {
+        return Err(ReplyFailure::Mismatch(
+            "the reply datagram does not end with --reply-until".into(),
+        ));
+    }
+    match &matcher.regex {
+        Some(regex) if !regex.is_match(reply) => Err(ReplyFailure::Mismatch(format!(
+            "{:?} does not match --reply-regex {:?}",
+            String::from_utf8_lossy(&reply[..reply.len().min(80)]),
+            regex.as_str()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -285,22 +602,24 @@ impl Driver for DatagramDriver {
         let Some(socket) = self.socket.as_ref() else {
             return Err(not_connected());
         };
+        let target = &self.target;
+        let request = self.turn.take(&target.messages);
         socket
-            .send(&self.target.request)
+            .send(request)
             .await
-            .map_err(|e| self.target.io_error(e, "while sending a datagram"))?;
-        let received = receive_datagram(socket)
+            .map_err(|e| target.io_error(e, "while sending a datagram"))?;
+        let sent = request.len();
+        let verdict = receive_datagram(socket, |reply| check_datagram(reply, &target.reply, sent))
             .await
-            .map_err(|e| self.target.io_error(e, "while waiting for the reply"))?;
-        if let ReplyLength::Bytes(expected) = self.target.reply
-            && received < expected
-        {
-            return Err(Error::ClosedEarly {
-                peer: self.target.endpoint.to_string(),
-                during: format!("with a {received}-byte reply where {expected} were expected"),
-            });
+            .map_err(|e| target.io_error(e, "while waiting for the reply"))?;
+        match verdict {
+            Ok(()) => Ok(sent as u64),
+            Err(ReplyFailure::Io(short)) => Err(Error::ClosedEarly {
+                peer: target.endpoint.to_string(),
+                during: format!("with {short}"),
+            }),
+            Err(mismatch) => Err(target.reply_error(mismatch, "")),
         }
-        Ok(self.target.request.len() as u64)
     }
 
     fn abandon(&mut self) {

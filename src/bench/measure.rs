@@ -18,6 +18,10 @@
 //! have millisecond resolution) counts from the wake-up instead: that lateness is the load
 //! generator's, not the server's, and is reported separately as the send lag.
 //!
+//! A rate ramp bends the timetable (the run's count of due requests grows as `t²` until
+//! the full rate), and a connect ramp opens each connection at its own time; a connection
+//! owns only the requests due after it opens. Latency still counts from the due time.
+//!
 //! Hot path: per request, one or two clock reads, a histogram increment and a few
 //! additions, in memory the connection's task or its thread owns. No allocation, no lock,
 //! no shared atomic (the progress bar's counters are per connection and written only by
@@ -30,6 +34,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
 
 use super::histogram::LatencyHistogram;
 use super::progress::ProgressSlot;
@@ -84,6 +89,22 @@ pub struct Plan {
     pub connections: usize,
     /// How long to wait for one reply (and for a connection) before counting a timeout.
     pub timeout: Duration,
+    /// Open loop: the total rate grows linearly from 0 over this span from the start
+    /// (zero: the full rate at once).
+    pub ramp_up: Duration,
+    /// Connections per second opened from the start (`--connect-rate`); `None`: all at
+    /// once.
+    pub connect_rate: Option<f64>,
+}
+
+impl Plan {
+    /// When connection `index` begins: the start, or its place in the connect ramp.
+    fn connection_start(&self, window: &Window, index: usize) -> Instant {
+        match self.connect_rate {
+            Some(rate) if rate > 0.0 => window.start + Duration::from_secs_f64(index as f64 / rate),
+            _ => window.start,
+        }
+    }
 }
 
 /// The run's time line: warm-up from `start`, measurement from `measure_from` to `end`.
@@ -93,6 +114,9 @@ pub struct Window {
     pub start: Instant,
     /// Results completing before this are warm-up and are not counted.
     pub measure_from: Instant,
+    /// The end of the rate ramp (`--ramp-up`), or `measure_from` if later: exchanges
+    /// completing between `measure_from` and this are reported as the ramp's.
+    pub steady_from: Instant,
     /// Every connection stops here; exchanges still waiting are reported as in flight.
     pub end: Instant,
 }
@@ -108,14 +132,32 @@ impl Window {
         Window {
             start,
             measure_from: start + warmup,
+            steady_from: start + warmup,
             end: start + warmup + duration,
         }
+    }
+
+    /// The same window with a rate ramp of `ramp` from the start.
+    pub fn with_ramp(mut self, ramp: Duration) -> Window {
+        self.steady_from = self.measure_from.max(self.start + ramp).min(self.end);
+        self
     }
 
     /// Whether an event at `at` counts.
     #[inline]
     fn contains(&self, at: Instant) -> bool {
         at >= self.measure_from && at < self.end
+    }
+
+    /// Whether an exchange done at `at` belongs to the steady state (after the ramp).
+    #[inline]
+    fn is_steady(&self, at: Instant) -> bool {
+        at >= self.steady_from
+    }
+
+    /// The measured span after the ramp.
+    pub fn steady(&self) -> Duration {
+        self.end.saturating_duration_since(self.steady_from)
     }
 
     /// The measured span.
@@ -135,6 +177,8 @@ pub enum FailureKind {
     Timeout,
     /// The peer closed before the whole reply arrived, or replied with too few bytes.
     ShortReply,
+    /// A reply arrived that the reply matcher refuses (`--reply-regex`, no delimiter).
+    Mismatch,
     /// Anything else (no such socket file, permission denied, …).
     Other,
 }
@@ -147,6 +191,7 @@ impl FailureKind {
             Error::Reset { .. } => FailureKind::Reset,
             Error::Timeout { .. } => FailureKind::Timeout,
             Error::ClosedEarly { .. } => FailureKind::ShortReply,
+            Error::ReplyMismatch { .. } => FailureKind::Mismatch,
             _ => FailureKind::Other,
         }
     }
@@ -163,6 +208,8 @@ pub struct FailureCounts {
     pub timeout: u64,
     /// See [`FailureKind::ShortReply`].
     pub short_reply: u64,
+    /// See [`FailureKind::Mismatch`].
+    pub mismatch: u64,
     /// See [`FailureKind::Other`].
     pub other: u64,
 }
@@ -175,6 +222,7 @@ impl FailureCounts {
             FailureKind::Reset => &mut self.reset,
             FailureKind::Timeout => &mut self.timeout,
             FailureKind::ShortReply => &mut self.short_reply,
+            FailureKind::Mismatch => &mut self.mismatch,
             FailureKind::Other => &mut self.other,
         };
         *slot += 1;
@@ -182,7 +230,7 @@ impl FailureCounts {
 
     /// All failures together.
     pub fn total(&self) -> u64 {
-        self.refused + self.reset + self.timeout + self.short_reply + self.other
+        self.refused + self.reset + self.timeout + self.short_reply + self.mismatch + self.other
     }
 
     /// Adds another set of counts.
@@ -191,6 +239,7 @@ impl FailureCounts {
         self.reset += other.reset;
         self.timeout += other.timeout;
         self.short_reply += other.short_reply;
+        self.mismatch += other.mismatch;
         self.other += other.other;
     }
 }
@@ -199,18 +248,39 @@ impl FailureCounts {
 /// one at a time and borrow it only for one synchronous `record`, so a `RefCell` is all
 /// the coordination needed, and a run keeps one histogram per thread rather than one per
 /// connection (tens of kilobytes each).
-pub type SharedLatency = Rc<RefCell<LatencyHistogram>>;
+pub type SharedLatency = Rc<RefCell<Latencies>>;
+
+/// The two histograms of a thread: exchanges during the rate ramp, and after it.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    /// Exchanges completed in the steady state (the whole measured span without a ramp).
+    pub steady: LatencyHistogram,
+    /// Exchanges completed in the measured span while the rate was still ramping up.
+    pub ramp: LatencyHistogram,
+}
 
 /// What one connection (or, once added up, a whole run) measured.
 #[derive(Debug, Default)]
 pub struct Measured {
-    /// Latencies of the exchanges completed in the window. Connections record into their
-    /// thread's [`SharedLatency`]; the thread moves it here when they are all done.
+    /// Latencies of the exchanges completed in the window after the ramp. Connections
+    /// record into their thread's [`SharedLatency`]; the thread moves it here when they
+    /// are all done.
     pub latency: LatencyHistogram,
-    /// Exchanges completed in the window.
+    /// Exchanges completed in the window after the ramp.
     pub exchanges: u64,
     /// Payload bytes sent by those exchanges.
     pub bytes: u64,
+    /// Latencies of the exchanges completed in the window during the ramp.
+    pub ramp_latency: LatencyHistogram,
+    /// Exchanges completed in the window during the ramp.
+    pub ramp_exchanges: u64,
+    /// Open loop: requests due in the window on the timetables of the connections that
+    /// were open (what `sent` is checked against).
+    pub due: u64,
+    /// Connections that got ready (connected) at least once.
+    pub connected: u64,
+    /// When the last of those first got ready.
+    pub last_connected: Option<Instant>,
     /// Requests that went out in the window (successful or not): the open-loop rate check.
     pub sent: u64,
     /// Failures in the window, by kind.
@@ -244,18 +314,35 @@ impl Measured {
         times: ExchangeTimes,
         done: Instant,
         bytes: u64,
-        latency: &RefCell<LatencyHistogram>,
+        latency: &RefCell<Latencies>,
     ) {
         self.completed_total += 1;
         self.bytes_total += bytes;
         if window.contains(done) {
-            self.exchanges += 1;
-            self.bytes += bytes;
+            let took = done.saturating_duration_since(times.started);
             // Never already borrowed: borrows do not span an await (see SharedLatency).
-            if let Ok(mut histogram) = latency.try_borrow_mut() {
-                histogram.record(done.saturating_duration_since(times.started));
+            let mut histograms = latency.try_borrow_mut().ok();
+            if window.is_steady(done) {
+                self.exchanges += 1;
+                self.bytes += bytes;
+                if let Some(h) = histograms.as_mut() {
+                    h.steady.record(took);
+                }
+            } else {
+                self.ramp_exchanges += 1;
+                if let Some(h) = histograms.as_mut() {
+                    h.ramp.record(took);
+                }
             }
             self.max_send_lag = self.max_send_lag.max(times.lag);
+        }
+    }
+
+    /// Notes that the connection got ready at `at`, the first time only.
+    fn ready(&mut self, at: Instant) {
+        if self.last_connected.is_none() {
+            self.connected = 1;
+            self.last_connected = Some(at);
         }
     }
 
@@ -288,6 +375,11 @@ impl Measured {
         self.latency.add(&other.latency);
         self.exchanges += other.exchanges;
         self.bytes += other.bytes;
+        self.ramp_latency.add(&other.ramp_latency);
+        self.ramp_exchanges += other.ramp_exchanges;
+        self.due += other.due;
+        self.connected += other.connected;
+        self.last_connected = self.last_connected.max(other.last_connected);
         self.sent += other.sent;
         self.failures.add(&other.failures);
         if self.first_error.is_none() {
@@ -317,8 +409,10 @@ struct ExchangeTimes {
 pub enum Schedule {
     /// Closed loop: every request is due as soon as the previous one is done.
     Immediate,
-    /// Open loop: request `k` of connection `i` (of `c`) is due at
-    /// `start + (i + k·c) / rate`, so the whole run sends evenly at `rate`.
+    /// Open loop: request `k` of connection `i` (of `c`) is number `n = i + k·c` of the
+    /// run, due when the run's cumulative count reaches `n`: at `start + n / rate`, so the
+    /// whole run sends evenly at `rate`; with a ramp of `r` seconds, the rate grows
+    /// linearly from 0 to `rate` over `r` (count `rate·t²/2r`), then stays.
     Timetable {
         /// The run's start.
         start: Instant,
@@ -328,14 +422,47 @@ pub enum Schedule {
         connections: u64,
         /// Requests per second, in total.
         rate: f64,
+        /// The ramp's length in seconds (0: none).
+        ramp: f64,
+        /// The first request number this connection owns (those due before it opened,
+        /// in a connect ramp, are nobody's).
+        first: u64,
         /// The next request's number on this connection.
         next: u64,
     },
 }
 
+/// Requests the whole run has due by `t` seconds after the start (see
+/// [`Schedule::Timetable`]).
+fn cumulative_due(rate: f64, ramp: f64, t: f64) -> f64 {
+    if t <= 0.0 {
+        0.0
+    } else if t < ramp {
+        rate * t * t / (2.0 * ramp)
+    } else {
+        rate * (t - ramp / 2.0)
+    }
+}
+
+/// When the run's request number `n` is due, in seconds after the start: the inverse of
+/// [`cumulative_due`].
+fn due_offset(rate: f64, ramp: f64, n: f64) -> f64 {
+    if ramp > 0.0 && n < rate * ramp / 2.0 {
+        (2.0 * n * ramp / rate).sqrt()
+    } else {
+        n / rate + ramp / 2.0
+    }
+}
+
 impl Schedule {
-    /// The timetable of connection `index` of `connections`.
-    pub fn new(load: Load, start: Instant, index: usize, connections: usize) -> Schedule {
+    /// The timetable of connection `index` of `connections`, with a rate ramp of `ramp`.
+    pub fn new(
+        load: Load,
+        start: Instant,
+        index: usize,
+        connections: usize,
+        ramp: Duration,
+    ) -> Schedule {
         match load {
             Load::Closed => Schedule::Immediate,
             Load::Open { rate } => Schedule::Timetable {
@@ -343,9 +470,40 @@ impl Schedule {
                 index: index as u64,
                 connections: connections.max(1) as u64,
                 rate,
+                ramp: ramp.as_secs_f64(),
+                first: 0,
                 next: 0,
             },
         }
+    }
+
+    /// Gives up the requests due before `at` (the connection opens then, in a connect
+    /// ramp): they are not sent and not counted as unsent.
+    pub fn skip_to(&mut self, at: Instant) {
+        let from = self.first_due_from(at);
+        if let Schedule::Timetable { first, next, .. } = self {
+            *next = (*next).max(from);
+            *first = *next;
+        }
+    }
+
+    /// The first request number of this connection due at or after `at`.
+    fn first_due_from(&self, at: Instant) -> u64 {
+        let Schedule::Timetable {
+            start,
+            index,
+            connections,
+            rate,
+            ramp,
+            ..
+        } = *self
+        else {
+            return 0;
+        };
+        // due(k) >= at  ⇔  i + k·c >= cumulative_due(at).
+        let offset = at.saturating_duration_since(start).as_secs_f64();
+        let k = (cumulative_due(rate, ramp, offset) - index as f64) / connections as f64;
+        if k <= 0.0 { 0 } else { k.ceil() as u64 }
     }
 
     /// When the next request is due (`None`: now, closed loop), and moves past it.
@@ -369,37 +527,34 @@ impl Schedule {
                 index,
                 connections,
                 rate,
+                ramp,
                 ..
             } => {
                 // f64 holds whole nanoseconds exactly up to 2^53 ns (104 days), and
                 // computing each due time from the start never accumulates drift.
-                let seconds = (index as f64 + k as f64 * connections as f64) / rate;
-                start + Duration::from_secs_f64(seconds)
+                let n = index as f64 + k as f64 * connections as f64;
+                start + Duration::from_secs_f64(due_offset(rate, ramp, n))
             }
         }
     }
 
     /// How many requests not yet taken are due inside `[from, end)`.
     pub fn remaining_between(&self, from: Instant, end: Instant) -> u64 {
-        let Schedule::Timetable {
-            start,
-            index,
-            connections,
-            rate,
-            next,
-        } = *self
-        else {
+        let Schedule::Timetable { next, .. } = *self else {
             return 0;
         };
-        // The first request number due at or after `at`: due(k) >= at  ⇔
-        // k >= (offset·rate − index) / connections.
-        let first_due_from = |at: Instant| -> u64 {
-            let offset = at.saturating_duration_since(start).as_secs_f64();
-            let k = (offset * rate - index as f64) / connections as f64;
-            if k <= 0.0 { 0 } else { k.ceil() as u64 }
+        let low = next.max(self.first_due_from(from));
+        self.first_due_from(end).saturating_sub(low)
+    }
+
+    /// How many requests of this connection (since it opened) are due inside
+    /// `[from, end)`, taken or not.
+    pub fn due_between(&self, from: Instant, end: Instant) -> u64 {
+        let Schedule::Timetable { first, .. } = *self else {
+            return 0;
         };
-        let low = next.max(first_due_from(from));
-        first_due_from(end).saturating_sub(low)
+        let low = first.max(self.first_due_from(from));
+        self.first_due_from(end).saturating_sub(low)
     }
 }
 
@@ -458,13 +613,20 @@ pub async fn run_connection<D: Driver>(
     index: usize,
     progress: Option<ProgressSlot>,
     latency: SharedLatency,
+    stop: CancellationToken,
 ) -> Measured {
     let mut measured = Measured::default();
-    let mut schedule = Schedule::new(plan.load, window.start, index, plan.connections);
-    {
+    let mut schedule = Schedule::new(
+        plan.load,
+        window.start,
+        index,
+        plan.connections,
+        plan.ramp_up,
+    );
+    let ended = {
         let work = drive(
             &mut driver,
-            plan,
+            (plan, index),
             window,
             &mut schedule,
             &mut measured,
@@ -473,15 +635,17 @@ pub async fn run_connection<D: Driver>(
         );
         tokio::select! {
             biased;
-            () = sleep_until(window.end) => {}
-            () = work => {}
+            () = sleep_until(window.end) => window.end,
+            () = stop.cancelled() => Instant::now().min(window.end),
+            () = work => window.end,
         }
-    }
+    };
     if let Some(started) = measured.in_flight.take() {
         measured.in_flight_at_end = 1;
-        measured.oldest_in_flight = window.end.saturating_duration_since(started);
+        measured.oldest_in_flight = ended.saturating_duration_since(started);
     }
-    measured.unsent = schedule.remaining_between(window.measure_from, window.end);
+    measured.unsent = schedule.remaining_between(window.measure_from, ended);
+    measured.due = schedule.due_between(window.measure_from, ended);
     if let Some(slot) = &progress {
         slot.note(measured.completed_total, measured.bytes_total);
     }
@@ -491,16 +655,19 @@ pub async fn run_connection<D: Driver>(
 /// The request loop of one connection; cancelled at the window's end.
 async fn drive<D: Driver>(
     driver: &mut D,
-    plan: Plan,
+    (plan, index): (Plan, usize),
     window: Window,
     schedule: &mut Schedule,
     measured: &mut Measured,
     progress: Option<&ProgressSlot>,
-    latency: &RefCell<LatencyHistogram>,
+    latency: &RefCell<Latencies>,
 ) {
     let mut watchdog = Watchdog::new(plan.timeout, window.end);
-    // Every connection starts at the same instant, however long its thread took to start.
-    sleep_until(window.start).await;
+    // Every connection starts at the same instant, however long its thread took to start
+    // (or at its place in the connect ramp).
+    let opens = plan.connection_start(&window, index);
+    sleep_until(opens).await;
+    schedule.skip_to(opens);
     loop {
         // Open loop: when this request's latency counts from (see `open_loop_start`).
         let open_start = match schedule.next_due() {
@@ -517,6 +684,7 @@ async fn drive<D: Driver>(
             continue;
         }
         let sent = Instant::now();
+        measured.ready(sent);
         let times = match open_start {
             Some((started, due)) => ExchangeTimes {
                 started,
@@ -663,15 +831,29 @@ mod tests {
             load,
             connections,
             timeout: Duration::from_secs(2),
+            ramp_up: Duration::ZERO,
+            connect_rate: None,
         };
+        run_plan(server, plan, window).await
+    }
+
+    async fn run_plan(server: FakeServer, plan: Plan, window: Window) -> Measured {
+        let connections = plan.connections;
         let latency = SharedLatency::default();
         let local = tokio::task::LocalSet::new();
         let mut total = local
             .run_until(async {
                 let tasks: Vec<_> = (0..connections)
                     .map(|i| {
-                        let connection =
-                            run_connection(server.clone(), plan, window, i, None, latency.clone());
+                        let connection = run_connection(
+                            server.clone(),
+                            plan,
+                            window,
+                            i,
+                            None,
+                            latency.clone(),
+                            CancellationToken::new(),
+                        );
                         tokio::task::spawn_local(connection)
                     })
                     .collect();
@@ -682,7 +864,9 @@ mod tests {
                 total
             })
             .await;
-        total.latency = latency.take();
+        let latencies = latency.take();
+        total.latency = latencies.steady;
+        total.ramp_latency = latencies.ramp;
         total
     }
 
@@ -841,8 +1025,8 @@ mod tests {
     #[test]
     fn timetable_interleaves_connections_evenly() {
         let start = Instant::now();
-        let mut a = Schedule::new(Load::Open { rate: 1000.0 }, start, 0, 2);
-        let mut b = Schedule::new(Load::Open { rate: 1000.0 }, start, 1, 2);
+        let mut a = Schedule::new(Load::Open { rate: 1000.0 }, start, 0, 2, Duration::ZERO);
+        let mut b = Schedule::new(Load::Open { rate: 1000.0 }, start, 1, 2, Duration::ZERO);
         let offsets = |s: &mut Schedule| -> Vec<Duration> {
             (0..3)
                 .map(|_| s.next_due().map(|d| d - start).unwrap_or_default())
@@ -854,7 +1038,10 @@ mod tests {
         assert_eq!(a.remaining_between(start + 9 * MS, start + 19 * MS), 5);
         // Those already taken (0, 2, 4) are not counted again.
         assert_eq!(a.remaining_between(start, start + 7 * MS), 1);
-        assert_eq!(Schedule::new(Load::Closed, start, 0, 1).next_due(), None);
+        assert_eq!(
+            Schedule::new(Load::Closed, start, 0, 1, Duration::ZERO).next_due(),
+            None
+        );
     }
 
     #[test]
@@ -869,5 +1056,66 @@ mod tests {
         assert_eq!(FailureKind::of(&reset), FailureKind::Reset);
         let other = Error::Usage("x".into());
         assert_eq!(FailureKind::of(&other), FailureKind::Other);
+    }
+
+    #[test]
+    fn a_ramp_grows_the_rate_linearly_then_holds_it() {
+        let start = Instant::now();
+        let ramp = Duration::from_secs(2);
+        let mut a = Schedule::new(Load::Open { rate: 100.0 }, start, 0, 1, ramp);
+        // The ramp's 2 s carry rate·ramp/2 = 100 requests, the next second 100 more.
+        assert_eq!(a.due_between(start, start + ramp), 100);
+        assert_eq!(a.due_between(start + ramp, start + 3 * ramp / 2), 100);
+        // A quarter of the ramp's requests in its first half (the count grows as t²).
+        assert_eq!(a.due_between(start, start + Duration::from_secs(1)), 25);
+        let offsets: Vec<_> = (0..3)
+            .filter_map(|_| a.next_due())
+            .map(|d| d - start)
+            .collect();
+        assert_eq!(offsets[0], Duration::ZERO);
+        assert!(offsets[1] > offsets[2] - offsets[1], "{offsets:?}");
+        // A connection that opens late owns only what is due after it opens.
+        let mut late = Schedule::new(Load::Open { rate: 100.0 }, start, 0, 1, Duration::ZERO);
+        late.skip_to(start + Duration::from_secs(1));
+        assert_eq!(late.due_between(start, start + Duration::from_secs(2)), 100);
+        assert_eq!(
+            late.remaining_between(start, start + Duration::from_secs(2)),
+            100
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ramp_reports_its_exchanges_apart() {
+        let plan = Plan {
+            load: Load::Open { rate: 100.0 },
+            connections: 2,
+            timeout: Duration::from_secs(2),
+            ramp_up: Duration::from_secs(1),
+            connect_rate: None,
+        };
+        let w = window(Duration::ZERO, Duration::from_secs(2)).with_ramp(plan.ramp_up);
+        let measured = run_plan(FakeServer::new(MS), plan, w).await;
+        // 50 requests during the ramp, 100 in the steady second after it.
+        assert!((49..=50).contains(&measured.ramp_exchanges), "{measured:?}");
+        assert!((99..=100).contains(&measured.exchanges), "{measured:?}");
+        assert_eq!(measured.latency.count(), measured.exchanges);
+        assert_eq!(measured.ramp_latency.count(), measured.ramp_exchanges);
+        assert_eq!(measured.due, 150);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_ramp_opens_connections_at_its_pace() {
+        let plan = Plan {
+            load: Load::Closed,
+            connections: 10,
+            timeout: Duration::from_secs(2),
+            ramp_up: Duration::ZERO,
+            connect_rate: Some(5.0),
+        };
+        let w = window(Duration::ZERO, Duration::from_secs(3));
+        let measured = run_plan(FakeServer::new(MS), plan, w).await;
+        assert_eq!(measured.connected, 10);
+        let last = measured.last_connected.map(|t| t - w.start);
+        assert_eq!(last, Some(Duration::from_millis(1800)));
     }
 }

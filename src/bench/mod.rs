@@ -15,9 +15,15 @@
 //! trait over real sockets; [`histogram`] holds latencies; [`report`] turns the tallies
 //! into a [`Report`] (human table, JSON, merge); [`progress`] draws the bar.
 //!
-//! Flow: [`BenchOptions`] → [`run`]: one tokio task per connection, each with its own
-//! driver, buffers and histogram → at the end the tasks' [`measure::Measured`] are added
-//! up → [`Report::of_run`].
+//! Any payload ([`driver::Messages`]) and reply rule ([`driver::ReplyMatcher`]) run over
+//! the stream patterns; open loop takes a total rate, optionally ramped up
+//! ([`BenchOptions::ramp_up`], its exchanges reported apart), and connections may open at
+//! a set pace ([`BenchOptions::connect_rate`]).
+//!
+//! Flow: [`BenchOptions`] → [`run`] (or [`run_until`], which a Ctrl-C ends early with a
+//! partial report): one tokio task per connection, each with its own driver and buffers,
+//! one histogram per thread → at the end the tasks' [`measure::Measured`] are added up →
+//! [`Report::of_run`].
 
 pub mod driver;
 pub mod histogram;
@@ -40,9 +46,12 @@ use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::transport::tls::ClientTls;
 use crate::transport::{ConnectOptions, MAX_DATAGRAM};
-use driver::{DatagramDriver, EchoDriver, HelloDriver, ReplyLength, StreamDriver, Target};
+use driver::{
+    DatagramDriver, EchoDriver, HelloDriver, Messages, ReplyEnd, ReplyMatcher, StreamDriver, Target,
+};
 use measure::{Measured, Plan, SharedLatency, Window, run_connection};
 use progress::{Progress, RateUnit};
+use tokio_util::sync::CancellationToken;
 
 /// Most connections one run opens: beyond this, memory (a histogram and buffers each)
 /// and file descriptors run out before the server does.
@@ -157,12 +166,18 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Traffic before measuring starts (connections opened, caches warm), not counted.
     pub warmup: Duration,
-    /// The request (or the chunk each stream write sends).
-    pub request: Bytes,
-    /// When a reply is complete.
-    pub reply: ReplyLength,
+    /// The requests sent in turn (or the chunks stream writes send), and what each
+    /// connection sends once first.
+    pub messages: Messages,
+    /// When a reply is complete, and whether it is the right one.
+    pub reply: ReplyMatcher,
     /// Closed or open loop.
     pub load: Load,
+    /// Open loop: the total rate grows linearly from 0 over this span from the start
+    /// (zero: none).
+    pub ramp_up: Duration,
+    /// Connections opened per second from the start (`None`: all at once).
+    pub connect_rate: Option<f64>,
     /// How long one reply (or one connect) may take before it counts as a timeout.
     pub timeout: Duration,
     /// Whether to draw a progress bar.
@@ -192,8 +207,8 @@ impl BenchOptions {
         let pattern = pattern.unwrap_or_else(|| Pattern::default_for(&endpoint));
         let request = pattern.default_request(&endpoint);
         let reply = match pattern {
-            Pattern::Echo => ReplyLength::Bytes(request.len()),
-            _ => ReplyLength::FirstRead,
+            Pattern::Echo => ReplyEnd::SameAsRequest,
+            _ => ReplyEnd::FirstRead,
         };
         BenchOptions {
             endpoint,
@@ -201,9 +216,11 @@ impl BenchOptions {
             connections: 10,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
-            request,
-            reply,
+            messages: Messages::one(request),
+            reply: ReplyMatcher::ending(reply),
             load: Load::Closed,
+            ramp_up: Duration::ZERO,
+            connect_rate: None,
             timeout: Duration::from_secs(2),
             progress: ProgressDisplay::Hidden,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -211,13 +228,21 @@ impl BenchOptions {
         }
     }
 
-    /// Replaces the request with `size` bytes of filler (echo then expects `size` back).
+    /// Replaces the request with `size` bytes of filler (echo expects as many back).
     pub fn with_size(mut self, size: usize) -> BenchOptions {
-        self.request = filler(size);
-        if self.pattern == Pattern::Echo {
-            self.reply = ReplyLength::Bytes(size);
-        }
+        self.messages.each = Arc::from(vec![filler(size)]);
         self
+    }
+
+    /// How long the connect ramp takes to open every connection (zero without one).
+    pub fn connect_ramp(&self) -> Duration {
+        match self.connect_rate {
+            Some(rate) if rate.is_finite() && rate > 0.0 => {
+                Duration::try_from_secs_f64(self.connections.saturating_sub(1) as f64 / rate)
+                    .unwrap_or(Duration::MAX)
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     /// The open-loop rate, if any.
@@ -258,15 +283,36 @@ impl BenchOptions {
         if self.timeout.is_zero() {
             return usage("--timeout must be more than 0".into());
         }
-        let size = self.request.len();
         let max_size = if self.pattern.is_datagram() {
             MAX_DATAGRAM
         } else {
             MAX_STREAM_SIZE
         };
-        if size == 0 || size > max_size {
-            return usage(format!("--size must be between 1 and {max_size} bytes"));
+        let sizes_fit = |m: &Bytes| !m.is_empty() && m.len() <= max_size;
+        if self.messages.each.is_empty() || !self.messages.each.iter().all(sizes_fit) {
+            return usage(format!(
+                "every message (--size, --message, --message-file) must be between 1 and \
+                 {max_size} bytes"
+            ));
         }
+        if let Some(first) = &self.messages.first {
+            if self.pattern.is_datagram() {
+                return usage(
+                    "--first-message applies to stream patterns (a connection's handshake or \
+                     login); datagrams have no connection"
+                        .into(),
+                );
+            }
+            if !sizes_fit(first) {
+                return usage(format!(
+                    "--first-message must be between 1 and {max_size} bytes"
+                ));
+            }
+        }
+        if self.reply.end == ReplyEnd::Match && self.reply.regex.is_none() {
+            return usage("a reply that ends at a regex match needs --reply-regex".into());
+        }
+        self.validate_ramps()?;
         if let Load::Open { rate } = self.load {
             if self.pattern == Pattern::Stream {
                 return usage(
@@ -281,6 +327,71 @@ impl BenchOptions {
         }
         Ok(())
     }
+
+    /// Checks `--ramp-up` and `--connect-rate` against the load and the run's length.
+    fn validate_ramps(&self) -> Result<()> {
+        let usage = |text: String| Err(Error::Usage(text));
+        let run = self.warmup + self.duration;
+        if !self.ramp_up.is_zero() {
+            if self.load == Load::Closed {
+                return usage(
+                    "--ramp-up ramps a rate: give --rate or --rate-per-conn as well".into(),
+                );
+            }
+            if self.ramp_up >= run {
+                return usage(format!(
+                    "--ramp-up {} is not shorter than the run ({} warm-up + {} measured); \
+                     shorten it or raise --duration",
+                    humantime::format_duration(self.ramp_up),
+                    humantime::format_duration(self.warmup),
+                    humantime::format_duration(self.duration)
+                ));
+            }
+        }
+        if let Some(rate) = self.connect_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return usage(
+                    "--connect-rate must be a number of connections per second above 0".into(),
+                );
+            }
+            let ramp = self.connect_ramp();
+            if ramp >= run {
+                return usage(format!(
+                    "--connect-rate {rate}/s opens {} connections in {:.1} s, not shorter than \
+                     the run ({} warm-up + {} measured); raise the rate or --duration",
+                    self.connections,
+                    ramp.as_secs_f64(),
+                    humantime::format_duration(self.warmup),
+                    humantime::format_duration(self.duration)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ending {
+    /// It ran its full duration.
+    #[default]
+    Complete,
+    /// It was stopped early (Ctrl-C): the report covers the span up to then.
+    Interrupted,
+}
+
+/// The time line a finished run covered, for its report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunSpan {
+    /// The measured span (shorter than asked when interrupted).
+    pub measured: Duration,
+    /// The part of it after the rate ramp: what the main figures cover.
+    pub steady: Duration,
+    /// Whether the run went to its end.
+    pub ending: Ending,
+    /// From the start until the last connection got ready (with a connect ramp, how long
+    /// the ramp took); `None` if none did.
+    pub all_connected_after: Option<Duration>,
 }
 
 /// Runs a benchmark to its end and reports what it measured.
@@ -295,13 +406,23 @@ impl BenchOptions {
 /// [`Error::Usage`] for options that do not fit together (see
 /// [`BenchOptions::validate`]); [`Error::Io`] if a thread or its runtime cannot start.
 pub async fn run(options: &BenchOptions) -> Result<Outcome> {
+    run_until(options, CancellationToken::new()).await
+}
+
+/// [`run`], stopped early when `stop` is cancelled (Ctrl-C): the report then covers the
+/// span up to that moment and says it is partial.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Result<Outcome> {
     options.validate()?;
     let share = Share {
         pattern: options.pattern,
+        stop: stop.clone(),
         target: Target {
             endpoint: Arc::new(options.endpoint.clone()),
-            request: options.request.clone(),
-            reply: options.reply,
+            messages: options.messages.clone(),
+            reply: options.reply.clone(),
             connect: ConnectOptions {
                 timeout: options.timeout,
                 tls: options.tls.clone(),
@@ -311,6 +432,8 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
             load: options.load,
             connections: options.connections,
             timeout: options.timeout,
+            ramp_up: options.ramp_up,
+            connect_rate: options.connect_rate,
         },
     };
     ensure_open_files(options.connections as u64 + SPARE_FILES);
@@ -320,7 +443,8 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
         engine.ready().await?;
     }
     let start = tokio::time::Instant::now() + START_DELAY;
-    let window = Window::starting_at(start, options.warmup, options.duration);
+    let window =
+        Window::starting_at(start, options.warmup, options.duration).with_ramp(options.ramp_up);
     let progress = match options.progress {
         ProgressDisplay::Bar => Some(Progress::start(
             options.connections,
@@ -332,17 +456,32 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
     for engine in &mut engines {
         engine.start(window, progress.as_ref());
     }
-    let (cpu, busiest_thread) = cpu_used_while_measuring(&window).await;
+    let (cpu, busiest_thread, ended) = cpu_used_while_measuring(&window, &stop).await;
+    let measured = gather(engines, ended + STOP_GRACE).await;
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    let measured_span = ended.saturating_duration_since(window.measure_from);
+    let span = RunSpan {
+        measured: measured_span,
+        steady: ended.saturating_duration_since(window.steady_from),
+        ending: if ended < window.end {
+            Ending::Interrupted
+        } else {
+            Ending::Complete
+        },
+        all_connected_after: measured
+            .last_connected
+            .map(|at| at.saturating_duration_since(window.start)),
+    };
+    // CPU over the span it was measured on, so the share of a core stays right when a
+    // run is cut short.
     let loadgen = LoadgenCpu {
         threads,
         cpu,
         busiest_thread,
     };
-    let measured = gather(engines, window.end + STOP_GRACE).await;
-    if let Some(progress) = progress {
-        progress.finish();
-    }
-    let report = Report::of_run(options, &measured, loadgen);
+    let report = Report::of_run(options, &measured, loadgen, span);
     Ok(Outcome {
         report,
         first_error: measured.first_error,
@@ -370,11 +509,24 @@ fn rate_unit(pattern: Pattern) -> RateUnit {
 /// Waits out the run, returning the CPU time the process used during the measured span,
 /// and that of its busiest thread: how close the load generator came to being the limit
 /// itself (one saturated thread is a limit even when the total looks moderate).
-async fn cpu_used_while_measuring(window: &Window) -> (Duration, Duration) {
-    tokio::time::sleep_until(window.measure_from).await;
+///
+/// Returns early when `stop` is cancelled, with the instant the run ended.
+async fn cpu_used_while_measuring(
+    window: &Window,
+    stop: &CancellationToken,
+) -> (Duration, Duration, tokio::time::Instant) {
+    tokio::select! {
+        () = tokio::time::sleep_until(window.measure_from) => {}
+        () = stop.cancelled() => {
+            return (Duration::ZERO, Duration::ZERO, tokio::time::Instant::now().min(window.end));
+        }
+    }
     let before = process_cpu_time();
     let threads_before = thread_cpu_times();
-    tokio::time::sleep_until(window.end).await;
+    let ended = tokio::select! {
+        () = tokio::time::sleep_until(window.end) => window.end,
+        () = stop.cancelled() => tokio::time::Instant::now().min(window.end),
+    };
     let total = process_cpu_time().saturating_sub(before);
     let busiest = thread_cpu_times()
         .iter()
@@ -387,7 +539,7 @@ async fn cpu_used_while_measuring(window: &Window) -> (Duration, Duration) {
         })
         .max()
         .unwrap_or_default();
-    (total, busiest.min(total))
+    (total, busiest.min(total), ended)
 }
 
 /// CPU time (user + system) of every thread of this process, from `/proc/self/task`
@@ -506,6 +658,8 @@ fn process_cpu_time() -> Duration {
 struct Share {
     /// Which driver to build.
     pattern: Pattern,
+    /// Cancelled to end the run early (Ctrl-C).
+    stop: CancellationToken,
     /// Where and what to send.
     target: Target,
     /// Loop, connection count, timeout.
@@ -611,33 +765,40 @@ async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
                 let target = share.target.clone();
                 let plan = share.plan;
                 let latency = latency.clone();
+                let stop = share.stop.clone();
                 match share.pattern {
                     Pattern::Hello => {
                         let driver = HelloDriver::new(target);
-                        tasks
-                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                        tasks.spawn_local(run_connection(
+                            driver, plan, window, index, slot, latency, stop,
+                        ))
                     }
                     Pattern::Echo => {
                         let driver = EchoDriver::new(target);
-                        tasks
-                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                        tasks.spawn_local(run_connection(
+                            driver, plan, window, index, slot, latency, stop,
+                        ))
                     }
                     Pattern::Stream => {
                         let driver = StreamDriver::new(target);
-                        tasks
-                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                        tasks.spawn_local(run_connection(
+                            driver, plan, window, index, slot, latency, stop,
+                        ))
                     }
                     Pattern::Udp => {
                         let driver = DatagramDriver::new(target);
-                        tasks
-                            .spawn_local(run_connection(driver, plan, window, index, slot, latency))
+                        tasks.spawn_local(run_connection(
+                            driver, plan, window, index, slot, latency, stop,
+                        ))
                     }
                 };
             }
             collect(tasks, window.end + STOP_GRACE).await
         })
         .await;
-    measured.latency = latency.take();
+    let latencies = latency.take();
+    measured.latency = latencies.steady;
+    measured.ramp_latency = latencies.ramp;
     measured
 }
 
@@ -686,13 +847,13 @@ mod tests {
     fn defaults_are_the_notes_exchange() {
         let tcp = options("tcp", None);
         assert_eq!(tcp.pattern, Pattern::Hello);
-        assert_eq!(&tcp.request[..], b"hello tcp server");
+        assert_eq!(&tcp.messages.each[0][..], b"hello tcp server");
         let udp = options("udp", None);
         assert_eq!(udp.pattern, Pattern::Udp);
-        assert_eq!(&udp.request[..], b"hello udp server");
+        assert_eq!(&udp.messages.each[0][..], b"hello udp server");
         let echo = options("tcp", Some(Pattern::Echo)).with_size(100);
-        assert_eq!(echo.reply, ReplyLength::Bytes(100));
-        assert_eq!(&echo.request[..4], b"abcd");
+        assert_eq!(echo.reply.end, ReplyEnd::SameAsRequest);
+        assert_eq!(&echo.messages.each[0][..4], b"abcd");
         assert!(tcp.validate().is_ok() && udp.validate().is_ok() && echo.validate().is_ok());
     }
 
@@ -711,6 +872,17 @@ mod tests {
         assert!(message(zero).is_some_and(|m| m.contains("--connections")));
         let big = options("udp", None).with_size(MAX_DATAGRAM + 1);
         assert!(message(big).is_some_and(|m| m.contains("--size")));
+        let mut ramp = options("tcp", None);
+        ramp.load = Load::Open { rate: 10.0 };
+        ramp.ramp_up = ramp.warmup + ramp.duration;
+        assert!(message(ramp).is_some_and(|m| m.contains("--ramp-up")));
+        let mut connect = options("tcp", None);
+        connect.connections = 100;
+        connect.connect_rate = Some(5.0);
+        assert!(message(connect).is_some_and(|m| m.contains("--connect-rate")));
+        let mut first = options("udp", None);
+        first.messages.first = Some(Bytes::from_static(b"hi"));
+        assert!(message(first).is_some_and(|m| m.contains("--first-message")));
         let mut nan = options("tcp", None);
         nan.load = Load::Open { rate: f64::NAN };
         assert!(message(nan).is_some_and(|m| m.contains("--rate")));

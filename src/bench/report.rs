@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::histogram::{self, LatencyHistogram};
 use super::measure::{FailureCounts, Measured};
-use super::{BenchOptions, LoadgenCpu, Pattern};
+use super::{BenchOptions, Ending, LoadgenCpu, Pattern, RunSpan};
 
 /// The value of [`Report::format`] this version writes and reads.
 pub const FORMAT: &str = "sockit-bench/1";
@@ -84,6 +84,53 @@ pub struct Report {
     pub loadgen_busiest_thread_percent: f64,
     /// The full latency histogram, so reports can be merged without losing precision.
     pub histogram: EncodedHistogram,
+    /// The run was interrupted (Ctrl-C): the figures cover the span up to then
+    /// (merged: any run partial).
+    #[serde(default)]
+    pub partial: bool,
+    /// With `--ramp-up`: the exchanges completed in the measured span while the rate was
+    /// still ramping, kept out of the main figures, which are the steady state's.
+    #[serde(default)]
+    pub ramp: Option<RampFigures>,
+    /// With `--connect-rate`: connections opened per second (merged: summed).
+    #[serde(default)]
+    pub connect_rate_per_s: Option<f64>,
+    /// Connections that got connected at least once (merged: summed).
+    #[serde(default)]
+    pub connected: u64,
+    /// Seconds from the start until the last of those connected: how long a connect ramp
+    /// took (merged: the longest).
+    #[serde(default)]
+    pub all_connected_after_s: Option<f64>,
+    /// Set when the load generator itself may be what limited the run; the table says
+    /// why in words.
+    #[serde(default)]
+    pub loadgen_limit: Option<LoadgenLimit>,
+}
+
+/// The exchanges of a rate ramp, reported apart from the steady state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RampFigures {
+    /// The ramp's length, from the start of traffic.
+    pub ramp_up_s: f64,
+    /// Exchanges completed in the measured span during the ramp.
+    pub exchanges: u64,
+    /// Their latency figures.
+    pub latency_us: LatencyFigures,
+    /// Their histogram.
+    pub histogram: EncodedHistogram,
+}
+
+/// Why the load generator, not the server, may have been the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadgenLimit {
+    /// A load generator thread saturated its core.
+    Cpu,
+    /// The open-loop rate was not reached.
+    Rate,
+    /// Both.
+    CpuAndRate,
 }
 
 /// Closed or open loop, as written in reports.
@@ -132,6 +179,9 @@ pub struct ErrorFigures {
     pub timeout: u64,
     /// The peer closed before the whole reply, or a datagram reply was too short.
     pub short_reply: u64,
+    /// A reply the reply matcher refused (`--reply-regex`, no `--reply-until` delimiter).
+    #[serde(default)]
+    pub mismatch: u64,
     /// Anything else.
     pub other: u64,
     /// All of the above.
@@ -220,6 +270,7 @@ impl From<FailureCounts> for ErrorFigures {
             reset: counts.reset,
             timeout: counts.timeout,
             short_reply: counts.short_reply,
+            mismatch: counts.mismatch,
             other: counts.other,
             total: counts.total(),
         }
@@ -233,6 +284,7 @@ impl ErrorFigures {
         self.reset += other.reset;
         self.timeout += other.timeout;
         self.short_reply += other.short_reply;
+        self.mismatch += other.mismatch;
         self.other += other.other;
         self.total += other.total;
     }
@@ -268,11 +320,17 @@ impl EncodedHistogram {
 
 impl Report {
     /// The report of one finished run.
-    pub fn of_run(options: &BenchOptions, measured: &Measured, loadgen: LoadgenCpu) -> Report {
-        let seconds = options.duration.as_secs_f64();
+    pub fn of_run(
+        options: &BenchOptions,
+        measured: &Measured,
+        loadgen: LoadgenCpu,
+        span: RunSpan,
+    ) -> Report {
+        let seconds = span.measured.as_secs_f64();
+        let steady_seconds = span.steady.as_secs_f64();
         let per_second = |n: u64| {
-            if seconds > 0.0 {
-                n as f64 / seconds
+            if steady_seconds > 0.0 {
+                n as f64 / steady_seconds
             } else {
                 0.0
             }
@@ -285,14 +343,20 @@ impl Report {
                 percent: percent(lost, measured.sent),
             }
         });
-        let rate_reached = target_rate.map(|rate| {
+        let rate_reached = target_rate.map(|_| {
             // Each connection may be mid-request at either edge of the window.
-            let scheduled = rate * seconds;
+            let scheduled = measured.due as f64;
             let allowance = (0.05 * scheduled).max(options.connections as f64);
             measured.sent as f64 + allowance >= scheduled
         });
         let bytes_per_s = per_second(measured.bytes);
-        Report {
+        let ramp = (!options.ramp_up.is_zero()).then(|| RampFigures {
+            ramp_up_s: options.ramp_up.as_secs_f64(),
+            exchanges: measured.ramp_exchanges,
+            latency_us: LatencyFigures::of(&measured.ramp_latency),
+            histogram: EncodedHistogram::of(&measured.ramp_latency),
+        });
+        let mut report = Report {
             format: FORMAT.into(),
             target: options.endpoint.to_string(),
             pattern: options.pattern,
@@ -303,7 +367,7 @@ impl Report {
             },
             target_rate_per_s: target_rate,
             connections: options.connections as u64,
-            size_bytes: options.request.len() as u64,
+            size_bytes: options.messages.longest() as u64,
             warmup_s: options.warmup.as_secs_f64(),
             duration_s: seconds,
             runs: 1,
@@ -334,6 +398,27 @@ impl Report {
                 0.0
             },
             histogram: EncodedHistogram::of(&measured.latency),
+            partial: span.ending == Ending::Interrupted,
+            ramp,
+            connect_rate_per_s: options.connect_rate,
+            connected: measured.connected,
+            all_connected_after_s: span.all_connected_after.map(|d| d.as_secs_f64()),
+            loadgen_limit: None,
+        };
+        report.loadgen_limit = report.limit();
+        report
+    }
+
+    /// Whether the figures show the load generator as a possible limit.
+    fn limit(&self) -> Option<LoadgenLimit> {
+        let cpu = self.loadgen_threads > 0
+            && self.loadgen_busiest_thread_percent >= SATURATED_CORE_PERCENT;
+        let rate = self.rate_reached == Some(false);
+        match (cpu, rate) {
+            (true, true) => Some(LoadgenLimit::CpuAndRate),
+            (true, false) => Some(LoadgenLimit::Cpu),
+            (false, true) => Some(LoadgenLimit::Rate),
+            (false, false) => None,
         }
     }
 
@@ -389,6 +474,8 @@ impl Report {
             merged.add(report);
         }
         merged.target = targets.join(", ");
+        merged.ramp = merge_ramps(reports)?;
+        merged.loadgen_limit = merged.limit();
         merged.latency_us = LatencyFigures::of(&histogram);
         merged.histogram = EncodedHistogram::of(&histogram);
         if let Some(lost) = merged.lost.as_mut() {
@@ -439,6 +526,17 @@ impl Report {
         self.loadgen_busiest_thread_percent = self
             .loadgen_busiest_thread_percent
             .max(other.loadgen_busiest_thread_percent);
+        self.partial |= other.partial;
+        self.connect_rate_per_s = match (self.connect_rate_per_s, other.connect_rate_per_s) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.connected += other.connected;
+        self.all_connected_after_s = match (self.all_connected_after_s, other.all_connected_after_s)
+        {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// The human table printed on stdout: one figure per line, label then value.
@@ -462,15 +560,29 @@ impl Report {
                 }
             ),
         );
+        if self.partial {
+            line(
+                "partial",
+                format!(
+                    "yes: interrupted, the figures cover the first {} measured",
+                    seconds(self.duration_s)
+                ),
+            );
+        }
         if let Some(rate) = self.target_rate_per_s {
             let verdict = match self.rate_reached {
                 Some(false) => "NOT reached",
                 _ => "reached",
             };
+            let over = if self.ramp.is_some() {
+                " over the span, ramp included"
+            } else {
+                ""
+            };
             line(
                 "rate",
                 format!(
-                    "target {}/s, sent {}/s: {verdict}",
+                    "target {}/s, sent {}/s{over}: {verdict}",
                     number(rate),
                     number(self.sent as f64 / self.duration_s.max(f64::MIN_POSITIVE))
                 ),
@@ -518,10 +630,48 @@ impl Report {
         line(
             "errors",
             format!(
-                "{} (refused {}, reset {}, timeout {}, short reply {}, other {})",
-                e.total, e.refused, e.reset, e.timeout, e.short_reply, e.other
+                "{} (refused {}, reset {}, timeout {}, short reply {}, mismatch {}, other {})",
+                e.total, e.refused, e.reset, e.timeout, e.short_reply, e.mismatch, e.other
             ),
         );
+        if let Some(ramp) = &self.ramp {
+            line(
+                "ramp",
+                format!(
+                    "{} up to the full rate, {} exchanges in the measured span, kept out of \
+                     the figures above",
+                    seconds(ramp.ramp_up_s),
+                    ramp.exchanges
+                ),
+            );
+            if ramp.latency_us.count > 0 {
+                let l = &ramp.latency_us;
+                line(
+                    "ramp latency",
+                    format!(
+                        "p50 {}, p99 {}, max {}",
+                        micros(l.p50),
+                        micros(l.p99),
+                        micros(l.max)
+                    ),
+                );
+            }
+        }
+        if let Some(rate) = self.connect_rate_per_s {
+            let after = self.all_connected_after_s.map_or_else(
+                || "none connected".to_string(),
+                |s| format!("all in {}", seconds(s)),
+            );
+            line(
+                "connect ramp",
+                format!(
+                    "{}/s: {} of {} connected, {after}",
+                    number(rate),
+                    self.connected,
+                    self.connections
+                ),
+            );
+        }
         if let Some(lost) = self.lost {
             line(
                 "lost",
@@ -555,6 +705,9 @@ impl Report {
                 "load generator",
                 format!("{}{per_exchange}", self.loadgen_cpu_words()),
             );
+        }
+        if let Some(limit) = self.loadgen_limit {
+            line("limit", self.limit_words(limit));
         }
         if self.in_flight_at_end > 0 {
             line(
@@ -606,6 +759,28 @@ impl Report {
         )
     }
 
+    /// The load generator's limit in words, for the table.
+    fn limit_words(&self, limit: LoadgenLimit) -> String {
+        let cpu = || {
+            format!(
+                "a load generator thread used {:.0}% of its core",
+                self.loadgen_busiest_thread_percent
+            )
+        };
+        let rate = || {
+            format!(
+                "the target rate was not reached ({} requests never went out)",
+                self.unsent
+            )
+        };
+        let why = match limit {
+            LoadgenLimit::Cpu => cpu(),
+            LoadgenLimit::Rate => rate(),
+            LoadgenLimit::CpuAndRate => format!("{}, and {}", cpu(), rate()),
+        };
+        format!("the load generator, not the server, may be the bottleneck: {why}")
+    }
+
     /// The warning to print when a load generator thread saturated its core, so the
     /// figures may describe the load generator rather than the server.
     pub fn loadgen_warning(&self) -> Option<String> {
@@ -636,6 +811,28 @@ impl Report {
             self.unsent
         ))
     }
+}
+
+/// The ramps of several reports added up (their histograms added).
+fn merge_ramps(reports: &[Report]) -> Result<Option<RampFigures>, ReportError> {
+    let mut merged: Option<(RampFigures, LatencyHistogram)> = None;
+    for ramp in reports.iter().filter_map(|r| r.ramp.as_ref()) {
+        let histogram = ramp.histogram.decode()?;
+        merged = Some(match merged {
+            None => (ramp.clone(), histogram),
+            Some((mut sum, mut sum_histogram)) => {
+                sum.ramp_up_s = sum.ramp_up_s.max(ramp.ramp_up_s);
+                sum.exchanges += ramp.exchanges;
+                sum_histogram.add(&histogram);
+                (sum, sum_histogram)
+            }
+        });
+    }
+    Ok(merged.map(|(mut ramp, histogram)| {
+        ramp.latency_us = LatencyFigures::of(&histogram);
+        ramp.histogram = EncodedHistogram::of(&histogram);
+        ramp
+    }))
 }
 
 /// A thread busy this share of the time (percent of one core) is taken as saturated.
@@ -746,6 +943,12 @@ mod tests {
             loadgen_cpu_percent: 25.0,
             loadgen_busiest_thread_percent: 25.0,
             histogram: EncodedHistogram::of(&histogram),
+            partial: false,
+            ramp: None,
+            connect_rate_per_s: None,
+            connected: 2,
+            all_connected_after_s: Some(0.0),
+            loadgen_limit: None,
         }
     }
 

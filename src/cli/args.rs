@@ -827,8 +827,8 @@ pub struct BenchArgs {
     pub size: Option<u64>,
 
     /// Open loop: this many requests per second in total, on a fixed timetable.
-    #[arg(short, long, value_name = "PER_SECOND", value_parser = parse_rate)]
-    pub rate: Option<f64>,
+    #[arg(short, long, value_name = "PER_SECOND", allow_hyphen_values = true)]
+    pub rate: Option<String>,
 
     /// A reply (or a connect) slower than this counts as a timeout; for udp, a loss.
     #[arg(short, long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
@@ -844,6 +844,65 @@ pub struct BenchArgs {
     /// and the table goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+
+    /// The request to send, with escapes \n \r \t \\ \xNN (echo then expects as many
+    /// bytes back).
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true,
+          conflicts_with_all = ["size", "message_file"])]
+    pub message: Option<String>,
+
+    /// Read the request from FILE; with --message-delimiter, several requests sent in
+    /// turn.
+    #[arg(long, value_name = "FILE", conflicts_with = "size")]
+    pub message_file: Option<std::path::PathBuf>,
+
+    /// Split --message-file into several requests at D (escapes as in --message; D
+    /// itself is not sent).
+    #[arg(
+        long,
+        value_name = "D",
+        requires = "message_file",
+        allow_hyphen_values = true
+    )]
+    pub message_delimiter: Option<String>,
+
+    /// Sent once on each new connection before its first request (a handshake or a
+    /// login); its reply is read and not checked against --reply-regex.
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub first_message: Option<String>,
+
+    /// A reply is complete at this delimiter (escapes as in --message).
+    #[arg(
+        long,
+        value_name = "DELIM",
+        conflicts_with = "reply_size",
+        allow_hyphen_values = true
+    )]
+    pub reply_until: Option<String>,
+
+    /// Every reply must match this regex, or it counts as a mismatch; alone, a reply is
+    /// complete as soon as what arrived matches.
+    #[arg(long, value_name = "RE", allow_hyphen_values = true)]
+    pub reply_regex: Option<String>,
+
+    /// Open loop: this many requests per second on each connection (tcpkali -r); the
+    /// total is this times --connections.
+    #[arg(
+        long,
+        value_name = "PER_SECOND",
+        conflicts_with = "rate",
+        allow_hyphen_values = true
+    )]
+    pub rate_per_conn: Option<String>,
+
+    /// Open the connections at this pace from the start ("50/s" or "50").
+    #[arg(long, value_name = "N/s", allow_hyphen_values = true)]
+    pub connect_rate: Option<String>,
+
+    /// Open loop: raise the total rate linearly from 0 over DURATION from the start;
+    /// latency during the ramp is reported apart from the steady state.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub ramp_up: Option<String>,
 
     /// How a tls:// server is checked.
     #[command(flatten)]

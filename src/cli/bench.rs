@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 
 use super::args::{BenchArgs, BenchCommand, GlobalArgs, MergeArgs};
 use super::config::{client_target, client_tls};
-use crate::bench::driver::ReplyLength;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::args::parse_duration;
+use crate::bench::driver::{ReplyEnd, ReplyMatcher};
 use crate::bench::{self, BenchOptions, Load, Pattern, ProgressDisplay, Report};
 use crate::error::{Error, Result};
 
@@ -34,20 +38,36 @@ impl BenchArgs {
         if let Some(size) = self.size {
             options = options.with_size(to_usize(size, "--size")?);
         }
-        if let Some(reply_size) = self.reply_size {
-            if options.pattern == Pattern::Stream {
-                return Err(Error::Usage(
-                    "--reply-size does not apply to the stream pattern, which reads nothing".into(),
-                ));
-            }
-            options.reply = ReplyLength::Bytes(to_usize(reply_size, "--reply-size")?);
-        }
+        self.set_messages(&mut options)?;
+        self.set_reply(&mut options)?;
         options.connections = to_usize(self.connections, "--connections")?;
         options.duration = self.duration;
         options.warmup = self.warmup;
         options.timeout = self.timeout;
-        if let Some(rate) = self.rate {
+        if let Some(text) = &self.rate {
+            let rate = positive_rate(text, "--rate", "requests")?;
             options.load = Load::Open { rate };
+        }
+        if let Some(text) = &self.rate_per_conn {
+            let per_connection = positive_rate(text, "--rate-per-conn", "requests")?;
+            options.load = Load::Open {
+                rate: per_connection * options.connections as f64,
+            };
+        }
+        if let Some(text) = &self.connect_rate {
+            let text = text.trim();
+            let number = text.strip_suffix("/s").unwrap_or(text);
+            options.connect_rate = Some(positive_rate(number, "--connect-rate", "connections")?);
+        }
+        if let Some(text) = &self.ramp_up {
+            options.ramp_up = parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--ramp-up {text:?}: write a duration above 0, such as 2s or 500ms"
+                    ))
+                })?;
         }
         let json_on_stdout = self.json.as_deref() == Some(Path::new("-"));
         options.progress = if std::io::stdout().is_terminal() && !json_on_stdout {
@@ -61,6 +81,186 @@ impl BenchArgs {
             json: self.json,
         })
     }
+}
+
+impl BenchArgs {
+    /// `--message`, `--message-file` (with `--message-delimiter`) and `--first-message`.
+    fn set_messages(&self, options: &mut BenchOptions) -> Result<()> {
+        let mut messages = Vec::new();
+        if let Some(text) = &self.message {
+            messages.push(non_empty(unescape(text, "--message")?, "--message")?);
+        }
+        if let Some(path) = &self.message_file {
+            let content = std::fs::read(path).map_err(|e| {
+                Error::Usage(format!(
+                    "cannot read --message-file {}: {}",
+                    path.display(),
+                    e
+                ))
+            })?;
+            messages = split_messages(
+                Bytes::from(content),
+                self.message_delimiter.as_deref(),
+                path,
+            )?;
+        }
+        if !messages.is_empty() {
+            options.messages.each = messages.into();
+        }
+        if let Some(text) = &self.first_message {
+            let first = non_empty(unescape(text, "--first-message")?, "--first-message")?;
+            options.messages.first = Some(first);
+        }
+        Ok(())
+    }
+
+    /// `--reply-size`, `--reply-until` and `--reply-regex`.
+    fn set_reply(&self, options: &mut BenchOptions) -> Result<()> {
+        let any =
+            self.reply_size.is_some() || self.reply_until.is_some() || self.reply_regex.is_some();
+        if any && options.pattern == Pattern::Stream {
+            return Err(Error::Usage(
+                "--reply-size, --reply-until and --reply-regex do not apply to the stream \
+                 pattern, which reads nothing"
+                    .into(),
+            ));
+        }
+        if let Some(reply_size) = self.reply_size {
+            options.reply.end = ReplyEnd::Bytes(to_usize(reply_size, "--reply-size")?);
+        }
+        if let Some(text) = &self.reply_until {
+            let delimiter = non_empty(unescape(text, "--reply-until")?, "--reply-until")?;
+            options.reply.end = ReplyEnd::Until(delimiter);
+        }
+        if let Some(text) = &self.reply_regex {
+            let regex = regex::bytes::Regex::new(text).map_err(|e| {
+                Error::Usage(format!(
+                    "--reply-regex {text:?} is not a regex: {}",
+                    regex_words(&e)
+                ))
+            })?;
+            if self.reply_size.is_none() && self.reply_until.is_none() {
+                options.reply.end = ReplyEnd::Match;
+            }
+            options.reply = ReplyMatcher {
+                end: options.reply.end.clone(),
+                regex: Some(regex),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The last line of a regex error ("unclosed group"), without its diagram.
+fn regex_words(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map_or(text.clone(), |l| {
+            l.trim().trim_start_matches("error: ").to_string()
+        })
+}
+
+/// A rate from the command line: a finite number above 0.
+fn positive_rate(text: &str, flag: &str, unit: &str) -> Result<f64> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(Error::Usage(format!(
+            "{flag} {text:?}: write a number of {unit} per second above 0, such as 100 or 2.5"
+        ))),
+    }
+}
+
+/// Refuses an empty message.
+fn non_empty(message: Bytes, flag: &str) -> Result<Bytes> {
+    if message.is_empty() {
+        return Err(Error::Usage(format!(
+            "{flag} is empty; give at least one byte"
+        )));
+    }
+    Ok(message)
+}
+
+/// The messages of a `--message-file`: the whole file, or its pieces between
+/// delimiters (one empty piece after a final delimiter is ignored; others are refused).
+fn split_messages(content: Bytes, delimiter: Option<&str>, path: &Path) -> Result<Vec<Bytes>> {
+    let empty = |which: String| {
+        Error::Usage(format!(
+            "--message-file {}: {which} is empty; give at least one byte",
+            path.display()
+        ))
+    };
+    let Some(delimiter) = delimiter else {
+        if content.is_empty() {
+            return Err(empty("the file".into()));
+        }
+        return Ok(vec![content]);
+    };
+    let delimiter = non_empty(
+        unescape(delimiter, "--message-delimiter")?,
+        "--message-delimiter",
+    )?;
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(&content, &delimiter[..]) {
+        if at < from {
+            continue;
+        }
+        pieces.push(content.slice(from..at));
+        from = at + delimiter.len();
+    }
+    if from < content.len() {
+        pieces.push(content.slice(from..));
+    }
+    if pieces.is_empty() {
+        return Err(empty("the file".into()));
+    }
+    if let Some(n) = pieces.iter().position(Bytes::is_empty) {
+        return Err(empty(format!("message {} of {}", n + 1, pieces.len())));
+    }
+    Ok(pieces)
+}
+
+/// Decodes the escapes `\n`, `\r`, `\t`, `\\` and `\xNN` in a message given on the command
+/// line; any other backslash sequence is refused, so a typo does not go on the wire.
+///
+/// # Errors
+/// [`Error::Usage`] naming `flag` and the bad sequence.
+pub fn unescape(text: &str, flag: &str) -> Result<Bytes> {
+    let bad = |what: String| Error::Usage(format!("{flag} {text:?}: {what}"));
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let digits = [bytes.next(), bytes.next()];
+                let value = match digits {
+                    [Some(h), Some(l)] => std::str::from_utf8(&[h, l])
+                        .ok()
+                        .and_then(|hex| u8::from_str_radix(hex, 16).ok()),
+                    _ => None,
+                };
+                out.push(value.ok_or_else(|| bad("\\x needs two hex digits, as in \\x0a".into()))?);
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "unknown escape \\{}; use \\n \\r \\t \\\\ or \\xNN",
+                    other as char
+                )));
+            }
+            None => return Err(bad("ends with a lone backslash; write \\\\ for one".into())),
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 /// A count from the command line as a `usize`.
@@ -81,7 +281,11 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(threads) = global.threads {
         config.options.threads = usize::from(threads);
     }
-    let outcome = bench::run(&config.options).await?;
+    let stop = CancellationToken::new();
+    let interrupt = tokio::spawn(stop_on_interrupt(stop.clone()));
+    let outcome = bench::run_until(&config.options, stop).await;
+    interrupt.abort();
+    let outcome = outcome?;
     publish(&outcome.report, config.json.as_deref())?;
     let warnings = [
         outcome.report.rate_warning(),
@@ -106,6 +310,14 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
                 humantime::format_duration(config.options.timeout)
             ),
         }))
+}
+
+/// Cancels `stop` on Ctrl-C (SIGINT), so the run ends early with a partial report.
+async fn stop_on_interrupt(stop: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        tracing::warn!("interrupted: stopping the run and reporting what was measured so far");
+        stop.cancel();
+    }
 }
 
 /// `sockit bench merge`: read the reports, add them up, print (and maybe write) the sum.
@@ -214,8 +426,8 @@ mod tests {
         assert_eq!(o.duration, std::time::Duration::from_secs(3));
         assert!(o.warmup.is_zero());
         assert_eq!(o.load, Load::Open { rate: 1000.0 });
-        assert_eq!(o.request.len(), 100);
-        assert_eq!(o.reply, ReplyLength::Bytes(16));
+        assert_eq!(o.messages.longest(), 100);
+        assert_eq!(o.reply.end, ReplyEnd::Bytes(16));
         assert_eq!(config.json, Some(PathBuf::from("out.json")));
         Ok(())
     }
@@ -235,11 +447,93 @@ mod tests {
 
     #[test]
     fn bad_values_are_usage_errors() {
-        assert!(Cli::try_parse_from(["sockit", "bench", "--rate", "0"]).is_err());
+        assert!(matches!(bench(&["--rate", "0"]), Err(Error::Usage(_))));
+        assert!(matches!(bench(&["--rate", "-1"]), Err(Error::Usage(_))));
         assert!(Cli::try_parse_from(["sockit", "bench", "-c", "0"]).is_err());
         let stream_rate = bench(&["-p", "stream", "--rate", "5"]).err();
         assert!(matches!(stream_rate, Some(Error::Usage(_))));
         let wrong_kind = bench(&["udp", "-p", "echo"]).err();
         assert!(matches!(wrong_kind, Some(Error::Usage(_))));
+    }
+
+    #[test]
+    fn messages_decode_their_escapes_and_refuse_unknown_ones() -> Result<()> {
+        assert_eq!(&unescape(r"PING\r\n", "--message")?[..], b"PING\r\n");
+        assert_eq!(
+            &unescape(r"a\tb\\c\x00\xff", "--message")?[..],
+            b"a\tb\\c\x00\xff"
+        );
+        for bad in [r"\q", r"\x4", r"\xzz", "end\\"] {
+            let error = unescape(bad, "--message").err().map(|e| e.to_string());
+            assert!(error.is_some_and(|e| e.starts_with("--message")), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_message_file_splits_at_its_delimiter() -> Result<()> {
+        let path = Path::new("m.txt");
+        let file = Bytes::from_static(b"PING\r\n--GET a\r\n--");
+        let pieces = split_messages(file.clone(), Some("--"), path)?;
+        assert_eq!(pieces, [&b"PING\r\n"[..], &b"GET a\r\n"[..]]);
+        assert_eq!(split_messages(file, None, path)?.len(), 1);
+        let empty_middle = split_messages(Bytes::from_static(b"a----b"), Some("--"), path);
+        assert!(empty_middle.is_err());
+        assert!(split_messages(Bytes::new(), None, path).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn payload_rate_and_ramp_flags_become_options() -> Result<()> {
+        let config = bench(&[
+            "-p",
+            "echo",
+            "-c",
+            "10",
+            "--message",
+            r"PING\r\n",
+            "--first-message",
+            r"HELLO\n",
+            "--reply-until",
+            r"\r\n",
+            "--reply-regex",
+            "^\\+PONG",
+            "--rate-per-conn",
+            "100",
+            "--connect-rate",
+            "50/s",
+            "--ramp-up",
+            "2s",
+        ])?;
+        let o = &config.options;
+        assert_eq!(&o.messages.each[0][..], b"PING\r\n");
+        assert_eq!(o.messages.first.as_deref(), Some(&b"HELLO\n"[..]));
+        assert_eq!(o.reply.end, ReplyEnd::Until(Bytes::from_static(b"\r\n")));
+        assert!(o.reply.regex.is_some());
+        assert_eq!(o.load, Load::Open { rate: 1000.0 });
+        assert_eq!(o.connect_rate, Some(50.0));
+        assert_eq!(o.ramp_up, std::time::Duration::from_secs(2));
+        let alone = bench(&["-p", "echo", "--reply-regex", "x"])?;
+        assert_eq!(alone.options.reply.end, ReplyEnd::Match);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_payload_and_rate_values_are_one_line_usage_errors() {
+        for args in [
+            &["--message", ""][..],
+            &["--reply-regex", "("],
+            &["--rate-per-conn", "0"],
+            &["--rate-per-conn", "-5"],
+            &["--connect-rate", "0/s"],
+            &["--ramp-up", "0"],
+            &["--rate", "10", "--ramp-up", "1h"],
+            &["--message-file", "/nonexistent/sockit/messages"],
+        ] {
+            match bench(args) {
+                Err(Error::Usage(words)) => assert!(!words.contains('\n'), "{args:?}: {words}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
     }
 }

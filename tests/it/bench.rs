@@ -19,14 +19,14 @@ use sockit::bench::Report;
 use crate::util::{Proc, code, describe, run_sockit};
 
 /// A test server on real loopback sockets, one thread per connection; stopped on drop.
-struct ThreadServer {
-    addr: SocketAddr,
+pub(crate) struct ThreadServer {
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
 impl ThreadServer {
     /// Serves every connection with `handle` until dropped.
-    fn start(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> ThreadServer {
+    pub(crate) fn start(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> ThreadServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let stop = Arc::new(AtomicBool::new(false));
@@ -46,7 +46,7 @@ impl ThreadServer {
     }
 
     /// `tcp://127.0.0.1:PORT`.
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("tcp://{}", self.addr)
     }
 }
@@ -61,7 +61,7 @@ impl Drop for ThreadServer {
 
 /// An echo server that answers each read after `delay` (and, with a stall, holds back
 /// every reply due inside the stall until it ends).
-fn echo_server(delay: Duration, stall: Option<(Duration, Duration)>) -> ThreadServer {
+pub(crate) fn echo_server(delay: Duration, stall: Option<(Duration, Duration)>) -> ThreadServer {
     let first_message: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     ThreadServer::start(move |mut conn| {
         let _ = conn.set_nodelay(true);
@@ -90,13 +90,13 @@ fn echo_server(delay: Duration, stall: Option<(Duration, Duration)>) -> ThreadSe
 }
 
 /// A scratch directory for JSON files and Unix sockets.
-fn scratch() -> tempfile::TempDir {
+pub(crate) fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
 }
 
 /// Runs `sockit bench ARGS --json FILE` and returns the exit code, the report and a
 /// description of the run for assertion messages.
-fn bench(args: &[&str], json: &Path) -> (i32, Report, String) {
+pub(crate) fn bench(args: &[&str], json: &Path) -> (i32, Report, String) {
     let mut argv = vec!["bench"];
     argv.extend_from_slice(args);
     let json_arg = json.display().to_string();
