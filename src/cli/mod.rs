@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod config;
+pub mod docs;
 
 pub use args::Cli;
 
@@ -37,6 +38,8 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
         Command::Relay(args) => relay(args.into_config()?, &cli.global, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
+        Command::Completions(args) => docs::print_completions(args.shell),
+        Command::Man(args) => docs::print_man_page(args.command.as_deref()),
     }
 }
 
