@@ -2,6 +2,7 @@
 //! and the shells and `man` accept them.
 
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::util::{TIMEOUT, code, describe, run_sockit};
@@ -91,4 +92,62 @@ fn run_peer(program: &str, args: &[&OsStr], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap_or_else(|e| {
         panic!("could not run {program} (is it installed? .ci/run installs it): {e}")
     })
+}
+
+/// Issue 16, point 5: sockit is Linux-only (`compile_error!` in `src/lib.rs` says so on any
+/// other target), so no source file keeps a branch for another system that nothing builds.
+#[test]
+fn the_source_has_no_branches_for_other_systems() {
+    let other_systems = [
+        "android",
+        "freebsd",
+        "netbsd",
+        "openbsd",
+        "dragonfly",
+        "macos",
+        "ios",
+        "windows",
+        "solaris",
+        "illumos",
+    ];
+    let mut found = Vec::new();
+    for file in rust_files(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")) {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}"));
+        for (number, line) in text.lines().enumerate() {
+            let names_other = other_systems
+                .iter()
+                .any(|os| line.contains(&format!("target_os = \"{os}\"")));
+            if names_other || line.contains("cfg(unix)") || line.contains("cfg(windows)") {
+                found.push(format!("{}:{}: {line}", file.display(), number + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "branches for other systems:\n{}",
+        found.join("\n")
+    );
+    let lib = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        lib.contains("#[cfg(not(target_os = \"linux\"))]\ncompile_error!("),
+        "src/lib.rs must refuse other targets with compile_error!"
+    );
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
