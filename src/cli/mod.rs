@@ -99,12 +99,23 @@ async fn connect(config: config::ConnectConfig) -> Result<()> {
     )
     .await?;
     tracing::debug!(
-        "ended ({:?}): {} bytes sent, {} bytes received",
-        report.ended,
+        "ended ({}): {} bytes sent, {} bytes received",
+        why_it_ended(report.ended),
         report.sent,
         report.received
     );
     Ok(())
+}
+
+/// Why `connect` stopped, in words for its debug line.
+fn why_it_ended(ended: client::connect::Ended) -> &'static str {
+    use client::connect::Ended;
+    match ended {
+        Ended::Finished => "the server closed and the input ended",
+        Ended::InputEnded => "the input ended and --close-on-eof was given",
+        Ended::Idle => "nothing moved for the idle timeout",
+        Ended::OutputClosed => "stdout was closed",
+    }
 }
 
 /// `sockit relay`: bind, relay until a signal, drain, print the summary on stderr.

@@ -14,6 +14,7 @@ mod lane;
 mod newcomer;
 mod ops;
 mod peers;
+mod plain_errors;
 mod probe;
 mod procs;
 mod production;
