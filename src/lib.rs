@@ -31,6 +31,8 @@
 // The module docs are a map for whoever works on the crate, so they name private modules
 // too (`cargo doc --document-private-items` resolves those links).
 #![allow(rustdoc::private_intra_doc_links)]
+// Every unsafe block says why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 // sockit is built on Linux system calls and socket features throughout: splice(2),
 // recvmmsg/sendmmsg, accept4, abstract Unix sockets, unshare(CLONE_FILES).
