@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod hexdump;
 mod lane;
+mod layers;
 mod newcomer;
 mod ops;
 mod peers;
