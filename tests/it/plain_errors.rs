@@ -267,6 +267,24 @@ fn network_and_file_errors_are_plain_words() {
         "debug",
     ];
     walk.runs(&debug_args, Some(b"hi\n"));
+
+    // A bench report whose latency histogram is damaged.
+    let report = dir.path().join("report.json");
+    let report_arg = report.display().to_string();
+    let bench_args = [
+        "bench",
+        &echo_addr,
+        "-d",
+        "200ms",
+        "--warmup",
+        "0",
+        "--json",
+        &report_arg,
+    ];
+    let output = run_sockit(&bench_args, None);
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    damage_histogram(&report);
+    walk.fails(&["bench", "merge", &report_arg], None);
     walk.assert_plain(20);
 }
 
@@ -349,6 +367,15 @@ fn send_until_closed(addr: &str, bytes: &[u8]) {
     stream.write_all(bytes).unwrap_or_else(|e| panic!("{e}"));
     // A server that drops a client with unread bytes resets it: that is an end too.
     let _ = stream.read_to_end(&mut Vec::new());
+}
+
+/// Replaces the histogram in the bench report at `path` with bytes that are no histogram.
+fn damage_histogram(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    report["histogram"]["data"] = "AAAAAAAAAAAA".into();
+    std::fs::write(path, report.to_string()).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// `unix:PATH` for a path.
