@@ -63,7 +63,11 @@ fn the_man_pages_render_with_man() {
         let page = stdout_of(&args);
         let path = dir.path().join(format!("{title}.1"));
         std::fs::write(&path, page).unwrap_or_else(|e| panic!("{e}"));
-        let env = [("MANPAGER", "cat"), ("MANWIDTH", "80")];
+        let env = [
+            ("MANPAGER", "cat"),
+            ("MANWIDTH", "80"),
+            ("LC_ALL", "C.UTF-8"),
+        ];
         let output = run_peer("man", &["-l".as_ref(), path.as_ref()], &env);
         assert!(output.status.success(), "man -l: {}", describe(&output));
         assert!(output.stderr.is_empty(), "man -l: {}", describe(&output));
