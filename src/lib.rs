@@ -32,6 +32,16 @@
 // The module docs are a map for whoever works on the crate, so they name private modules
 // too (`cargo doc --document-private-items` resolves those links).
 #![allow(rustdoc::private_intra_doc_links)]
+// Every unsafe block says why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+// sockit is built on Linux system calls and socket features throughout: splice(2),
+// recvmmsg/sendmmsg, accept4, abstract Unix sockets, unshare(CLONE_FILES).
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "sockit runs on Linux only: it is built on Linux system calls (splice, recvmmsg, accept4, \
+     abstract Unix sockets); build it on Linux, or in a Linux VM or container"
+);
 
 pub mod access;
 pub mod behaviour;

@@ -1,5 +1,8 @@
 //! The `sockit` binary: parse, run, print the error if any, exit with its code.
 
+// Every unsafe block says why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

@@ -264,13 +264,11 @@ impl ProcessGroup {
     /// kernel keeps the pid allocated), and the leader is killed before it is reaped; once
     /// the group is empty the call fails with `ESRCH`, which is ignored.
     fn kill(self) {
-        let Some(pgid) = self.0.filter(|&pgid| pgid > 1) else {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        let Some(pgid) = self.0.filter(|&pgid| pgid > 1).and_then(Pid::from_raw) else {
             return;
         };
-        // SAFETY: kill(2) on a negative pid signals a process group; it touches no memory.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
+        let _ = kill_process_group(pgid, Signal::KILL);
     }
 }
 

@@ -139,7 +139,7 @@ impl LatencyHistogram {
         match V2DeflateSerializer::new().serialize(&self.inner, &mut bytes) {
             Ok(_) => base64::engine::general_purpose::STANDARD.encode(bytes),
             Err(e) => {
-                tracing::warn!("cannot encode the latency histogram: {e:?}");
+                tracing::warn!("cannot encode the latency histogram: {e}");
                 String::new()
             }
         }
@@ -159,7 +159,7 @@ impl LatencyHistogram {
             .map_err(|e| DecodeError(format!("the histogram is not valid base64: {e}")))?;
         let decoded: Histogram<u64> = Deserializer::new()
             .deserialize(&mut bytes.as_slice())
-            .map_err(|e| DecodeError(format!("the histogram cannot be decoded: {e:?}")))?;
+            .map_err(|e| DecodeError(format!("the histogram cannot be decoded: {e}")))?;
         // Re-home the values in an auto-resizing histogram so later merges can grow it.
         let mut histogram = LatencyHistogram::new();
         if histogram.inner.add(&decoded).is_err() {

@@ -614,26 +614,24 @@ const SPARE_FILES: u64 = 64;
 /// Raises the soft limit on open files to `needed` (up to the hard limit), so that
 /// thousands of connections do not fail with "too many open files" on a default 1024.
 fn ensure_open_files(needed: u64) {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= needed {
-            return;
-        }
-        let before = limit.rlim_cur;
-        let wanted = needed.min(limit.rlim_max);
-        limit.rlim_cur = wanted;
-        let allowed = if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            wanted
-        } else {
-            before
-        };
-        if allowed < needed {
-            tracing::warn!(
-                "only {allowed} files may be open at once but the run needs about {needed}; \
-                 connections beyond fail with 'too many open files'; raise `ulimit -n`"
-            );
-        }
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let before = limit.current.unwrap_or(u64::MAX);
+    if before >= needed {
+        return;
+    }
+    let wanted = limit.maximum.map_or(needed, |hard| needed.min(hard));
+    limit.current = Some(wanted);
+    let allowed = match setrlimit(Resource::Nofile, limit) {
+        Ok(()) => wanted,
+        Err(_) => before,
+    };
+    if allowed < needed {
+        tracing::warn!(
+            "only {allowed} files may be open at once but the run needs about {needed}; \
+             connections beyond fail with 'too many open files'; raise `ulimit -n`"
+        );
     }
 }
 

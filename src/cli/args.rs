@@ -338,6 +338,33 @@ pub enum Command {
     /// Print the version with what a bug report needs: git commit, build profile,
     /// features, compiler and target (the same as `sockit --version`; `-V` is short).
     Version,
+    /// Print a shell completion script on stdout.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout: `sockit man | man -l -`.
+    Man(ManArgs),
+}
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  sockit completions bash > ~/.local/share/bash-completion/completions/sockit
+  sockit completions zsh > ~/.zfunc/_sockit        (with fpath+=(~/.zfunc) in ~/.zshrc)
+  sockit completions fish > ~/.config/fish/completions/sockit.fish";
+
+/// `sockit man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command's own page (`sockit man serve` is sockit-serve(1)) [default: sockit(1)].
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+}
+
+/// `sockit completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 /// Help heading for the flags choosing what a server does.

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod config;
+pub mod docs;
 
 pub use args::Cli;
 
@@ -39,6 +40,8 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
         Command::Version => print_version(),
+        Command::Completions(args) => docs::print_completions(args.shell),
+        Command::Man(args) => docs::print_man_page(args.command.as_deref()),
     }
 }
 
@@ -114,12 +117,23 @@ async fn connect(config: config::ConnectConfig) -> Result<()> {
     )
     .await?;
     tracing::debug!(
-        "ended ({:?}): {} bytes sent, {} bytes received",
-        report.ended,
+        "ended ({}): {} bytes sent, {} bytes received",
+        why_it_ended(report.ended),
         report.sent,
         report.received
     );
     Ok(())
+}
+
+/// Why `connect` stopped, in words for its debug line.
+fn why_it_ended(ended: client::connect::Ended) -> &'static str {
+    use client::connect::Ended;
+    match ended {
+        Ended::Finished => "the server closed and the input ended",
+        Ended::ServerQuiet => "the input ended and the server was quiet for --quit-after",
+        Ended::Idle => "nothing moved for the idle timeout",
+        Ended::OutputClosed => "stdout was closed",
+    }
 }
 
 /// `sockit listen`: bind, say where on stderr, then stdin ⇄ the client(s) until done.

@@ -31,7 +31,6 @@
 
 mod copy;
 mod datagram;
-#[cfg(target_os = "linux")]
 mod splice;
 mod stream;
 

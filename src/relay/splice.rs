@@ -31,10 +31,11 @@
 //! through buffers instead.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use rustix::pipe::{self, PipeFlags, SpliceFlags};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
@@ -45,7 +46,7 @@ use crate::transport::Stream;
 
 /// Flags of every splice: never block on the pipe (the sockets are non-blocking
 /// already), and move pages rather than copy them where the kernel can.
-const SPLICE_FLAGS: libc::c_uint = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE;
+const SPLICE_FLAGS: SpliceFlags = SpliceFlags::NONBLOCK.union(SpliceFlags::MOVE);
 
 /// The pipe size a new pipe gets from Linux (16 pages), unless the user's pipes already
 /// use up `fs.pipe-user-pages-soft`, when it gets 2 pages only.
@@ -76,13 +77,7 @@ impl Pipe {
     /// # Errors
     /// When the pipe cannot be created (out of file descriptors).
     pub(crate) fn new(at_most: usize) -> io::Result<Pipe> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
         let mut pipe = Pipe {
             capacity: pipe_size(&write)?,
             read,
@@ -117,38 +112,19 @@ impl Pipe {
 
     /// `F_SETPIPE_SZ`: the kernel rounds `size` up to a power of two pages.
     fn resize(&mut self, size: usize) -> io::Result<()> {
-        let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-        // SAFETY: F_SETPIPE_SZ on a pipe we own; it reads only the integer argument.
-        if unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_SETPIPE_SZ, size) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.capacity = pipe_size(&self.write)?;
+        self.capacity = pipe::fcntl_setpipe_size(&self.write, size)?;
         Ok(())
     }
 }
 
 /// The size of a pipe in bytes.
 fn pipe_size(pipe: &OwnedFd) -> io::Result<usize> {
-    // SAFETY: F_GETPIPE_SZ on a pipe we own takes no argument.
-    let size = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    usize::try_from(size).map_err(|_| io::Error::last_os_error())
+    Ok(pipe::fcntl_getpipe_size(pipe)?)
 }
 
 /// splice(2) without offsets: `len` bytes at most from `from` to `to`.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: both descriptors are open for the duration of the call (the caller borrows
-    // their owners); null offsets mean "the file position", which pipes and sockets use.
-    let moved = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            SPLICE_FLAGS,
-        )
-    };
-    usize::try_from(moved).map_err(|_| io::Error::last_os_error())
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    Ok(pipe::splice(from, None, to, None, len, SPLICE_FLAGS)?)
 }
 
 /// One side of a connection that splice(2) can read from and write to: a plain socket,
@@ -174,10 +150,10 @@ impl<'a> PlainSocket<'a> {
     }
 
     /// The descriptor splice(2) works on.
-    fn fd(self) -> RawFd {
+    fn fd(self) -> BorrowedFd<'a> {
         match self {
-            PlainSocket::Tcp(s) => s.as_raw_fd(),
-            PlainSocket::Unix(s) => s.as_raw_fd(),
+            PlainSocket::Tcp(s) => s.as_fd(),
+            PlainSocket::Unix(s) => s.as_fd(),
         }
     }
 
@@ -393,7 +369,7 @@ impl Flow<'_> {
             return Ok(false);
         }
         let room = self.room_limit() - self.held;
-        let (source, pipe_in, held) = (self.source.fd(), self.pipe.write.as_raw_fd(), self.held);
+        let (source, pipe_in, held) = (self.source.fd(), self.pipe.write.as_fd(), self.held);
         let filled = self.source.try_io(Interest::READABLE, || {
             match splice(source, pipe_in, room) {
                 Ok(n) => Ok(Filled::Bytes(n)),
@@ -440,7 +416,7 @@ impl Flow<'_> {
             return Ok(false);
         }
         let (pipe_out, destination, held) =
-            (self.pipe.read.as_raw_fd(), self.destination.fd(), self.held);
+            (self.pipe.read.as_fd(), self.destination.fd(), self.held);
         // The pipe holds bytes, so "would block" can only mean the socket is full.
         match self
             .destination

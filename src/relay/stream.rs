@@ -229,7 +229,6 @@ async fn copy_both_ways(
     delivered: &Delivered,
     activity: &Activity,
 ) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
     if let Some(splicing) = try_splice(&client, &target, shared, delivered, activity) {
         return splicing.await;
     }
@@ -238,7 +237,6 @@ async fn copy_both_ways(
 
 /// The splice copy when both sides are plain sockets, no layer needs the bytes, and the
 /// pipes could be made; `None` otherwise.
-#[cfg(target_os = "linux")]
 fn try_splice<'a>(
     client: &'a Tap<Stream>,
     target: &'a Stream,

@@ -93,6 +93,7 @@ impl RecvBatch {
     fn receive(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         // SAFETY: iovec and mmsghdr are plain C structs; zeroed is a valid initial value.
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: likewise for mmsghdr (null pointers and zero lengths until filled in).
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         let base = self.slots.as_mut_ptr();
         for i in 0..BATCH {
@@ -149,6 +150,7 @@ pub fn send_batch_waiting<'a>(
 ) -> io::Result<usize> {
     // SAFETY: plain C structs; zeroed is a valid initial value.
     let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: likewise for mmsghdr (null pointers and zero lengths until filled in).
     let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     let mut count = 0;
     for (i, (bytes, to)) in replies.take(BATCH).enumerate() {

@@ -365,23 +365,15 @@ async fn peek_more(stream: &Stream, buf: &mut [u8], seen: usize) -> io::Result<u
 
 /// One non-blocking `recv(MSG_PEEK)` on the stream's socket.
 fn peek_now(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
+    use rustix::net::{RecvFlags, recv};
+    use std::os::fd::AsFd;
     let fd = match stream {
-        Stream::Tcp(s) => s.as_raw_fd(),
-        Stream::Unix(s) => s.as_raw_fd(),
-        Stream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        Stream::Tcp(s) => s.as_fd(),
+        Stream::Unix(s) => s.as_fd(),
+        Stream::Tls(s) => s.get_ref().0.as_fd(),
     };
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call,
-    // and `fd` is an open socket owned by `stream`, which outlives the call.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    let (peeked, _) = recv(fd, buf, RecvFlags::PEEK | RecvFlags::DONTWAIT)?;
+    Ok(peeked)
 }
 
 #[cfg(test)]

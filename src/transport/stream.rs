@@ -198,40 +198,29 @@ impl std::os::fd::AsRawFd for StdStream {
     }
 }
 
-/// `accept(2)`s one connection, already non-blocking, in one system call where the OS has
-/// `accept4`.
+/// `accept(2)`s one connection, already non-blocking, in one system call (`accept4`).
 fn accept_nonblocking(listener: &impl AsFd) -> io::Result<(OwnedFd, SockAddr)> {
     let fd = listener.as_fd().as_raw_fd();
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    {
-        // SAFETY: accept4 writes at most `len` bytes into the zeroed storage socket2
-        // provides and updates `len`; a non-negative result is a new descriptor that
-        // nothing else owns.
-        unsafe {
-            SockAddr::try_init(|storage, len| {
-                match accept4_uncancellable(fd, storage.cast(), len) {
-                    accepted if accepted >= 0 => Ok(OwnedFd::from_raw_fd(accepted)),
-                    _ => Err(io::Error::last_os_error()),
-                }
-            })
-        }
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    {
-        let (socket, addr) = SockRef::from(listener).accept()?;
-        socket.set_nonblocking(true)?;
-        Ok((OwnedFd::from(socket), addr))
+    // SAFETY: accept4 writes at most `len` bytes into the zeroed storage socket2
+    // provides and updates `len`; a non-negative result is a new descriptor that
+    // nothing else owns.
+    unsafe {
+        SockAddr::try_init(
+            |storage, len| match accept4_uncancellable(fd, storage.cast(), len) {
+                accepted if accepted >= 0 => Ok(OwnedFd::from_raw_fd(accepted)),
+                _ => Err(io::Error::last_os_error()),
+            },
+        )
     }
 }
 
-/// accept4(2) with `SOCK_NONBLOCK | SOCK_CLOEXEC`; -1 with `errno` set on failure. On
-/// Linux the bare system call, not glibc's `accept4`, which brackets the call with pthread
+/// accept4(2) with `SOCK_NONBLOCK | SOCK_CLOEXEC`; -1 with `errno` set on failure. The
+/// bare system call, not glibc's `accept4`, which brackets the call with pthread
 /// cancellation bookkeeping in a process with threads (about 80 instructions of the
 /// note's one-shot exchange; see [`recv_uncancellable`]).
 ///
 /// # Safety
 /// `storage` must be valid for writes of `*len` bytes, and `len` for a read and a write.
-#[cfg(any(target_os = "linux", target_os = "android"))]
 unsafe fn accept4_uncancellable(
     fd: RawFd,
     storage: *mut libc::sockaddr,
@@ -250,20 +239,6 @@ unsafe fn accept4_uncancellable(
         )
     };
     RawFd::try_from(accepted).unwrap_or(-1)
-}
-
-/// accept4(2) with `SOCK_NONBLOCK | SOCK_CLOEXEC` (libc's; see the Linux version).
-///
-/// # Safety
-/// `storage` must be valid for writes of `*len` bytes, and `len` for a read and a write.
-#[cfg(target_os = "freebsd")]
-unsafe fn accept4_uncancellable(
-    fd: RawFd,
-    storage: *mut libc::sockaddr,
-    len: *mut libc::socklen_t,
-) -> RawFd {
-    // SAFETY: the caller's pointers are valid as documented.
-    unsafe { libc::accept4(fd, storage, len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) }
 }
 
 /// One connected byte stream.
@@ -396,13 +371,9 @@ pub(crate) fn watch<L: AsRawFd>(listener: L) -> io::Result<AsyncFd<L>> {
         .map_err(|e| e.into_parts().1)
 }
 
-/// An accepted TCP connection, with `TCP_NODELAY` (inherited from the listener on Linux).
+/// An accepted TCP connection, with `TCP_NODELAY` (Linux hands it down from the listener).
 fn tcp_accepted(fd: OwnedFd, addr: SockAddr) -> (StdStream, PeerAddr) {
     let stream = std::net::TcpStream::from(fd);
-    if cfg!(not(target_os = "linux")) {
-        // A latency hint that fails is not worth dropping the client for.
-        let _ = stream.set_nodelay(true);
-    }
     let peer = addr
         .as_socket()
         .map_or_else(|| PeerAddr::Unix(Box::new(addr)), PeerAddr::Ip);
