@@ -320,22 +320,14 @@ pub(super) fn answer_now(
     Ok(())
 }
 
-/// Serves one connection to the end, then logs and counts how it ended.
-///
-/// `prelude` is what [`serve_now`] already did (nothing, for a connection served from
-/// its first byte here).
-pub(crate) async fn serve_connection<S>(
-    stream: S,
-    peer: &PeerAddr,
-    conn: u64,
-    shared: &Shared,
-    prelude: Prelude,
-) where
+/// Serves one connection from its first byte to the end, then logs and counts how it
+/// ended.
+pub(crate) async fn serve_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
-    let mut prelude = prelude;
-    prelude.announce(&shared.events, conn, peer);
+    shared.events.emit(Event::Connected { conn, peer });
     let idle = shared.options.limits.idle_timeout;
     let now = Instant::now();
     // Armed for the idle deadline when there is one; otherwise parked until a message
@@ -352,7 +344,7 @@ pub(crate) async fn serve_connection<S>(
         input: BytesMut::new(),
         output: Vec::new(),
         framer: Framer::new(shared.options.framing),
-        tally: prelude.tally,
+        tally: Tally::default(),
         last_activity: now,
         message_started: None,
         timer,
@@ -361,13 +353,7 @@ pub(crate) async fn serve_connection<S>(
         stop_watched: false,
         stop,
     };
-    let end = match session
-        .finish_prelude(prelude.pending, prelude.answered)
-        .await
-    {
-        Some(end) => end,
-        None => session.exchange_loop().await,
-    };
+    let end = session.exchange_loop().await;
     if end.wants_shutdown() {
         // Send our FIN so the client sees a clean end; bounded, since the peer may be gone.
         let _ = tokio::time::timeout(Duration::from_secs(1), session.stream.shutdown()).await;
@@ -443,30 +429,6 @@ impl<S> Session<'_, '_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Sends what [`serve_now`] could not; ends the connection if that was the one reply
-    /// of `--close`.
-    async fn finish_prelude(&mut self, pending: Vec<u8>, answered: bool) -> Option<End> {
-        if !pending.is_empty() {
-            self.output = pending;
-            let idle = self.shared.options.limits.idle_timeout;
-            let sent = write_fully(
-                &mut self.stream,
-                &self.output,
-                &mut self.last_activity,
-                &mut self.timer,
-                &mut self.timer_watched,
-                idle,
-            )
-            .await;
-            if let Err(failure) = sent {
-                return Some(self.write_end(failure));
-            }
-            self.tally.bytes_out += self.output.len() as u64;
-        }
-        (answered && self.shared.options.after_reply == AfterReply::Close)
-            .then_some(End::AfterReply)
-    }
-
     /// The end a failed write means.
     fn write_end(&self, failure: WriteFailure) -> End {
         match failure {

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Waker};
 
+use super::conn::{self, FirstTurn};
 use super::lane::{FastLane, LISTENER, WAKER};
 use super::own_table;
-use super::stream::{Backoff, is_per_connection, open_connection};
+use super::stream::{Backoff, count_connection, is_per_connection};
 use super::{OverLimit, Shared};
 use crate::access::gate::{Gate, Slot};
 use crate::transport::{PeerAddr, StdListener, StdStream};
@@ -271,16 +272,10 @@ impl<'a> Acceptor<'a> {
     /// handed to the lane.
     fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
         let shared = &**self.shared;
-        // `None`: answered and closed on the spot.
-        if let Some((id, prelude)) = open_connection(
-            &stream,
-            &peer,
-            shared,
-            &mut self.ids,
-            &mut self.scratch,
-            true,
-        ) {
-            lane.adopt(stream, peer, id, slot, prelude);
+        let id = count_connection(shared, &mut self.ids);
+        match conn::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
+            FirstTurn::Done => {}
+            FirstTurn::Continue(prelude) => lane.adopt(stream, peer, id, slot, prelude),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::conn::{EndSeverity as Severity, Prelude, serve_connection};
+use super::conn::{EndSeverity as Severity, serve_connection};
 use super::{Handler, Shared};
 use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
@@ -84,26 +84,24 @@ pub(crate) fn record_client(span: &tracing::Span, proxied: bool, client: &PeerAd
 
 /// One accepted stream connection, start to end; the body of its task.
 ///
-/// `prelude` is what the accept loop already did (see [`super::conn::serve_now`]). The
-/// slot in `--max-conns` is held until the connection is done.
+/// The slot in `--max-conns` is held until the connection is done.
 pub(crate) async fn serve_accepted(
     stream: Stream,
     socket_peer: PeerAddr,
     conn: u64,
     shared: Arc<Shared>,
     slot: Slot,
-    prelude: Prelude,
 ) {
     let passthrough = shared.options.layers.is_passthrough();
     if passthrough && matches!(shared.handler, Handler::Respond) {
         // The common case, kept lean: the socket itself (no header, no wrapper) and no
         // span (creating one costs more than a hello exchange); the per-message loop
         // names the connection in its own log lines.
-        handle_connection(stream, &socket_peer, conn, &shared, prelude).await;
+        handle_connection(stream, &socket_peer, conn, &shared).await;
     } else if passthrough {
         let span = connection_span(conn);
         record_socket_peer(&span, false, &socket_peer);
-        handle_connection(stream, &socket_peer, conn, &shared, prelude)
+        handle_connection(stream, &socket_peer, conn, &shared)
             .instrument(span)
             .await;
     } else {
@@ -150,7 +148,7 @@ async fn prepare_and_serve(
         return;
     }
     match layers.wrap_accepted(stream, &peer, conn).await {
-        Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
+        Ok(stream) => handle_connection(stream, &peer, conn, shared).await,
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
             tracing::warn!("{}", naming_the_client(e));
@@ -171,20 +169,12 @@ fn naming_the_client(error: Error) -> Error {
 }
 
 /// Serves one connection with the server's behaviour.
-///
-/// `prelude` is what the accept loop already did for the per-message mode (see
-/// [`super::conn::serve_now`]); the other modes start from nothing.
-pub(crate) async fn handle_connection<S>(
-    stream: S,
-    peer: &PeerAddr,
-    conn: u64,
-    shared: &Shared,
-    prelude: Prelude,
-) where
+pub(crate) async fn handle_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match &shared.handler {
-        Handler::Respond => serve_connection(stream, peer, conn, shared, prelude).await,
+        Handler::Respond => serve_connection(stream, peer, conn, shared).await,
         Handler::Exec(spec) => {
             begin(peer, conn, shared);
             let client = ClientInfo { conn, peer };

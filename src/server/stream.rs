@@ -1,5 +1,5 @@
 //! The accept loop for stream endpoints whose connections get a task each: take a slot,
-//! accept, pass the gate, serve (on the spot, or in a task), repeat. (The per-message
+//! accept, pass the gate, spawn the connection's task, repeat. (The per-message
 //! modes run on a thread of their own instead: [`super::lane_shard`].)
 //!
 //! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
@@ -19,7 +19,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::Shared;
-use super::conn::{self, FirstTurn, Prelude};
 use super::session::serve_accepted;
 use crate::access::gate::{self, Gate, Slot};
 use crate::transport::{PeerAddr, StdStream, StreamListener};
@@ -37,16 +36,14 @@ enum Wake {
     Accepted(Option<Slot>, io::Result<(StdStream, PeerAddr)>),
 }
 
-/// Accepts connections until shutdown: each one is served on the spot if it can be, else
-/// in a tracked task of its own.
+/// Accepts connections until shutdown: each one is served from its first byte in a
+/// tracked task of its own.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
     let slots = shared.slots.clone();
     let over_limit = shared.options.limits.over_limit;
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
     let mut backoff = Backoff::default();
-    let serve_now = conn::can_serve_now(shared);
-    let mut scratch = Vec::new();
     let stop = shared.shutdown.cancelled();
     tokio::pin!(stop);
     let mut stop_watched = false;
@@ -86,15 +83,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
             Ok((stream, peer)) => {
                 backoff.reset();
                 if let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) {
-                    take_connection(
-                        stream,
-                        peer,
-                        slot,
-                        shared,
-                        &mut ids,
-                        &mut scratch,
-                        serve_now,
-                    );
+                    take_connection(stream, peer, slot, shared, &mut ids);
                 }
                 // Otherwise denied, or over the limit in refuse mode: closed at once
                 // (dropping the stream sends our FIN).
@@ -159,22 +148,15 @@ impl<'a> Admission<'a> {
     }
 }
 
-/// An admitted connection: answered on the spot if its first message is there, else
-/// handed to a task of its own.
+/// An admitted connection: handed to a task of its own.
 fn take_connection(
     stream: StdStream,
     peer: PeerAddr,
     slot: Slot,
     shared: &Arc<Shared>,
     ids: &mut impl Iterator<Item = u64>,
-    scratch: &mut Vec<u8>,
-    serve_now: bool,
 ) {
-    // Answered and closed on the spot: no task, no reactor.
-    let Some((id, prelude)) = open_connection(&stream, &peer, shared, ids, scratch, serve_now)
-    else {
-        return;
-    };
+    let id = count_connection(shared, ids);
     let stream = match stream.into_tokio() {
         Ok(stream) => stream,
         Err(e) => {
@@ -186,30 +168,14 @@ fn take_connection(
     };
     // PROXY header, late access check, TLS, --hex and the behaviour: all in the
     // connection's own task (and span), so accepting never waits.
-    let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot, prelude);
+    let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot);
     shared.shutdown.spawn(task);
 }
 
-/// A connection's start, the same in both accept loops: counted, given its id, and
-/// answered on the spot when `serve_now` and its first message is already there.
-/// `None` when that finished it; otherwise its id and what was done so far.
-pub(super) fn open_connection(
-    stream: &StdStream,
-    peer: &PeerAddr,
-    shared: &Shared,
-    ids: &mut impl Iterator<Item = u64>,
-    scratch: &mut Vec<u8>,
-    serve_now: bool,
-) -> Option<(u64, Prelude)> {
+/// A connection's start, the same in both accept loops: counted and given its id.
+pub(super) fn count_connection(shared: &Shared, ids: &mut impl Iterator<Item = u64>) -> u64 {
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let id = ids.next().unwrap_or_default();
-    if !serve_now {
-        return Some((id, Prelude::default()));
-    }
-    match conn::serve_now(stream, peer, id, shared, scratch) {
-        FirstTurn::Done => None,
-        FirstTurn::Continue(prelude) => Some((id, prelude)),
-    }
+    ids.next().unwrap_or_default()
 }
 
 /// The pause after resource errors on `accept` (out of descriptors and the like): from
