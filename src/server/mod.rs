@@ -15,15 +15,18 @@
 //! Flow: [`Server::bind`] → [`Server::run`] → accept loop / datagram loop until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
 
-mod busy_poll;
-mod conn;
+mod accept;
+mod answer;
 mod datagram;
+mod end;
 mod lane;
-mod lane_shard;
 mod limits;
-mod own_table;
+mod message_loop;
 mod session;
-mod stream;
+mod tasks;
+
+// The datagram answer loop polls as the lane does.
+use lane::busy_poll;
 
 pub use limits::{Limits, OverLimit};
 pub(crate) use session::{connection_span, record_client, record_socket_peer};
@@ -510,9 +513,9 @@ async fn shard(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
         StdBound::Stream(listener) => {
             // The per-message modes get a thread with the fast lane; the others (or if
             // the lane cannot be made) a task per connection.
-            if let Err(listener) = lane_shard::serve(listener, &shared, grace).await {
+            if let Err(listener) = lane::serve(listener, &shared, grace).await {
                 match listener.into_tokio() {
-                    Ok(listener) => stream::accept_loop(listener, &shared).await,
+                    Ok(listener) => tasks::accept_loop(listener, &shared).await,
                     Err(e) => {
                         tracing::error!("a server thread cannot register its socket: {e}");
                         shared.shutdown.trigger();

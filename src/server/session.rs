@@ -6,7 +6,8 @@
 //! the TLS handshake and hex tap, and hands the connection to its behaviour by
 //! [`ServeMode`](super::ServeMode).
 //!
-//! The per-message modes (reply, echo, discard) go to [`super::conn`], which does its own
+//! The per-message modes (reply, echo, discard) go to [`super::message_loop`] (or, with raw framing
+//! and no layer, the fast lane: [`super::lane`]), which does its own
 //! bookkeeping. The connection-level modes (exec, chat) run in [`crate::behaviour`] and
 //! report how they ended; this module turns that report into what every connection gets:
 //! the `connected` and `closed` events, the counters, and one log line when the end was
@@ -18,7 +19,8 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::conn::{EndSeverity as Severity, serve_connection};
+use super::end::EndSeverity as Severity;
+use super::message_loop::serve_connection;
 use super::{Handler, Shared};
 use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};

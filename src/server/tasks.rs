@@ -1,6 +1,6 @@
 //! The accept loop for stream endpoints whose connections get a task each: take a slot,
 //! accept, pass the gate, spawn the connection's task, repeat. (The per-message
-//! modes run on a thread of their own instead: [`super::lane_shard`].)
+//! modes run on a thread of their own instead: [`super::lane`].)
 //!
 //! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
 //! mini-redis does): at the connection limit the loop stops accepting and the kernel
@@ -12,21 +12,16 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::Shared;
+use super::accept::{Backoff, count_connection, is_per_connection};
 use super::session::serve_accepted;
+use super::{OverLimit, Shared};
 use crate::access::gate::{self, Gate, Slot};
 use crate::transport::{PeerAddr, StdStream, StreamListener};
-
-/// Longest pause after a resource error on `accept` (EMFILE and friends).
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// First pause after a resource error on `accept`.
-const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
 /// What the accept loop waits for, whichever comes first.
 enum Wake {
@@ -112,11 +107,11 @@ enum Admission<'a> {
 impl<'a> Admission<'a> {
     fn new(
         pause: Duration,
-        over_limit: super::OverLimit,
+        over_limit: OverLimit,
         slots: Option<&'a Arc<Semaphore>>,
         shared: &'a Shared,
     ) -> Admission<'a> {
-        let reserves = over_limit == super::OverLimit::Wait && slots.is_some();
+        let reserves = over_limit == OverLimit::Wait && slots.is_some();
         if pause.is_zero() && !reserves {
             return Admission::Open(None);
         }
@@ -170,61 +165,4 @@ fn take_connection(
     // connection's own task (and span), so accepting never waits.
     let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot);
     shared.shutdown.spawn(task);
-}
-
-/// A connection's start, the same in both accept loops: counted and given its id.
-pub(super) fn count_connection(shared: &Shared, ids: &mut impl Iterator<Item = u64>) -> u64 {
-    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-    ids.next().unwrap_or_default()
-}
-
-/// The pause after resource errors on `accept` (out of descriptors and the like): from
-/// [`MIN_BACKOFF`], doubling up to [`MAX_BACKOFF`], back to the start after a success.
-/// Both accept loops use it.
-#[derive(Debug)]
-pub(super) struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff(MIN_BACKOFF)
-    }
-}
-
-impl Backoff {
-    /// A connection was accepted: the next error pauses briefly again.
-    pub(super) fn reset(&mut self) {
-        self.0 = MIN_BACKOFF;
-    }
-
-    /// Logs the error and says how long to pause before accepting again.
-    pub(super) fn after(&mut self, e: &io::Error) -> Duration {
-        tracing::warn!(
-            "accept failed: {e}; pausing {}ms and serving existing clients{}",
-            self.0.as_millis(),
-            resource_hint(e)
-        );
-        let pause = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        pause
-    }
-}
-
-/// Errors that concern one incoming connection, not the listener: retry at once.
-pub(super) fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(libc::EPROTO)
-}
-
-/// A remedy for the resource errors `accept` reports.
-fn resource_hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EMFILE) => " (out of file descriptors: raise `ulimit -n` or set --max-conns)",
-        Some(libc::ENFILE) => " (the system is out of file descriptors)",
-        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => " (the kernel is out of memory for sockets)",
-        _ => "",
-    }
 }

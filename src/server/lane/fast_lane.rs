@@ -9,8 +9,8 @@
 //! with a read, an answer and a write, as the C server does.
 //!
 //! Only connections whose whole state is a few fields come here: reply, echo and discard
-//! with raw framing and no TLS, hex or PROXY layer (what [`super::conn::serve_now`]
-//! serves). The rules are a connection task's ([`super::conn`]):
+//! with raw framing and no TLS, hex or PROXY layer (what [`super::conn_state::serve_now`]
+//! serves). The rules are a connection task's ([`crate::server::message_loop`]):
 //!
 //! * an answer is written completely before the next read, so a client that does not read
 //!   stops being read from and holds at most one reply;
@@ -34,12 +34,14 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Registry, Token};
 
 use super::busy_poll::BusyPoll;
-use super::conn::{self, End, Prelude};
-use super::{AfterReply, Shared};
+use super::conn_state::{ConnState, answer_now};
 use crate::access::gate::Slot;
 use crate::behaviour::Responder;
+use crate::endpoint::Delivery;
 use crate::error::Error;
 use crate::obs::Tally;
+use crate::server::end::{End, report_end};
+use crate::server::{AfterReply, Shared, THE_CLIENT};
 use crate::transport::{PeerAddr, StdStream};
 
 /// Ready connections taken from the epoll set per wake-up.
@@ -103,7 +105,7 @@ struct Conn {
     /// The `--max-conns` slot, released when the connection is dropped.
     _slot: Slot,
     /// Counts, the unsent part of an answer, and whether a reply went out.
-    state: Prelude,
+    state: ConnState,
     /// When bytes last moved either way (the clock of the idle timeout).
     last_activity: Instant,
     /// Whether the client's FIN (or a hang-up) was reported: then a short read does not
@@ -156,7 +158,7 @@ impl FastLane {
     /// `None` otherwise, or when the system refuses an epoll set (then each connection
     /// gets a task).
     pub(crate) fn for_server(shared: &Arc<Shared>) -> Option<FastLane> {
-        if !conn::can_serve_now(shared) {
+        if !shared.options.waits_in_kernel(Delivery::Stream) {
             return None;
         }
         match FastLane::new(shared) {
@@ -216,9 +218,9 @@ impl FastLane {
         peer: PeerAddr,
         id: u64,
         slot: Slot,
-        mut prelude: Prelude,
+        mut state: ConnState,
     ) {
-        prelude.announce(&self.conns.shared.events, id, &peer);
+        state.announce(&self.conns.shared.events, id, &peer);
         let now = Instant::now();
         if self.conns.len == 0
             && let Some((period, next_sweep)) = self.sweep.as_mut()
@@ -231,8 +233,8 @@ impl FastLane {
             peer,
             id,
             _slot: slot,
-            watching_writes: prelude.has_pending(),
-            state: prelude,
+            watching_writes: state.has_pending(),
+            state,
             last_activity: now,
             read_closed: false,
             wakes_in_bulk: false,
@@ -345,7 +347,7 @@ impl Conns {
             .registry
             .register(&mut SourceFd(&fd), Token(index), interest)
         {
-            let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
+            let end = End::Failed(Error::exchange(e, THE_CLIENT, "while watching"));
             self.finish(conn, end);
             return;
         }
@@ -397,7 +399,7 @@ impl Conns {
                 self.registry
                     .reregister(&mut SourceFd(&raw), Token(fd), interest(watch_writes))
             {
-                let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
+                let end = End::Failed(Error::exchange(e, THE_CLIENT, "while watching"));
                 return self.close(fd, end);
             }
             conn.watching_writes = watch_writes;
@@ -467,7 +469,7 @@ impl Conns {
         if end.wants_shutdown() {
             let _ = conn.stream.shutdown_write();
         }
-        conn::report_end(&end, &conn.peer, conn.id, &conn.state.tally, &self.shared);
+        report_end(&end, &conn.peer, conn.id, &conn.state.tally, &self.shared);
         self.shared.stats.absorb(&mut conn.state.tally);
     }
 }
@@ -486,7 +488,7 @@ fn interest(watch_writes: bool) -> Interest {
 /// pending answer, then messages until the socket is empty, an answer does not fit, or
 /// the connection's reads for this turn are used.
 ///
-/// Always inlined into [`Conns::serve`], its only hot caller, with [`conn::answer_now`]:
+/// Always inlined into [`Conns::serve`], its only hot caller, with [`answer_now`]:
 /// as calls they cost register saving and result passing on every message (callgrind
 /// counts in `bench/RESULTS.md`).
 #[inline(always)]
@@ -523,12 +525,12 @@ fn advance(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let error = Error::exchange(e, super::THE_CLIENT, "while reading");
+                let error = Error::exchange(e, THE_CLIENT, "while reading");
                 return Progress::Ended(End::Failed(error));
             }
         };
         conn.last_activity = now;
-        let answered = conn::answer_now(
+        let answered = answer_now(
             &conn.stream,
             &scratch[..n],
             &conn.peer,
@@ -575,7 +577,7 @@ fn take_the_tail(conn: &mut Conn, shared: &Shared, scratch: &mut [u8]) {
             Ok(n) if n > 0 => {
                 let tail = &scratch[..n];
                 // Discard answers nothing, so this only counts the bytes.
-                let _ = conn::answer_now(
+                let _ = answer_now(
                     &conn.stream,
                     tail,
                     &conn.peer,

@@ -12,7 +12,7 @@
 //! would ([`super::own_table`]): no reference counting per system call, no table lock
 //! shared with the other shards.
 //!
-//! The rules are the accept loop's ([`super::stream`]) and the lane's: `--max-conns` in
+//! The rules are the accept loop's ([`crate::server::tasks`]) and the lane's: `--max-conns` in
 //! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
 //! clients; a slot freed by another thread is noticed within [`SLOT_RETRY`]), refuse
 //! mode accepts and closes; denied clients are closed at once; resource errors on
@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Waker};
 
-use super::conn::{self, FirstTurn};
-use super::lane::{FastLane, LISTENER, WAKER};
+use super::conn_state::{self, FirstTurn};
+use super::fast_lane::{FastLane, LISTENER, WAKER};
 use super::own_table;
-use super::stream::{Backoff, count_connection, is_per_connection};
-use super::{OverLimit, Shared};
 use crate::access::gate::{Gate, Slot};
+use crate::server::accept::{Backoff, count_connection, is_per_connection};
+use crate::server::{OverLimit, Shared};
 use crate::transport::{PeerAddr, StdListener, StdStream};
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
@@ -273,9 +273,9 @@ impl<'a> Acceptor<'a> {
     fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
         let shared = &**self.shared;
         let id = count_connection(shared, &mut self.ids);
-        match conn::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
+        match conn_state::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
             FirstTurn::Done => {}
-            FirstTurn::Continue(prelude) => lane.adopt(stream, peer, id, slot, prelude),
+            FirstTurn::Continue(state) => lane.adopt(stream, peer, id, slot, state),
         }
     }
 }
