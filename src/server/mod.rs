@@ -2,17 +2,32 @@
 //!
 //! This is the note's server with its stated problem solved. The note's loop does
 //! `accept → recv → send → close` on one thread, so a client that connects and sends
-//! nothing stops everyone. Here the accept loop only accepts; each connection is its own
-//! tokio task, so a silent, slow or hostile client costs one idle task and nothing else.
-//! Datagram endpoints run one receive loop ([`datagram`]) that answers each sender at its
-//! own address.
+//! nothing stops everyone. Here nothing that serves a client waits for it: a silent, slow
+//! or hostile client costs its own state and nothing else.
 //!
-//! Every client first passes the gate (`access::gate`) (`--allow`/`--deny`,
-//! `--max-conns-mode refuse`); then [`session`] hands the connection to its behaviour by [`ServeMode`]: the
-//! per-message loop in [`conn`] (reply, echo, discard), a program (`--exec`), or the chat
-//! room (`--chat`).
+//! A server runs one of four engines, chosen by its endpoint and [`ServeMode`] (one per
+//! shard; [`Server::run_threads`] runs several shards, each on its own thread):
 //!
-//! Flow: [`Server::bind`] → [`Server::run`] → accept loop / datagram loop until the
+//! * **the fast lane** ([`lane::serve`]): reply, echo and discard on streams with raw
+//!   framing and no TLS, `--hex` or PROXY layer. A thread of its own waits in an epoll set
+//!   holding its listener and its connections; each message is answered on the spot, with
+//!   no task and no reactor ([`lane`]);
+//! * **a task per connection** ([`tasks::accept_loop`], then [`session::serve_accepted`]
+//!   in each connection's task): every other stream server (line framing, TLS, `--hex`,
+//!   `--proxy-protocol`, `--exec`, `--chat`). The per-message modes run
+//!   [`message_loop`]; exec and chat run in [`crate::behaviour`];
+//! * **the datagram answer loop** ([`datagram::receive_loop`]): reply, echo and discard on
+//!   datagram endpoints, a thread waiting in `recvmmsg(2)` that answers each sender at
+//!   its own address;
+//! * **a program per datagram** ([`datagram::receive_loop`] with `--exec`): each
+//!   datagram runs the program in a task of its own.
+//!
+//! The stream engines share what makes them behave alike: the gate
+//! (`access::gate`: `--allow`/`--deny`, `--max-conns` and its mode), counting and
+//! back-off on `accept` ([`accept`]), the answer to a message and its event
+//! ([`answer`]), and how a connection's end is logged, counted and reported ([`end`]).
+//!
+//! Flow: [`Server::bind`] → [`Server::run`] → one engine per shard until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
 
 mod accept;
@@ -511,8 +526,8 @@ fn run_shard_thread(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
 async fn shard(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
     match socket {
         StdBound::Stream(listener) => {
-            // The per-message modes get a thread with the fast lane; the others (or if
-            // the lane cannot be made) a task per connection.
+            // The per-message modes get a thread with the fast lane; the others (or when
+            // the system refuses the lane an epoll set) a task per connection.
             if let Err(listener) = lane::serve(listener, &shared, grace).await {
                 match listener.into_tokio() {
                     Ok(listener) => tasks::accept_loop(listener, &shared).await,
