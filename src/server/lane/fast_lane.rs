@@ -590,3 +590,205 @@ fn take_the_tail(conn: &mut Conn, shared: &Shared, scratch: &mut [u8]) {
         }
     }
 }
+
+/// The state machine of a lane connection, driven by real loopback sockets: what the
+/// client sends and how it closes, against what the lane answers and how it counts.
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown as Direction, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::FastLane;
+    use crate::behaviour::Responder;
+    use crate::endpoint::Endpoint;
+    use crate::obs::{EventLog, StatsBoard, Summary};
+    use crate::server::lane::conn_state::ConnState;
+    use crate::server::{Handler, IdSequence, ServeOptions, Shared};
+    use crate::shutdown::Shutdown;
+    use crate::transport::{PeerAddr, StdStream};
+
+    /// The longest any test waits for the lane to get somewhere.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A lane with one connection in it, and the client at the other end.
+    struct Rig {
+        lane: FastLane,
+        client: TcpStream,
+        board: StatsBoard,
+        /// What the client has read so far.
+        received: Vec<u8>,
+        /// Whether the client has read the lane's FIN.
+        eof: bool,
+    }
+
+    impl Rig {
+        /// An echo lane (reads of at most `buffer_size` bytes, `idle` timeout) holding
+        /// one accepted loopback connection.
+        fn echo(buffer_size: usize, idle: Option<Duration>) -> Rig {
+            let mut options = ServeOptions::seed(&Endpoint::seed_tcp());
+            options.responder = Responder::Echo;
+            options.buffer_size = buffer_size;
+            options.limits.idle_timeout = idle;
+            let board = StatsBoard::default();
+            let shared = Arc::new(Shared {
+                options,
+                events: EventLog::disabled(),
+                stats: board.add_shard(),
+                shutdown: Shutdown::new(),
+                handler: Handler::Respond,
+                slots: None,
+                ids: IdSequence { first: 1, step: 1 },
+                late_gate: std::sync::Mutex::default(),
+            });
+            let mut lane = FastLane::new(&shared).unwrap_or_else(|e| panic!("epoll: {e}"));
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+            let client = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+            client
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (server, peer) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            server
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let stream = StdStream::Tcp(server);
+            lane.adopt(stream, PeerAddr::Ip(peer), 1, None, ConnState::default());
+            Rig {
+                lane,
+                client,
+                board,
+                received: Vec::new(),
+                eof: false,
+            }
+        }
+
+        /// Sends `bytes` from the client (small enough for the socket buffer).
+        fn send(&mut self, bytes: &[u8]) {
+            self.client
+                .write_all(bytes)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+
+        /// Takes what has reached the client, without waiting.
+        fn collect(&mut self) {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.client.read(&mut buf) {
+                    Ok(0) => {
+                        self.eof = true;
+                        return;
+                    }
+                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) => panic!("the client's read failed: {e}"),
+                }
+            }
+        }
+
+        /// Turns the lane (and collects the client's input) until `done`, within
+        /// [`PATIENCE`].
+        fn turn_until(&mut self, what: &str, done: impl Fn(&Rig) -> bool) {
+            let give_up = Instant::now() + PATIENCE;
+            while !done(self) {
+                assert!(Instant::now() < give_up, "the lane never got to: {what}");
+                let wake_by = Instant::now() + Duration::from_millis(20);
+                self.lane
+                    .turn(Some(wake_by))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                self.collect();
+            }
+        }
+
+        fn summary(&self) -> Summary {
+            self.board.summary()
+        }
+    }
+
+    #[test]
+    fn reads_shorter_than_a_message_are_each_answered_as_they_come() {
+        let mut rig = Rig::echo(1024, None);
+        rig.send(b"hel");
+        rig.turn_until("the first piece echoed", |r| r.received == b"hel");
+        rig.send(b"lo");
+        rig.turn_until("the second piece echoed", |r| r.received == b"hello");
+        assert_eq!(rig.lane.len(), 1, "the connection stays open");
+    }
+
+    #[test]
+    fn input_longer_than_the_buffer_is_read_and_answered_in_buffer_sized_messages() {
+        let mut rig = Rig::echo(4, None);
+        rig.send(b"hello world!");
+        rig.turn_until("everything echoed", |r| r.received == b"hello world!");
+        rig.client
+            .shutdown(Direction::Write)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rig.turn_until("the connection closed", |r| r.lane.len() == 0 && r.eof);
+        let summary = rig.summary();
+        assert_eq!((summary.messages, summary.replies), (3, 3));
+        assert_eq!((summary.bytes_in, summary.bytes_out), (12, 12));
+        assert_eq!(summary.errors, 0);
+    }
+
+    #[test]
+    fn a_message_sent_with_msg_more_and_the_fin_is_answered_then_closed() {
+        let mut rig = Rig::echo(1024, None);
+        let message = b"hello tcp server";
+        // MSG_MORE holds the bytes back until the FIN, so message and FIN arrive in one
+        // segment: one edge, after which a short read does not mean the socket is empty.
+        let sent = rustix::net::send(&rig.client, message, rustix::net::SendFlags::MORE);
+        assert_eq!(sent.ok(), Some(message.len()));
+        rig.client
+            .shutdown(Direction::Write)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rig.turn_until("the echo, then the FIN", |r| r.eof);
+        assert_eq!(rig.received, message);
+        assert_eq!(rig.lane.len(), 0);
+        let summary = rig.summary();
+        assert_eq!(
+            (summary.messages, summary.replies, summary.errors),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_reset_ends_the_connection_as_the_clients_error() {
+        let mut rig = Rig::echo(1024, None);
+        rig.send(b"ping");
+        rig.turn_until("the echo", |r| r.received == b"ping");
+        socket2::SockRef::from(&rig.client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Closing with a zero linger sends a reset instead of a FIN.
+        let Rig {
+            lane,
+            client,
+            board,
+            ..
+        } = rig;
+        drop(client);
+        let mut lane = lane;
+        let give_up = Instant::now() + PATIENCE;
+        while lane.len() > 0 {
+            assert!(
+                Instant::now() < give_up,
+                "the reset never ended the connection"
+            );
+            lane.turn(Some(Instant::now() + Duration::from_millis(20)))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let summary = board.summary();
+        assert_eq!(summary.errors, 1, "a reset counts as an error");
+        assert_eq!(summary.messages, 1);
+    }
+
+    #[test]
+    fn a_silent_client_is_closed_by_the_idle_timeout_with_a_fin() {
+        let mut rig = Rig::echo(1024, Some(Duration::from_millis(30)));
+        rig.turn_until("the idle close", |r| r.lane.len() == 0 && r.eof);
+        let summary = rig.summary();
+        assert_eq!(summary.idle_closed, 1);
+        assert_eq!(summary.errors, 0, "an idle close is not an error");
+    }
+}
