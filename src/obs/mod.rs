@@ -8,12 +8,14 @@
 //! * [`escape`]: printing arbitrary bytes as one safe line;
 //! * [`throttle`]: rate-limited log lines for floods (refused clients, denied datagrams).
 //! * [`hexdump`]: `--hex`, traffic as offset / hex / ASCII on stderr.
+//! * [`span`]: the `conn{id, peer}` span of each connection's diagnostics.
 
 pub mod escape;
 pub mod events;
 pub mod hexdump;
 pub mod logging;
 pub mod metrics;
+pub mod span;
 pub mod stats;
 pub mod throttle;
 

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::server::{connection_span, record_client, record_socket_peer};
+use crate::obs::span::{connection_span, record_client, record_socket_peer};
 use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
 
 /// Longest pause after a resource error on `accept` (EMFILE and friends).

@@ -122,7 +122,7 @@ pub(crate) fn report_end(end: &End, peer: &PeerAddr, conn: u64, tally: &Tally, s
     let severity = end.severity();
     if severity != EndSeverity::Normal {
         let reason = end.reason();
-        super::session::in_connection_span(conn, peer, || {
+        crate::obs::span::in_connection_span(conn, peer, || {
             severity.log_and_count(&reason, end.kind(), &shared.stats);
         });
     }

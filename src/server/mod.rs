@@ -44,7 +44,6 @@ mod tasks;
 use lane::busy_poll;
 
 pub use limits::{Limits, OverLimit};
-pub(crate) use session::{connection_span, record_client, record_socket_peer};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -155,7 +155,7 @@ fn take_connection(
     let stream = match stream.into_tokio() {
         Ok(stream) => stream,
         Err(e) => {
-            super::session::in_connection_span(id, &peer, || {
+            crate::obs::span::in_connection_span(id, &peer, || {
                 tracing::warn!("cannot watch the connection: {e}");
             });
             return;

@@ -29,9 +29,7 @@ const TIERS: [&[&str]; 5] = [
 ];
 
 /// Upward imports that exist today, each to be removed by issue 17 (`from → to`).
-const KNOWN_UPWARD: [(&str, &str); 3] = [
-    // `OverLimit` belongs in access.
-    ("access", "server"),
+const KNOWN_UPWARD: [(&str, &str); 2] = [
     // The hex dump and the log escaping that transport's layers use belong below it.
     ("transport", "obs"),
     // Socket activation's "stopping" notice.
