@@ -20,10 +20,14 @@
 pub mod activation;
 pub mod batch;
 mod datagram;
+mod errors;
 mod layers;
+mod listener;
 pub mod proxy;
 mod sockopt;
+mod std_stream;
 mod stream;
+mod syscall;
 pub mod tls;
 mod unix_path;
 
@@ -31,9 +35,11 @@ pub use activation::ListenSource;
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 pub use layers::Layers;
+pub use listener::{StdListener, StreamListener};
 pub use proxy::ProxyProtocol;
 pub use sockopt::ListenOptions;
-pub use stream::{ConnectOptions, StdListener, StdStream, Stream, StreamListener, connect_stream};
+pub use std_stream::StdStream;
+pub use stream::{ConnectOptions, Stream, connect_stream};
 pub use unix_path::UnixPathGuard;
 
 use std::fmt;
