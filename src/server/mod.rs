@@ -41,6 +41,7 @@ mod session;
 mod tasks;
 
 // The datagram answer loop polls as the lane does.
+use lane::LaneThread;
 use lane::busy_poll;
 
 pub use limits::{Limits, OverLimit};
@@ -338,8 +339,10 @@ impl Server {
         board.summary()
     }
 
-    /// Serves with `threads` threads, each with its own single-threaded runtime and its
-    /// own copy of the listening socket; the calling task serves as the first of them.
+    /// Serves with `threads` threads, each with its own copy of the listening socket;
+    /// the calling task serves as the first of them. An extra shard of the fast lane is
+    /// the lane's thread alone (the calling task stops it at shutdown); one of the other
+    /// engines gets a thread with a single-threaded runtime of its own.
     ///
     /// Thread-per-core: a connection is accepted and served by one thread to its end, so
     /// nothing on the per-message path crosses threads (no work-stealing hand-off, no
@@ -364,11 +367,13 @@ impl Server {
         };
         let (std_socket, guard) = plan.socket.into_std().map_err(failed)?;
         let mut finished = Vec::with_capacity(threads - 1);
+        let mut lanes = Vec::with_capacity(threads - 1);
         for index in 1..threads {
             let copy = match std_socket.sibling(&plan.shared.options.listen) {
                 Ok(copy) => copy,
                 Err(e) => {
                     shutdown.trigger();
+                    finish_lanes(lanes).await;
                     return Err(failed(e));
                 }
             };
@@ -377,6 +382,20 @@ impl Server {
                 step: threads as u64,
             };
             let shared = Arc::new(plan.shared.for_shard(board.add_shard(), ids));
+            // A lane shard is its lane's thread alone; the other engines get a thread
+            // with a runtime of their own.
+            let copy = match copy {
+                StdBound::Stream(listener) => match lane::start(listener, &shared, plan.grace) {
+                    Ok(Some(thread)) => {
+                        lanes.push((thread, shared));
+                        continue;
+                    }
+                    // Logged, and this shard stopped.
+                    Ok(None) => continue,
+                    Err(listener) => StdBound::Stream(listener),
+                },
+                datagram => datagram,
+            };
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
             let grace = plan.grace;
             let spawned = std::thread::Builder::new()
@@ -387,6 +406,7 @@ impl Server {
                 });
             if let Err(e) = spawned {
                 shutdown.trigger();
+                finish_lanes(lanes).await;
                 return Err(failed(e));
             }
             finished.push(done_rx);
@@ -400,7 +420,7 @@ impl Server {
                 step: threads as u64,
             },
         ));
-        shard(std_socket, first, plan.grace).await;
+        tokio::join!(shard(std_socket, first, plan.grace), finish_lanes(lanes));
         for done in finished {
             // A shard that panicked drops its sender; the others are still waited for.
             let _ = done.await;
@@ -501,7 +521,18 @@ impl StdBound {
     }
 }
 
-/// One shard's thread: a single-threaded runtime serving its copy of the socket.
+/// Stops the extra lane shards at shutdown (see [`LaneThread::finish`]), all at once.
+async fn finish_lanes(lanes: Vec<(LaneThread, Arc<Shared>)>) {
+    futures_util::future::join_all(
+        lanes
+            .into_iter()
+            .map(|(thread, shared)| async move { thread.finish(&shared.shutdown).await }),
+    )
+    .await;
+}
+
+/// One shard's thread (of the engines other than the lane): a single-threaded runtime
+/// serving its copy of the socket.
 fn run_shard_thread(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

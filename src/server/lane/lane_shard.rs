@@ -33,6 +33,7 @@ use super::own_table;
 use crate::access::gate::{Gate, Slot};
 use crate::server::accept::{Backoff, count_connection, is_per_connection};
 use crate::server::{OverLimit, Shared};
+use crate::shutdown::Shutdown;
 use crate::transport::{PeerAddr, StdListener, StdStream};
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
@@ -48,6 +49,33 @@ pub(crate) async fn serve(
     shared: &Arc<Shared>,
     grace: Duration,
 ) -> Result<(), StdListener> {
+    if let Some(thread) = start(listener, shared, grace)? {
+        thread.finish(&shared.shutdown).await;
+    }
+    Ok(())
+}
+
+/// A lane shard's thread, started: what the caller keeps to hand it its descriptors and
+/// to stop it ([`LaneThread::finish`]).
+pub(crate) struct LaneThread {
+    /// Wakes the thread's wait, for shutdown.
+    waker: Waker,
+    /// The descriptors the thread took along (see [`handed_over`]).
+    handed: Vec<RawFd>,
+    /// Whether the thread took a descriptor table of its own.
+    table: tokio::sync::oneshot::Receiver<bool>,
+    /// Closed when the thread is done.
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Starts a lane shard's thread serving `listener`. Gives the listener back when the
+/// lane cannot be set up (no epoll set, or not a per-message server); `None` when the
+/// thread could not start (logged, and this shard's shutdown triggered).
+pub(crate) fn start(
+    listener: StdListener,
+    shared: &Arc<Shared>,
+    grace: Duration,
+) -> Result<Option<LaneThread>, StdListener> {
     let Some(lane) = FastLane::for_server(shared) else {
         return Err(listener);
     };
@@ -56,13 +84,13 @@ pub(crate) async fn serve(
         Err(e) => {
             tracing::error!("cannot set up the server thread: {e}");
             shared.shutdown.trigger();
-            return Ok(());
+            return Ok(None);
         }
     };
     let handed = handed_over(&listener, &lane);
     let keep = handed.clone();
-    let (table_tx, table_rx) = tokio::sync::oneshot::channel();
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (table_tx, table) = tokio::sync::oneshot::channel();
+    let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
     let worker_shared = Arc::clone(shared);
     // A thread of its own rather than the runtime's blocking pool: the thread changes
     // its descriptor table, so it must not go back to a pool that would run other work
@@ -77,22 +105,35 @@ pub(crate) async fn serve(
     if let Err(e) = spawned {
         tracing::error!("cannot start the server thread: {e}");
         shared.shutdown.trigger();
-        return Ok(());
+        return Ok(None);
     }
-    if table_rx.await == Ok(true) {
-        own_table::close_handed_over(&handed);
-    }
-    let finished = tokio::select! {
-        () = shared.shutdown.triggered() => false,
-        _ = &mut done_rx => true,
-    };
-    if !finished {
-        if let Err(e) = waker.wake() {
-            tracing::error!("cannot wake the server thread for shutdown: {e}");
+    Ok(Some(LaneThread {
+        waker,
+        handed,
+        table,
+        done,
+    }))
+}
+
+impl LaneThread {
+    /// Closes the caller's copies of what the thread took along (once the thread has a
+    /// table of its own), waits for `shutdown`, wakes the thread for it and waits until
+    /// the thread has drained.
+    pub(crate) async fn finish(mut self, shutdown: &Shutdown) {
+        if self.table.await == Ok(true) {
+            own_table::close_handed_over(&self.handed);
         }
-        let _ = done_rx.await;
+        let finished = tokio::select! {
+            () = shutdown.triggered() => false,
+            _ = &mut self.done => true,
+        };
+        if !finished {
+            if let Err(e) = self.waker.wake() {
+                tracing::error!("cannot wake the server thread for shutdown: {e}");
+            }
+            let _ = self.done.await;
+        }
     }
-    Ok(())
 }
 
 /// The descriptors the shard's thread takes along (its listener and its epoll set), by

@@ -1,7 +1,9 @@
 //! The fast lane: the engine of the per-message modes (reply, echo, discard with raw
 //! framing and no TLS, `--hex` or PROXY header), everything it is made of in one folder.
 //!
-//! Entry point: [`serve`], one shard's thread waiting in its own epoll set.
+//! Entry points: [`serve`], one shard's thread waiting in its own epoll set until
+//! shutdown; [`start`] and [`LaneThread::finish`], the same in two steps, for the extra
+//! shards of [`super::Server::run_threads`].
 //!
 //! * [`lane_shard`]: the shard's thread, its acceptor and its drain;
 //! * [`fast_lane`]: the connections in the epoll set, served without tasks;
@@ -20,4 +22,4 @@ mod fast_lane;
 mod lane_shard;
 mod own_table;
 
-pub(super) use lane_shard::serve;
+pub(super) use lane_shard::{LaneThread, serve, start};
