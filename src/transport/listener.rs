@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 ///
 /// The sockets are watched with [`AsyncFd`] rather than tokio's listener types so that
 /// [`StreamListener::accept_std`] can hand out connections that are not yet registered
-/// with the reactor: a server that can answer at once never registers them at all.
+/// with the reactor: the caller registers each on the runtime that serves it.
 #[derive(Debug)]
 pub enum StreamListener {
     /// TCP over IPv4 or IPv6 (also for `tls://`: TLS starts after `accept`).

@@ -206,6 +206,16 @@ fn drain(lane: &mut FastLane, grace: Duration) {
     }
 }
 
+/// What the acceptor holds before `accept` with `--max-conns`.
+enum Reservation {
+    /// Wait mode: a slot, taken for the next client.
+    Reserved(Slot),
+    /// Wait mode at the limit: no slot free, so no `accept` for now.
+    NoneFree,
+    /// No limit, or refuse mode: nothing is taken before `accept`.
+    NotNeeded,
+}
+
 /// The listening side of a lane shard.
 struct Acceptor<'a> {
     listener: StdListener,
@@ -267,10 +277,14 @@ impl<'a> Acceptor<'a> {
             self.retry_at = None;
         }
         for _ in 0..ACCEPTS_PER_TURN {
-            let Some(reserved) = self.reserve() else {
-                // At the limit: the backlog holds the clients until a slot frees.
-                self.retry_at = Some(Instant::now() + SLOT_RETRY);
-                return;
+            let reserved = match self.reserve() {
+                Reservation::Reserved(slot) => Some(slot),
+                Reservation::NotNeeded => None,
+                Reservation::NoneFree => {
+                    // At the limit: the backlog holds the clients until a slot frees.
+                    self.retry_at = Some(Instant::now() + SLOT_RETRY);
+                    return;
+                }
             };
             match self.listener.accept_now() {
                 Ok((stream, peer)) => {
@@ -297,15 +311,15 @@ impl<'a> Acceptor<'a> {
         // More may be queued: the lane's connections get their turn first.
     }
 
-    /// In `--max-conns-mode wait`, a slot taken before `accept` (`None`: none free);
-    /// otherwise nothing to reserve (`Some(None)`).
-    fn reserve(&self) -> Option<Option<Slot>> {
+    /// In `--max-conns-mode wait`, a slot taken before `accept`, if one is free;
+    /// otherwise nothing to reserve (the gate judges the client once accepted).
+    fn reserve(&self) -> Reservation {
         match (&self.shared.slots, self.shared.options.limits.over_limit) {
-            (Some(slots), OverLimit::Wait) => Arc::clone(slots)
-                .try_acquire_owned()
-                .ok()
-                .map(|permit| Some(Some(permit))),
-            _ => Some(None),
+            (Some(slots), OverLimit::Wait) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Reservation::Reserved(Some(permit)),
+                Err(_) => Reservation::NoneFree,
+            },
+            _ => Reservation::NotNeeded,
         }
     }
 
