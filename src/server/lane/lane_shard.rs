@@ -57,15 +57,20 @@ pub(crate) async fn serve(
 
 /// A lane shard's thread, started: what the caller keeps to hand it its descriptors and
 /// to stop it ([`LaneThread::finish`]).
+///
+/// The thread reports through plain std channels and its join handle, never through a
+/// runtime's waker: a waker it dropped could be the last reference to a task, whose
+/// destructor would then close the runtime's descriptors on a thread whose table no
+/// longer has them ([`super::own_table`]).
 pub(crate) struct LaneThread {
     /// Wakes the thread's wait, for shutdown.
     waker: Waker,
     /// The descriptors the thread took along (see [`handed_over`]).
     handed: Vec<RawFd>,
     /// Whether the thread took a descriptor table of its own.
-    table: tokio::sync::oneshot::Receiver<bool>,
-    /// Closed when the thread is done.
-    done: tokio::sync::oneshot::Receiver<()>,
+    table: std::sync::mpsc::Receiver<bool>,
+    /// The thread, joined once it has drained.
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Starts a lane shard's thread serving `listener`. Gives the listener back when the
@@ -89,8 +94,7 @@ pub(crate) fn start(
     };
     let handed = handed_over(&listener, &lane);
     let keep = handed.clone();
-    let (table_tx, table) = tokio::sync::oneshot::channel();
-    let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+    let (table_tx, table) = std::sync::mpsc::sync_channel(1);
     let worker_shared = Arc::clone(shared);
     // A thread of its own rather than the runtime's blocking pool: the thread changes
     // its descriptor table, so it must not go back to a pool that would run other work
@@ -100,38 +104,52 @@ pub(crate) fn start(
         .spawn(move || {
             let _ = table_tx.send(own_table::take_own(&keep));
             run(listener, lane, &worker_shared, grace);
-            drop(done_tx);
         });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the server thread: {e}");
-        shared.shutdown.trigger();
-        return Ok(None);
+    match spawned {
+        Ok(thread) => Ok(Some(LaneThread {
+            waker,
+            handed,
+            table,
+            thread,
+        })),
+        Err(e) => {
+            tracing::error!("cannot start the server thread: {e}");
+            shared.shutdown.trigger();
+            Ok(None)
+        }
     }
-    Ok(Some(LaneThread {
-        waker,
-        handed,
-        table,
-        done,
-    }))
 }
 
 impl LaneThread {
     /// Closes the caller's copies of what the thread took along (once the thread has a
     /// table of its own), waits for `shutdown`, wakes the thread for it and waits until
     /// the thread has drained.
-    pub(crate) async fn finish(mut self, shutdown: &Shutdown) {
-        if self.table.await == Ok(true) {
-            own_table::close_handed_over(&self.handed);
-        }
+    ///
+    /// The thread's reports are awaited on a thread of the runtime's blocking pool,
+    /// which shares the process's table (see [`LaneThread`]).
+    pub(crate) async fn finish(self, shutdown: &Shutdown) {
+        let LaneThread {
+            waker,
+            handed,
+            table,
+            thread,
+        } = self;
+        let mut done = tokio::task::spawn_blocking(move || {
+            if table.recv() == Ok(true) {
+                own_table::close_handed_over(&handed);
+            }
+            // A thread that panicked has ended too.
+            let _ = thread.join();
+        });
         let finished = tokio::select! {
             () = shutdown.triggered() => false,
-            _ = &mut self.done => true,
+            _ = &mut done => true,
         };
         if !finished {
-            if let Err(e) = self.waker.wake() {
+            if let Err(e) = waker.wake() {
                 tracing::error!("cannot wake the server thread for shutdown: {e}");
             }
-            let _ = self.done.await;
+            let _ = done.await;
         }
     }
 }
