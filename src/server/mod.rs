@@ -477,6 +477,24 @@ struct Plan {
 }
 
 impl Shared {
+    /// One shard's state for unit tests of the engines: `options`, no events, counters
+    /// on the board it comes with.
+    #[cfg(test)]
+    pub(crate) fn for_test(options: ServeOptions) -> (Arc<Shared>, StatsBoard) {
+        let board = StatsBoard::default();
+        let shared = Shared {
+            handler: Handler::new(&options.mode),
+            options,
+            events: EventLog::disabled(),
+            stats: board.add_shard(),
+            shutdown: Shutdown::new(),
+            slots: None,
+            ids: IdSequence { first: 1, step: 1 },
+            late_gate: std::sync::Mutex::default(),
+        };
+        (Arc::new(shared), board)
+    }
+
     /// The same server state for another shard, with that shard's own counters.
     fn for_shard(&self, stats: Arc<Stats>, ids: IdSequence) -> Shared {
         Shared {

@@ -177,3 +177,82 @@ pub(crate) fn answer_now(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::{FirstTurn, serve_now};
+    use crate::endpoint::Endpoint;
+    use crate::server::{AfterReply, ServeOptions, Shared};
+    use crate::transport::{PeerAddr, StdStream};
+
+    /// A client connected over loopback, and the server's non-blocking end of it.
+    fn pair() -> (TcpStream, StdStream, PeerAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let client = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (server, peer) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+        server
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (client, StdStream::Tcp(server), PeerAddr::Ip(peer))
+    }
+
+    #[test]
+    fn a_connection_with_nothing_to_read_yet_goes_to_the_lane_untouched() {
+        let (shared, board) = Shared::for_test(ServeOptions::seed(&Endpoint::seed_tcp()));
+        let (_client, stream, peer) = pair();
+        let turn = serve_now(&stream, &peer, 1, &shared, &mut Vec::new());
+        let FirstTurn::Continue(state) = turn else {
+            panic!("a connection without input was finished on the spot");
+        };
+        assert!(!state.has_pending() && !state.answered());
+        assert_eq!(state.tally.messages, 0);
+        assert_eq!(board.summary().messages, 0);
+    }
+
+    #[test]
+    fn the_notes_one_shot_exchange_is_done_on_the_spot_with_reply_and_fin() {
+        let options = ServeOptions {
+            after_reply: AfterReply::Close,
+            ..ServeOptions::seed(&Endpoint::seed_tcp())
+        };
+        let (shared, board) = Shared::for_test(options);
+        let (mut client, stream, peer) = pair();
+        client
+            .write_all(b"hello tcp server")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The message is in the server's socket once the server side can peek it.
+        let mut probe = [0u8; 1];
+        let StdStream::Tcp(server) = &stream else {
+            unreachable!("pair() makes TCP")
+        };
+        server
+            .set_nonblocking(false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        server.peek(&mut probe).unwrap_or_else(|e| panic!("{e}"));
+        server
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let turn = serve_now(&stream, &peer, 1, &shared, &mut Vec::new());
+        assert!(matches!(turn, FirstTurn::Done), "not finished on the spot");
+        // The FIN is serve_now's own: the server's socket is still open here.
+        let mut received = Vec::new();
+        client
+            .read_to_end(&mut received)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(received, b"hello tcp client");
+        drop(stream);
+        let summary = board.summary();
+        assert_eq!((summary.messages, summary.replies), (1, 1));
+    }
+}

@@ -597,16 +597,14 @@ fn take_the_tail(conn: &mut Conn, shared: &Shared, scratch: &mut [u8]) {
 mod tests {
     use std::io::{Read, Write};
     use std::net::{Shutdown as Direction, TcpListener, TcpStream};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use super::FastLane;
     use crate::behaviour::Responder;
     use crate::endpoint::Endpoint;
-    use crate::obs::{EventLog, StatsBoard, Summary};
+    use crate::obs::{StatsBoard, Summary};
     use crate::server::lane::conn_state::ConnState;
-    use crate::server::{Handler, IdSequence, ServeOptions, Shared};
-    use crate::shutdown::Shutdown;
+    use crate::server::{ServeOptions, Shared};
     use crate::transport::{PeerAddr, StdStream};
 
     /// The longest any test waits for the lane to get somewhere.
@@ -631,17 +629,7 @@ mod tests {
             options.responder = Responder::Echo;
             options.buffer_size = buffer_size;
             options.limits.idle_timeout = idle;
-            let board = StatsBoard::default();
-            let shared = Arc::new(Shared {
-                options,
-                events: EventLog::disabled(),
-                stats: board.add_shard(),
-                shutdown: Shutdown::new(),
-                handler: Handler::Respond,
-                slots: None,
-                ids: IdSequence { first: 1, step: 1 },
-                late_gate: std::sync::Mutex::default(),
-            });
+            let (shared, board) = Shared::for_test(options);
             let mut lane = FastLane::new(&shared).unwrap_or_else(|e| panic!("epoll: {e}"));
             let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
             let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
