@@ -18,6 +18,7 @@
 //! callers may race them against shutdown in `tokio::select!`.
 
 pub mod activation;
+mod backoff;
 pub mod batch;
 mod datagram;
 mod errors;
@@ -32,6 +33,7 @@ pub mod tls;
 mod unix_path;
 
 pub use activation::ListenSource;
+pub use backoff::{Backoff, is_per_connection};
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 pub use layers::Layers;
