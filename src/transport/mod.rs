@@ -22,6 +22,7 @@ mod backoff;
 pub mod batch;
 mod datagram;
 mod errors;
+pub mod hexdump;
 mod layers;
 mod listener;
 pub mod proxy;
@@ -143,9 +144,9 @@ impl fmt::Display for PeerAddr {
                 use std::os::unix::ffi::OsStrExt;
                 let path = addr.as_pathname().filter(|p| !p.as_os_str().is_empty());
                 if let Some(path) = path {
-                    f.write_str(&crate::obs::escape::escaped(path.as_os_str().as_bytes()))
+                    f.write_str(&crate::escape::escaped(path.as_os_str().as_bytes()))
                 } else if let Some(name) = addr.as_abstract_namespace() {
-                    write!(f, "@{}", crate::obs::escape::escaped(name))
+                    write!(f, "@{}", crate::escape::escaped(name))
                 } else {
                     f.write_str("(unnamed)")
                 }
