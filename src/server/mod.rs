@@ -40,8 +40,8 @@ mod message_loop;
 mod session;
 mod tasks;
 
-// The datagram answer loop polls as the lane does.
 use lane::LaneThread;
+// The datagram answer loop polls as the lane does.
 use lane::busy_poll;
 
 pub use limits::{Limits, OverLimit};
