@@ -30,10 +30,7 @@ const TIERS: [&[&str]; 5] = [
 ];
 
 /// Upward imports that exist today, each to be removed by issue 17 (`from → to`).
-const KNOWN_UPWARD: [(&str, &str); 1] = [
-    // Socket activation's "stopping" notice.
-    ("shutdown", "transport"),
-];
+const KNOWN_UPWARD: [(&str, &str); 0] = [];
 
 /// The module behind a name `src/lib.rs` re-exports (`crate::Error` is `error`'s).
 fn module_of(name: &str) -> &str {
