@@ -51,6 +51,7 @@ pub mod cli;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod escape;
 pub mod framing;
 pub mod idle;
 pub mod obs;
