@@ -517,6 +517,19 @@ pub struct AccessArgs {
     #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
           requires = "max_conns")]
     pub max_conns_mode: OverLimit,
+
+    /// Most connections one source (an IPv4 address, an IPv6 /64) holds at once; further
+    /// ones are closed at once and counted as refused. Datagram relays: sessions per
+    /// source. "0": no limit [default: 256, loopback clients exempt; a value given here
+    /// applies to loopback too].
+    #[arg(long, help_heading = LIMITS, value_name = "N")]
+    pub max_conns_per_source: Option<u64>,
+
+    /// Believe --proxy-protocol headers only from this range (repeatable): your load
+    /// balancers. A connection from anywhere else is closed unread and logged.
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range,
+          requires = "proxy_protocol")]
+    pub proxy_from: Vec<IpNet>,
 }
 
 /// The listening side of TLS (`serve`, `relay`).

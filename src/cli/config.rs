@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::access::AccessPolicy;
+use crate::access::{AccessPolicy, PerSourceLimit};
 
 use super::args::{
     AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
@@ -264,7 +264,7 @@ impl ServeArgs {
         let options = ServeOptions {
             mode,
             responder,
-            access: self.access.policy(),
+            access: self.access.policy()?,
             framing,
             buffer_size,
             after_reply: if self.close {
@@ -300,9 +300,21 @@ impl ServeArgs {
 }
 
 impl AccessArgs {
-    /// The `--allow` / `--deny` rules.
-    fn policy(&self) -> AccessPolicy {
-        AccessPolicy::new(self.allow.clone(), self.deny.clone())
+    /// The `--allow` / `--deny` rules, `--proxy-from` and `--max-conns-per-source`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the per-source limit does not fit this machine's `usize`.
+    fn policy(&self) -> Result<AccessPolicy> {
+        let per_source = self
+            .max_conns_per_source
+            .map(|n| {
+                usize::try_from(n)
+                    .map_err(|_| Error::Usage("--max-conns-per-source is too large".into()))
+            })
+            .transpose()?;
+        Ok(AccessPolicy::new(self.allow.clone(), self.deny.clone())
+            .with_proxy_from(self.proxy_from.clone())
+            .with_per_source(PerSourceLimit::from_flag(per_source)))
     }
 
     /// `--max-conns` as a count.
@@ -547,8 +559,12 @@ impl RelayArgs {
             },
             buffer_size,
             copy: self.copy,
-            access: self.access.policy(),
-            max_conns: self.access.max_conns()?,
+            access: self.access.policy()?,
+            max_conns: self
+                .access
+                .max_conns()?
+                .or((listen.delivery() == Delivery::Stream)
+                    .then_some(RelayOptions::DEFAULT_MAX_CONNS)),
             over_limit: self.access.max_conns_mode,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,

@@ -44,7 +44,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
-use crate::access::gate::{self, Gate, Guarded};
+use crate::access::gate::{self, Gate, Guarded, SourceCounts};
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::obs::{Event, EventLog};
@@ -96,7 +96,13 @@ impl RelayOptions {
     /// map would only ever grow to its cap: this is their idle limit then.
     pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
-    /// A relay to `target` with the defaults the CLI uses.
+    /// `--max-conns` of a stream relay started from the command line without one: each
+    /// relayed connection holds two descriptors, so this stays inside a 10,000-descriptor
+    /// limit with room for the listener, logs and metrics.
+    pub const DEFAULT_MAX_CONNS: usize = 4096;
+
+    /// A relay to `target` with the defaults the CLI uses (except `max_conns`, which the
+    /// CLI sets to [`RelayOptions::DEFAULT_MAX_CONNS`] for stream relays).
     pub fn new(target: Endpoint) -> RelayOptions {
         RelayOptions {
             target,
@@ -306,6 +312,8 @@ pub(crate) struct Shared {
     /// Rate-limited access logging for checks made after a PROXY header, in connection
     /// tasks (the accept loop's own [`Gate`] is not shared).
     pub late_gate: Mutex<Gate>,
+    /// `--max-conns-per-source` (datagram relays: sessions per source).
+    pub sources: Arc<SourceCounts>,
 }
 
 impl Guarded for Shared {
@@ -329,6 +337,9 @@ impl Guarded for Shared {
     }
     fn late_gate(&self) -> &Mutex<Gate> {
         &self.late_gate
+    }
+    fn sources(&self) -> &Arc<SourceCounts> {
+        &self.sources
     }
 }
 
@@ -406,10 +417,12 @@ impl Relay {
         events.emit(Event::Listening {
             endpoint: &self.local,
         });
-        gate::warn_if_unfilterable(&self.options.access, &self.local);
+        let proxied = self.options.layers.proxy.is_on();
+        gate::warn_if_unfilterable(&self.options.access, &self.local, proxied);
         let grace = self.options.grace;
         let shared = Arc::new(Shared {
             slots: gate::slots_for(self.options.max_conns),
+            sources: SourceCounts::new(self.options.access.per_source()),
             options: self.options,
             events,
             stats: Arc::clone(&self.stats),

@@ -153,10 +153,10 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         }
     };
     record_client(&span, proxied, &peer);
-    if proxied && !shared.admit_late(&peer) {
+    let Some(_per_source) = shared.admit_late(&peer) else {
         // Closed at once: dropping the stream sends our FIN.
         return;
-    }
+    };
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
     shared.events.emit(Event::Connected { conn, peer: &peer });
     let delivered = Delivered::default();

@@ -262,7 +262,7 @@ impl<'a> Acceptor<'a> {
             (Some(slots), OverLimit::Wait) => Arc::clone(slots)
                 .try_acquire_owned()
                 .ok()
-                .map(|permit| Some(Some(permit))),
+                .map(|permit| Some(Slot::from(permit))),
             _ => Some(None),
         }
     }

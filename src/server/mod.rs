@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
-use crate::access::gate::{self, Gate, Guarded};
+use crate::access::gate::{self, Gate, Guarded, SourceCounts};
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, Room};
 use crate::behaviour::exec::ExecSpec;
@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     /// Rate-limited access logging for checks made after a PROXY header, in connection
     /// tasks (the accept loop's own [`Gate`] is not shared).
     pub late_gate: std::sync::Mutex<Gate>,
+    /// `--max-conns-per-source`: one table for the whole server, whichever thread accepts.
+    pub sources: Arc<SourceCounts>,
 }
 
 impl Shared {
@@ -189,6 +191,9 @@ impl Guarded for Shared {
     }
     fn late_gate(&self) -> &std::sync::Mutex<Gate> {
         &self.late_gate
+    }
+    fn sources(&self) -> &Arc<SourceCounts> {
+        &self.sources
     }
 }
 
@@ -394,10 +399,12 @@ impl Server {
 
     /// Builds the first shard's shared state (the caller announces the server).
     fn prepare(self, events: EventLog, shutdown: Shutdown) -> (StatsBoard, Plan) {
-        gate::warn_if_unfilterable(&self.options.access, &self.local);
+        let proxied = self.options.layers.proxy.is_on();
+        gate::warn_if_unfilterable(&self.options.access, &self.local, proxied);
         let grace = self.options.limits.grace;
         let slots = gate::slots_for(self.options.limits.max_conns);
         let shared = Shared {
+            sources: SourceCounts::new(self.options.access.per_source()),
             handler: Handler::new(&self.options.mode),
             options: self.options,
             events,
@@ -451,6 +458,7 @@ impl Shared {
             handler: self.handler.share(),
             slots: self.slots.clone(),
             late_gate: std::sync::Mutex::default(),
+            sources: Arc::clone(&self.sources),
         }
     }
 }

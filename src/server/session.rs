@@ -146,9 +146,9 @@ async fn prepare_and_serve(
         }
     };
     record_client(&span, proxied, &peer);
-    if proxied && !shared.admit_late(&peer) {
+    let Some(_per_source) = shared.admit_late(&peer) else {
         return;
-    }
+    };
     match layers.wrap_accepted(stream, &peer, conn).await {
         Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
         Err(e) => {
