@@ -152,8 +152,11 @@ pub struct RelayStats {
     /// Stream connections copied with splice(2) rather than through buffers: shows which
     /// path the bytes took.
     pub spliced: AtomicU64,
-    /// Datagrams dropped because the session cap was reached or the target failed.
+    /// Datagrams dropped because the target failed.
     pub dropped: AtomicU64,
+    /// Datagram sessions closed early to make room for a new client (`--max-sessions`,
+    /// `--max-conns-per-source`).
+    pub evicted: AtomicU64,
     /// Clients (connections or datagrams) turned away by `--allow` / `--deny`.
     pub denied: AtomicU64,
     /// Connections turned away because `--max-conns` was reached and
@@ -218,9 +221,16 @@ impl RelayStats {
         m.single(
             "sockit_relay_datagrams_dropped_total",
             Counter,
-            "Datagrams dropped (session cap reached or target failed).",
+            "Datagrams dropped (the target failed).",
             &t,
             summary.dropped,
+        );
+        m.single(
+            "sockit_relay_sessions_evicted_total",
+            Counter,
+            "Datagram sessions closed (the one idle longest) to make room for a new client: --max-sessions or --max-conns-per-source reached.",
+            &t,
+            self.evicted.load(Ordering::Relaxed),
         );
         m.family(
             "sockit_relay_bytes_total",
