@@ -13,7 +13,7 @@ use crate::access::parse_range;
 use crate::behaviour::exec::ExecStderr;
 use crate::obs::LogFormat;
 use crate::relay::{CopyMode, RelayOptions};
-use crate::server::OverLimit;
+use crate::server::{Amplification, OverLimit};
 
 const ABOUT: &str =
     "A socket toolkit: the note's TCP/UDP hello demo, never blocked, over every transport.";
@@ -445,6 +445,12 @@ pub struct ServeArgs {
     /// datagrams, the time each program run may take.
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub message_timeout: Duration,
+
+    /// UDP: send a source at most K bytes of replies per byte it sent (a forged sender
+    /// address cannot turn the server into an amplifier; QUIC uses 3); "off" never holds
+    /// a reply back [default: 3 on non-loopback listeners, off on loopback].
+    #[arg(long, help_heading = LIMITS, value_name = "K|off", value_parser = parse_amplification)]
+    pub amplification_limit: Option<Amplification>,
 
     /// How long Ctrl-C / SIGTERM waits for in-flight exchanges.
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
@@ -980,6 +986,22 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err("write a number of requests per second above 0, such as 1000 or 2.5".into()),
+    }
+}
+
+/// Parses `--amplification-limit`: a factor of at least 1, or "off".
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_amplification(text: &str) -> Result<Amplification, String> {
+    match text.trim() {
+        "off" => Ok(Amplification::Off),
+        factor => match factor.parse::<u32>() {
+            Ok(k) if k >= 1 => Ok(Amplification::Factor(k)),
+            _ => Err(format!(
+                "{factor:?} is not a factor; write a whole number of at least 1 (3 is QUIC's) or off"
+            )),
+        },
     }
 }
 

@@ -256,6 +256,7 @@ impl ServeArgs {
         } else if self.discard {
             Responder::Discard
         } else if let Some(text) = self.reply {
+            check_reply_fits(&endpoint, &text)?;
             Responder::Reply(Bytes::from(text))
         } else {
             Responder::seed_reply(endpoint.seed_word())
@@ -278,6 +279,7 @@ impl ServeArgs {
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
+                amplification: self.amplification_limit.unwrap_or_default(),
             },
             listen: ListenOptions {
                 backlog: self.backlog,
@@ -297,6 +299,21 @@ impl ServeArgs {
             metrics,
         })
     }
+}
+
+/// A `--reply` a datagram cannot hold is refused at start, not once per datagram.
+///
+/// # Errors
+/// [`Error::Usage`] naming the limit.
+fn check_reply_fits(endpoint: &Endpoint, reply: &str) -> Result<()> {
+    use crate::transport::MAX_DATAGRAM;
+    if endpoint.delivery() == Delivery::Datagram && reply.len() > MAX_DATAGRAM {
+        return Err(Error::Usage(format!(
+            "--reply is {} bytes; a datagram on {endpoint} holds at most {MAX_DATAGRAM}",
+            reply.len()
+        )));
+    }
+    Ok(())
 }
 
 impl AccessArgs {

@@ -25,7 +25,7 @@ mod own_table;
 mod session;
 mod stream;
 
-pub use limits::{Limits, OverLimit};
+pub use limits::{Amplification, Limits, OverLimit};
 pub(crate) use session::{connection_span, record_client, record_socket_peer};
 
 use std::sync::Arc;
