@@ -5,9 +5,29 @@
 //! flood of lines. [`LogThrottle`] lets a few lines through per window and counts the rest,
 //! so the next line that gets through says how many were left out.
 
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The one throttle for per-connection diagnostic lines (a failed handshake, a bad PROXY
+/// header, an unusual end), shared by every connection of the process: a flood of bad
+/// clients costs a few lines per second, each naming how many similar ones were left out.
+static CONNECTION_LINES: LazyLock<Mutex<LogThrottle>> =
+    LazyLock::new(|| Mutex::new(LogThrottle::default()));
+
+/// Writes one per-connection line through [`CONNECTION_LINES`]: `log` gets the suffix to
+/// append ("" or " (N similar lines suppressed)"), or is not called when the line is
+/// suppressed.
+pub fn connection_line(log: impl FnOnce(&str)) {
+    let admit = CONNECTION_LINES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(Instant::now());
+    if let Admit::Log { .. } = admit {
+        log(&admit.suffix());
+    }
+}
 
 /// Counts events in fixed windows and says which ones to log. Owned by one task.
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
+use crate::obs::throttle::connection_line;
 use crate::server::{connection_span, record_client, record_socket_peer};
 use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
 
@@ -148,7 +149,7 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         }
         Err(e) => {
             shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("closing connection: {e}");
+            connection_line(|more| tracing::warn!("closing connection: {e}{more}"));
             return;
         }
     };
@@ -166,7 +167,7 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
     let to_client = delivered.to_client.load(Ordering::Relaxed);
     if end.is_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("{reason}");
+        connection_line(|more| tracing::warn!("{reason}{more}"));
     }
     tracing::debug!(
         "relay closed: {to_target} bytes to target, {to_client} bytes to client ({reason})"

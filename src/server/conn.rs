@@ -28,6 +28,7 @@ use super::{AfterReply, Shared};
 use crate::endpoint::Delivery;
 use crate::error::Error;
 use crate::framing::{FrameSpan, Framer, Framing};
+use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, EventLog, Tally};
 use crate::transport::{PeerAddr, StdStream};
 
@@ -122,15 +123,15 @@ impl EndSeverity {
             EndSeverity::Normal => tracing::debug!("connection ended: {reason}"),
             EndSeverity::Idle => {
                 stats.count_idle_close();
-                tracing::info!("closing connection: {reason}");
+                connection_line(|more| tracing::info!("closing connection: {reason}{more}"));
             }
             EndSeverity::ClientTrouble => {
                 stats.count_error(kind);
-                tracing::info!("connection ended: {reason}");
+                connection_line(|more| tracing::info!("connection ended: {reason}{more}"));
             }
             EndSeverity::Problem => {
                 stats.count_error(kind);
-                tracing::warn!("closing connection: {reason}");
+                connection_line(|more| tracing::warn!("closing connection: {reason}{more}"));
             }
         }
     }

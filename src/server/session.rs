@@ -24,6 +24,7 @@ use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;
+use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::{PeerAddr, Stream};
 
@@ -141,7 +142,7 @@ async fn prepare_and_serve(
         }
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
-            tracing::warn!("closing connection: {e}");
+            connection_line(|more| tracing::warn!("closing connection: {e}{more}"));
             return;
         }
     };
@@ -153,7 +154,8 @@ async fn prepare_and_serve(
         Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
-            tracing::warn!("{}", naming_the_client(e));
+            let e = naming_the_client(e);
+            connection_line(|more| tracing::warn!("{e}{more}"));
         }
     }
 }

@@ -234,9 +234,8 @@ fn describe_start(bytes: &[u8]) -> String {
 /// wrong.
 ///
 /// # Errors
-/// [`Error::ProxyHeader`] for a malformed or missing header or a close mid-header;
-/// [`Error::Timeout`] when it does not arrive within `timeout`; [`Error::Io`] for socket
-/// errors.
+/// [`Error::ProxyHeader`] for a malformed or missing header, a close mid-header, or a
+/// header that does not arrive within `timeout`; [`Error::Io`] for socket errors.
 pub async fn read_header(
     stream: &mut Stream,
     socket_peer: &PeerAddr,
@@ -246,9 +245,15 @@ pub async fn read_header(
     let origin = match tokio::time::timeout(timeout, reading).await {
         Ok(origin) => origin?,
         Err(_) => {
-            return Err(Error::Timeout {
-                doing: format!("waiting for the PROXY protocol header from {socket_peer}"),
-                after: timeout,
+            // Not `Error::Timeout`, whose hint names the client's `--timeout`: the header
+            // has no option of its own, and a late header means a client that is not a
+            // load balancer at all.
+            return Err(Error::ProxyHeader {
+                peer: socket_peer.to_string(),
+                reason: format!(
+                    "no header arrived within {}",
+                    humantime::format_duration(timeout)
+                ),
             });
         }
     };
