@@ -158,6 +158,14 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         // Closed at once: dropping the stream sends our FIN.
         return;
     };
+    if proxied {
+        let via = &socket_peer;
+        shared.events.emit(Event::Proxied {
+            conn,
+            peer: &peer,
+            via,
+        });
+    }
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
     shared.events.emit(Event::Connected { conn, peer: &peer });
     let delivered = Delivered::default();

@@ -150,6 +150,14 @@ async fn prepare_and_serve(
     let Some(_per_source) = shared.admit_late(&peer) else {
         return;
     };
+    if proxied {
+        let via = &socket_peer;
+        shared.events.emit(Event::Proxied {
+            conn,
+            peer: &peer,
+            via,
+        });
+    }
     match layers.wrap_accepted(stream, &peer, conn).await {
         Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
         Err(e) => {
