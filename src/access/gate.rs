@@ -416,3 +416,44 @@ pub(crate) fn warn_if_unfilterable(access: &AccessPolicy, local: &Endpoint, prox
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_limit_and_gets_shares_back() {
+        let counts = SourceCounts::new(PerSourceLimit::Everyone(2));
+        let a = counts.take(ip("192.0.2.7"));
+        let b = counts.take(ip("::ffff:192.0.2.7"));
+        assert!(matches!((&a, &b), (Ok(Some(_)), Ok(Some(_)))));
+        assert_eq!(
+            counts.take(ip("192.0.2.7")).err(),
+            Some(SourceFull {
+                source: ip("192.0.2.7"),
+                limit: 2
+            })
+        );
+        assert!(
+            matches!(counts.take(ip("192.0.2.8")), Ok(Some(_))),
+            "another source"
+        );
+        drop(a);
+        assert_eq!(counts.held_by(ip("192.0.2.7")), 1);
+        drop(b);
+        assert_eq!(counts.held_by(ip("192.0.2.7")), 0);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source_and_loopback_is_spared_by_default() {
+        let counts = SourceCounts::new(PerSourceLimit::NonLoopback(1));
+        let _held = counts.take(ip("2001:db8::1"));
+        assert!(counts.take(ip("2001:db8::ffff:2")).is_err());
+        assert!(matches!(counts.take(ip("2001:db8:0:1::1")), Ok(Some(_))));
+        assert!(matches!(counts.take(ip("127.0.0.1")), Ok(None)));
+    }
+}

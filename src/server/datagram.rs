@@ -487,6 +487,9 @@ mod tests {
             guard.allows(addr("192.0.2.7:9"), 100, 300),
             "the source, any port"
         );
+        // Left: 3 + 15 - 5 + 300 - 300 = 13.
+        assert!(!guard.allows(victim, 0, 14));
+        assert!(guard.allows(victim, 0, 13));
         assert!(!guard.allows(victim, 0, 1));
         assert!(
             guard.allows(addr("192.0.2.8:53"), 2, 6),
