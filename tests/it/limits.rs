@@ -343,24 +343,32 @@ fn five_hundred_connections_from_one_source_leave_relay_room_for_another() {
     );
 }
 
-/// Sends one byte from each of `count` fresh source ports on 127.0.0.1, `batch` at a time,
-/// waiting after each batch until the relay has opened a session for every one (the
-/// socket buffer would otherwise drop part of the flood).
+/// Sends one byte from each of `count` fresh source ports on 127.0.0.1, 100 at a time,
+/// waiting after each batch until the relay has handled every one (the
+/// socket buffer would otherwise drop part of the flood). The sockets stay open until the
+/// flood is over, so no port is used twice.
 fn flood_source_ports(relay: &Proc, metrics: &str, port: u16, count: u64) {
-    let opened =
-        |m: &crate::ops::Metrics| m.count("sockit_relay_connections_accepted_total", "udp");
-    let start = opened(&crate::ops::scrape(metrics));
+    raise_nofile(4096);
+    let mut senders = Vec::new();
+    // Every datagram either opened a session or was dropped (at a full table).
+    let handled = |m: &crate::ops::Metrics| {
+        m.count("sockit_relay_connections_accepted_total", "udp")
+            + m.count("sockit_relay_datagrams_dropped_total", "udp")
+    };
+    let start = handled(&crate::ops::scrape(metrics));
     let mut sent = 0;
     while sent < count {
         let batch = (count - sent).min(100);
         for _ in 0..batch {
-            udp_from([127, 0, 0, 1])
+            let sender = udp_from([127, 0, 0, 1]);
+            sender
                 .send_to(b"x", ("127.0.0.1", port))
                 .unwrap_or_else(|e| panic!("send: {e}"));
+            senders.push(sender);
         }
         sent += batch;
-        scrape_until(relay, metrics, "the flood's sessions", |m| {
-            opened(m) >= start + sent
+        scrape_until(relay, metrics, "the flood handled", |m| {
+            handled(m) >= start + sent
         });
     }
 }
