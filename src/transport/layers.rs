@@ -57,8 +57,8 @@ impl Layers {
     /// check), so there is nothing to serve.
     ///
     /// # Errors
-    /// [`crate::Error::ProxyHeader`] for a missing, malformed or late header; the caller
-    /// logs it and closes.
+    /// [`crate::Error::ProxyHeader`] for a missing or malformed header,
+    /// [`crate::Error::ProxyHeaderLate`] when it is late; the caller logs it and closes.
     pub async fn client_address(
         &self,
         stream: &mut Stream,

@@ -234,8 +234,9 @@ fn describe_start(bytes: &[u8]) -> String {
 /// wrong.
 ///
 /// # Errors
-/// [`Error::ProxyHeader`] for a malformed or missing header, a close mid-header, or a
-/// header that does not arrive within `timeout`; [`Error::Io`] for socket errors.
+/// [`Error::ProxyHeader`] for a malformed or missing header or a close mid-header;
+/// [`Error::ProxyHeaderLate`] when it does not arrive within `timeout`; [`Error::Io`] for
+/// socket errors.
 pub async fn read_header(
     stream: &mut Stream,
     socket_peer: &PeerAddr,
@@ -245,15 +246,10 @@ pub async fn read_header(
     let origin = match tokio::time::timeout(timeout, reading).await {
         Ok(origin) => origin?,
         Err(_) => {
-            // Not `Error::Timeout`, whose hint names the client's `--timeout`: the header
-            // has no option of its own, and a late header means a client that is not a
-            // load balancer at all.
-            return Err(Error::ProxyHeader {
+            // Not `Error::Timeout`, whose hint names the client's `--timeout`.
+            return Err(Error::ProxyHeaderLate {
                 peer: socket_peer.to_string(),
-                reason: format!(
-                    "no header arrived within {}",
-                    humantime::format_duration(timeout)
-                ),
+                after: timeout,
             });
         }
     };
