@@ -263,12 +263,9 @@ fn answer_batch(
 async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>) {
     let socket = Arc::new(socket);
     let limits = &shared.options.limits;
-    // With --max-conns the limit is server-wide (shared by every thread); without, each
-    // thread runs at most DEFAULT_PROGRAMS programs.
-    let slots = shared
-        .slots
-        .clone()
-        .or_else(|| Some(Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROGRAMS))));
+    // Server-wide, shared by every thread: --max-conns, or DEFAULT_PROGRAMS (set when the
+    // server is prepared).
+    let slots = shared.slots.clone();
     let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();

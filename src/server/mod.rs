@@ -402,7 +402,11 @@ impl Server {
         let proxied = self.options.layers.proxy.is_on();
         gate::warn_if_unfilterable(&self.options.access, &self.local, proxied);
         let grace = self.options.limits.grace;
-        let slots = gate::slots_for(self.options.limits.max_conns);
+        let slots = gate::slots_for(self.options.limits.max_conns.or_else(|| {
+            let datagram_exec = matches!(self.options.mode, ServeMode::Exec(_))
+                && self.local.delivery() == Delivery::Datagram;
+            datagram_exec.then_some(datagram::DEFAULT_PROGRAMS)
+        }));
         let shared = Shared {
             sources: SourceCounts::new(self.options.access.per_source()),
             handler: Handler::new(&self.options.mode),

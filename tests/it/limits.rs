@@ -548,3 +548,49 @@ fn a_flood_of_bad_connections_writes_a_bounded_number_of_lines() {
         log.lines().take(40).collect::<Vec<_>>().join("\n")
     );
 }
+
+#[test]
+fn udp_exec_counts_its_program_cap_across_every_thread() {
+    // Each program notes its start, counts the programs running (started minus ended),
+    // stays a moment, notes its end and replies with the count. A program starts only
+    // once a slot frees, after the end of the one before is noted: no count may pass the
+    // cap of 64, whichever of the two threads received the datagram.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = crate::util::sockit_command(&[
+        "--threads",
+        "2",
+        "serve",
+        "udp://127.0.0.1:0",
+        "--sh-exec",
+        "echo s >> \"$D/log\"; n=$(( $(grep -c s \"$D/log\") - $(grep -c e \"$D/log\") )); \
+         sleep 0.3; echo e >> \"$D/log\"; echo $n",
+    ]);
+    cmd.env("D", dir.path());
+    let mut server = Proc::spawn(cmd, false);
+    let port = port_of(&server.listening());
+    raise_nofile(4096);
+    let clients: Vec<UdpSocket> = (0..160).map(|_| udp_from([127, 0, 0, 1])).collect();
+    for client in &clients {
+        client
+            .send_to(b"go", ("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut most = 0;
+    for client in &clients {
+        let mut buf = [0u8; 64];
+        let n = client
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no reply: {e}\n{}", server.report()));
+        let running: u32 = String::from_utf8_lossy(&buf[..n])
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}: {:?}", &buf[..n]));
+        most = most.max(running);
+    }
+    assert!(
+        (1..=64).contains(&most),
+        "{most} programs ran at once\n{}",
+        server.report()
+    );
+    stop(server);
+}
