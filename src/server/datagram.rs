@@ -97,7 +97,11 @@ fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
     let mut to_send: Vec<(usize, SockAddr)> = Vec::with_capacity(batch::BATCH);
     let mut tally = Tally::default();
     let mut gate = Gate::default();
-    let mut guard = AmplificationGuard::for_socket(socket, shared);
+    let local = match socket {
+        StdDatagram::Udp(udp) => udp.local_addr().ok(),
+        StdDatagram::Unix(_) => None,
+    };
+    let mut guard = AmplificationGuard::at(local, shared);
     let mut busy = BusyPoll::new(shared.options.busy_poll);
     loop {
         let received = match busy.as_mut() {
@@ -269,6 +273,12 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
+    let local = match &*socket {
+        DatagramSocket::Udp(udp) => udp.local_addr().ok(),
+        DatagramSocket::Unix(..) => None,
+    };
+    // One per loop, shared by its programs' tasks (see AmplificationGuard).
+    let guard = AmplificationGuard::at(local, shared).map(|g| Arc::new(std::sync::Mutex::new(g)));
     loop {
         let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
             break;
@@ -288,8 +298,14 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
         let id = ids.next().unwrap_or_default();
         let datagram = buf[..len].to_vec();
         let (socket, task_shared, spec) = (Arc::clone(&socket), Arc::clone(shared), spec.clone());
+        let guard = guard.clone();
         shared.shutdown.spawn(async move {
-            run_program(&socket, &spec, &datagram, &peer, id, &task_shared).await;
+            let run = Run {
+                socket: &socket,
+                spec: &spec,
+                guard: guard.as_deref(),
+            };
+            run_program(&run, &datagram, &peer, id, &task_shared).await;
             drop(slot);
         });
     }
@@ -312,15 +328,25 @@ fn program_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// What every program run of one loop shares.
+struct Run<'a> {
+    /// Where replies are sent from.
+    socket: &'a DatagramSocket,
+    /// The program.
+    spec: &'a ExecSpec,
+    /// The loop's anti-amplification budget, where it applies.
+    guard: Option<&'a std::sync::Mutex<AmplificationGuard>>,
+}
+
 /// Runs the program for one datagram and sends its output back as the reply.
 async fn run_program(
-    socket: &DatagramSocket,
-    spec: &ExecSpec,
+    run_with: &Run<'_>,
     datagram: &[u8],
     peer: &PeerAddr,
     id: u64,
     shared: &Shared,
 ) {
+    let Run { socket, spec, .. } = *run_with;
     let limits = &shared.options.limits;
     let time_limit = limits.message_timeout.or(limits.idle_timeout);
     let client = ClientInfo { conn: id, peer };
@@ -365,7 +391,9 @@ async fn run_program(
         shared.stats.count_error(kind);
         datagram_span(peer).in_scope(|| tracing::warn!("{problem}"));
     }
-    let reply = (!run.output.is_empty()).then_some(run.output.as_slice());
+    let reply = (!run.output.is_empty())
+        .then_some(run.output.as_slice())
+        .filter(|reply| within_budget(run_with.guard, peer, datagram.len(), reply.len()));
     shared.events.emit(Event::Datagram {
         peer,
         received: datagram,
@@ -383,6 +411,25 @@ async fn run_program(
         }
     }
     shared.stats.absorb(&mut tally);
+}
+
+/// Whether a `reply`-byte answer to a `request`-byte datagram from `peer` fits its
+/// source's budget (always, without a guard or for a Unix peer).
+fn within_budget(
+    guard: Option<&std::sync::Mutex<AmplificationGuard>>,
+    peer: &PeerAddr,
+    request: usize,
+    reply: usize,
+) -> bool {
+    let (Some(guard), PeerAddr::Ip(from)) = (guard, peer) else {
+        return true;
+    };
+    // A poisoned lock only means another program's task panicked mid-update; the
+    // budget is still usable.
+    guard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .allows(*from, request, reply)
 }
 
 /// The anti-amplification budget of each source, for one answer loop (see
@@ -416,13 +463,9 @@ impl AmplificationGuard {
         }
     }
 
-    /// The guard for a loop answering on `socket`, if `--amplification-limit` applies to
-    /// its address.
-    fn for_socket(socket: &StdDatagram, shared: &Shared) -> Option<AmplificationGuard> {
-        let local = match socket {
-            StdDatagram::Udp(udp) => udp.local_addr().ok(),
-            StdDatagram::Unix(_) => None,
-        };
+    /// The guard for a loop answering at `local` (`None`: a Unix socket), if
+    /// `--amplification-limit` applies there.
+    fn at(local: Option<SocketAddr>, shared: &Shared) -> Option<AmplificationGuard> {
         shared
             .options
             .limits

@@ -467,38 +467,38 @@ fn one_source_holds_at_most_its_share_of_udp_relay_sessions() {
 #[test]
 fn a_udp_server_replies_at_most_k_times_what_a_source_sent() {
     let reply = "r".repeat(1000);
-    let mut server = Proc::sockit(&[
-        "serve",
-        "udp://127.0.0.1:0",
-        "--reply",
-        &reply,
-        "--amplification-limit",
-        "3",
-    ]);
-    let port = port_of(&server.listening());
-    let client = udp_from([127, 0, 0, 1]);
-    // 1 byte earns 3: no reply. 400 more bytes earn 1,200: the reply fits.
-    client
-        .send_to(b"x", ("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let answer = udp_exchange(&client, port, &[b'y'; 400]);
-    assert_eq!(answer.len(), 1000);
-    // Loopback delivers in order: a reply to the 1-byte datagram would be queued already.
-    client.set_nonblocking(true).ok();
-    let mut buf = [0u8; 2000];
-    let extra = client.recv(&mut buf);
-    assert!(
-        extra
-            .as_ref()
-            .is_err_and(|e| e.kind() == ErrorKind::WouldBlock),
-        "the 1-byte datagram was answered with {extra:?} bytes\n{}",
-        server.report()
-    );
-    let line = stderr_line(&server, "the held-back line", |l| {
-        l.contains("held back a 1000-byte reply")
-    });
-    assert!(line.contains("--amplification-limit 3"), "{line}");
-    stop(server);
+    for answer in [
+        ["--reply", reply.as_str()],
+        ["--sh-exec", "cat >/dev/null; head -c 1000 /dev/zero"],
+    ] {
+        let mut argv = vec!["serve", "udp://127.0.0.1:0", "--amplification-limit", "3"];
+        argv.extend_from_slice(&answer);
+        let mut server = Proc::sockit(&argv);
+        let port = port_of(&server.listening());
+        let client = udp_from([127, 0, 0, 1]);
+        // 1 byte earns 3: no reply. 400 more bytes earn 1,200: one reply fits.
+        client
+            .send_to(b"x", ("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answered = udp_exchange(&client, port, &[b'y'; 400]);
+        assert_eq!(answered.len(), 1000, "{}", server.report());
+        let line = stderr_line(&server, "the held-back line", |l| {
+            l.contains("held back a 1000-byte reply")
+        });
+        assert!(line.contains("--amplification-limit 3"), "{line}");
+        // Both answers are decided: one sent, one held back; nothing else is queued.
+        client.set_nonblocking(true).ok();
+        let mut buf = [0u8; 2000];
+        let extra = client.recv(&mut buf);
+        assert!(
+            extra
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::WouldBlock),
+            "a second reply came: {extra:?}\n{}",
+            server.report()
+        );
+        stop(server);
+    }
 
     // On loopback the guard is off unless asked for: the note's client sends a few bytes.
     let mut server = Proc::sockit(&["serve", "udp://127.0.0.1:0", "--reply", &reply]);
