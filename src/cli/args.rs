@@ -513,8 +513,9 @@ pub struct AccessArgs {
     #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
     pub deny: Vec<IpNet>,
 
-    /// Most connections served (or relayed) at once. `serve --exec` on datagrams: programs
-    /// running at once (default 64); datagram relays cap clients with --max-sessions.
+    /// Most connections served (or relayed) at once [default: no limit for serve, 4096 for a
+    /// stream relay]. `serve --exec` on datagrams: programs running at once (default 64);
+    /// datagram relays cap clients with --max-sessions.
     #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns: Option<u64>,
 
@@ -764,8 +765,8 @@ pub struct RelayArgs {
     #[arg(short = 't', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Most UDP / Unix datagram client sessions at once; datagrams from further clients
-    /// are dropped (and counted) until a session expires.
+    /// Most UDP / Unix datagram client sessions at once; at the cap a new client takes the
+    /// place of the session idle longest (counted and logged as evicted).
     #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_sessions: u64,
