@@ -751,7 +751,30 @@ mod tests {
         );
         let open = relay(&["tcp://127.0.0.1:0", "tcp://127.0.0.1:1"])?;
         assert!(open.options.access.is_open());
-        assert_eq!(open.options.max_conns, None);
+        assert_eq!(
+            open.options.max_conns,
+            Some(RelayOptions::DEFAULT_MAX_CONNS),
+            "a stream relay has a connection limit by default"
+        );
+        let datagrams = relay(&["udp://127.0.0.1:0", "udp://127.0.0.1:1"])?;
+        assert_eq!(
+            datagrams.options.max_conns, None,
+            "--max-sessions caps those"
+        );
+        let per_source = relay(&[
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:1",
+            "--max-conns-per-source",
+            "9",
+            "--proxy-protocol",
+            "--proxy-from",
+            "10.0.0.1",
+        ])?;
+        assert_eq!(
+            per_source.options.access.per_source(),
+            crate::access::PerSourceLimit::Everyone(9)
+        );
+        assert_eq!(per_source.options.access.proxy_from().len(), 1);
         Ok(())
     }
 

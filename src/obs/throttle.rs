@@ -12,9 +12,18 @@ use tokio::time::Instant;
 
 /// The one throttle for per-connection diagnostic lines (a failed handshake, a bad PROXY
 /// header, an unusual end), shared by every connection of the process: a flood of bad
-/// clients costs a few lines per second, each naming how many similar ones were left out.
-static CONNECTION_LINES: LazyLock<Mutex<LogThrottle>> =
-    LazyLock::new(|| Mutex::new(LogThrottle::default()));
+/// clients costs at most [`CONNECTION_LINES_PER_SECOND`] lines per second, the next line
+/// naming how many similar ones were left out. Higher than the access log's rate, as each
+/// line tells of one connection an operator may be looking for.
+static CONNECTION_LINES: LazyLock<Mutex<LogThrottle>> = LazyLock::new(|| {
+    Mutex::new(LogThrottle::new(
+        CONNECTION_LINES_PER_SECOND,
+        Duration::from_secs(1),
+    ))
+});
+
+/// Per-connection lines let through each second.
+pub const CONNECTION_LINES_PER_SECOND: u32 = 50;
 
 /// Writes one per-connection line through [`CONNECTION_LINES`]: `log` gets the suffix to
 /// append ("" or " (N similar lines suppressed)"), or is not called when the line is
