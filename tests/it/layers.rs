@@ -14,14 +14,7 @@ use regex::Regex;
 /// placed where they are used: `probe` is a command, `shutdown` and `idle` are small
 /// helpers below transport.
 const TIERS: [&[&str]; 5] = [
-    &[
-        "endpoint",
-        "framing",
-        "error",
-        "shutdown",
-        "idle",
-        "build_info",
-    ],
+    &["endpoint", "framing", "error", "shutdown", "idle", "build_info"],
     &["transport"],
     &["access", "behaviour", "obs"],
     &["bench", "relay", "server", "client", "probe"],
