@@ -1,7 +1,7 @@
 //! Access control: which client addresses a server (or relay) lets in.
 //!
-//! Pure policy, no I/O: built from `--allow CIDR` / `--deny CIDR`, asked about one
-//! address at a time. [`gate`] applies it (and `--max-conns`) for `serve` and `relay`
+//! Pure policy, no I/O: built from `--allow CIDR` / `--deny CIDR`, `--proxy-from CIDR`
+//! and `--max-conns-per-source N`, asked about one address at a time. [`gate`] applies it (and `--max-conns`) for `serve` and `relay`
 //! alike: an accept loop closes a denied connection at once, a datagram loop drops a
 //! denied sender's datagrams, and both count and log the refusal (rate-limited).
 //!
@@ -28,13 +28,75 @@ use ipnet::IpNet;
 
 use crate::transport::PeerAddr;
 
-/// The `--allow` / `--deny` rules of one server.
+/// The `--allow` / `--deny` rules of one server, the sources trusted to send PROXY
+/// headers, and how many connections one source may hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessPolicy {
     /// Ranges let in; when non-empty, every other address is refused.
     allow: Vec<IpNet>,
     /// Ranges refused whatever `allow` says.
     deny: Vec<IpNet>,
+    /// `--proxy-from`: the load balancers whose PROXY headers are believed. Empty: any
+    /// source's header is (said once at start, as a warning).
+    proxy_from: Vec<IpNet>,
+    /// `--max-conns-per-source`: connections (or datagram relay sessions) one source may
+    /// hold at once.
+    per_source: PerSourceLimit,
+}
+
+/// How many connections (datagram relay: sessions) one source may hold at once, so no
+/// single client address can take every slot. A source is an IPv4 address or an IPv6 /64
+/// (what one host or one customer line usually gets); Unix-socket clients are not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerSourceLimit {
+    /// The default: [`PerSourceLimit::DEFAULT`] per source, loopback clients exempt (they
+    /// are this host's own users, and benchmarks open thousands of connections from it).
+    NonLoopback(usize),
+    /// `--max-conns-per-source N`: N per source, loopback included.
+    Everyone(usize),
+    /// `--max-conns-per-source 0`: no limit per source.
+    Off,
+}
+
+impl PerSourceLimit {
+    /// Connections (or sessions) one non-loopback source may hold by default.
+    pub const DEFAULT: usize = 256;
+
+    /// The limit that applies to `ip`, if any.
+    pub fn for_ip(&self, ip: IpAddr) -> Option<usize> {
+        match *self {
+            PerSourceLimit::NonLoopback(_) if ip.to_canonical().is_loopback() => None,
+            PerSourceLimit::NonLoopback(n) | PerSourceLimit::Everyone(n) => Some(n),
+            PerSourceLimit::Off => None,
+        }
+    }
+
+    /// From `--max-conns-per-source`: absent is the default, 0 is no limit.
+    pub fn from_flag(value: Option<usize>) -> PerSourceLimit {
+        match value {
+            None => PerSourceLimit::default(),
+            Some(0) => PerSourceLimit::Off,
+            Some(n) => PerSourceLimit::Everyone(n),
+        }
+    }
+}
+
+impl Default for PerSourceLimit {
+    fn default() -> PerSourceLimit {
+        PerSourceLimit::NonLoopback(PerSourceLimit::DEFAULT)
+    }
+}
+
+/// The source a client address counts against: the IPv4 address itself, or the /64 an
+/// IPv6 address lies in (IPv4-mapped addresses count as their IPv4 address).
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 @ IpAddr::V4(_) => v4,
+    }
 }
 
 /// The answer for one client.
@@ -51,7 +113,47 @@ pub enum Verdict {
 impl AccessPolicy {
     /// A policy from the ranges given on the command line.
     pub fn new(allow: Vec<IpNet>, deny: Vec<IpNet>) -> AccessPolicy {
-        AccessPolicy { allow, deny }
+        AccessPolicy {
+            allow,
+            deny,
+            ..AccessPolicy::default()
+        }
+    }
+
+    /// The same rules, believing PROXY headers only from `ranges` (`--proxy-from`).
+    pub fn with_proxy_from(self, ranges: Vec<IpNet>) -> AccessPolicy {
+        AccessPolicy {
+            proxy_from: ranges,
+            ..self
+        }
+    }
+
+    /// The same rules with this per-source limit (`--max-conns-per-source`).
+    pub fn with_per_source(self, per_source: PerSourceLimit) -> AccessPolicy {
+        AccessPolicy { per_source, ..self }
+    }
+
+    /// The per-source limit.
+    pub fn per_source(&self) -> PerSourceLimit {
+        self.per_source
+    }
+
+    /// The `--proxy-from` ranges (empty: every source's header is believed).
+    pub fn proxy_from(&self) -> &[IpNet] {
+        &self.proxy_from
+    }
+
+    /// Whether a PROXY header from `socket_peer` is believed: it is inside a
+    /// `--proxy-from` range, or no range was given. Unix-socket peers are always
+    /// believed (file permissions decide who may connect).
+    pub fn trusts_proxy(&self, socket_peer: &PeerAddr) -> bool {
+        match socket_peer.ip() {
+            Some(ip) if !self.proxy_from.is_empty() => {
+                let ip = ip.to_canonical();
+                self.proxy_from.iter().any(|range| range.contains(&ip))
+            }
+            _ => true,
+        }
     }
 
     /// Whether there are no rules at all (every client passes, nothing to check).
@@ -210,6 +312,49 @@ mod tests {
         );
         assert!(parse_range("localhost").is_err_and(|e| e.contains("CIDR")));
         assert!(parse_range("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn proxy_headers_are_believed_only_from_listed_sources() {
+        let open = AccessPolicy::default();
+        let peer = |text: &str| PeerAddr::Ip(text.parse().unwrap_or_else(|e| panic!("{e}")));
+        assert!(open.trusts_proxy(&peer("203.0.113.9:1")));
+        let p = AccessPolicy::default().with_proxy_from(vec![
+            parse_range("10.0.0.0/8").unwrap_or_else(|e| panic!("{e}")),
+        ]);
+        assert!(p.trusts_proxy(&peer("10.1.2.3:1")));
+        assert!(p.trusts_proxy(&peer("[::ffff:10.1.2.3]:1")));
+        assert!(!p.trusts_proxy(&peer("127.0.0.1:1")));
+    }
+
+    #[test]
+    fn sources_are_addresses_and_ipv6_slash_64s() {
+        assert_eq!(source_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_of(ip("2001:db8:1:2:ffff::9")),
+            source_of(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    #[test]
+    fn the_default_per_source_limit_spares_loopback() {
+        let default = PerSourceLimit::default();
+        assert_eq!(default.for_ip(ip("127.0.0.1")), None);
+        assert_eq!(default.for_ip(ip("::1")), None);
+        assert_eq!(
+            default.for_ip(ip("192.0.2.7")),
+            Some(PerSourceLimit::DEFAULT)
+        );
+        assert_eq!(
+            PerSourceLimit::from_flag(Some(5)).for_ip(ip("127.0.0.1")),
+            Some(5)
+        );
+        assert_eq!(
+            PerSourceLimit::from_flag(Some(0)).for_ip(ip("192.0.2.7")),
+            None
+        );
     }
 
     #[test]

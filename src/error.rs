@@ -185,6 +185,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// `--proxy-protocol`: no complete header arrived in time (a timeout, with a hint
+    /// that fits: the header has no option of its own, and a client that makes it wait is
+    /// not a load balancer).
+    #[error(
+        "no complete PROXY protocol header from {peer} within {}; with --proxy-protocol every connection must come through a load balancer that sends one at once (HAProxy send-proxy, nginx proxy_protocol on)",
+        humantime::format_duration(*after)
+    )]
+    ProxyHeaderLate {
+        /// The socket peer.
+        peer: String,
+        /// The time allowed.
+        after: Duration,
+    },
+
     /// `--proxy-protocol`: a connection did not start with a valid PROXY protocol header.
     #[error(
         "bad PROXY protocol header from {peer}: {reason}; with --proxy-protocol every connection must come through a load balancer that sends one (HAProxy send-proxy, nginx proxy_protocol on)"
@@ -264,7 +278,7 @@ impl Error {
             Error::Endpoint(_) | Error::Usage(_) | Error::BenchReport { .. } => ExitStatus::Usage,
             Error::HostNotFound { .. } => ExitStatus::HostNotFound,
             Error::Refused { .. } => ExitStatus::Refused,
-            Error::Timeout { .. } => ExitStatus::Timeout,
+            Error::Timeout { .. } | Error::ProxyHeaderLate { .. } => ExitStatus::Timeout,
             Error::AddrInUse { .. }
             | Error::PermissionDenied { .. }
             | Error::NotASocket { .. }

@@ -13,7 +13,7 @@ use crate::access::parse_range;
 use crate::behaviour::exec::ExecStderr;
 use crate::obs::LogFormat;
 use crate::relay::{CopyMode, RelayOptions};
-use crate::server::OverLimit;
+use crate::server::{Amplification, OverLimit};
 
 const ABOUT: &str =
     "A socket toolkit: the note's TCP/UDP hello demo, never blocked, over every transport.";
@@ -446,6 +446,12 @@ pub struct ServeArgs {
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub message_timeout: Duration,
 
+    /// UDP: send a source at most K bytes of replies per byte it sent (a forged sender
+    /// address cannot turn the server into an amplifier; QUIC uses 3); "off" never holds
+    /// a reply back [default: 3 on non-loopback listeners, off on loopback].
+    #[arg(long, help_heading = LIMITS, value_name = "K|off", value_parser = parse_amplification)]
+    pub amplification_limit: Option<Amplification>,
+
     /// How long Ctrl-C / SIGTERM waits for in-flight exchanges.
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub grace: Duration,
@@ -507,8 +513,9 @@ pub struct AccessArgs {
     #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
     pub deny: Vec<IpNet>,
 
-    /// Most connections served (or relayed) at once. `serve --exec` on datagrams: programs
-    /// running at once (default 64); datagram relays cap clients with --max-sessions.
+    /// Most connections served (or relayed) at once [default: no limit for serve, 4096 for a
+    /// stream relay]. `serve --exec` on datagrams: programs running at once (default 64);
+    /// datagram relays cap clients with --max-sessions.
     #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns: Option<u64>,
 
@@ -517,6 +524,19 @@ pub struct AccessArgs {
     #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
           requires = "max_conns")]
     pub max_conns_mode: OverLimit,
+
+    /// Most connections one source (an IPv4 address, an IPv6 /64) holds at once; further
+    /// ones are closed at once and counted as refused. Datagram relays: sessions per
+    /// source. "0": no limit [default: 256, loopback clients exempt; a value given here
+    /// applies to loopback too].
+    #[arg(long, help_heading = LIMITS, value_name = "N")]
+    pub max_conns_per_source: Option<u64>,
+
+    /// Believe --proxy-protocol headers only from this range (repeatable): your load
+    /// balancers. A connection from anywhere else is closed unread and logged.
+    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range,
+          requires = "proxy_protocol")]
+    pub proxy_from: Vec<IpNet>,
 }
 
 /// The listening side of TLS (`serve`, `relay`).
@@ -745,8 +765,8 @@ pub struct RelayArgs {
     #[arg(short = 't', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Most UDP / Unix datagram client sessions at once; datagrams from further clients
-    /// are dropped (and counted) until a session expires.
+    /// Most UDP / Unix datagram client sessions at once; at the cap a new client takes the
+    /// place of the session idle longest (counted and logged as evicted).
     #[arg(long, help_heading = LIMITS, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_sessions: u64,
@@ -967,6 +987,22 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err("write a number of requests per second above 0, such as 1000 or 2.5".into()),
+    }
+}
+
+/// Parses `--amplification-limit`: a factor of at least 1, or "off".
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_amplification(text: &str) -> Result<Amplification, String> {
+    match text.trim() {
+        "off" => Ok(Amplification::Off),
+        factor => match factor.parse::<u32>() {
+            Ok(k) if k >= 1 => Ok(Amplification::Factor(k)),
+            _ => Err(format!(
+                "{factor:?} is not a factor; write a whole number of at least 1 (3 is QUIC's) or off"
+            )),
+        },
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::access::AccessPolicy;
+use crate::access::{AccessPolicy, PerSourceLimit};
 
 use super::args::{
     AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
@@ -256,6 +256,7 @@ impl ServeArgs {
         } else if self.discard {
             Responder::Discard
         } else if let Some(text) = self.reply {
+            check_reply_fits(&endpoint, &text)?;
             Responder::Reply(Bytes::from(text))
         } else {
             Responder::seed_reply(endpoint.seed_word())
@@ -264,7 +265,7 @@ impl ServeArgs {
         let options = ServeOptions {
             mode,
             responder,
-            access: self.access.policy(),
+            access: self.access.policy()?,
             framing,
             buffer_size,
             after_reply: if self.close {
@@ -278,6 +279,7 @@ impl ServeArgs {
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
+                amplification: self.amplification_limit.unwrap_or_default(),
             },
             listen: ListenOptions {
                 backlog: self.backlog,
@@ -299,10 +301,37 @@ impl ServeArgs {
     }
 }
 
+/// A `--reply` a datagram cannot hold is refused at start, not once per datagram.
+///
+/// # Errors
+/// [`Error::Usage`] naming the limit.
+fn check_reply_fits(endpoint: &Endpoint, reply: &str) -> Result<()> {
+    use crate::transport::MAX_DATAGRAM;
+    if endpoint.delivery() == Delivery::Datagram && reply.len() > MAX_DATAGRAM {
+        return Err(Error::Usage(format!(
+            "--reply is {} bytes; a datagram on {endpoint} holds at most {MAX_DATAGRAM}",
+            reply.len()
+        )));
+    }
+    Ok(())
+}
+
 impl AccessArgs {
-    /// The `--allow` / `--deny` rules.
-    fn policy(&self) -> AccessPolicy {
-        AccessPolicy::new(self.allow.clone(), self.deny.clone())
+    /// The `--allow` / `--deny` rules, `--proxy-from` and `--max-conns-per-source`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the per-source limit does not fit this machine's `usize`.
+    fn policy(&self) -> Result<AccessPolicy> {
+        let per_source = self
+            .max_conns_per_source
+            .map(|n| {
+                usize::try_from(n)
+                    .map_err(|_| Error::Usage("--max-conns-per-source is too large".into()))
+            })
+            .transpose()?;
+        Ok(AccessPolicy::new(self.allow.clone(), self.deny.clone())
+            .with_proxy_from(self.proxy_from.clone())
+            .with_per_source(PerSourceLimit::from_flag(per_source)))
     }
 
     /// `--max-conns` as a count.
@@ -547,8 +576,12 @@ impl RelayArgs {
             },
             buffer_size,
             copy: self.copy,
-            access: self.access.policy(),
-            max_conns: self.access.max_conns()?,
+            access: self.access.policy()?,
+            max_conns: self
+                .access
+                .max_conns()?
+                .or((listen.delivery() == Delivery::Stream)
+                    .then_some(RelayOptions::DEFAULT_MAX_CONNS)),
             over_limit: self.access.max_conns_mode,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
@@ -718,7 +751,30 @@ mod tests {
         );
         let open = relay(&["tcp://127.0.0.1:0", "tcp://127.0.0.1:1"])?;
         assert!(open.options.access.is_open());
-        assert_eq!(open.options.max_conns, None);
+        assert_eq!(
+            open.options.max_conns,
+            Some(RelayOptions::DEFAULT_MAX_CONNS),
+            "a stream relay has a connection limit by default"
+        );
+        let datagrams = relay(&["udp://127.0.0.1:0", "udp://127.0.0.1:1"])?;
+        assert_eq!(
+            datagrams.options.max_conns, None,
+            "--max-sessions caps those"
+        );
+        let per_source = relay(&[
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:1",
+            "--max-conns-per-source",
+            "9",
+            "--proxy-protocol",
+            "--proxy-from",
+            "10.0.0.1",
+        ])?;
+        assert_eq!(
+            per_source.options.access.per_source(),
+            crate::access::PerSourceLimit::Everyone(9)
+        );
+        assert_eq!(per_source.options.access.proxy_from().len(), 1);
         Ok(())
     }
 

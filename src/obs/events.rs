@@ -61,6 +61,17 @@ pub enum Event<'a> {
         /// Whether it was made at start (clients need `--insecure` or this fingerprint).
         self_signed: bool,
     },
+    /// With `--proxy-protocol`: a load balancer's header named the client of connection
+    /// `conn`. Both addresses, since the header is a claim and `via` is who made it; the
+    /// connection's other events name the client.
+    Proxied {
+        /// Connection id.
+        conn: u64,
+        /// The client the header names.
+        peer: &'a PeerAddr,
+        /// The socket's peer: the load balancer that sent the header.
+        via: &'a PeerAddr,
+    },
     /// A stream client connected.
     Connected {
         /// Connection id, unique for this server run.
@@ -312,7 +323,7 @@ fn format_seed(event: &Event<'_>) -> String {
                 listen_address(endpoint)
             );
         }
-        Event::Certificate { .. } => {}
+        Event::Certificate { .. } | Event::Proxied { .. } => {}
         Event::Connected { peer, .. } => {
             s.push_str("connected by ");
             peer.push_to(&mut s);
@@ -404,6 +415,9 @@ fn format_text(event: &Event<'_>) -> String {
                 s,
                 " certificate sha256={fingerprint} self_signed={self_signed}"
             );
+        }
+        Event::Proxied { conn, peer, via } => {
+            let _ = write!(s, " proxied conn={conn} peer={peer} via={via}");
         }
         Event::Connected { conn, peer } => {
             let _ = write!(s, " connected conn={conn} peer={peer}");
@@ -532,6 +546,10 @@ fn format_json(event: &Event<'_>) -> String {
             self_signed,
         } => json!({
             "time": time, "event": "certificate", "sha256": fingerprint, "self_signed": self_signed,
+        }),
+        Event::Proxied { conn, peer, via } => json!({
+            "time": time, "event": "proxied", "conn": conn, "peer": peer.to_string(),
+            "via": via.to_string(),
         }),
         Event::Connected { conn, peer } => {
             json!({"time": time, "event": "connected", "conn": conn, "peer": peer.to_string()})

@@ -5,9 +5,38 @@
 //! flood of lines. [`LogThrottle`] lets a few lines through per window and counts the rest,
 //! so the next line that gets through says how many were left out.
 
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The one throttle for per-connection diagnostic lines (a failed handshake, a bad PROXY
+/// header, an unusual end), shared by every connection of the process: a flood of bad
+/// clients costs at most [`CONNECTION_LINES_PER_SECOND`] lines per second, the next line
+/// naming how many similar ones were left out. Higher than the access log's rate, as each
+/// line tells of one connection an operator may be looking for.
+static CONNECTION_LINES: LazyLock<Mutex<LogThrottle>> = LazyLock::new(|| {
+    Mutex::new(LogThrottle::new(
+        CONNECTION_LINES_PER_SECOND,
+        Duration::from_secs(1),
+    ))
+});
+
+/// Per-connection lines let through each second.
+pub const CONNECTION_LINES_PER_SECOND: u32 = 50;
+
+/// Writes one per-connection line through [`CONNECTION_LINES`]: `log` gets the suffix to
+/// append ("" or " (N similar lines suppressed)"), or is not called when the line is
+/// suppressed.
+pub fn connection_line(log: impl FnOnce(&str)) {
+    let admit = CONNECTION_LINES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(Instant::now());
+    if let Admit::Log { .. } = admit {
+        log(&admit.suffix());
+    }
+}
 
 /// Counts events in fixed windows and says which ones to log. Owned by one task.
 #[derive(Debug, Clone)]

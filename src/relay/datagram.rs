@@ -3,22 +3,33 @@
 //! A datagram from a new client opens a session: a socket of our own connected to the
 //! target, so the target's replies come back on it and we know which client they are
 //! for. A task per session carries replies back to its client and ends the session after
-//! the idle timeout (rathole's design: the task removes its own entry). The number of
-//! sessions is capped; past the cap, datagrams from new clients are dropped and counted
-//! until a session expires, so a flood of source addresses cannot exhaust descriptors.
+//! the idle timeout (rathole's design: the task removes its own entry).
+//!
+//! The table of sessions is bounded twice: `--max-sessions` in all, and
+//! `--max-conns-per-source` per source (an IPv4 address, an IPv6 /64). A new client always
+//! gets a session: at a bound, the session idle longest (of its own source, or of all)
+//! is closed to make room, as a NAT table does. A flood of source ports then churns the
+//! flood's own sessions, or the oldest ones, instead of locking every newcomer out for the
+//! whole idle timeout. Evictions are counted and logged at a bounded rate.
 //!
 //! Datagrams from senders `--allow` / `--deny` turn away are dropped before anything else
 //! (no session, no hex dump), counted as denied and logged at a bounded rate.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
 use super::{FlowStats, RelayOptions, Shared};
 use crate::access::gate::Gate;
+use crate::access::{PerSourceLimit, source_of};
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Direction;
+use crate::obs::throttle::{Admit, LogThrottle};
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
 
 /// One client's session.
@@ -27,23 +38,119 @@ struct Session {
     id: u64,
     /// Our socket to the target, connected, used for this client only.
     target: DatagramSocket,
-    /// Last datagram either way, for expiry.
+    /// Last datagram either way, for expiry and for choosing whom to evict.
     activity: Activity,
+    /// Told when the session is evicted, so its task ends at once.
+    evicted: Notify,
     /// Bytes delivered to the target for this client.
     to_target: AtomicU64,
     /// Bytes delivered back to the client.
     to_client: AtomicU64,
 }
 
-/// Open sessions by client address. A std mutex: held only for lookups and inserts,
-/// never across an await.
-type Sessions = Arc<Mutex<HashMap<PeerAddr, Arc<Session>>>>;
+/// Open sessions by client address, with a count per source.
+#[derive(Default)]
+struct Table {
+    /// The sessions.
+    by_peer: HashMap<PeerAddr, Arc<Session>>,
+    /// Sessions per source (Unix-socket clients have no source and are not counted).
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// Why a session was evicted, for the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crowded {
+    /// The client's source holds its `--max-conns-per-source`.
+    Source(IpAddr, usize),
+    /// `--max-sessions` are open.
+    Table(usize),
+}
+
+impl Table {
+    /// Adds a session and counts it against its source.
+    fn insert(&mut self, peer: PeerAddr, session: Arc<Session>) {
+        if let Some(source) = peer.ip().map(source_of) {
+            *self.per_source.entry(source).or_insert(0) += 1;
+        }
+        if let Some(old) = self.by_peer.insert(peer.clone(), session) {
+            // Not expected (a peer is looked up before a session is opened), but never
+            // leave a session running without its entry.
+            old.evicted.notify_one();
+            self.uncount(&peer);
+        }
+    }
+
+    /// Removes `peer`'s session if it is still session `id` (an evicted session's task
+    /// must not remove the newer session of the same peer). Returns it when removed.
+    fn remove(&mut self, peer: &PeerAddr, id: u64) -> Option<Arc<Session>> {
+        if self.by_peer.get(peer).is_none_or(|s| s.id != id) {
+            return None;
+        }
+        let session = self.by_peer.remove(peer);
+        self.uncount(peer);
+        session
+    }
+
+    /// Gives back `peer`'s share of its source.
+    fn uncount(&mut self, peer: &PeerAddr) {
+        let Some(source) = peer.ip().map(source_of) else {
+            return;
+        };
+        if let Some(count) = self.per_source.get_mut(&source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+    }
+
+    /// Whether a new session for `peer` needs room first, and which bound says so.
+    fn crowded(&self, peer: &PeerAddr, max: usize, per_source: PerSourceLimit) -> Option<Crowded> {
+        if let Some(ip) = peer.ip()
+            && let Some(limit) = per_source.for_ip(ip)
+        {
+            let source = source_of(ip);
+            if self.per_source.get(&source).copied().unwrap_or(0) >= limit {
+                return Some(Crowded::Source(source, limit));
+            }
+        }
+        (self.by_peer.len() >= max).then_some(Crowded::Table(max))
+    }
+
+    /// The session idle longest among those `crowded` concerns (ties: the older one).
+    fn idlest(&self, crowded: Crowded) -> Option<(PeerAddr, Arc<Session>)> {
+        let concerned = |peer: &PeerAddr| match crowded {
+            Crowded::Source(source, _) => peer.ip().map(source_of) == Some(source),
+            Crowded::Table(_) => true,
+        };
+        self.by_peer
+            .iter()
+            .filter(|(peer, _)| concerned(peer))
+            .min_by_key(|(_, s)| (s.activity.last(), s.id))
+            .map(|(peer, s)| (peer.clone(), Arc::clone(s)))
+    }
+}
+
+/// The table, shared by the receive loop and the sessions' tasks. A std mutex: held only
+/// for lookups, inserts and one scan, never across an await.
+type Sessions = Arc<Mutex<Table>>;
+
+/// What the receive loop keeps besides the table: ids and the log throttles.
+#[derive(Default)]
+struct Opener {
+    /// The last session id handed out.
+    last_id: u64,
+    /// Log lines for evictions.
+    evicted_log: LogThrottle,
+    /// Log lines for sessions the target refused.
+    failed_log: LogThrottle,
+}
 
 /// Receives client datagrams until shutdown and forwards each through its session.
 pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let socket = Arc::new(socket);
     let sessions: Sessions = Arc::default();
-    let mut next_id = 0;
+    let mut opener = Opener::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut gate = Gate::default();
     loop {
@@ -54,19 +161,16 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
         if let Some(hex) = &shared.options.layers.hex {
             hex.datagram(Direction::Received, &peer.to_string(), datagram);
         }
-        let existing = lock(&sessions).get(&peer).cloned();
+        let existing = lock(&sessions).by_peer.get(&peer).cloned();
         let session = match existing {
             Some(session) => session,
-            None => {
-                next_id += 1;
-                match open_session(next_id, &peer, &socket, &sessions, shared).await {
-                    Some(session) => session,
-                    None => {
-                        drop_datagram(shared);
-                        continue;
-                    }
+            None => match opener.open(&peer, &socket, &sessions, shared).await {
+                Some(session) => session,
+                None => {
+                    drop_datagram(shared);
+                    continue;
                 }
-            }
+            },
         };
         session.activity.touch();
         match session.target.send(datagram).await {
@@ -95,57 +199,90 @@ fn count_forwarded(flow: &FlowStats, len: usize) {
     flow.peak_buffered.fetch_max(len as u64, Ordering::Relaxed);
 }
 
-/// The map, even if a task panicked while holding it (the map itself stays consistent:
-/// every critical section is a single insert, remove or lookup).
-fn lock(sessions: &Sessions) -> std::sync::MutexGuard<'_, HashMap<PeerAddr, Arc<Session>>> {
+/// The table, even if a task panicked while holding it (the table itself stays
+/// consistent: every critical section is a single insert, remove, lookup or scan).
+fn lock(sessions: &Sessions) -> std::sync::MutexGuard<'_, Table> {
     sessions.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Opens a session for a new client, or `None` at the cap or if the target is unusable.
-async fn open_session(
-    id: u64,
-    peer: &PeerAddr,
-    listener: &Arc<DatagramSocket>,
-    sessions: &Sessions,
-    shared: &Arc<Shared>,
-) -> Option<Arc<Session>> {
-    let max = shared.options.max_sessions;
-    if lock(sessions).len() >= max {
-        tracing::debug!(%peer, "{max} sessions open (--max-sessions): dropping a datagram from a new client");
-        return None;
+impl Opener {
+    /// Opens a session for a new client, first evicting the session idle longest if a
+    /// bound is reached; `None` if the target is unusable.
+    async fn open(
+        &mut self,
+        peer: &PeerAddr,
+        listener: &Arc<DatagramSocket>,
+        sessions: &Sessions,
+        shared: &Arc<Shared>,
+    ) -> Option<Arc<Session>> {
+        self.make_room(peer, sessions, shared);
+        let target = match DatagramSocket::connect(&shared.options.target).await {
+            Ok(target) => target,
+            Err(e) => {
+                shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if let admit @ Admit::Log { .. } = self.failed_log.admit(Instant::now()) {
+                    tracing::warn!(%peer, "cannot open a session to the target: {e}{}", admit.suffix());
+                }
+                return None;
+            }
+        };
+        self.last_id += 1;
+        let session = Arc::new(Session {
+            id: self.last_id,
+            target,
+            activity: Activity::new(),
+            evicted: Notify::new(),
+            to_target: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+        });
+        lock(sessions).insert(peer.clone(), Arc::clone(&session));
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+        shared.events.emit(Event::Connected {
+            conn: session.id,
+            peer,
+        });
+        let task = carry_replies(
+            Arc::clone(&session),
+            peer.clone(),
+            Arc::clone(listener),
+            Arc::clone(sessions),
+            Arc::clone(shared),
+        );
+        shared.shutdown.spawn(task);
+        Some(session)
     }
-    let target = match DatagramSocket::connect(&shared.options.target).await {
-        Ok(target) => target,
-        Err(e) => {
-            shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, "cannot open a session to the target: {e}");
-            return None;
+
+    /// Evicts sessions idle longest until `peer` fits under both bounds (one, normally).
+    fn make_room(&mut self, peer: &PeerAddr, sessions: &Sessions, shared: &Shared) {
+        let max = shared.options.max_sessions;
+        let per_source = shared.options.access.per_source();
+        let mut table = lock(sessions);
+        while let Some(crowded) = table.crowded(peer, max, per_source) {
+            let Some((old_peer, old)) = table.idlest(crowded) else {
+                break;
+            };
+            table.remove(&old_peer, old.id);
+            old.evicted.notify_one();
+            shared.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            if let admit @ Admit::Log { .. } = self.evicted_log.admit(Instant::now()) {
+                let why = match crowded {
+                    Crowded::Source(source, n) => format!(
+                        "its source {source} holds {n} sessions (--max-conns-per-source {n})"
+                    ),
+                    Crowded::Table(n) => format!("{n} sessions are open (--max-sessions {n})"),
+                };
+                tracing::info!(
+                    "closed the session of {old_peer}, idle longest, for a new client {peer}: {why}{}",
+                    admit.suffix()
+                );
+            }
         }
-    };
-    let session = Arc::new(Session {
-        id,
-        target,
-        activity: Activity::new(),
-        to_target: AtomicU64::new(0),
-        to_client: AtomicU64::new(0),
-    });
-    lock(sessions).insert(peer.clone(), Arc::clone(&session));
-    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-    shared.stats.active.fetch_add(1, Ordering::Relaxed);
-    shared.events.emit(Event::Connected { conn: id, peer });
-    let task = carry_replies(
-        Arc::clone(&session),
-        peer.clone(),
-        Arc::clone(listener),
-        Arc::clone(sessions),
-        Arc::clone(shared),
-    );
-    shared.shutdown.spawn(task);
-    Some(session)
+    }
 }
 
-/// Carries the target's replies back to the client until the session idles out or the
-/// relay stops, then closes the session.
+/// Carries the target's replies back to the client until the session idles out, is
+/// evicted or the relay stops, then closes the session.
 async fn carry_replies(
     session: Arc<Session>,
     peer: PeerAddr,
@@ -164,6 +301,9 @@ async fn carry_replies(
             received = session.target.recv(&mut buf) => received,
             () = session.activity.quiet_for(Some(idle)) => {
                 break format!("idle for {}", humantime::format_duration(idle));
+            }
+            () = session.evicted.notified() => {
+                break "evicted, idle longest, to make room for a new client".to_string();
             }
             () = shared.shutdown.triggered() => break "relay shutting down".to_string(),
         };
@@ -187,7 +327,7 @@ async fn carry_replies(
             count_forwarded(&shared.stats.to_client, len);
         }
     };
-    lock(&sessions).remove(&peer);
+    lock(&sessions).remove(&peer, session.id);
     shared.stats.active.fetch_sub(1, Ordering::Relaxed);
     shared.events.emit(Event::Closed {
         conn: session.id,

@@ -44,7 +44,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
-use crate::access::gate::{self, Gate, Guarded};
+use crate::access::gate::{self, Gate, Guarded, SourceCounts};
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::obs::{Event, EventLog};
@@ -96,7 +96,13 @@ impl RelayOptions {
     /// map would only ever grow to its cap: this is their idle limit then.
     pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
-    /// A relay to `target` with the defaults the CLI uses.
+    /// `--max-conns` of a stream relay started from the command line without one: each
+    /// relayed connection holds two descriptors, so this stays inside a 10,000-descriptor
+    /// limit with room for the listener, logs and metrics.
+    pub const DEFAULT_MAX_CONNS: usize = 4096;
+
+    /// A relay to `target` with the defaults the CLI uses (except `max_conns`, which the
+    /// CLI sets to [`RelayOptions::DEFAULT_MAX_CONNS`] for stream relays).
     pub fn new(target: Endpoint) -> RelayOptions {
         RelayOptions {
             target,
@@ -146,8 +152,11 @@ pub struct RelayStats {
     /// Stream connections copied with splice(2) rather than through buffers: shows which
     /// path the bytes took.
     pub spliced: AtomicU64,
-    /// Datagrams dropped because the session cap was reached or the target failed.
+    /// Datagrams dropped because the target failed.
     pub dropped: AtomicU64,
+    /// Datagram sessions closed early to make room for a new client (`--max-sessions`,
+    /// `--max-conns-per-source`).
+    pub evicted: AtomicU64,
     /// Clients (connections or datagrams) turned away by `--allow` / `--deny`.
     pub denied: AtomicU64,
     /// Connections turned away because `--max-conns` was reached and
@@ -212,9 +221,16 @@ impl RelayStats {
         m.single(
             "sockit_relay_datagrams_dropped_total",
             Counter,
-            "Datagrams dropped (session cap reached or target failed).",
+            "Datagrams dropped (the target failed).",
             &t,
             summary.dropped,
+        );
+        m.single(
+            "sockit_relay_sessions_evicted_total",
+            Counter,
+            "Datagram sessions closed (the one idle longest) to make room for a new client: --max-sessions or --max-conns-per-source reached.",
+            &t,
+            self.evicted.load(Ordering::Relaxed),
         );
         m.family(
             "sockit_relay_bytes_total",
@@ -306,6 +322,8 @@ pub(crate) struct Shared {
     /// Rate-limited access logging for checks made after a PROXY header, in connection
     /// tasks (the accept loop's own [`Gate`] is not shared).
     pub late_gate: Mutex<Gate>,
+    /// `--max-conns-per-source` (datagram relays: sessions per source).
+    pub sources: Arc<SourceCounts>,
 }
 
 impl Guarded for Shared {
@@ -329,6 +347,9 @@ impl Guarded for Shared {
     }
     fn late_gate(&self) -> &Mutex<Gate> {
         &self.late_gate
+    }
+    fn sources(&self) -> &Arc<SourceCounts> {
+        &self.sources
     }
 }
 
@@ -406,10 +427,12 @@ impl Relay {
         events.emit(Event::Listening {
             endpoint: &self.local,
         });
-        gate::warn_if_unfilterable(&self.options.access, &self.local);
+        let proxied = self.options.layers.proxy.is_on();
+        gate::warn_if_unfilterable(&self.options.access, &self.local, proxied);
         let grace = self.options.grace;
         let shared = Arc::new(Shared {
             slots: gate::slots_for(self.options.max_conns),
+            sources: SourceCounts::new(self.options.access.per_source()),
             options: self.options,
             events,
             stats: Arc::clone(&self.stats),

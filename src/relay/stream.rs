@@ -24,6 +24,7 @@ use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
 use crate::obs::span::{connection_span, record_client, record_socket_peer};
+use crate::obs::throttle::connection_line;
 use crate::transport::{
     Backoff, PeerAddr, Stream, StreamListener, connect_stream, is_per_connection,
 };
@@ -134,14 +135,22 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         }
         Err(e) => {
             shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("closing connection: {e}");
+            connection_line(|more| tracing::warn!("closing connection: {e}{more}"));
             return;
         }
     };
     record_client(&span, proxied, &peer);
-    if proxied && !shared.admit_late(&peer) {
+    let Some(_per_source) = shared.admit_late(&peer) else {
         // Closed at once: dropping the stream sends our FIN.
         return;
+    };
+    if proxied {
+        let via = &socket_peer;
+        shared.events.emit(Event::Proxied {
+            conn,
+            peer: &peer,
+            via,
+        });
     }
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
     shared.events.emit(Event::Connected { conn, peer: &peer });
@@ -152,7 +161,7 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
     let to_client = delivered.to_client.load(Ordering::Relaxed);
     if end.is_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("{reason}");
+        connection_line(|more| tracing::warn!("{reason}{more}"));
     }
     tracing::debug!(
         "relay closed: {to_target} bytes to target, {to_client} bytes to client ({reason})"

@@ -7,11 +7,15 @@
 //! (see [`answer_until_stopped`] for why).
 //!
 //! Datagrams from senders the access rules deny are dropped (counted, and logged at a
-//! bounded rate). With `--exec`, each datagram runs the program in its own task (the
+//! bounded rate). Replies are held to the anti-amplification budget of their source
+//! ([`AmplificationGuard`], `--amplification-limit`): a reply over it is not sent, and
+//! that is logged at a bounded rate. With `--exec`, each datagram runs the program in its own task (the
 //! datagram on stdin, its stdout as the reply), at most `--max-conns` at once (default
 //! [`DEFAULT_PROGRAMS`]).
 
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +25,7 @@ use super::{Handler, OverLimit, Shared};
 use crate::access::gate::{self, Gate};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
 use crate::obs::hexdump::Direction;
+use crate::obs::throttle::{Admit, LogThrottle};
 use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
 
@@ -92,6 +97,11 @@ fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
     let mut to_send: Vec<(usize, SockAddr)> = Vec::with_capacity(batch::BATCH);
     let mut tally = Tally::default();
     let mut gate = Gate::default();
+    let local = match socket {
+        StdDatagram::Udp(udp) => udp.local_addr().ok(),
+        StdDatagram::Unix(_) => None,
+    };
+    let mut guard = AmplificationGuard::at(local, shared);
     let mut busy = BusyPoll::new(shared.options.busy_poll);
     loop {
         let received = match busy.as_mut() {
@@ -102,7 +112,13 @@ fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
             break;
         }
         match received {
-            Ok(_) => answer_batch(fd, &batch, &mut to_send, shared, &mut tally, &mut gate),
+            Ok(_) => {
+                let mut checks = Checks {
+                    gate: &mut gate,
+                    guard: guard.as_mut(),
+                };
+                answer_batch(fd, &batch, &mut to_send, shared, &mut tally, &mut checks);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // E.g. an ICMP error queued on the socket: it concerns one peer only.
             Err(e) if is_per_datagram(&e) => tracing::debug!("receive failed: {e}"),
@@ -158,6 +174,14 @@ fn is_per_datagram(e: &io::Error) -> bool {
     )
 }
 
+/// What the answer loop checks each datagram and reply against.
+struct Checks<'a> {
+    /// The access rules.
+    gate: &'a mut Gate,
+    /// The anti-amplification budget, where it applies.
+    guard: Option<&'a mut AmplificationGuard>,
+}
+
 /// Answers one received batch: checks and logs each datagram, then sends every reply in
 /// as few system calls as possible.
 fn answer_batch(
@@ -166,8 +190,9 @@ fn answer_batch(
     to_send: &mut Vec<(usize, SockAddr)>,
     shared: &Shared,
     tally: &mut Tally,
-    gate: &mut Gate,
+    checks: &mut Checks<'_>,
 ) {
+    let gate = &mut *checks.gate;
     let responder = &shared.options.responder;
     let hex = shared.options.layers.hex.as_ref();
     let shows_messages = shared.shows_messages();
@@ -177,7 +202,13 @@ fn answer_batch(
         let datagram = batch.datagram(i);
         let sender = batch.sender(i);
         // Raw datagrams have no terminator, so an answer is one slice.
-        let answer = responder.answer(datagram, &[]).map(|[reply, _]| reply);
+        let mut answer = responder.answer(datagram, &[]).map(|[reply, _]| reply);
+        if let (Some(guard), Some(reply), Some(from)) =
+            (checks.guard.as_deref_mut(), answer, sender.as_socket())
+            && !guard.allows(from, datagram.len(), reply.len())
+        {
+            answer = None;
+        }
         if needs_peer {
             let peer = sender
                 .as_socket()
@@ -236,15 +267,18 @@ fn answer_batch(
 async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>) {
     let socket = Arc::new(socket);
     let limits = &shared.options.limits;
-    // With --max-conns the limit is server-wide (shared by every thread); without, each
-    // thread runs at most DEFAULT_PROGRAMS programs.
-    let slots = shared
-        .slots
-        .clone()
-        .or_else(|| Some(Arc::new(tokio::sync::Semaphore::new(DEFAULT_PROGRAMS))));
+    // Server-wide, shared by every thread: --max-conns, or DEFAULT_PROGRAMS (set when the
+    // server is prepared).
+    let slots = shared.slots.clone();
     let mut buf = vec![0u8; shared.options.buffer_size.max(MAX_DATAGRAM)];
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
+    let local = match &*socket {
+        DatagramSocket::Udp(udp) => udp.local_addr().ok(),
+        DatagramSocket::Unix(..) => None,
+    };
+    // One per loop, shared by its programs' tasks (see AmplificationGuard).
+    let guard = AmplificationGuard::at(local, shared).map(|g| Arc::new(std::sync::Mutex::new(g)));
     loop {
         let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
             break;
@@ -264,8 +298,14 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
         let id = ids.next().unwrap_or_default();
         let datagram = buf[..len].to_vec();
         let (socket, task_shared, spec) = (Arc::clone(&socket), Arc::clone(shared), spec.clone());
+        let guard = guard.clone();
         shared.shutdown.spawn(async move {
-            run_program(&socket, &spec, &datagram, &peer, id, &task_shared).await;
+            let run = Run {
+                socket: &socket,
+                spec: &spec,
+                guard: guard.as_deref(),
+            };
+            run_program(&run, &datagram, &peer, id, &task_shared).await;
             drop(slot);
         });
     }
@@ -288,15 +328,25 @@ fn program_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// What every program run of one loop shares.
+struct Run<'a> {
+    /// Where replies are sent from.
+    socket: &'a DatagramSocket,
+    /// The program.
+    spec: &'a ExecSpec,
+    /// The loop's anti-amplification budget, where it applies.
+    guard: Option<&'a std::sync::Mutex<AmplificationGuard>>,
+}
+
 /// Runs the program for one datagram and sends its output back as the reply.
 async fn run_program(
-    socket: &DatagramSocket,
-    spec: &ExecSpec,
+    run_with: &Run<'_>,
     datagram: &[u8],
     peer: &PeerAddr,
     id: u64,
     shared: &Shared,
 ) {
+    let Run { socket, spec, .. } = *run_with;
     let limits = &shared.options.limits;
     let time_limit = limits.message_timeout.or(limits.idle_timeout);
     let client = ClientInfo { conn: id, peer };
@@ -341,7 +391,9 @@ async fn run_program(
         shared.stats.count_error(kind);
         datagram_span(peer).in_scope(|| tracing::warn!("{problem}"));
     }
-    let reply = (!run.output.is_empty()).then_some(run.output.as_slice());
+    let reply = (!run.output.is_empty())
+        .then_some(run.output.as_slice())
+        .filter(|reply| within_budget(run_with.guard, peer, datagram.len(), reply.len()));
     shared.events.emit(Event::Datagram {
         peer,
         received: datagram,
@@ -359,4 +411,143 @@ async fn run_program(
         }
     }
     shared.stats.absorb(&mut tally);
+}
+
+/// Whether a `reply`-byte answer to a `request`-byte datagram from `peer` fits its
+/// source's budget (always, without a guard or for a Unix peer).
+fn within_budget(
+    guard: Option<&std::sync::Mutex<AmplificationGuard>>,
+    peer: &PeerAddr,
+    request: usize,
+    reply: usize,
+) -> bool {
+    let (Some(guard), PeerAddr::Ip(from)) = (guard, peer) else {
+        return true;
+    };
+    // A poisoned lock only means another program's task panicked mid-update; the
+    // budget is still usable.
+    guard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .allows(*from, request, reply)
+}
+
+/// The anti-amplification budget of each source, for one answer loop (see
+/// [`super::Amplification`]).
+///
+/// Each loop keeps its own: a source's datagrams to one loop are answered from the credit
+/// its datagrams to that loop earned, so the bound holds for the server as a whole without
+/// a shared lock on the hot path.
+#[derive(Debug)]
+pub(crate) struct AmplificationGuard {
+    /// Reply bytes allowed per request byte.
+    factor: u64,
+    /// Reply bytes each source may still be sent (IPv4 address or IPv6 /64).
+    credit: HashMap<IpAddr, u64>,
+    /// Log lines for replies held back.
+    log: LogThrottle,
+}
+
+impl AmplificationGuard {
+    /// Sources remembered at once; past it the table starts afresh (every source's
+    /// credit back to nothing, the safe side), so spraying forged addresses costs memory
+    /// only up to here.
+    const MAX_SOURCES: usize = 65_536;
+
+    /// A guard with factor `factor`.
+    pub(crate) fn new(factor: u64) -> AmplificationGuard {
+        AmplificationGuard {
+            factor,
+            credit: HashMap::new(),
+            log: LogThrottle::default(),
+        }
+    }
+
+    /// The guard for a loop answering at `local` (`None`: a Unix socket), if
+    /// `--amplification-limit` applies there.
+    fn at(local: Option<SocketAddr>, shared: &Shared) -> Option<AmplificationGuard> {
+        shared
+            .options
+            .limits
+            .amplification
+            .factor_at(local)
+            .map(AmplificationGuard::new)
+    }
+
+    /// Credits `from` with a `request`-byte datagram and says whether a `reply`-byte
+    /// answer fits its budget (which it then spends). A reply that does not fit is not
+    /// sent, and that is logged at a bounded rate. The credit never exceeds what the
+    /// largest datagram earns, so a quiet source's budget cannot be saved up and spent
+    /// by someone forging its address.
+    pub(crate) fn allows(&mut self, from: SocketAddr, request: usize, reply: usize) -> bool {
+        let source = crate::access::source_of(from.ip());
+        if self.credit.len() >= AmplificationGuard::MAX_SOURCES
+            && !self.credit.contains_key(&source)
+        {
+            self.credit.clear();
+        }
+        let ceiling = self.factor.saturating_mul(MAX_DATAGRAM as u64);
+        let credit = self.credit.entry(source).or_insert(0);
+        *credit = credit
+            .saturating_add(self.factor.saturating_mul(request as u64))
+            .min(ceiling);
+        if reply as u64 <= *credit {
+            *credit -= reply as u64;
+            return true;
+        }
+        if let admit @ Admit::Log { .. } = self.log.admit(tokio::time::Instant::now()) {
+            tracing::info!(
+                "held back a {reply}-byte reply to {from}: over {}x the {} bytes it sent \
+                 (--amplification-limit {}; off turns it off){}",
+                self.factor,
+                request,
+                self.factor,
+                admit.suffix()
+            );
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn a_source_gets_at_most_k_times_what_it_sent() {
+        let mut guard = AmplificationGuard::new(3);
+        let victim = addr("192.0.2.7:53");
+        assert!(!guard.allows(victim, 1, 1000), "1 byte buys 3, not 1000");
+        assert!(guard.allows(victim, 5, 5), "an echo always fits");
+        assert!(
+            guard.allows(addr("192.0.2.7:9"), 100, 300),
+            "the source, any port"
+        );
+        // Left: 3 + 15 - 5 + 300 - 300 = 13.
+        assert!(!guard.allows(victim, 0, 14));
+        assert!(guard.allows(victim, 0, 13));
+        assert!(!guard.allows(victim, 0, 1));
+        assert!(
+            guard.allows(addr("192.0.2.8:53"), 2, 6),
+            "another source has its own"
+        );
+    }
+
+    #[test]
+    fn credit_cannot_be_saved_up_beyond_one_full_datagram() {
+        let mut guard = AmplificationGuard::new(3);
+        let source = addr("[2001:db8::1]:5");
+        for _ in 0..10 {
+            assert!(guard.allows(source, MAX_DATAGRAM, 0));
+        }
+        assert!(
+            guard.allows(addr("[2001:db8::2]:5"), 0, 3 * MAX_DATAGRAM),
+            "same /64"
+        );
+        assert!(!guard.allows(source, 0, 1));
+    }
 }

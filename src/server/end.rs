@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Shared;
 use crate::error::Error;
+use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::PeerAddr;
 
@@ -101,15 +102,15 @@ impl EndSeverity {
             EndSeverity::Normal => tracing::debug!("connection ended: {reason}"),
             EndSeverity::Idle => {
                 stats.count_idle_close();
-                tracing::info!("closing connection: {reason}");
+                connection_line(|more| tracing::info!("closing connection: {reason}{more}"));
             }
             EndSeverity::ClientTrouble => {
                 stats.count_error(kind);
-                tracing::info!("connection ended: {reason}");
+                connection_line(|more| tracing::info!("connection ended: {reason}{more}"));
             }
             EndSeverity::Problem => {
                 stats.count_error(kind);
-                tracing::warn!("closing connection: {reason}");
+                connection_line(|more| tracing::warn!("closing connection: {reason}{more}"));
             }
         }
     }

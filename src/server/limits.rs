@@ -23,6 +23,8 @@ pub struct Limits {
     pub message_timeout: Option<Duration>,
     /// How long shutdown waits for in-flight exchanges before closing them.
     pub grace: Duration,
+    /// How much a UDP server may answer per byte a source sent it.
+    pub amplification: Amplification,
 }
 
 impl Limits {
@@ -43,6 +45,42 @@ impl Default for Limits {
             idle_timeout: Some(Limits::DEFAULT_IDLE),
             message_timeout: Some(Limits::DEFAULT_MESSAGE),
             grace: Limits::DEFAULT_GRACE,
+            amplification: Amplification::default(),
+        }
+    }
+}
+
+/// The anti-amplification guard of a UDP server (`--amplification-limit`): a source is
+/// sent at most K bytes of replies per byte it sent, QUIC's rule for clients whose
+/// address is not validated (RFC 9000, section 8). A UDP sender's address can be forged,
+/// so without it a 1-byte datagram bearing a victim's address makes the server send the
+/// victim a full `--reply`; a plain datagram server has no handshake to validate an
+/// address, so the budget applies for as long as the source is remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Amplification {
+    /// [`Amplification::DEFAULT_FACTOR`] on UDP listeners that are not loopback (whose
+    /// senders cannot be forged from outside this host); off on loopback and Unix sockets.
+    #[default]
+    Auto,
+    /// `--amplification-limit K`: K on every UDP listener, loopback included.
+    Factor(u32),
+    /// `--amplification-limit off`: replies are never held back.
+    Off,
+}
+
+impl Amplification {
+    /// Reply bytes per request byte by default, QUIC's factor.
+    pub const DEFAULT_FACTOR: u32 = 3;
+
+    /// The factor for a server listening at `local` (`None`: a Unix socket), if the guard
+    /// applies there.
+    pub fn factor_at(&self, local: Option<std::net::SocketAddr>) -> Option<u64> {
+        let local = local?;
+        match *self {
+            Amplification::Auto if local.ip().to_canonical().is_loopback() => None,
+            Amplification::Auto => Some(u64::from(Amplification::DEFAULT_FACTOR)),
+            Amplification::Factor(k) => Some(u64::from(k)),
+            Amplification::Off => None,
         }
     }
 }

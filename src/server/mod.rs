@@ -44,7 +44,7 @@ use lane::LaneThread;
 // The datagram answer loop polls as the lane does.
 use lane::busy_poll;
 
-pub use limits::{Limits, OverLimit};
+pub use limits::{Amplification, Limits, OverLimit};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -53,7 +53,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
-use crate::access::gate::{self, Gate, Guarded};
+use crate::access::gate::{self, Gate, Guarded, SourceCounts};
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, Room};
 use crate::behaviour::exec::ExecSpec;
@@ -174,6 +174,8 @@ pub(crate) struct Shared {
     /// Rate-limited access logging for checks made after a PROXY header, in connection
     /// tasks (the accept loop's own [`Gate`] is not shared).
     pub late_gate: std::sync::Mutex<Gate>,
+    /// `--max-conns-per-source`: one table for the whole server, whichever thread accepts.
+    pub sources: Arc<SourceCounts>,
 }
 
 impl Shared {
@@ -207,6 +209,9 @@ impl Guarded for Shared {
     }
     fn late_gate(&self) -> &std::sync::Mutex<Gate> {
         &self.late_gate
+    }
+    fn sources(&self) -> &Arc<SourceCounts> {
+        &self.sources
     }
 }
 
@@ -431,10 +436,16 @@ impl Server {
 
     /// Builds the first shard's shared state (the caller announces the server).
     fn prepare(self, events: EventLog, shutdown: Shutdown) -> (StatsBoard, Plan) {
-        gate::warn_if_unfilterable(&self.options.access, &self.local);
+        let proxied = self.options.layers.proxy.is_on();
+        gate::warn_if_unfilterable(&self.options.access, &self.local, proxied);
         let grace = self.options.limits.grace;
-        let slots = gate::slots_for(self.options.limits.max_conns);
+        let slots = gate::slots_for(self.options.limits.max_conns.or_else(|| {
+            let datagram_exec = matches!(self.options.mode, ServeMode::Exec(_))
+                && self.local.delivery() == Delivery::Datagram;
+            datagram_exec.then_some(datagram::DEFAULT_PROGRAMS)
+        }));
         let shared = Shared {
+            sources: SourceCounts::new(self.options.access.per_source()),
             handler: Handler::new(&self.options.mode),
             options: self.options,
             events,
@@ -483,6 +494,7 @@ impl Shared {
     pub(crate) fn for_test(options: ServeOptions) -> (Arc<Shared>, StatsBoard) {
         let board = StatsBoard::default();
         let shared = Shared {
+            sources: SourceCounts::new(options.access.per_source()),
             handler: Handler::new(&options.mode),
             options,
             events: EventLog::disabled(),
@@ -506,6 +518,7 @@ impl Shared {
             handler: self.handler.share(),
             slots: self.slots.clone(),
             late_gate: std::sync::Mutex::default(),
+            sources: Arc::clone(&self.sources),
         }
     }
 }

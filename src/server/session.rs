@@ -27,6 +27,7 @@ use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;
 use crate::obs::span::{connection_span, record_client, record_socket_peer};
+use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::{PeerAddr, Stream};
 
@@ -96,19 +97,28 @@ async fn prepare_and_serve(
         }
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
-            tracing::warn!("closing connection: {e}");
+            connection_line(|more| tracing::warn!("closing connection: {e}{more}"));
             return;
         }
     };
     record_client(&span, proxied, &peer);
-    if proxied && !shared.admit_late(&peer) {
+    let Some(_per_source) = shared.admit_late(&peer) else {
         return;
+    };
+    if proxied {
+        let via = &socket_peer;
+        shared.events.emit(Event::Proxied {
+            conn,
+            peer: &peer,
+            via,
+        });
     }
     match layers.wrap_accepted(stream, &peer, conn).await {
         Ok(stream) => handle_connection(stream, &peer, conn, shared).await,
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
-            tracing::warn!("{}", naming_the_client(e));
+            let e = naming_the_client(e);
+            connection_line(|more| tracing::warn!("{e}{more}"));
         }
     }
 }

@@ -58,7 +58,7 @@ impl Layers {
     ///
     /// # Errors
     /// [`crate::Error::ProxyHeader`] for a missing or malformed header,
-    /// [`crate::Error::Timeout`] when it is late; the caller logs it and closes.
+    /// [`crate::Error::ProxyHeaderLate`] when it is late; the caller logs it and closes.
     pub async fn client_address(
         &self,
         stream: &mut Stream,

@@ -235,8 +235,8 @@ fn describe_start(bytes: &[u8]) -> String {
 ///
 /// # Errors
 /// [`Error::ProxyHeader`] for a malformed or missing header or a close mid-header;
-/// [`Error::Timeout`] when it does not arrive within `timeout`; [`Error::Io`] for socket
-/// errors.
+/// [`Error::ProxyHeaderLate`] when it does not arrive within `timeout`; [`Error::Io`] for
+/// socket errors.
 pub async fn read_header(
     stream: &mut Stream,
     socket_peer: &PeerAddr,
@@ -246,8 +246,9 @@ pub async fn read_header(
     let origin = match tokio::time::timeout(timeout, reading).await {
         Ok(origin) => origin?,
         Err(_) => {
-            return Err(Error::Timeout {
-                doing: format!("waiting for the PROXY protocol header from {socket_peer}"),
+            // Not `Error::Timeout`, whose hint names the client's `--timeout`.
+            return Err(Error::ProxyHeaderLate {
+                peer: socket_peer.to_string(),
                 after: timeout,
             });
         }

@@ -13,6 +13,7 @@ mod faults;
 mod hexdump;
 mod lane;
 mod layers;
+mod limits;
 mod listen;
 mod newcomer;
 mod ops;

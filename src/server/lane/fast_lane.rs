@@ -600,6 +600,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::FastLane;
+    use crate::access::gate::Slot;
     use crate::behaviour::Responder;
     use crate::endpoint::Endpoint;
     use crate::obs::{StatsBoard, Summary};
@@ -642,7 +643,13 @@ mod tests {
                 .set_nonblocking(true)
                 .unwrap_or_else(|e| panic!("{e}"));
             let stream = StdStream::Tcp(server);
-            lane.adopt(stream, PeerAddr::Ip(peer), 1, None, ConnState::default());
+            lane.adopt(
+                stream,
+                PeerAddr::Ip(peer),
+                1,
+                Slot::default(),
+                ConnState::default(),
+            );
             Rig {
                 lane,
                 client,

@@ -334,7 +334,7 @@ impl<'a> Acceptor<'a> {
     fn reserve(&self) -> Reservation {
         match (&self.shared.slots, self.shared.options.limits.over_limit) {
             (Some(slots), OverLimit::Wait) => match Arc::clone(slots).try_acquire_owned() {
-                Ok(permit) => Reservation::Reserved(Some(permit)),
+                Ok(permit) => Reservation::Reserved(Slot::from(permit)),
                 Err(_) => Reservation::NoneFree,
             },
             _ => Reservation::NotNeeded,
