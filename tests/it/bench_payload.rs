@@ -290,9 +290,9 @@ fn a_reply_matcher_that_never_matches_ends_each_exchange_at_the_timeout() {
     );
     assert_ne!(status, 0, "{run}");
     assert_eq!(report.exchanges, 0, "{run}");
-    // 1.5 s of 300 ms timeouts on each of 2 connections: 4 or 5 each (the fifth may end
-    // just after the window).
-    assert!((6..=10).contains(&report.errors.timeout), "{run}");
+    // Each exchange ends at its 300 ms timeout, so in 1.5 s a connection sees at most 5;
+    // at least one each, however slowly a loaded test machine starts them.
+    assert!((2..=10).contains(&report.errors.timeout), "{run}");
     assert_eq!(report.errors.total, report.errors.timeout, "{run}");
 }
 
