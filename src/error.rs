@@ -240,6 +240,25 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A socket option or source address (`--source`, `--bind-device`, `--mark`, …) was
+    /// refused by the kernel; checked before anything is sent.
+    #[error("cannot use {flag}: {reason}")]
+    LocalSocket {
+        /// The flag and its value, as typed.
+        flag: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// `--retry`: every attempt failed; the last failure, and how many were made.
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        /// The last attempt's failure.
+        last: Box<Error>,
+        /// Attempts made in all.
+        attempts: u64,
+    },
+
     /// `listen`: the conversation ended before everything was delivered; the counts say
     /// how far it got, so a user knows what the output file holds.
     #[error(
@@ -269,7 +288,8 @@ impl Error {
             | Error::PermissionDenied { .. }
             | Error::NotASocket { .. }
             | Error::Listen { .. }
-            | Error::Activation { .. } => ExitStatus::CannotListen,
+            | Error::Activation { .. }
+            | Error::LocalSocket { .. } => ExitStatus::CannotListen,
             Error::Tls { .. } | Error::TlsSetup { .. } => ExitStatus::Tls,
             Error::Connect { .. }
             | Error::ClosedEarly { .. }
@@ -282,6 +302,7 @@ impl Error {
             | Error::NothingMeasured { .. }
             | Error::Io { .. } => ExitStatus::Failure,
             Error::Undelivered { status, .. } => *status,
+            Error::GaveUp { last, .. } => last.exit_status(),
         }
     }
 

@@ -562,6 +562,115 @@ pub struct TlsClientArgs {
     pub server_name: Option<String>,
 }
 
+/// Help heading for the local side of client sockets.
+const LOCAL_SOCKET: &str = "Local socket (source address and options)";
+
+/// The local side of every socket a command opens to a peer (`send`, `connect`,
+/// `relay`'s target side, `bench`; on `listen`, the accepted connections): one
+/// definition so the flags mean the same everywhere. Turned into socket options by
+/// `transport::SocketOptions`.
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// Bind this local address and/or port before connecting: ADDR, ADDR:PORT,
+    /// [IPv6]:PORT or :PORT (nc -s ADDR -p PORT). Its family must be the target's.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "ADDR[:PORT]", value_parser = parse_source)]
+    pub source: Option<crate::transport::Source>,
+
+    /// Send and receive only through this network interface (SO_BINDTODEVICE; needs
+    /// root or CAP_NET_RAW).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "IF", value_parser = parse_interface)]
+    pub bind_device: Option<String>,
+
+    /// Mark the packets for policy routing and firewall rules (SO_MARK; needs root or
+    /// CAP_NET_ADMIN).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N")]
+    pub mark: Option<u32>,
+
+    /// The IP TOS byte (IPv6: traffic class), 0-255, e.g. 16 for low delay (nc -T).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N", conflicts_with = "dscp",
+          value_parser = clap::value_parser!(u8))]
+    pub tos: Option<u8>,
+
+    /// The DSCP code point, 0-63 (the TOS byte's upper six bits), e.g. 46 for EF.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=63))]
+    pub dscp: Option<u8>,
+
+    /// Time to live of outgoing packets, 1-255 (IPv6: the hop limit).
+    #[arg(long, visible_alias = "hop-limit", help_heading = LOCAL_SOCKET, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: Option<u8>,
+
+    /// TCP keepalive: probe after IDLE without traffic, then every INTERVAL, dropping the
+    /// connection after COUNT unanswered probes (e.g. 30s or 30s,5s,3).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "IDLE[,INTERVAL,COUNT]")]
+    pub keepalive: Option<crate::transport::Keepalive>,
+
+    /// Let the kernel hold small TCP writes back to coalesce them (Nagle's algorithm on)
+    /// [default: off, TCP_NODELAY, every write leaves at once].
+    #[arg(long, help_heading = LOCAL_SOCKET, conflicts_with = "no_delay")]
+    pub delay: bool,
+
+    /// TCP_NODELAY: every write leaves at once (the default; says so explicitly).
+    #[arg(long, help_heading = LOCAL_SOCKET)]
+    pub no_delay: bool,
+
+    /// Socket send buffer in bytes (SO_SNDBUF; the kernel doubles it and caps it at
+    /// net.core.wmem_max).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64 / 2))]
+    pub send_buffer: Option<u64>,
+
+    /// Socket receive buffer in bytes (SO_RCVBUF; the kernel doubles it and caps it at
+    /// net.core.rmem_max).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64 / 2))]
+    pub recv_buffer: Option<u64>,
+
+    /// Allow sending to broadcast addresses on udp:// (SO_BROADCAST, nc -b).
+    #[arg(long, help_heading = LOCAL_SOCKET)]
+    pub broadcast: bool,
+}
+
+/// Parses `--source`.
+fn parse_source(text: &str) -> Result<crate::transport::Source, String> {
+    text.parse()
+}
+
+/// Checks an interface name the kernel could accept (at most 15 bytes, no `/`, no space).
+fn parse_interface(text: &str) -> Result<String, String> {
+    let fits =
+        !text.is_empty() && text.len() < libc::IFNAMSIZ && !text.contains(['/', ' ', '\0', ':']);
+    if fits {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces; see `ip link`)"
+        ))
+    }
+}
+
+/// Connecting again when a connect fails (`send`, `connect`, `relay`'s target), as
+/// socat's `retry=N` / `forever` with `interval=`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Connect again this many times after a failed attempt (refused, timed out,
+    /// unreachable, name not found), or "forever".
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N|forever", default_value = "0",
+          allow_hyphen_values = true)]
+    pub retry: crate::transport::Attempts,
+
+    /// Wait before the first retry; each later wait doubles, up to --retry-max-delay.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "DURATION", default_value = "1s",
+          value_parser = parse_duration)]
+    pub retry_delay: Duration,
+
+    /// The longest wait between two attempts.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "DURATION", default_value = "30s",
+          value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+}
+
 /// Framing options shared by `serve` and `send`.
 #[derive(Debug, Args)]
 pub struct FramingArgs {
@@ -629,6 +738,14 @@ pub struct SendArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// Source address and socket options.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// Connecting again while the server is not up.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
@@ -678,6 +795,14 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// Source address and socket options.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// Connecting again while the server is not up.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
@@ -703,6 +828,10 @@ pub struct ListenArgs {
     /// Certificate and key for tls:// endpoints.
     #[command(flatten)]
     pub tls: TlsServerArgs,
+
+    /// Source address and socket options.
+    #[command(flatten)]
+    pub socket: SocketArgs,
 
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -767,6 +896,14 @@ pub struct RelayArgs {
     /// How the target is checked when TARGET_ENDPOINT is tls://.
     #[command(flatten)]
     pub tls_target: TlsClientArgs,
+
+    /// Source address and socket options of the connections to the target.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// Connecting again while the server is not up.
+    #[command(flatten)]
+    pub retry: RetryArgs,
 
     /// Dump the clients' traffic (both directions) as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -934,6 +1071,10 @@ pub struct BenchArgs {
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    /// Source address and socket options.
+    #[command(flatten)]
+    pub socket: SocketArgs,
 }
 
 /// `sockit bench` subcommands.

@@ -11,7 +11,7 @@ use crate::access::AccessPolicy;
 
 use super::args::{
     AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
-    SendArgs, ServeArgs, TlsClientArgs, TlsServerArgs,
+    RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs,
 };
 use crate::behaviour::Responder;
 use crate::behaviour::chat::ChatOptions;
@@ -28,7 +28,10 @@ use crate::probe::ProbeOptions;
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
-use crate::transport::{ConnectOptions, Layers, ListenOptions, ListenSource, ProxyProtocol};
+use crate::transport::{
+    Attempts, Broadcast, Carrier, ConnectOptions, Layers, ListenOptions, ListenSource, Nagle,
+    ProxyProtocol, Retry, SocketOptions,
+};
 
 /// A validated `serve` command.
 #[derive(Debug, Clone)]
@@ -389,6 +392,90 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
     Ok(ServeMode::Respond)
 }
 
+impl SocketArgs {
+    /// The socket options these flags ask for.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a buffer size this machine cannot hold.
+    pub fn options(&self) -> Result<SocketOptions> {
+        let size = |flag: &str, bytes: Option<u64>| {
+            bytes
+                .map(|b| {
+                    usize::try_from(b).map_err(|_| Error::Usage(format!("{flag} is too large")))
+                })
+                .transpose()
+        };
+        Ok(SocketOptions {
+            source: self.source,
+            bind_device: self.bind_device.clone(),
+            mark: self.mark,
+            tos: self.tos.or(self.dscp.map(|dscp| dscp << 2)),
+            ttl: self.ttl,
+            keepalive: self.keepalive,
+            nagle: if self.delay { Nagle::On } else { Nagle::Off },
+            send_buffer: size("--send-buffer", self.send_buffer)?,
+            recv_buffer: size("--recv-buffer", self.recv_buffer)?,
+            broadcast: if self.broadcast {
+                Broadcast::Allowed
+            } else {
+                Broadcast::Refused
+            },
+        })
+    }
+
+    /// The options for connecting to `target`, checked on a scratch socket first so a
+    /// refused option fails the command before it starts.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] or [`Error::LocalSocket`].
+    pub fn checked_for(&self, target: &Endpoint) -> Result<SocketOptions> {
+        let options = self.options()?;
+        if let Some(family_error) = unix_target_with_ip_options(&options, target) {
+            return Err(family_error);
+        }
+        let carrier = match target.delivery() {
+            Delivery::Stream => Carrier::Tcp,
+            Delivery::Datagram => Carrier::Udp,
+        };
+        if matches!(
+            target,
+            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
+        ) {
+            options.check(target, carrier)?;
+        }
+        Ok(options)
+    }
+}
+
+/// A Unix socket target has no source address, TOS or TTL: say so instead of ignoring it.
+fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Option<Error> {
+    let is_unix = matches!(target, Endpoint::Unix(_) | Endpoint::UnixDgram(_));
+    (is_unix && *options != SocketOptions::default()).then(|| {
+        Error::Usage(format!(
+            "{target} is a Unix socket; --source and the other socket options are for tcp://, tls:// and udp://"
+        ))
+    })
+}
+
+impl RetryArgs {
+    /// The retry policy these flags ask for.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a zero delay with retries (a busy loop).
+    pub fn retry(&self) -> Result<Retry> {
+        if self.retry != Attempts::Again(0) && self.retry_delay.is_zero() {
+            return Err(Error::Usage(
+                "--retry-delay must be more than 0 (retrying at once would spin)".into(),
+            ));
+        }
+        Ok(Retry {
+            attempts: self.retry,
+            delay: self.retry_delay,
+            max_delay: self.retry_max_delay.max(self.retry_delay),
+        })
+    }
+}
+
 impl SendArgs {
     /// Parses the endpoint and reads the message (from stdin for "-").
     ///
@@ -435,6 +522,8 @@ impl SendArgs {
             )));
         }
         options.tls = client_tls(&endpoint, &self.tls)?;
+        options.socket = self.socket.checked_for(&endpoint)?;
+        options.retry = self.retry.retry()?;
         options.hex = hex_dump(self.hex);
         Ok(SendConfig { endpoint, options })
     }
@@ -474,6 +563,8 @@ impl ConnectArgs {
             connect: ConnectOptions {
                 timeout: self.timeout,
                 tls: client_tls(&endpoint, &self.tls)?,
+                socket: self.socket.checked_for(&endpoint)?,
+                retry: self.retry.retry()?,
             },
             stdin: if self.no_stdin {
                 StdinUse::Ignore
@@ -502,10 +593,23 @@ impl ListenArgs {
     pub fn into_config(self) -> Result<ListenConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
         let layers = server_layers(&endpoint, &self.tls, self.hex)?;
+        let socket = self.socket.options()?;
+        if socket.source.is_some() || socket.bind_device.is_some() {
+            return Err(Error::Usage(
+                "--source and --bind-device are for connecting commands; listen binds the address ENDPOINT names".into(),
+            ));
+        }
+        if endpoint.delivery() == Delivery::Stream {
+            socket.check(&endpoint, Carrier::Tcp)?;
+        }
         let options = ListenerOptions {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
+                connect: ConnectOptions {
+                    socket,
+                    ..ConnectOptions::new(Duration::from_secs(10))
+                },
                 ..InteractiveOptions::new()
             },
             layers,
@@ -538,6 +642,8 @@ impl RelayArgs {
         let connect = ConnectOptions {
             timeout: self.timeout,
             tls: client_tls(&target, &self.tls_target)?,
+            socket: self.socket.checked_for(&target)?,
+            retry: self.retry.retry()?,
         };
         let options = RelayOptions {
             connect,

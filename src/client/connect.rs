@@ -204,7 +204,7 @@ where
             talk_stream(stream, &peer, options, input, output).await
         }
         Delivery::Datagram => {
-            let socket = DatagramSocket::connect(endpoint).await?;
+            let socket = DatagramSocket::connect_with_options(endpoint, &options.connect).await?;
             talk_datagrams(&socket, endpoint, options, input, output).await
         }
     }

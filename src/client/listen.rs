@@ -46,7 +46,9 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Direction, Tap};
 use crate::shutdown::Shutdown;
-use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM, PeerAddr};
+use crate::transport::{
+    self, Bound, DatagramSocket, Layers, MAX_DATAGRAM, PeerAddr, SocketOptions,
+};
 
 /// How many clients a listener takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -335,10 +337,11 @@ struct Client {
 async fn accept_client(
     listener: &transport::StreamListener,
     layers: &Layers,
+    socket: &SocketOptions,
     conn: u64,
 ) -> Result<Client> {
     loop {
-        let (stream, peer) = accept(listener).await?;
+        let (stream, peer) = accept(listener, socket).await?;
         match wrap_client(stream, &peer, layers, conn).await {
             Ok(client) => return Ok(client),
             Err(e) => tracing::warn!("{e}; still waiting for a client"),
@@ -346,12 +349,17 @@ async fn accept_client(
     }
 }
 
-/// Accepts the next connection. Cancel-safe.
-async fn accept(listener: &transport::StreamListener) -> Result<(transport::Stream, PeerAddr)> {
-    listener.accept().await.map_err(|source| Error::Io {
+/// Accepts the next connection and sets the socket options on it. Cancel-safe.
+async fn accept(
+    listener: &transport::StreamListener,
+    socket: &SocketOptions,
+) -> Result<(transport::Stream, PeerAddr)> {
+    let (stream, peer) = listener.accept().await.map_err(|source| Error::Io {
         doing: "accepting a client".into(),
         source,
-    })
+    })?;
+    socket.apply_accepted(&stream)?;
+    Ok((stream, peer))
 }
 
 /// Applies the layers (TLS handshake, `--hex`) to an accepted connection and counts it.
@@ -412,7 +420,13 @@ async fn one_stream<O>(
 where
     O: AsyncWrite + Unpin,
 {
-    let mut client = accept_client(&listener, &options.layers, 1).await?;
+    let mut client = accept_client(
+        &listener,
+        &options.layers,
+        &options.interactive.connect.socket,
+        1,
+    )
+    .await?;
     // One client only: later ones are refused, and a Unix socket file goes away now.
     drop(listener);
     let input = feed.subscribe();
@@ -534,7 +548,7 @@ where
     let mut next_conn = 1u64;
     loop {
         tokio::select! {
-            accepted = accept(&listener) => {
+            accepted = accept(&listener, &options.interactive.connect.socket) => {
                 let (stream, peer) = accepted?;
                 let conn = next_conn;
                 next_conn += 1;

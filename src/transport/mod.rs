@@ -22,6 +22,7 @@ pub mod batch;
 mod datagram;
 mod layers;
 pub mod proxy;
+pub mod retry;
 mod sockopt;
 mod stream;
 pub mod tls;
@@ -32,7 +33,8 @@ pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 pub use layers::Layers;
 pub use proxy::ProxyProtocol;
-pub use sockopt::ListenOptions;
+pub use retry::{Attempts, Retry};
+pub use sockopt::{Broadcast, Carrier, Keepalive, ListenOptions, Nagle, SocketOptions, Source};
 pub use stream::{ConnectOptions, StdListener, StdStream, Stream, StreamListener, connect_stream};
 pub use unix_path::UnixPathGuard;
 
