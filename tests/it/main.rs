@@ -28,6 +28,7 @@ mod send;
 mod serve_paths;
 mod server_modes;
 mod shutdown;
+mod sockopt;
 mod tls;
 mod tls_trust;
 mod transports;
