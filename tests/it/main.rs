@@ -23,6 +23,7 @@ mod procs;
 mod production;
 mod relay;
 mod relay_access;
+mod retry;
 mod seed;
 mod send;
 mod serve_paths;
