@@ -214,7 +214,15 @@ Examples:
 
 Each port gets a TCP connect: open (it was accepted), closed (refused), filtered (no
 answer within --timeout) or unreachable. Only the host you name is probed. Exit 0 when
-at least one port is open, 1 when none is (as nc -z).";
+at least one port is open, 1 when none is (as nc -z).
+
+  sockit probe -u 127.0.0.1 53,5353,9000-9010
+
+With -u each port gets one 13-byte datagram, \"sockit-probe\\n\", from a connected socket:
+open (a datagram came back), closed (ICMP port unreachable) or open|filtered (nothing
+within --timeout: a server that ignores the probe and a firewall look the same). Exit 0
+when a port is open or open|filtered (no refusal came back, as nc -zu), 1 when all
+are closed.";
 
 const BENCH_EXAMPLES: &str = "\
 Examples:
@@ -329,7 +337,8 @@ pub enum Command {
     /// Accept on one endpoint and forward each client to another (socat, ncat --sh-exec).
     #[command(after_help = RELAY_EXAMPLES)]
     Relay(RelayArgs),
-    /// Report which TCP ports of a host accept connections (nc -z).
+    /// Report which TCP ports of a host accept connections, or which UDP ports answer
+    /// (nc -z, nc -zu).
     #[command(after_help = PROBE_EXAMPLES)]
     Probe(ProbeArgs),
     /// Load-test a server: throughput, latency percentiles, errors by kind.
@@ -949,6 +958,11 @@ pub struct ProbeArgs {
     /// Print only open ports.
     #[arg(long)]
     pub open: bool,
+
+    /// Probe UDP ports: one datagram ("sockit-probe\n") each; open (a reply came),
+    /// closed (ICMP port unreachable) or open|filtered (no answer), as nmap says (nc -zu).
+    #[arg(short = 'u', long)]
+    pub udp: bool,
 }
 
 /// `sockit bench`.

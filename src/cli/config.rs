@@ -24,7 +24,7 @@ use crate::endpoint::{Delivery, Endpoint, Host};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::HexDump;
-use crate::probe::ProbeOptions;
+use crate::probe::{ProbeOptions, ProbeProtocol};
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
@@ -707,6 +707,11 @@ impl ProbeArgs {
             options: ProbeOptions {
                 concurrency,
                 timeout: self.timeout,
+                protocol: if self.udp {
+                    ProbeProtocol::Udp
+                } else {
+                    ProbeProtocol::Tcp
+                },
             },
             only_open: self.open,
         })
