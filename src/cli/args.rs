@@ -815,6 +815,11 @@ pub struct ConnectArgs {
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Write each connection's bytes to files in DIR (created if missing), one per
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
 }
 
 /// `sockit listen`.
@@ -845,6 +850,11 @@ pub struct ListenArgs {
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Write each connection's bytes to files in DIR (created if missing), one per
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
 }
 
 /// `sockit relay`.

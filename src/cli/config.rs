@@ -24,6 +24,7 @@ use crate::endpoint::{Delivery, Endpoint, Host};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::HexDump;
+use crate::obs::hexdump::Capture;
 use crate::probe::{ProbeOptions, ProbeProtocol};
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
@@ -457,6 +458,15 @@ fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Op
     })
 }
 
+/// `--capture DIR`, checked (created, writable) before anything connects or listens.
+///
+/// # Errors
+/// [`Error::Usage`] naming the directory and the reason.
+fn capture_dir(dir: Option<&std::path::Path>) -> Result<Option<Capture>> {
+    dir.map(|dir| Capture::new(dir).map_err(Error::Usage))
+        .transpose()
+}
+
 impl RetryArgs {
     /// The retry policy these flags ask for.
     ///
@@ -580,6 +590,7 @@ impl ConnectArgs {
             },
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
+            capture: capture_dir(self.capture.as_deref())?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -606,6 +617,7 @@ impl ListenArgs {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
+                capture: capture_dir(self.capture.as_deref())?,
                 connect: ConnectOptions {
                     socket,
                     ..ConnectOptions::new(Duration::from_secs(10))
