@@ -477,6 +477,11 @@ pub struct ServeArgs {
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub busy_poll: Duration,
 
+    /// Socket options set on the listening socket, which Linux copies to every
+    /// connection it accepts (--source does not apply).
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
     /// Certificate and key for tls:// endpoints.
     #[command(flatten)]
     pub tls: TlsServerArgs,

@@ -287,6 +287,7 @@ impl ServeArgs {
                 backlog: self.backlog,
                 reuse_port: self.reuse_port,
                 source: listen_source(self.systemd),
+                accepted: self.socket.checked_for_listening(&endpoint)?,
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
@@ -443,6 +444,35 @@ impl SocketArgs {
             Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
         ) {
             options.check(target, carrier)?;
+        }
+        Ok(options)
+    }
+}
+
+impl SocketArgs {
+    /// The options for a listening socket (`serve`), which Linux copies to every
+    /// connection it accepts; checked first so a refused one fails before binding.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for `--source` (the endpoint is the address bound), or
+    /// [`Error::LocalSocket`].
+    pub fn checked_for_listening(&self, endpoint: &Endpoint) -> Result<SocketOptions> {
+        let options = self.options()?;
+        if options.source.is_some() {
+            return Err(Error::Usage(
+                "--source is for connecting commands; a listener binds the address ENDPOINT names"
+                    .into(),
+            ));
+        }
+        if matches!(
+            endpoint,
+            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
+        ) {
+            let carrier = match endpoint.delivery() {
+                Delivery::Stream => Carrier::Tcp,
+                Delivery::Datagram => Carrier::Udp,
+            };
+            options.check(endpoint, carrier)?;
         }
         Ok(options)
     }

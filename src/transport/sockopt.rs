@@ -14,7 +14,7 @@ use crate::endpoint::{Endpoint, Host};
 use crate::error::Error;
 
 /// How a listening socket is created: the knobs `std`/`tokio` do not expose.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ListenOptions {
     /// The `listen(2)` backlog: connections the kernel queues while we are busy.
     /// The note uses 5; small backlogs make clients stall in SYN retries under load,
@@ -25,6 +25,10 @@ pub struct ListenOptions {
     pub reuse_port: bool,
     /// Bind the endpoint, or take the socket systemd passed (`--systemd`).
     pub source: ListenSource,
+    /// `--tos`, `--keepalive`, `--mark`, buffers and the like, set on the listening
+    /// socket: Linux copies them to every connection it accepts. The default sets
+    /// `TCP_NODELAY` only.
+    pub accepted: SocketOptions,
 }
 
 impl Default for ListenOptions {
@@ -33,6 +37,7 @@ impl Default for ListenOptions {
             backlog: 1024,
             reuse_port: false,
             source: ListenSource::Bind,
+            accepted: SocketOptions::default(),
         }
     }
 }
@@ -50,9 +55,12 @@ pub(crate) fn tcp_listener(
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
-    // Every exchange here is a small request and a small reply: no Nagle delay. Linux
-    // copies this to each accepted socket, which saves a syscall per connection.
-    socket.set_tcp_nodelay(true)?;
+    // Every exchange here is a small request and a small reply: no Nagle delay unless
+    // --delay asks for it. Linux copies this and the other options to each accepted
+    // socket, which saves syscalls per connection.
+    opts.accepted
+        .apply(&SockRef::from(&socket), addr, Carrier::Tcp)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
@@ -71,6 +79,9 @@ pub(crate) fn udp_socket(
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
+    opts.accepted
+        .apply(&SockRef::from(&socket), addr, Carrier::Udp)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     Ok(socket.into())

@@ -457,3 +457,39 @@ fn send_with_source_port_and_options_gets_its_reply() {
     let peer = server.join().unwrap_or_else(|_| panic!("server thread"));
     assert_eq!(peer.port(), source_port, "the server saw the --source port");
 }
+
+#[test]
+fn serve_hands_its_listening_socket_options_to_every_connection() {
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--echo",
+        "--tos",
+        "32",
+        "--mark",
+        "9",
+        "--keepalive",
+        "40",
+        "-q",
+    ]);
+    let addr = server.listening();
+    let client = crate::util::connect_tcp(&addr);
+    let local = client.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let shown = wait_for_ss_line(local.port(), "tos:0x20");
+    assert!(shown.contains("fwmark:0x9"), "mark: {shown}");
+    assert!(shown.contains("timer:(keepalive,"), "keepalive: {shown}");
+    drop(client);
+    server.signal(libc::SIGTERM);
+    server.wait_exit();
+}
+
+#[test]
+fn serve_refuses_a_source_address() {
+    let output = run_sockit(&["serve", "127.0.0.1:0", "--source", "127.0.0.1"], None);
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--source is for connecting commands"),
+        "{stderr}"
+    );
+}
