@@ -933,6 +933,11 @@ pub struct RelayArgs {
     #[arg(long)]
     pub hex: bool,
 
+    /// Write each client connection's bytes to files in DIR (created if missing), one
+    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it).
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
+
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).
     #[arg(long, help_heading = PRODUCTION, value_name = "ADDR")]

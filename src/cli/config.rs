@@ -706,6 +706,7 @@ impl RelayArgs {
                 source: listen_source(self.systemd),
                 ..ListenOptions::default()
             },
+            capture: capture_dir(self.capture.as_deref())?,
             ..RelayOptions::new(target)
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;

@@ -323,3 +323,45 @@ fn the_hex_dump_shows_the_chunks_socat_x_v_shows() {
     assert_eq!(chunks(&String::from_utf8_lossy(&socat.stderr)), expected);
     assert_eq!(chunks(&String::from_utf8_lossy(&ours.stderr)), expected);
 }
+
+#[test]
+fn relay_captures_each_client_connection() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let capture_arg = dir.path().to_string_lossy().into_owned();
+    let mut echo = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--echo", "-q"]);
+    let echo_addr = echo.listening();
+    let mut relay = Proc::sockit(&[
+        "relay",
+        "tcp://127.0.0.1:0",
+        &format!("tcp://{echo_addr}"),
+        "--capture",
+        &capture_arg,
+        "--copy",
+        "splice",
+        "-q",
+    ]);
+    let relay_addr = relay.listening();
+    let mut client = crate::util::connect_tcp(&relay_addr);
+    let local = client.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut client, b"relayed").unwrap_or_else(|e| panic!("{e}"));
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut got).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, b"relayed");
+    // The files are complete once the relay has ended the connection: stop it and wait.
+    relay.signal(libc::SIGTERM);
+    relay.wait_exit();
+    let peer = local.to_string().replace(':', "_");
+    assert_eq!(
+        read_capture(dir.path(), &format!("conn1_{peer}.received")),
+        b"relayed"
+    );
+    assert_eq!(
+        read_capture(dir.path(), &format!("conn1_{peer}.sent")),
+        b"relayed"
+    );
+    echo.signal(libc::SIGTERM);
+    echo.wait_exit();
+}
