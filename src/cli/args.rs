@@ -120,6 +120,8 @@ Examples:
   sockit send tls://localhost:8443 hi --ca ca.pem
   sockit send tls://127.0.0.1:8443 hi --insecure --hex
   sockit send 9000 - < request.bin --reply-size 512
+  sockit send 9000 hi --retry forever --retry-max-delay 5s
+  sockit send udp://127.0.0.1:9000 hi --source :5353 --ttl 1
 
 A raw reply is everything the server sends until it pauses for --reply-quiet (200ms) or
 closes, or exactly --reply-size bytes; with --framing line it is one line; over udp://
@@ -135,6 +137,12 @@ Examples:
   sockit connect unix:/tmp/s.sock --close-on-eof < request.bin > reply.bin
   sockit connect tls://example.org:443 --crlf
   sockit connect tls://127.0.0.1:8443 --insecure --hex
+  sockit connect 10.0.0.5:9000 --source 10.0.0.2:5000 --tos 16 --keepalive 30s,5s,3
+                                        bind the local side, mark the traffic (nc -s -p -T)
+  sockit connect 127.0.0.1:9000 --retry 10 --retry-delay 200ms
+                                        wait for a server that is starting (socat retry=)
+  sockit connect 127.0.0.1:9000 --capture caps/
+                                        caps/conn1_127.0.0.1_9000.sent and .received
 
 Half-close (nc -N, always on; --close-on-eof says so explicitly): when stdin ends, the
 sending side of the connection is shut down and everything the server sends is still

@@ -493,3 +493,46 @@ fn serve_refuses_a_source_address() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_takes_the_same_socket_options() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "-q"]);
+    let addr = server.listening();
+    let output = run_sockit(
+        &[
+            "bench",
+            &addr,
+            "-c",
+            "2",
+            "-d",
+            "300ms",
+            "--warmup",
+            "0",
+            "--tos",
+            "16",
+            "--ttl",
+            "5",
+            "--delay",
+            "--source",
+            "127.0.0.1",
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    fails_in_one_line(
+        &["bench", &addr, "-d", "300ms", "--bind-device", "nosuch0"],
+        6,
+        "no network interface of that name",
+    );
+    server.signal(libc::SIGTERM);
+    server.wait_exit();
+}
+
+#[test]
+fn socket_options_on_a_unix_target_are_a_usage_error() {
+    fails_in_one_line(
+        &["send", "unix:/tmp/sockit-no-such.sock", "hi", "--tos", "16"],
+        2,
+        "is a Unix socket",
+    );
+}
