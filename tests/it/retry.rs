@@ -35,9 +35,7 @@ fn wait_for_failed_attempt(proc: &Proc, failed: impl Fn(&str) -> bool) {
 /// and answers `reply`.
 fn serve_once(port: u16, expect: &[u8], reply: &[u8]) -> Vec<u8> {
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
-    let (mut conn, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
-    conn.set_read_timeout(Some(TIMEOUT))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut conn, _) = crate::sockopt::accept_by_deadline(&listener);
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     while !got.ends_with(expect) {

@@ -228,7 +228,7 @@ fn ss_shows_what_sockit_connect_set() {
         ]),
         true,
     );
-    let (_server_side, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+    let (_server_side, _) = accept_within(&listener, &mut connect);
     let shown = wait_for_ss(target.port());
     connect.close_stdin();
     assert!(
@@ -434,7 +434,7 @@ fn send_with_source_port_and_options_gets_its_reply() {
     let (listener, target) = listener("127.0.0.1");
     let source_port = free_port();
     let server = std::thread::spawn(move || {
-        let (mut conn, peer) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+        let (mut conn, peer) = accept_by_deadline(&listener);
         let mut buf = [0u8; 2];
         let _ = conn.read_exact(&mut buf);
         let _ = std::io::Write::write_all(&mut conn, b"ok");
@@ -535,4 +535,141 @@ fn socket_options_on_a_unix_target_are_a_usage_error() {
         2,
         "is a Unix socket",
     );
+}
+
+/// Runs `client` (holding its stdin open) against a listener on 127.0.0.1 and returns
+/// what `ss` shows for the client's own socket.
+fn ss_of_client(make: impl FnOnce(SocketAddr) -> Command) -> String {
+    let (listener, target) = listener("127.0.0.1");
+    let mut client = Proc::spawn(make(target), true);
+    let (server_side, client_addr) = accept_within(&listener, &mut client);
+    let deadline = Instant::now() + TIMEOUT;
+    let shown = loop {
+        let output = Command::new("ss")
+            .args(["-tieomn", "--tos", "state", "established"])
+            .arg(format!("sport = :{}", client_addr.port()))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ss: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if text.lines().count() > 1 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "ss never showed {client_addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    client.close_stdin();
+    drop(server_side);
+    client.wait_exit();
+    shown
+}
+
+/// Accepts one connection within [`TIMEOUT`], or fails the test.
+pub(crate) fn accept_by_deadline(listener: &TcpListener) -> (std::net::TcpStream, SocketAddr) {
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((conn, peer)) => {
+                conn.set_nonblocking(false)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                conn.set_read_timeout(Some(TIMEOUT))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                return (conn, peer);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+        assert!(Instant::now() < deadline, "no connection came");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Accepts one connection, failing the test if `client` exits first or [`TIMEOUT`]
+/// passes.
+fn accept_within(listener: &TcpListener, client: &mut Proc) -> (std::net::TcpStream, SocketAddr) {
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((conn, peer)) => {
+                conn.set_nonblocking(false)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                return (conn, peer);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+        assert!(
+            client.is_running(),
+            "the client exited\n{}",
+            client.report()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no connection\n{}",
+            client.report()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn tos_and_source_port_match_nc_t_and_nc_p() {
+    let nc_port = free_port();
+    let nc = ss_of_client(|target| {
+        let mut cmd = Command::new("nc");
+        cmd.args(["-N", "-T", "16", "-p", &nc_port.to_string()])
+            .arg(target.ip().to_string())
+            .arg(target.port().to_string());
+        cmd
+    });
+    let our_port = free_port();
+    let ours = ss_of_client(|target| {
+        sockit_command(&[
+            "connect",
+            &target.to_string(),
+            "--tos",
+            "16",
+            "--source",
+            &format!(":{our_port}"),
+        ])
+    });
+    for (who, shown, port) in [("nc", &nc, nc_port), ("sockit", &ours, our_port)] {
+        assert!(shown.contains("tos:0x10"), "{who}: {shown}");
+        assert!(shown.contains(&format!(":{port} ")), "{who}: {shown}");
+    }
+}
+
+/// socat 1.7 has no mark option: SO_MARK goes through its generic
+/// `setsockopt-int=SOL_SOCKET:SO_MARK:7` (1:36:7 on Linux).
+#[test]
+fn keepalive_and_mark_match_socat() {
+    let socat = ss_of_client(|target| {
+        let mut cmd = Command::new("socat");
+        cmd.arg("-").arg(format!(
+            "TCP:{target},keepalive,keepidle=30,keepintvl=5,keepcnt=3,setsockopt-int=1:36:7,ip-tos=16"
+        ));
+        cmd
+    });
+    let ours = ss_of_client(|target| {
+        sockit_command(&[
+            "connect",
+            &target.to_string(),
+            "--keepalive",
+            "30s,5s,3",
+            "--mark",
+            "7",
+            "--tos",
+            "16",
+        ])
+    });
+    for (who, shown) in [("socat", &socat), ("sockit", &ours)] {
+        assert!(shown.contains("timer:(keepalive,"), "{who}: {shown}");
+        assert!(shown.contains("fwmark:0x7"), "{who}: {shown}");
+        assert!(shown.contains("tos:0x10"), "{who}: {shown}");
+    }
 }
