@@ -647,11 +647,11 @@ fn tos_and_source_port_match_nc_t_and_nc_p() {
 /// socat 1.7 has no mark option: SO_MARK goes through its generic
 /// `setsockopt-int=SOL_SOCKET:SO_MARK:7` (1:36:7 on Linux).
 #[test]
-fn keepalive_and_mark_match_socat() {
+fn keepalive_mark_and_device_match_socat() {
     let socat = ss_of_client(|target| {
         let mut cmd = Command::new("socat");
         cmd.arg("-").arg(format!(
-            "TCP:{target},keepalive,keepidle=30,keepintvl=5,keepcnt=3,setsockopt-int=1:36:7,ip-tos=16"
+            "TCP:{target},keepalive,keepidle=30,keepintvl=5,keepcnt=3,setsockopt-int=1:36:7,ip-tos=16,so-bindtodevice=lo"
         ));
         cmd
     });
@@ -665,9 +665,12 @@ fn keepalive_and_mark_match_socat() {
             "7",
             "--tos",
             "16",
+            "--bind-device",
+            "lo",
         ])
     });
     for (who, shown) in [("socat", &socat), ("sockit", &ours)] {
+        assert!(shown.contains("127.0.0.1%lo:"), "{who}: {shown}");
         assert!(shown.contains("timer:(keepalive,"), "{who}: {shown}");
         assert!(shown.contains("fwmark:0x7"), "{who}: {shown}");
         assert!(shown.contains("tos:0x10"), "{who}: {shown}");
