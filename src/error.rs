@@ -31,7 +31,9 @@ pub enum ExitStatus {
     Refused = 4,
     /// An operation did not finish within its time limit.
     Timeout = 5,
-    /// The server could not listen: address in use, permission denied, not a socket.
+    /// The server could not listen (address in use, permission denied, not a socket), or
+    /// a client's local side could not be set up (`--source` in use or not this host's,
+    /// `--bind-device`, `--mark` refused).
     CannotListen = 6,
     /// A TLS handshake or certificate check failed.
     Tls = 7,

@@ -46,7 +46,7 @@ Endpoints:
 
 Exit codes:
   0 ok  1 exchange failed  2 usage  3 host not found  4 refused  5 timeout
-  6 cannot listen  7 TLS failure";
+  6 cannot listen or bind the local side (--source, --bind-device, --mark)  7 TLS failure";
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
