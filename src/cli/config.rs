@@ -489,12 +489,21 @@ fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Op
 }
 
 /// `--capture DIR`, checked (created, writable) before anything connects or listens.
+/// Captures are of byte streams: a datagram endpoint is refused rather than left
+/// uncaptured.
 ///
 /// # Errors
-/// [`Error::Usage`] naming the directory and the reason.
-fn capture_dir(dir: Option<&std::path::Path>) -> Result<Option<Capture>> {
-    dir.map(|dir| Capture::new(dir).map_err(Error::Usage))
-        .transpose()
+/// [`Error::Usage`] naming the directory and the reason, or the datagram endpoint.
+fn capture_dir(dir: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Capture>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    if endpoint.delivery() == Delivery::Datagram {
+        return Err(Error::Usage(format!(
+            "--capture records byte streams; {endpoint} is a datagram endpoint (use --hex to see its datagrams)"
+        )));
+    }
+    Capture::new(dir).map(Some).map_err(Error::Usage)
 }
 
 impl RetryArgs {
@@ -620,7 +629,7 @@ impl ConnectArgs {
             },
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
-            capture: capture_dir(self.capture.as_deref())?,
+            capture: capture_dir(self.capture.as_deref(), &endpoint)?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -647,7 +656,7 @@ impl ListenArgs {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
-                capture: capture_dir(self.capture.as_deref())?,
+                capture: capture_dir(self.capture.as_deref(), &endpoint)?,
                 connect: ConnectOptions {
                     socket,
                     ..ConnectOptions::new(Duration::from_secs(10))
@@ -706,7 +715,7 @@ impl RelayArgs {
                 source: listen_source(self.systemd),
                 ..ListenOptions::default()
             },
-            capture: capture_dir(self.capture.as_deref())?,
+            capture: capture_dir(self.capture.as_deref(), &listen)?,
             ..RelayOptions::new(target)
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;
