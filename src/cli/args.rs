@@ -856,7 +856,8 @@ pub struct ListenArgs {
     #[command(flatten)]
     pub tls: TlsServerArgs,
 
-    /// Source address and socket options.
+    /// Socket options set on the listening socket, which Linux copies to every
+    /// connection it accepts (--source does not apply).
     #[command(flatten)]
     pub socket: SocketArgs,
 

@@ -643,24 +643,12 @@ impl ListenArgs {
     pub fn into_config(self) -> Result<ListenConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
         let layers = server_layers(&endpoint, &self.tls, self.hex)?;
-        let socket = self.socket.options()?;
-        if socket.source.is_some() || socket.bind_device.is_some() {
-            return Err(Error::Usage(
-                "--source and --bind-device are for connecting commands; listen binds the address ENDPOINT names".into(),
-            ));
-        }
-        if endpoint.delivery() == Delivery::Stream {
-            socket.check(&endpoint, Carrier::Tcp)?;
-        }
+        let accepted = self.socket.checked_for_listening(&endpoint)?;
         let options = ListenerOptions {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
                 capture: capture_dir(self.capture.as_deref(), &endpoint)?,
-                connect: ConnectOptions {
-                    socket,
-                    ..ConnectOptions::new(Duration::from_secs(10))
-                },
                 ..InteractiveOptions::new()
             },
             layers,
@@ -669,7 +657,10 @@ impl ListenArgs {
             } else {
                 Clients::One
             },
-            socket: ListenOptions::default(),
+            socket: ListenOptions {
+                accepted,
+                ..ListenOptions::default()
+            },
         };
         Ok(ListenConfig { endpoint, options })
     }

@@ -46,9 +46,7 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Capture, Direction, Tap};
 use crate::shutdown::Shutdown;
-use crate::transport::{
-    self, Bound, DatagramSocket, Layers, MAX_DATAGRAM, PeerAddr, SocketOptions,
-};
+use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM, PeerAddr};
 
 /// How many clients a listener takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -341,7 +339,7 @@ async fn accept_client(
     conn: u64,
 ) -> Result<Client> {
     loop {
-        let (stream, peer) = accept(listener, &interactive.connect.socket).await?;
+        let (stream, peer) = accept(listener).await?;
         match wrap_client(stream, &peer, layers, interactive.capture.as_ref(), conn).await {
             Ok(client) => return Ok(client),
             Err(e) => tracing::warn!("{e}; still waiting for a client"),
@@ -349,17 +347,12 @@ async fn accept_client(
     }
 }
 
-/// Accepts the next connection and sets the socket options on it. Cancel-safe.
-async fn accept(
-    listener: &transport::StreamListener,
-    socket: &SocketOptions,
-) -> Result<(transport::Stream, PeerAddr)> {
-    let (stream, peer) = listener.accept().await.map_err(|source| Error::Io {
+/// Accepts the next connection. Cancel-safe.
+async fn accept(listener: &transport::StreamListener) -> Result<(transport::Stream, PeerAddr)> {
+    listener.accept().await.map_err(|source| Error::Io {
         doing: "accepting a client".into(),
         source,
-    })?;
-    socket.apply_accepted(&stream)?;
-    Ok((stream, peer))
+    })
 }
 
 /// Applies the layers (TLS handshake, `--hex`) to an accepted connection and counts it.
@@ -550,7 +543,7 @@ where
     let mut next_conn = 1u64;
     loop {
         tokio::select! {
-            accepted = accept(&listener, &options.interactive.connect.socket) => {
+            accepted = accept(&listener) => {
                 let (stream, peer) = accepted?;
                 let conn = next_conn;
                 next_conn += 1;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
 use super::activation::ListenSource;
-use super::stream::Stream;
 use crate::endpoint::{Endpoint, Host};
 use crate::error::Error;
 
@@ -537,31 +536,4 @@ pub(crate) fn udp_client(
             .map_err(|e| local_error("an ephemeral port".into(), &e, Flag::Other))?;
     }
     Ok(socket.into())
-}
-
-impl SocketOptions {
-    /// Sets the options on a connection a listener accepted (`sockit listen`): TOS, TTL,
-    /// mark, buffers, Nagle and keepalive. A Unix connection has none of them and is
-    /// left alone. `--source` and `--bind-device` belong to the listening socket and are
-    /// refused before this is reached.
-    ///
-    /// # Errors
-    /// [`Error::LocalSocket`] when the kernel refuses an option.
-    pub fn apply_accepted(&self, stream: &Stream) -> crate::Result<()> {
-        let tcp = match stream {
-            Stream::Tcp(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
-            Stream::Unix(_) => return Ok(()),
-        };
-        let Ok(peer) = tcp.peer_addr() else {
-            // The client is already gone; the conversation will say so.
-            return Ok(());
-        };
-        let accepted_only = SocketOptions {
-            source: None,
-            bind_device: None,
-            ..self.clone()
-        };
-        accepted_only.apply(&SockRef::from(tcp), peer, Carrier::Tcp)
-    }
 }

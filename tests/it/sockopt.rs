@@ -419,12 +419,12 @@ fn a_relay_with_a_refused_option_never_starts_listening() {
 }
 
 #[test]
-fn listen_refuses_source_and_bind_device() {
+fn listen_refuses_a_source_address() {
     let output = run_sockit(&["listen", "127.0.0.1:0", "--source", "127.0.0.1"], None);
     assert_eq!(code(&output), 2, "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("listen binds the address ENDPOINT names"),
+        stderr.contains("a listener binds the address ENDPOINT names"),
         "{stderr}"
     );
 }
@@ -675,4 +675,42 @@ fn keepalive_mark_and_device_match_socat() {
         assert!(shown.contains("fwmark:0x7"), "{who}: {shown}");
         assert!(shown.contains("tos:0x10"), "{who}: {shown}");
     }
+}
+
+#[test]
+fn a_udp_listener_takes_the_options_too() {
+    let listen = Proc::spawn(
+        sockit_command(&[
+            "listen",
+            "udp://127.0.0.1:0",
+            "--tos",
+            "32",
+            "--recv-buffer",
+            "100000",
+        ]),
+        true,
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let port: u16 = loop {
+        let stderr = listen.stderr();
+        if let Some(port) = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("listening on udp://127.0.0.1:"))
+            .and_then(|p| p.trim().parse().ok())
+        {
+            break port;
+        }
+        assert!(Instant::now() < deadline, "no listening line: {stderr}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = Command::new("ss")
+        .args(["-uaeimn", "--tos"])
+        .arg(format!("sport = :{port}"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ss: {e}"));
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(shown.contains("tos:0x20"), "{shown}");
+    assert!(shown.contains("rb200000"), "{shown}");
+    // Dropping the process stops it: a UDP listener with no peer waits for one.
+    drop(listen);
 }
