@@ -14,10 +14,11 @@ use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::activation::{self, ListenSource};
+use super::errors::{connect_error, ip_listen_error};
+use super::listener::host_port;
 use super::retry::connect_with_retry;
 use super::sockopt::{ListenOptions, SocketOptions, udp_client, udp_socket};
 use super::stream::ConnectOptions;
-use super::stream::{connect_error, host_port, ip_listen_error};
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
 use crate::endpoint::{Delivery, Endpoint, HostPort, UnixAddr};
