@@ -31,7 +31,9 @@ pub enum ExitStatus {
     Refused = 4,
     /// An operation did not finish within its time limit.
     Timeout = 5,
-    /// The server could not listen: address in use, permission denied, not a socket.
+    /// The server could not listen (address in use, permission denied, not a socket), or
+    /// a client's local side could not be set up (`--source` in use or not this host's,
+    /// `--bind-device`, `--mark` refused).
     CannotListen = 6,
     /// A TLS handshake or certificate check failed.
     Tls = 7,
@@ -254,6 +256,25 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A socket option or source address (`--source`, `--bind-device`, `--mark`, …) was
+    /// refused by the kernel; checked before anything is sent.
+    #[error("cannot use {flag}: {reason}")]
+    LocalSocket {
+        /// The flag and its value, as typed.
+        flag: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// `--retry`: every attempt failed; the last failure, and how many were made.
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        /// The last attempt's failure.
+        last: Box<Error>,
+        /// Attempts made in all.
+        attempts: u64,
+    },
+
     /// `listen`: the conversation ended before everything was delivered; the counts say
     /// how far it got, so a user knows what the output file holds.
     #[error(
@@ -283,7 +304,8 @@ impl Error {
             | Error::PermissionDenied { .. }
             | Error::NotASocket { .. }
             | Error::Listen { .. }
-            | Error::Activation { .. } => ExitStatus::CannotListen,
+            | Error::Activation { .. }
+            | Error::LocalSocket { .. } => ExitStatus::CannotListen,
             Error::Tls { .. } | Error::TlsSetup { .. } => ExitStatus::Tls,
             Error::Connect { .. }
             | Error::ClosedEarly { .. }
@@ -296,6 +318,7 @@ impl Error {
             | Error::NothingMeasured { .. }
             | Error::Io { .. } => ExitStatus::Failure,
             Error::Undelivered { status, .. } => *status,
+            Error::GaveUp { last, .. } => last.exit_status(),
         }
     }
 

@@ -1,8 +1,15 @@
-//! `sockit probe HOST PORTS`: which TCP ports of one host accept connections (`nc -z`).
+//! `sockit probe HOST PORTS`: which TCP ports of one host accept connections (`nc -z`),
+//! or with `-u` which UDP ports answer (`nc -zu`).
 //!
-//! Each port gets a full TCP connect, closed at once: **open** (accepted), **closed**
+//! Each TCP port gets a full TCP connect, closed at once: **open** (accepted), **closed**
 //! (refused: the host answered with a reset), **filtered** (no answer within the timeout:
 //! a firewall dropped it, or the host is down), **unreachable** (the network said so).
+//!
+//! Each UDP port gets one datagram, [`UDP_PROBE_PAYLOAD`], from a connected socket, and
+//! the words nmap uses: **open** (a datagram came back), **closed** (ICMP port
+//! unreachable, which a connected socket reports as connection refused) or
+//! **open|filtered** (silence for the timeout: a server that ignored the probe, or a
+//! firewall that dropped it; UDP cannot tell them apart).
 //! Attempts run concurrently with a fixed number in flight, and results come out in port
 //! order as soon as each prefix is known. Only the one host the user names is contacted.
 
@@ -12,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 use crate::endpoint::{Host, HostPort};
 use crate::error::{Error, Result};
@@ -27,6 +34,9 @@ pub enum PortState {
     Closed,
     /// No answer within the timeout.
     Filtered,
+    /// UDP: no answer within the timeout, and no ICMP error either.
+    #[serde(rename = "open|filtered")]
+    OpenFiltered,
     /// The network reported the host or network unreachable, or another error.
     Unreachable,
 }
@@ -37,6 +47,7 @@ impl fmt::Display for PortState {
             PortState::Open => "open",
             PortState::Closed => "closed",
             PortState::Filtered => "filtered",
+            PortState::OpenFiltered => "open|filtered",
             PortState::Unreachable => "unreachable",
         })
     }
@@ -53,13 +64,31 @@ pub struct PortReport {
     pub addr: Option<SocketAddr>,
 }
 
+/// The datagram a UDP probe sends: short, printable and recognisable in a server's log.
+/// Many UDP services ignore what they do not understand, so silence means
+/// open|filtered, never closed.
+pub const UDP_PROBE_PAYLOAD: &[u8] = b"sockit-probe\n";
+
+/// Which transport the ports are probed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeProtocol {
+    /// A TCP connect per port.
+    #[default]
+    Tcp,
+    /// A datagram per port (`-u`).
+    Udp,
+}
+
 /// How a probe runs.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeOptions {
     /// Attempts in flight at once.
     pub concurrency: usize,
-    /// How long one attempt may take before the port counts as filtered.
+    /// How long one attempt may take before the port counts as filtered (UDP:
+    /// open|filtered).
     pub timeout: Duration,
+    /// TCP or UDP.
+    pub protocol: ProbeProtocol,
 }
 
 impl Default for ProbeOptions {
@@ -67,6 +96,7 @@ impl Default for ProbeOptions {
         ProbeOptions {
             concurrency: 64,
             timeout: Duration::from_secs(1),
+            protocol: ProbeProtocol::Tcp,
         }
     }
 }
@@ -133,7 +163,7 @@ pub async fn probe(
     .resolve()
     .await?;
     let attempts = futures_util::stream::iter(ports.iter().copied())
-        .map(|port| probe_port(&addrs, port, options.timeout))
+        .map(|port| probe_port(&addrs, port, options))
         .buffered(options.concurrency.max(1));
     tokio::pin!(attempts);
     let mut reports = Vec::with_capacity(ports.len());
@@ -146,7 +176,7 @@ pub async fn probe(
 
 /// One port: the first address that accepts makes it open; otherwise the most telling
 /// failure (closed beats filtered beats unreachable).
-async fn probe_port(addrs: &[SocketAddr], port: u16, timeout: Duration) -> PortReport {
+async fn probe_port(addrs: &[SocketAddr], port: u16, options: ProbeOptions) -> PortReport {
     let mut best = PortReport {
         port,
         state: PortState::Unreachable,
@@ -154,10 +184,9 @@ async fn probe_port(addrs: &[SocketAddr], port: u16, timeout: Duration) -> PortR
     };
     for ip in addrs {
         let addr = SocketAddr::new(ip.ip(), port);
-        let state = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(_stream)) => PortState::Open,
-            Ok(Err(e)) => failed_state(&e),
-            Err(_) => PortState::Filtered,
+        let state = match options.protocol {
+            ProbeProtocol::Tcp => tcp_state(addr, options.timeout).await,
+            ProbeProtocol::Udp => udp_state(addr, options.timeout).await,
         };
         if rank(state) > rank(best.state) || best.addr.is_none() {
             best = PortReport {
@@ -173,12 +202,45 @@ async fn probe_port(addrs: &[SocketAddr], port: u16, timeout: Duration) -> PortR
     best
 }
 
+/// One TCP connect, closed at once.
+async fn tcp_state(addr: SocketAddr, timeout: Duration) -> PortState {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(_stream)) => PortState::Open,
+        Ok(Err(e)) => failed_state(&e),
+        Err(_) => PortState::Filtered,
+    }
+}
+
+/// One probe datagram from a connected UDP socket, then a wait for any reply. The
+/// kernel hands an ICMP port unreachable to a connected socket as `ECONNREFUSED`, on
+/// the `recv` (or a later `send`).
+async fn udp_state(addr: SocketAddr, timeout: Duration) -> PortState {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let exchange = async {
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(addr).await?;
+        socket.send(UDP_PROBE_PAYLOAD).await?;
+        // Only whether a reply came matters; a longer one is cut, which is fine.
+        let mut reply = [0u8; 1];
+        socket.recv(&mut reply).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(_)) => PortState::Open,
+        Ok(Err(e)) => failed_state(&e),
+        Err(_) => PortState::OpenFiltered,
+    }
+}
+
 /// How informative a state is, to pick one across several addresses.
 fn rank(state: PortState) -> u8 {
     match state {
         PortState::Open => 3,
         PortState::Closed => 2,
-        PortState::Filtered => 1,
+        PortState::Filtered | PortState::OpenFiltered => 1,
         PortState::Unreachable => 0,
     }
 }
@@ -201,11 +263,19 @@ pub struct ProbeSummary {
     pub closed: usize,
     /// Ports that did not answer.
     pub filtered: usize,
+    /// UDP ports that neither answered nor were refused.
+    pub open_filtered: usize,
     /// Ports the network could not reach.
     pub unreachable: usize,
 }
 
 impl ProbeSummary {
+    /// Whether the probe found something that may answer: an open port, or for UDP an
+    /// open|filtered one (no refusal came back), as `nc -zu` counts it.
+    pub fn any_open(&self) -> bool {
+        self.open > 0 || self.open_filtered > 0
+    }
+
     /// Tallies a list of reports.
     pub fn of(reports: &[PortReport]) -> ProbeSummary {
         let mut summary = ProbeSummary::default();
@@ -214,6 +284,7 @@ impl ProbeSummary {
                 PortState::Open => summary.open += 1,
                 PortState::Closed => summary.closed += 1,
                 PortState::Filtered => summary.filtered += 1,
+                PortState::OpenFiltered => summary.open_filtered += 1,
                 PortState::Unreachable => summary.unreachable += 1,
             }
         }
@@ -223,11 +294,19 @@ impl ProbeSummary {
 
 impl fmt::Display for ProbeSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} open, {} closed, {} filtered",
-            self.open, self.closed, self.filtered
-        )?;
+        if self.open_filtered > 0 {
+            write!(
+                f,
+                "{} open, {} closed, {} open|filtered",
+                self.open, self.closed, self.open_filtered
+            )?;
+        } else {
+            write!(
+                f,
+                "{} open, {} closed, {} filtered",
+                self.open, self.closed, self.filtered
+            )?;
+        }
         if self.unreachable > 0 {
             write!(f, ", {} unreachable", self.unreachable)?;
         }

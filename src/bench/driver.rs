@@ -593,7 +593,10 @@ fn check_datagram(
 impl Driver for DatagramDriver {
     async fn prepare(&mut self) -> Result<()> {
         if self.socket.is_none() {
-            self.socket = Some(DatagramSocket::connect(&self.target.endpoint).await?);
+            self.socket = Some(
+                DatagramSocket::connect_with_options(&self.target.endpoint, &self.target.connect)
+                    .await?,
+            );
         }
         Ok(())
     }

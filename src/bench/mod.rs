@@ -188,6 +188,8 @@ pub struct BenchOptions {
     /// The TLS client for a `tls://` endpoint, built once for the run and shared by every
     /// connection (`None`: the system's trusted roots).
     pub tls: Option<ClientTls>,
+    /// `--source` and the other socket options of every connection.
+    pub socket: crate::transport::SocketOptions,
 }
 
 /// A finished run: the report, and the first failure for the exit status.
@@ -225,6 +227,7 @@ impl BenchOptions {
             progress: ProgressDisplay::Hidden,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tls: None,
+            socket: crate::transport::SocketOptions::default(),
         }
     }
 
@@ -424,8 +427,9 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
             messages: options.messages.clone(),
             reply: options.reply.clone(),
             connect: ConnectOptions {
-                timeout: options.timeout,
+                socket: options.socket.clone(),
                 tls: options.tls.clone(),
+                ..ConnectOptions::new(options.timeout)
             },
         },
         plan: Plan {

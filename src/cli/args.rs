@@ -46,7 +46,7 @@ Endpoints:
 
 Exit codes:
   0 ok  1 exchange failed  2 usage  3 host not found  4 refused  5 timeout
-  6 cannot listen  7 TLS failure";
+  6 cannot listen or bind the local side (--source, --bind-device, --mark)  7 TLS failure";
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
@@ -120,6 +120,8 @@ Examples:
   sockit send tls://localhost:8443 hi --ca ca.pem
   sockit send tls://127.0.0.1:8443 hi --insecure --hex
   sockit send 9000 - < request.bin --reply-size 512
+  sockit send 9000 hi --retry forever --retry-max-delay 5s
+  sockit send udp://127.0.0.1:9000 hi --source :5353 --ttl 1
 
 A raw reply is everything the server sends until it pauses for --reply-quiet (200ms) or
 closes, or exactly --reply-size bytes; with --framing line it is one line; over udp://
@@ -135,6 +137,12 @@ Examples:
   sockit connect unix:/tmp/s.sock --close-on-eof < request.bin > reply.bin
   sockit connect tls://example.org:443 --crlf
   sockit connect tls://127.0.0.1:8443 --insecure --hex
+  sockit connect 10.0.0.5:9000 --source 10.0.0.2:5000 --tos 16 --keepalive 30s,5s,3
+                                        bind the local side, mark the traffic (nc -s -p -T)
+  sockit connect 127.0.0.1:9000 --retry 10 --retry-delay 200ms
+                                        wait for a server that is starting (socat retry=)
+  sockit connect 127.0.0.1:9000 --capture caps/
+                                        caps/conn1_127.0.0.1_9000.sent and .received
 
 Half-close (nc -N, always on; --close-on-eof says so explicitly): when stdin ends, the
 sending side of the connection is shut down and everything the server sends is still
@@ -214,7 +222,15 @@ Examples:
 
 Each port gets a TCP connect: open (it was accepted), closed (refused), filtered (no
 answer within --timeout) or unreachable. Only the host you name is probed. Exit 0 when
-at least one port is open, 1 when none is (as nc -z).";
+at least one port is open, 1 when none is (as nc -z).
+
+  sockit probe -u 127.0.0.1 53,5353,9000-9010
+
+With -u each port gets one 13-byte datagram, \"sockit-probe\\n\", from a connected socket:
+open (a datagram came back), closed (ICMP port unreachable) or open|filtered (nothing
+within --timeout: a server that ignores the probe and a firewall look the same). Exit 0
+when a port is open or open|filtered (no refusal came back, as nc -zu), 1 when all
+are closed.";
 
 const BENCH_EXAMPLES: &str = "\
 Examples:
@@ -329,7 +345,8 @@ pub enum Command {
     /// Accept on one endpoint and forward each client to another (socat, ncat --sh-exec).
     #[command(after_help = RELAY_EXAMPLES)]
     Relay(RelayArgs),
-    /// Report which TCP ports of a host accept connections (nc -z).
+    /// Report which TCP ports of a host accept connections, or which UDP ports answer
+    /// (nc -z, nc -zu).
     #[command(after_help = PROBE_EXAMPLES)]
     Probe(ProbeArgs),
     /// Load-test a server: throughput, latency percentiles, errors by kind.
@@ -474,6 +491,11 @@ pub struct ServeArgs {
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
     pub busy_poll: Duration,
 
+    /// Socket options set on the listening socket, which Linux copies to every
+    /// connection it accepts (--source does not apply).
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
     /// Certificate and key for tls:// endpoints.
     #[command(flatten)]
     pub tls: TlsServerArgs,
@@ -582,6 +604,115 @@ pub struct TlsClientArgs {
     pub server_name: Option<String>,
 }
 
+/// Help heading for the local side of client sockets.
+const LOCAL_SOCKET: &str = "Local socket (source address and options)";
+
+/// The local side of every socket a command opens to a peer (`send`, `connect`,
+/// `relay`'s target side, `bench`; on `listen`, the accepted connections): one
+/// definition so the flags mean the same everywhere. Turned into socket options by
+/// `transport::SocketOptions`.
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// Bind this local address and/or port before connecting: ADDR, ADDR:PORT,
+    /// [IPv6]:PORT or :PORT (nc -s ADDR -p PORT). Its family must be the target's.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "ADDR[:PORT]", value_parser = parse_source)]
+    pub source: Option<crate::transport::Source>,
+
+    /// Send and receive only through this network interface (SO_BINDTODEVICE; needs
+    /// root or CAP_NET_RAW).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "IF", value_parser = parse_interface)]
+    pub bind_device: Option<String>,
+
+    /// Mark the packets for policy routing and firewall rules (SO_MARK; needs root or
+    /// CAP_NET_ADMIN).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N")]
+    pub mark: Option<u32>,
+
+    /// The IP TOS byte (IPv6: traffic class), 0-255, e.g. 16 for low delay (nc -T).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N", conflicts_with = "dscp",
+          value_parser = clap::value_parser!(u8))]
+    pub tos: Option<u8>,
+
+    /// The DSCP code point, 0-63 (the TOS byte's upper six bits), e.g. 46 for EF.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=63))]
+    pub dscp: Option<u8>,
+
+    /// Time to live of outgoing packets, 1-255 (IPv6: the hop limit).
+    #[arg(long, visible_alias = "hop-limit", help_heading = LOCAL_SOCKET, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: Option<u8>,
+
+    /// TCP keepalive: probe after IDLE without traffic, then every INTERVAL, dropping the
+    /// connection after COUNT unanswered probes (e.g. 30s or 30s,5s,3).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "IDLE[,INTERVAL,COUNT]")]
+    pub keepalive: Option<crate::transport::Keepalive>,
+
+    /// Let the kernel hold small TCP writes back to coalesce them (Nagle's algorithm on)
+    /// [default: off, TCP_NODELAY, every write leaves at once].
+    #[arg(long, help_heading = LOCAL_SOCKET, conflicts_with = "no_delay")]
+    pub delay: bool,
+
+    /// TCP_NODELAY: every write leaves at once (the default; says so explicitly).
+    #[arg(long, help_heading = LOCAL_SOCKET)]
+    pub no_delay: bool,
+
+    /// Socket send buffer in bytes (SO_SNDBUF; the kernel doubles it and caps it at
+    /// net.core.wmem_max).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64 / 2))]
+    pub send_buffer: Option<u64>,
+
+    /// Socket receive buffer in bytes (SO_RCVBUF; the kernel doubles it and caps it at
+    /// net.core.rmem_max).
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64 / 2))]
+    pub recv_buffer: Option<u64>,
+
+    /// Allow sending to broadcast addresses on udp:// (SO_BROADCAST, nc -b).
+    #[arg(long, help_heading = LOCAL_SOCKET)]
+    pub broadcast: bool,
+}
+
+/// Parses `--source`.
+fn parse_source(text: &str) -> Result<crate::transport::Source, String> {
+    text.parse()
+}
+
+/// Checks an interface name the kernel could accept (at most 15 bytes, no `/`, no space).
+fn parse_interface(text: &str) -> Result<String, String> {
+    let fits =
+        !text.is_empty() && text.len() < libc::IFNAMSIZ && !text.contains(['/', ' ', '\0', ':']);
+    if fits {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces; see `ip link`)"
+        ))
+    }
+}
+
+/// Connecting again when a connect fails (`send`, `connect`, `relay`'s target), as
+/// socat's `retry=N` / `forever` with `interval=`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Connect again this many times after a failed attempt (refused, timed out,
+    /// unreachable, name not found), or "forever".
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N|forever", default_value = "0",
+          allow_hyphen_values = true)]
+    pub retry: crate::transport::Attempts,
+
+    /// Wait before the first retry; each later wait doubles, up to --retry-max-delay.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "DURATION", default_value = "1s",
+          value_parser = parse_duration)]
+    pub retry_delay: Duration,
+
+    /// The longest wait between two attempts.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "DURATION", default_value = "30s",
+          value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+}
+
 /// Framing options shared by `serve` and `send`.
 #[derive(Debug, Args)]
 pub struct FramingArgs {
@@ -649,6 +780,14 @@ pub struct SendArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// Source address and socket options.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// Connecting again while the server is not up.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
@@ -698,9 +837,22 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// Source address and socket options.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// Connecting again while the server is not up.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Write each connection's bytes to files in DIR (created if missing), one per
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
 }
 
 /// `sockit listen`.
@@ -724,9 +876,19 @@ pub struct ListenArgs {
     #[command(flatten)]
     pub tls: TlsServerArgs,
 
+    /// Socket options set on the listening socket, which Linux copies to every
+    /// connection it accepts (--source does not apply).
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Write each connection's bytes to files in DIR (created if missing), one per
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
 }
 
 /// `sockit relay`.
@@ -788,9 +950,22 @@ pub struct RelayArgs {
     #[command(flatten)]
     pub tls_target: TlsClientArgs,
 
+    /// Source address and socket options of the connections to the target.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// Connecting again while the server is not up.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+
     /// Dump the clients' traffic (both directions) as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Write each client connection's bytes to files in DIR (created if missing), one
+    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it).
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
 
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).
@@ -832,6 +1007,11 @@ pub struct ProbeArgs {
     /// Print only open ports.
     #[arg(long)]
     pub open: bool,
+
+    /// Probe UDP ports: one datagram ("sockit-probe\n") each; open (a reply came),
+    /// closed (ICMP port unreachable) or open|filtered (no answer), as nmap says (nc -zu).
+    #[arg(short = 'u', long)]
+    pub udp: bool,
 }
 
 /// `sockit bench`.
@@ -954,6 +1134,10 @@ pub struct BenchArgs {
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    /// Source address and socket options.
+    #[command(flatten)]
+    pub socket: SocketArgs,
 }
 
 /// `sockit bench` subcommands.

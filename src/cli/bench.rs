@@ -35,6 +35,7 @@ impl BenchArgs {
         let tls = client_tls(&endpoint, &self.tls)?;
         let mut options = BenchOptions::new(endpoint, self.pattern);
         options.tls = tls;
+        options.socket = self.socket.checked_for(&options.endpoint)?;
         if let Some(size) = self.size {
             options = options.with_size(to_usize(size, "--size")?);
         }

@@ -11,7 +11,7 @@ use crate::access::{AccessPolicy, PerSourceLimit};
 
 use super::args::{
     AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
-    SendArgs, ServeArgs, TlsClientArgs, TlsServerArgs,
+    RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs,
 };
 use crate::behaviour::Responder;
 use crate::behaviour::chat::ChatOptions;
@@ -24,11 +24,15 @@ use crate::endpoint::{Delivery, Endpoint, Host};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::HexDump;
-use crate::probe::ProbeOptions;
+use crate::obs::hexdump::Capture;
+use crate::probe::{ProbeOptions, ProbeProtocol};
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
-use crate::transport::{ConnectOptions, Layers, ListenOptions, ListenSource, ProxyProtocol};
+use crate::transport::{
+    Attempts, Broadcast, Carrier, ConnectOptions, Layers, ListenOptions, ListenSource, Nagle,
+    ProxyProtocol, Retry, SocketOptions,
+};
 
 /// A validated `serve` command.
 #[derive(Debug, Clone)]
@@ -285,6 +289,7 @@ impl ServeArgs {
                 backlog: self.backlog,
                 reuse_port: self.reuse_port,
                 source: listen_source(self.systemd),
+                accepted: self.socket.checked_for_listening(&endpoint)?,
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
@@ -418,6 +423,137 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
     Ok(ServeMode::Respond)
 }
 
+impl SocketArgs {
+    /// The socket options these flags ask for.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a buffer size this machine cannot hold.
+    pub fn options(&self) -> Result<SocketOptions> {
+        let size = |flag: &str, bytes: Option<u64>| {
+            bytes
+                .map(|b| {
+                    usize::try_from(b).map_err(|_| Error::Usage(format!("{flag} is too large")))
+                })
+                .transpose()
+        };
+        Ok(SocketOptions {
+            source: self.source,
+            bind_device: self.bind_device.clone(),
+            mark: self.mark,
+            tos: self.tos.or(self.dscp.map(|dscp| dscp << 2)),
+            ttl: self.ttl,
+            keepalive: self.keepalive,
+            nagle: if self.delay { Nagle::On } else { Nagle::Off },
+            send_buffer: size("--send-buffer", self.send_buffer)?,
+            recv_buffer: size("--recv-buffer", self.recv_buffer)?,
+            broadcast: if self.broadcast {
+                Broadcast::Allowed
+            } else {
+                Broadcast::Refused
+            },
+        })
+    }
+
+    /// The options for connecting to `target`, checked on a scratch socket first so a
+    /// refused option fails the command before it starts.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] or [`Error::LocalSocket`].
+    pub fn checked_for(&self, target: &Endpoint) -> Result<SocketOptions> {
+        let options = self.options()?;
+        if let Some(family_error) = unix_target_with_ip_options(&options, target) {
+            return Err(family_error);
+        }
+        let carrier = match target.delivery() {
+            Delivery::Stream => Carrier::Tcp,
+            Delivery::Datagram => Carrier::Udp,
+        };
+        if matches!(
+            target,
+            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
+        ) {
+            options.check(target, carrier)?;
+        }
+        Ok(options)
+    }
+}
+
+impl SocketArgs {
+    /// The options for a listening socket (`serve`), which Linux copies to every
+    /// connection it accepts; checked first so a refused one fails before binding.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for `--source` (the endpoint is the address bound), or
+    /// [`Error::LocalSocket`].
+    pub fn checked_for_listening(&self, endpoint: &Endpoint) -> Result<SocketOptions> {
+        let options = self.options()?;
+        if options.source.is_some() {
+            return Err(Error::Usage(
+                "--source is for connecting commands; a listener binds the address ENDPOINT names"
+                    .into(),
+            ));
+        }
+        if matches!(
+            endpoint,
+            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
+        ) {
+            let carrier = match endpoint.delivery() {
+                Delivery::Stream => Carrier::Tcp,
+                Delivery::Datagram => Carrier::Udp,
+            };
+            options.check(endpoint, carrier)?;
+        }
+        Ok(options)
+    }
+}
+
+/// A Unix socket target has no source address, TOS or TTL: say so instead of ignoring it.
+fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Option<Error> {
+    let is_unix = matches!(target, Endpoint::Unix(_) | Endpoint::UnixDgram(_));
+    (is_unix && *options != SocketOptions::default()).then(|| {
+        Error::Usage(format!(
+            "{target} is a Unix socket; --source and the other socket options are for tcp://, tls:// and udp://"
+        ))
+    })
+}
+
+/// `--capture DIR`, checked (created, writable) before anything connects or listens.
+/// Captures are of byte streams: a datagram endpoint is refused rather than left
+/// uncaptured.
+///
+/// # Errors
+/// [`Error::Usage`] naming the directory and the reason, or the datagram endpoint.
+fn capture_dir(dir: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Capture>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    if endpoint.delivery() == Delivery::Datagram {
+        return Err(Error::Usage(format!(
+            "--capture records byte streams; {endpoint} is a datagram endpoint (use --hex to see its datagrams)"
+        )));
+    }
+    Capture::new(dir).map(Some).map_err(Error::Usage)
+}
+
+impl RetryArgs {
+    /// The retry policy these flags ask for.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a zero delay with retries (a busy loop).
+    pub fn retry(&self) -> Result<Retry> {
+        if self.retry != Attempts::Again(0) && self.retry_delay.is_zero() {
+            return Err(Error::Usage(
+                "--retry-delay must be more than 0 (retrying at once would spin)".into(),
+            ));
+        }
+        Ok(Retry {
+            attempts: self.retry,
+            delay: self.retry_delay,
+            max_delay: self.retry_max_delay.max(self.retry_delay),
+        })
+    }
+}
+
 impl SendArgs {
     /// Parses the endpoint and reads the message (from stdin for "-").
     ///
@@ -464,6 +600,8 @@ impl SendArgs {
             )));
         }
         options.tls = client_tls(&endpoint, &self.tls)?;
+        options.socket = self.socket.checked_for(&endpoint)?;
+        options.retry = self.retry.retry()?;
         options.hex = hex_dump(self.hex);
         Ok(SendConfig { endpoint, options })
     }
@@ -503,6 +641,8 @@ impl ConnectArgs {
             connect: ConnectOptions {
                 timeout: self.timeout,
                 tls: client_tls(&endpoint, &self.tls)?,
+                socket: self.socket.checked_for(&endpoint)?,
+                retry: self.retry.retry()?,
             },
             stdin: if self.no_stdin {
                 StdinUse::Ignore
@@ -518,6 +658,7 @@ impl ConnectArgs {
             },
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
+            capture: capture_dir(self.capture.as_deref(), &endpoint)?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -531,10 +672,12 @@ impl ListenArgs {
     pub fn into_config(self) -> Result<ListenConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
         let layers = server_layers(&endpoint, &self.tls, self.hex)?;
+        let accepted = self.socket.checked_for_listening(&endpoint)?;
         let options = ListenerOptions {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
+                capture: capture_dir(self.capture.as_deref(), &endpoint)?,
                 ..InteractiveOptions::new()
             },
             layers,
@@ -543,7 +686,10 @@ impl ListenArgs {
             } else {
                 Clients::One
             },
-            socket: ListenOptions::default(),
+            socket: ListenOptions {
+                accepted,
+                ..ListenOptions::default()
+            },
         };
         Ok(ListenConfig { endpoint, options })
     }
@@ -567,6 +713,8 @@ impl RelayArgs {
         let connect = ConnectOptions {
             timeout: self.timeout,
             tls: client_tls(&target, &self.tls_target)?,
+            socket: self.socket.checked_for(&target)?,
+            retry: self.retry.retry()?,
         };
         let options = RelayOptions {
             connect,
@@ -591,6 +739,7 @@ impl RelayArgs {
                 source: listen_source(self.systemd),
                 ..ListenOptions::default()
             },
+            capture: capture_dir(self.capture.as_deref(), &listen)?,
             ..RelayOptions::new(target)
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;
@@ -634,6 +783,11 @@ impl ProbeArgs {
             options: ProbeOptions {
                 concurrency,
                 timeout: self.timeout,
+                protocol: if self.udp {
+                    ProbeProtocol::Udp
+                } else {
+                    ProbeProtocol::Tcp
+                },
             },
             only_open: self.open,
         })

@@ -212,7 +212,7 @@ async fn probe(config: config::ProbeConfig, global: &GlobalArgs) -> Result<()> {
         "probed {} port(s) on {host_text}: {summary}\n",
         reports.len()
     ));
-    if summary.open == 0 {
+    if !summary.any_open() {
         return Err(Error::NoneOpen {
             host: host_text,
             probed: reports.len(),

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::idle::Activity;
-use crate::obs::hexdump::{Direction, HexDump, Tap};
+use crate::obs::hexdump::{Capture, Direction, HexDump, Tap};
 use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, connect_stream};
 
 /// After stdin ends on a datagram endpoint, how long to keep printing replies once none
@@ -94,6 +94,8 @@ pub struct InteractiveOptions {
     pub idle_timeout: Option<Duration>,
     /// `--hex`: dump both directions on stderr.
     pub hex: Option<HexDump>,
+    /// `--capture DIR`: each connection's bytes, per direction, in files.
+    pub capture: Option<Capture>,
 }
 
 impl InteractiveOptions {
@@ -107,6 +109,7 @@ impl InteractiveOptions {
             line_endings: LineEndings::AsIs,
             idle_timeout: None,
             hex: None,
+            capture: None,
         }
     }
 }
@@ -200,11 +203,16 @@ where
                 .peer_addr()
                 .map_or_else(|_| endpoint.to_string(), |p| p.to_string());
             tracing::debug!("connected to {peer}");
-            let stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone());
+            let stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone())
+                .with_capture(options.capture.as_ref(), 1, &peer)
+                .map_err(|source| Error::Io {
+                    doing: format!("creating the capture files of {peer}"),
+                    source,
+                })?;
             talk_stream(stream, &peer, options, input, output).await
         }
         Delivery::Datagram => {
-            let socket = DatagramSocket::connect(endpoint).await?;
+            let socket = DatagramSocket::connect_with_options(endpoint, &options.connect).await?;
             talk_datagrams(&socket, endpoint, options, input, output).await
         }
     }

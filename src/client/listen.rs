@@ -44,7 +44,7 @@ use super::connect::{DATAGRAM_LINGER, Ended, Input, InteractiveOptions, talk_str
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ExitStatus, Result};
 use crate::idle::Activity;
-use crate::obs::hexdump::{Direction, Tap};
+use crate::obs::hexdump::{Capture, Direction, Tap};
 use crate::shutdown::Shutdown;
 use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM, PeerAddr};
 
@@ -335,11 +335,12 @@ struct Client {
 async fn accept_client(
     listener: &transport::StreamListener,
     layers: &Layers,
+    interactive: &InteractiveOptions,
     conn: u64,
 ) -> Result<Client> {
     loop {
         let (stream, peer) = accept(listener).await?;
-        match wrap_client(stream, &peer, layers, conn).await {
+        match wrap_client(stream, &peer, layers, interactive.capture.as_ref(), conn).await {
             Ok(client) => return Ok(client),
             Err(e) => tracing::warn!("{e}; still waiting for a client"),
         }
@@ -359,9 +360,17 @@ async fn wrap_client(
     stream: transport::Stream,
     peer: &PeerAddr,
     layers: &Layers,
+    capture: Option<&Capture>,
     conn: u64,
 ) -> Result<Client> {
-    let stream = layers.wrap_accepted(stream, peer, conn).await?;
+    let stream = layers
+        .wrap_accepted(stream, peer, conn)
+        .await?
+        .with_capture(capture, conn, &peer.to_string())
+        .map_err(|source| Error::Io {
+            doing: format!("creating the capture files of {peer}"),
+            source,
+        })?;
     tracing::info!("{peer} connected");
     let tally = Arc::new(Tally::default());
     Ok(Client {
@@ -412,7 +421,7 @@ async fn one_stream<O>(
 where
     O: AsyncWrite + Unpin,
 {
-    let mut client = accept_client(&listener, &options.layers, 1).await?;
+    let mut client = accept_client(&listener, &options.layers, &options.interactive, 1).await?;
     // One client only: later ones are refused, and a Unix socket file goes away now.
     drop(listener);
     let input = feed.subscribe();
@@ -544,7 +553,8 @@ where
                 let handle = output.handle();
                 clients.spawn(async move {
                     // The handshake runs in the client's task: a slow one holds up nobody.
-                    match wrap_client(stream, &peer, &layers, conn).await {
+                    let capture = interactive.capture.as_ref();
+                    match wrap_client(stream, &peer, &layers, capture, conn).await {
                         Ok(client) => serve_one(client, interactive, input, handle).await,
                         Err(e) => {
                             tracing::warn!("{e}");

@@ -27,7 +27,8 @@ use crate::obs::hexdump::{Direction, HexDump, Tap};
 use crate::obs::{Event, EventLog};
 use crate::transport::tls::ClientTls;
 use crate::transport::{
-    ConnectOptions, DatagramSocket, MAX_DATAGRAM, PeerAddr, connect_stream, unix_sockaddr,
+    ConnectOptions, DatagramSocket, MAX_DATAGRAM, PeerAddr, Retry, SocketOptions, connect_stream,
+    unix_sockaddr,
 };
 
 /// How long a raw reply may pause before it counts as complete: far longer than the
@@ -67,6 +68,10 @@ pub struct SendOptions {
     pub tls: Option<ClientTls>,
     /// `--hex`: dump both directions on stderr.
     pub hex: Option<HexDump>,
+    /// `--source` and the other socket options.
+    pub socket: SocketOptions,
+    /// `--retry`: connecting again while the server is not up.
+    pub retry: Retry,
 }
 
 impl SendOptions {
@@ -81,6 +86,8 @@ impl SendOptions {
             buffer_size: 1024,
             tls: None,
             hex: None,
+            socket: SocketOptions::default(),
+            retry: Retry::NEVER,
         }
     }
 }
@@ -127,10 +134,7 @@ async fn send_stream(
     options: &SendOptions,
     events: &EventLog,
 ) -> Result<SendReport> {
-    let connect = ConnectOptions {
-        timeout: options.timeout,
-        tls: options.tls.clone(),
-    };
+    let connect = connect_options(options);
     let stream = connect_stream(endpoint, connect).await?;
     let peer = stream
         .peer_addr()
@@ -388,6 +392,16 @@ fn keep_shown(shown: &mut Vec<u8>, bytes: &[u8]) {
     shown.extend_from_slice(&bytes[..room.min(bytes.len())]);
 }
 
+/// The connect half of the options: timeout, TLS, socket options, retry.
+fn connect_options(options: &SendOptions) -> ConnectOptions {
+    ConnectOptions {
+        timeout: options.timeout,
+        tls: options.tls.clone(),
+        socket: options.socket.clone(),
+        retry: options.retry,
+    }
+}
+
 async fn send_datagrams(
     endpoint: &Endpoint,
     options: &SendOptions,
@@ -399,7 +413,7 @@ async fn send_datagrams(
             max: MAX_DATAGRAM,
         });
     }
-    let socket = DatagramSocket::connect(endpoint).await?;
+    let socket = DatagramSocket::connect_with_options(endpoint, &connect_options(options)).await?;
     let peer = datagram_peer(&socket, endpoint);
     let peer_text = peer
         .as_ref()

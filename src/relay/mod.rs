@@ -84,6 +84,8 @@ pub struct RelayOptions {
     pub grace: Duration,
     /// Options for the listening socket.
     pub listen: ListenOptions,
+    /// `--capture DIR`: each client connection's bytes, per direction, in files (streams).
+    pub capture: Option<crate::obs::hexdump::Capture>,
 }
 
 impl RelayOptions {
@@ -117,6 +119,7 @@ impl RelayOptions {
             max_sessions: 1024,
             grace: Duration::from_secs(5),
             listen: ListenOptions::default(),
+            capture: None,
         }
     }
 }

@@ -190,6 +190,15 @@ async fn relay(
         Ok(client) => client,
         Err(e) => return End::Handshake(e),
     };
+    let client = match client.with_capture(options.capture.as_ref(), conn, &peer.to_string()) {
+        Ok(client) => client,
+        Err(source) => {
+            return End::Failed(Error::Io {
+                doing: format!("creating the capture files of {peer}"),
+                source,
+            });
+        }
+    };
     let connecting = connect_stream(&options.target, options.connect.clone());
     let target = tokio::select! {
         target = connecting => match target {
@@ -242,7 +251,8 @@ fn try_splice<'a>(
     use super::CopyMode;
     use super::splice::{Counters, PlainSocket, Splicer};
     let options = &shared.options;
-    if options.copy != CopyMode::Splice || options.layers.hex.is_some() {
+    if options.copy != CopyMode::Splice || options.layers.hex.is_some() || options.capture.is_some()
+    {
         return None;
     }
     let client_socket = PlainSocket::of(client.get_ref())?;

@@ -16,7 +16,9 @@ use tokio::net::{UdpSocket, UnixDatagram};
 use super::activation::{self, ListenSource};
 use super::errors::{connect_error, ip_listen_error};
 use super::listener::host_port;
-use super::sockopt::{ListenOptions, udp_socket};
+use super::retry::connect_with_retry;
+use super::sockopt::{ListenOptions, SocketOptions, udp_client, udp_socket};
+use super::stream::ConnectOptions;
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
 use crate::endpoint::{Delivery, Endpoint, HostPort, UnixAddr};
@@ -60,8 +62,28 @@ impl DatagramSocket {
     /// [`Error::HostNotFound`], or [`Error::Connect`]/[`Error::Refused`] when the kernel
     /// already knows the target cannot be reached (a Unix path with no socket).
     pub async fn connect(endpoint: &Endpoint) -> Result<DatagramSocket> {
+        DatagramSocket::connect_with(endpoint, &SocketOptions::default()).await
+    }
+
+    /// [`DatagramSocket::connect`] with a source address and socket options
+    /// ([`SocketOptions`], UDP only) and `--retry` (a Unix socket not there yet).
+    ///
+    /// # Errors
+    /// As [`DatagramSocket::connect`], and [`Error::LocalSocket`] for a refused option.
+    pub async fn connect_with_options(
+        endpoint: &Endpoint,
+        options: &ConnectOptions,
+    ) -> Result<DatagramSocket> {
+        connect_with_retry(&options.retry, endpoint, || {
+            DatagramSocket::connect_with(endpoint, &options.socket)
+        })
+        .await
+    }
+
+    /// One connect attempt with these socket options.
+    async fn connect_with(endpoint: &Endpoint, options: &SocketOptions) -> Result<DatagramSocket> {
         match endpoint {
-            Endpoint::Udp(hp) => connect_udp(endpoint, hp).await,
+            Endpoint::Udp(hp) => connect_udp(endpoint, hp, options).await,
             Endpoint::UnixDgram(addr) => connect_unix(endpoint, addr),
             _ => Err(Error::Usage(format!(
                 "{endpoint} is a stream endpoint, not a datagram one"
@@ -287,16 +309,20 @@ fn unix_dgram_bound(sockaddr: io::Result<SockAddr>) -> io::Result<UnixDatagram> 
 }
 
 /// Binds an ephemeral port of the target's family and connects to the first address.
-async fn connect_udp(endpoint: &Endpoint, hp: &HostPort) -> Result<DatagramSocket> {
+async fn connect_udp(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    options: &SocketOptions,
+) -> Result<DatagramSocket> {
     let mut last_error = None;
-    for addr in hp.resolve().await? {
-        let local: std::net::SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
+    let addrs = hp.resolve().await?;
+    if !addrs.iter().any(|addr| options.reaches(*addr)) {
+        return Err(options.no_address_of_source_family(endpoint));
+    }
+    for addr in addrs.into_iter().filter(|addr| options.reaches(*addr)) {
+        let socket = udp_client(addr, options)?;
         let attempt = async {
-            let socket = UdpSocket::bind(local).await?;
+            let socket = UdpSocket::from_std(socket)?;
             socket.connect(addr).await?;
             Ok::<_, io::Error>(socket)
         };

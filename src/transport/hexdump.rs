@@ -1,9 +1,12 @@
-//! `--hex`: traffic in both directions as offset / hex / ASCII lines, on stderr.
+//! `--hex`: traffic in both directions as offset / hex / ASCII lines, on stderr, each
+//! chunk headed by its direction and the time it passed (UTC, to the microsecond), as
+//! `socat -x -v` heads its chunks. `--capture DIR`: the same bytes, raw, in one file per
+//! connection and direction.
 //!
 //! ```text
-//! < received 16 bytes from 127.0.0.1:50738 (conn 1)
+//! < 2026-12-06T18:42:45.123456Z received 16 bytes from 127.0.0.1:50738 (conn 1)
 //! < 00000000  68 65 6c 6c 6f 20 74 63  70 20 73 65 72 76 65 72  |hello tcp server|
-//! > sent 16 bytes to 127.0.0.1:50738 (conn 1)
+//! > 2026-12-06T18:42:45.123510Z sent 16 bytes to 127.0.0.1:50738 (conn 1)
 //! > 00000000  68 65 6c 6c 6f 20 74 63  70 20 63 6c 69 65 6e 74  |hello tcp client|
 //! ```
 //!
@@ -21,10 +24,13 @@
 //! under one lock, so dumps of concurrent connections never interleave mid-chunk.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -87,7 +93,8 @@ impl HexDump {
         Tap {
             inner: stream,
             state: Some(TapState {
-                dump: self.clone(),
+                dump: Some(self.clone()),
+                capture: None,
                 peer: peer.into(),
                 sent: 0,
                 received: 0,
@@ -102,7 +109,7 @@ impl HexDump {
 
     /// Formats one chunk and writes it in one go.
     fn chunk(&self, direction: Direction, peer: &str, offset: u64, data: &[u8]) {
-        let text = format_chunk(direction, peer, offset, data);
+        let text = format_chunk(direction, peer, offset, data, SystemTime::now());
         // A poisoned lock only means another dump panicked mid-write; keep dumping.
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         // Nowhere to report a failing stderr; the data path must not suffer for it.
@@ -111,14 +118,22 @@ impl HexDump {
     }
 }
 
-/// Formats one chunk: a header line, then 16 bytes per line as offset, hex, ASCII.
-pub fn format_chunk(direction: Direction, peer: &str, offset: u64, data: &[u8]) -> String {
+/// Formats one chunk: a header line with the time `at`, then 16 bytes per line as
+/// offset, hex, ASCII.
+pub fn format_chunk(
+    direction: Direction,
+    peer: &str,
+    offset: u64,
+    data: &[u8],
+    at: SystemTime,
+) -> String {
     let marker = direction.marker();
     let (verb, preposition) = direction.words();
-    let mut out = String::with_capacity(32 + data.len().div_ceil(16) * 80);
+    let mut out = String::with_capacity(64 + data.len().div_ceil(16) * 80);
     let _ = writeln!(
         out,
-        "{marker} {verb} {} byte{} {preposition} {peer}",
+        "{marker} {} {verb} {} byte{} {preposition} {peer}",
+        humantime::format_rfc3339_micros(at),
         data.len(),
         if data.len() == 1 { "" } else { "s" }
     );
@@ -159,13 +174,120 @@ pub struct Tap<S> {
     state: Option<TapState>,
 }
 
-/// What a dumping tap keeps: where to write, the label, and the offsets so far.
+/// What an observing tap keeps: where to dump and capture, the label, and the offsets
+/// so far.
 #[derive(Debug)]
 struct TapState {
-    dump: HexDump,
+    dump: Option<HexDump>,
+    capture: Option<CaptureFiles>,
     peer: String,
     sent: u64,
     received: u64,
+}
+
+impl TapState {
+    /// Dumps and captures one chunk that went `direction`, and advances its offset.
+    fn observe(&mut self, direction: Direction, data: &[u8]) {
+        let offset = match direction {
+            Direction::Sent => &mut self.sent,
+            Direction::Received => &mut self.received,
+        };
+        if let Some(dump) = &self.dump {
+            dump.chunk(direction, &self.peer, *offset, data);
+        }
+        *offset += data.len() as u64;
+        if let Some(capture) = &mut self.capture
+            && let Err(e) = capture.write(direction, data)
+        {
+            tracing::warn!(
+                "capture of {} stopped: {e}; the connection goes on",
+                self.peer
+            );
+            self.capture = None;
+        }
+    }
+}
+
+/// `--capture DIR`: a directory that takes one pair of files per connection.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    dir: Arc<PathBuf>,
+}
+
+impl Capture {
+    /// Checks that `dir` exists (creating it if needed) and takes files, so a bad
+    /// directory fails the command before it connects or listens.
+    ///
+    /// # Errors
+    /// A one-line reason naming the directory.
+    pub fn new(dir: &Path) -> Result<Capture, String> {
+        let fail = |e: io::Error| format!("cannot write captures to {}: {e}", dir.display());
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        let check = dir.join(format!(".sockit-capture-check-{}", std::process::id()));
+        File::create(&check).map_err(fail)?;
+        let _ = std::fs::remove_file(&check);
+        Ok(Capture {
+            dir: Arc::new(dir.to_path_buf()),
+        })
+    }
+
+    /// The two files of connection `conn` with `peer`:
+    /// `DIR/conn<N>_<peer>.sent` (what sockit sent) and `.received`.
+    fn open(&self, conn: u64, peer: &str) -> io::Result<CaptureFiles> {
+        let stem = format!("conn{conn}_{}", file_safe(peer));
+        let create = |suffix: &str| {
+            File::create(self.dir.join(format!("{stem}.{suffix}"))).map(BufWriter::new)
+        };
+        Ok(CaptureFiles {
+            sent: create("sent")?,
+            received: create("received")?,
+        })
+    }
+
+    /// The file a direction of connection `conn` with `peer` goes to (for tests and
+    /// messages).
+    pub fn path(&self, conn: u64, peer: &str, direction: Direction) -> PathBuf {
+        let suffix = match direction {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        };
+        self.dir
+            .join(format!("conn{conn}_{}.{suffix}", file_safe(peer)))
+    }
+}
+
+/// A peer as a file name part: `127.0.0.1:5000` → `127.0.0.1_5000`, `[::1]:5000` →
+/// `__1_5000`; anything but letters, digits, `.` and `-` becomes `_`.
+fn file_safe(peer: &str) -> String {
+    let trimmed = peer.trim_start_matches('[').replacen("]:", ":", 1);
+    trimmed
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The open files of one captured connection.
+#[derive(Debug)]
+struct CaptureFiles {
+    sent: BufWriter<File>,
+    received: BufWriter<File>,
+}
+
+impl CaptureFiles {
+    /// Appends `data` to its direction's file. Buffered; flushed when the connection
+    /// ends (the files are dropped with the tap).
+    fn write(&mut self, direction: Direction, data: &[u8]) -> io::Result<()> {
+        match direction {
+            Direction::Sent => self.sent.write_all(data),
+            Direction::Received => self.received.write_all(data),
+        }
+    }
 }
 
 impl<S> Tap<S> {
@@ -183,6 +305,32 @@ impl<S> Tap<S> {
             Some(dump) => dump.tap(stream, peer),
             None => Tap::plain(stream),
         }
+    }
+
+    /// Also writes the bytes of connection `conn` with `peer` to `capture`'s files, when
+    /// given.
+    ///
+    /// # Errors
+    /// When the capture files cannot be created.
+    pub fn with_capture(
+        mut self,
+        capture: Option<&Capture>,
+        conn: u64,
+        peer: &str,
+    ) -> io::Result<Tap<S>> {
+        let Some(capture) = capture else {
+            return Ok(self);
+        };
+        let files = capture.open(conn, peer)?;
+        let state = self.state.get_or_insert_with(|| TapState {
+            dump: None,
+            capture: None,
+            peer: peer.to_string(),
+            sent: 0,
+            received: 0,
+        });
+        state.capture = Some(files);
+        Ok(self)
     }
 
     /// The wrapped stream.
@@ -213,10 +361,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
         if let (Poll::Ready(Ok(())), Some(state)) = (&polled, this.state.as_mut()) {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
-                state
-                    .dump
-                    .chunk(Direction::Received, &state.peer, state.received, new);
-                state.received += new.len() as u64;
+                state.observe(Direction::Received, new);
             }
         }
         polled
@@ -234,10 +379,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         if let (Poll::Ready(Ok(n)), Some(state)) = (&polled, this.state.as_mut())
             && *n > 0
         {
-            state
-                .dump
-                .chunk(Direction::Sent, &state.peer, state.sent, &buf[..*n]);
-            state.sent += *n as u64;
+            state.observe(Direction::Sent, &buf[..*n]);
         }
         polled
     }
@@ -267,7 +409,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        // What was sent is complete: put it on disk now, not only when the tap drops.
+        if let Some(capture) = this.state.as_mut().and_then(|s| s.capture.as_mut()) {
+            let _ = capture.sent.flush();
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -299,12 +446,23 @@ mod tests {
         }
     }
 
+    /// A fixed moment for the headers: 2026-12-06T18:42:45.123456Z.
+    fn at() -> SystemTime {
+        humantime::parse_rfc3339("2026-12-06T18:42:45.123456Z").unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
     #[test]
     fn a_chunk_is_offset_hex_and_ascii() {
-        let text = format_chunk(Direction::Received, "peer", 0, b"hello tcp server!\x00\xff");
+        let text = format_chunk(
+            Direction::Received,
+            "peer",
+            0,
+            b"hello tcp server!\x00\xff",
+            at(),
+        );
         assert_eq!(
             text,
-            "< received 19 bytes from peer\n\
+            "< 2026-12-06T18:42:45.123456Z received 19 bytes from peer\n\
              < 00000000  68 65 6c 6c 6f 20 74 63  70 20 73 65 72 76 65 72  |hello tcp server|\n\
              < 00000010  21 00 ff                                          |!..|\n"
         );
@@ -312,10 +470,10 @@ mod tests {
 
     #[test]
     fn offsets_continue_and_one_byte_is_singular() {
-        let text = format_chunk(Direction::Sent, "p", 0x20, b"x");
+        let text = format_chunk(Direction::Sent, "p", 0x20, b"x", at());
         assert_eq!(
             text,
-            "> sent 1 byte to p\n\
+            "> 2026-12-06T18:42:45.123456Z sent 1 byte to p\n\
              > 00000020  78                                                |x|\n"
         );
     }
@@ -323,8 +481,8 @@ mod tests {
     #[test]
     fn empty_datagram_has_only_a_header() {
         assert_eq!(
-            format_chunk(Direction::Sent, "p", 0, b""),
-            "> sent 0 bytes to p\n"
+            format_chunk(Direction::Sent, "p", 0, b"", at()),
+            "> 2026-12-06T18:42:45.123456Z sent 0 bytes to p\n"
         );
     }
 
@@ -347,12 +505,12 @@ mod tests {
         );
         let text = captured.text();
         assert!(
-            text.contains("> sent 4 bytes to far (conn 1)\n> 00000000  70 69 6e 67"),
+            text.contains(" sent 4 bytes to far (conn 1)\n> 00000000  70 69 6e 67"),
             "{text}"
         );
         assert!(text.contains("> 00000004  21"), "{text}");
         assert!(
-            text.contains("< received 4 bytes from far (conn 1)\n< 00000000  70 6f 6e 67"),
+            text.contains(" received 4 bytes from far (conn 1)\n< 00000000  70 6f 6e 67"),
             "{text}"
         );
         Ok(())

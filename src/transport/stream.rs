@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::errors::connect_error;
+use super::retry::{Retry, connect_with_retry};
+use super::sockopt::{SocketOptions, tcp_client};
 use super::tls::ClientTls;
 use super::{PeerAddr, unix_peer};
 use crate::endpoint::{Endpoint, HostPort, UnixAddr};
@@ -45,12 +47,21 @@ pub struct ConnectOptions {
     /// The TLS client for `tls://` endpoints; `None` means the system's trusted roots,
     /// loaded when first needed. Ignored for other schemes.
     pub tls: Option<ClientTls>,
+    /// The local side: source address and socket options (IP endpoints only).
+    pub socket: SocketOptions,
+    /// Whether a failed connect is tried again; the timeout bounds each attempt.
+    pub retry: Retry,
 }
 
 impl ConnectOptions {
     /// Plain connect options with this timeout and default TLS (system roots).
     pub fn new(timeout: Duration) -> ConnectOptions {
-        ConnectOptions { timeout, tls: None }
+        ConnectOptions {
+            timeout,
+            tls: None,
+            socket: SocketOptions::default(),
+            retry: Retry::NEVER,
+        }
     }
 }
 
@@ -73,17 +84,26 @@ pub async fn connect_stream(
     options: impl Into<ConnectOptions>,
 ) -> Result<Stream> {
     let options = options.into();
+    connect_with_retry(&options.retry, endpoint, || {
+        connect_once(endpoint, &options)
+    })
+    .await
+}
+
+/// One connect attempt of [`connect_stream`].
+async fn connect_once(endpoint: &Endpoint, options: &ConnectOptions) -> Result<Stream> {
     let timeout = options.timeout;
+    let socket = &options.socket;
     let attempt = async {
         match endpoint {
-            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp).await.map(Stream::Tcp),
+            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp, socket).await.map(Stream::Tcp),
             Endpoint::Unix(addr) => connect_unix(endpoint, addr).await,
             Endpoint::Tls(hp) => {
-                let tls = match options.tls {
-                    Some(tls) => tls,
+                let tls = match &options.tls {
+                    Some(tls) => tls.clone(),
                     None => ClientTls::system()?,
                 };
-                let tcp = connect_tcp(endpoint, hp).await?;
+                let tcp = connect_tcp(endpoint, hp, socket).await?;
                 tls.handshake(tcp, endpoint, hp).await
             }
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
@@ -100,14 +120,19 @@ pub async fn connect_stream(
 }
 
 /// Tries every address of `hp`; returns the first connection or the most telling error.
-async fn connect_tcp(endpoint: &Endpoint, hp: &HostPort) -> Result<TcpStream> {
+async fn connect_tcp(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    options: &SocketOptions,
+) -> Result<TcpStream> {
     let mut last_error = None;
-    for addr in hp.resolve().await? {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
+    let addrs = hp.resolve().await?;
+    if !addrs.iter().any(|addr| options.reaches(*addr)) {
+        return Err(options.no_address_of_source_family(endpoint));
+    }
+    for addr in addrs.into_iter().filter(|addr| options.reaches(*addr)) {
+        match tcp_client(addr, options)?.connect(addr).await {
+            Ok(stream) => return Ok(stream),
             Err(e) => {
                 tracing::debug!(%addr, "connect failed: {e}");
                 last_error = Some(connect_error(e, endpoint));

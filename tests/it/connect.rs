@@ -627,7 +627,7 @@ fn hex_dumps_both_directions_on_stderr() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("< received 4 bytes from {addr}"))
+        stderr.contains(&format!("Z received 4 bytes from {addr}"))
             && stderr.contains("< 00000000  70 6f 6e 67"),
         "{stderr}"
     );

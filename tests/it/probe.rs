@@ -1,5 +1,7 @@
 //! Issue 3, point 7: `sockit probe HOST PORTS` on loopback: open, closed and filtered
-//! ports, reported in the order given, exit 0 only when one is open.
+//! ports, reported in the order given, exit 0 only when one is open. Issue 18, point 4:
+//! the UDP probe (`-u`) against a Python UDP echo server (open), an unused port (closed)
+//! and a socket that never answers (open|filtered).
 
 use std::net::TcpListener;
 
@@ -140,4 +142,104 @@ fn bad_port_lists_are_usage_errors() {
     let output = run_sockit(&["probe", "127.0.0.1", "80-70"], None);
     assert_eq!(code(&output), 2, "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("backwards"));
+}
+
+/// A Python UDP echo server on 127.0.0.1: prints its port, then each datagram's bytes
+/// (as a Python bytes literal) before echoing it.
+fn python_udp_echo() -> crate::util::Proc {
+    let script = "\
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('127.0.0.1', 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    data, peer = s.recvfrom(65535)
+    print(repr(data), flush=True)
+    s.sendto(data, peer)
+";
+    let mut cmd = std::process::Command::new(crate::util::python());
+    cmd.args(["-c", script]);
+    crate::util::Proc::spawn(cmd, false)
+}
+
+#[test]
+fn udp_ports_are_open_closed_or_open_filtered() {
+    let mut echo = python_udp_echo();
+    let open: u16 = echo
+        .wait_for_line("the echo server's port", |_| true)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}\n{}", echo.report()));
+    // Bound but never read: the datagram is queued, nothing answers, no ICMP comes back.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let silent_port = silent.local_addr().map(|a| a.port()).unwrap_or(0);
+    let closed = {
+        let unused = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        unused.local_addr().map(|a| a.port()).unwrap_or(0)
+    };
+    let ports = format!("{open},{closed},{silent_port}");
+    let output = run_sockit(
+        &["probe", "-u", "127.0.0.1", &ports, "--timeout", "500ms"],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("127.0.0.1:{open} open"),
+            format!("127.0.0.1:{closed} closed"),
+            format!("127.0.0.1:{silent_port} open|filtered"),
+        ],
+        "{}",
+        describe(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 open, 1 closed, 1 open|filtered"),
+        "{stderr}"
+    );
+    // The documented probe payload is what the server received.
+    echo.wait_for_line("the probe payload", |l| l == r"b'sockit-probe\n'");
+}
+
+#[test]
+fn udp_probe_with_every_port_closed_exits_1() {
+    let closed = {
+        let unused = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        unused.local_addr().map(|a| a.port()).unwrap_or(0)
+    };
+    let output = run_sockit(&["probe", "--udp", "127.0.0.1", &closed.to_string()], None);
+    assert_eq!(code(&output), 1, "{}", describe(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("127.0.0.1:{closed} closed")
+    );
+}
+
+#[test]
+fn udp_probe_agrees_with_nc_zu_on_open_and_closed_ports() {
+    let mut echo = python_udp_echo();
+    let open: u16 = echo
+        .wait_for_line("the echo server's port", |_| true)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}\n{}", echo.report()));
+    let closed = {
+        let unused = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        unused.local_addr().map(|a| a.port()).unwrap_or(0)
+    };
+    // netcat-openbsd checks for the ICMP refusal only with -v; without it, -zu exits 0.
+    for (port, expected) in [(open, 0), (closed, 1)] {
+        let port = port.to_string();
+        let nc = std::process::Command::new("nc")
+            .args(["-z", "-u", "-v", "-w", "2", "127.0.0.1", &port])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("nc: {e}"));
+        let ours = run_sockit(&["probe", "-u", "127.0.0.1", &port], None);
+        assert_eq!(nc.status.code(), Some(expected), "nc -zu {port}: {nc:?}");
+        assert_eq!(code(&ours), expected, "{}", describe(&ours));
+    }
 }
