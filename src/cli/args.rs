@@ -424,6 +424,23 @@ pub struct ServeArgs {
     #[arg(long, help_heading = MODES, group = "answer")]
     pub chat: bool,
 
+    /// Most memory the --chat room may hold for undelivered lines, all members together
+    /// (each line counted once with its allocation, plus each member's queue entry); when
+    /// full, the members furthest behind are disconnected. Suffixes K, M, G (powers of 1024).
+    #[arg(long, help_heading = MODES, value_name = "BYTES", default_value = "64M",
+          value_parser = parse_size, requires = "chat")]
+    pub chat_memory: u64,
+
+    /// Lines per second one --chat member may send (a burst of one second's worth); a
+    /// faster sender is slowed down, not disconnected. "0" no limit.
+    #[arg(long, help_heading = MODES, value_name = "LINES", default_value_t = 100, requires = "chat")]
+    pub chat_rate: u32,
+
+    /// Bytes per second one --chat member may send, as --chat-rate. "0" no limit.
+    #[arg(long, help_heading = MODES, value_name = "BYTES", default_value = "256K",
+          value_parser = parse_size, requires = "chat")]
+    pub chat_bytes_rate: u64,
+
     /// Close each connection after its first reply, as the note's server does.
     #[arg(long, help_heading = MODES, conflicts_with_all = ["exec", "sh_exec", "chat"])]
     pub close: bool,
@@ -968,6 +985,35 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err("write a number of requests per second above 0, such as 1000 or 2.5".into()),
     }
+}
+
+/// Parses a byte count: digits, optionally followed by K, M or G (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?}: write a byte count such as 65536, 64K or 16M"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| "write a byte count such as 65536, 64K or 16M".to_string())
 }
 
 /// Parses "5s", "250ms", "1m30s"; a bare number is seconds; "0" means zero.

@@ -14,7 +14,7 @@ use super::args::{
     SendArgs, ServeArgs, TlsClientArgs, TlsServerArgs,
 };
 use crate::behaviour::Responder;
-use crate::behaviour::chat::ChatOptions;
+use crate::behaviour::chat::{ChatOptions, SenderRate};
 use crate::behaviour::exec::{ExecSpec, check_program};
 use crate::client::SendOptions;
 use crate::client::connect::{InteractiveOptions, LineEndings, StdinUse};
@@ -381,8 +381,15 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
             Framing::Raw => usize::try_from(args.framing.max_line)
                 .map_err(|_| Error::Usage("--max-line is too large".into()))?,
         };
+        let room_limit = usize::try_from(args.chat_memory)
+            .map_err(|_| Error::Usage("--chat-memory is too large".into()))?;
         return Ok(ServeMode::Chat(ChatOptions {
             max_line,
+            room_limit,
+            rate: SenderRate {
+                lines_per_sec: args.chat_rate,
+                bytes_per_sec: args.chat_bytes_rate,
+            },
             ..ChatOptions::default()
         }));
     }

@@ -1,10 +1,14 @@
 //! Hostile clients (issue 20) at a bounded size: each test reproduces one attack against
 //! the real binary and asserts the bound it must respect.
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::ops::metrics_addr;
+use crate::ops::{metrics_addr, poll, rss_kib};
 use crate::util::{Proc, TIMEOUT};
 
 /// A scrape with `curl`, bounded by [`TIMEOUT`]: (exit code, body).
@@ -39,4 +43,159 @@ fn fifty_idle_metrics_connections_do_not_starve_a_scraper() {
         );
     }
     drop(idle);
+}
+
+/// A client whose kernel receive buffer is small (4 KiB), so what it does not read stays
+/// in the server, not in the kernel.
+fn connect_small_window(addr: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("address {addr}: {e}"));
+    let socket =
+        Socket::new(Domain::IPV4, Type::STREAM, None).unwrap_or_else(|e| panic!("socket: {e}"));
+    socket
+        .set_recv_buffer_size(4096)
+        .unwrap_or_else(|e| panic!("SO_RCVBUF: {e}"));
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    TcpStream::from(socket)
+}
+
+/// Reads lines from `stream` until one contains `marker`; returns how many lines came.
+fn read_until_line(stream: TcpStream, marker: &str) -> usize {
+    use std::io::BufRead;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut lines = 0;
+    for line in std::io::BufReader::new(stream).lines() {
+        let line = line.unwrap_or_else(|e| panic!("reading chat lines: {e}"));
+        lines += 1;
+        if line.contains(marker) {
+            return lines;
+        }
+    }
+    panic!("the chat ended before {marker:?} arrived ({lines} lines)");
+}
+
+/// Highest VmRSS of `pid` seen until `done` is set, sampled every few milliseconds.
+fn watch_peak_rss(pid: u32, done: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        let deadline = Instant::now() + TIMEOUT;
+        while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+            peak = peak.max(rss_kib(pid));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak.max(rss_kib(pid))
+    })
+}
+
+// Issue 20, item 1: members that never read while one client floods short lines.
+#[test]
+fn a_chat_flood_with_sleeping_members_stays_within_the_room_limit() {
+    /// Members that never read.
+    const SLEEPERS: usize = 100;
+    /// Lines the flooder sends: more than the kernel buffers for the sleepers hold.
+    const FLOOD: usize = 50_000;
+    /// Each line, 100 bytes with its newline.
+    const LINE: &[u8] = b"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\n";
+    /// `--chat-memory`, in KiB.
+    const ROOM_KIB: u64 = 8 * 1024;
+    /// Allocator slack on top of the room's own count: the heap of each thread that
+    /// served the flood keeps freed chunks, and the pages of lines freed out of order are
+    /// only partly reusable. Measured at about 2 MiB; the margin doubles it.
+    const SLACK_KIB: u64 = 4 * 1024;
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--chat",
+        "--chat-memory",
+        "8M",
+        "--chat-rate",
+        "0",
+        "--chat-bytes-rate",
+        "0",
+        "-q",
+    ]);
+    let addr = server.listening();
+    let pid = server.pid();
+    let start = rss_kib(pid);
+    let sleepers: Vec<TcpStream> = (0..SLEEPERS).map(|_| connect_small_window(&addr)).collect();
+    let reader = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut flooder = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect: {e}"));
+    // The flooder's welcome names who is in the room; announcements name who comes after.
+    {
+        use std::io::BufRead;
+        let stream = flooder.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut lines = std::io::BufReader::new(stream);
+        let mut others = 0;
+        while others < SLEEPERS + 1 {
+            let mut line = String::new();
+            lines
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("waiting for the room to fill: {e}"));
+            others += line.matches("127.0.0.1:").count();
+        }
+    }
+    let joined = rss_kib(pid);
+    let flooder_drain = {
+        let stream = flooder.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut &stream, &mut std::io::sink());
+        })
+    };
+    let reading = std::thread::spawn(move || read_until_line(reader, "the end"));
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = watch_peak_rss(pid, Arc::clone(&done));
+    flooder
+        .write_all(&LINE.repeat(FLOOD))
+        .unwrap_or_else(|e| panic!("flood: {e}"));
+    flooder
+        .write_all(b"the end\n")
+        .unwrap_or_else(|e| panic!("flood: {e}"));
+    let lines = reading
+        .join()
+        .unwrap_or_else(|_| panic!("the reader failed\n{}", server.report()));
+    done.store(true, Ordering::Relaxed);
+    let peak = peak
+        .join()
+        .unwrap_or_else(|_| panic!("the RSS watcher failed"));
+    eprintln!(
+        "chat flood: RSS {start} KiB at start, {joined} KiB with {SLEEPERS} sleepers, peak {peak} KiB; the reader got {lines} lines; {} members disconnected for the room limit, {} for their own",
+        server.stderr().matches("--chat-memory").count(),
+        server
+            .stderr()
+            .matches("-byte limit; disconnecting it")
+            .count(),
+    );
+    assert!(
+        lines > FLOOD,
+        "the reading member must get every line ({lines})"
+    );
+    assert!(
+        peak <= joined + ROOM_KIB + SLACK_KIB,
+        "RSS peaked at {peak} KiB, over {joined} + {ROOM_KIB} + {SLACK_KIB} KiB\n{}",
+        server.report()
+    );
+    drop(sleepers);
+    let _ = flooder.shutdown(std::net::Shutdown::Both);
+    drop(flooder);
+    flooder_drain
+        .join()
+        .unwrap_or_else(|_| panic!("the flooder's reader failed"));
+    let settled = poll(
+        "RSS to return near its start",
+        || server.report(),
+        || {
+            let now = rss_kib(pid);
+            (now <= joined + SLACK_KIB).then_some(now)
+        },
+    );
+    eprintln!("chat flood: RSS {settled} KiB once everyone left");
 }
