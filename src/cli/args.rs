@@ -419,6 +419,12 @@ pub struct ServeArgs {
     #[arg(long, help_heading = MODES, value_enum, value_name = "WHERE", default_value_t = ExecStderr::Inherit)]
     pub exec_stderr: ExecStderr,
 
+    /// Once the client has closed its side, how long the program may write nothing before
+    /// it is killed with everything it started (socat's -t); each output byte restarts
+    /// the wait. "0" waits as long as --idle-timeout allows.
+    #[arg(long, help_heading = MODES, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub exec_eof_wait: Duration,
+
     /// Chat room: every line a client sends goes to all the others, prefixed with the
     /// sender's tag (`<user3> hello`); joins and leaves are announced. Streams only.
     #[arg(long, help_heading = MODES, group = "answer")]
@@ -524,8 +530,9 @@ pub struct AccessArgs {
     #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
     pub deny: Vec<IpNet>,
 
-    /// Most connections served (or relayed) at once. `serve --exec` on datagrams: programs
-    /// running at once (default 64); datagram relays cap clients with --max-sessions.
+    /// Most connections served (or relayed) at once. `serve --exec`: programs running at
+    /// once (default 100 on streams, as ncat; 64 on datagrams); datagram relays cap
+    /// clients with --max-sessions.
     #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns: Option<u64>,
 

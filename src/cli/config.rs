@@ -236,6 +236,10 @@ fn framing(args: &FramingArgs, default_buffer: usize) -> Result<(Framing, usize)
     Ok((framing, buffer))
 }
 
+/// Programs running at once for `serve --exec` on a stream endpoint without --max-conns:
+/// ncat's default connection limit. Clients beyond it wait in the kernel backlog.
+const DEFAULT_STREAM_PROGRAMS: usize = 100;
+
 impl ServeArgs {
     /// Parses the endpoint and settles every default.
     ///
@@ -260,7 +264,14 @@ impl ServeArgs {
         } else {
             Responder::seed_reply(endpoint.seed_word())
         };
-        let max_conns = self.access.max_conns()?;
+        let max_conns = match self.access.max_conns()? {
+            None if matches!(mode, ServeMode::Exec(_))
+                && endpoint.delivery() == Delivery::Stream =>
+            {
+                Some(DEFAULT_STREAM_PROGRAMS)
+            }
+            chosen => chosen,
+        };
         let options = ServeOptions {
             mode,
             responder,
@@ -363,6 +374,7 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
         warn_of_serve_flags_given_to_the_program(program, rest);
         let mut spec = ExecSpec::program(program.clone(), rest.to_vec());
         spec.stderr = args.exec_stderr;
+        spec.eof_wait = optional(args.exec_eof_wait);
         return Ok(ServeMode::Exec(spec));
     }
     if let Some(command) = &args.sh_exec {
@@ -373,6 +385,7 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
         }
         let mut spec = ExecSpec::shell(command.clone());
         spec.stderr = args.exec_stderr;
+        spec.eof_wait = optional(args.exec_eof_wait);
         return Ok(ServeMode::Exec(spec));
     }
     if args.chat {

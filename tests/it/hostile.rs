@@ -199,3 +199,115 @@ fn a_chat_flood_with_sleeping_members_stays_within_the_room_limit() {
     );
     eprintln!("chat flood: RSS {settled} KiB once everyone left");
 }
+
+/// Pids of live processes whose command line contains `marker`, but for `server` (whose
+/// own command line holds the program's).
+fn processes_with(marker: &str, server: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        panic!("cannot read /proc");
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != server)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
+        })
+        .collect()
+}
+
+/// Waits until no process carries `marker`; panics with the survivors after `within`.
+/// Returns how long it took.
+fn wait_gone(marker: &str, server: &Proc, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let left = processes_with(marker, server.pid());
+        if left.is_empty() {
+            return start.elapsed();
+        }
+        if start.elapsed() > within {
+            panic!(
+                "processes {left:?} with {marker:?} still run {:?} after their client left\n{}",
+                start.elapsed(),
+                server.report()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A program that prints "hi" and sleeps, and starts a sleeper in its own session (out of
+/// its process group); every process of it has `marker` in its command line.
+fn escaping_program(marker: &str) -> String {
+    format!("setsid sleep 30.{marker} & echo hi; sleep 31.{marker}")
+}
+
+/// A marker no other test's process has: digits (it is part of a `sleep` duration).
+fn unique_marker(salt: u32) -> String {
+    format!("000{}{salt}", std::process::id())
+}
+
+/// The 1 s the programs are allowed, plus room for a loaded test machine.
+const GONE_WITHIN: Duration = Duration::from_secs(3);
+
+/// Connects, reads the program's "hi", and waits until all three processes of the
+/// escaping program run.
+fn start_escaping_program(addr: &str, marker: &str, server: &Proc) -> TcpStream {
+    use std::io::Read;
+    let mut client = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    client
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut hi = [0u8; 3];
+    client
+        .read_exact(&mut hi)
+        .unwrap_or_else(|e| panic!("reading hi: {e}\n{}", server.report()));
+    assert_eq!(&hi, b"hi\n");
+    poll(
+        "sh and both sleeps",
+        || server.report(),
+        || (processes_with(marker, server.pid()).len() >= 3).then_some(()),
+    );
+    client
+}
+
+// Issue 20, item 5: a program's whole tree, `setsid` child included, ends with its client.
+#[test]
+fn a_program_and_its_setsid_child_end_when_the_client_closes() {
+    let marker = unique_marker(1);
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--sh-exec",
+        &escaping_program(&marker),
+    ]);
+    let addr = server.listening();
+    let client = start_escaping_program(&addr, &marker, &server);
+    drop(client);
+    let took = wait_gone(&marker, &server, GONE_WITHIN);
+    eprintln!("the program's tree was gone {took:?} after its client closed");
+    assert!(server.is_running(), "{}", server.report());
+}
+
+// Issue 20, item 5: the same at shutdown, with the client still connected.
+#[test]
+fn a_setsid_child_does_not_outlive_the_server() {
+    let marker = unique_marker(2);
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--sh-exec",
+        &escaping_program(&marker),
+    ]);
+    let addr = server.listening();
+    let _client = start_escaping_program(&addr, &marker, &server);
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit();
+    assert!(status.success(), "{}", server.report());
+    let took = wait_gone(&marker, &server, GONE_WITHIN);
+    eprintln!("the program's tree was gone {took:?} after the server exited");
+}
