@@ -455,6 +455,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub access: AccessArgs,
 
+    /// Who may open a Unix socket.
+    #[command(flatten)]
+    pub unix: UnixSocketArgs,
+
     /// How a stream is cut into messages.
     #[command(flatten)]
     pub framing: FramingArgs,
@@ -541,6 +545,36 @@ pub struct AccessArgs {
     #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
           requires = "max_conns")]
     pub max_conns_mode: OverLimit,
+}
+
+/// Who may open a listening Unix socket (`serve`, `relay`, `listen`): the socket file's
+/// mode and owners, and for any Unix stream socket (abstract ones have no file) the users
+/// let in by their credentials.
+#[derive(Debug, Args)]
+pub struct UnixSocketArgs {
+    /// Permission bits of a unix:PATH / unixgram:PATH socket file, in octal (0600: only
+    /// its owner may connect), in place before anyone can connect [default: from the umask].
+    #[arg(long, help_heading = LIMITS, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+
+    /// Owner of the socket file: a user name or uid (only root may give a file away).
+    #[arg(long, help_heading = LIMITS, value_name = "USER")]
+    pub owner: Option<String>,
+
+    /// Group of the socket file: a group name or gid (one of yours, or any as root).
+    #[arg(long, help_heading = LIMITS, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Let in only Unix stream clients running as this uid (repeatable; checked with
+    /// SO_PEERCRED): the access control for abstract sockets (unix:@NAME), which have no
+    /// file. Others are closed at once, with one log line each.
+    #[arg(long, help_heading = LIMITS, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+
+    /// Let in only Unix stream clients whose primary group is this gid (repeatable), as
+    /// --allow-uid; a client matching either is let in.
+    #[arg(long, help_heading = LIMITS, value_name = "GID")]
+    pub allow_gid: Vec<u32>,
 }
 
 /// The listening side of TLS (`serve`, `relay`).
@@ -731,6 +765,10 @@ pub struct ListenArgs {
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
+
+    /// Who may open a Unix socket.
+    #[command(flatten)]
+    pub unix: UnixSocketArgs,
 }
 
 /// `sockit relay`.
@@ -760,6 +798,10 @@ pub struct RelayArgs {
     /// Who may connect and how many at once.
     #[command(flatten)]
     pub access: AccessArgs,
+
+    /// Who may open a Unix socket.
+    #[command(flatten)]
+    pub unix: UnixSocketArgs,
 
     /// Close a connection (or end a UDP session) after this long with no traffic ("0": never).
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
@@ -994,6 +1036,15 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a file mode in octal ("0600", "600", "0o660").
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim().trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err("write the mode in octal, such as 0600 or 0660".into()),
+    }
+}
+
 /// Parses a byte count: digits, optionally followed by K, M or G (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -1047,6 +1098,20 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_modes_are_octal() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(64 * 1024));
+        assert_eq!(parse_size("16MiB"), Ok(16 * 1024 * 1024));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert!(parse_mode("0900").is_err());
+        assert!(parse_mode("77777").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::access::AccessPolicy;
 
 use super::args::{
     AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
-    SendArgs, ServeArgs, TlsClientArgs, TlsServerArgs,
+    SendArgs, ServeArgs, TlsClientArgs, TlsServerArgs, UnixSocketArgs,
 };
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, SenderRate};
@@ -28,7 +28,10 @@ use crate::probe::ProbeOptions;
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
-use crate::transport::{ConnectOptions, Layers, ListenOptions, ListenSource, ProxyProtocol};
+use crate::transport::{
+    ConnectOptions, Layers, ListenOptions, ListenSource, PeerCredAllow, ProxyProtocol,
+    UnixFilePerms,
+};
 
 /// A validated `serve` command.
 #[derive(Debug, Clone)]
@@ -294,6 +297,7 @@ impl ServeArgs {
                 backlog: self.backlog,
                 reuse_port: self.reuse_port,
                 source: listen_source(self.systemd),
+                unix_file: self.unix.file_perms()?,
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
@@ -308,6 +312,55 @@ impl ServeArgs {
             metrics,
         })
     }
+}
+
+impl UnixSocketArgs {
+    /// `--mode`, `--owner`, `--group` resolved to numbers; installs `--allow-uid` /
+    /// `--allow-gid` as the rule for every Unix stream socket this process accepts on.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a user or group that does not exist.
+    fn file_perms(&self) -> Result<UnixFilePerms> {
+        PeerCredAllow {
+            uids: self.allow_uid.clone(),
+            gids: self.allow_gid.clone(),
+        }
+        .install();
+        Ok(UnixFilePerms {
+            mode: self.mode,
+            owner: self
+                .owner
+                .as_deref()
+                .map(|u| account_id(u, "/etc/passwd", "--owner"))
+                .transpose()?,
+            group: self
+                .group
+                .as_deref()
+                .map(|g| account_id(g, "/etc/group", "--group"))
+                .transpose()?,
+        })
+    }
+}
+
+/// A uid or gid given as a number, or as a name looked up in `/etc/passwd` or
+/// `/etc/group` (name:x:ID:… lines).
+fn account_id(name: &str, table: &str, flag: &str) -> Result<u32> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    std::fs::read_to_string(table)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .map(|line| line.split(':').collect::<Vec<_>>())
+                .find(|fields| fields.first() == Some(&name))
+                .and_then(|fields| fields.get(2)?.parse().ok())
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{flag} {name}: no such name in {table}; give a number or an existing name"
+            ))
+        })
 }
 
 impl AccessArgs {
@@ -534,7 +587,10 @@ impl ListenArgs {
             } else {
                 Clients::One
             },
-            socket: ListenOptions::default(),
+            socket: ListenOptions {
+                unix_file: self.unix.file_perms()?,
+                ..ListenOptions::default()
+            },
         };
         Ok(ListenConfig { endpoint, options })
     }
@@ -576,6 +632,7 @@ impl RelayArgs {
             listen: ListenOptions {
                 backlog: self.backlog,
                 source: listen_source(self.systemd),
+                unix_file: self.unix.file_perms()?,
                 ..ListenOptions::default()
             },
             ..RelayOptions::new(target)

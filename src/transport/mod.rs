@@ -34,7 +34,7 @@ pub use layers::Layers;
 pub use proxy::ProxyProtocol;
 pub use sockopt::ListenOptions;
 pub use stream::{ConnectOptions, StdListener, StdStream, Stream, StreamListener, connect_stream};
-pub use unix_path::UnixPathGuard;
+pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 use std::fmt;
 use std::net::SocketAddr;

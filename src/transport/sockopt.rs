@@ -19,6 +19,8 @@ pub struct ListenOptions {
     pub reuse_port: bool,
     /// Bind the endpoint, or take the socket systemd passed (`--systemd`).
     pub source: ListenSource,
+    /// Mode and owners of a Unix socket file (`--mode`, `--owner`, `--group`).
+    pub unix_file: super::unix_path::UnixFilePerms,
 }
 
 impl Default for ListenOptions {
@@ -27,6 +29,7 @@ impl Default for ListenOptions {
             backlog: 1024,
             reuse_port: false,
             source: ListenSource::Bind,
+            unix_file: super::unix_path::UnixFilePerms::default(),
         }
     }
 }

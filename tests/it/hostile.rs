@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::ops::{metrics_addr, poll, rss_kib};
+use crate::ops::{metrics_addr, poll, rss_kib, stderr_line};
 use crate::util::{Proc, TIMEOUT};
 
 /// A scrape with `curl`, bounded by [`TIMEOUT`]: (exit code, body).
@@ -310,4 +310,99 @@ fn a_setsid_child_does_not_outlive_the_server() {
     assert!(status.success(), "{}", server.report());
     let took = wait_gone(&marker, &server, GONE_WITHIN);
     eprintln!("the program's tree was gone {took:?} after the server exited");
+}
+
+/// The permission bits of the file at `path`.
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+// Issue 20, item 7: --mode sets the socket file's permissions, for streams and datagrams.
+#[test]
+fn unix_socket_files_get_the_mode_asked_for() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    for (scheme, mode, octal) in [("unix", "0600", 0o600), ("unixgram", "0640", 0o640)] {
+        let path = dir.path().join(format!("{scheme}.sock"));
+        let endpoint = format!("{scheme}:{}", path.display());
+        let mut server = Proc::sockit(&["serve", &endpoint, "--mode", mode]);
+        server.listening();
+        assert_eq!(mode_of(&path), octal, "{endpoint}\n{}", server.report());
+    }
+    let path = dir.path().join("listen.sock");
+    let endpoint = format!("unix:{}", path.display());
+    let mut listener = Proc::sockit(&["listen", &endpoint, "--mode", "0660"]);
+    poll(
+        "listen's socket file",
+        || listener.report(),
+        || path.exists().then_some(()),
+    );
+    assert_eq!(mode_of(&path), 0o660, "{}", listener.report());
+    assert!(listener.is_running());
+}
+
+/// Connects to the abstract socket `name` and returns what the server sends until it
+/// closes (empty when it refuses us).
+fn abstract_exchange(name: &str) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .unwrap_or_else(|e| panic!("abstract name {name}: {e}"));
+    let mut stream = std::os::unix::net::UnixStream::connect_addr(&addr)
+        .unwrap_or_else(|e| panic!("connect @{name}: {e}"));
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = stream.write_all(b"hello\n");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    got
+}
+
+// Issue 20, item 7: --allow-uid on an abstract socket refuses other users (SO_PEERCRED).
+#[test]
+fn an_abstract_socket_refuses_users_not_allowed() {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    let other = if me == 65534 { 65533 } else { 65534 };
+    let name = format!("sockit-hostile-{}", std::process::id());
+    let endpoint = format!("unix:@{name}");
+    let mut refusing = Proc::sockit(&[
+        "serve",
+        &endpoint,
+        "--reply",
+        "welcome",
+        "--allow-uid",
+        &other.to_string(),
+    ]);
+    refusing.listening();
+    assert_eq!(abstract_exchange(&name), b"", "{}", refusing.report());
+    stderr_line(&refusing, "the refusal", |l| {
+        l.contains(&format!("refused a unix client: uid {me}"))
+    });
+    refusing.signal(libc::SIGTERM);
+    refusing.wait_exit();
+
+    let mut allowing = Proc::sockit(&[
+        "serve",
+        &endpoint,
+        "--reply",
+        "welcome",
+        "--allow-uid",
+        &other.to_string(),
+        "--allow-uid",
+        &me.to_string(),
+    ]);
+    allowing.listening();
+    assert_eq!(
+        abstract_exchange(&name),
+        b"welcome",
+        "{}",
+        allowing.report()
+    );
 }
