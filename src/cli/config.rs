@@ -20,7 +20,7 @@ use crate::client::SendOptions;
 use crate::client::connect::{InteractiveOptions, LineEndings, StdinUse};
 use crate::client::listen::{Clients, ListenerOptions};
 use crate::client::send::ReplyEnd;
-use crate::endpoint::{Delivery, Endpoint, Host};
+use crate::endpoint::{Delivery, Endpoint, Host, UnixAddr};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::HexDump;
@@ -297,7 +297,7 @@ impl ServeArgs {
                 backlog: self.backlog,
                 reuse_port: self.reuse_port,
                 source: listen_source(self.systemd),
-                unix_file: self.unix.file_perms()?,
+                unix_file: self.unix.file_perms(&endpoint)?,
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
@@ -320,7 +320,24 @@ impl UnixSocketArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] for a user or group that does not exist.
-    fn file_perms(&self) -> Result<UnixFilePerms> {
+    fn file_perms(&self, endpoint: &Endpoint) -> Result<UnixFilePerms> {
+        let file = matches!(
+            endpoint,
+            Endpoint::Unix(UnixAddr::Path(_)) | Endpoint::UnixDgram(UnixAddr::Path(_))
+        );
+        if !file && (self.mode.is_some() || self.owner.is_some() || self.group.is_some()) {
+            return Err(Error::Usage(format!(
+                "--mode, --owner and --group set a socket file's permissions, and {endpoint} has no file; \
+                 they apply to unix:PATH and unixgram:PATH (use --allow-uid for unix:@NAME)"
+            )));
+        }
+        let allow_list = !(self.allow_uid.is_empty() && self.allow_gid.is_empty());
+        if allow_list && !matches!(endpoint, Endpoint::Unix(_)) {
+            return Err(Error::Usage(format!(
+                "--allow-uid and --allow-gid check the credentials of a Unix stream client, and {endpoint} \
+                 is not a unix: endpoint (use --allow/--deny for IP clients, --mode for unixgram: files)"
+            )));
+        }
         PeerCredAllow {
             uids: self.allow_uid.clone(),
             gids: self.allow_gid.clone(),
@@ -588,7 +605,7 @@ impl ListenArgs {
                 Clients::One
             },
             socket: ListenOptions {
-                unix_file: self.unix.file_perms()?,
+                unix_file: self.unix.file_perms(&endpoint)?,
                 ..ListenOptions::default()
             },
         };
@@ -632,7 +649,7 @@ impl RelayArgs {
             listen: ListenOptions {
                 backlog: self.backlog,
                 source: listen_source(self.systemd),
-                unix_file: self.unix.file_perms()?,
+                unix_file: self.unix.file_perms(&listen)?,
                 ..ListenOptions::default()
             },
             ..RelayOptions::new(target)
@@ -697,6 +714,41 @@ mod tests {
             Ok(Command::Serve(serve)) => serve.into_config(),
             other => panic!("not a serve command: {other:?}"),
         }
+    }
+
+    #[test]
+    fn unix_permissions_apply_where_they_mean_something() -> Result<()> {
+        let file = serve(&[
+            "unix:/tmp/x.sock",
+            "--mode",
+            "0600",
+            "--owner",
+            "0",
+            "--group",
+            "0",
+        ])?;
+        assert_eq!(
+            file.options.listen.unix_file,
+            UnixFilePerms {
+                mode: Some(0o600),
+                owner: Some(0),
+                group: Some(0),
+            }
+        );
+        assert!(serve(&["unixgram:/tmp/x.sock", "--mode", "0660"]).is_ok());
+        for args in [
+            &["tcp://127.0.0.1:0", "--mode", "0600"][..],
+            &["unix:@name", "--mode", "0600"],
+            &["udp://127.0.0.1:0", "--allow-uid", "0"],
+            &["unixgram:/tmp/x.sock", "--allow-gid", "0"],
+            &["unix:/tmp/x.sock", "--owner", "no-such-user-here"],
+        ] {
+            assert!(
+                matches!(serve(args), Err(Error::Usage(_))),
+                "{args:?} must be a usage error"
+            );
+        }
+        Ok(())
     }
 
     #[test]
