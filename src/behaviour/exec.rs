@@ -412,20 +412,46 @@ mod orphans {
             .collect()
     }
 
-    /// The server's children, from every thread's `children` list in /proc.
-    fn children() -> Vec<u32> {
+    /// The server's children, from every thread's `children` list in /proc, or from the
+    /// whole process table on a kernel built without those lists.
+    pub(super) fn children() -> Vec<u32> {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
             return Vec::new();
         };
-        tasks
+        let lists: Vec<String> = tasks
             .flatten()
             .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .collect();
+        if lists.is_empty() {
+            return children_from_the_process_table();
+        }
+        lists
+            .iter()
             .flat_map(|list| {
                 list.split_ascii_whitespace()
                     .filter_map(|pid| pid.parse().ok())
-                    .collect::<Vec<u32>>()
             })
             .collect()
+    }
+
+    /// Every process whose parent is the server, from each `/proc/PID/stat`.
+    pub(super) fn children_from_the_process_table() -> Vec<u32> {
+        let me = std::process::id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| parent_of(*pid) == Some(me))
+            .collect()
+    }
+
+    /// The parent pid, field 4 of `/proc/PID/stat` (after the parenthesised name).
+    fn parent_of(pid: u32) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_ascii_whitespace().nth(1)?.parse().ok()
     }
 
     /// The connection a process was started for (`SOCKIT_CONN` in its environment);
@@ -853,6 +879,19 @@ mod tests {
         let mut words = words.iter().map(OsString::from);
         let program = words.next().unwrap_or_default();
         ExecSpec::program(program, words.collect())
+    }
+
+    #[test]
+    fn the_process_table_names_our_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        assert!(orphans::children().contains(&pid));
+        assert!(orphans::children_from_the_process_table().contains(&pid));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
