@@ -17,10 +17,11 @@
 //!   reaped (`wait`ed) before the connection task ends; `kill_on_drop` is the backstop if
 //!   the task itself is dropped.
 //! * **No escape.** A descendant that left the group (`setsid`, a daemon's double fork)
-//!   is not lost: the server is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so when its
-//!   parent dies it becomes the server's child, and each connection's end sweeps the
-//!   server's children for processes that are not running programs and carry that
-//!   connection's `SOCKIT_CONN` (or none), killing and reaping them. A subreaper needs no
+//!   is not lost: `sockit serve` makes itself a child subreaper
+//!   (`PR_SET_CHILD_SUBREAPER`, [`adopt_escaped_descendants`]), so when its parent dies it
+//!   becomes the server's child, and each connection's end sweeps the server's children
+//!   for processes that are not running programs and carry that connection's
+//!   `SOCKIT_CONN` (or none), killing and reaping them. A subreaper needs no
 //!   privileges, cgroups or pidfd support, and it finds every escapee without scanning
 //!   the whole process table; the marker keeps one connection's sweep away from another
 //!   live connection's processes.
@@ -260,7 +261,6 @@ fn start(spec: &ExecSpec, client: &ClientInfo<'_>) -> io::Result<Running> {
             .env("SOCKIT_PEER_ADDR", addr.ip().to_string())
             .env("SOCKIT_PEER_PORT", addr.port().to_string());
     }
-    become_subreaper();
     // Registered under the lock a sweep takes, so no sweep sees it unregistered.
     let mut programs = orphans::programs();
     let mut child = command.spawn()?;
@@ -327,23 +327,31 @@ async fn finish(
     if let Some(pid) = pid {
         orphans::programs().remove(&pid);
     }
-    // Whatever escaped the group is the server's child now; off the async threads, as it
-    // reads /proc and waits for the killed to die.
-    let _ = tokio::task::spawn_blocking(move || orphans::sweep(conn)).await;
+    if ADOPTING.load(std::sync::atomic::Ordering::Relaxed) {
+        // Whatever escaped the group is the server's child now; off the async threads, as
+        // it reads /proc and waits for the killed to die.
+        let _ = tokio::task::spawn_blocking(move || orphans::sweep(conn)).await;
+    }
     still_running
 }
 
-/// Makes the server a child subreaper, once: a program's descendant whose parent dies
-/// becomes the server's child instead of init's, so a sweep can find it.
-fn become_subreaper() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
-            tracing::warn!(
-                "cannot become a child subreaper ({e}); processes a program starts in their own session may outlive it"
-            );
-        }
-    });
+/// Set once this process adopts its programs' escaped descendants.
+static ADOPTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this process a child subreaper, so a program's descendant whose parent dies
+/// becomes its child instead of init's, and turns on the sweep that kills and reaps such
+/// descendants when their connection ends.
+///
+/// For a process whose only children are the programs it runs (`sockit serve --exec`):
+/// the sweep reaps every child that is not a running program and that no other
+/// connection claims, which would take the children of a program embedding this library.
+pub fn adopt_escaped_descendants() {
+    match rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        Ok(()) => ADOPTING.store(true, std::sync::atomic::Ordering::Relaxed),
+        Err(e) => tracing::warn!(
+            "cannot become a child subreaper ({e}); processes a program starts in their own session may outlive it"
+        ),
+    }
 }
 
 /// The server's children that are not running programs: escaped descendants of finished
