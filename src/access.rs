@@ -17,6 +17,9 @@
 //! protect a Unix socket with file permissions instead.
 
 pub(crate) mod gate;
+mod over_limit;
+
+pub use over_limit::OverLimit;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -13,13 +13,15 @@
 //! * [`framing`]: a byte stream → messages;
 //! * [`behaviour`]: a message → its answer (reply, echo, discard), or a whole connection
 //!   → a program (`--exec`) or the chat room (`--chat`);
-//! * [`server`]: thread-per-core shards; for the per-message modes, a thread per shard
-//!   waiting in its own epoll set (the fast lane: listener and connections, each answered
-//!   on the spot when its message is there); for everything else, the accept loop and a
-//!   task per connection; the batched datagram loop on a blocking thread; limits;
+//! * [`server`]: thread-per-core shards, each running one of four engines (its module
+//!   doc names them and their entry points): the fast lane (`server/lane/`, a thread per
+//!   shard waiting in its own epoll set, each message answered on the spot), a task per
+//!   connection for everything else on streams, the batched datagram answer loop, and a
+//!   program per datagram; limits;
 //! * [`access`]: `--allow` / `--deny` rules (pure) and the gate that applies them and
 //!   `--max-conns`, shared by `serve` and `relay`;
-//! * [`client`]: the note's client (`send`) and the interactive client (`connect`);
+//! * [`client`]: the note's client (`send`), the interactive client (`connect`) and the
+//!   listener wired to stdin/stdout (`listen`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
 //! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
 //! * [`idle`]: "no traffic either way for so long", shared by connect and relay;
@@ -27,6 +29,7 @@
 //! * [`build_info`]: what this binary was built from (`sockit version`);
 //! * [`shutdown`]: signals (SIGTERM, SIGINT, SIGHUP) → graceful, bounded drain;
 //! * [`obs`]: events on stdout, diagnostics on stderr, counters and `--metrics`;
+//! * [`escape`]: bytes → printable text for logs and events (control characters escaped);
 //! * [`error`]: every failure with its message and exit code.
 
 // The module docs are a map for whoever works on the crate, so they name private modules
@@ -51,6 +54,7 @@ pub mod cli;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod escape;
 pub mod framing;
 pub mod idle;
 pub mod obs;

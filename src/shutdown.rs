@@ -156,9 +156,12 @@ impl StopSignal {
 /// Turns SIGINT, SIGTERM and SIGHUP into [`Shutdown::trigger`], and a second SIGINT or
 /// any SIGQUIT into an immediate exit (see [`StopSignal`]).
 ///
+/// `on_stop` runs once, when the first stop signal arrives and before shutdown is
+/// triggered: the CLI tells systemd there that the service is stopping.
+///
 /// # Errors
 /// When the signal handlers cannot be installed.
-pub fn install_signal_handlers(shutdown: Shutdown) -> std::io::Result<()> {
+pub fn install_signal_handlers(shutdown: Shutdown, on_stop: fn()) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -183,7 +186,7 @@ pub fn install_signal_handlers(shutdown: Shutdown) -> std::io::Result<()> {
                     tracing::info!(
                         "{name} received: stopping (Ctrl-C again or SIGQUIT to exit at once)"
                     );
-                    crate::transport::activation::notify_stopping();
+                    on_stop();
                     shutdown.trigger();
                 }
                 SignalMeaning::ExitNow(status) => {

@@ -185,13 +185,13 @@ pub(crate) fn slots_for(max_conns: Option<usize>) -> Option<Arc<Semaphore>> {
 /// kernel backlog holds new clients); in `refuse` mode reserves nothing (`Some(None)`), as
 /// [`Gate::let_in`] decides after `accept`. `None`: shutdown came first.
 pub(crate) async fn reserve_slot(
-    over_limit: crate::server::OverLimit,
+    over_limit: crate::access::OverLimit,
     slots: Option<&Arc<Semaphore>>,
     guarded: &impl Guarded,
 ) -> Option<Option<Slot>> {
     match over_limit {
-        crate::server::OverLimit::Wait => wait_for_slot(slots, guarded).await.map(Some),
-        crate::server::OverLimit::Refuse => Some(None),
+        crate::access::OverLimit::Wait => wait_for_slot(slots, guarded).await.map(Some),
+        crate::access::OverLimit::Refuse => Some(None),
     }
 }
 

@@ -255,7 +255,8 @@ fn announce_certificate(tls: &ServerTls, events: &EventLog) {
 /// A shutdown fired by SIGINT / SIGTERM / SIGHUP.
 fn signal_shutdown() -> Result<Shutdown> {
     let shutdown = Shutdown::new();
-    install_signal_handlers(shutdown.clone()).map_err(|source| Error::Io {
+    let stopping = crate::transport::activation::notify_stopping;
+    install_signal_handlers(shutdown.clone(), stopping).map_err(|source| Error::Io {
         doing: "installing the signal handlers".into(),
         source,
     })?;

@@ -8,14 +8,19 @@
 //! * [`escape`]: printing arbitrary bytes as one safe line;
 //! * [`throttle`]: rate-limited log lines for floods (refused clients, denied datagrams).
 //! * [`hexdump`]: `--hex`, traffic as offset / hex / ASCII on stderr.
+//! * [`span`]: the `conn{id, peer}` span of each connection's diagnostics.
 
-pub mod escape;
 pub mod events;
-pub mod hexdump;
 pub mod logging;
 pub mod metrics;
+pub mod span;
 pub mod stats;
 pub mod throttle;
+
+// Below transport (whose layers and addresses use them), named here with the rest of
+// what sockit shows.
+pub use crate::escape;
+pub use crate::transport::hexdump;
 
 pub use events::{Event, EventLog, LogFormat};
 pub use hexdump::{HexDump, Tap};

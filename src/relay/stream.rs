@@ -23,13 +23,10 @@ use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::server::{connection_span, record_client, record_socket_peer};
-use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
-
-/// Longest pause after a resource error on `accept` (EMFILE and friends).
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// First pause after a resource error on `accept`.
-const MIN_BACKOFF: Duration = Duration::from_millis(5);
+use crate::obs::span::{connection_span, record_client, record_socket_peer};
+use crate::transport::{
+    Backoff, PeerAddr, Stream, StreamListener, connect_stream, is_per_connection,
+};
 
 /// Accepts clients until shutdown, one tracked task each; denied clients and, with
 /// `--max-conns-mode refuse`, clients over the limit are closed at once.
@@ -37,7 +34,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let slots = shared.slots.clone();
     let mut gate = Gate::default();
     let mut next_id: u64 = 0;
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::default();
     loop {
         let Some(reserved) =
             gate::reserve_slot(shared.options.over_limit, slots.as_ref(), &**shared).await
@@ -51,7 +48,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         };
         match accepted {
             Ok((stream, peer)) => {
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) else {
                     // Denied, or over the limit in refuse mode: closed at once (dropping
                     // the stream sends our FIN).
@@ -68,26 +65,15 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
                 };
                 shared.shutdown.spawn(task.instrument(span));
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if is_per_connection(&e) => {
                 tracing::debug!("a connection failed before it was accepted: {e}");
             }
             Err(e) => {
-                tracing::warn!(
-                    "accept failed: {e}; pausing {}ms and relaying existing clients",
-                    backoff.as_millis()
-                );
+                let pause = backoff.after(&e);
                 tokio::select! {
                     () = shared.shutdown.triggered() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub use crate::access::OverLimit;
+
 /// Bounds that keep one client, or many, from holding the server's resources forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -43,16 +45,4 @@ impl Default for Limits {
             grace: Limits::DEFAULT_GRACE,
         }
     }
-}
-
-/// What a server does with a client that arrives while `--max-conns` are being served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum OverLimit {
-    /// Stop accepting: the client waits in the kernel backlog until a slot frees (its
-    /// connect succeeds, it is served later). Datagrams wait in the socket buffer.
-    #[default]
-    Wait,
-    /// Accept and close at once, log it and count it as refused, so the client learns
-    /// immediately instead of hanging. Datagrams over the limit are dropped.
-    Refuse,
 }

@@ -2,31 +2,49 @@
 //!
 //! This is the note's server with its stated problem solved. The note's loop does
 //! `accept → recv → send → close` on one thread, so a client that connects and sends
-//! nothing stops everyone. Here the accept loop only accepts; each connection is its own
-//! tokio task, so a silent, slow or hostile client costs one idle task and nothing else.
-//! Datagram endpoints run one receive loop ([`datagram`]) that answers each sender at its
-//! own address.
+//! nothing stops everyone. Here nothing that serves a client waits for it: a silent, slow
+//! or hostile client costs its own state and nothing else.
 //!
-//! Every client first passes the gate (`access::gate`) (`--allow`/`--deny`,
-//! `--max-conns-mode refuse`); then [`session`] hands the connection to its behaviour by [`ServeMode`]: the
-//! per-message loop in [`conn`] (reply, echo, discard), a program (`--exec`), or the chat
-//! room (`--chat`).
+//! A server runs one of four engines, chosen by its endpoint and [`ServeMode`] (one per
+//! shard; [`Server::run_threads`] runs several shards, each on its own thread):
 //!
-//! Flow: [`Server::bind`] → [`Server::run`] → accept loop / datagram loop until the
+//! * **the fast lane** ([`lane::serve`]): reply, echo and discard on streams with raw
+//!   framing and no TLS, `--hex` or PROXY layer. A thread of its own waits in an epoll set
+//!   holding its listener and its connections; each message is answered on the spot, with
+//!   no task and no reactor ([`lane`]);
+//! * **a task per connection** ([`tasks::accept_loop`], then [`session::serve_accepted`]
+//!   in each connection's task): every other stream server (line framing, TLS, `--hex`,
+//!   `--proxy-protocol`, `--exec`, `--chat`). The per-message modes run
+//!   [`message_loop`]; exec and chat run in [`crate::behaviour`];
+//! * **the datagram answer loop** ([`datagram::receive_loop`]): reply, echo and discard on
+//!   datagram endpoints, a thread waiting in `recvmmsg(2)` that answers each sender at
+//!   its own address;
+//! * **a program per datagram** ([`datagram::receive_loop`] with `--exec`): each
+//!   datagram runs the program in a task of its own.
+//!
+//! The stream engines share what makes them behave alike: the gate
+//! (`access::gate`: `--allow`/`--deny`, `--max-conns` and its mode), counting and
+//! back-off on `accept` ([`accept`]), the answer to a message and its event
+//! ([`answer`]), and how a connection's end is logged, counted and reported ([`end`]).
+//!
+//! Flow: [`Server::bind`] → [`Server::run`] → one engine per shard until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
 
-mod busy_poll;
-mod conn;
+mod accept;
+mod answer;
 mod datagram;
+mod end;
 mod lane;
-mod lane_shard;
 mod limits;
-mod own_table;
+mod message_loop;
 mod session;
-mod stream;
+mod tasks;
+
+use lane::LaneThread;
+// The datagram answer loop polls as the lane does.
+use lane::busy_poll;
 
 pub use limits::{Limits, OverLimit};
-pub(crate) use session::{connection_span, record_client, record_socket_peer};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -321,8 +339,10 @@ impl Server {
         board.summary()
     }
 
-    /// Serves with `threads` threads, each with its own single-threaded runtime and its
-    /// own copy of the listening socket; the calling task serves as the first of them.
+    /// Serves with `threads` threads, each with its own copy of the listening socket;
+    /// the calling task serves as the first of them. An extra shard of the fast lane is
+    /// the lane's thread alone (the calling task stops it at shutdown); one of the other
+    /// engines gets a thread with a single-threaded runtime of its own.
     ///
     /// Thread-per-core: a connection is accepted and served by one thread to its end, so
     /// nothing on the per-message path crosses threads (no work-stealing hand-off, no
@@ -347,11 +367,13 @@ impl Server {
         };
         let (std_socket, guard) = plan.socket.into_std().map_err(failed)?;
         let mut finished = Vec::with_capacity(threads - 1);
+        let mut lanes = Vec::with_capacity(threads - 1);
         for index in 1..threads {
             let copy = match std_socket.sibling(&plan.shared.options.listen) {
                 Ok(copy) => copy,
                 Err(e) => {
                     shutdown.trigger();
+                    finish_lanes(lanes).await;
                     return Err(failed(e));
                 }
             };
@@ -360,6 +382,20 @@ impl Server {
                 step: threads as u64,
             };
             let shared = Arc::new(plan.shared.for_shard(board.add_shard(), ids));
+            // A lane shard is its lane's thread alone; the other engines get a thread
+            // with a runtime of their own.
+            let copy = match copy {
+                StdBound::Stream(listener) => match lane::start(listener, &shared, plan.grace) {
+                    Ok(Some(thread)) => {
+                        lanes.push((thread, shared));
+                        continue;
+                    }
+                    // Logged, and this shard stopped.
+                    Ok(None) => continue,
+                    Err(listener) => StdBound::Stream(listener),
+                },
+                datagram => datagram,
+            };
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
             let grace = plan.grace;
             let spawned = std::thread::Builder::new()
@@ -370,6 +406,7 @@ impl Server {
                 });
             if let Err(e) = spawned {
                 shutdown.trigger();
+                finish_lanes(lanes).await;
                 return Err(failed(e));
             }
             finished.push(done_rx);
@@ -383,7 +420,7 @@ impl Server {
                 step: threads as u64,
             },
         ));
-        shard(std_socket, first, plan.grace).await;
+        tokio::join!(shard(std_socket, first, plan.grace), finish_lanes(lanes));
         for done in finished {
             // A shard that panicked drops its sender; the others are still waited for.
             let _ = done.await;
@@ -440,6 +477,24 @@ struct Plan {
 }
 
 impl Shared {
+    /// One shard's state for unit tests of the engines: `options`, no events, counters
+    /// on the board it comes with.
+    #[cfg(test)]
+    pub(crate) fn for_test(options: ServeOptions) -> (Arc<Shared>, StatsBoard) {
+        let board = StatsBoard::default();
+        let shared = Shared {
+            handler: Handler::new(&options.mode),
+            options,
+            events: EventLog::disabled(),
+            stats: board.add_shard(),
+            shutdown: Shutdown::new(),
+            slots: None,
+            ids: IdSequence { first: 1, step: 1 },
+            late_gate: std::sync::Mutex::default(),
+        };
+        (Arc::new(shared), board)
+    }
+
     /// The same server state for another shard, with that shard's own counters.
     fn for_shard(&self, stats: Arc<Stats>, ids: IdSequence) -> Shared {
         Shared {
@@ -484,7 +539,18 @@ impl StdBound {
     }
 }
 
-/// One shard's thread: a single-threaded runtime serving its copy of the socket.
+/// Stops the extra lane shards at shutdown (see [`LaneThread::finish`]), all at once.
+async fn finish_lanes(lanes: Vec<(LaneThread, Arc<Shared>)>) {
+    futures_util::future::join_all(
+        lanes
+            .into_iter()
+            .map(|(thread, shared)| async move { thread.finish(&shared.shutdown).await }),
+    )
+    .await;
+}
+
+/// One shard's thread (of the engines other than the lane): a single-threaded runtime
+/// serving its copy of the socket.
 fn run_shard_thread(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -508,11 +574,11 @@ fn run_shard_thread(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
 async fn shard(socket: StdBound, shared: Arc<Shared>, grace: Duration) {
     match socket {
         StdBound::Stream(listener) => {
-            // The per-message modes get a thread with the fast lane; the others (or if
-            // the lane cannot be made) a task per connection.
-            if let Err(listener) = lane_shard::serve(listener, &shared, grace).await {
+            // The per-message modes get a thread with the fast lane; the others (or when
+            // the system refuses the lane an epoll set) a task per connection.
+            if let Err(listener) = lane::serve(listener, &shared, grace).await {
                 match listener.into_tokio() {
-                    Ok(listener) => stream::accept_loop(listener, &shared).await,
+                    Ok(listener) => tasks::accept_loop(listener, &shared).await,
                     Err(e) => {
                         tracing::error!("a server thread cannot register its socket: {e}");
                         shared.shutdown.trigger();

@@ -6,7 +6,8 @@
 //! the TLS handshake and hex tap, and hands the connection to its behaviour by
 //! [`ServeMode`](super::ServeMode).
 //!
-//! The per-message modes (reply, echo, discard) go to [`super::conn`], which does its own
+//! The per-message modes (reply, echo, discard) go to [`super::message_loop`] (or, with raw framing
+//! and no layer, the fast lane: [`super::lane`]), which does its own
 //! bookkeeping. The connection-level modes (exec, chat) run in [`crate::behaviour`] and
 //! report how they ended; this module turns that report into what every connection gets:
 //! the `connected` and `closed` events, the counters, and one log line when the end was
@@ -18,12 +19,14 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::conn::{EndSeverity as Severity, Prelude, serve_connection};
+use super::end::EndSeverity as Severity;
+use super::message_loop::serve_connection;
 use super::{Handler, Shared};
 use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::error::Error;
+use crate::obs::span::{connection_span, record_client, record_socket_peer};
 use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::{PeerAddr, Stream};
 
@@ -36,74 +39,26 @@ struct Outcome {
     kind: ErrorKind,
 }
 
-/// The span every diagnostic line of one connection is logged under:
-/// `conn{id=7 peer=192.0.2.7:40000}` (text) or `"span":{"id":7,"peer":…}` (JSON).
-///
-/// At ERROR level so it is enabled whatever `--log-level` lets through: a warning about
-/// a connection must name it even when info lines are filtered out. `peer` is filled in
-/// once known, which with `--proxy-protocol` is after the header; `via` then names the
-/// load balancer the connection came through.
-pub(crate) fn connection_span(conn: u64) -> tracing::Span {
-    tracing::error_span!(
-        "conn",
-        id = conn,
-        peer = tracing::field::Empty,
-        via = tracing::field::Empty
-    )
-}
-
-/// Runs `log` under the connection's span, so every line about a connection has one
-/// shape (`conn{id=7 peer=…}: …`): the span it is served under when there is one (TLS,
-/// PROXY header, exec, chat), else a span made for the line (the lean per-message path
-/// has none, since making one costs more than a hello exchange).
-pub(crate) fn in_connection_span(conn: u64, peer: &PeerAddr, log: impl FnOnce()) {
-    let current = tracing::Span::current();
-    if current.metadata().is_some_and(|m| m.name() == "conn") {
-        log();
-    } else {
-        let span = connection_span(conn);
-        span.record("peer", tracing::field::display(peer));
-        span.in_scope(log);
-    }
-}
-
-/// Records the socket's peer in the connection's span: as `via` when a PROXY header is
-/// expected (it is the load balancer), else as `peer`. Call before anything is logged.
-pub(crate) fn record_socket_peer(span: &tracing::Span, proxied: bool, socket_peer: &PeerAddr) {
-    let field = if proxied { "via" } else { "peer" };
-    span.record(field, tracing::field::display(socket_peer));
-}
-
-/// Records the client the PROXY header named (with the header off, the socket peer is
-/// already recorded).
-pub(crate) fn record_client(span: &tracing::Span, proxied: bool, client: &PeerAddr) {
-    if proxied {
-        span.record("peer", tracing::field::display(client));
-    }
-}
-
 /// One accepted stream connection, start to end; the body of its task.
 ///
-/// `prelude` is what the accept loop already did (see [`super::conn::serve_now`]). The
-/// slot in `--max-conns` is held until the connection is done.
+/// The slot in `--max-conns` is held until the connection is done.
 pub(crate) async fn serve_accepted(
     stream: Stream,
     socket_peer: PeerAddr,
     conn: u64,
     shared: Arc<Shared>,
     slot: Slot,
-    prelude: Prelude,
 ) {
     let passthrough = shared.options.layers.is_passthrough();
     if passthrough && matches!(shared.handler, Handler::Respond) {
         // The common case, kept lean: the socket itself (no header, no wrapper) and no
         // span (creating one costs more than a hello exchange); the per-message loop
         // names the connection in its own log lines.
-        handle_connection(stream, &socket_peer, conn, &shared, prelude).await;
+        handle_connection(stream, &socket_peer, conn, &shared).await;
     } else if passthrough {
         let span = connection_span(conn);
         record_socket_peer(&span, false, &socket_peer);
-        handle_connection(stream, &socket_peer, conn, &shared, prelude)
+        handle_connection(stream, &socket_peer, conn, &shared)
             .instrument(span)
             .await;
     } else {
@@ -150,7 +105,7 @@ async fn prepare_and_serve(
         return;
     }
     match layers.wrap_accepted(stream, &peer, conn).await {
-        Ok(stream) => handle_connection(stream, &peer, conn, shared, Prelude::default()).await,
+        Ok(stream) => handle_connection(stream, &peer, conn, shared).await,
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
             tracing::warn!("{}", naming_the_client(e));
@@ -171,20 +126,12 @@ fn naming_the_client(error: Error) -> Error {
 }
 
 /// Serves one connection with the server's behaviour.
-///
-/// `prelude` is what the accept loop already did for the per-message mode (see
-/// [`super::conn::serve_now`]); the other modes start from nothing.
-pub(crate) async fn handle_connection<S>(
-    stream: S,
-    peer: &PeerAddr,
-    conn: u64,
-    shared: &Shared,
-    prelude: Prelude,
-) where
+pub(crate) async fn handle_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match &shared.handler {
-        Handler::Respond => serve_connection(stream, peer, conn, shared, prelude).await,
+        Handler::Respond => serve_connection(stream, peer, conn, shared).await,
         Handler::Exec(spec) => {
             begin(peer, conn, shared);
             let client = ClientInfo { conn, peer };

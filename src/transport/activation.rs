@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use socket2::{Domain, SockRef, Socket, Type};
 
 use super::datagram::DatagramSocket;
-use super::stream::StreamListener;
+use super::listener::StreamListener;
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 
@@ -154,12 +154,12 @@ pub(crate) fn stream_listener(endpoint: &Endpoint, backlog: u32) -> Result<Strea
         let std_listener: std::os::unix::net::UnixListener = socket.into();
         // No path guard: the socket file belongs to systemd, which removes it.
         StreamListener::Unix(
-            super::stream::watch(std_listener).map_err(listen_error)?,
+            super::listener::watch(std_listener).map_err(listen_error)?,
             None,
         )
     } else {
         let std_listener: std::net::TcpListener = socket.into();
-        StreamListener::Tcp(super::stream::watch(std_listener).map_err(listen_error)?)
+        StreamListener::Tcp(super::listener::watch(std_listener).map_err(listen_error)?)
     };
     Ok(listener)
 }

@@ -14,8 +14,9 @@ use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::activation::{self, ListenSource};
+use super::errors::{connect_error, ip_listen_error};
+use super::listener::host_port;
 use super::sockopt::{ListenOptions, udp_socket};
-use super::stream::{connect_error, host_port, ip_listen_error};
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
 use crate::endpoint::{Delivery, Endpoint, HostPort, UnixAddr};

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::hexdump::{HexDump, Tap};
 use super::proxy::{self, ProxyProtocol};
 use super::tls::{HANDSHAKE_TIMEOUT, ServerTls};
 use super::{PeerAddr, Stream};
 use crate::error::Result;
-use crate::obs::hexdump::{HexDump, Tap};
 
 /// The layers every accepted connection goes through, decided once at start.
 #[derive(Debug, Clone)]

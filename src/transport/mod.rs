@@ -18,22 +18,31 @@
 //! callers may race them against shutdown in `tokio::select!`.
 
 pub mod activation;
+mod backoff;
 pub mod batch;
 mod datagram;
+mod errors;
+pub mod hexdump;
 mod layers;
+mod listener;
 pub mod proxy;
 mod sockopt;
+mod std_stream;
 mod stream;
+mod syscall;
 pub mod tls;
 mod unix_path;
 
 pub use activation::ListenSource;
+pub use backoff::{Backoff, is_per_connection};
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 pub use layers::Layers;
+pub use listener::{StdListener, StreamListener};
 pub use proxy::ProxyProtocol;
 pub use sockopt::ListenOptions;
-pub use stream::{ConnectOptions, StdListener, StdStream, Stream, StreamListener, connect_stream};
+pub use std_stream::StdStream;
+pub use stream::{ConnectOptions, Stream, connect_stream};
 pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 use std::fmt;
@@ -135,9 +144,9 @@ impl fmt::Display for PeerAddr {
                 use std::os::unix::ffi::OsStrExt;
                 let path = addr.as_pathname().filter(|p| !p.as_os_str().is_empty());
                 if let Some(path) = path {
-                    f.write_str(&crate::obs::escape::escaped(path.as_os_str().as_bytes()))
+                    f.write_str(&crate::escape::escaped(path.as_os_str().as_bytes()))
                 } else if let Some(name) = addr.as_abstract_namespace() {
-                    write!(f, "@{}", crate::obs::escape::escaped(name))
+                    write!(f, "@{}", crate::escape::escaped(name))
                 } else {
                     f.write_str("(unnamed)")
                 }

@@ -156,7 +156,7 @@ fn parse_v1(bytes: &[u8]) -> Parsed {
         }
         Err(e) => Parsed::Invalid(format!(
             "malformed v1 header \"{}\": {}",
-            crate::obs::escape::escaped(line.strip_suffix(b"\r\n").unwrap_or(line)),
+            crate::escape::escaped(line.strip_suffix(b"\r\n").unwrap_or(line)),
             v1_reason(&e)
         )),
     }

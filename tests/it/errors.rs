@@ -131,16 +131,27 @@ fn permission_denied_on_a_unix_path() {
     let binary = dir.path().join("sockit");
     std::fs::copy(crate::util::sockit_bin(), &binary).unwrap_or_else(|e| panic!("{e}"));
     set_mode(&binary, 0o755);
-    let mut cmd = std::process::Command::new(&binary);
-    cmd.args(["serve", &endpoint]).env("NO_COLOR", "1");
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.uid(65534).gid(65534);
-    }
-    let mut cmd = assert_cmd::Command::from_std(cmd);
-    let output = cmd
-        .timeout(TIMEOUT)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let run = || {
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.args(["serve", &endpoint]).env("NO_COLOR", "1");
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.uid(65534).gid(65534);
+        }
+        assert_cmd::Command::from_std(cmd).timeout(TIMEOUT).output()
+    };
+    // The copy was just written. A child that another test forked while the copy's file
+    // was open for writing holds that descriptor until it execs, and until then running
+    // the copy fails with ETXTBSY ("text file busy"): try again, a bounded number of times.
+    let mut attempts = 0;
+    let output = loop {
+        attempts += 1;
+        match run() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => break result.unwrap_or_else(|e| panic!("{e}")),
+        }
+    };
     assert_eq!(code(&output), 6, "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

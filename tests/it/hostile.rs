@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::ops::{metrics_addr, poll, rss_kib, stderr_line};
@@ -63,21 +63,24 @@ fn connect_small_window(addr: &str) -> TcpStream {
     TcpStream::from(socket)
 }
 
-/// Reads lines from `stream` until one contains `marker`; returns how many lines came.
-fn read_until_line(stream: TcpStream, marker: &str) -> usize {
+/// Reads lines from `stream` until one contains `marker`, counting them in `count`;
+/// returns how many lines came.
+fn read_until_line(stream: TcpStream, marker: &str, count: &AtomicUsize) -> usize {
     use std::io::BufRead;
     stream
         .set_read_timeout(Some(TIMEOUT))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut lines = 0;
     for line in std::io::BufReader::new(stream).lines() {
         let line = line.unwrap_or_else(|e| panic!("reading chat lines: {e}"));
-        lines += 1;
+        let lines = count.fetch_add(1, Ordering::Relaxed) + 1;
         if line.contains(marker) {
             return lines;
         }
     }
-    panic!("the chat ended before {marker:?} arrived ({lines} lines)");
+    panic!(
+        "the chat ended before {marker:?} arrived ({} lines)",
+        count.load(Ordering::Relaxed)
+    );
 }
 
 /// Highest VmRSS of `pid` seen until `done` is set, sampled every few milliseconds.
@@ -100,6 +103,8 @@ fn a_chat_flood_with_sleeping_members_stays_within_the_room_limit() {
     const SLEEPERS: usize = 100;
     /// Lines the flooder sends: more than the kernel buffers for the sleepers hold.
     const FLOOD: usize = 50_000;
+    /// Lines sent before waiting for the reader.
+    const BATCH: usize = 2_000;
     /// Each line, 100 bytes with its newline.
     const LINE: &[u8] = b"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\n";
     /// `--chat-memory`, in KiB.
@@ -150,12 +155,25 @@ fn a_chat_flood_with_sleeping_members_stays_within_the_room_limit() {
             let _ = std::io::copy(&mut &stream, &mut std::io::sink());
         })
     };
-    let reading = std::thread::spawn(move || read_until_line(reader, "the end"));
+    let read = Arc::new(AtomicUsize::new(0));
+    let reading = {
+        let read = Arc::clone(&read);
+        std::thread::spawn(move || read_until_line(reader, "the end", &read))
+    };
     let done = Arc::new(AtomicBool::new(false));
     let peak = watch_peak_rss(pid, Arc::clone(&done));
-    flooder
-        .write_all(&LINE.repeat(FLOOD))
-        .unwrap_or_else(|e| panic!("flood: {e}"));
+    // In batches the reader takes in before the next, so a busy test machine that stalls
+    // the reader's thread cannot put it 1 MiB behind; the sleepers get every batch.
+    for batch in 1..=FLOOD / BATCH {
+        flooder
+            .write_all(&LINE.repeat(BATCH))
+            .unwrap_or_else(|e| panic!("flood: {e}"));
+        poll(
+            "the reader to take in a batch",
+            || server.report(),
+            || (read.load(Ordering::Relaxed) >= batch * BATCH).then_some(()),
+        );
+    }
     flooder
         .write_all(b"the end\n")
         .unwrap_or_else(|e| panic!("flood: {e}"));

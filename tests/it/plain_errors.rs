@@ -345,6 +345,37 @@ fn tls_errors_are_plain_words() {
         None,
     );
 
+    // By IP against a certificate for localhost only: the names are said, not debugged.
+    walk.fails(
+        &["send", &format!("tls://{addr}"), "--ca", &arg(&pki.ca)],
+        None,
+    );
+    // PEM files broken inside: bad base64, and a section that never ends.
+    let bad_base64 = pki.dir.path().join("bad-base64.pem");
+    let truncated = pki.dir.path().join("truncated.pem");
+    let write =
+        |path: &Path, text: &str| std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    write(
+        &bad_base64,
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    write(&truncated, "-----BEGIN CERTIFICATE-----\nMIIB\n");
+    for broken in [&bad_base64, &truncated] {
+        walk.fails(&["send", &by_name, "--ca", &arg(broken)], None);
+        let args = serve_with(broken, &pki.leaf_key);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        walk.fails(&args, None);
+    }
+
+    // A TLS 1.1 client: the server says in words why the handshake failed.
+    let _ = std::process::Command::new("openssl")
+        .args(["s_client", "-tls1_1", "-connect", &addr])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    wait_for_stderr(&server, "TLS with the client failed");
+
     // A plain client on the TLS port: the server says what happened on its stderr.
     let _ = run_sockit(&["send", &format!("tcp://{addr}")], None);
     wait_for_stderr(&server, "does not speak TLS");
@@ -357,7 +388,7 @@ fn tls_errors_are_plain_words() {
         &["send", &format!("tls://{plain_addr}"), "--insecure"],
         None,
     );
-    walk.assert_plain(14);
+    walk.assert_plain(19);
 }
 
 /// Sends `bytes` to `addr` and reads until the server closes or resets the connection.

@@ -378,3 +378,32 @@ fn sigquit_exits_at_once() {
         server.report()
     );
 }
+
+/// Issue 17, point 2 (shutdown no longer names transport): a `Type=notify` service still
+/// tells systemd READY=1 once serving, then STOPPING=1 when SIGTERM starts the drain.
+#[test]
+fn a_notify_service_says_ready_then_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+    notify
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = crate::util::sockit_command(&["serve", "tcp://127.0.0.1:0"]);
+    cmd.env("NOTIFY_SOCKET", &path);
+    let mut server = Proc::spawn(cmd, false);
+    server.listening();
+    let mut buf = [0u8; 512];
+    let mut next_notice = || {
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notice on NOTIFY_SOCKET: {e}"));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next_notice();
+    assert!(ready.contains("READY=1"), "{ready:?}");
+    server.signal(libc::SIGTERM);
+    let stopping = next_notice();
+    assert!(stopping.contains("STOPPING=1"), "{stopping:?}");
+    assert!(server.wait_exit().success(), "{}", server.report());
+}

@@ -388,3 +388,37 @@ fn interactive_session_with_openssl_s_server() {
     drop(s_server);
     let _ = client.wait_exit();
 }
+
+/// One `openssl s_client` session with a sockit echo server: sends a line, waits for its
+/// echo (by then the server's session tickets have arrived), and returns s_client's
+/// stdout. `session` is written (`-sess_out`) or read (`-sess_in`).
+fn s_client_session(addr: &str, session_flag: &str, session: &str) -> String {
+    let mut client = spawn_peer(
+        "openssl",
+        &["s_client", "-connect", addr, session_flag, session],
+        true,
+    );
+    client
+        .stdin()
+        .write_all(b"resume-check\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    client.wait_for_line("the echo", |l| l == "resume-check");
+    client.close_stdin();
+    let _ = client.wait_exit();
+    client.report()
+}
+
+// Issue 23, point 1: a sockit TLS server resumes sessions by default, as OpenSSL's client
+// sees it: the second connection, offering the first one's session, is "Reused".
+#[test]
+fn a_second_openssl_connection_resumes_its_session() {
+    let mut server = Proc::sockit(&["serve", "tls://127.0.0.1:0", "--echo"]);
+    let addr = server.listening();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let session = dir.path().join("session.pem");
+    let session = session.display().to_string();
+    let first = s_client_session(&addr, "-sess_out", &session);
+    assert!(first.contains("New, TLSv1.3"), "{first}");
+    let second = s_client_session(&addr, "-sess_in", &session);
+    assert!(second.contains("Reused, TLSv1.3"), "{second}");
+}

@@ -27,18 +27,10 @@ use std::os::fd::RawFd;
 
 /// Gives the calling thread its own descriptor table holding only `keep`, the standard
 /// streams and the wake-up descriptors (see the module docs). `false` where that is not
-/// possible (other systems; no `/proc`; a sandbox that forbids `unshare`): the thread
+/// possible (no `/proc`; a sandbox that forbids `unshare`): the thread
 /// then goes on sharing the process's table.
 pub(crate) fn take_own(keep: &[RawFd]) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        linux::take_own(keep)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = keep;
-        false
-    }
+    linux::take_own(keep)
 }
 
 /// Closes `fds` in the calling thread's table: the caller's copies of what it handed to
@@ -55,7 +47,6 @@ pub(crate) fn close_handed_over(fds: &[RawFd]) {
     }
 }
 
-#[cfg(target_os = "linux")]
 mod linux {
     use std::io;
     use std::os::fd::RawFd;
@@ -136,7 +127,7 @@ mod linux {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};

@@ -12,7 +12,7 @@
 //! would ([`super::own_table`]): no reference counting per system call, no table lock
 //! shared with the other shards.
 //!
-//! The rules are the accept loop's ([`super::stream`]) and the lane's: `--max-conns` in
+//! The rules are the accept loop's ([`crate::server::tasks`]) and the lane's: `--max-conns` in
 //! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
 //! clients; a slot freed by another thread is noticed within [`SLOT_RETRY`]), refuse
 //! mode accepts and closes; denied clients are closed at once; resource errors on
@@ -27,11 +27,13 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Waker};
 
-use super::lane::{FastLane, LISTENER, WAKER};
+use super::conn_state::{self, FirstTurn};
+use super::fast_lane::{FastLane, LISTENER, WAKER};
 use super::own_table;
-use super::stream::{Backoff, is_per_connection, open_connection};
-use super::{OverLimit, Shared};
 use crate::access::gate::{Gate, Slot};
+use crate::server::accept::{Backoff, count_connection, is_per_connection};
+use crate::server::{OverLimit, Shared};
+use crate::shutdown::Shutdown;
 use crate::transport::{PeerAddr, StdListener, StdStream};
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
@@ -47,6 +49,38 @@ pub(crate) async fn serve(
     shared: &Arc<Shared>,
     grace: Duration,
 ) -> Result<(), StdListener> {
+    if let Some(thread) = start(listener, shared, grace)? {
+        thread.finish(&shared.shutdown).await;
+    }
+    Ok(())
+}
+
+/// A lane shard's thread, started: what the caller keeps to hand it its descriptors and
+/// to stop it ([`LaneThread::finish`]).
+///
+/// The thread reports through plain std channels and its join handle, never through a
+/// runtime's waker: a waker it dropped could be the last reference to a task, whose
+/// destructor would then close the runtime's descriptors on a thread whose table no
+/// longer has them ([`super::own_table`]).
+pub(crate) struct LaneThread {
+    /// Wakes the thread's wait, for shutdown.
+    waker: Waker,
+    /// The descriptors the thread took along (see [`handed_over`]).
+    handed: Vec<RawFd>,
+    /// Whether the thread took a descriptor table of its own.
+    table: std::sync::mpsc::Receiver<bool>,
+    /// The thread, joined once it has drained.
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts a lane shard's thread serving `listener`. Gives the listener back when the
+/// lane cannot be set up (no epoll set, or not a per-message server); `None` when the
+/// thread could not start (logged, and this shard's shutdown triggered).
+pub(crate) fn start(
+    listener: StdListener,
+    shared: &Arc<Shared>,
+    grace: Duration,
+) -> Result<Option<LaneThread>, StdListener> {
     let Some(lane) = FastLane::for_server(shared) else {
         return Err(listener);
     };
@@ -55,13 +89,12 @@ pub(crate) async fn serve(
         Err(e) => {
             tracing::error!("cannot set up the server thread: {e}");
             shared.shutdown.trigger();
-            return Ok(());
+            return Ok(None);
         }
     };
     let handed = handed_over(&listener, &lane);
     let keep = handed.clone();
-    let (table_tx, table_rx) = tokio::sync::oneshot::channel();
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (table_tx, table) = std::sync::mpsc::sync_channel(1);
     let worker_shared = Arc::clone(shared);
     // A thread of its own rather than the runtime's blocking pool: the thread changes
     // its descriptor table, so it must not go back to a pool that would run other work
@@ -71,27 +104,54 @@ pub(crate) async fn serve(
         .spawn(move || {
             let _ = table_tx.send(own_table::take_own(&keep));
             run(listener, lane, &worker_shared, grace);
-            drop(done_tx);
         });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the server thread: {e}");
-        shared.shutdown.trigger();
-        return Ok(());
-    }
-    if table_rx.await == Ok(true) {
-        own_table::close_handed_over(&handed);
-    }
-    let finished = tokio::select! {
-        () = shared.shutdown.triggered() => false,
-        _ = &mut done_rx => true,
-    };
-    if !finished {
-        if let Err(e) = waker.wake() {
-            tracing::error!("cannot wake the server thread for shutdown: {e}");
+    match spawned {
+        Ok(thread) => Ok(Some(LaneThread {
+            waker,
+            handed,
+            table,
+            thread,
+        })),
+        Err(e) => {
+            tracing::error!("cannot start the server thread: {e}");
+            shared.shutdown.trigger();
+            Ok(None)
         }
-        let _ = done_rx.await;
     }
-    Ok(())
+}
+
+impl LaneThread {
+    /// Closes the caller's copies of what the thread took along (once the thread has a
+    /// table of its own), waits for `shutdown`, wakes the thread for it and waits until
+    /// the thread has drained.
+    ///
+    /// The thread's reports are awaited on a thread of the runtime's blocking pool,
+    /// which shares the process's table (see [`LaneThread`]).
+    pub(crate) async fn finish(self, shutdown: &Shutdown) {
+        let LaneThread {
+            waker,
+            handed,
+            table,
+            thread,
+        } = self;
+        let mut done = tokio::task::spawn_blocking(move || {
+            if table.recv() == Ok(true) {
+                own_table::close_handed_over(&handed);
+            }
+            // A thread that panicked has ended too.
+            let _ = thread.join();
+        });
+        let finished = tokio::select! {
+            () = shutdown.triggered() => false,
+            _ = &mut done => true,
+        };
+        if !finished {
+            if let Err(e) = waker.wake() {
+                tracing::error!("cannot wake the server thread for shutdown: {e}");
+            }
+            let _ = done.await;
+        }
+    }
 }
 
 /// The descriptors the shard's thread takes along (its listener and its epoll set), by
@@ -164,6 +224,16 @@ fn drain(lane: &mut FastLane, grace: Duration) {
     }
 }
 
+/// What the acceptor holds before `accept` with `--max-conns`.
+enum Reservation {
+    /// Wait mode: a slot, taken for the next client.
+    Reserved(Slot),
+    /// Wait mode at the limit: no slot free, so no `accept` for now.
+    NoneFree,
+    /// No limit, or refuse mode: nothing is taken before `accept`.
+    NotNeeded,
+}
+
 /// The listening side of a lane shard.
 struct Acceptor<'a> {
     listener: StdListener,
@@ -225,10 +295,14 @@ impl<'a> Acceptor<'a> {
             self.retry_at = None;
         }
         for _ in 0..ACCEPTS_PER_TURN {
-            let Some(reserved) = self.reserve() else {
-                // At the limit: the backlog holds the clients until a slot frees.
-                self.retry_at = Some(Instant::now() + SLOT_RETRY);
-                return;
+            let reserved = match self.reserve() {
+                Reservation::Reserved(slot) => Some(slot),
+                Reservation::NotNeeded => None,
+                Reservation::NoneFree => {
+                    // At the limit: the backlog holds the clients until a slot frees.
+                    self.retry_at = Some(Instant::now() + SLOT_RETRY);
+                    return;
+                }
             };
             match self.listener.accept_now() {
                 Ok((stream, peer)) => {
@@ -255,15 +329,15 @@ impl<'a> Acceptor<'a> {
         // More may be queued: the lane's connections get their turn first.
     }
 
-    /// In `--max-conns-mode wait`, a slot taken before `accept` (`None`: none free);
-    /// otherwise nothing to reserve (`Some(None)`).
-    fn reserve(&self) -> Option<Option<Slot>> {
+    /// In `--max-conns-mode wait`, a slot taken before `accept`, if one is free;
+    /// otherwise nothing to reserve (the gate judges the client once accepted).
+    fn reserve(&self) -> Reservation {
         match (&self.shared.slots, self.shared.options.limits.over_limit) {
-            (Some(slots), OverLimit::Wait) => Arc::clone(slots)
-                .try_acquire_owned()
-                .ok()
-                .map(|permit| Some(Some(permit))),
-            _ => Some(None),
+            (Some(slots), OverLimit::Wait) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Reservation::Reserved(Some(permit)),
+                Err(_) => Reservation::NoneFree,
+            },
+            _ => Reservation::NotNeeded,
         }
     }
 
@@ -271,16 +345,10 @@ impl<'a> Acceptor<'a> {
     /// handed to the lane.
     fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
         let shared = &**self.shared;
-        // `None`: answered and closed on the spot.
-        if let Some((id, prelude)) = open_connection(
-            &stream,
-            &peer,
-            shared,
-            &mut self.ids,
-            &mut self.scratch,
-            true,
-        ) {
-            lane.adopt(stream, peer, id, slot, prelude);
+        let id = count_connection(shared, &mut self.ids);
+        match conn_state::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
+            FirstTurn::Done => {}
+            FirstTurn::Continue(state) => lane.adopt(stream, peer, id, slot, state),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The accept loop for stream endpoints whose connections get a task each: take a slot,
-//! accept, pass the gate, serve (on the spot, or in a task), repeat. (The per-message
-//! modes run on a thread of their own instead: [`super::lane_shard`].)
+//! accept, pass the gate, spawn the connection's task, repeat. (The per-message
+//! modes run on a thread of their own instead: [`super::lane`].)
 //!
 //! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
 //! mini-redis does): at the connection limit the loop stops accepting and the kernel
@@ -12,22 +12,16 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::Shared;
-use super::conn::{self, FirstTurn, Prelude};
+use super::accept::{Backoff, count_connection, is_per_connection};
 use super::session::serve_accepted;
+use super::{OverLimit, Shared};
 use crate::access::gate::{self, Gate, Slot};
 use crate::transport::{PeerAddr, StdStream, StreamListener};
-
-/// Longest pause after a resource error on `accept` (EMFILE and friends).
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// First pause after a resource error on `accept`.
-const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
 /// What the accept loop waits for, whichever comes first.
 enum Wake {
@@ -37,16 +31,14 @@ enum Wake {
     Accepted(Option<Slot>, io::Result<(StdStream, PeerAddr)>),
 }
 
-/// Accepts connections until shutdown: each one is served on the spot if it can be, else
-/// in a tracked task of its own.
+/// Accepts connections until shutdown: each one is served from its first byte in a
+/// tracked task of its own.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
     let slots = shared.slots.clone();
     let over_limit = shared.options.limits.over_limit;
     let mut gate = Gate::default();
     let mut ids = shared.ids.iter();
     let mut backoff = Backoff::default();
-    let serve_now = conn::can_serve_now(shared);
-    let mut scratch = Vec::new();
     let stop = shared.shutdown.cancelled();
     tokio::pin!(stop);
     let mut stop_watched = false;
@@ -86,15 +78,7 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
             Ok((stream, peer)) => {
                 backoff.reset();
                 if let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) {
-                    take_connection(
-                        stream,
-                        peer,
-                        slot,
-                        shared,
-                        &mut ids,
-                        &mut scratch,
-                        serve_now,
-                    );
+                    take_connection(stream, peer, slot, shared, &mut ids);
                 }
                 // Otherwise denied, or over the limit in refuse mode: closed at once
                 // (dropping the stream sends our FIN).
@@ -123,11 +107,11 @@ enum Admission<'a> {
 impl<'a> Admission<'a> {
     fn new(
         pause: Duration,
-        over_limit: super::OverLimit,
+        over_limit: OverLimit,
         slots: Option<&'a Arc<Semaphore>>,
         shared: &'a Shared,
     ) -> Admission<'a> {
-        let reserves = over_limit == super::OverLimit::Wait && slots.is_some();
+        let reserves = over_limit == OverLimit::Wait && slots.is_some();
         if pause.is_zero() && !reserves {
             return Admission::Open(None);
         }
@@ -159,26 +143,19 @@ impl<'a> Admission<'a> {
     }
 }
 
-/// An admitted connection: answered on the spot if its first message is there, else
-/// handed to a task of its own.
+/// An admitted connection: handed to a task of its own.
 fn take_connection(
     stream: StdStream,
     peer: PeerAddr,
     slot: Slot,
     shared: &Arc<Shared>,
     ids: &mut impl Iterator<Item = u64>,
-    scratch: &mut Vec<u8>,
-    serve_now: bool,
 ) {
-    // Answered and closed on the spot: no task, no reactor.
-    let Some((id, prelude)) = open_connection(&stream, &peer, shared, ids, scratch, serve_now)
-    else {
-        return;
-    };
+    let id = count_connection(shared, ids);
     let stream = match stream.into_tokio() {
         Ok(stream) => stream,
         Err(e) => {
-            super::session::in_connection_span(id, &peer, || {
+            crate::obs::span::in_connection_span(id, &peer, || {
                 tracing::warn!("cannot watch the connection: {e}");
             });
             return;
@@ -186,79 +163,6 @@ fn take_connection(
     };
     // PROXY header, late access check, TLS, --hex and the behaviour: all in the
     // connection's own task (and span), so accepting never waits.
-    let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot, prelude);
+    let task = serve_accepted(stream, peer, id, Arc::clone(shared), slot);
     shared.shutdown.spawn(task);
-}
-
-/// A connection's start, the same in both accept loops: counted, given its id, and
-/// answered on the spot when `serve_now` and its first message is already there.
-/// `None` when that finished it; otherwise its id and what was done so far.
-pub(super) fn open_connection(
-    stream: &StdStream,
-    peer: &PeerAddr,
-    shared: &Shared,
-    ids: &mut impl Iterator<Item = u64>,
-    scratch: &mut Vec<u8>,
-    serve_now: bool,
-) -> Option<(u64, Prelude)> {
-    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let id = ids.next().unwrap_or_default();
-    if !serve_now {
-        return Some((id, Prelude::default()));
-    }
-    match conn::serve_now(stream, peer, id, shared, scratch) {
-        FirstTurn::Done => None,
-        FirstTurn::Continue(prelude) => Some((id, prelude)),
-    }
-}
-
-/// The pause after resource errors on `accept` (out of descriptors and the like): from
-/// [`MIN_BACKOFF`], doubling up to [`MAX_BACKOFF`], back to the start after a success.
-/// Both accept loops use it.
-#[derive(Debug)]
-pub(super) struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff(MIN_BACKOFF)
-    }
-}
-
-impl Backoff {
-    /// A connection was accepted: the next error pauses briefly again.
-    pub(super) fn reset(&mut self) {
-        self.0 = MIN_BACKOFF;
-    }
-
-    /// Logs the error and says how long to pause before accepting again.
-    pub(super) fn after(&mut self, e: &io::Error) -> Duration {
-        tracing::warn!(
-            "accept failed: {e}; pausing {}ms and serving existing clients{}",
-            self.0.as_millis(),
-            resource_hint(e)
-        );
-        let pause = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        pause
-    }
-}
-
-/// Errors that concern one incoming connection, not the listener: retry at once.
-pub(super) fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(libc::EPROTO)
-}
-
-/// A remedy for the resource errors `accept` reports.
-fn resource_hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EMFILE) => " (out of file descriptors: raise `ulimit -n` or set --max-conns)",
-        Some(libc::ENFILE) => " (the system is out of file descriptors)",
-        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => " (the kernel is out of memory for sockets)",
-        _ => "",
-    }
 }

@@ -9,8 +9,8 @@
 //! with a read, an answer and a write, as the C server does.
 //!
 //! Only connections whose whole state is a few fields come here: reply, echo and discard
-//! with raw framing and no TLS, hex or PROXY layer (what [`super::conn::serve_now`]
-//! serves). The rules are a connection task's ([`super::conn`]):
+//! with raw framing and no TLS, hex or PROXY layer (what [`super::conn_state::serve_now`]
+//! serves). The rules are a connection task's ([`crate::server::message_loop`]):
 //!
 //! * an answer is written completely before the next read, so a client that does not read
 //!   stops being read from and holds at most one reply;
@@ -34,12 +34,14 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Registry, Token};
 
 use super::busy_poll::BusyPoll;
-use super::conn::{self, End, Prelude};
-use super::{AfterReply, Shared};
+use super::conn_state::{ConnState, answer_now};
 use crate::access::gate::Slot;
 use crate::behaviour::Responder;
+use crate::endpoint::Delivery;
 use crate::error::Error;
 use crate::obs::Tally;
+use crate::server::end::{End, report_end};
+use crate::server::{AfterReply, Shared, THE_CLIENT};
 use crate::transport::{PeerAddr, StdStream};
 
 /// Ready connections taken from the epoll set per wake-up.
@@ -103,7 +105,7 @@ struct Conn {
     /// The `--max-conns` slot, released when the connection is dropped.
     _slot: Slot,
     /// Counts, the unsent part of an answer, and whether a reply went out.
-    state: Prelude,
+    state: ConnState,
     /// When bytes last moved either way (the clock of the idle timeout).
     last_activity: Instant,
     /// Whether the client's FIN (or a hang-up) was reported: then a short read does not
@@ -156,7 +158,7 @@ impl FastLane {
     /// `None` otherwise, or when the system refuses an epoll set (then each connection
     /// gets a task).
     pub(crate) fn for_server(shared: &Arc<Shared>) -> Option<FastLane> {
-        if !conn::can_serve_now(shared) {
+        if !shared.options.waits_in_kernel(Delivery::Stream) {
             return None;
         }
         match FastLane::new(shared) {
@@ -216,9 +218,9 @@ impl FastLane {
         peer: PeerAddr,
         id: u64,
         slot: Slot,
-        mut prelude: Prelude,
+        mut state: ConnState,
     ) {
-        prelude.announce(&self.conns.shared.events, id, &peer);
+        state.announce(&self.conns.shared.events, id, &peer);
         let now = Instant::now();
         if self.conns.len == 0
             && let Some((period, next_sweep)) = self.sweep.as_mut()
@@ -231,8 +233,8 @@ impl FastLane {
             peer,
             id,
             _slot: slot,
-            watching_writes: prelude.has_pending(),
-            state: prelude,
+            watching_writes: state.has_pending(),
+            state,
             last_activity: now,
             read_closed: false,
             wakes_in_bulk: false,
@@ -345,7 +347,7 @@ impl Conns {
             .registry
             .register(&mut SourceFd(&fd), Token(index), interest)
         {
-            let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
+            let end = End::Failed(Error::exchange(e, THE_CLIENT, "while watching"));
             self.finish(conn, end);
             return;
         }
@@ -397,7 +399,7 @@ impl Conns {
                 self.registry
                     .reregister(&mut SourceFd(&raw), Token(fd), interest(watch_writes))
             {
-                let end = End::Failed(Error::exchange(e, super::THE_CLIENT, "while watching"));
+                let end = End::Failed(Error::exchange(e, THE_CLIENT, "while watching"));
                 return self.close(fd, end);
             }
             conn.watching_writes = watch_writes;
@@ -467,7 +469,7 @@ impl Conns {
         if end.wants_shutdown() {
             let _ = conn.stream.shutdown_write();
         }
-        conn::report_end(&end, &conn.peer, conn.id, &conn.state.tally, &self.shared);
+        report_end(&end, &conn.peer, conn.id, &conn.state.tally, &self.shared);
         self.shared.stats.absorb(&mut conn.state.tally);
     }
 }
@@ -486,7 +488,7 @@ fn interest(watch_writes: bool) -> Interest {
 /// pending answer, then messages until the socket is empty, an answer does not fit, or
 /// the connection's reads for this turn are used.
 ///
-/// Always inlined into [`Conns::serve`], its only hot caller, with [`conn::answer_now`]:
+/// Always inlined into [`Conns::serve`], its only hot caller, with [`answer_now`]:
 /// as calls they cost register saving and result passing on every message (callgrind
 /// counts in `bench/RESULTS.md`).
 #[inline(always)]
@@ -523,12 +525,12 @@ fn advance(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Drained,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let error = Error::exchange(e, super::THE_CLIENT, "while reading");
+                let error = Error::exchange(e, THE_CLIENT, "while reading");
                 return Progress::Ended(End::Failed(error));
             }
         };
         conn.last_activity = now;
-        let answered = conn::answer_now(
+        let answered = answer_now(
             &conn.stream,
             &scratch[..n],
             &conn.peer,
@@ -575,7 +577,7 @@ fn take_the_tail(conn: &mut Conn, shared: &Shared, scratch: &mut [u8]) {
             Ok(n) if n > 0 => {
                 let tail = &scratch[..n];
                 // Discard answers nothing, so this only counts the bytes.
-                let _ = conn::answer_now(
+                let _ = answer_now(
                     &conn.stream,
                     tail,
                     &conn.peer,
@@ -586,5 +588,195 @@ fn take_the_tail(conn: &mut Conn, shared: &Shared, scratch: &mut [u8]) {
             }
             Ok(_) | Err(_) => return,
         }
+    }
+}
+
+/// The state machine of a lane connection, driven by real loopback sockets: what the
+/// client sends and how it closes, against what the lane answers and how it counts.
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown as Direction, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use super::FastLane;
+    use crate::behaviour::Responder;
+    use crate::endpoint::Endpoint;
+    use crate::obs::{StatsBoard, Summary};
+    use crate::server::lane::conn_state::ConnState;
+    use crate::server::{ServeOptions, Shared};
+    use crate::transport::{PeerAddr, StdStream};
+
+    /// The longest any test waits for the lane to get somewhere.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A lane with one connection in it, and the client at the other end.
+    struct Rig {
+        lane: FastLane,
+        client: TcpStream,
+        board: StatsBoard,
+        /// What the client has read so far.
+        received: Vec<u8>,
+        /// Whether the client has read the lane's FIN.
+        eof: bool,
+    }
+
+    impl Rig {
+        /// An echo lane (reads of at most `buffer_size` bytes, `idle` timeout) holding
+        /// one accepted loopback connection.
+        fn echo(buffer_size: usize, idle: Option<Duration>) -> Rig {
+            let mut options = ServeOptions::seed(&Endpoint::seed_tcp());
+            options.responder = Responder::Echo;
+            options.buffer_size = buffer_size;
+            options.limits.idle_timeout = idle;
+            let (shared, board) = Shared::for_test(options);
+            let mut lane = FastLane::new(&shared).unwrap_or_else(|e| panic!("epoll: {e}"));
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+            let client = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+            client
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (server, peer) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            server
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let stream = StdStream::Tcp(server);
+            lane.adopt(stream, PeerAddr::Ip(peer), 1, None, ConnState::default());
+            Rig {
+                lane,
+                client,
+                board,
+                received: Vec::new(),
+                eof: false,
+            }
+        }
+
+        /// Sends `bytes` from the client (small enough for the socket buffer).
+        fn send(&mut self, bytes: &[u8]) {
+            self.client
+                .write_all(bytes)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+
+        /// Takes what has reached the client, without waiting.
+        fn collect(&mut self) {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.client.read(&mut buf) {
+                    Ok(0) => {
+                        self.eof = true;
+                        return;
+                    }
+                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) => panic!("the client's read failed: {e}"),
+                }
+            }
+        }
+
+        /// Turns the lane (and collects the client's input) until `done`, within
+        /// [`PATIENCE`].
+        fn turn_until(&mut self, what: &str, done: impl Fn(&Rig) -> bool) {
+            let give_up = Instant::now() + PATIENCE;
+            while !done(self) {
+                assert!(Instant::now() < give_up, "the lane never got to: {what}");
+                let wake_by = Instant::now() + Duration::from_millis(20);
+                self.lane
+                    .turn(Some(wake_by))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                self.collect();
+            }
+        }
+
+        fn summary(&self) -> Summary {
+            self.board.summary()
+        }
+    }
+
+    #[test]
+    fn reads_shorter_than_a_message_are_each_answered_as_they_come() {
+        let mut rig = Rig::echo(1024, None);
+        rig.send(b"hel");
+        rig.turn_until("the first piece echoed", |r| r.received == b"hel");
+        rig.send(b"lo");
+        rig.turn_until("the second piece echoed", |r| r.received == b"hello");
+        assert_eq!(rig.lane.len(), 1, "the connection stays open");
+    }
+
+    #[test]
+    fn input_longer_than_the_buffer_is_read_and_answered_in_buffer_sized_messages() {
+        let mut rig = Rig::echo(4, None);
+        rig.send(b"hello world!");
+        rig.turn_until("everything echoed", |r| r.received == b"hello world!");
+        rig.client
+            .shutdown(Direction::Write)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rig.turn_until("the connection closed", |r| r.lane.len() == 0 && r.eof);
+        let summary = rig.summary();
+        assert_eq!((summary.messages, summary.replies), (3, 3));
+        assert_eq!((summary.bytes_in, summary.bytes_out), (12, 12));
+        assert_eq!(summary.errors, 0);
+    }
+
+    #[test]
+    fn a_message_sent_with_msg_more_and_the_fin_is_answered_then_closed() {
+        let mut rig = Rig::echo(1024, None);
+        let message = b"hello tcp server";
+        // MSG_MORE holds the bytes back until the FIN, so message and FIN arrive in one
+        // segment: one edge, after which a short read does not mean the socket is empty.
+        let sent = rustix::net::send(&rig.client, message, rustix::net::SendFlags::MORE);
+        assert_eq!(sent.ok(), Some(message.len()));
+        rig.client
+            .shutdown(Direction::Write)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rig.turn_until("the echo, then the FIN", |r| r.eof);
+        assert_eq!(rig.received, message);
+        assert_eq!(rig.lane.len(), 0);
+        let summary = rig.summary();
+        assert_eq!(
+            (summary.messages, summary.replies, summary.errors),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_reset_ends_the_connection_as_the_clients_error() {
+        let mut rig = Rig::echo(1024, None);
+        rig.send(b"ping");
+        rig.turn_until("the echo", |r| r.received == b"ping");
+        socket2::SockRef::from(&rig.client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Closing with a zero linger sends a reset instead of a FIN.
+        let Rig {
+            lane,
+            client,
+            board,
+            ..
+        } = rig;
+        drop(client);
+        let mut lane = lane;
+        let give_up = Instant::now() + PATIENCE;
+        while lane.len() > 0 {
+            assert!(
+                Instant::now() < give_up,
+                "the reset never ended the connection"
+            );
+            lane.turn(Some(Instant::now() + Duration::from_millis(20)))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let summary = board.summary();
+        assert_eq!(summary.errors, 1, "a reset counts as an error");
+        assert_eq!(summary.messages, 1);
+    }
+
+    #[test]
+    fn a_silent_client_is_closed_by_the_idle_timeout_with_a_fin() {
+        let mut rig = Rig::echo(1024, Some(Duration::from_millis(30)));
+        rig.turn_until("the idle close", |r| r.lane.len() == 0 && r.eof);
+        let summary = rig.summary();
+        assert_eq!(summary.idle_closed, 1);
+        assert_eq!(summary.errors, 0, "an idle close is not an error");
     }
 }
