@@ -16,6 +16,18 @@
 //!   timeout, server shutdown) the whole group gets `SIGKILL`, and the program is always
 //!   reaped (`wait`ed) before the connection task ends; `kill_on_drop` is the backstop if
 //!   the task itself is dropped.
+//! * **No escape.** A descendant that left the group (`setsid`, a daemon's double fork)
+//!   is not lost: `sockit serve` makes itself a child subreaper
+//!   (`PR_SET_CHILD_SUBREAPER`, [`adopt_escaped_descendants`]), so when its parent dies it
+//!   becomes the server's child, and each connection's end sweeps the server's children
+//!   for processes that are not running programs and carry that connection's
+//!   `SOCKIT_CONN` (or none), killing and reaping them. A subreaper needs no
+//!   privileges, cgroups or pidfd support, and it finds every escapee without scanning
+//!   the whole process table; the marker keeps one connection's sweep away from another
+//!   live connection's processes.
+//! * **A client that left ends its program.** Once the client closed its side, the
+//!   program may stay silent at most [`ExecSpec::eof_wait`] (socat's `-t`), then it is
+//!   killed; output restarts the wait, so a program still answering is never cut.
 //!
 //! The program's stderr goes where [`ExecStderr`] says: the server's own stderr by default
 //! (as ncat does), into the socket with stdout (`2>&1`), or nowhere.
@@ -68,7 +80,13 @@ pub struct ExecSpec {
     pub args: Vec<OsString>,
     /// Where the program's stderr goes.
     pub stderr: ExecStderr,
+    /// After the client closed its side, how long the program may write nothing before it
+    /// is killed (`--exec-eof-wait`); `None` waits as long as the idle timeout allows.
+    pub eof_wait: Option<Duration>,
 }
+
+/// Default for [`ExecSpec::eof_wait`]: socat's half-close timeout.
+pub const DEFAULT_EOF_WAIT: Duration = Duration::from_millis(500);
 
 /// Where a program's stderr goes (`--exec-stderr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -100,6 +118,8 @@ pub enum ExecEnd {
     ClientFailed(io::Error),
     /// Nothing moved in either direction for this long.
     Idle(Duration),
+    /// The client closed its side and the program then wrote nothing for this long.
+    ClientClosed(Duration),
     /// The server is shutting down.
     Shutdown,
     /// The program could not be started (not found, not executable, out of processes).
@@ -129,6 +149,7 @@ impl ExecSpec {
             program,
             args,
             stderr: ExecStderr::default(),
+            eof_wait: Some(DEFAULT_EOF_WAIT),
         }
     }
 
@@ -202,6 +223,8 @@ fn is_executable(path: &std::path::Path) -> bool {
 struct Running {
     child: Child,
     group: ProcessGroup,
+    /// Whose program it is (`SOCKIT_CONN`), for the sweep of escaped descendants.
+    conn: u64,
     stdin: Option<ChildStdin>,
     /// The program's stdout (and stderr with [`ExecStderr::Socket`]).
     output: pipe::Receiver,
@@ -238,7 +261,13 @@ fn start(spec: &ExecSpec, client: &ClientInfo<'_>) -> io::Result<Running> {
             .env("SOCKIT_PEER_ADDR", addr.ip().to_string())
             .env("SOCKIT_PEER_PORT", addr.port().to_string());
     }
+    // Registered under the lock a sweep takes, so no sweep sees it unregistered.
+    let mut programs = orphans::programs();
     let mut child = command.spawn()?;
+    if let Some(pid) = child.id() {
+        programs.insert(pid);
+    }
+    drop(programs);
     // The command holds our copies of the pipe's write end; dropping it closes them, so
     // end-of-file on `output` means the program (and whatever it started) closed it.
     drop(command);
@@ -248,6 +277,7 @@ fn start(spec: &ExecSpec, client: &ClientInfo<'_>) -> io::Result<Running> {
     Ok(Running {
         child,
         group,
+        conn: client.conn,
         stdin,
         output,
     })
@@ -277,9 +307,11 @@ impl ProcessGroup {
 async fn finish(
     child: &mut Child,
     group: ProcessGroup,
+    conn: u64,
     exited: &mut Option<io::Result<ExitStatus>>,
 ) -> bool {
     let still_running = exited.is_none();
+    let pid = child.id();
     group.kill();
     if still_running {
         // `start_kill` covers a program that left its group (setsid) but is still our child.
@@ -292,7 +324,153 @@ async fn finish(
             ),
         }
     }
+    if let Some(pid) = pid {
+        orphans::programs().remove(&pid);
+    }
+    if ADOPTING.load(std::sync::atomic::Ordering::Relaxed) {
+        // Whatever escaped the group is the server's child now; off the async threads, as
+        // it reads /proc and waits for the killed to die.
+        let _ = tokio::task::spawn_blocking(move || orphans::sweep(conn)).await;
+    }
     still_running
+}
+
+/// Set once this process adopts its programs' escaped descendants.
+static ADOPTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this process a child subreaper, so a program's descendant whose parent dies
+/// becomes its child instead of init's, and turns on the sweep that kills and reaps such
+/// descendants when their connection ends.
+///
+/// For a process whose only children are the programs it runs (`sockit serve --exec`):
+/// the sweep reaps every child that is not a running program and that no other
+/// connection claims, which would take the children of a program embedding this library.
+pub fn adopt_escaped_descendants() {
+    match rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        Ok(()) => ADOPTING.store(true, std::sync::atomic::Ordering::Relaxed),
+        Err(e) => tracing::warn!(
+            "cannot become a child subreaper ({e}); processes a program starts in their own session may outlive it"
+        ),
+    }
+}
+
+/// The server's children that are not running programs: escaped descendants of finished
+/// programs, adopted by the subreaper.
+mod orphans {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, MutexGuard, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
+
+    /// How long one sweep keeps looking: killed orphans die, and their own children are
+    /// then adopted in turn.
+    const SWEEP_FOR: Duration = Duration::from_millis(500);
+
+    /// Pids of the programs running now (started, not yet reaped).
+    pub(super) fn programs() -> MutexGuard<'static, HashSet<u32>> {
+        static PROGRAMS: OnceLock<Mutex<HashSet<u32>>> = OnceLock::new();
+        PROGRAMS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Kills and reaps every child of the server that is not a running program and that
+    /// belongs to connection `conn` or to no connection, until none is left (or
+    /// [`SWEEP_FOR`] passes).
+    pub(super) fn sweep(conn: u64) {
+        let deadline = Instant::now() + SWEEP_FOR;
+        loop {
+            let strays = strays(conn);
+            if strays.is_empty() || Instant::now() >= deadline {
+                return;
+            }
+            for &pid in &strays {
+                if let Some(pid) = Pid::from_raw(pid) {
+                    let _ = kill_process(pid, Signal::KILL);
+                }
+            }
+            for &pid in &strays {
+                if let Some(pid) = Pid::from_raw(pid) {
+                    reap(pid, deadline);
+                }
+            }
+        }
+    }
+
+    /// Waits (briefly) for a killed child and collects its exit status.
+    fn reap(pid: Pid, deadline: Instant) {
+        while Instant::now() < deadline {
+            match waitpid(Some(pid), WaitOptions::NOHANG) {
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
+    }
+
+    /// The children to sweep for `conn`.
+    fn strays(conn: u64) -> Vec<i32> {
+        let programs = programs();
+        children()
+            .into_iter()
+            .filter(|pid| !programs.contains(pid))
+            .filter(|pid| owner(*pid).is_none_or(|owner| owner == conn))
+            .filter_map(|pid| i32::try_from(pid).ok())
+            .collect()
+    }
+
+    /// The server's children, from every thread's `children` list in /proc, or from the
+    /// whole process table on a kernel built without those lists.
+    pub(super) fn children() -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        let lists: Vec<String> = tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .collect();
+        if lists.is_empty() {
+            return children_from_the_process_table();
+        }
+        lists
+            .iter()
+            .flat_map(|list| {
+                list.split_ascii_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+            })
+            .collect()
+    }
+
+    /// Every process whose parent is the server, from each `/proc/PID/stat`.
+    pub(super) fn children_from_the_process_table() -> Vec<u32> {
+        let me = std::process::id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| parent_of(*pid) == Some(me))
+            .collect()
+    }
+
+    /// The parent pid, field 4 of `/proc/PID/stat` (after the parenthesised name).
+    fn parent_of(pid: u32) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The connection a process was started for (`SOCKIT_CONN` in its environment);
+    /// `None` for a process without one (or already dead).
+    fn owner(pid: u32) -> Option<u64> {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|&b| b == 0)
+            .find_map(|entry| entry.strip_prefix(b"SOCKIT_CONN="))
+            .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
+    }
 }
 
 /// One direction of the exchange: a reader, a writer, and at most [`PIPE_BUFFER`] bytes
@@ -414,6 +592,7 @@ where
     let Running {
         mut child,
         group,
+        conn,
         stdin,
         output,
     } = match start(spec, client) {
@@ -428,6 +607,10 @@ where
     let mut outbound = Flow::new(output, Some(client_write));
     let mut exited: Option<io::Result<ExitStatus>> = None;
     let mut lingering = None;
+    let timeouts = Timeouts {
+        idle: idle_timeout,
+        eof_wait: spec.eof_wait,
+    };
     let end = relay(
         &mut inbound,
         &mut outbound,
@@ -435,7 +618,7 @@ where
         &mut exited,
         &mut lingering,
         &mut report,
-        idle_timeout,
+        timeouts,
         shutdown,
     )
     .await;
@@ -454,10 +637,19 @@ where
             report.bytes_in += linger(reader, shutdown).await;
         }
     }
-    report.killed = finish(&mut child, group, &mut exited).await;
+    report.killed = finish(&mut child, group, conn, &mut exited).await;
     report.status = exited.and_then(Result::ok);
     report.end = end;
     report
+}
+
+/// The time limits of one exchange.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// Nothing moved either way for this long (`--idle-timeout`).
+    idle: Option<Duration>,
+    /// The client closed and the program wrote nothing for this long (`--exec-eof-wait`).
+    eof_wait: Option<Duration>,
 }
 
 /// The relay loop: moves bytes both ways until the exchange is over.
@@ -469,7 +661,7 @@ async fn relay<C, O>(
     exited: &mut Option<io::Result<ExitStatus>>,
     lingering: &mut Option<C>,
     report: &mut ExecReport,
-    idle_timeout: Option<Duration>,
+    timeouts: Timeouts,
     shutdown: &Shutdown,
 ) -> ExecEnd
 where
@@ -477,6 +669,8 @@ where
     O: AsyncWrite + Unpin,
 {
     let mut last_activity = Instant::now();
+    let mut last_output = Instant::now();
+    let mut client_closed = false;
     let mut write_side_shut = false;
     loop {
         if inbound.drained() {
@@ -494,7 +688,11 @@ where
         if write_side_shut && (inbound.writer.is_none() || exited.is_some()) {
             return ExecEnd::Finished;
         }
-        let idle_deadline = idle_timeout.map(|d| (last_activity + d, d));
+        let idle_deadline = timeouts.idle.map(|d| (last_activity + d, d));
+        let eof_deadline = timeouts
+            .eof_wait
+            .filter(|_| client_closed && exited.is_none())
+            .map(|d| (last_output + d, d));
         tokio::select! {
             biased;
             () = shutdown.triggered() => return ExecEnd::Shutdown,
@@ -507,10 +705,14 @@ where
                 }
             }
             step = outbound.step() => match step {
-                Step::Read(_) => last_activity = Instant::now(),
+                Step::Read(_) => {
+                    last_activity = Instant::now();
+                    last_output = last_activity;
+                }
                 Step::Wrote(n) => {
                     report.bytes_out += n as u64;
                     last_activity = Instant::now();
+                    last_output = last_activity;
                 }
                 Step::ReadEnded => {}
                 Step::ReadFailed(e) => {
@@ -525,7 +727,10 @@ where
                     last_activity = Instant::now();
                 }
                 Step::Wrote(_) => last_activity = Instant::now(),
-                Step::ReadEnded => {}
+                Step::ReadEnded => {
+                    client_closed = true;
+                    last_output = Instant::now();
+                }
                 Step::ReadFailed(e) => return ExecEnd::ClientFailed(e),
                 Step::WriteFailed(e) => {
                     // The program closed its stdin (or exited): it wants no more input.
@@ -535,6 +740,9 @@ where
                     }
                 }
             },
+            () = sleep_until_deadline(eof_deadline.map(|(at, _)| at)) => {
+                return ExecEnd::ClientClosed(eof_deadline.map_or(Duration::ZERO, |(_, d)| d));
+            }
             () = sleep_until_deadline(idle_deadline.map(|(at, _)| at)) => {
                 let limit = idle_deadline.map_or(Duration::ZERO, |(_, d)| d);
                 return ExecEnd::Idle(limit);
@@ -608,6 +816,7 @@ pub async fn run_for_datagram(
     let Running {
         mut child,
         group,
+        conn,
         stdin,
         output: mut program_output,
     } = match start(spec, client) {
@@ -660,7 +869,7 @@ pub async fn run_for_datagram(
             }
         }
     };
-    finish(&mut child, group, &mut exited).await;
+    finish(&mut child, group, conn, &mut exited).await;
     output.truncate(max_output);
     DatagramRun { output, end }
 }
@@ -678,6 +887,19 @@ mod tests {
         let mut words = words.iter().map(OsString::from);
         let program = words.next().unwrap_or_default();
         ExecSpec::program(program, words.collect())
+    }
+
+    #[test]
+    fn the_process_table_names_our_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        assert!(orphans::children().contains(&pid));
+        assert!(orphans::children_from_the_process_table().contains(&pid));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

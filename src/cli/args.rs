@@ -436,10 +436,33 @@ pub struct ServeArgs {
     #[arg(long, help_heading = MODES, value_enum, value_name = "WHERE", default_value_t = ExecStderr::Inherit)]
     pub exec_stderr: ExecStderr,
 
+    /// Once the client has closed its side, how long the program may write nothing before
+    /// it is killed with everything it started (socat's -t); each output byte restarts
+    /// the wait. "0" waits as long as --idle-timeout allows.
+    #[arg(long, help_heading = MODES, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub exec_eof_wait: Duration,
+
     /// Chat room: every line a client sends goes to all the others, prefixed with the
     /// sender's tag (`<user3> hello`); joins and leaves are announced. Streams only.
     #[arg(long, help_heading = MODES, group = "answer")]
     pub chat: bool,
+
+    /// Most memory the --chat room may hold for undelivered lines, all members together
+    /// (each line counted once with its allocation, plus each member's queue entry); when
+    /// full, the members furthest behind are disconnected. Suffixes K, M, G (powers of 1024).
+    #[arg(long, help_heading = MODES, value_name = "BYTES", default_value = "64M",
+          value_parser = parse_size, requires = "chat")]
+    pub chat_memory: u64,
+
+    /// Lines per second one --chat member may send (a burst of one second's worth); a
+    /// faster sender is slowed down, not disconnected. "0" no limit.
+    #[arg(long, help_heading = MODES, value_name = "LINES", default_value_t = 100, requires = "chat")]
+    pub chat_rate: u32,
+
+    /// Bytes per second one --chat member may send, as --chat-rate. "0" no limit.
+    #[arg(long, help_heading = MODES, value_name = "BYTES", default_value = "256K",
+          value_parser = parse_size, requires = "chat")]
+    pub chat_bytes_rate: u64,
 
     /// Close each connection after its first reply, as the note's server does.
     #[arg(long, help_heading = MODES, conflicts_with_all = ["exec", "sh_exec", "chat"])]
@@ -448,6 +471,10 @@ pub struct ServeArgs {
     /// Who may connect and how many at once.
     #[command(flatten)]
     pub access: AccessArgs,
+
+    /// Who may open a Unix socket.
+    #[command(flatten)]
+    pub unix: UnixSocketArgs,
 
     /// How a stream is cut into messages.
     #[command(flatten)]
@@ -536,8 +563,8 @@ pub struct AccessArgs {
     pub deny: Vec<IpNet>,
 
     /// Most connections served (or relayed) at once [default: no limit for serve, 4096 for a
-    /// stream relay]. `serve --exec` on datagrams: programs running at once (default 64);
-    /// datagram relays cap clients with --max-sessions.
+    /// stream relay]. `serve --exec`: programs running at once (default 100 on streams, as
+    /// ncat; 64 on datagrams); datagram relays cap clients with --max-sessions.
     #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns: Option<u64>,
 
@@ -559,6 +586,36 @@ pub struct AccessArgs {
     #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range,
           requires = "proxy_protocol")]
     pub proxy_from: Vec<IpNet>,
+}
+
+/// Who may open a listening Unix socket (`serve`, `relay`, `listen`): the socket file's
+/// mode and owners, and for any Unix stream socket (abstract ones have no file) the users
+/// let in by their credentials.
+#[derive(Debug, Args)]
+pub struct UnixSocketArgs {
+    /// Permission bits of a unix:PATH / unixgram:PATH socket file, in octal (0600: only
+    /// its owner may connect), in place before anyone can connect [default: from the umask].
+    #[arg(long, help_heading = LIMITS, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+
+    /// Owner of the socket file: a user name or uid (only root may give a file away).
+    #[arg(long, help_heading = LIMITS, value_name = "USER")]
+    pub owner: Option<String>,
+
+    /// Group of the socket file: a group name or gid (one of yours, or any as root).
+    #[arg(long, help_heading = LIMITS, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Let in only Unix stream clients running as this uid (repeatable; checked with
+    /// SO_PEERCRED): the access control for abstract sockets (unix:@NAME), which have no
+    /// file. Others are closed at once, with one log line each.
+    #[arg(long, help_heading = LIMITS, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+
+    /// Let in only Unix stream clients whose primary group is this gid (repeatable), as
+    /// --allow-uid; a client matching either is let in.
+    #[arg(long, help_heading = LIMITS, value_name = "GID")]
+    pub allow_gid: Vec<u32>,
 }
 
 /// The listening side of TLS (`serve`, `relay`).
@@ -889,6 +946,10 @@ pub struct ListenArgs {
     /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Who may open a Unix socket.
+    #[command(flatten)]
+    pub unix: UnixSocketArgs,
 }
 
 /// `sockit relay`.
@@ -918,6 +979,10 @@ pub struct RelayArgs {
     /// Who may connect and how many at once.
     #[command(flatten)]
     pub access: AccessArgs,
+
+    /// Who may open a Unix socket.
+    #[command(flatten)]
+    pub unix: UnixSocketArgs,
 
     /// Close a connection (or end a UDP session) after this long with no traffic ("0": never).
     #[arg(long, help_heading = LIMITS, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
@@ -1190,6 +1255,44 @@ pub fn parse_amplification(text: &str) -> Result<Amplification, String> {
     }
 }
 
+/// Parses a file mode in octal ("0600", "600", "0o660").
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim().trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err("write the mode in octal, such as 0600 or 0660".into()),
+    }
+}
+
+/// Parses a byte count: digits, optionally followed by K, M or G (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?}: write a byte count such as 65536, 64K or 16M"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| "write a byte count such as 65536, 64K or 16M".to_string())
+}
+
 /// Parses "5s", "250ms", "1m30s"; a bare number is seconds; "0" means zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -1214,6 +1317,20 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_modes_are_octal() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(64 * 1024));
+        assert_eq!(parse_size("16MiB"), Ok(16 * 1024 * 1024));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert!(parse_mode("0900").is_err());
+        assert!(parse_mode("77777").is_err());
     }
 
     #[test]

@@ -11,16 +11,16 @@ use crate::access::{AccessPolicy, PerSourceLimit};
 
 use super::args::{
     AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
-    RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs,
+    RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs, UnixSocketArgs,
 };
 use crate::behaviour::Responder;
-use crate::behaviour::chat::ChatOptions;
+use crate::behaviour::chat::{ChatOptions, SenderRate};
 use crate::behaviour::exec::{ExecSpec, check_program};
 use crate::client::SendOptions;
 use crate::client::connect::{InteractiveOptions, LineEndings, StdinUse};
 use crate::client::listen::{Clients, ListenerOptions};
 use crate::client::send::ReplyEnd;
-use crate::endpoint::{Delivery, Endpoint, Host};
+use crate::endpoint::{Delivery, Endpoint, Host, UnixAddr};
 use crate::error::{Error, Result};
 use crate::framing::Framing;
 use crate::obs::HexDump;
@@ -31,7 +31,7 @@ use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
 use crate::transport::{
     Attempts, Broadcast, Carrier, ConnectOptions, Layers, ListenOptions, ListenSource, Nagle,
-    ProxyProtocol, Retry, SocketOptions,
+    PeerCredAllow, ProxyProtocol, Retry, SocketOptions, UnixFilePerms,
 };
 
 /// A validated `serve` command.
@@ -240,6 +240,10 @@ fn framing(args: &FramingArgs, default_buffer: usize) -> Result<(Framing, usize)
     Ok((framing, buffer))
 }
 
+/// Programs running at once for `serve --exec` on a stream endpoint without --max-conns:
+/// ncat's default connection limit. Clients beyond it wait in the kernel backlog.
+const DEFAULT_STREAM_PROGRAMS: usize = 100;
+
 impl ServeArgs {
     /// Parses the endpoint and settles every default.
     ///
@@ -265,7 +269,14 @@ impl ServeArgs {
         } else {
             Responder::seed_reply(endpoint.seed_word())
         };
-        let max_conns = self.access.max_conns()?;
+        let max_conns = match self.access.max_conns()? {
+            None if matches!(mode, ServeMode::Exec(_))
+                && endpoint.delivery() == Delivery::Stream =>
+            {
+                Some(DEFAULT_STREAM_PROGRAMS)
+            }
+            chosen => chosen,
+        };
         let options = ServeOptions {
             mode,
             responder,
@@ -290,6 +301,7 @@ impl ServeArgs {
                 reuse_port: self.reuse_port,
                 source: listen_source(self.systemd),
                 accepted: self.socket.checked_for_listening(&endpoint)?,
+                unix_file: self.unix.file_perms(&endpoint)?,
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
@@ -319,6 +331,72 @@ fn check_reply_fits(endpoint: &Endpoint, reply: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+impl UnixSocketArgs {
+    /// `--mode`, `--owner`, `--group` resolved to numbers; installs `--allow-uid` /
+    /// `--allow-gid` as the rule for every Unix stream socket this process accepts on.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a user or group that does not exist.
+    fn file_perms(&self, endpoint: &Endpoint) -> Result<UnixFilePerms> {
+        let file = matches!(
+            endpoint,
+            Endpoint::Unix(UnixAddr::Path(_)) | Endpoint::UnixDgram(UnixAddr::Path(_))
+        );
+        if !file && (self.mode.is_some() || self.owner.is_some() || self.group.is_some()) {
+            return Err(Error::Usage(format!(
+                "--mode, --owner and --group set a socket file's permissions, and {endpoint} has no file; \
+                 they apply to unix:PATH and unixgram:PATH (use --allow-uid for unix:@NAME)"
+            )));
+        }
+        let allow_list = !(self.allow_uid.is_empty() && self.allow_gid.is_empty());
+        if allow_list && !matches!(endpoint, Endpoint::Unix(_)) {
+            return Err(Error::Usage(format!(
+                "--allow-uid and --allow-gid check the credentials of a Unix stream client, and {endpoint} \
+                 is not a unix: endpoint (use --allow/--deny for IP clients, --mode for unixgram: files)"
+            )));
+        }
+        PeerCredAllow {
+            uids: self.allow_uid.clone(),
+            gids: self.allow_gid.clone(),
+        }
+        .install();
+        Ok(UnixFilePerms {
+            mode: self.mode,
+            owner: self
+                .owner
+                .as_deref()
+                .map(|u| account_id(u, "/etc/passwd", "--owner"))
+                .transpose()?,
+            group: self
+                .group
+                .as_deref()
+                .map(|g| account_id(g, "/etc/group", "--group"))
+                .transpose()?,
+        })
+    }
+}
+
+/// A uid or gid given as a number, or as a name looked up in `/etc/passwd` or
+/// `/etc/group` (name:x:ID:… lines).
+fn account_id(name: &str, table: &str, flag: &str) -> Result<u32> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    std::fs::read_to_string(table)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .map(|line| line.split(':').collect::<Vec<_>>())
+                .find(|fields| fields.first() == Some(&name))
+                .and_then(|fields| fields.get(2)?.parse().ok())
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{flag} {name}: no such name in {table}; give a number or an existing name"
+            ))
+        })
 }
 
 impl AccessArgs {
@@ -397,6 +475,7 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
         warn_of_serve_flags_given_to_the_program(program, rest);
         let mut spec = ExecSpec::program(program.clone(), rest.to_vec());
         spec.stderr = args.exec_stderr;
+        spec.eof_wait = optional(args.exec_eof_wait);
         return Ok(ServeMode::Exec(spec));
     }
     if let Some(command) = &args.sh_exec {
@@ -407,6 +486,7 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
         }
         let mut spec = ExecSpec::shell(command.clone());
         spec.stderr = args.exec_stderr;
+        spec.eof_wait = optional(args.exec_eof_wait);
         return Ok(ServeMode::Exec(spec));
     }
     if args.chat {
@@ -415,8 +495,15 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
             Framing::Raw => usize::try_from(args.framing.max_line)
                 .map_err(|_| Error::Usage("--max-line is too large".into()))?,
         };
+        let room_limit = usize::try_from(args.chat_memory)
+            .map_err(|_| Error::Usage("--chat-memory is too large".into()))?;
         return Ok(ServeMode::Chat(ChatOptions {
             max_line,
+            room_limit,
+            rate: SenderRate {
+                lines_per_sec: args.chat_rate,
+                bytes_per_sec: args.chat_bytes_rate,
+            },
             ..ChatOptions::default()
         }));
     }
@@ -688,6 +775,7 @@ impl ListenArgs {
             },
             socket: ListenOptions {
                 accepted,
+                unix_file: self.unix.file_perms(&endpoint)?,
                 ..ListenOptions::default()
             },
         };
@@ -737,6 +825,7 @@ impl RelayArgs {
             listen: ListenOptions {
                 backlog: self.backlog,
                 source: listen_source(self.systemd),
+                unix_file: self.unix.file_perms(&listen)?,
                 ..ListenOptions::default()
             },
             capture: capture_dir(self.capture.as_deref(), &listen)?,
@@ -807,6 +896,41 @@ mod tests {
             Ok(Command::Serve(serve)) => serve.into_config(),
             other => panic!("not a serve command: {other:?}"),
         }
+    }
+
+    #[test]
+    fn unix_permissions_apply_where_they_mean_something() -> Result<()> {
+        let file = serve(&[
+            "unix:/tmp/x.sock",
+            "--mode",
+            "0600",
+            "--owner",
+            "0",
+            "--group",
+            "0",
+        ])?;
+        assert_eq!(
+            file.options.listen.unix_file,
+            UnixFilePerms {
+                mode: Some(0o600),
+                owner: Some(0),
+                group: Some(0),
+            }
+        );
+        assert!(serve(&["unixgram:/tmp/x.sock", "--mode", "0660"]).is_ok());
+        for args in [
+            &["tcp://127.0.0.1:0", "--mode", "0600"][..],
+            &["unix:@name", "--mode", "0600"],
+            &["udp://127.0.0.1:0", "--allow-uid", "0"],
+            &["unixgram:/tmp/x.sock", "--allow-gid", "0"],
+            &["unix:/tmp/x.sock", "--owner", "no-such-user-here"],
+        ] {
+            assert!(
+                matches!(serve(args), Err(Error::Usage(_))),
+                "{args:?} must be a usage error"
+            );
+        }
+        Ok(())
     }
 
     #[test]

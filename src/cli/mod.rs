@@ -60,6 +60,10 @@ fn print_version() -> Result<()> {
 
 /// `sockit serve`: bind, serve until a signal, drain, print the summary on stderr.
 async fn serve(config: config::ServeConfig, global: &GlobalArgs, events: &EventLog) -> Result<()> {
+    if matches!(config.options.mode, crate::server::ServeMode::Exec(_)) {
+        // This process has no children but its programs: it may adopt what they leave.
+        crate::behaviour::exec::adopt_escaped_descendants();
+    }
     let server = Server::bind(&config.endpoint, config.options.clone()).await?;
     if let Some(tls) = &config.options.layers.tls {
         announce_certificate(tls, events);

@@ -9,9 +9,9 @@
 //!   counters stay plain atomics on the hot path.
 //! * [`MetricsEndpoint`] is a deliberately tiny HTTP/1.1 responder on its own listener:
 //!   `GET /metrics` (or `HEAD`) gets the text, anything else a short error, and every
-//!   response closes the connection. It has its own limits (a few concurrent scrapes, a
-//!   request-head size and read deadline), so a stuck or hostile scraper cannot tie up the
-//!   server it observes.
+//!   response closes the connection. It has its own limits (a short read deadline, a request-head
+//!   size, and idle connections evicted oldest-first for newcomers), so neither a stuck
+//!   scraper nor a crowd of idle connections can tie it up or lock a scraper out.
 //!
 //! Why not the `prometheus-client` crate: it wants to own the metrics (its `Counter` and
 //! `Family` types in a `Registry`), so using it means counting twice on the hot path or
@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::stats::{ErrorKind, Summary};
 use crate::endpoint::Endpoint;
@@ -203,10 +204,16 @@ pub fn server_metrics(summary: &Summary, transport: &str) -> String {
 /// Produces the exposition text on each scrape.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Scrapes served at once; more are closed at once (Prometheus scrapes one at a time).
-const MAX_SCRAPES: usize = 8;
-/// Longest a scraper may take to send its request head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections still sending their request head, at most. A newcomer over this evicts
+/// the one that has waited longest, so idle connections can never lock a scraper out.
+const MAX_WAITING: usize = 16;
+/// Responses being written at once; a request over this is closed unanswered. A response
+/// fits in the socket buffer, so a slot is held only for the moment of writing it.
+const MAX_ANSWERING: usize = 64;
+/// Longest a scraper may take to send its request head: a scraper sends it at once.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest writing one response may take (a scraper that does not read).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read; longer ones get 431.
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -271,9 +278,49 @@ pub async fn expose(at: &Endpoint, render: Render) -> Result<MetricsHandle> {
     Ok(MetricsEndpoint::bind(at).await?.spawn(render))
 }
 
-/// The accept loop: one short-lived task per scrape, at most [`MAX_SCRAPES`] at once.
+/// The connections waiting for their request head, oldest first: each with a token that
+/// evicts it.
+#[derive(Default)]
+struct Waiting {
+    queue: std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>,
+}
+
+impl Waiting {
+    /// Adds connection `id`; evicts the oldest waiting one when [`MAX_WAITING`] are waiting.
+    fn admit(&self, id: u64) -> CancellationToken {
+        let token = CancellationToken::new();
+        let mut queue = self.lock();
+        if queue.len() >= MAX_WAITING
+            && let Some((_, oldest)) = queue.pop_front()
+        {
+            oldest.cancel();
+        }
+        queue.push_back((id, token.clone()));
+        token
+    }
+
+    /// Removes connection `id` (its request arrived, or it ended).
+    fn release(&self, id: u64) {
+        self.lock().retain(|(waiting, _)| *waiting != id);
+    }
+
+    /// The queue; a panic while holding it leaves it consistent (single push/pop/retain).
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, CancellationToken)>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The accept loop: one short-lived task per scrape. At most [`MAX_WAITING`] connections
+/// wait for their request (the oldest is evicted for a newcomer), and a slot of
+/// [`MAX_ANSWERING`] is held only while a response is written.
 async fn accept_scrapes(listener: StreamListener, render: Render) {
-    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let waiting = Arc::new(Waiting::default());
+    let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
+    let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -284,16 +331,21 @@ async fn accept_scrapes(listener: StreamListener, render: Render) {
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics: too many scrapes at once; closing");
-            continue;
-        };
-        let render = Arc::clone(&render);
+        next_id += 1;
+        let id = next_id;
+        let evicted = waiting.admit(id);
+        let (render, waiting, answering) = (
+            Arc::clone(&render),
+            Arc::clone(&waiting),
+            Arc::clone(&answering),
+        );
         tokio::spawn(async move {
-            if let Err(e) = answer_scrape(stream, &peer, &render).await {
+            let result =
+                answer_scrape(stream, &peer, &render, &evicted, &waiting, id, &answering).await;
+            waiting.release(id);
+            if let Err(e) = result {
                 tracing::debug!(%peer, "metrics: {e}");
             }
-            drop(slot);
         });
     }
 }
@@ -303,8 +355,21 @@ async fn answer_scrape(
     mut stream: Stream,
     peer: &PeerAddr,
     render: &Render,
+    evicted: &CancellationToken,
+    waiting: &Waiting,
+    id: u64,
+    answering: &Semaphore,
 ) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
+    let head = tokio::select! {
+        () = evicted.cancelled() => {
+            return Err(std::io::Error::other(format!(
+                "{peer} sent no request while newer connections waited; closed"
+            )));
+        }
+        head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)) => head,
+    };
+    waiting.release(id);
+    let head = match head {
         Ok(head) => head?,
         Err(_) => {
             return Err(std::io::Error::new(
@@ -321,8 +386,25 @@ async fn answer_scrape(
         Head::TooLarge => response(431, "text/plain", "request header too large\n", true),
         Head::Closed => return Ok(()),
     };
-    stream.write_all(&response).await?;
-    stream.shutdown().await
+    let Ok(_slot) = answering.try_acquire() else {
+        return Err(std::io::Error::other(format!(
+            "{peer}: too many responses being written at once; closed"
+        )));
+    };
+    let write = async {
+        stream.write_all(&response).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(RESPONSE_TIMEOUT, write).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "{peer} did not read its response within {}s",
+                RESPONSE_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }
 
 /// What came in before the blank line.

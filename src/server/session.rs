@@ -269,6 +269,14 @@ fn exec_outcome(spec: &ExecSpec, report: &ExecReport) -> Outcome {
             Severity::Idle,
             ErrorKind::Timeout,
         ),
+        ExecEnd::ClientClosed(d) => (
+            format!(
+                "the client closed and the program wrote nothing for {} (--exec-eof-wait); {status}",
+                humantime::format_duration(*d)
+            ),
+            Severity::Normal,
+            ErrorKind::Io,
+        ),
         ExecEnd::Shutdown => (
             format!("server shutting down; {status}"),
             Severity::Normal,

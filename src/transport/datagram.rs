@@ -49,7 +49,7 @@ impl DatagramSocket {
         }
         match endpoint {
             Endpoint::Udp(hp) => bind_udp(endpoint, hp, opts).await,
-            Endpoint::UnixDgram(addr) => bind_unix(endpoint, addr),
+            Endpoint::UnixDgram(addr) => bind_unix(endpoint, addr, opts.unix_file),
             _ => Err(Error::Usage(format!(
                 "{endpoint} is a stream endpoint; a datagram socket needs udp:// or unixgram:"
             ))),
@@ -284,7 +284,11 @@ async fn bind_udp(
 }
 
 /// Binds a Unix datagram socket, replacing a stale file but never a live one.
-fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<DatagramSocket> {
+fn bind_unix(
+    endpoint: &Endpoint,
+    addr: &UnixAddr,
+    perms: unix_path::UnixFilePerms,
+) -> Result<DatagramSocket> {
     let sockaddr = unix_sockaddr(addr);
     let guard_path = match addr {
         UnixAddr::Path(path) => {
@@ -293,7 +297,11 @@ fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<DatagramSocket> {
         }
         UnixAddr::Abstract(_) => None,
     };
-    let socket = unix_dgram_bound(sockaddr).map_err(|e| unix_path::listen_error(e, endpoint))?;
+    let bound = match guard_path {
+        Some(path) => unix_path::bind_with_perms(path, perms, || unix_dgram_bound(sockaddr)),
+        None => unix_dgram_bound(sockaddr),
+    };
+    let socket = bound.map_err(|e| unix_path::listen_error(e, endpoint))?;
     Ok(DatagramSocket::Unix(
         socket,
         guard_path.map(UnixPathGuard::new),

@@ -97,10 +97,12 @@ impl StreamListener {
                 let (fd, addr) = std::task::ready!(poll_accept_ready(listener, cx))?;
                 Poll::Ready(Ok(tcp_accepted(fd, addr)))
             }
-            StreamListener::Unix(listener, _) => {
+            StreamListener::Unix(listener, _) => loop {
                 let (fd, addr) = std::task::ready!(poll_accept_ready(listener, cx))?;
-                Poll::Ready(Ok(unix_accepted(fd, addr)))
-            }
+                if unix_path::peer_allowed(&fd) {
+                    return Poll::Ready(Ok(unix_accepted(fd, addr)));
+                }
+            },
         }
     }
 
@@ -236,7 +238,12 @@ impl StdListener {
     pub fn accept_now(&self) -> io::Result<(StdStream, PeerAddr)> {
         match self {
             StdListener::Tcp(l) => accept_nonblocking(l).map(|(fd, addr)| tcp_accepted(fd, addr)),
-            StdListener::Unix(l) => accept_nonblocking(l).map(|(fd, addr)| unix_accepted(fd, addr)),
+            StdListener::Unix(l) => loop {
+                let (fd, addr) = accept_nonblocking(l)?;
+                if unix_path::peer_allowed(&fd) {
+                    return Ok(unix_accepted(fd, addr));
+                }
+            },
         }
     }
 
@@ -292,7 +299,13 @@ fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr, opts: &ListenOptions) -> Resu
     let listen = || -> io::Result<std::os::unix::net::UnixListener> {
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
-        socket.bind(&sockaddr?)?;
+        let sockaddr = sockaddr?;
+        match guard_path {
+            Some(path) => {
+                unix_path::bind_with_perms(path, opts.unix_file, || socket.bind(&sockaddr))?;
+            }
+            None => socket.bind(&sockaddr)?,
+        }
         socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
         Ok(socket.into())
     };

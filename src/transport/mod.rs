@@ -45,7 +45,7 @@ pub use retry::{Attempts, Retry};
 pub use sockopt::{Broadcast, Carrier, Keepalive, ListenOptions, Nagle, SocketOptions, Source};
 pub use std_stream::StdStream;
 pub use stream::{ConnectOptions, Stream, connect_stream};
-pub use unix_path::UnixPathGuard;
+pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -28,6 +28,8 @@ pub struct ListenOptions {
     /// socket: Linux copies them to every connection it accepts. The default sets
     /// `TCP_NODELAY` only.
     pub accepted: SocketOptions,
+    /// Mode and owners of a Unix socket file (`--mode`, `--owner`, `--group`).
+    pub unix_file: super::unix_path::UnixFilePerms,
 }
 
 impl Default for ListenOptions {
@@ -37,6 +39,7 @@ impl Default for ListenOptions {
             reuse_port: false,
             source: ListenSource::Bind,
             accepted: SocketOptions::default(),
+            unix_file: super::unix_path::UnixFilePerms::default(),
         }
     }
 }

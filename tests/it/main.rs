@@ -11,6 +11,7 @@ mod connect;
 mod errors;
 mod faults;
 mod hexdump;
+mod hostile;
 mod lane;
 mod layers;
 mod limits;

@@ -454,7 +454,11 @@ fn chat_between_three_clients_survives_one_resetting() {
 
 #[test]
 fn a_chat_client_that_never_reads_is_dropped_and_blocks_nobody() {
-    let (server, addr) = serve("tcp://127.0.0.1:0", &["--chat", "-q"]);
+    // Unpaced, so the talker's 40,000 lines go at once (pacing is tested in hostile.rs).
+    let (server, addr) = serve(
+        "tcp://127.0.0.1:0",
+        &["--chat", "--chat-rate", "0", "--chat-bytes-rate", "0", "-q"],
+    );
     let mut talker = Chatter::join(&addr);
     let mut listener = Chatter::join(&addr);
     let slow = Chatter::join(&addr);
