@@ -113,6 +113,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A client did not finish a step within the server's own fixed limit (the TLS
+    /// handshake): no flag changes it, so the message names none.
+    #[error("timed out after {} while {doing}; the server allows every client that long", humantime::format_duration(*after))]
+    ClientTimeout {
+        /// What the server was waiting for, as a phrase.
+        doing: String,
+        /// The server's limit.
+        after: Duration,
+    },
+
     /// An operation ran past its deadline.
     #[error("timed out after {} while {doing}; raise --timeout if the peer is slow", humantime::format_duration(*after))]
     Timeout {
@@ -299,7 +309,9 @@ impl Error {
             Error::Endpoint(_) | Error::Usage(_) | Error::BenchReport { .. } => ExitStatus::Usage,
             Error::HostNotFound { .. } => ExitStatus::HostNotFound,
             Error::Refused { .. } => ExitStatus::Refused,
-            Error::Timeout { .. } | Error::ProxyHeaderLate { .. } => ExitStatus::Timeout,
+            Error::Timeout { .. } | Error::ClientTimeout { .. } | Error::ProxyHeaderLate { .. } => {
+                ExitStatus::Timeout
+            }
             Error::AddrInUse { .. }
             | Error::PermissionDenied { .. }
             | Error::NotASocket { .. }

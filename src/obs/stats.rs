@@ -108,7 +108,9 @@ impl ErrorKind {
         use crate::Error;
         match error {
             Error::Reset { .. } | Error::ClosedEarly { .. } => ErrorKind::Reset,
-            Error::Timeout { .. } | Error::ProxyHeaderLate { .. } => ErrorKind::Timeout,
+            Error::Timeout { .. } | Error::ClientTimeout { .. } | Error::ProxyHeaderLate { .. } => {
+                ErrorKind::Timeout
+            }
             Error::Tls { .. } => ErrorKind::Tls,
             Error::ProxyHeader { .. } => ErrorKind::Proxy,
             Error::LineTooLong { .. } => ErrorKind::TooLong,

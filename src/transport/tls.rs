@@ -254,7 +254,7 @@ impl ServerTls {
                 peer: peer.to_string(),
                 reason: explain(&e, Side::Server),
             }),
-            Err(_) => Err(Error::Timeout {
+            Err(_) => Err(Error::ClientTimeout {
                 doing: format!("waiting for {peer} to complete the TLS handshake"),
                 after: timeout,
             }),

@@ -422,3 +422,19 @@ fn a_second_openssl_connection_resumes_its_session() {
     let second = s_client_session(&addr, "-sess_in", &session);
     assert!(second.contains("Reused, TLSv1.3"), "{second}");
 }
+
+// A client that opens a TCP connection to a TLS server and never starts the handshake
+// is closed at the server's fixed handshake limit, and the line says so without naming a
+// flag that `serve` does not have (issue 20, item 8's wording sweep).
+#[test]
+fn a_stalled_handshake_names_no_flag_serve_lacks() {
+    let mut server = Proc::sockit(&["serve", "tls://127.0.0.1:0"]);
+    let addr = server.listening();
+    let _silent = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+    let stderr = crate::peers::wait_for_stderr(&server, "the TLS handshake");
+    assert!(
+        stderr.contains("the server allows every client that long"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--timeout"), "{stderr}");
+}
