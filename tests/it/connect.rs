@@ -3,36 +3,13 @@
 //! typing, and real servers nobody here wrote (ncat, socat, nc).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpListener, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc;
 use std::thread;
 
 use crate::peers::{listening_port, spawn_peer, wait_for_stderr};
-use crate::util::{Proc, TIMEOUT, code, describe, run_sockit};
-
-/// A one-connection TCP server on a free loopback port, running `serve` on its thread.
-fn one_shot_server<T: Send + 'static>(
-    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
-) -> (String, thread::JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_string();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-        stream.set_read_timeout(Some(TIMEOUT)).ok();
-        serve(stream)
-    });
-    (addr, handle)
-}
-
-fn join<T>(handle: thread::JoinHandle<T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|_| panic!("the test server thread panicked"))
-}
+use crate::util::{Proc, TIMEOUT, code, describe, join, one_shot_server, run_sockit};
 
 /// Our EOF on stdin reaches the server as a FIN (it reads to the end), and we still
 /// print the reply it sends after that: the HTTP/1.0 pattern in a pipeline.

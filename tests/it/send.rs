@@ -6,30 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::thread;
 
-use crate::util::{TIMEOUT, code, describe, run_sockit};
-
-/// A TCP server on a free loopback port that runs `serve` on its one connection.
-fn one_connection<T: Send + 'static>(
-    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
-) -> (String, thread::JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_string();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
-        stream.set_read_timeout(Some(TIMEOUT)).ok();
-        serve(stream)
-    });
-    (addr, handle)
-}
-
-fn join<T>(handle: thread::JoinHandle<T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|_| panic!("the test server thread panicked"))
-}
+use crate::util::{TIMEOUT, code, describe, join, one_shot_server, run_sockit};
 
 /// Echoes every byte until the client half-closes.
 fn echo(mut stream: TcpStream) {
@@ -53,7 +30,7 @@ fn stdout_lines(output: &std::process::Output) -> Vec<String> {
 /// 5,000-byte reply (not 1,024 bytes), and the lines say how long each was.
 #[test]
 fn a_5000_byte_file_comes_back_whole_from_an_echo_server() {
-    let (addr, server) = one_connection(echo);
+    let (addr, server) = one_shot_server(echo);
     let message = payload(5000);
     let output = run_sockit(&["send", &format!("tcp://{addr}"), "-"], Some(&message));
     assert_eq!(code(&output), 0, "{}", describe(&output));
@@ -76,7 +53,7 @@ fn a_5000_byte_file_comes_back_whole_from_an_echo_server() {
 #[test]
 fn count_3_pairs_each_message_with_its_own_long_reply() {
     const MESSAGE: usize = 5000;
-    let (addr, server) = one_connection(|mut stream| {
+    let (addr, server) = one_shot_server(|mut stream| {
         let mut message = vec![0u8; MESSAGE];
         for index in 1..=3 {
             stream
@@ -113,7 +90,7 @@ fn count_3_pairs_each_message_with_its_own_long_reply() {
 /// replies to two messages, the second kept for the second message.
 #[test]
 fn line_replies_arriving_together_are_paired_in_order() {
-    let (addr, server) = one_connection(|mut stream| {
+    let (addr, server) = one_shot_server(|mut stream| {
         let mut first = [0u8; 5];
         stream
             .read_exact(&mut first)
@@ -159,7 +136,7 @@ fn line_replies_arriving_together_are_paired_in_order() {
 /// still paired one by one.
 #[test]
 fn reply_size_cuts_replies_at_exactly_n_bytes() {
-    let (addr, server) = one_connection(|mut stream| {
+    let (addr, server) = one_shot_server(|mut stream| {
         let mut first = [0u8; 2];
         stream
             .read_exact(&mut first)
@@ -203,7 +180,7 @@ fn reply_size_cuts_replies_at_exactly_n_bytes() {
 /// and says how much came.
 #[test]
 fn a_reply_shorter_than_reply_size_fails() {
-    let (addr, server) = one_connection(|mut stream| {
+    let (addr, server) = one_shot_server(|mut stream| {
         let mut first = [0u8; 2];
         stream
             .read_exact(&mut first)
@@ -226,7 +203,7 @@ fn a_reply_shorter_than_reply_size_fails() {
 fn a_bulk_message_prints_one_short_line_each_way() {
     const LEN: usize = 1_000_000;
     // Reads it all, then answers with as much: no deadlock of two full socket buffers.
-    let (addr, server) = one_connection(|mut stream| {
+    let (addr, server) = one_shot_server(|mut stream| {
         let mut message = vec![0u8; LEN];
         stream
             .read_exact(&mut message)

@@ -7,10 +7,12 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use sockit::obs::{EventLog, Summary};
@@ -360,4 +362,28 @@ pub fn test_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(relative)
+}
+
+/// A one-connection TCP server on a free loopback port, running `serve` on its thread.
+pub fn one_shot_server<T: Send + 'static>(
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (String, thread::JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+        stream.set_read_timeout(Some(TIMEOUT)).ok();
+        serve(stream)
+    });
+    (addr, handle)
+}
+
+/// Waits for a [`one_shot_server`] thread and returns what it returned.
+pub fn join<T>(handle: thread::JoinHandle<T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|_| panic!("the test server thread panicked"))
 }
