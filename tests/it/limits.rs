@@ -389,6 +389,7 @@ fn a_flood_of_udp_source_ports_cannot_lock_new_clients_out_of_a_relay() {
         &["--max-sessions", "1024", "--metrics", "127.0.0.1:0", "-q"],
     );
     let metrics = metrics_addr(&relay);
+    let flood_started = std::time::Instant::now();
     let _flood = flood_source_ports(&relay, &metrics, port, 1100);
     for i in 0..10 {
         let client = udp_from([127, 0, 0, 1]);
@@ -410,11 +411,15 @@ fn a_flood_of_udp_source_ports_cannot_lock_new_clients_out_of_a_relay() {
         "{}",
         m.text
     );
+    // The relay logs at most 10 eviction lines a second (sockit's LogThrottle default), so
+    // the bound follows from how long the evictions went on, however slow the machine.
+    let seconds = flood_started.elapsed().as_secs() + 2;
     let (_, log) = stop(relay);
     let evictions = log.lines().filter(|l| l.contains("idle longest")).count();
+    let bound = 10 * usize::try_from(seconds).unwrap_or(usize::MAX);
     assert!(
-        (1..=30).contains(&evictions),
-        "evictions are logged at a bounded rate: {evictions} lines\n{log}"
+        (1..=bound.min(85)).contains(&evictions),
+        "evictions are logged at a bounded rate: {evictions} lines in about {seconds} s\n{log}"
     );
 }
 
