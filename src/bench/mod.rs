@@ -26,10 +26,17 @@
 //! [`Report::of_run`].
 
 pub mod driver;
+pub mod flow_stats;
 pub mod histogram;
 pub mod measure;
+pub mod pacer;
 pub mod progress;
 pub mod report;
+pub mod tcp_info;
+pub mod throughput;
+pub mod throughput_report;
+pub mod udp_stream;
+pub mod wire;
 
 pub use measure::Load;
 pub use report::{Report, ReportError};

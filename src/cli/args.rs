@@ -420,6 +420,13 @@ pub struct ServeArgs {
     #[arg(long, help_heading = MODES, group = "answer")]
     pub discard: bool,
 
+    /// The other end of `sockit bench`'s throughput tests (iperf3 -s, but for every
+    /// client at once): discards what clients send, sends to clients that ask
+    /// (--reverse, --bidir), echoes the --latency probe, and measures each UDP sender's
+    /// loss, reordering and jitter (--bitrate) and reports them back to it.
+    #[arg(long, help_heading = MODES, group = "answer")]
+    pub perf: bool,
+
     /// Run PROGRAM with ARGS for each connection, its stdin and stdout wired to the client;
     /// no shell. Takes the rest of the command line, so put it last. On datagram endpoints,
     /// one run per datagram: the datagram on stdin, the output as the reply.
@@ -1099,10 +1106,12 @@ pub struct BenchArgs {
     #[arg(short, long, value_enum)]
     pub pattern: Option<crate::bench::Pattern>,
 
-    /// Connections (datagram sockets) side by side, each with one request outstanding.
-    #[arg(short, long, value_name = "N", default_value_t = 10,
+    /// Connections (datagram sockets) side by side, each with one request outstanding;
+    /// in a throughput test, the parallel streams per direction (iperf3 -P) [default: 10;
+    /// 1 in a throughput test].
+    #[arg(short, long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=crate::bench::MAX_CONNECTIONS as u64))]
-    pub connections: u64,
+    pub connections: Option<u64>,
 
     /// How long to measure.
     #[arg(short, long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -1196,6 +1205,30 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub ramp_up: Option<String>,
 
+    /// Throughput test, server → client (iperf3 -R); needs `sockit serve --perf`.
+    #[arg(short = 'R', long, help_heading = THROUGHPUT, conflicts_with = "bidir")]
+    pub reverse: bool,
+
+    /// Throughput test in both directions at once, on separate connections (iperf3
+    /// --bidir); needs `sockit serve --perf`.
+    #[arg(long, help_heading = THROUGHPUT)]
+    pub bidir: bool,
+
+    /// Throughput test: a report line every DURATION (per stream and in total, with TCP_INFO
+    /// for TCP); with --json, one NDJSON object per interval.
+    #[arg(short = 'i', long, help_heading = THROUGHPUT, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Throughput test: a request/response probe on a connection of its own during the
+    /// test, its round-trip percentiles reported next to the throughput.
+    #[arg(long, help_heading = THROUGHPUT)]
+    pub latency: bool,
+
+    /// UDP throughput test at this rate, paced evenly: bits per second with k, M, G
+    /// (powers of 1000), e.g. 100M or 1G (iperf3 -u -b); needs `sockit serve --perf`.
+    #[arg(short = 'b', long, help_heading = THROUGHPUT, value_name = "RATE", allow_hyphen_values = true)]
+    pub bitrate: Option<String>,
+
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
@@ -1204,6 +1237,9 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub socket: SocketArgs,
 }
+
+/// Help heading of the throughput test's flags.
+const THROUGHPUT: &str = "Throughput tests (against serve --perf)";
 
 /// `sockit bench` subcommands.
 #[derive(Debug, Subcommand)]

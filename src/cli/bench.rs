@@ -41,7 +41,7 @@ impl BenchArgs {
         }
         self.set_messages(&mut options)?;
         self.set_reply(&mut options)?;
-        options.connections = to_usize(self.connections, "--connections")?;
+        options.connections = to_usize(self.connections.unwrap_or(10), "--connections")?;
         options.duration = self.duration;
         options.warmup = self.warmup;
         options.timeout = self.timeout;
@@ -277,6 +277,9 @@ fn to_usize(value: u64, flag: &str) -> Result<usize> {
 pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(BenchCommand::Merge(merge_args)) = args.command {
         return merge(merge_args);
+    }
+    if let Some(test) = args.throughput_test()? {
+        return super::throughput::run(test, args.json).await;
     }
     let mut config = args.into_config()?;
     if let Some(threads) = global.threads {

@@ -489,6 +489,9 @@ fn serve_mode(args: &ServeArgs, framing: Framing) -> Result<ServeMode> {
         spec.eof_wait = optional(args.exec_eof_wait);
         return Ok(ServeMode::Exec(spec));
     }
+    if args.perf {
+        return Ok(ServeMode::Perf);
+    }
     if args.chat {
         let max_line = match framing {
             Framing::Line { max_len } => max_len,

@@ -37,6 +37,8 @@ mod end;
 mod lane;
 mod limits;
 mod message_loop;
+mod perf;
+mod perf_udp;
 mod session;
 mod tasks;
 
@@ -91,6 +93,10 @@ pub enum ServeMode {
     Exec(ExecSpec),
     /// Relay every line a client sends to all other clients (stream endpoints only).
     Chat(ChatOptions),
+    /// The other end of `sockit bench`'s throughput tests (`--perf`): each stream
+    /// connection asks to send, receive or echo; each UDP sender's flow is measured
+    /// (loss, reordering, jitter) and reported back to it.
+    Perf,
 }
 
 /// Everything that shapes how a server answers, decided once at start-up.
@@ -143,7 +149,7 @@ impl ServeOptions {
     /// and no TLS, hex or PROXY layer.
     pub fn waits_in_kernel(&self, delivery: Delivery) -> bool {
         match delivery {
-            Delivery::Datagram => !matches!(self.mode, ServeMode::Exec(_)),
+            Delivery::Datagram => !matches!(self.mode, ServeMode::Exec(_) | ServeMode::Perf),
             Delivery::Stream => {
                 matches!(self.mode, ServeMode::Respond)
                     && self.framing == Framing::Raw
@@ -239,6 +245,8 @@ pub(crate) enum Handler {
     Exec(ExecSpec),
     /// The chat room every connection joins, on whichever thread it is served.
     Chat(Arc<Room>),
+    /// Throughput tests; the UDP flows of every shard in one table.
+    Perf(Arc<perf_udp::FlowTable>),
 }
 
 impl Handler {
@@ -248,6 +256,7 @@ impl Handler {
             Handler::Respond => Handler::Respond,
             Handler::Exec(spec) => Handler::Exec(spec.clone()),
             Handler::Chat(room) => Handler::Chat(Arc::clone(room)),
+            Handler::Perf(flows) => Handler::Perf(Arc::clone(flows)),
         }
     }
 
@@ -256,6 +265,7 @@ impl Handler {
             ServeMode::Respond => Handler::Respond,
             ServeMode::Exec(spec) => Handler::Exec(spec.clone()),
             ServeMode::Chat(options) => Handler::Chat(Arc::new(Room::new(*options))),
+            ServeMode::Perf => Handler::Perf(Arc::default()),
         }
     }
 }

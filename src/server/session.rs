@@ -185,6 +185,15 @@ where
             .await;
             end(chat_outcome(&report), peer, conn, shared);
         }
+        Handler::Perf(_) => {
+            begin(peer, conn, shared);
+            let idle = shared.options.limits.idle_timeout;
+            let (ended, mut tally) =
+                super::perf::serve_stream(stream, idle, &shared.shutdown).await;
+            super::end::report_end(&ended, peer, conn, &tally, shared);
+            shared.stats.absorb(&mut tally);
+            shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

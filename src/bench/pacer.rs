@@ -1,0 +1,85 @@
+//! Sends at a set bitrate, evenly: datagram `k` is due at `start + k × gap`, where `gap`
+//! is the time one datagram takes at the rate. The schedule is absolute, so a late
+//! datagram does not shift the ones after it (no drift), and nothing is ever sent early
+//! (no bursts ahead of the schedule).
+//!
+//! Waiting is a sleep for all but the last [`SPIN`] before the due time, then a spin:
+//! the kernel's timers wake tens of microseconds late, far more than the gap between
+//! datagrams at a gigabit, so only the spin lands on time. The sender is a thread of its
+//! own, so the spin costs that thread's core and nothing else.
+
+use std::time::{Duration, Instant};
+
+/// The last stretch before a due time spent spinning rather than sleeping.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// A send schedule at a fixed bitrate.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    /// When datagram 0 is due.
+    start: Instant,
+    /// Time between two datagrams, in ns (fractional, so rates that do not divide evenly
+    /// keep their average).
+    gap_ns: f64,
+}
+
+impl Pacer {
+    /// A schedule for datagrams of `size` bytes at `bits_per_second`, from `start`.
+    pub fn new(start: Instant, bits_per_second: f64, size: usize) -> Pacer {
+        Pacer {
+            start,
+            gap_ns: size as f64 * 8.0 * 1e9 / bits_per_second,
+        }
+    }
+
+    /// Time between two datagrams.
+    pub fn gap(&self) -> Duration {
+        Duration::from_nanos(self.gap_ns as u64)
+    }
+
+    /// When datagram `k` is due.
+    pub fn due(&self, k: u64) -> Instant {
+        self.start + Duration::from_nanos((k as f64 * self.gap_ns) as u64)
+    }
+
+    /// Blocks the thread until `due` (returns at once if it has passed).
+    pub fn wait_until(due: Instant) {
+        let now = Instant::now();
+        if due <= now {
+            return;
+        }
+        let left = due - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        }
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_spreads_datagrams_evenly_at_the_rate() {
+        let start = Instant::now();
+        // 1,250-byte datagrams at 10 Mbit/s: one every millisecond.
+        let pacer = Pacer::new(start, 10e6, 1250);
+        assert_eq!(pacer.gap(), Duration::from_millis(1));
+        assert_eq!(pacer.due(0), start);
+        assert_eq!(pacer.due(999) - start, Duration::from_millis(999));
+        // A rate that does not divide evenly keeps its average over many datagrams.
+        let odd = Pacer::new(start, 3e6, 1000);
+        let span = odd.due(3000) - start;
+        assert!((span.as_secs_f64() - 8.0).abs() < 1e-6, "{span:?}");
+    }
+
+    #[test]
+    fn waiting_never_returns_early() {
+        let due = Instant::now() + Duration::from_micros(300);
+        Pacer::wait_until(due);
+        assert!(Instant::now() >= due);
+    }
+}

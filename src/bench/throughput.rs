@@ -1,0 +1,491 @@
+//! Stream throughput tests (iperf3's TCP tests) against `sockit serve --perf`: client →
+//! server, server → client (`--reverse`), or both at once (`--bidir`), over N parallel
+//! connections, with an optional line per interval carrying the kernel's `TCP_INFO` for
+//! each connection, and an optional latency probe on a connection of its own.
+//!
+//! Each connection opens with the control line of [`super::wire`] saying which way its
+//! bytes go, so one server serves any number of such tests at once, and each is measured
+//! on its own. The test runs on a multi-threaded runtime of its own, one task per
+//! connection; a ticker reads each connection's byte counter (one relaxed atomic add per
+//! write or read of up to `--size` bytes) and its `TCP_INFO` through a duplicate of its
+//! file descriptor, so the data path never stops for a report.
+//!
+//! At the end an `up` connection half-closes and reads the server's count of what
+//! arrived; a `down` connection half-closes, and the server stops sending and closes.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::histogram::LatencyHistogram;
+use super::tcp_info::{self, TcpInfo};
+use super::throughput_report::{
+    IntervalRecord, LatencyFigures, StreamInterval, StreamSummary, TcpInterval, ThroughputReport,
+};
+use super::wire::{self, StreamRole};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::transport::{ConnectOptions, Stream, connect_stream};
+
+/// How long the end of a connection may take: the server's count of an `up`
+/// connection, the close of a `down` one.
+const CLOSING_TIME: Duration = Duration::from_secs(5);
+
+/// Time between two latency probes: 100 round trips a second.
+const PROBE_GAP: Duration = Duration::from_millis(10);
+
+/// Bytes of one latency probe.
+const PROBE_SIZE: usize = 8;
+
+/// Which way a stream test's bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Client → server (iperf3's default).
+    #[default]
+    Up,
+    /// Server → client (`--reverse`, iperf3 `-R`).
+    Down,
+    /// Both at once, on separate connections (`--bidir`).
+    Both,
+}
+
+impl Direction {
+    /// The roles of the connections: `streams` of each direction asked for.
+    fn roles(self, streams: usize) -> Vec<StreamRole> {
+        let one = |role| std::iter::repeat_n(role, streams);
+        match self {
+            Direction::Up => one(StreamRole::Up).collect(),
+            Direction::Down => one(StreamRole::Down).collect(),
+            Direction::Both => one(StreamRole::Up).chain(one(StreamRole::Down)).collect(),
+        }
+    }
+}
+
+/// Everything that defines one stream throughput test.
+#[derive(Debug, Clone)]
+pub struct ThroughputOptions {
+    /// The server (`sockit serve --perf`).
+    pub endpoint: Endpoint,
+    /// Connections per direction.
+    pub streams: usize,
+    /// Which way the bytes go.
+    pub direction: Direction,
+    /// The measured span.
+    pub duration: Duration,
+    /// A report line every this long (`None`: the final report only).
+    pub interval: Option<Duration>,
+    /// Bytes per write (up) or read (down).
+    pub chunk: usize,
+    /// Whether to run the latency probe alongside.
+    pub latency: bool,
+    /// Connect timeout, TLS client and socket options.
+    pub connect: ConnectOptions,
+}
+
+/// One open test connection, as the ticker sees it.
+struct Lane {
+    /// Its number, from 1.
+    number: usize,
+    /// Which way its bytes go.
+    role: StreamRole,
+    /// Bytes carried so far, written by the connection's task.
+    bytes: Arc<AtomicU64>,
+    /// A duplicate of its socket, for `TCP_INFO` (`None` on Unix sockets).
+    socket: Option<OwnedFd>,
+    /// The counter at the last tick.
+    last_bytes: u64,
+    /// `TCP_INFO` at the last tick.
+    last_info: Option<TcpInfo>,
+    /// Its interval figures so far.
+    intervals: Vec<StreamInterval>,
+}
+
+/// How a connection's task ended.
+#[derive(Debug, Default)]
+struct LaneEnd {
+    /// The server's count (up).
+    server_received: Option<u64>,
+    /// The failure that stopped it early.
+    error: Option<Error>,
+}
+
+/// The latency probe's round trips: this interval's and the whole test's.
+#[derive(Default)]
+struct ProbeTimes {
+    interval: LatencyHistogram,
+    total: LatencyHistogram,
+}
+
+/// Runs a test on a runtime of its own (call from a blocking context: the CLI's
+/// `spawn_blocking`); `on_interval` gets each interval's record as it ends.
+///
+/// # Errors
+/// Connecting or greeting fails for any connection (nothing is measured then); the
+/// runtime cannot start.
+pub fn run_blocking(
+    options: &ThroughputOptions,
+    on_interval: impl FnMut(&IntervalRecord) + Send,
+) -> Result<(ThroughputReport, Option<Error>)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sockit-throughput")
+        .build()
+        .map_err(|source| Error::Io {
+            doing: "starting the throughput test's runtime".into(),
+            source,
+        })?;
+    runtime.block_on(run(options, on_interval))
+}
+
+/// Runs a test on the current (multi-threaded) runtime.
+///
+/// # Errors
+/// As [`run_blocking`].
+pub async fn run(
+    options: &ThroughputOptions,
+    mut on_interval: impl FnMut(&IntervalRecord) + Send,
+) -> Result<(ThroughputReport, Option<Error>)> {
+    let roles = options.direction.roles(options.streams);
+    let mut streams = Vec::with_capacity(roles.len());
+    for role in &roles {
+        streams.push(open(options, *role).await?);
+    }
+    let probe = match options.latency {
+        true => Some(open(options, StreamRole::Ping).await?),
+        false => None,
+    };
+    let start = Instant::now();
+    let end = start + options.duration;
+    let mut lanes = Vec::with_capacity(streams.len());
+    let mut tasks = Vec::with_capacity(streams.len());
+    for (index, (stream, role)) in streams.into_iter().zip(roles).enumerate() {
+        let bytes = Arc::new(AtomicU64::new(0));
+        lanes.push(Lane {
+            number: index + 1,
+            role,
+            socket: duplicate_socket(&stream),
+            bytes: Arc::clone(&bytes),
+            last_bytes: 0,
+            last_info: None,
+            intervals: Vec::new(),
+        });
+        let chunk = options.chunk;
+        tasks.push(tokio::spawn(async move {
+            match role {
+                StreamRole::Down => receive(stream, &bytes, end, chunk).await,
+                _ => send(stream, &bytes, end, chunk).await,
+            }
+        }));
+    }
+    let times = Arc::new(Mutex::new(ProbeTimes::default()));
+    let prober = probe.map(|stream| tokio::spawn(run_probe(stream, Arc::clone(&times), end)));
+    tick(options, &mut lanes, &times, start, end, &mut on_interval).await;
+    let mut first_error = None;
+    let mut summaries = Vec::with_capacity(lanes.len());
+    for (lane, task) in lanes.iter().zip(tasks) {
+        let ended = task.await.unwrap_or_else(|e| LaneEnd {
+            server_received: None,
+            error: Some(Error::Io {
+                doing: "running a throughput connection".into(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        });
+        summaries.push(summarize(lane, &ended, options.duration));
+        if first_error.is_none() {
+            first_error = ended.error;
+        }
+    }
+    if let Some(prober) = prober
+        && let Ok(Some(e)) = prober.await
+        && first_error.is_none()
+    {
+        first_error = Some(e);
+    }
+    let latency = match options.latency {
+        true => times.lock().ok().map(|t| LatencyFigures::of(&t.total)),
+        false => None,
+    };
+    let rate_of = |role: StreamRole| {
+        summaries
+            .iter()
+            .filter(|s| s.direction == role)
+            .map(|s| s.bits_per_second)
+            .fold(0.0, |sum, rate| sum + rate)
+    };
+    let report = ThroughputReport {
+        kind: "end",
+        endpoint: options.endpoint.to_string(),
+        seconds: options.duration.as_secs_f64(),
+        up_bits_per_second: rate_of(StreamRole::Up),
+        down_bits_per_second: rate_of(StreamRole::Down),
+        streams: summaries,
+        latency,
+    };
+    Ok((report, first_error))
+}
+
+/// One stream's final figures.
+fn summarize(lane: &Lane, ended: &LaneEnd, measured: Duration) -> StreamSummary {
+    let bytes = lane.bytes.load(Ordering::Relaxed);
+    let mut summary = StreamSummary {
+        stream: lane.number,
+        direction: lane.role,
+        bytes,
+        bits_per_second: bits_per_second(bytes, measured),
+        server_received: ended.server_received,
+        retransmits: None,
+        interval_bits_per_second: None,
+        interval_retransmits: None,
+        interval_cwnd_bytes: None,
+        interval_srtt_us: None,
+        interval_rttvar_us: None,
+        interval_delivery_rate: None,
+        udp: None,
+        error: ended.error.as_ref().map(ToString::to_string),
+    };
+    let intervals: Vec<&StreamInterval> = lane.intervals.iter().collect();
+    summary.spread_over(&intervals);
+    summary
+}
+
+/// A rate from a byte count over a span.
+pub fn bits_per_second(bytes: u64, span: Duration) -> f64 {
+    let seconds = span.as_secs_f64();
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    bytes as f64 * 8.0 / seconds
+}
+
+/// Emits a record at every interval boundary (and at the end) until `end`.
+async fn tick(
+    options: &ThroughputOptions,
+    lanes: &mut [Lane],
+    times: &Mutex<ProbeTimes>,
+    start: Instant,
+    end: Instant,
+    on_interval: &mut (impl FnMut(&IntervalRecord) + Send),
+) {
+    let Some(every) = options.interval else {
+        tokio::time::sleep_until(end).await;
+        return;
+    };
+    let mut from = start;
+    for k in 1u32.. {
+        let to = start.checked_add(every * k).map_or(end, |t| t.min(end));
+        tokio::time::sleep_until(to).await;
+        let record = interval_record(lanes, times, options.latency, start, from, to);
+        on_interval(&record);
+        if to >= end {
+            return;
+        }
+        from = to;
+    }
+}
+
+/// Reads every lane's counter and `TCP_INFO` for the interval `from..to`.
+fn interval_record(
+    lanes: &mut [Lane],
+    times: &Mutex<ProbeTimes>,
+    latency: bool,
+    start: Instant,
+    from: Instant,
+    to: Instant,
+) -> IntervalRecord {
+    let span = to.saturating_duration_since(from);
+    let mut streams = Vec::with_capacity(lanes.len());
+    for lane in lanes.iter_mut() {
+        let now = lane.bytes.load(Ordering::Relaxed);
+        let bytes = now.saturating_sub(lane.last_bytes);
+        lane.last_bytes = now;
+        let info = lane
+            .socket
+            .as_ref()
+            .and_then(|fd| tcp_info::read(fd.as_fd()));
+        let tcp = info.map(|info| TcpInterval::between(lane.last_info.as_ref(), info));
+        lane.last_info = info.or(lane.last_info);
+        let figures = StreamInterval {
+            stream: lane.number,
+            direction: lane.role,
+            bytes,
+            bits_per_second: bits_per_second(bytes, span),
+            tcp,
+            datagrams: None,
+        };
+        lane.intervals.push(figures.clone());
+        streams.push(figures);
+    }
+    let latency = match latency {
+        true => times.lock().ok().map(|mut t| {
+            let figures = LatencyFigures::of(&t.interval);
+            t.interval = LatencyHistogram::new();
+            figures
+        }),
+        false => None,
+    };
+    IntervalRecord {
+        kind: "interval",
+        start: from.saturating_duration_since(start).as_secs_f64(),
+        end: to.saturating_duration_since(start).as_secs_f64(),
+        total_bits_per_second: streams.iter().map(|s| s.bits_per_second).sum(),
+        streams,
+        latency,
+    }
+}
+
+/// A duplicate of a TCP connection's socket (TLS: the socket under it), so the ticker
+/// reads `TCP_INFO` while the task owns the stream; `None` for Unix sockets.
+fn duplicate_socket(stream: &Stream) -> Option<OwnedFd> {
+    let fd: BorrowedFd<'_> = match stream {
+        Stream::Tcp(tcp) => tcp.as_fd(),
+        Stream::Tls(tls) => tls.get_ref().0.as_fd(),
+        Stream::Unix(_) => return None,
+    };
+    fd.try_clone_to_owned().ok()
+}
+
+/// Connects and greets the server as `role`; returns once it has agreed.
+async fn open(options: &ThroughputOptions, role: StreamRole) -> Result<Stream> {
+    let endpoint = &options.endpoint;
+    let mut stream = connect_stream(endpoint, options.connect.clone()).await?;
+    let greet = async {
+        stream.write_all(&role.greeting()).await?;
+        read_line(&mut stream).await
+    };
+    let not_perf = || Error::ClosedEarly {
+        peer: endpoint.to_string(),
+        during: "before agreeing to a throughput test; is it `sockit serve --perf`?".into(),
+    };
+    match tokio::time::timeout(options.connect.timeout, greet).await {
+        Ok(Ok(line)) if line == wire::ACCEPTED => Ok(stream),
+        Ok(Ok(_)) => Err(not_perf()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(not_perf()),
+        Ok(Err(e)) => Err(Error::exchange(
+            e,
+            endpoint.to_string(),
+            "while starting a throughput test",
+        )),
+        Err(_) => Err(Error::Timeout {
+            doing: format!(
+                "waiting for {endpoint} to agree to a throughput test (is it `sockit serve --perf`?)"
+            ),
+            after: options.connect.timeout,
+        }),
+    }
+}
+
+/// Reads one control line, byte by byte so nothing after it is taken (it is data).
+async fn read_line(stream: &mut Stream) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(32);
+    while line.len() < wire::MAX_CONTROL_LINE {
+        let byte = stream.read_u8().await?;
+        line.push(byte);
+        if byte == b'\n' {
+            break;
+        }
+    }
+    Ok(line)
+}
+
+/// Up: writes filler until `end`, then half-closes and reads the server's count.
+async fn send(mut stream: Stream, bytes: &AtomicU64, end: Instant, chunk: usize) -> LaneEnd {
+    let filler = super::filler(chunk);
+    let deadline = tokio::time::sleep_until(end);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut deadline => break,
+            written = stream.write(&filler) => match written {
+                Ok(n) if n > 0 => { bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                Ok(_) => return failed(std::io::ErrorKind::WriteZero.into(), "while sending"),
+                Err(e) => return failed(e, "while sending"),
+            },
+        }
+    }
+    let closing = async {
+        stream.shutdown().await?;
+        read_line(&mut stream).await
+    };
+    match tokio::time::timeout(CLOSING_TIME, closing).await {
+        Ok(Ok(line)) => LaneEnd {
+            server_received: wire::parse_received(&line),
+            error: None,
+        },
+        Ok(Err(e)) => failed(e, "while reading the server's count"),
+        Err(_) => LaneEnd::default(),
+    }
+}
+
+/// Down: reads until `end`, then half-closes and lets the server close.
+async fn receive(mut stream: Stream, bytes: &AtomicU64, end: Instant, chunk: usize) -> LaneEnd {
+    let mut buffer = vec![0u8; chunk];
+    let deadline = tokio::time::sleep_until(end);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut deadline => break,
+            read = stream.read(&mut buffer) => match read {
+                Ok(0) => return failed(std::io::ErrorKind::UnexpectedEof.into(), "while receiving"),
+                Ok(n) => { bytes.fetch_add(n as u64, Ordering::Relaxed); }
+                Err(e) => return failed(e, "while receiving"),
+            },
+        }
+    }
+    let closing = async {
+        stream.shutdown().await?;
+        while stream.read(&mut buffer).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    // What arrives after the end is not counted; a slow close is not a failure.
+    let _ = tokio::time::timeout(CLOSING_TIME, closing).await;
+    LaneEnd::default()
+}
+
+/// A connection that failed mid-test.
+fn failed(source: std::io::Error, during: &str) -> LaneEnd {
+    LaneEnd {
+        server_received: None,
+        error: Some(Error::exchange(source, "the server", during)),
+    }
+}
+
+/// The latency probe: a small message and its echo every [`PROBE_GAP`] until `end`.
+async fn run_probe(
+    mut stream: Stream,
+    times: Arc<Mutex<ProbeTimes>>,
+    end: Instant,
+) -> Option<Error> {
+    let mut echo = [0u8; PROBE_SIZE];
+    let mut next = Instant::now();
+    let mut round = 0u64;
+    while next < end {
+        tokio::time::sleep_until(next).await;
+        next += PROBE_GAP;
+        round += 1;
+        let sent = Instant::now();
+        let trip = async {
+            stream.write_all(&round.to_be_bytes()).await?;
+            stream.read_exact(&mut echo).await
+        };
+        match tokio::time::timeout_at(end + CLOSING_TIME, trip).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Some(Error::exchange(e, "the server", "during the latency probe"));
+            }
+            Err(_) => return None,
+        }
+        let rtt = sent.elapsed();
+        if let Ok(mut t) = times.lock() {
+            t.interval.record(rtt);
+            t.total.record(rtt);
+        }
+    }
+    let _ = stream.shutdown().await;
+    None
+}

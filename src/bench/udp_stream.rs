@@ -1,0 +1,480 @@
+//! UDP throughput tests at a set bitrate (iperf3 `-u -b`) against `sockit serve --perf`.
+//!
+//! Each flow is a thread with a connected socket of its own that sends `--size`-byte
+//! datagrams on the [`Pacer`]'s schedule, each stamped with a [`DatagramHeader`] (flow id,
+//! sequence number, send time). It records how far each send landed from its due time;
+//! the report gives the 99th percentile of that error. At the end it sends an `End`
+//! datagram (repeated until answered, a few times at most) and reads back the server's
+//! [`FlowReport`]: loss, duplicates, reordering and jitter, in total and per interval, so
+//! the user sees one report with both sides.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::flow_stats::FlowReport;
+use super::histogram::LatencyHistogram;
+use super::pacer::Pacer;
+use super::throughput::bits_per_second;
+use super::throughput_report::{
+    IntervalRecord, StreamInterval, StreamSummary, ThroughputReport, UdpSummary,
+};
+use super::wire::{DATAGRAM_HEADER, DatagramHeader, DatagramKind, StreamRole};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM};
+
+/// How many times the end of a flow is sent before giving up on the receiver's report.
+const END_TRIES: u32 = 10;
+
+/// How long each try waits for the report.
+const END_WAIT: Duration = Duration::from_millis(200);
+
+/// Highest bitrate accepted: beyond it the figure is a typo, not a plan.
+pub const MAX_BITRATE: f64 = 1e12;
+
+/// Everything that defines one UDP throughput test.
+#[derive(Debug, Clone)]
+pub struct UdpStreamOptions {
+    /// The server (`sockit serve --perf` on a udp:// or unixgram: endpoint).
+    pub endpoint: Endpoint,
+    /// Parallel flows, each at `bitrate`.
+    pub streams: usize,
+    /// Bits per second per flow (UDP payload, header included).
+    pub bitrate: f64,
+    /// Bytes per datagram, at least [`DATAGRAM_HEADER`].
+    pub size: usize,
+    /// The measured span.
+    pub duration: Duration,
+    /// A report line every this long (`None`: the final report only).
+    pub interval: Option<Duration>,
+    /// Connect options (source address, socket options).
+    pub connect: ConnectOptions,
+}
+
+impl UdpStreamOptions {
+    /// Checks the rate and size.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.size < DATAGRAM_HEADER || self.size > MAX_DATAGRAM {
+            return Err(Error::Usage(format!(
+                "--size {}: a UDP throughput datagram is {DATAGRAM_HEADER} to {MAX_DATAGRAM} \
+                 bytes ({DATAGRAM_HEADER} bytes of header)",
+                self.size
+            )));
+        }
+        if !(self.bitrate.is_finite() && self.bitrate > 0.0 && self.bitrate <= MAX_BITRATE) {
+            return Err(Error::Usage(
+                "--bitrate must be above 0 and at most 1T (bits per second)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a bitrate: a number with an optional k, M, G or T (powers of 1000), as iperf3
+/// writes them.
+///
+/// # Errors
+/// [`Error::Usage`] for anything else, zero, negative or over [`MAX_BITRATE`].
+pub fn parse_bitrate(text: &str) -> Result<f64> {
+    let bad = || {
+        Error::Usage(format!(
+            "--bitrate {text:?}: write bits per second above 0 and at most 1T, such as 100M or 1G"
+        ))
+    };
+    let trimmed = text.trim();
+    let (number, factor) = match trimmed.char_indices().last() {
+        Some((at, unit)) if unit.is_ascii_alphabetic() => {
+            let factor = match unit.to_ascii_lowercase() {
+                'k' => 1e3,
+                'm' => 1e6,
+                'g' => 1e9,
+                't' => 1e12,
+                _ => return Err(bad()),
+            };
+            (&trimmed[..at], factor)
+        }
+        _ => (trimmed, 1.0),
+    };
+    let value = number.parse::<f64>().map_err(|_| bad())? * factor;
+    if value.is_finite() && value > 0.0 && value <= MAX_BITRATE {
+        Ok(value)
+    } else {
+        Err(bad())
+    }
+}
+
+/// What one flow's thread shares with the ticker while it runs.
+#[derive(Default)]
+struct FlowCounters {
+    bytes: AtomicU64,
+    datagrams: AtomicU64,
+}
+
+/// What a flow's thread returns.
+struct FlowEnd {
+    sent: u64,
+    sent_per_interval: Vec<u64>,
+    pacing: LatencyHistogram,
+    receiver: Option<FlowReport>,
+    error: Option<Error>,
+}
+
+/// Runs a test (call from a blocking context); `on_interval` gets each interval's
+/// record (sender's figures) as it ends.
+///
+/// # Errors
+/// A socket cannot be opened.
+pub fn run_blocking(
+    options: &UdpStreamOptions,
+    mut on_interval: impl FnMut(&IntervalRecord),
+) -> Result<(ThroughputReport, Option<Error>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            doing: "starting the UDP test's runtime".into(),
+            source,
+        })?;
+    let mut sockets = Vec::with_capacity(options.streams);
+    for _ in 0..options.streams {
+        let socket = runtime.block_on(DatagramSocket::connect_with_options(
+            &options.endpoint,
+            &options.connect,
+        ))?;
+        sockets.push(blocking(socket)?);
+    }
+    drop(runtime);
+    let start = Instant::now() + Duration::from_millis(5);
+    let end = start + options.duration;
+    let mut counters = Vec::with_capacity(sockets.len());
+    let mut threads = Vec::with_capacity(sockets.len());
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let shared = Arc::new(FlowCounters::default());
+        counters.push(Arc::clone(&shared));
+        let options = options.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("sockit-udp-{index}"))
+            .spawn(move || send_flow(&socket, &options, &shared, start, end));
+        threads.push(spawned.map_err(|source| Error::Io {
+            doing: "starting a UDP sender thread".into(),
+            source,
+        })?);
+    }
+    let intervals = tick(options, &counters, start, end, &mut on_interval);
+    let mut summaries = Vec::with_capacity(threads.len());
+    let mut first_error = None;
+    for (index, thread) in threads.into_iter().enumerate() {
+        let ended = thread.join().unwrap_or_else(|_| FlowEnd {
+            sent: 0,
+            sent_per_interval: Vec::new(),
+            pacing: LatencyHistogram::new(),
+            receiver: None,
+            error: Some(Error::Io {
+                doing: "sending a UDP flow".into(),
+                source: std::io::Error::other("the sender thread stopped"),
+            }),
+        });
+        let mine: Vec<&StreamInterval> = intervals.iter().filter_map(|r| r.get(index)).collect();
+        let bytes = counters[index].bytes.load(Ordering::Relaxed);
+        let pacing = ended.pacing.percentiles();
+        let mut summary = StreamSummary {
+            stream: index + 1,
+            direction: StreamRole::Up,
+            bytes,
+            bits_per_second: bits_per_second(bytes, options.duration),
+            server_received: ended.receiver.as_ref().map(|r| r.total.bytes),
+            retransmits: None,
+            interval_bits_per_second: None,
+            interval_retransmits: None,
+            interval_cwnd_bytes: None,
+            interval_srtt_us: None,
+            interval_rttvar_us: None,
+            interval_delivery_rate: None,
+            udp: Some(UdpSummary {
+                sent: ended.sent,
+                pacing_error_p99_us: pacing.p99.as_secs_f64() * 1e6,
+                pacing_error_max_us: pacing.max.as_secs_f64() * 1e6,
+                receiver: ended.receiver,
+                sent_per_interval: ended.sent_per_interval,
+            }),
+            error: ended.error.as_ref().map(ToString::to_string),
+        };
+        summary.spread_over(&mine);
+        summaries.push(summary);
+        if first_error.is_none() {
+            first_error = ended.error;
+        }
+    }
+    let up = summaries
+        .iter()
+        .map(|s| s.bits_per_second)
+        .fold(0.0, |sum, rate| sum + rate);
+    Ok((
+        ThroughputReport {
+            kind: "end",
+            endpoint: options.endpoint.to_string(),
+            seconds: options.duration.as_secs_f64(),
+            streams: summaries,
+            up_bits_per_second: up,
+            down_bits_per_second: 0.0,
+            latency: None,
+        },
+        first_error,
+    ))
+}
+
+/// The socket as a blocking std socket, for a sender thread.
+fn blocking(socket: DatagramSocket) -> Result<BlockingSocket> {
+    let failed = |source| Error::Io {
+        doing: "preparing a UDP sender".into(),
+        source,
+    };
+    match socket {
+        DatagramSocket::Udp(s) => {
+            let s = s.into_std().map_err(failed)?;
+            s.set_nonblocking(false).map_err(failed)?;
+            Ok(BlockingSocket::Udp(s))
+        }
+        DatagramSocket::Unix(s, guard) => {
+            let s = s.into_std().map_err(failed)?;
+            s.set_nonblocking(false).map_err(failed)?;
+            Ok(BlockingSocket::Unix {
+                socket: s,
+                _guard: guard,
+            })
+        }
+    }
+}
+
+/// A connected datagram socket in blocking mode.
+enum BlockingSocket {
+    Udp(std::net::UdpSocket),
+    Unix {
+        socket: std::os::unix::net::UnixDatagram,
+        /// Removes the client's own socket file when the test ends.
+        _guard: Option<crate::transport::UnixPathGuard>,
+    },
+}
+
+impl BlockingSocket {
+    fn send(&self, datagram: &[u8]) -> std::io::Result<usize> {
+        match self {
+            BlockingSocket::Udp(s) => s.send(datagram),
+            BlockingSocket::Unix { socket, .. } => socket.send(datagram),
+        }
+    }
+
+    fn recv(&self, buffer: &mut [u8], wait: Duration) -> std::io::Result<usize> {
+        match self {
+            BlockingSocket::Udp(s) => {
+                s.set_read_timeout(Some(wait))?;
+                s.recv(buffer)
+            }
+            BlockingSocket::Unix { socket, .. } => {
+                socket.set_read_timeout(Some(wait))?;
+                socket.recv(buffer)
+            }
+        }
+    }
+}
+
+/// One flow: send on schedule until `end`, then collect the receiver's report.
+fn send_flow(
+    socket: &BlockingSocket,
+    options: &UdpStreamOptions,
+    counters: &FlowCounters,
+    start: Instant,
+    end: Instant,
+) -> FlowEnd {
+    let flow = flow_id();
+    let interval_ms = options
+        .interval
+        .map_or(0, |i| u32::try_from(i.as_millis()).unwrap_or(u32::MAX));
+    let pacer = Pacer::new(start, options.bitrate, options.size);
+    let mut datagram = super::filler(options.size).to_vec();
+    let mut pacing = LatencyHistogram::new();
+    let mut sent_per_interval = Vec::new();
+    let mut sent = 0u64;
+    let mut error = None;
+    loop {
+        let due = pacer.due(sent);
+        if due >= end {
+            break;
+        }
+        Pacer::wait_until(due);
+        let now = Instant::now();
+        let sent_ns = u64::try_from(now.duration_since(start).as_nanos()).unwrap_or(u64::MAX);
+        DatagramHeader {
+            kind: DatagramKind::Data,
+            flow,
+            seq: sent,
+            sent_ns,
+            interval_ms,
+        }
+        .write(&mut datagram);
+        match socket.send(&datagram) {
+            Ok(_) => {}
+            // A full socket buffer (ENOBUFS) drops this datagram: counted as sent and
+            // lost, as the receiver will see it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+            Err(e) => {
+                error = Some(Error::exchange(
+                    e,
+                    options.endpoint.to_string(),
+                    "while sending datagrams",
+                ));
+                break;
+            }
+        }
+        pacing.record(now.duration_since(due));
+        if interval_ms > 0 {
+            let index = (sent_ns / (u64::from(interval_ms) * 1_000_000)) as usize;
+            if sent_per_interval.len() <= index {
+                sent_per_interval.resize(index + 1, 0);
+            }
+            sent_per_interval[index] += 1;
+        }
+        sent += 1;
+        counters
+            .bytes
+            .fetch_add(options.size as u64, Ordering::Relaxed);
+        counters.datagrams.fetch_add(1, Ordering::Relaxed);
+    }
+    let receiver = match error {
+        None => ask_for_report(socket, flow, sent),
+        Some(_) => None,
+    };
+    FlowEnd {
+        sent,
+        sent_per_interval,
+        pacing,
+        receiver,
+        error,
+    }
+}
+
+/// Sends the end of flow `flow` until the receiver's report comes back (a few tries).
+fn ask_for_report(socket: &BlockingSocket, flow: u64, sent: u64) -> Option<FlowReport> {
+    let mut end = [0u8; DATAGRAM_HEADER];
+    DatagramHeader {
+        kind: DatagramKind::End,
+        flow,
+        seq: sent,
+        sent_ns: 0,
+        interval_ms: 0,
+    }
+    .write(&mut end);
+    let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
+    for _ in 0..END_TRIES {
+        if socket.send(&end).is_err() {
+            return None;
+        }
+        let deadline = Instant::now() + END_WAIT;
+        while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(n) = socket.recv(&mut buffer, wait.max(Duration::from_millis(1))) else {
+                break;
+            };
+            let Some(header) = DatagramHeader::read(&buffer[..n]) else {
+                continue;
+            };
+            if header.kind == DatagramKind::Report && header.flow == flow {
+                return serde_json::from_slice(&buffer[DATAGRAM_HEADER..n]).ok();
+            }
+        }
+    }
+    None
+}
+
+/// A flow id unlikely to collide with another sender's: the clock and the process id
+/// mixed (a collision only merges two flows' figures from the same address).
+fn flow_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let thread = std::thread::current().id();
+    let mut hash = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(nanos, std::process::id(), thread), &mut hash);
+    std::hash::Hasher::finish(&hash)
+}
+
+/// Emits each interval's sender-side record; returns them all, stream by stream.
+fn tick(
+    options: &UdpStreamOptions,
+    counters: &[Arc<FlowCounters>],
+    start: Instant,
+    end: Instant,
+    on_interval: &mut impl FnMut(&IntervalRecord),
+) -> Vec<Vec<StreamInterval>> {
+    let mut all = Vec::new();
+    let Some(every) = options.interval else {
+        return all;
+    };
+    let mut last: Vec<(u64, u64)> = vec![(0, 0); counters.len()];
+    let mut from = start;
+    for k in 1u32.. {
+        let to = start.checked_add(every * k).map_or(end, |t| t.min(end));
+        if let Some(wait) = to.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let span = to.saturating_duration_since(from);
+        let streams: Vec<StreamInterval> = counters
+            .iter()
+            .zip(last.iter_mut())
+            .enumerate()
+            .map(|(index, (c, last))| {
+                let now = (
+                    c.bytes.load(Ordering::Relaxed),
+                    c.datagrams.load(Ordering::Relaxed),
+                );
+                let bytes = now.0.saturating_sub(last.0);
+                let datagrams = now.1.saturating_sub(last.1);
+                *last = now;
+                StreamInterval {
+                    stream: index + 1,
+                    direction: StreamRole::Up,
+                    bytes,
+                    bits_per_second: bits_per_second(bytes, span),
+                    tcp: None,
+                    datagrams: Some(datagrams),
+                }
+            })
+            .collect();
+        let record = IntervalRecord {
+            kind: "interval",
+            start: from.saturating_duration_since(start).as_secs_f64(),
+            end: to.saturating_duration_since(start).as_secs_f64(),
+            total_bits_per_second: streams.iter().map(|s| s.bits_per_second).sum(),
+            streams,
+            latency: None,
+        };
+        on_interval(&record);
+        all.push(record.streams);
+        if to >= end {
+            break;
+        }
+        from = to;
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitrates_read_like_iperf3s() -> Result<()> {
+        assert_eq!(parse_bitrate("100M")?, 100e6);
+        assert_eq!(parse_bitrate("1G")?, 1e9);
+        assert_eq!(parse_bitrate("2.5k")?, 2500.0);
+        assert_eq!(parse_bitrate("64000")?, 64000.0);
+        for bad in ["0", "-1M", "5X", "", "G", "2T", "nan", "inf"] {
+            let error = parse_bitrate(bad).err().map(|e| e.to_string());
+            assert!(error.is_some_and(|e| e.contains("--bitrate")), "{bad}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! The throughput test's wire format: what `sockit bench` and `sockit serve --perf` say
+//! to each other. Pure data, no I/O, so both sides and the tests share one definition.
+//!
+//! **Why a control exchange, not a second server mode per direction.** One server must
+//! serve every test client at once, each asking for its own direction, so the choice has
+//! to travel with each connection. A server mode per direction (`--source`, `--sink`)
+//! would need one server per direction and could not serve `--bidir`. So a stream
+//! connection to `serve --perf` opens with one line saying what it is for, and the server
+//! answers one line:
+//!
+//! ```text
+//! client: SOCKIT-PERF/1 up\n        (the client sends; the server counts and discards)
+//! client: SOCKIT-PERF/1 down\n      (the server sends filler until the client's EOF)
+//! client: SOCKIT-PERF/1 ping\n      (the server echoes: the latency probe)
+//! server: SOCKIT-PERF/1 ok\n
+//! ...data...
+//! up only, after the client's EOF:
+//! server: SOCKIT-PERF/1 received <bytes>\n
+//! ```
+//!
+//! A connection that does not open with the greeting is treated as `--discard` treats it
+//! (counted and dropped), so `bench --pattern stream` without throughput flags works
+//! against `serve --perf` as it does against `serve --discard`.
+//!
+//! **Datagrams** (`--bitrate`) have no connection to carry a greeting, so every datagram
+//! carries a [`DatagramHeader`]: the sender's flow id, a sequence number and the send
+//! time, from which the server measures loss, duplicates, reordering and jitter. The
+//! sender ends its flow with an [`DatagramKind::End`] datagram (repeated until answered)
+//! and the server answers with a [`DatagramKind::Report`]: the header followed by the
+//! receiver's figures as JSON.
+
+/// The start of every control line.
+pub const GREETING: &[u8] = b"SOCKIT-PERF/1 ";
+
+/// The longest control line either side accepts (a guard against a peer that never
+/// sends a newline).
+pub const MAX_CONTROL_LINE: usize = 128;
+
+/// What a stream connection to `serve --perf` is for, from the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamRole {
+    /// The client sends, the server counts (iperf3's default direction).
+    Up,
+    /// The server sends, the client counts (iperf3 `-R`).
+    Down,
+    /// The server echoes small messages back: the latency probe.
+    Ping,
+}
+
+impl StreamRole {
+    /// The word on the wire.
+    pub fn word(self) -> &'static str {
+        match self {
+            StreamRole::Up => "up",
+            StreamRole::Down => "down",
+            StreamRole::Ping => "ping",
+        }
+    }
+
+    /// The greeting line a client sends for this role.
+    pub fn greeting(self) -> Vec<u8> {
+        let mut line = GREETING.to_vec();
+        line.extend_from_slice(self.word().as_bytes());
+        line.push(b'\n');
+        line
+    }
+}
+
+/// The server's answer to a greeting.
+pub const ACCEPTED: &[u8] = b"SOCKIT-PERF/1 ok\n";
+
+/// What the first bytes of a connection say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Not a greeting: a plain sender, to be discarded.
+    Plain,
+    /// So far a prefix of the greeting: read more.
+    Incomplete,
+    /// A full greeting line of `len` bytes (with its newline) asking for `role`.
+    Greeting { role: StreamRole, len: usize },
+    /// A greeting with a role this server does not know.
+    Unknown,
+}
+
+/// Classifies the first bytes a server read on a connection.
+pub fn parse_opening(bytes: &[u8]) -> Opening {
+    let common = bytes.len().min(GREETING.len());
+    if bytes[..common] != GREETING[..common] {
+        return Opening::Plain;
+    }
+    let Some(end) = memchr::memchr(b'\n', bytes) else {
+        if bytes.len() >= MAX_CONTROL_LINE {
+            return Opening::Unknown;
+        }
+        return Opening::Incomplete;
+    };
+    let word = &bytes[GREETING.len().min(end)..end];
+    let role = match word.strip_suffix(b"\r").unwrap_or(word) {
+        b"up" => StreamRole::Up,
+        b"down" => StreamRole::Down,
+        b"ping" => StreamRole::Ping,
+        _ => return Opening::Unknown,
+    };
+    Opening::Greeting { role, len: end + 1 }
+}
+
+/// The line the server sends after an `up` connection's EOF.
+pub fn received_line(bytes: u64) -> String {
+    format!("SOCKIT-PERF/1 received {bytes}\n")
+}
+
+/// The byte count in a `received` line, if it is one.
+pub fn parse_received(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(GREETING)?.strip_prefix(b"received ")?;
+    let text = std::str::from_utf8(rest).ok()?;
+    text.trim_end().parse().ok()
+}
+
+/// Marks a throughput datagram.
+pub const DATAGRAM_MAGIC: [u8; 4] = *b"SKPU";
+
+/// Bytes of [`DatagramHeader`] at the start of every throughput datagram: the smallest
+/// `--size` a UDP stream accepts.
+pub const DATAGRAM_HEADER: usize = 40;
+
+/// What a throughput datagram is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramKind {
+    /// Payload, counted by the receiver.
+    Data,
+    /// The sender is done; `seq` holds how many data datagrams it sent.
+    End,
+    /// The receiver's figures for the flow (JSON after the header).
+    Report,
+}
+
+impl DatagramKind {
+    fn byte(self) -> u8 {
+        match self {
+            DatagramKind::Data => 0,
+            DatagramKind::End => 1,
+            DatagramKind::Report => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<DatagramKind> {
+        match byte {
+            0 => Some(DatagramKind::Data),
+            1 => Some(DatagramKind::End),
+            2 => Some(DatagramKind::Report),
+            _ => None,
+        }
+    }
+}
+
+/// The header of every throughput datagram (big-endian on the wire).
+///
+/// ```text
+/// 0..4   "SKPU"            4      kind (0 data, 1 end, 2 report)   5..8 zero
+/// 8..16  flow id           16..24 sequence number (end: datagrams sent)
+/// 24..32 send time, ns since the flow's start (sender's clock)
+/// 32..36 the sender's report interval in ms (0: none)             36..40 zero
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramHeader {
+    /// What the datagram is.
+    pub kind: DatagramKind,
+    /// Chosen at random by the sender, so two senders behind one address (NAT) or a
+    /// restarted sender on the same port are told apart.
+    pub flow: u64,
+    /// Data: 0, 1, 2, … in send order. End: the count of data datagrams sent.
+    pub seq: u64,
+    /// When the sender sent it, in ns since its flow started: jitter needs only
+    /// differences, so the two clocks need not agree.
+    pub sent_ns: u64,
+    /// The sender's interval, so the receiver's per-interval figures line up with the
+    /// sender's lines (intervals by send time).
+    pub interval_ms: u32,
+}
+
+impl DatagramHeader {
+    /// Writes the header into the first [`DATAGRAM_HEADER`] bytes of `out`.
+    ///
+    /// # Panics
+    /// Never for a buffer of at least [`DATAGRAM_HEADER`] bytes; callers size their
+    /// buffers from `--size`, which is checked to be at least that.
+    pub fn write(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&DATAGRAM_MAGIC);
+        out[4] = self.kind.byte();
+        out[5..8].fill(0);
+        out[8..16].copy_from_slice(&self.flow.to_be_bytes());
+        out[16..24].copy_from_slice(&self.seq.to_be_bytes());
+        out[24..32].copy_from_slice(&self.sent_ns.to_be_bytes());
+        out[32..36].copy_from_slice(&self.interval_ms.to_be_bytes());
+        out[36..40].fill(0);
+    }
+
+    /// Reads a header; `None` for anything that is not a throughput datagram.
+    pub fn read(datagram: &[u8]) -> Option<DatagramHeader> {
+        let header = datagram.get(..DATAGRAM_HEADER)?;
+        if header[..4] != DATAGRAM_MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(&header[at..at + 8]);
+            u64::from_be_bytes(bytes)
+        };
+        let mut interval = [0; 4];
+        interval.copy_from_slice(&header[32..36]);
+        Some(DatagramHeader {
+            kind: DatagramKind::from_byte(header[4])?,
+            flow: u64_at(8),
+            seq: u64_at(16),
+            sent_ns: u64_at(24),
+            interval_ms: u32::from_be_bytes(interval),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openings_are_told_apart() {
+        assert_eq!(parse_opening(b"abcdef"), Opening::Plain);
+        assert_eq!(parse_opening(b"SOCKIT-P"), Opening::Incomplete);
+        assert_eq!(
+            parse_opening(b"SOCKIT-PERF/1 down\nxyz"),
+            Opening::Greeting {
+                role: StreamRole::Down,
+                len: 19
+            }
+        );
+        assert!(parse_opening(&StreamRole::Up.greeting()).is_greeting());
+        assert_eq!(parse_opening(b"SOCKIT-PERF/1 sideways\n"), Opening::Unknown);
+        assert_eq!(parse_opening(&[b'S'; 1]), Opening::Incomplete);
+        let mut long = GREETING.to_vec();
+        long.resize(MAX_CONTROL_LINE, b'x');
+        assert_eq!(parse_opening(&long), Opening::Unknown);
+    }
+
+    impl Opening {
+        fn is_greeting(self) -> bool {
+            matches!(self, Opening::Greeting { .. })
+        }
+    }
+
+    #[test]
+    fn received_lines_round_trip() {
+        assert_eq!(parse_received(received_line(12345).as_bytes()), Some(12345));
+        assert_eq!(parse_received(b"SOCKIT-PERF/1 ok\n"), None);
+    }
+
+    #[test]
+    fn headers_round_trip_and_strangers_are_refused() {
+        let header = DatagramHeader {
+            kind: DatagramKind::End,
+            flow: 0xdead_beef_0000_0001,
+            seq: 77,
+            sent_ns: 123_456_789,
+            interval_ms: 1000,
+        };
+        let mut bytes = [0xffu8; DATAGRAM_HEADER + 3];
+        header.write(&mut bytes);
+        assert_eq!(DatagramHeader::read(&bytes), Some(header));
+        assert_eq!(DatagramHeader::read(&bytes[..DATAGRAM_HEADER - 1]), None);
+        assert_eq!(DatagramHeader::read(b"hello udp server"), None);
+    }
+}
