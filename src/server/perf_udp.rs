@@ -5,7 +5,7 @@
 //! plus at most [`MAX_INTERVALS`](crate::bench::flow_stats::MAX_INTERVALS) intervals, so
 //! memory per flow is bounded, and the table holds at most [`MAX_FLOWS`] flows; datagrams
 //! of further flows are dropped (and that is logged at a bounded rate). A flow whose
-//! sender goes silent for [`FLOW_IDLE`] is forgotten, so a sender that vanishes mid-test
+//! sender goes silent for [`FLOW_IDLE`] (or `--idle-timeout`, if shorter) is forgotten, so a sender that vanishes mid-test
 //! frees its state. The server's counters see flows as connections: `active` is the
 //! flows being measured right now, `connections` the flows started.
 //!
@@ -93,14 +93,14 @@ impl FlowTable {
         }
     }
 
-    /// Forgets flows silent for [`FLOW_IDLE`] and reports kept past [`REPORT_KEPT`].
-    fn sweep(&self, now: Instant) {
+    /// Forgets flows silent for `idle` and reports kept past [`REPORT_KEPT`].
+    fn sweep(&self, now: Instant, idle: Duration) {
         let Ok(mut tables) = self.state.lock() else {
             return;
         };
         let before = tables.live.len();
         tables.live.retain(|_, flow| {
-            let alive = now.duration_since(flow.last_seen) < FLOW_IDLE;
+            let alive = now.duration_since(flow.last_seen) < idle;
             if !alive {
                 flow.counters.active.fetch_sub(1, Ordering::Relaxed);
             }
@@ -110,7 +110,7 @@ impl FlowTable {
         if gone > 0 {
             tracing::info!(
                 "forgot {gone} UDP flow(s) silent for {} (their senders are gone); {} left",
-                humantime::format_duration(FLOW_IDLE),
+                humantime::format_duration(idle),
                 tables.live.len()
             );
         }
@@ -221,12 +221,17 @@ pub(crate) async fn receive_flows(
     shared: &Arc<Shared>,
 ) {
     let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let idle = shared
+        .options
+        .limits
+        .idle_timeout
+        .map_or(FLOW_IDLE, |limit| limit.min(FLOW_IDLE));
+    let mut sweep = tokio::time::interval(SWEEP_EVERY.min(idle).max(Duration::from_millis(100)));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shared.shutdown.triggered() => return,
-            _ = sweep.tick() => flows.sweep(Instant::now()),
+            _ = sweep.tick() => flows.sweep(Instant::now(), idle),
             received = socket.recv_from(&mut buffer) => {
                 let (n, peer) = match received {
                     Ok(got) => got,

@@ -32,6 +32,7 @@ mod serve_paths;
 mod server_modes;
 mod shutdown;
 mod sockopt;
+mod throughput;
 mod tls;
 mod tls_trust;
 mod transports;
