@@ -321,6 +321,12 @@ fn send_flow(
             // A full socket buffer (ENOBUFS) drops this datagram: counted as sent and
             // lost, as the receiver will see it.
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                error = Some(Error::Refused {
+                    endpoint: options.endpoint.clone(),
+                });
+                break;
+            }
             Err(e) => {
                 error = Some(Error::exchange(
                     e,
@@ -348,6 +354,15 @@ fn send_flow(
         None => ask_for_report(socket, flow, sent),
         Some(_) => None,
     };
+    if error.is_none() && receiver.is_none() {
+        error = Some(Error::Timeout {
+            doing: format!(
+                "waiting for the receiver's report from {} (is it `sockit serve --perf`?)",
+                options.endpoint
+            ),
+            after: END_WAIT * END_TRIES,
+        });
+    }
     FlowEnd {
         sent,
         sent_per_interval,
