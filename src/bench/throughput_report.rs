@@ -218,6 +218,9 @@ pub struct UdpSummary {
     pub pacing_error_max_us: f64,
     /// The receiver's figures (`None`: its report never came back).
     pub receiver: Option<FlowReport>,
+    /// Multicast: the other receivers' figures, one report each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_receivers: Vec<FlowReport>,
     /// Sent per interval, to set against the receiver's intervals for loss.
     pub sent_per_interval: Vec<u64>,
 }
@@ -431,6 +434,17 @@ fn udp_text(udp: &UdpSummary) -> String {
         r.total.reordered,
         r.total.jitter_ns / 1000.0
     );
+    for (n, other) in udp.more_receivers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "      receiver {}: received {}  lost {}  reordered {}  jitter {:.1} µs",
+            n + 2,
+            other.total.received,
+            other.lost(Some(udp.sent)),
+            other.total.reordered,
+            other.total.jitter_ns / 1000.0
+        );
+    }
     for (i, (figures, sent)) in r.intervals.iter().zip(&udp.sent_per_interval).enumerate() {
         let lost = sent.saturating_sub(figures.received);
         let _ = writeln!(

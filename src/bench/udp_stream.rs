@@ -20,8 +20,13 @@ use super::throughput_report::{
     IntervalRecord, StreamInterval, StreamSummary, ThroughputReport, UdpSummary,
 };
 use super::wire::{DATAGRAM_HEADER, DatagramHeader, DatagramKind, StreamRole};
-use crate::endpoint::Endpoint;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Result};
+use crate::transport::Carrier;
 use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM};
 
 /// How many times the end of a flow is sent before giving up on the receiver's report.
@@ -120,6 +125,8 @@ struct FlowEnd {
     sent_per_interval: Vec<u64>,
     pacing: LatencyHistogram,
     receiver: Option<FlowReport>,
+    /// Multicast: the reports of the other receivers.
+    more_receivers: Vec<FlowReport>,
     error: Option<Error>,
 }
 
@@ -141,11 +148,14 @@ pub fn run_blocking(
         })?;
     let mut sockets = Vec::with_capacity(options.streams);
     for _ in 0..options.streams {
-        let socket = runtime.block_on(DatagramSocket::connect_with_options(
-            &options.endpoint,
-            &options.connect,
-        ))?;
-        sockets.push(blocking(socket)?);
+        let socket = match multicast_group(&options.endpoint) {
+            Some(group) => group_sender(group, options)?,
+            None => blocking(runtime.block_on(DatagramSocket::connect_with_options(
+                &options.endpoint,
+                &options.connect,
+            ))?)?,
+        };
+        sockets.push(socket);
     }
     drop(runtime);
     let start = Instant::now() + Duration::from_millis(5);
@@ -173,6 +183,7 @@ pub fn run_blocking(
             sent_per_interval: Vec::new(),
             pacing: LatencyHistogram::new(),
             receiver: None,
+            more_receivers: Vec::new(),
             error: Some(Error::Io {
                 doing: "sending a UDP flow".into(),
                 source: std::io::Error::other("the sender thread stopped"),
@@ -199,6 +210,7 @@ pub fn run_blocking(
                 pacing_error_p99_us: pacing.p99.as_secs_f64() * 1e6,
                 pacing_error_max_us: pacing.max.as_secs_f64() * 1e6,
                 receiver: ended.receiver,
+                more_receivers: ended.more_receivers,
                 sent_per_interval: ended.sent_per_interval,
             }),
             error: ended.error.as_ref().map(ToString::to_string),
@@ -227,6 +239,36 @@ pub fn run_blocking(
     ))
 }
 
+/// The group and port of a multicast endpoint (`udp://239.1.2.3:5000`).
+fn multicast_group(endpoint: &Endpoint) -> Option<SocketAddr> {
+    match endpoint {
+        Endpoint::Udp(hp) => match hp.host {
+            Host::Ip(ip) if ip.is_multicast() => Some(SocketAddr::new(ip, hp.port)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A sender to a multicast group: not connected, since every receiver's report comes
+/// back from its own unicast address.
+fn group_sender(group: SocketAddr, options: &UdpStreamOptions) -> Result<BlockingSocket> {
+    let failed = |source| Error::Io {
+        doing: format!("opening a socket to send to {group}"),
+        source,
+    };
+    let socket = Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(failed)?;
+    options
+        .connect
+        .socket
+        .apply(&SockRef::from(&socket), group, Carrier::Udp)?;
+    Ok(BlockingSocket::Group {
+        socket: socket.into(),
+        group,
+    })
+}
+
 /// The socket as a blocking std socket, for a sender thread.
 fn blocking(socket: DatagramSocket) -> Result<BlockingSocket> {
     let failed = |source| Error::Io {
@@ -253,6 +295,11 @@ fn blocking(socket: DatagramSocket) -> Result<BlockingSocket> {
 /// A connected datagram socket in blocking mode.
 enum BlockingSocket {
     Udp(std::net::UdpSocket),
+    /// To a multicast group; replies come from each receiver's own address.
+    Group {
+        socket: std::net::UdpSocket,
+        group: SocketAddr,
+    },
     Unix {
         socket: std::os::unix::net::UnixDatagram,
         /// Removes the client's own socket file when the test ends.
@@ -264,6 +311,7 @@ impl BlockingSocket {
     fn send(&self, datagram: &[u8]) -> std::io::Result<usize> {
         match self {
             BlockingSocket::Udp(s) => s.send(datagram),
+            BlockingSocket::Group { socket, group } => socket.send_to(datagram, group),
             BlockingSocket::Unix { socket, .. } => socket.send(datagram),
         }
     }
@@ -273,6 +321,10 @@ impl BlockingSocket {
             BlockingSocket::Udp(s) => {
                 s.set_read_timeout(Some(wait))?;
                 s.recv(buffer)
+            }
+            BlockingSocket::Group { socket, .. } => {
+                socket.set_read_timeout(Some(wait))?;
+                socket.recv_from(buffer).map(|(n, _)| n)
             }
             BlockingSocket::Unix { socket, .. } => {
                 socket.set_read_timeout(Some(wait))?;
@@ -350,11 +402,11 @@ fn send_flow(
             .fetch_add(options.size as u64, Ordering::Relaxed);
         counters.datagrams.fetch_add(1, Ordering::Relaxed);
     }
-    let receiver = match error {
+    let mut receivers = match error {
         None => ask_for_report(socket, flow, sent),
-        Some(_) => None,
+        Some(_) => Vec::new(),
     };
-    if error.is_none() && receiver.is_none() {
+    if error.is_none() && receivers.is_empty() {
         error = Some(Error::Timeout {
             doing: format!(
                 "waiting for the receiver's report from {} (is it `sockit serve --perf`?)",
@@ -363,17 +415,21 @@ fn send_flow(
             after: END_WAIT * END_TRIES,
         });
     }
+    let receiver = (!receivers.is_empty()).then(|| receivers.remove(0));
     FlowEnd {
         sent,
         sent_per_interval,
         pacing,
         receiver,
+        more_receivers: receivers,
         error,
     }
 }
 
-/// Sends the end of flow `flow` until the receiver's report comes back (a few tries).
-fn ask_for_report(socket: &BlockingSocket, flow: u64, sent: u64) -> Option<FlowReport> {
+/// Sends the end of flow `flow` until the receiver's report comes back (a few tries);
+/// to a multicast group, every receiver's report that comes back in the first window
+/// that brings any.
+fn ask_for_report(socket: &BlockingSocket, flow: u64, sent: u64) -> Vec<FlowReport> {
     let mut end = [0u8; DATAGRAM_HEADER];
     DatagramHeader {
         kind: DatagramKind::End,
@@ -384,9 +440,11 @@ fn ask_for_report(socket: &BlockingSocket, flow: u64, sent: u64) -> Option<FlowR
     }
     .write(&mut end);
     let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
+    let one_receiver = !matches!(socket, BlockingSocket::Group { .. });
+    let mut reports = Vec::new();
     for _ in 0..END_TRIES {
         if socket.send(&end).is_err() {
-            return None;
+            return reports;
         }
         let deadline = Instant::now() + END_WAIT;
         while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
@@ -396,12 +454,21 @@ fn ask_for_report(socket: &BlockingSocket, flow: u64, sent: u64) -> Option<FlowR
             let Some(header) = DatagramHeader::read(&buffer[..n]) else {
                 continue;
             };
-            if header.kind == DatagramKind::Report && header.flow == flow {
-                return serde_json::from_slice(&buffer[DATAGRAM_HEADER..n]).ok();
+            if header.kind == DatagramKind::Report
+                && header.flow == flow
+                && let Ok(report) = serde_json::from_slice(&buffer[DATAGRAM_HEADER..n])
+            {
+                reports.push(report);
+                if one_receiver {
+                    return reports;
+                }
             }
         }
+        if !reports.is_empty() {
+            return reports;
+        }
     }
-    None
+    reports
 }
 
 /// A flow id unlikely to collide with another sender's: the clock and the process id

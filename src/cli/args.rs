@@ -736,6 +736,20 @@ pub struct SocketArgs {
     /// Allow sending to broadcast addresses on udp:// (SO_BROADCAST, nc -b).
     #[arg(long, help_heading = LOCAL_SOCKET)]
     pub broadcast: bool,
+
+    /// Multicast (udp:// to or on a group address such as 239.1.2.3): the interface to
+    /// send from and join on, by name or IPv4 address (127.0.0.1 or lo keeps it on this
+    /// host) [default: the kernel's choice by its routes].
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "IF")]
+    pub multicast_if: Option<String>,
+
+    /// Multicast: hops a datagram may take, 0-255 [default: 1, this network only].
+    #[arg(long, help_heading = LOCAL_SOCKET, value_name = "N")]
+    pub multicast_ttl: Option<u8>,
+
+    /// Multicast: whether receivers on this host get what it sends.
+    #[arg(long, help_heading = LOCAL_SOCKET, value_enum, value_name = "ON|OFF", default_value_t = crate::transport::multicast::MulticastLoop::On)]
+    pub multicast_loop: crate::transport::multicast::MulticastLoop,
 }
 
 /// Parses `--source`.

@@ -541,6 +541,16 @@ impl SocketArgs {
             } else {
                 Broadcast::Refused
             },
+            multicast: crate::transport::multicast::Multicast {
+                interface: self
+                    .multicast_if
+                    .as_deref()
+                    .map(crate::transport::multicast::MulticastIf::parse)
+                    .transpose()
+                    .map_err(Error::Usage)?,
+                ttl: self.multicast_ttl,
+                looped: self.multicast_loop,
+            },
         })
     }
 

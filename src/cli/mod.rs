@@ -79,6 +79,13 @@ async fn serve(config: config::ServeConfig, global: &GlobalArgs, events: &EventL
     };
     let shutdown = signal_shutdown()?;
     let threads = global.threads.map_or_else(default_threads, usize::from);
+    // Each thread's copy of a socket bound to a multicast group would get its own copy of
+    // every datagram: a group is served by one thread.
+    let threads = if is_multicast_group(&config.endpoint) {
+        1
+    } else {
+        threads
+    };
     activation::notify_ready();
     let summary = server
         .run_threads(threads, events.clone(), shutdown)
@@ -262,4 +269,10 @@ fn signal_shutdown() -> Result<Shutdown> {
         source,
     })?;
     Ok(shutdown)
+}
+
+/// Whether `endpoint` is a UDP multicast group (`udp://239.1.2.3:5000`).
+fn is_multicast_group(endpoint: &crate::endpoint::Endpoint) -> bool {
+    use crate::endpoint::{Endpoint, Host};
+    matches!(endpoint, Endpoint::Udp(hp) if matches!(hp.host, Host::Ip(ip) if ip.is_multicast()))
 }

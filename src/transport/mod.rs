@@ -25,6 +25,7 @@ mod errors;
 pub mod hexdump;
 mod layers;
 mod listener;
+pub mod multicast;
 pub mod proxy;
 pub mod retry;
 mod sockopt;

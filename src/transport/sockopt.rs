@@ -81,11 +81,21 @@ pub(crate) fn udp_socket(
     if opts.reuse_port {
         socket.set_reuse_port(true)?;
     }
+    // A group is meant to be shared: every receiver bound to it gets each datagram.
+    let group = addr.ip().is_multicast();
+    if group {
+        socket.set_reuse_address(true)?;
+    }
     opts.accepted
         .apply(&SockRef::from(&socket), addr, Carrier::Udp)
         .map_err(|e| io::Error::other(e.to_string()))?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
+    if group {
+        opts.accepted
+            .multicast
+            .join(&SockRef::from(&socket), addr.ip())?;
+    }
     Ok(socket.into())
 }
 
@@ -265,6 +275,9 @@ pub struct SocketOptions {
     pub recv_buffer: Option<usize>,
     /// `--broadcast`: `SO_BROADCAST` on UDP sockets.
     pub broadcast: Broadcast,
+    /// `--multicast-if`, `--multicast-ttl`, `--multicast-loop`: UDP sockets whose peer
+    /// or bound address is a group.
+    pub multicast: super::multicast::Multicast,
 }
 
 /// Which kind of IP socket options are applied to: TCP-only options skip UDP sockets.
@@ -333,6 +346,11 @@ impl SocketOptions {
                     socket
                         .set_broadcast(true)
                         .map_err(|e| local_error("--broadcast".into(), &e, Flag::Other))?;
+                }
+                if target.ip().is_multicast() {
+                    self.multicast
+                        .apply_sender(socket, target.ip())
+                        .map_err(|e| local_error("--multicast-if".into(), &e, Flag::Other))?;
                 }
             }
         }

@@ -70,6 +70,7 @@ async fn every_option_reads_back_from_the_connected_ipv4_socket() {
         send_buffer: Some(100_000),
         recv_buffer: Some(50_000),
         broadcast: Broadcast::Refused,
+        multicast: Default::default(),
     };
     let tcp = connect_with(target, options).await;
     let socket = SockRef::from(&tcp);

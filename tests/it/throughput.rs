@@ -384,3 +384,89 @@ fn a_discard_server_is_named_as_the_wrong_one_for_a_reverse_test() {
         describe(&output)
     );
 }
+
+#[test]
+fn a_multicast_flow_reaches_two_receivers_on_loopback_and_both_report() {
+    let mut first = Proc::sockit(&[
+        "serve",
+        "udp://239.77.1.2:0",
+        "--perf",
+        "--multicast-if",
+        "127.0.0.1",
+        "-q",
+    ]);
+    let group = first.listening();
+    let mut second = Proc::sockit(&[
+        "serve",
+        &format!("udp://{group}"),
+        "--perf",
+        "--multicast-if",
+        "lo",
+        "-q",
+    ]);
+    assert_eq!(second.listening(), group);
+    let output = run_sockit(
+        &[
+            "bench",
+            &format!("udp://{group}"),
+            "-b",
+            "1M",
+            "-d",
+            "500ms",
+            "--multicast-if",
+            "127.0.0.1",
+            "--multicast-ttl",
+            "0",
+            "--json",
+            "-",
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let udp = &final_report(&output.stdout)["streams"][0]["udp"];
+    let sent = u(&udp["sent"]);
+    let first_received = u(&udp["receiver"]["total"]["received"]);
+    let others = udp["more_receivers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(others.len(), 1, "{}", describe(&output));
+    let second_received = u(&others[0]["total"]["received"]);
+    assert!(first_received > 0 && first_received <= sent, "{udp}");
+    assert!(second_received > 0 && second_received <= sent, "{udp}");
+}
+
+#[test]
+fn an_unknown_multicast_interface_is_one_line_with_exit_2() {
+    for args in [
+        &[
+            "bench",
+            "udp://239.77.1.3:9",
+            "-b",
+            "1M",
+            "--multicast-if",
+            "nosuchif0",
+        ][..],
+        &[
+            "bench",
+            "udp://239.77.1.3:9",
+            "-b",
+            "1M",
+            "--multicast-if",
+            "192.0.2.77",
+        ],
+        &[
+            "serve",
+            "udp://239.77.1.3:0",
+            "--perf",
+            "--multicast-if",
+            "nosuchif0",
+        ],
+    ] {
+        let output = run_sockit(args, None);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(code(&output), 2, "{args:?}: {}", describe(&output));
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("--multicast-if"), "{stderr}");
+    }
+}
