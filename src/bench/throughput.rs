@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::histogram::LatencyHistogram;
 use super::tcp_info::{self, TcpInfo};
@@ -128,6 +129,7 @@ struct ProbeTimes {
 /// runtime cannot start.
 pub fn run_blocking(
     options: &ThroughputOptions,
+    stop: &CancellationToken,
     on_interval: impl FnMut(&IntervalRecord) + Send,
 ) -> Result<(ThroughputReport, Option<Error>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -138,15 +140,17 @@ pub fn run_blocking(
             doing: "starting the throughput test's runtime".into(),
             source,
         })?;
-    runtime.block_on(run(options, on_interval))
+    runtime.block_on(run(options, stop, on_interval))
 }
 
-/// Runs a test on the current (multi-threaded) runtime.
+/// Runs a test on the current (multi-threaded) runtime; cancelling `stop` (Ctrl-C) ends
+/// it early with a report of the span measured so far.
 ///
 /// # Errors
 /// As [`run_blocking`].
 pub async fn run(
     options: &ThroughputOptions,
+    stop: &CancellationToken,
     mut on_interval: impl FnMut(&IntervalRecord) + Send,
 ) -> Result<(ThroughputReport, Option<Error>)> {
     let roles = options.direction.roles(options.streams);
@@ -160,6 +164,8 @@ pub async fn run(
     };
     let start = Instant::now();
     let end = start + options.duration;
+    // Every connection stops when this is cancelled: at `end`, or earlier on `stop`.
+    let finish = stop.child_token();
     let mut lanes = Vec::with_capacity(streams.len());
     let mut tasks = Vec::with_capacity(streams.len());
     for (index, (stream, role)) in streams.into_iter().zip(roles).enumerate() {
@@ -174,29 +180,41 @@ pub async fn run(
             intervals: Vec::new(),
         });
         let chunk = options.chunk;
+        let finish = finish.clone();
         tasks.push(tokio::spawn(async move {
             match role {
-                StreamRole::Down => receive(stream, &bytes, end, chunk).await,
-                _ => send(stream, &bytes, end, chunk).await,
+                StreamRole::Down => receive(stream, &bytes, &finish, chunk).await,
+                _ => send(stream, &bytes, &finish, chunk).await,
             }
         }));
     }
     let times = Arc::new(Mutex::new(ProbeTimes::default()));
-    let prober = probe.map(|stream| tokio::spawn(run_probe(stream, Arc::clone(&times), end)));
-    tick(options, &mut lanes, &times, start, end, &mut on_interval).await;
+    let prober =
+        probe.map(|stream| tokio::spawn(run_probe(stream, Arc::clone(&times), finish.clone())));
+    let ended = tick(
+        options,
+        &mut lanes,
+        &times,
+        (start, end),
+        &finish,
+        &mut on_interval,
+    )
+    .await;
+    finish.cancel();
+    let measured = ended.saturating_duration_since(start);
     let mut first_error = None;
     let mut summaries = Vec::with_capacity(lanes.len());
     for (lane, task) in lanes.iter().zip(tasks) {
-        let ended = task.await.unwrap_or_else(|e| LaneEnd {
+        let lane_end = task.await.unwrap_or_else(|e| LaneEnd {
             server_received: None,
             error: Some(Error::Io {
                 doing: "running a throughput connection".into(),
                 source: std::io::Error::other(e.to_string()),
             }),
         });
-        summaries.push(summarize(lane, &ended, options.duration));
+        summaries.push(summarize(lane, &lane_end, measured));
         if first_error.is_none() {
-            first_error = ended.error;
+            first_error = lane_end.error;
         }
     }
     if let Some(prober) = prober
@@ -219,7 +237,7 @@ pub async fn run(
     let report = ThroughputReport {
         kind: "end",
         endpoint: options.endpoint.to_string(),
-        seconds: options.duration.as_secs_f64(),
+        seconds: measured.as_secs_f64(),
         up_bits_per_second: rate_of(StreamRole::Up),
         down_bits_per_second: rate_of(StreamRole::Down),
         streams: summaries,
@@ -261,30 +279,37 @@ pub fn bits_per_second(bytes: u64, span: Duration) -> f64 {
     bytes as f64 * 8.0 / seconds
 }
 
-/// Emits a record at every interval boundary (and at the end) until `end`.
+/// Emits a record at every interval boundary (and at the end) until `end`, or until
+/// `finish` is cancelled (the last record then covers the partial interval); returns
+/// when the measured span ended.
 async fn tick(
     options: &ThroughputOptions,
     lanes: &mut [Lane],
     times: &Mutex<ProbeTimes>,
-    start: Instant,
-    end: Instant,
+    (start, end): (Instant, Instant),
+    finish: &CancellationToken,
     on_interval: &mut (impl FnMut(&IntervalRecord) + Send),
-) {
-    let Some(every) = options.interval else {
-        tokio::time::sleep_until(end).await;
-        return;
-    };
+) -> Instant {
     let mut from = start;
     for k in 1u32.. {
-        let to = start.checked_add(every * k).map_or(end, |t| t.min(end));
-        tokio::time::sleep_until(to).await;
-        let record = interval_record(lanes, times, options.latency, start, from, to);
-        on_interval(&record);
-        if to >= end {
-            return;
+        let boundary = match options.interval {
+            Some(every) => start.checked_add(every * k).map_or(end, |t| t.min(end)),
+            None => end,
+        };
+        let to = tokio::select! {
+            () = tokio::time::sleep_until(boundary) => boundary,
+            () = finish.cancelled() => Instant::now().min(boundary),
+        };
+        if options.interval.is_some() {
+            let record = interval_record(lanes, times, options.latency, start, from, to);
+            on_interval(&record);
+        }
+        if to >= end || finish.is_cancelled() {
+            return to;
         }
         from = to;
     }
+    end
 }
 
 /// Reads every lane's counter and `TCP_INFO` for the interval `from..to`.
@@ -391,10 +416,15 @@ async fn read_line(stream: &mut Stream) -> std::io::Result<Vec<u8>> {
     Ok(line)
 }
 
-/// Up: writes filler until `end`, then half-closes and reads the server's count.
-async fn send(mut stream: Stream, bytes: &AtomicU64, end: Instant, chunk: usize) -> LaneEnd {
+/// Up: writes filler until `finish`, then half-closes and reads the server's count.
+async fn send(
+    mut stream: Stream,
+    bytes: &AtomicU64,
+    finish: &CancellationToken,
+    chunk: usize,
+) -> LaneEnd {
     let filler = super::filler(chunk);
-    let deadline = tokio::time::sleep_until(end);
+    let deadline = finish.cancelled();
     tokio::pin!(deadline);
     loop {
         tokio::select! {
@@ -421,10 +451,15 @@ async fn send(mut stream: Stream, bytes: &AtomicU64, end: Instant, chunk: usize)
     }
 }
 
-/// Down: reads until `end`, then half-closes and lets the server close.
-async fn receive(mut stream: Stream, bytes: &AtomicU64, end: Instant, chunk: usize) -> LaneEnd {
+/// Down: reads until `finish`, then half-closes and lets the server close.
+async fn receive(
+    mut stream: Stream,
+    bytes: &AtomicU64,
+    finish: &CancellationToken,
+    chunk: usize,
+) -> LaneEnd {
     let mut buffer = vec![0u8; chunk];
-    let deadline = tokio::time::sleep_until(end);
+    let deadline = finish.cancelled();
     tokio::pin!(deadline);
     loop {
         tokio::select! {
@@ -455,17 +490,20 @@ fn failed(source: std::io::Error, during: &str) -> LaneEnd {
     }
 }
 
-/// The latency probe: a small message and its echo every [`PROBE_GAP`] until `end`.
+/// The latency probe: a small message and its echo every [`PROBE_GAP`] until `finish`.
 async fn run_probe(
     mut stream: Stream,
     times: Arc<Mutex<ProbeTimes>>,
-    end: Instant,
+    finish: CancellationToken,
 ) -> Option<Error> {
     let mut echo = [0u8; PROBE_SIZE];
     let mut next = Instant::now();
     let mut round = 0u64;
-    while next < end {
-        tokio::time::sleep_until(next).await;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = finish.cancelled() => break,
+        }
         next += PROBE_GAP;
         round += 1;
         let sent = Instant::now();
@@ -473,12 +511,18 @@ async fn run_probe(
             stream.write_all(&round.to_be_bytes()).await?;
             stream.read_exact(&mut echo).await
         };
-        match tokio::time::timeout_at(end + CLOSING_TIME, trip).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+        let trip = async {
+            tokio::select! {
+                done = trip => Some(done),
+                () = finish.cancelled() => None,
+            }
+        };
+        match trip.await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
                 return Some(Error::exchange(e, "the server", "during the latency probe"));
             }
-            Err(_) => return None,
+            None => break,
         }
         let rtt = sent.elapsed();
         if let Ok(mut t) = times.lock() {

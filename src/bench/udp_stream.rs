@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use super::flow_stats::FlowReport;
 use super::histogram::LatencyHistogram;
 use super::pacer::Pacer;
@@ -34,6 +36,9 @@ const END_TRIES: u32 = 10;
 
 /// How long each try waits for the report.
 const END_WAIT: Duration = Duration::from_millis(200);
+
+/// How often a waiting sender or ticker looks for a stop.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Highest bitrate accepted: beyond it the figure is a typo, not a plan.
 pub const MAX_BITRATE: f64 = 1e12;
@@ -137,6 +142,7 @@ struct FlowEnd {
 /// A socket cannot be opened.
 pub fn run_blocking(
     options: &UdpStreamOptions,
+    stop: &CancellationToken,
     mut on_interval: impl FnMut(&IntervalRecord),
 ) -> Result<(ThroughputReport, Option<Error>)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -166,15 +172,17 @@ pub fn run_blocking(
         let shared = Arc::new(FlowCounters::default());
         counters.push(Arc::clone(&shared));
         let options = options.clone();
+        let stop = stop.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sockit-udp-{index}"))
-            .spawn(move || send_flow(&socket, &options, &shared, start, end));
+            .spawn(move || send_flow(&socket, &options, &shared, (start, end), &stop));
         threads.push(spawned.map_err(|source| Error::Io {
             doing: "starting a UDP sender thread".into(),
             source,
         })?);
     }
-    let intervals = tick(options, &counters, start, end, &mut on_interval);
+    let (intervals, ended) = tick(options, &counters, (start, end), stop, &mut on_interval);
+    let measured = ended.saturating_duration_since(start);
     let mut summaries = Vec::with_capacity(threads.len());
     let mut first_error = None;
     for (index, thread) in threads.into_iter().enumerate() {
@@ -196,7 +204,7 @@ pub fn run_blocking(
             stream: index + 1,
             direction: StreamRole::Up,
             bytes,
-            bits_per_second: bits_per_second(bytes, options.duration),
+            bits_per_second: bits_per_second(bytes, measured),
             server_received: ended.receiver.as_ref().map(|r| r.total.bytes),
             retransmits: None,
             interval_bits_per_second: None,
@@ -229,7 +237,7 @@ pub fn run_blocking(
         ThroughputReport {
             kind: "end",
             endpoint: options.endpoint.to_string(),
-            seconds: options.duration.as_secs_f64(),
+            seconds: measured.as_secs_f64(),
             streams: summaries,
             up_bits_per_second: up,
             down_bits_per_second: 0.0,
@@ -339,8 +347,8 @@ fn send_flow(
     socket: &BlockingSocket,
     options: &UdpStreamOptions,
     counters: &FlowCounters,
-    start: Instant,
-    end: Instant,
+    (start, end): (Instant, Instant),
+    stop: &CancellationToken,
 ) -> FlowEnd {
     let flow = flow_id();
     let interval_ms = options
@@ -354,10 +362,9 @@ fn send_flow(
     let mut error = None;
     loop {
         let due = pacer.due(sent);
-        if due >= end {
+        if due >= end || !wait_unless_stopped(due, stop) {
             break;
         }
-        Pacer::wait_until(due);
         let now = Instant::now();
         let sent_ns = u64::try_from(now.duration_since(start).as_nanos()).unwrap_or(u64::MAX);
         DatagramHeader {
@@ -426,6 +433,19 @@ fn send_flow(
     }
 }
 
+/// Waits for `due` in slices, so a stop (Ctrl-C) is seen within [`STOP_CHECK`] even at
+/// a slow rate; returns `false` when stopped.
+fn wait_unless_stopped(due: Instant, stop: &CancellationToken) -> bool {
+    while due.saturating_duration_since(Instant::now()) > STOP_CHECK {
+        if stop.is_cancelled() {
+            return false;
+        }
+        std::thread::sleep(STOP_CHECK);
+    }
+    Pacer::wait_until(due);
+    !stop.is_cancelled()
+}
+
 /// Sends the end of flow `flow` until the receiver's report comes back (a few tries);
 /// to a multicast group, every receiver's report that comes back in the first window
 /// that brings any.
@@ -483,24 +503,26 @@ fn flow_id() -> u64 {
     std::hash::Hasher::finish(&hash)
 }
 
-/// Emits each interval's sender-side record; returns them all, stream by stream.
+/// Emits each interval's sender-side record until `end` or a stop; returns them all,
+/// stream by stream, and when the measured span ended.
 fn tick(
     options: &UdpStreamOptions,
     counters: &[Arc<FlowCounters>],
-    start: Instant,
-    end: Instant,
+    (start, end): (Instant, Instant),
+    stop: &CancellationToken,
     on_interval: &mut impl FnMut(&IntervalRecord),
-) -> Vec<Vec<StreamInterval>> {
+) -> (Vec<Vec<StreamInterval>>, Instant) {
     let mut all = Vec::new();
-    let Some(every) = options.interval else {
-        return all;
-    };
     let mut last: Vec<(u64, u64)> = vec![(0, 0); counters.len()];
     let mut from = start;
     for k in 1u32.. {
-        let to = start.checked_add(every * k).map_or(end, |t| t.min(end));
-        if let Some(wait) = to.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+        let boundary = match options.interval {
+            Some(every) => start.checked_add(every * k).map_or(end, |t| t.min(end)),
+            None => end,
+        };
+        let to = sleep_until_or_stop(boundary, stop);
+        if options.interval.is_none() {
+            return (all, to);
         }
         let span = to.saturating_duration_since(from);
         let streams: Vec<StreamInterval> = counters
@@ -535,12 +557,27 @@ fn tick(
         };
         on_interval(&record);
         all.push(record.streams);
-        if to >= end {
-            break;
+        if to >= end || stop.is_cancelled() {
+            return (all, to);
         }
         from = to;
     }
-    all
+    (all, end)
+}
+
+/// Sleeps until `until`, or until `stop` (checked every [`STOP_CHECK`]); returns when
+/// it woke.
+fn sleep_until_or_stop(until: Instant, stop: &CancellationToken) -> Instant {
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return until;
+        }
+        if stop.is_cancelled() {
+            return now;
+        }
+        std::thread::sleep(until.saturating_duration_since(now).min(STOP_CHECK));
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::bench::udp_stream::{self, UdpStreamOptions};
 use crate::endpoint::Delivery;
 use crate::error::{Error, Result};
 use crate::transport::ConnectOptions;
+use tokio_util::sync::CancellationToken;
 
 /// Default write (and read) size of a TCP throughput stream: 128 KiB.
 const STREAM_CHUNK: usize = 128 * 1024;
@@ -139,13 +140,15 @@ impl BenchArgs {
 /// mid-test (after the report is printed, so no lost byte hides behind exit 0).
 pub async fn run(test: ThroughputTest, json: Option<PathBuf>) -> Result<()> {
     let mut output = Output::open(json.as_deref())?;
+    let stop = CancellationToken::new();
+    let interrupt = tokio::spawn(stop_on_interrupt(stop.clone()));
     let outcome = tokio::task::spawn_blocking(move || {
         let result = match &test {
             ThroughputTest::Streams(options) => {
-                throughput::run_blocking(options, |record| output.interval(record))
+                throughput::run_blocking(options, &stop, |record| output.interval(record))
             }
             ThroughputTest::Datagrams(options) => {
-                udp_stream::run_blocking(options, |record| output.interval(record))
+                udp_stream::run_blocking(options, &stop, |record| output.interval(record))
             }
         };
         result.map(|(report, error)| {
@@ -157,7 +160,9 @@ pub async fn run(test: ThroughputTest, json: Option<PathBuf>) -> Result<()> {
     .map_err(|e| Error::Io {
         doing: "running the throughput test".into(),
         source: std::io::Error::other(e.to_string()),
-    })?;
+    });
+    interrupt.abort();
+    let outcome = outcome?;
     let (stream_error, write_error) = outcome?;
     if let Some(e) = write_error {
         return Err(e);
@@ -165,6 +170,14 @@ pub async fn run(test: ThroughputTest, json: Option<PathBuf>) -> Result<()> {
     match stream_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Cancels `stop` on Ctrl-C, so the test ends early with a report of what it measured.
+async fn stop_on_interrupt(stop: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        tracing::warn!("interrupted: ending the test and reporting what was measured so far");
+        stop.cancel();
     }
 }
 

@@ -69,7 +69,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             filled += n;
             match wire::parse_opening(&self.buffer[..filled]) {
-                Opening::Plain => return self.count_until_eof().await,
+                Opening::Plain => {
+                    // What was read while looking for a greeting is data too.
+                    self.tally.bytes_in = filled as u64;
+                    return self.count_until_eof().await;
+                }
                 Opening::Incomplete => continue,
                 Opening::Unknown => {
                     return End::Failed(Error::Io {

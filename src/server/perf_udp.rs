@@ -33,6 +33,9 @@ pub const FLOW_IDLE: Duration = Duration::from_secs(10);
 /// How long an ended flow's report stays to answer a repeated end.
 pub const REPORT_KEPT: Duration = Duration::from_secs(10);
 
+/// Datagrams taken per wake-up before the loop looks at its timers again.
+const BATCH: usize = 64;
+
 /// How often idle flows are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -232,21 +235,39 @@ pub(crate) async fn receive_flows(
         tokio::select! {
             () = shared.shutdown.triggered() => return,
             _ = sweep.tick() => flows.sweep(Instant::now(), idle),
-            received = socket.recv_from(&mut buffer) => {
-                let (n, peer) = match received {
-                    Ok(got) => got,
-                    Err(e) => {
-                        tracing::debug!("receiving a datagram failed: {e}");
-                        continue;
-                    }
-                };
-                let answer = flows.take(&buffer[..n], &peer, Instant::now(), shared);
-                if let Answer::Report(report) = answer
-                    && let Err(e) = socket.send_to(&report, &peer).await
-                {
-                    tracing::info!("cannot send a flow's report to its sender: {e}");
+            readable = socket.readable() => {
+                if let Err(e) = readable {
+                    tracing::debug!("waiting for datagrams failed: {e}");
+                    continue;
                 }
+                take_queued(&socket, &mut buffer, flows, shared).await;
             }
+        }
+    }
+}
+
+/// Takes the datagrams queued on the socket, up to [`BATCH`] of them per wake-up, so a
+/// busy flow costs one trip through the reactor per batch rather than per datagram.
+async fn take_queued(
+    socket: &DatagramSocket,
+    buffer: &mut [u8],
+    flows: &FlowTable,
+    shared: &Shared,
+) {
+    for _ in 0..BATCH {
+        let (n, peer) = match socket.try_recv_from(buffer) {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::debug!("receiving a datagram failed: {e}");
+                return;
+            }
+        };
+        let answer = flows.take(&buffer[..n], &peer, Instant::now(), shared);
+        if let Answer::Report(report) = answer
+            && let Err(e) = socket.send_to(&report, &peer).await
+        {
+            tracing::info!("cannot send a flow's report to its sender: {e}");
         }
     }
 }

@@ -470,3 +470,46 @@ fn an_unknown_multicast_interface_is_one_line_with_exit_2() {
         assert!(stderr.contains("--multicast-if"), "{stderr}");
     }
 }
+
+#[test]
+fn a_plain_sender_to_a_perf_server_is_counted_as_discard_counts_it() -> std::io::Result<()> {
+    use std::io::Write;
+    let (server, addr, metrics) = perf_server("tcp://127.0.0.1:0", &[]);
+    let mut plain = std::net::TcpStream::connect(&addr)?;
+    plain.write_all(b"not a greeting, just bytes")?;
+    drop(plain);
+    let m = scrape_until(&server, &metrics, "the plain sender to be counted", |m| {
+        m.count("sockit_connections_active", "tcp") == 0
+            && m.count("sockit_connections_accepted_total", "tcp") == 1
+    });
+    assert_eq!(m.count("sockit_received_bytes_total", "tcp"), 26);
+    Ok(())
+}
+
+#[test]
+fn ctrl_c_ends_a_test_early_with_the_report_of_what_was_measured() {
+    let (_tcp_server, tcp, _) = perf_server("tcp://127.0.0.1:0", &[]);
+    let (_udp_server, udp, _) = perf_server("udp://127.0.0.1:0", &[]);
+    for target in [
+        vec!["bench".to_string(), format!("tcp://{tcp}"), "-R".into()],
+        vec![
+            "bench".into(),
+            format!("udp://{udp}"),
+            "-b".into(),
+            "1M".into(),
+        ],
+    ] {
+        let mut args: Vec<&str> = target.iter().map(String::as_str).collect();
+        args.extend_from_slice(&["-d", "60s", "-i", "100ms"]);
+        let mut bench = Proc::sockit(&args);
+        bench.wait_for_line("a first interval line", |l| l.starts_with("[  1]"));
+        bench.signal(libc::SIGINT);
+        let status = bench.wait_exit();
+        assert!(status.success(), "{}", bench.report());
+        assert!(
+            bench.stdout.iter().any(|l| l.starts_with("throughput to")),
+            "{}",
+            bench.report()
+        );
+    }
+}
