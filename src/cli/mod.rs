@@ -80,8 +80,11 @@ async fn serve(config: config::ServeConfig, global: &GlobalArgs, events: &EventL
     let shutdown = signal_shutdown()?;
     let threads = global.threads.map_or_else(default_threads, usize::from);
     // Each thread's copy of a socket bound to a multicast group would get its own copy of
-    // every datagram: a group is served by one thread.
-    let threads = if is_multicast_group(&config.endpoint) {
+    // every datagram, and `--perf` measures arrival order, which only one reader of a
+    // datagram socket sees: those are served by one thread.
+    let perf_datagrams = matches!(config.options.mode, crate::server::ServeMode::Perf)
+        && config.endpoint.delivery() == crate::endpoint::Delivery::Datagram;
+    let threads = if is_multicast_group(&config.endpoint) || perf_datagrams {
         1
     } else {
         threads

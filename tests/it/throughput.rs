@@ -513,3 +513,24 @@ fn ctrl_c_ends_a_test_early_with_the_report_of_what_was_measured() {
         );
     }
 }
+
+#[test]
+fn a_flow_over_an_in_order_transport_reads_no_reordering_whatever_the_threads() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("perf.sock");
+    let endpoint = format!("unixgram:{}", path.display());
+    let mut server = Proc::sockit(&["serve", &endpoint, "--perf", "--threads", "4", "-q"]);
+    server.listening();
+    let output = run_sockit(
+        &[
+            "bench", &endpoint, "-b", "50M", "--size", "1000", "-d", "1s", "--json", "-",
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let receiver = &final_report(&output.stdout)["streams"][0]["udp"]["receiver"]["total"];
+    assert!(u(&receiver["received"]) > 0, "{receiver}");
+    // A Unix datagram socket delivers in order: any reordering would be the server's.
+    assert_eq!(u(&receiver["reordered"]), 0, "{receiver}");
+    assert_eq!(u(&receiver["duplicates"]), 0, "{receiver}");
+}
