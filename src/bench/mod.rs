@@ -20,6 +20,12 @@
 //! ([`BenchOptions::ramp_up`], its exchanges reported apart), and connections may open at
 //! a set pace ([`BenchOptions::connect_rate`]).
 //!
+//! Throughput tests (iperf3's job) run apart from the patterns above, against
+//! `sockit serve --perf`: [`throughput`] (TCP, TLS, Unix streams in either or both
+//! directions, per-interval [`tcp_info`]), [`udp_stream`] (UDP at a set bitrate, paced by
+//! [`pacer`], measured at the receiver by [`flow_stats`]), over the wire format of
+//! [`wire`], reported by [`throughput_report`].
+//!
 //! Flow: [`BenchOptions`] → [`run`] (or [`run_until`], which a Ctrl-C ends early with a
 //! partial report): one tokio task per connection, each with its own driver and buffers,
 //! one histogram per thread → at the end the tasks' [`measure::Measured`] are added up →

@@ -244,6 +244,19 @@ Examples:
   sockit bench 9000 -p echo -d 3s --json run.json
   sockit bench merge a.json b.json --json all.json
 
+Throughput tests (iperf3's job) against `sockit serve --perf`, which serves everyone at once:
+  sockit bench tcp://HOST:5201 -R -c 4 -d 10s -i 1s
+                                          server → client over 4 streams, a line per second
+                                          with TCP_INFO (iperf3 -c HOST -R -P 4 -t 10 -i 1)
+  sockit bench tcp://HOST:5201 --bidir --latency --json -
+                                          both ways at once, round trips probed alongside,
+                                          NDJSON per interval on stdout
+  sockit bench udp://HOST:5201 -b 1G --size 1400 -i 1s
+                                          UDP paced at 1 Gbit/s; loss, reordering and jitter
+                                          from the receiver (iperf3 -c HOST -u -b 1G -l 1400)
+  sockit bench udp://239.1.2.3:5201 -b 10M --multicast-if 127.0.0.1
+                                          to a multicast group; one report per receiver
+
 Patterns:
   hello   connect, send, read the reply, close: exchanges/s and connect+reply latency
   echo    persistent connections, send S bytes, wait for S bytes back: messages/s, round trip
