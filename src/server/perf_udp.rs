@@ -9,8 +9,10 @@
 //! frees its state. The server's counters see flows as connections: `active` is the
 //! flows being measured right now, `connections` the flows started.
 //!
-//! An ended flow's report is kept for [`REPORT_KEPT`], so a sender whose report datagram
-//! was lost and who asks again gets the same answer.
+//! An ended flow's report is kept for [`REPORT_KEPT`] (at most [`MAX_FLOWS`] of them), so
+//! a sender whose report datagram was lost and who asks again gets the same answer. The
+//! end of a flow the server never saw gets no answer, so a forged end cannot turn the
+//! server into an amplifier.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -183,12 +185,17 @@ impl Tables {
         if let Some(flow) = self.live.remove(&key) {
             flow.counters.active.fetch_sub(1, Ordering::Relaxed);
             let report = report_datagram(flow_id, &flow.stats);
-            self.ended.insert(key.clone(), (report, now));
+            if self.ended.len() < MAX_FLOWS {
+                self.ended.insert(key, (report.clone(), now));
+            }
+            return Answer::Report(report);
         }
+        // The end of a flow never seen gets no answer: a report to a forged source
+        // address would be an amplifier. (A sender all of whose datagrams were lost
+        // learns it from the missing report.)
         match self.ended.get(&key) {
             Some((report, _)) => Answer::Report(report.clone()),
-            // A flow whose every datagram was lost (or forgotten): an empty report.
-            None => Answer::Report(report_datagram(flow_id, &FlowStats::new(0))),
+            None => Answer::Nothing,
         }
     }
 }

@@ -534,3 +534,39 @@ fn a_flow_over_an_in_order_transport_reads_no_reordering_whatever_the_threads() 
     assert_eq!(u(&receiver["reordered"]), 0, "{receiver}");
     assert_eq!(u(&receiver["duplicates"]), 0, "{receiver}");
 }
+
+#[test]
+fn the_end_of_a_flow_never_seen_gets_no_report() -> std::io::Result<()> {
+    let (_server, addr, _) = perf_server("udp://127.0.0.1:0", &[]);
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(&addr)?;
+    socket.set_read_timeout(Some(crate::util::TIMEOUT))?;
+    let datagram = |kind, flow, seq| {
+        let mut bytes = [0u8; DATAGRAM_HEADER];
+        DatagramHeader {
+            kind,
+            flow,
+            seq,
+            sent_ns: 0,
+            interval_ms: 0,
+        }
+        .write(&mut bytes);
+        bytes
+    };
+    // A forged end (no such flow), then a real one-datagram flow and its end: the
+    // server answers in order, so the first reply would be the forged end's if it had one.
+    socket.send(&datagram(DatagramKind::End, 666, 10))?;
+    socket.send(&datagram(DatagramKind::Data, 7, 0))?;
+    socket.send(&datagram(DatagramKind::End, 7, 1))?;
+    let mut reply = vec![0u8; 65536];
+    let n = socket.recv(&mut reply)?;
+    let header = DatagramHeader::read(&reply[..n]);
+    assert!(
+        header.is_some_and(|h| h.kind == DatagramKind::Report && h.flow == 7),
+        "{header:?}"
+    );
+    let report: Value =
+        serde_json::from_slice(&reply[DATAGRAM_HEADER..n]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(u(&report["total"]["received"]), 1);
+    Ok(())
+}
