@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// The last stretch before a due time spent spinning rather than sleeping.
 const SPIN: Duration = Duration::from_micros(100);
 
+/// Within this of the due time the wait spins without yielding the core.
+const YIELD_UNTIL: Duration = Duration::from_micros(20);
+
 /// A send schedule at a fixed bitrate.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacer {
@@ -52,8 +55,18 @@ impl Pacer {
         if left > SPIN {
             std::thread::sleep(left - SPIN);
         }
-        while Instant::now() < due {
-            std::hint::spin_loop();
+        loop {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            // Far from the due time, give the core to whoever else wants it (the
+            // receiver, on a small machine); near it, spin.
+            if left > YIELD_UNTIL {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
 }
