@@ -570,3 +570,75 @@ fn the_end_of_a_flow_never_seen_gets_no_report() -> std::io::Result<()> {
     assert_eq!(u(&report["total"]["received"]), 1);
     Ok(())
 }
+
+/// A UDP relay in Python that forwards a sender's datagrams to `server` and the replies
+/// back, dropping every tenth throughput data datagram; prints its port.
+const DROPPING_RELAY: &str = r#"
+import select, socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+front.bind(("127.0.0.1", 0))
+back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+back.connect((host, int(port)))
+print(front.getsockname()[1], flush=True)
+client, data_seen = None, 0
+while True:
+    ready, _, _ = select.select([front, back], [], [], 30)
+    if not ready:
+        break
+    for sock in ready:
+        if sock is front:
+            datagram, client = front.recvfrom(65536)
+            if datagram[:4] == b"SKPU" and datagram[4] == 0:
+                data_seen += 1
+                if data_seen % 10 == 0:
+                    continue
+            back.send(datagram)
+        elif client is not None:
+            front.sendto(back.recv(65536), client)
+"#;
+
+#[test]
+fn a_relay_dropping_every_tenth_datagram_reads_ten_percent_loss() {
+    let (_server, addr, _) = perf_server("udp://127.0.0.1:0", &[]);
+    let mut relay = Proc::spawn(
+        {
+            let mut cmd = std::process::Command::new(crate::util::python());
+            cmd.args(["-c", DROPPING_RELAY, &addr]);
+            cmd
+        },
+        false,
+    );
+    let port = relay.wait_for_line("the relay's port", |l| !l.is_empty());
+    let output = run_sockit(
+        &[
+            "bench",
+            &format!("udp://127.0.0.1:{port}"),
+            "-b",
+            "2M",
+            "--size",
+            "1000",
+            "-d",
+            "1s",
+            "--json",
+            "-",
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let udp = &final_report(&output.stdout)["streams"][0]["udp"];
+    let sent = u(&udp["sent"]);
+    let received = u(&udp["receiver"]["total"]["received"]);
+    assert_eq!(sent, 250, "{udp}");
+    let loss = 100.0 * (sent - received) as f64 / sent as f64;
+    assert!(
+        (loss - 10.0).abs() <= 0.1,
+        "loss {loss} % reported, 10 % injected: {udp}"
+    );
+    // The text report says the same.
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("(10.000 %)"),
+        "{}",
+        describe(&output)
+    );
+}
