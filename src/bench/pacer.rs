@@ -40,9 +40,11 @@ impl Pacer {
         Duration::from_nanos(self.gap_ns as u64)
     }
 
-    /// When datagram `k` is due.
-    pub fn due(&self, k: u64) -> Instant {
-        self.start + Duration::from_nanos((k as f64 * self.gap_ns) as u64)
+    /// When datagram `k` is due; `None` when that is beyond what the clock can hold
+    /// (a rate so low the datagram is never due).
+    pub fn due(&self, k: u64) -> Option<Instant> {
+        let offset = Duration::try_from_secs_f64(k as f64 * self.gap_ns / 1e9).ok()?;
+        self.start.checked_add(offset)
     }
 
     /// Blocks the thread until `due` (returns at once if it has passed).
@@ -81,12 +83,17 @@ mod tests {
         // 1,250-byte datagrams at 10 Mbit/s: one every millisecond.
         let pacer = Pacer::new(start, 10e6, 1250);
         assert_eq!(pacer.gap(), Duration::from_millis(1));
-        assert_eq!(pacer.due(0), start);
-        assert_eq!(pacer.due(999) - start, Duration::from_millis(999));
+        assert_eq!(pacer.due(0), Some(start));
+        let last = pacer.due(999).map(|due| due - start);
+        assert!(
+            last.is_some_and(|d| d.abs_diff(Duration::from_millis(999)) < Duration::from_micros(1))
+        );
         // A rate that does not divide evenly keeps its average over many datagrams.
         let odd = Pacer::new(start, 3e6, 1000);
-        let span = odd.due(3000) - start;
+        let span = odd.due(3000).map(|due| due - start).unwrap_or_default();
         assert!((span.as_secs_f64() - 8.0).abs() < 1e-6, "{span:?}");
+        // A rate too low to ever send again is never due, rather than a clock overflow.
+        assert_eq!(Pacer::new(start, 0.0, 1000).due(1), None);
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub fn run_blocking(
     stop: &CancellationToken,
     mut on_interval: impl FnMut(&IntervalRecord),
 ) -> Result<(ThroughputReport, Option<Error>)> {
+    options.validate()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -360,9 +361,8 @@ fn send_flow(
     let mut sent_per_interval = Vec::new();
     let mut sent = 0u64;
     let mut error = None;
-    loop {
-        let due = pacer.due(sent);
-        if due >= end || !wait_unless_stopped(due, stop) {
+    while let Some(due) = pacer.due(sent).filter(|due| *due < end) {
+        if !wait_unless_stopped(due, stop) {
             break;
         }
         let now = Instant::now();
