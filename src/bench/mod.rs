@@ -653,7 +653,7 @@ fn ensure_open_files(needed: u64) {
 }
 
 /// CPU time (user + system) used so far by this process, all threads together.
-fn process_cpu_time() -> Duration {
+pub(crate) fn process_cpu_time() -> Duration {
     // SAFETY: getrusage only writes into the zeroed struct we pass; RUSAGE_SELF is valid.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();

@@ -162,6 +162,7 @@ pub async fn run(
         true => Some(open(options, StreamRole::Ping).await?),
         false => None,
     };
+    let cpu_before = super::process_cpu_time();
     let start = Instant::now();
     let end = start + options.duration;
     // Every connection stops when this is cancelled: at `end`, or earlier on `stop`.
@@ -242,6 +243,9 @@ pub async fn run(
         down_bits_per_second: rate_of(StreamRole::Down),
         streams: summaries,
         latency,
+        client_cpu_seconds: super::process_cpu_time()
+            .saturating_sub(cpu_before)
+            .as_secs_f64(),
     };
     Ok((report, first_error))
 }

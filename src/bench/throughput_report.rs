@@ -244,6 +244,9 @@ pub struct ThroughputReport {
     /// The latency probe over the whole test (`--latency`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
+    /// CPU time (user + system) this client used over the test, seconds: with the
+    /// bytes, its CPU per byte, to set against another tool's.
+    pub client_cpu_seconds: f64,
 }
 
 /// Bits per second in the largest fitting unit ("9.41 Gbit/s").
@@ -398,6 +401,16 @@ impl ThroughputReport {
         if self.down_bits_per_second > 0.0 {
             let _ = writeln!(out, "down total {}", rate(self.down_bits_per_second));
         }
+        let _ = writeln!(
+            out,
+            "client cpu {:.2} s ({:.0} % of one core)",
+            self.client_cpu_seconds,
+            if self.seconds > 0.0 {
+                100.0 * self.client_cpu_seconds / self.seconds
+            } else {
+                0.0
+            }
+        );
         if let Some(l) = &self.latency {
             let _ = writeln!(
                 out,

@@ -165,6 +165,7 @@ pub fn run_blocking(
         sockets.push(socket);
     }
     drop(runtime);
+    let cpu_before = super::process_cpu_time();
     let start = Instant::now() + Duration::from_millis(5);
     let end = start + options.duration;
     let mut counters = Vec::with_capacity(sockets.len());
@@ -243,6 +244,9 @@ pub fn run_blocking(
             up_bits_per_second: up,
             down_bits_per_second: 0.0,
             latency: None,
+            client_cpu_seconds: super::process_cpu_time()
+                .saturating_sub(cpu_before)
+                .as_secs_f64(),
         },
         first_error,
     ))
