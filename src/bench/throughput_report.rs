@@ -192,10 +192,9 @@ pub struct StreamSummary {
 impl StreamSummary {
     /// Fills the per-interval spreads from the stream's interval records.
     pub fn spread_over(&mut self, intervals: &[&StreamInterval]) {
-        let tcp = || intervals.iter().filter_map(|i| i.tcp);
-        self.retransmits = intervals
-            .iter()
-            .any(|i| i.tcp.is_some())
+        let sending = self.direction == StreamRole::Up;
+        let tcp = || intervals.iter().filter(|_| sending).filter_map(|i| i.tcp);
+        self.retransmits = (sending && intervals.iter().any(|i| i.tcp.is_some()))
             .then(|| tcp().map(|t| t.retransmits).sum());
         self.interval_bits_per_second = Spread::of(intervals.iter().map(|i| i.bits_per_second));
         self.interval_retransmits = Spread::of(tcp().map(|t| t.retransmits as f64));
@@ -292,7 +291,10 @@ impl IntervalRecord {
                 bytes(s.bytes as f64),
                 rate(s.bits_per_second)
             );
-            if let Some(t) = &s.tcp {
+            // A receiving socket's window, RTT and retransmits describe the other
+            // direction's ACKs, not this data: shown for sending streams only (they stay
+            // in the JSON).
+            if let Some(t) = s.tcp.as_ref().filter(|_| s.direction == StreamRole::Up) {
                 let _ = write!(
                     out,
                     "  retr {:>3}  cwnd {:>10}  rtt {:.2}/{:.2} ms",
