@@ -150,12 +150,6 @@ CASES=(
   "tls-echo|tls-echo|50|64|tcp|echo|sockit haproxy nginx stunnel"
 )
 WANTED=("$@")
-wanted() {
-  [ ${#WANTED[@]} -eq 0 ] && return 0
-  local w
-  for w in "${WANTED[@]}"; do [ "$w" = "$1" ] && return 0; done
-  return 1
-}
 
 # The load for one run; prints the C load generator's key=value line (or the same keys
 # from sockit bench's JSON report for the TLS cases).
@@ -200,7 +194,7 @@ run_one() {
   stop_group "$rpid"
   stop_group "$bpid"
   printf '%s\t%s\t%s\t%s srv_busy=%s\n' "$rep" "$case" "$relay" "$res" \
-    "$(echo "$c1a $c1b" | awk '{d = $4 - $2; printf "%.4f", (d > 0 ? ($3 - $1) / d : 0)}')" >>"$RAW"
+    "$(busy_share "$c1a" "$c1b")" >>"$RAW"
 }
 
 echo "load on CPU $LG_CPU, relays on CPU $SRV_CPU, ${DUR}s per run, $REPS repetitions, $KEY key"

@@ -11,39 +11,16 @@ where HAProxy has no row): below 1.0 the relay spends less CPU per operation tha
 import statistics
 import sys
 
+from raw_runs import lines, srv_us_per_op
 
-
-def fields(text):
-    """The key=value pairs of a line, numeric values as floats."""
-    out = {}
-    for token in text.split():
-        key, _, value = token.partition("=")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            continue
-    return out
 
 
 def load(path):
     """{case: {relay: [fields, ...]}} in file order."""
     runs = {}
-    with open(path, encoding="utf-8") as raw:
-        for line in raw:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4:
-                continue
-            _rep, case, relay, rest = parts
-            runs.setdefault(case, {}).setdefault(relay, []).append(fields(rest))
+    for _rep, case, relay, run in lines(path):
+        runs.setdefault(case, {}).setdefault(relay, []).append(run)
     return runs
-
-
-def us_per_op(run):
-    """The relay core's busy time per operation, in microseconds (None without a rate)."""
-    rate, busy = run.get("rate"), run.get("srv_busy")
-    if not rate or busy is None:
-        return None
-    return busy * 1e6 / rate
 
 
 def median_and_range(values):
@@ -70,10 +47,10 @@ def main():
         anchor = anchor_of(relays)
         anchor_cost = None
         if anchor:
-            anchor_cost = median_and_range([us_per_op(r) for r in relays[anchor]])[0]
+            anchor_cost = median_and_range([srv_us_per_op(r) for r in relays[anchor]])[0]
         for relay, results in relays.items():
             rate = median_and_range([r.get("rate") for r in results])[0]
-            cost, low, high = median_and_range([us_per_op(r) for r in results])
+            cost, low, high = median_and_range([srv_us_per_op(r) for r in results])
             ratio = f"{cost / anchor_cost:.2f}" if cost and anchor_cost else "–"
             rate_text = f"{rate:,.0f}" if rate else "failed"
             cost_text = f"{cost:.1f}" if cost else "–"
