@@ -477,3 +477,116 @@ fn socks4a_request_is_byte_for_byte_the_one_socat_sends() {
     assert_eq!(ours, socat);
     assert_eq!(&ours[..8], &[4, 1, 0x10, 0x92, 0, 0, 0, 1]);
 }
+
+/// A real `sshd` on a loopback port with a temporary host key, accepting one user key
+/// for the user running the tests; stopped on drop.
+struct Sshd {
+    port: u16,
+    user_key: PathBuf,
+    _process: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = scratch();
+        let d = dir.path();
+        for key in ["host_key", "user_key"] {
+            let made = crate::peers::run_peer(
+                "ssh-keygen",
+                &[
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    &d.join(key).display().to_string(),
+                ],
+                b"",
+            );
+            assert!(made.status.success(), "{}", describe(&made));
+        }
+        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // sshd started by root needs its privilege separation directory, which the
+        // Debian service creates at boot and a container may lack.
+        if rustix::process::geteuid().is_root() {
+            std::fs::create_dir_all("/run/sshd").unwrap_or_else(|e| panic!("/run/sshd: {e}"));
+        }
+        let port = free_port();
+        let config = write(
+            d,
+            "sshd_config",
+            &format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
+                 AuthorizedKeysFile {keys}\nStrictModes no\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\n",
+                host = d.join("host_key").display(),
+                pid = d.join("sshd.pid").display(),
+                keys = d.join("authorized_keys").display(),
+            ),
+        );
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+        let process = Proc::spawn(cmd, false);
+        listening_port(&process);
+        Sshd {
+            port,
+            user_key: d.join("user_key"),
+            _process: process,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn ssh_proxycommand_through_sockit_connect_and_a_socks5_proxy() {
+    let sshd = Sshd::start();
+    let proxy = Peer::microsocks(None);
+    let proxy_command = format!(
+        "ProxyCommand={} connect --proxy {} %h:%p",
+        crate::util::sockit_bin().display(),
+        proxy.url("socks5", None)
+    );
+    let user = String::from_utf8_lossy(&crate::peers::run_peer("id", &["-un"], b"").stdout)
+        .trim()
+        .to_string();
+    // A megabyte through ssh, through sockit, through the proxy; sshd runs sha256sum
+    // on what it received, and the digest must be the local one.
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let output = crate::peers::run_peer(
+        "ssh",
+        &[
+            "-F",
+            "/dev/null",
+            "-i",
+            &sshd.user_key.display().to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            &proxy_command,
+            "-p",
+            &sshd.port.to_string(),
+            &format!("{user}@127.0.0.1"),
+            "sha256sum",
+        ],
+        &payload,
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let local = crate::peers::run_peer("sha256sum", &[], &payload);
+    let digest = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(digest(&output), digest(&local), "{}", describe(&output));
+    assert_eq!(digest(&local).len(), 64);
+}
