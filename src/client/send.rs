@@ -473,6 +473,7 @@ async fn send_datagrams(
 fn datagram_peer(socket: &DatagramSocket, endpoint: &Endpoint) -> Option<PeerAddr> {
     match socket {
         DatagramSocket::Udp(s) => s.peer_addr().ok().map(PeerAddr::Ip),
+        DatagramSocket::Socks(s) => Some(PeerAddr::Ip(s.peer())),
         DatagramSocket::Unix(..) => match endpoint {
             Endpoint::UnixDgram(addr) => unix_sockaddr(addr)
                 .ok()

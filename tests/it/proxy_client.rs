@@ -147,15 +147,15 @@ fn send_through(target: &str, proxies: &[&str], extra: &[&str]) -> Output {
     run_sockit(&args, None)
 }
 
-/// Asserts the echo came back.
+/// Asserts the echo came back (`receive:` over streams, `recvfrom ADDR:` over UDP).
 fn assert_echoed(output: &Output) {
     assert_eq!(code(output), 0, "{}", describe(output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("receive: hello through"),
-        "{}",
-        describe(output)
-    );
+    let echoed = stdout.lines().any(|line| {
+        (line.starts_with("receive: ") || line.starts_with("recvfrom "))
+            && line.ends_with(": hello through")
+    });
+    assert!(echoed, "{}", describe(output));
 }
 
 /// Asserts exit `status` and one `error:` line holding every needle.
@@ -589,4 +589,82 @@ fn ssh_proxycommand_through_sockit_connect_and_a_socks5_proxy() {
     };
     assert_eq!(digest(&output), digest(&local), "{}", describe(&output));
     assert_eq!(digest(&local).len(), 64);
+}
+
+#[test]
+fn udp_send_and_connect_through_dante_udp_associate() {
+    let mut server = Proc::sockit(&["serve", "udp://127.0.0.1:0", "--echo"]);
+    let port = port_of(&server.listening());
+    let dante = Peer::dante();
+    let target = format!("udp://127.0.0.1:{port}");
+    let output = run_sockit(
+        &[
+            "send",
+            &target,
+            "hello through",
+            "-n",
+            "3",
+            "--proxy",
+            &dante.url("socks5", None),
+        ],
+        None,
+    );
+    assert_echoed(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout
+            .matches(&format!("recvfrom 127.0.0.1:{port}: hello through"))
+            .count(),
+        3,
+        "{}",
+        describe(&output)
+    );
+    // socks5h: dante resolves the name.
+    let named = format!("udp://localhost:{port}");
+    assert_echoed(&send_through(&named, &[&dante.url("socks5h", None)], &[]));
+    let output = run_sockit(
+        &[
+            "connect",
+            &target,
+            "--proxy",
+            &dante.url("socks5", None),
+            "--quit-after",
+            "2s",
+        ],
+        Some(b"one\ntwo\n"),
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "one\ntwo\n",
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn udp_through_a_proxy_without_udp_associate_is_refused_in_words() {
+    // microsocks has no UDP ASSOCIATE: it answers "command not supported".
+    let proxy = Peer::microsocks(None);
+    let output = send_through(
+        "udp://127.0.0.1:9",
+        &[&proxy.url("socks5", None)],
+        &["-t", "5s"],
+    );
+    assert_fails(
+        &output,
+        10,
+        &[
+            "udp://127.0.0.1:9 (UDP ASSOCIATE)",
+            "command not supported (SOCKS5 reply 7)",
+        ],
+    );
+    let http = send_through("udp://127.0.0.1:9", &[&proxy.url("http", None)], &[]);
+    assert_fails(&http, 2, &["cannot carry datagrams"]);
+    let chained = send_through(
+        "udp://127.0.0.1:9",
+        &[&proxy.url("socks5", None), &proxy.url("socks5", None)],
+        &[],
+    );
+    assert_fails(&chained, 2, &["exactly one --proxy"]);
 }

@@ -246,6 +246,8 @@ pub struct UdpAssociation {
     header: Vec<u8>,
     /// The relay's address, for messages.
     relay: SocketAddr,
+    /// The target, as the request named it.
+    target: Target,
 }
 
 impl UdpAssociation {
@@ -286,7 +288,16 @@ impl UdpAssociation {
         // The address we send from is not known before the socket exists behind any
         // NAT, so the request leaves it unspecified, as RFC 1928 allows.
         let any = Target::Addr(SocketAddr::new(unspecified_like(proxy_ip), 0));
-        let bound = request(&hop, &mut control, UDP_ASSOCIATE, &any).await?;
+        let bound = request(&hop, &mut control, UDP_ASSOCIATE, &any)
+            .await
+            .map_err(|e| match e {
+                Error::ProxyRefused { proxy, reason, .. } => Error::ProxyRefused {
+                    proxy,
+                    target: format!("udp://{target} (UDP ASSOCIATE)"),
+                    reason,
+                },
+                other => other,
+            })?;
         // A relay bound to the wildcard address is reached at the proxy's own address.
         let relay = if bound.ip().is_unspecified() {
             SocketAddr::new(proxy_ip, bound.port())
@@ -308,6 +319,7 @@ impl UdpAssociation {
             socket: udp,
             header,
             relay,
+            target,
         })
     }
 
@@ -341,9 +353,39 @@ impl UdpAssociation {
         }
     }
 
+    /// [`UdpAssociation::recv`] without waiting: `WouldBlock` when nothing is queued.
+    ///
+    /// # Errors
+    /// The socket's error, or `WouldBlock`.
+    pub fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<std::ops::Range<usize>> {
+        loop {
+            let len = self.socket.try_recv(buf)?;
+            if let Some(start) = payload_start(&buf[..len]) {
+                return Ok(start..len);
+            }
+        }
+    }
+
+    /// Waits until a datagram from the relay can be read. Cancel-safe.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.socket.readable().await
+    }
+
     /// The relay's address.
     pub fn relay(&self) -> SocketAddr {
         self.relay
+    }
+
+    /// Who the datagrams are for, as printed: the target's address, or the relay's when
+    /// the proxy resolves the target's name (socks5h), which is then never looked up here.
+    pub fn peer(&self) -> SocketAddr {
+        match &self.target {
+            Target::Addr(addr) => *addr,
+            Target::Name(..) => self.relay,
+        }
     }
 }
 
