@@ -142,6 +142,12 @@ Examples:
                                         bind the local side, mark the traffic (nc -s -p -T)
   sockit connect 127.0.0.1:9000 --retry 10 --retry-delay 200ms
                                         wait for a server that is starting (socat retry=)
+  sockit connect --proxy socks5h://bastion:1080 db.internal:5432
+                                        through a SOCKS5 proxy that resolves the name
+                                        (nc -X 5 -x, ncat --proxy); repeat --proxy to chain
+  ssh -o ProxyCommand='sockit connect --proxy http://proxy:3128 %h:%p' host
+                                        ssh through an HTTP CONNECT proxy; credentials
+                                        from SOCKIT_PROXY_AUTH=USER:PASSWORD
   sockit connect 127.0.0.1:9000 --capture caps/
                                         caps/conn1_127.0.0.1_9000.sent and .received
 

@@ -186,6 +186,9 @@ fn socks5_and_socks5h_through_microsocks() {
     // socks5h: the name goes to the proxy, which resolves it.
     let named = format!("tcp://localhost:{port}");
     assert_echoed(&send_through(&named, &[&proxy.url("socks5h", None)], &[]));
+    // The wrong scheme for the proxy: microsocks closes on an HTTP request.
+    let wrong = send_through(&target, &[&proxy.url("http", None)], &[]);
+    assert_fails(&wrong, 1, &["broke the protocol", "is it an HTTP proxy?"]);
 }
 
 #[test]
@@ -320,6 +323,11 @@ fn tinyproxy_http_connect_with_basic_auth() {
             "HTTP 500",
         ],
     );
+    // The wrong scheme for the proxy: tinyproxy waits for the rest of an HTTP request
+    // that never comes, and the timeout names the chain.
+    let socks = proxy.url("socks5", None);
+    let hung = send_through(&target, &[&socks], &["-t", "1s"]);
+    assert_fails(&hung, 5, &[&format!("through {socks}"), "timed out"]);
 }
 
 #[test]
@@ -367,6 +375,17 @@ fn an_unreachable_proxy_is_named_with_its_own_exit_code() {
         &output,
         8,
         &[&format!("cannot reach proxy {url}"), "connection refused"],
+    );
+    // A proxy that is not up yet is worth waiting for, like a server.
+    let retried = send_through(
+        "tcp://127.0.0.1:9",
+        &[&url],
+        &["--retry", "1", "--retry-delay", "10ms"],
+    );
+    assert_fails(
+        &retried,
+        8,
+        &["cannot reach proxy", "(gave up after 2 attempts)"],
     );
 }
 

@@ -66,12 +66,12 @@ impl ProxyKind {
         }
     }
 
-    /// The protocol's name in messages.
-    fn protocol_name(self) -> &'static str {
+    /// The kind of proxy in messages, with its article ("an HTTP proxy").
+    fn described(self) -> &'static str {
         match self {
-            ProxyKind::Socks5 | ProxyKind::Socks5Hostname => "SOCKS5",
-            ProxyKind::Socks4 | ProxyKind::Socks4a => "SOCKS4",
-            ProxyKind::HttpConnect => "HTTP",
+            ProxyKind::Socks5 | ProxyKind::Socks5Hostname => "a SOCKS5 proxy",
+            ProxyKind::Socks4 | ProxyKind::Socks4a => "a SOCKS4 proxy",
+            ProxyKind::HttpConnect => "an HTTP proxy",
         }
     }
 
@@ -385,8 +385,8 @@ impl Hop<'_> {
             std::io::ErrorKind::UnexpectedEof
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::BrokenPipe => self.protocol_error(format!(
-                "it closed the connection {doing}; is it a {} proxy?",
-                self.hop.kind.protocol_name()
+                "it closed the connection {doing}; is it {}?",
+                self.hop.kind.described()
             )),
             _ => self.protocol_error(format!("{doing}: {source}")),
         }
