@@ -561,43 +561,48 @@ impl Sshd {
 }
 
 #[test]
-fn ssh_proxycommand_through_sockit_connect_and_a_socks5_proxy() {
+fn ssh_proxycommand_through_sockit_connect_and_socks5_or_http_proxies() {
     let sshd = Sshd::start();
-    let proxy = Peer::microsocks(None);
+    let socks = Peer::microsocks(None);
+    let http = Peer::tinyproxy(Some(("bob", "hunter2")));
+    // sshd speaks first (its banner), so through HTTP CONNECT the banner may arrive in
+    // the same segment as the proxy's 200: none of it may be lost.
+    check_ssh_through(&sshd, &socks.url("socks5", None), &[]);
+    check_ssh_through(
+        &sshd,
+        &http.url("http", None),
+        &[("SOCKIT_PROXY_AUTH", "bob:hunter2")],
+    );
+}
+
+/// Runs `ssh … sha256sum` with `ProxyCommand=sockit connect --proxy PROXY %h:%p` and a
+/// megabyte on stdin; sshd's digest of what it received must be the local one.
+fn check_ssh_through(sshd: &Sshd, proxy: &str, env: &[(&str, &str)]) {
     let proxy_command = format!(
-        "ProxyCommand={} connect --proxy {} %h:%p",
+        "ProxyCommand={} connect --proxy {proxy} %h:%p",
         crate::util::sockit_bin().display(),
-        proxy.url("socks5", None)
     );
     let user = String::from_utf8_lossy(&crate::peers::run_peer("id", &["-un"], b"").stdout)
         .trim()
         .to_string();
-    // A megabyte through ssh, through sockit, through the proxy; sshd runs sha256sum
-    // on what it received, and the digest must be the local one.
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let output = crate::peers::run_peer(
-        "ssh",
-        &[
-            "-F",
-            "/dev/null",
-            "-i",
-            &sshd.user_key.display().to_string(),
-            "-o",
-            "BatchMode=yes",
+    let key = sshd.user_key.display().to_string();
+    let port = sshd.port.to_string();
+    let login = format!("{user}@127.0.0.1");
+    let mut ssh = assert_cmd::Command::new("ssh");
+    ssh.args(["-F", "/dev/null", "-i", &key, "-o", "BatchMode=yes"])
+        .args([
             "-o",
             "StrictHostKeyChecking=no",
             "-o",
             "UserKnownHostsFile=/dev/null",
-            "-o",
-            &proxy_command,
-            "-p",
-            &sshd.port.to_string(),
-            &format!("{user}@127.0.0.1"),
-            "sha256sum",
-        ],
-        &payload,
-    );
-    assert!(output.status.success(), "{}", describe(&output));
+        ])
+        .args(["-o", &proxy_command, "-p", &port, &login, "sha256sum"])
+        .envs(env.iter().copied())
+        .timeout(crate::util::TIMEOUT)
+        .write_stdin(payload.clone());
+    let output = ssh.output().unwrap_or_else(|e| panic!("ssh: {e}"));
+    assert!(output.status.success(), "{proxy}\n{}", describe(&output));
     let local = crate::peers::run_peer("sha256sum", &[], &payload);
     let digest = |out: &Output| {
         String::from_utf8_lossy(&out.stdout)
@@ -606,7 +611,12 @@ fn ssh_proxycommand_through_sockit_connect_and_a_socks5_proxy() {
             .unwrap_or_default()
             .to_string()
     };
-    assert_eq!(digest(&output), digest(&local), "{}", describe(&output));
+    assert_eq!(
+        digest(&output),
+        digest(&local),
+        "{proxy}\n{}",
+        describe(&output)
+    );
     assert_eq!(digest(&local).len(), 64);
 }
 
