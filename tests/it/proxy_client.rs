@@ -186,6 +186,10 @@ fn socks5_and_socks5h_through_microsocks() {
     // socks5h: the name goes to the proxy, which resolves it.
     let named = format!("tcp://localhost:{port}");
     assert_echoed(&send_through(&named, &[&proxy.url("socks5h", None)], &[]));
+    // A proxy at an IPv6 address.
+    let v6 = spawn_peer("microsocks", &["-i", "::1", "-p", "0"], false);
+    let v6_url = format!("socks5://[::1]:{}", listening_port(&v6));
+    assert_echoed(&send_through(&target, &[&v6_url], &[]));
     // The wrong scheme for the proxy: microsocks closes on an HTTP request.
     let wrong = send_through(&target, &[&proxy.url("http", None)], &[]);
     assert_fails(&wrong, 1, &["broke the protocol", "is it an HTTP proxy?"]);

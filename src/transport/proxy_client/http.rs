@@ -26,7 +26,14 @@ pub(super) async fn connect(hop: &Hop<'_>, stream: &mut TcpStream, target: &Targ
         .await
         .map_err(|e| hop.io_error(e, "while sending CONNECT"))?;
     let head = read_head(hop, stream).await?;
-    let (code, reason) = status(hop, &head)?;
+    let (code, reason) = status(&head).ok_or_else(|| {
+        let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        let shown: Vec<u8> = line.iter().copied().take(80).collect();
+        hop.protocol_error(format!(
+            "its reply {:?} is not an HTTP status line; is it an HTTP proxy?",
+            crate::escape::escaped(&shown)
+        ))
+    })?;
     match code {
         200..=299 => Ok(()),
         // 407 is the standard answer; some proxies (tinyproxy) answer bad credentials with 401.
@@ -95,8 +102,9 @@ async fn read_head(hop: &Hop<'_>, stream: &mut TcpStream) -> Result<Vec<u8>> {
     }
 }
 
-/// The status code and reason phrase (escaped) of `HTTP/1.x CODE REASON`.
-fn status(hop: &Hop<'_>, head: &[u8]) -> Result<(u16, String)> {
+/// The status code and reason phrase (escaped, at most 80 bytes) of
+/// `HTTP/1.x CODE REASON`; `None` when the first line is not a status line.
+fn status(head: &[u8]) -> Option<(u16, String)> {
     let line_end = memchr::memmem::find(head, b"\r\n").unwrap_or(head.len());
     let line = &head[..line_end];
     let mut parts = line.splitn(3, |&b| b == b' ');
@@ -106,11 +114,7 @@ fn status(hop: &Hop<'_>, head: &[u8]) -> Result<(u16, String)> {
         .and_then(|c| std::str::from_utf8(c).ok())
         .and_then(|c| c.parse::<u16>().ok());
     let (true, Some(code)) = (version.starts_with(b"HTTP/"), code) else {
-        let shown: Vec<u8> = line.iter().copied().take(80).collect();
-        return Err(hop.protocol_error(format!(
-            "its reply {:?} is not an HTTP status line; is it an HTTP proxy?",
-            crate::escape::escaped(&shown)
-        )));
+        return None;
     };
     let reason: Vec<u8> = parts
         .next()
@@ -119,7 +123,7 @@ fn status(hop: &Hop<'_>, head: &[u8]) -> Result<(u16, String)> {
         .copied()
         .take(80)
         .collect();
-    Ok((code, crate::escape::escaped(&reason)))
+    Some((code, crate::escape::escaped(&reason)))
 }
 
 #[cfg(test)]
@@ -131,5 +135,28 @@ mod tests {
         let target = Target::Addr("[::1]:22".parse().unwrap());
         assert_eq!(authority(&target), "[::1]:22");
         assert_eq!(authority(&Target::Name("h".into(), 1)), "h:1");
+    }
+
+    #[test]
+    fn status_lines_give_code_and_escaped_reason() {
+        let head = b"HTTP/1.0 407 Proxy Authentication Required\r\nX: y\r\n\r\n";
+        assert_eq!(
+            status(head),
+            Some((407, "Proxy Authentication Required".to_string()))
+        );
+        assert_eq!(status(b"HTTP/1.1 200\r\n\r\n"), Some((200, String::new())));
+        let (_, reason) = status(b"HTTP/1.1 502 bad\x1b[31m\r\n\r\n").unwrap();
+        assert!(!reason.contains('\x1b'), "{reason}");
+        assert_eq!(status(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status(b"HTTP/1.1 abc ok\r\n"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_reply_parses_or_is_refused_without_panicking(head in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Some((_, reason)) = status(&head) {
+                proptest::prop_assert!(!reason.contains('\n'));
+            }
+        }
     }
 }

@@ -442,6 +442,15 @@ mod tests {
         assert_eq!(payload_start(&[0, 0, 0, 9, 1, 2]), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_relayed_datagram_is_split_or_dropped_without_panicking(datagram in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Some(start) = payload_start(&datagram) {
+                proptest::prop_assert!(start <= datagram.len());
+            }
+        }
+    }
+
     #[test]
     fn reply_codes_read_as_words() {
         assert_eq!(
