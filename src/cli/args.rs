@@ -345,6 +345,10 @@ pub enum Command {
     /// Accept on one endpoint and forward each client to another (socat, ncat --sh-exec).
     #[command(after_help = RELAY_EXAMPLES)]
     Relay(RelayArgs),
+    /// SOCKS5 (CONNECT, UDP ASSOCIATE), SOCKS4/4a and HTTP CONNECT proxy on one port
+    /// (danted, microsocks, ncat -l --proxy-type http).
+    #[command(after_help = super::proxy::PROXY_EXAMPLES)]
+    Proxy(super::proxy::ProxyArgs),
     /// Report which TCP ports of a host accept connections, or which UDP ports answer
     /// (nc -z, nc -zu).
     #[command(after_help = PROBE_EXAMPLES)]
