@@ -402,10 +402,10 @@ impl Proxy {
 
     /// Serves until `shutdown`, then drains within the grace period and sums up.
     pub async fn run(self, events: EventLog, shutdown: Shutdown) -> ProxySummary {
+        announce(&self.options);
         events.emit(Event::Listening {
             endpoint: &self.local,
         });
-        announce(&self.options);
         let proxied = self.options.proxy_protocol.is_on();
         gate::warn_if_unfilterable(&self.options.access, &self.local, proxied);
         let grace = self.options.grace;

@@ -657,17 +657,34 @@ async fn serve(
 }
 
 /// Sends the refusal's reply (by the stage the handshake reached) and closes.
+///
+/// Closing a socket with unread bytes in it sends a reset, which can overtake the reply
+/// (a header flood leaves bytes unread): so after the reply and our FIN, what the client
+/// still sends is read and dropped until it closes, for at most [`LINGER`] and
+/// [`LINGER_BYTES`], as nginx's `lingering_close` does.
 async fn refuse(handshake: Handshake<'_>, destination: Option<String>, refusal: Refusal) -> Served {
     if let Some(reply) = refusal.reply(handshake.stage) {
         // The client may be gone already; the refusal is logged either way.
         let _ = handshake.stream.write_all(&reply).await;
         let _ = handshake.stream.shutdown().await;
+        let _ = tokio::time::timeout(LINGER, drain(handshake.stream)).await;
     }
     Served {
         protocol: handshake.stage.protocol(),
         destination,
         end: End::Refused(refusal),
     }
+}
+
+/// Longest a refused client's remaining bytes are read and dropped before closing.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and dropped from a refused client.
+const LINGER_BYTES: u64 = 256 * 1024;
+
+/// Reads and drops what the client sends until it closes, at most [`LINGER_BYTES`].
+async fn drain(stream: &mut Stream) {
+    let mut sink = tokio::io::sink();
+    let _ = tokio::io::copy(&mut (&mut *stream).take(LINGER_BYTES), &mut sink).await;
 }
 
 /// Resolves the destination, judges every address by the rules, and connects to the

@@ -23,6 +23,7 @@ mod plain_errors;
 mod probe;
 mod procs;
 mod production;
+mod proxy_server;
 mod relay;
 mod relay_access;
 mod retry;
