@@ -154,12 +154,21 @@ fn socks5_tunnel(proxy: &str, target: &str) -> TcpStream {
     stream
 }
 
-/// Sends `bytes`, ends our sending side when `close_after`, and reads until the proxy
-/// closes: the reply a bad client gets.
-fn reply_to(proxy: &str, bytes: &[u8], close_after: bool) -> Vec<u8> {
+/// What a raw client does after sending its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Waits for the reply with its sending side open.
+    Wait,
+    /// Ends its sending side (a truncated message), then waits for the reply.
+    HalfClose,
+}
+
+/// Sends `bytes`, then does `then`, and reads until the proxy closes: the reply a bad
+/// client gets.
+fn reply_to(proxy: &str, bytes: &[u8], then: Then) -> Vec<u8> {
     let mut stream = connect_tcp(proxy);
     stream.write_all(bytes).unwrap_or_else(|e| panic!("{e}"));
-    if close_after {
+    if then == Then::HalfClose {
         stream
             .shutdown(Half::Write)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -410,6 +419,20 @@ fn udp_associate_relays_a_python_clients_datagrams() {
     assert_eq!(json_field(&closed, "bytes_in"), "14", "{closed}");
 }
 
+/// One bad client: what it sends and what it must get.
+struct BadInput {
+    /// The case, for messages.
+    what: &'static str,
+    /// Its bytes.
+    bytes: Vec<u8>,
+    /// What it does after sending them.
+    then: Then,
+    /// How the proxy's reply starts.
+    reply: Vec<u8>,
+    /// Text of the one log line (and the `closed` event's reason).
+    logged: &'static str,
+}
+
 /// Every bad-input case of issue 19 with its reply; a good client is served after each.
 #[test]
 fn bad_input_gets_its_reply_code_and_the_proxy_serves_the_next_client() {
@@ -423,103 +446,109 @@ fn bad_input_gets_its_reply_code_and_the_proxy_serves_the_next_client() {
     while flood.len() <= sockit::proxy::http::MAX_HEAD {
         flood.extend_from_slice(b"X-Flood: 1\r\n");
     }
-    // (what, bytes, half-close after, expected reply prefix, log text)
-    let cases: Vec<(&str, Vec<u8>, bool, Vec<u8>, &str)> = vec![
-        (
-            "greeting without methods",
-            vec![5, 0],
-            false,
-            vec![5, 0xFF],
-            "no authentication method",
-        ),
-        (
-            "truncated greeting",
-            vec![5, 3, 0],
-            true,
-            vec![5, 0xFF],
-            "middle of its handshake",
-        ),
-        (
-            "truncated request",
-            vec![5, 1, 0, 5, 1, 0, 1, 127, 0],
-            true,
-            vec![5, 0, 5, 0x01],
-            "middle of its handshake",
-        ),
-        (
-            "unknown address type",
-            vec![5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80],
-            false,
-            vec![5, 0, 5, 0x08],
-            "unknown address type 0x09",
-        ),
-        (
-            "a 255-byte domain",
-            long_name,
-            false,
-            vec![5, 0, 5, 0x04],
-            "a host name of 255 bytes",
-        ),
-        (
-            "unknown command",
-            vec![5, 1, 0, 5, 9, 0, 1, 127, 0, 0, 1, 0, 80],
-            false,
-            vec![5, 0, 5, 0x07],
-            "unknown command 0x09",
-        ),
-        (
-            "BIND",
-            vec![5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80],
-            false,
-            vec![5, 0, 5, 0x07],
-            "BIND is not supported",
-        ),
-        (
-            "password method when none is set up",
-            vec![5, 1, 2],
-            false,
-            vec![5, 0xFF],
-            "takes no authentication",
-        ),
-        (
-            "bad HTTP CONNECT line",
-            b"CONNECT nowhere HTTP/1.1\r\n\r\n".to_vec(),
-            false,
-            b"HTTP/1.1 400 ".to_vec(),
-            "malformed request line",
-        ),
-        (
-            "not CONNECT",
-            b"GET http://127.0.0.1/ HTTP/1.1\r\n\r\n".to_vec(),
-            false,
-            b"HTTP/1.1 405 ".to_vec(),
-            "only CONNECT is served",
-        ),
-        (
-            "header flood",
-            flood,
-            false,
-            b"HTTP/1.1 431 ".to_vec(),
-            "a request head over 8192 bytes",
-        ),
-        (
-            "SOCKS4 to an unknown command",
-            vec![4, 9, 0, 80, 127, 0, 0, 1, 0],
-            false,
-            vec![0, 0x5B],
-            "unknown SOCKS4 command",
-        ),
-        (
-            "TLS on the proxy port",
-            vec![0x16, 3, 1, 0, 5],
-            false,
-            vec![],
-            "it looks like TLS",
-        ),
+    let cases = [
+        BadInput {
+            what: "greeting without methods",
+            bytes: vec![5, 0],
+            then: Then::Wait,
+            reply: vec![5, 0xFF],
+            logged: "no authentication method",
+        },
+        BadInput {
+            what: "truncated greeting",
+            bytes: vec![5, 3, 0],
+            then: Then::HalfClose,
+            reply: vec![5, 0xFF],
+            logged: "middle of its handshake",
+        },
+        BadInput {
+            what: "truncated request",
+            bytes: vec![5, 1, 0, 5, 1, 0, 1, 127, 0],
+            then: Then::HalfClose,
+            reply: vec![5, 0, 5, 0x01],
+            logged: "middle of its handshake",
+        },
+        BadInput {
+            what: "unknown address type",
+            bytes: vec![5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80],
+            then: Then::Wait,
+            reply: vec![5, 0, 5, 0x08],
+            logged: "unknown address type 0x09",
+        },
+        BadInput {
+            what: "a 255-byte domain",
+            bytes: long_name,
+            then: Then::Wait,
+            reply: vec![5, 0, 5, 0x04],
+            logged: "a host name of 255 bytes",
+        },
+        BadInput {
+            what: "unknown command",
+            bytes: vec![5, 1, 0, 5, 9, 0, 1, 127, 0, 0, 1, 0, 80],
+            then: Then::Wait,
+            reply: vec![5, 0, 5, 0x07],
+            logged: "unknown command 0x09",
+        },
+        BadInput {
+            what: "BIND",
+            bytes: vec![5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80],
+            then: Then::Wait,
+            reply: vec![5, 0, 5, 0x07],
+            logged: "BIND is not supported",
+        },
+        BadInput {
+            what: "password method when none is set up",
+            bytes: vec![5, 1, 2],
+            then: Then::Wait,
+            reply: vec![5, 0xFF],
+            logged: "takes no authentication",
+        },
+        BadInput {
+            what: "bad HTTP CONNECT line",
+            bytes: b"CONNECT nowhere HTTP/1.1\r\n\r\n".to_vec(),
+            then: Then::Wait,
+            reply: b"HTTP/1.1 400 ".to_vec(),
+            logged: "malformed request line",
+        },
+        BadInput {
+            what: "not CONNECT",
+            bytes: b"GET http://127.0.0.1/ HTTP/1.1\r\n\r\n".to_vec(),
+            then: Then::Wait,
+            reply: b"HTTP/1.1 405 ".to_vec(),
+            logged: "only CONNECT is served",
+        },
+        BadInput {
+            what: "header flood",
+            bytes: flood,
+            then: Then::Wait,
+            reply: b"HTTP/1.1 431 ".to_vec(),
+            logged: "a request head over 8192 bytes",
+        },
+        BadInput {
+            what: "SOCKS4 to an unknown command",
+            bytes: vec![4, 9, 0, 80, 127, 0, 0, 1, 0],
+            then: Then::Wait,
+            reply: vec![0, 0x5B],
+            logged: "unknown SOCKS4 command",
+        },
+        BadInput {
+            what: "TLS on the proxy port",
+            bytes: vec![0x16, 3, 1, 0, 5],
+            then: Then::Wait,
+            reply: vec![],
+            logged: "it looks like TLS",
+        },
     ];
-    for (what, bytes, half_close, expected, logged) in cases {
+    for BadInput {
+        what,
+        bytes,
+        then,
+        reply: expected,
+        logged,
+    } in cases
+    {
         let before = proxy.log_lines(logged);
-        let reply = reply_to(&addr, &bytes, half_close);
+        let reply = reply_to(&addr, &bytes, then);
         assert!(
             reply.starts_with(&expected),
             "{what}: got {reply:?}, expected {expected:?}\n{}",
@@ -554,20 +583,20 @@ fn wrong_password_and_missing_method_get_their_socks5_replies() {
     wrong.push(5);
     wrong.extend_from_slice(b"wrong");
     assert_eq!(
-        reply_to(&addr, &wrong, false),
+        reply_to(&addr, &wrong, Then::Wait),
         [5, 2, 1, 1],
         "status 1: refused"
     );
     assert!(json_field(&proxy.next_closed(), "reason").contains("wrong user name or password"));
     assert_eq!(
-        reply_to(&addr, &[5, 1, 0], false),
+        reply_to(&addr, &[5, 1, 0], Then::Wait),
         [5, 0xFF],
         "no-auth only: 0xFF"
     );
     assert!(json_field(&proxy.next_closed(), "reason").contains("offers 0x00"));
     let socks4 = [4, 1, 0, 80, 127, 0, 0, 1, 0];
     assert_eq!(
-        reply_to(&addr, &socks4, false)[..2],
+        reply_to(&addr, &socks4, Then::Wait)[..2],
         [0, 0x5B],
         "SOCKS4 has no password"
     );
@@ -591,7 +620,7 @@ fn a_handshake_that_stalls_is_cut_with_a_reply() {
     let reply = reply_to(
         &proxy.addr.clone(),
         b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n",
-        false,
+        Then::Wait,
     );
     assert!(
         reply.starts_with(b"HTTP/1.1 408 "),
@@ -615,7 +644,7 @@ fn loopback_and_private_destinations_are_denied_by_default_and_said_at_start() {
     let mut request = vec![5, 1, 0];
     request.extend_from_slice(&socks5_connect_bytes(&echo));
     assert_eq!(
-        reply_to(&addr, &request, false)[..4],
+        reply_to(&addr, &request, Then::Wait)[..4],
         [5, 0, 5, 0x02],
         "not allowed by ruleset"
     );
@@ -625,7 +654,7 @@ fn loopback_and_private_destinations_are_denied_by_default_and_said_at_start() {
         "{closed}"
     );
     let http = format!("CONNECT {echo} HTTP/1.1\r\n\r\n");
-    assert!(reply_to(&addr, http.as_bytes(), false).starts_with(b"HTTP/1.1 403 "));
+    assert!(reply_to(&addr, http.as_bytes(), Then::Wait).starts_with(b"HTTP/1.1 403 "));
     proxy.next_closed();
     let (code, _, err) = curl(&[
         "--socks5-hostname",
@@ -650,7 +679,7 @@ fn deny_to_wins_over_allow_to() {
     let mut request = vec![5, 1, 0];
     request.extend_from_slice(&socks5_connect_bytes(&echo));
     assert_eq!(
-        reply_to(&proxy.addr.clone(), &request, false)[..4],
+        reply_to(&proxy.addr.clone(), &request, Then::Wait)[..4],
         [5, 0, 5, 0x02]
     );
     let closed = proxy.next_closed();
