@@ -821,6 +821,37 @@ mod tests {
         }
 
         #[test]
+        fn valid_messages_in_pieces_need_more_until_whole(
+            name in "[a-z0-9]{1,20}(\\.[a-z]{1,10}){0,3}",
+            port in any::<u16>(),
+            command in 1u8..=3,
+            user in proptest::collection::vec(any::<u8>(), 0..40),
+            password in proptest::collection::vec(any::<u8>(), 0..40),
+            methods in proptest::collection::vec(any::<u8>(), 1..10),
+        ) {
+            let mut request = domain_request(name.as_bytes(), port);
+            request[1] = command;
+            prop_assert!(matches!(parse_request(&request), Parsed::Complete { .. }), "{:?} does not parse", request);
+            prefixes_need_more(&request, parse_request);
+            let mut auth = vec![1, user.len() as u8];
+            auth.extend_from_slice(&user);
+            auth.push(password.len() as u8);
+            auth.extend_from_slice(&password);
+            prop_assert!(matches!(parse_user_pass(&auth), Parsed::Complete { .. }), "{:?} does not parse", auth);
+            prefixes_need_more(&auth, parse_user_pass);
+            let mut greeting = vec![5, methods.len() as u8];
+            greeting.extend_from_slice(&methods);
+            prefixes_need_more(&greeting, parse_greeting);
+            let mut four_a = vec![4, 1, 0, 80, 0, 0, 0, 9];
+            four_a.extend(user.iter().map(|&b| b.max(1)));
+            four_a.push(0);
+            four_a.extend_from_slice(name.as_bytes());
+            four_a.push(0);
+            prop_assert!(matches!(parse_socks4(&four_a), Parsed::Complete { .. }), "{:?} does not parse", four_a);
+            prefixes_need_more(&four_a, parse_socks4);
+        }
+
+        #[test]
         fn requests_round_trip_through_their_encoding(
             ip in any::<[u8; 4]>(), port in any::<u16>(), tail in proptest::collection::vec(any::<u8>(), 0..8)
         ) {

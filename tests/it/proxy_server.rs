@@ -329,8 +329,19 @@ fn curl_with_credentials_gets_through_and_without_them_is_refused() {
 
 #[test]
 fn a_tunnel_carries_bytes_exactly_to_a_sockit_echo_server() {
+    tunnel_carries_bytes_exactly("buffered");
+}
+
+#[test]
+fn a_spliced_tunnel_carries_bytes_exactly_too() {
+    tunnel_carries_bytes_exactly("splice");
+}
+
+/// A megabyte through a SOCKS5 tunnel to `serve --echo` and back, byte for byte, with
+/// the relay's copy path `copy` (`--copy`); the `closed` event counts it both ways.
+fn tunnel_carries_bytes_exactly(copy: &str) {
     let (_echo, echo_addr) = echo_server("tcp");
-    let mut proxy = ProxyUnderTest::loopback(&[]);
+    let mut proxy = ProxyUnderTest::loopback(&["--copy", copy]);
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut tunnel = socks5_tunnel(&proxy.addr, &echo_addr);
     let mut reader = tunnel.try_clone().unwrap_or_else(|e| panic!("{e}"));
@@ -365,6 +376,50 @@ fn a_tunnel_carries_bytes_exactly_to_a_sockit_echo_server() {
     assert_eq!(json_field(&closed, "bytes_in"), "1000000", "{closed}");
     assert_eq!(json_field(&closed, "bytes_out"), "1000000", "{closed}");
     assert_eq!(json_field(&closed, "destination"), echo_addr, "{closed}");
+}
+
+/// Where the proxy serves `/metrics`, from its JSON log line `metrics: http://ADDR/metrics`.
+fn metrics_addr(proxy: &ProxyUnderTest) -> String {
+    proxy.wait_for_log_lines("metrics: http://", 1);
+    let stderr = proxy.proc.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("metrics: http://"))
+        .unwrap_or_else(|| panic!("no metrics line\n{stderr}"));
+    let message = json_field(
+        &serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+            ["fields"]
+            .to_string(),
+        "message",
+    );
+    let start = message.find("http://").map_or(0, |i| i + "http://".len());
+    message[start..]
+        .trim_end_matches("/metrics")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn metrics_count_tunnels_refusals_and_bytes() {
+    let (_echo, echo) = echo_server("tcp");
+    let mut proxy = ProxyUnderTest::loopback(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&proxy);
+    still_serves(&proxy.addr.clone(), &echo);
+    proxy.next_closed();
+    assert_eq!(
+        reply_to(&proxy.addr.clone(), &[5, 0], Then::Wait),
+        [5, 0xFF]
+    );
+    proxy.next_closed();
+    let m = crate::ops::scrape(&metrics);
+    assert_eq!(m.get("sockit_proxy_tunnels_total", &[]), 1.0);
+    assert_eq!(m.get("sockit_proxy_malformed_total", &[]), 1.0);
+    assert_eq!(m.get("sockit_proxy_connections_accepted_total", &[]), 2.0);
+    assert_eq!(
+        m.get("sockit_proxy_bytes_total", &[("direction", "to_client")]),
+        10.0
+    );
+    assert_eq!(m.get("sockit_proxy_connections_active", &[]), 0.0);
 }
 
 /// A small SOCKS5 UDP client: associate, send one datagram to DEST through the relay,
