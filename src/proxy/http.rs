@@ -119,6 +119,10 @@ impl Status {
             Status::AuthRequired => out.push_str(
                 "Proxy-Authenticate: Basic realm=\"sockit\"\r\nContent-Length: 0\r\nConnection: close\r\n",
             ),
+            // RFC 9110: a 405 lists the methods the resource takes.
+            Status::MethodNotAllowed => {
+                out.push_str("Allow: CONNECT\r\nContent-Length: 0\r\nConnection: close\r\n");
+            }
             _ => out.push_str("Content-Length: 0\r\nConnection: close\r\n"),
         }
         out.push_str("\r\n");

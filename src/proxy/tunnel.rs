@@ -216,7 +216,7 @@ impl std::fmt::Display for Refusal {
                 }
             ),
             Refusal::Socks(e) => write!(f, "malformed SOCKS message: {e}"),
-            Refusal::Http(e) => write!(f, "refused HTTP request: {e}"),
+            Refusal::Http(e) => write!(f, "{e}"),
             Refusal::Truncated => f.write_str("the client closed in the middle of its handshake"),
             Refusal::Late(after) => write!(
                 f,
@@ -350,8 +350,7 @@ struct Handshake<'a> {
 impl Handshake<'_> {
     /// Reads more from the client.
     async fn fill(&mut self) -> Result<(), Refusal> {
-        let room = (&mut self.buf).limit(HANDSHAKE_READ);
-        let mut room = room;
+        let mut room = (&mut self.buf).limit(HANDSHAKE_READ);
         match self.stream.read_buf(&mut room).await {
             Ok(0) => Err(Refusal::Truncated),
             Ok(_) => Ok(()),

@@ -64,10 +64,12 @@ pub(crate) async fn associate(
     (Some(bound), end)
 }
 
-/// A UDP socket on the IP address the client reached the proxy at, any port.
+/// A UDP socket on the IP address the client reached the proxy at, any port (an
+/// IPv4-mapped address as the IPv4 address it carries, so the client's IPv4 datagrams
+/// and ours share one family).
 async fn bind_next_to(control: &Stream) -> std::io::Result<UdpSocket> {
     let ip = match control {
-        Stream::Tcp(tcp) => tcp.local_addr()?.ip(),
+        Stream::Tcp(tcp) => tcp.local_addr()?.ip().to_canonical(),
         _ => IpAddr::from([0, 0, 0, 0]),
     };
     UdpSocket::bind(SocketAddr::new(ip, 0)).await

@@ -728,6 +728,48 @@ fn loopback_and_private_destinations_are_denied_by_default_and_said_at_start() {
 }
 
 #[test]
+fn behind_a_load_balancer_the_proxy_header_names_the_client() {
+    let (_echo, echo) = echo_server("tcp");
+    let mut proxy = ProxyUnderTest::loopback(&["--proxy-protocol", "--deny", "192.0.2.0/24"]);
+    let addr = proxy.addr.clone();
+    let mut stream = connect_tcp(&addr);
+    stream
+        .write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 1080\r\n\x05\x01\x00")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut choice = [0u8; 2];
+    stream
+        .read_exact(&mut choice)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(choice, [5, 0]);
+    stream
+        .write_all(&socks5_connect_bytes(&echo))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut reply = [0u8; 10];
+    stream
+        .read_exact(&mut reply)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply[1], 0, "{reply:?}");
+    drop(stream);
+    let closed = proxy.next_closed();
+    assert_eq!(json_field(&closed, "peer"), "198.51.100.7:5555", "{closed}");
+    let mut denied = connect_tcp(&addr);
+    denied
+        .write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 1080\r\n\x05\x01\x00")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = Vec::new();
+    // Closed unread (a reset, as for `relay`), or closed: either way, nothing answered.
+    let _ = denied.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "a client --deny names gets no answer: {answer:?}"
+    );
+    assert_eq!(
+        proxy.wait_for_log_lines("denied connection from 192.0.2.7", 1),
+        1
+    );
+}
+
+#[test]
 fn deny_to_wins_over_allow_to() {
     let (_echo, echo) = echo_server("tcp");
     let mut proxy = ProxyUnderTest::loopback(&["--deny-to", &echo]);
