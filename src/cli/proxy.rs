@@ -195,3 +195,46 @@ pub async fn run(config: ProxyConfig, global: &GlobalArgs, events: &EventLog) ->
     super::print_summary(&summary, global.log);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use crate::cli::args::Command;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<ProxyConfig> {
+        let mut argv = vec!["sockit", "proxy"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Proxy(args)) => args.into_config(),
+            other => panic!("not a proxy command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_deny_internal_destinations_and_cap_clients() -> Result<()> {
+        let config = config(&[])?;
+        assert_eq!(config.listen.to_string(), "tcp://127.0.0.1:1080");
+        let options = config.options;
+        assert_eq!(options.destinations, DestinationPolicy::default());
+        assert!(options.credentials.is_none());
+        assert_eq!(options.max_conns, Some(RelayOptions::DEFAULT_MAX_CONNS));
+        assert_eq!(options.max_head, crate::proxy::http::MAX_HEAD);
+        assert_eq!(options.handshake_timeout, Duration::from_secs(10));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_refused_in_words() {
+        assert!(
+            Cli::try_parse_from(["sockit", "proxy", "--allow-to", "localhost"])
+                .is_err_and(|e| e.to_string().contains("CIDR[:PORTS]"))
+        );
+        let missing = config(&["--credentials", "/nonexistent/users.txt"]);
+        assert!(
+            missing.is_err_and(|e| e.to_string().starts_with("cannot read --credentials")),
+            "a missing credentials file is a usage error"
+        );
+    }
+}

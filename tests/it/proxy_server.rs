@@ -785,3 +785,27 @@ fn deny_to_wins_over_allow_to() {
         "{closed}"
     );
 }
+
+#[test]
+fn a_proxy_on_anything_but_tcp_or_without_its_credentials_file_is_a_usage_error() {
+    for (args, said) in [
+        (&["proxy", "udp://127.0.0.1:0"][..], "is not tcp://"),
+        (
+            &[
+                "proxy",
+                "tcp://127.0.0.1:0",
+                "--credentials",
+                "/nonexistent/users",
+            ][..],
+            "cannot read --credentials /nonexistent/users",
+        ),
+    ] {
+        let out = crate::util::run_sockit(args, None);
+        let described = crate::util::describe(&out);
+        assert_eq!(crate::util::code(&out), 2, "{described}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(said),
+            "{described}"
+        );
+    }
+}
