@@ -353,6 +353,10 @@ pub enum Command {
     /// Accept on one endpoint and forward each client to another (socat, ncat --sh-exec).
     #[command(after_help = RELAY_EXAMPLES)]
     Relay(RelayArgs),
+    /// SOCKS5 (CONNECT, UDP ASSOCIATE), SOCKS4/4a and HTTP CONNECT proxy on one port
+    /// (danted, microsocks, ncat -l --proxy-type http).
+    #[command(after_help = super::proxy::PROXY_EXAMPLES)]
+    Proxy(super::proxy::ProxyArgs),
     /// Report which TCP ports of a host accept connections, or which UDP ports answer
     /// (nc -z, nc -zu).
     #[command(after_help = PROBE_EXAMPLES)]
@@ -855,7 +859,7 @@ pub struct SendArgs {
 
     /// Proxies to connect through.
     #[command(flatten)]
-    pub proxy: super::proxy::ProxyArgs,
+    pub proxy: super::proxy_client::ProxyClientArgs,
 
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -916,7 +920,7 @@ pub struct ConnectArgs {
 
     /// Proxies to connect through.
     #[command(flatten)]
-    pub proxy: super::proxy::ProxyArgs,
+    pub proxy: super::proxy_client::ProxyClientArgs,
 
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -1041,7 +1045,7 @@ pub struct RelayArgs {
 
     /// Proxies to connect through.
     #[command(flatten)]
-    pub proxy: super::proxy::ProxyArgs,
+    pub proxy: super::proxy_client::ProxyClientArgs,
 
     /// Dump the clients' traffic (both directions) as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -1226,7 +1230,7 @@ pub struct BenchArgs {
 
     /// Proxies to connect through.
     #[command(flatten)]
-    pub proxy: super::proxy::ProxyArgs,
+    pub proxy: super::proxy_client::ProxyClientArgs,
 }
 
 /// `sockit bench` subcommands.

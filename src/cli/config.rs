@@ -404,7 +404,7 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when the per-source limit does not fit this machine's `usize`.
-    fn policy(&self) -> Result<AccessPolicy> {
+    pub(super) fn policy(&self) -> Result<AccessPolicy> {
         let per_source = self
             .max_conns_per_source
             .map(|n| {
@@ -421,7 +421,7 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when it does not fit this machine's `usize`.
-    fn max_conns(&self) -> Result<Option<usize>> {
+    pub(super) fn max_conns(&self) -> Result<Option<usize>> {
         self.max_conns
             .map(|n| {
                 usize::try_from(n).map_err(|_| Error::Usage("--max-conns is too large".into()))

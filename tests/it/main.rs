@@ -24,6 +24,7 @@ mod probe;
 mod procs;
 mod production;
 mod proxy_client;
+mod proxy_server;
 mod relay;
 mod relay_access;
 mod retry;
