@@ -170,6 +170,16 @@ impl LatencyHistogram {
         Ok(histogram)
     }
 
+    /// The latency at `quantile` (0 to 1): the percentile spectrum of a plot.
+    pub fn value_at_quantile(&self, quantile: f64) -> Duration {
+        micros(self.inner.value_at_quantile(quantile))
+    }
+
+    /// The underlying histogram, for the interval log's serializer.
+    pub(crate) fn inner(&self) -> &Histogram<u64> {
+        &self.inner
+    }
+
     /// Every distinct recorded value and its count, smallest first (for tests and tools).
     pub fn recorded(&self) -> Vec<(Duration, u64)> {
         self.inner

@@ -1196,6 +1196,27 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub ramp_up: Option<String>,
 
+    /// Also write the latencies as an HdrHistogram interval log to FILE (one compressed
+    /// histogram per --hlog-interval, in microseconds), for HistogramLogProcessor and
+    /// other HdrHistogram tools.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<std::path::PathBuf>,
+
+    /// The length of one interval of --hlog and --plot.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub hlog_interval: Duration,
+
+    /// Also draw the latency percentile spectrum, and throughput and p99 per interval,
+    /// as an SVG picture in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// Start measuring at TIME (RFC 3339, such as 2026-12-06T21:00:00Z, or Unix
+    /// seconds), after the warm-up that ends then: runs on several machines line up for
+    /// `bench merge`. TIME must leave room for the warm-up and be within 24 hours.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
+
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
