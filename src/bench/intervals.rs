@@ -241,9 +241,10 @@ pub struct IntervalSink {
 
 impl IntervalSink {
     /// A sink for `threads` threads' intervals of `every` from `origin`, writing to
-    /// `hlog`, whose header is written now with `origin`'s wall-clock time.
+    /// `hlog`, whose header is written now with the wall-clock time of `origin` (`start`
+    /// when the user gave it, or read from the clocks).
     pub fn new(
-        origin: Instant,
+        (origin, start): (Instant, Option<SystemTime>),
         every: Duration,
         threads: usize,
         hlog: Option<HlogWriter>,
@@ -258,7 +259,7 @@ impl IntervalSink {
             summaries: Vec::new(),
             failed: None,
         };
-        let start = wall_clock_at(origin);
+        let start = start.unwrap_or_else(|| wall_clock_at(origin));
         if let Some(log) = sink.hlog.as_mut()
             && let Err(e) = log.begin(start, target, every)
         {
@@ -415,10 +416,16 @@ impl IntervalRun {
     }
 
     /// Starts gathering the intervals of `threads` threads from `origin`, the start of
-    /// the measured span; writes the log's header.
-    pub fn start(&mut self, origin: Instant, threads: usize, target: &str) {
+    /// the measured span (at `wall` on the wall clock, if the user set it); writes the
+    /// log's header.
+    pub fn start(
+        &mut self,
+        (origin, wall): (Instant, Option<SystemTime>),
+        threads: usize,
+        target: &str,
+    ) {
         if let Some((parts, hlog)) = self.waiting.take() {
-            let sink = IntervalSink::new(origin, self.every, threads, hlog, target);
+            let sink = IntervalSink::new((origin, wall), self.every, threads, hlog, target);
             let finished = self.finished.clone();
             self.gathering = Some(tokio::spawn(gather_intervals(sink, parts, finished)));
         }
@@ -498,7 +505,7 @@ mod tests {
     async fn the_sink_adds_the_threads_and_shortens_the_last_interval() {
         let origin = Instant::now();
         let second = Duration::from_secs(1);
-        let mut sink = IntervalSink::new(origin, second, 2, None, "test");
+        let mut sink = IntervalSink::new((origin, None), second, 2, None, "test");
         let part = |index, values: &[u64]| {
             let mut histogram = LatencyHistogram::new();
             for &v in values {

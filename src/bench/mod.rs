@@ -494,7 +494,8 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
         ProgressDisplay::Hidden => None,
     };
     if let Some(run) = interval_run.as_mut() {
-        run.start(window.measure_from, threads, &options.endpoint.to_string());
+        let origin = (window.measure_from, options.start_at);
+        run.start(origin, threads, &options.endpoint.to_string());
     }
     for engine in &mut engines {
         engine.start(window, progress.as_ref());
