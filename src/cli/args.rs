@@ -242,6 +242,9 @@ Examples:
   sockit bench unix:/tmp/s.sock -p stream -c 1
                                           Gbit/s into a server that discards (serve --discard)
   sockit bench 9000 -p echo -d 3s --json run.json
+  sockit bench 9000 -p echo --rate 5000 --hlog run.hlog --plot run.svg
+                                          HdrHistogram interval log (1 s intervals) and a
+                                          percentile / throughput-over-time picture
   sockit bench merge a.json b.json --json all.json
 
 Patterns:
@@ -266,7 +269,13 @@ Examples:
   sockit bench merge host1.json host2.json --json all.json
 
 Throughputs and counts are summed and histograms added (percentiles come from the sum,
-never averaged): for runs taken at the same time against one server from several machines.";
+never averaged): for runs taken at the same time against one server from several machines.
+Give every run the same --start-at so they measure the same span (clocks kept by NTP):
+  at=$(( $(date +%s) + 30 ))                       measuring starts in 30 s, everywhere
+  for h in load1 load2 load3; do
+    ssh $h sockit bench tcp://server:9000 -p echo --start-at $at --json $h.json &
+  done; wait                                       then copy the files here and:
+  sockit bench merge load1.json load2.json load3.json";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
