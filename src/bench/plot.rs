@@ -32,6 +32,9 @@ pub const SERIES_THROUGHPUT: &str = "throughput (exchanges/s)";
 /// The legend name of p99 per interval.
 pub const SERIES_P99: &str = "p99 latency per interval (ms)";
 
+/// The legend name of the sum of merged runs (`bench merge --plot`).
+pub const SERIES_MERGED: &str = "all runs merged";
+
 /// The picture's size in pixels.
 const SIZE: (u32, u32) = (1000, 900);
 
@@ -69,16 +72,36 @@ impl PlotFile {
     /// # Errors
     /// [`Error::Io`] if the picture cannot be drawn or written.
     pub fn write(
-        mut self,
+        self,
         title: &str,
         latency: &LatencyHistogram,
         intervals: &[IntervalSummary],
     ) -> Result<()> {
-        let failed = |what: String| Error::Io {
+        let svg = draw(title, latency, intervals);
+        self.save(svg)
+    }
+
+    /// Draws the percentile spectrum of each run and of their sum (`bench merge
+    /// --plot`), one line each, named as given, and writes the SVG.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the picture cannot be drawn or written.
+    pub fn write_comparison(
+        self,
+        title: &str,
+        runs: &[(String, LatencyHistogram)],
+        merged: &LatencyHistogram,
+    ) -> Result<()> {
+        let svg = draw_comparison(title, runs, merged);
+        self.save(svg)
+    }
+
+    /// Writes drawn SVG text to the file.
+    fn save(mut self, svg: std::result::Result<String, String>) -> Result<()> {
+        let svg = svg.map_err(|what| Error::Io {
             doing: format!("drawing the plot {}", self.path.display()),
             source: std::io::Error::other(what),
-        };
-        let svg = draw(title, latency, intervals).map_err(failed)?;
+        })?;
         self.file
             .write_all(svg.as_bytes())
             .and_then(|()| self.file.flush())
@@ -87,6 +110,29 @@ impl PlotFile {
                 source,
             })
     }
+}
+
+/// The percentile spectra of several runs and of their sum, one line each, as SVG text
+/// (`bench merge --plot`).
+fn draw_comparison(
+    title: &str,
+    runs: &[(String, LatencyHistogram)],
+    merged: &LatencyHistogram,
+) -> std::result::Result<String, String> {
+    let mut svg = String::new();
+    {
+        let size = (SIZE.0, SIZE.1 / 2 + 40);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let root = root
+            .titled(title, ("sans-serif", 22))
+            .map_err(|e| e.to_string())?;
+        let mut series: Vec<(&str, &LatencyHistogram)> = vec![(SERIES_MERGED, merged)];
+        series.extend(runs.iter().map(|(name, latency)| (name.as_str(), latency)));
+        draw_spectrum(&root, &series).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
 }
 
 /// The whole picture as SVG text.
@@ -103,7 +149,7 @@ fn draw(
             .titled(title, ("sans-serif", 22))
             .map_err(|e| e.to_string())?;
         let (upper, lower) = root.split_vertically(SIZE.1 / 2 - 20);
-        draw_spectrum(&upper, latency).map_err(|e| e.to_string())?;
+        draw_spectrum(&upper, &[(SERIES_SPECTRUM, latency)]).map_err(|e| e.to_string())?;
         draw_over_time(&lower, intervals).map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
@@ -118,19 +164,19 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// The percentile spectrum: latency (ms) against `log10(1 / (1 - q))`.
+/// The percentile spectrum of each named histogram: latency (ms) against
+/// `log10(1 / (1 - q))`, one line each.
 fn draw_spectrum(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
-    latency: &LatencyHistogram,
+    series: &[(&str, &LatencyHistogram)],
 ) -> DrawResult {
-    let points = spectrum(latency);
-    let x_max = points.last().map_or(1.0, |(x, _)| *x).max(1.0);
-    let y_max = points
+    let lines: Vec<_> = series
         .iter()
-        .map(|(_, y)| *y)
-        .fold(0.0, f64::max)
-        .max(0.001)
-        * 1.1;
+        .map(|(name, latency)| (*name, spectrum(latency)))
+        .collect();
+    let all_points = || lines.iter().flat_map(|(_, points)| points.iter());
+    let x_max = all_points().map(|(x, _)| *x).fold(1.0, f64::max);
+    let y_max = all_points().map(|(_, y)| *y).fold(0.0, f64::max).max(0.001) * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption("latency by percentile", ("sans-serif", 18))
         .margin(15)
@@ -144,10 +190,17 @@ fn draw_spectrum(
         .x_desc("percentile")
         .y_desc("latency (ms)")
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))?
-        .label(SERIES_SPECTRUM)
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    for (index, (name, points)) in lines.into_iter().enumerate() {
+        let color = if index == 0 {
+            BLUE.to_rgba()
+        } else {
+            Palette99::pick(index).to_rgba()
+        };
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -297,5 +350,27 @@ mod tests {
         assert!(svg.matches("<polyline").count() >= 3, "{svg}");
         let empty = draw("empty", &LatencyHistogram::new(), &[]);
         assert!(empty.is_ok(), "{empty:?}");
+    }
+
+    #[test]
+    fn a_comparison_has_one_line_per_run_and_the_sum() {
+        let run = |us: u64| {
+            let mut latency = LatencyHistogram::new();
+            for _ in 0..100 {
+                latency.record(Duration::from_micros(us));
+            }
+            latency
+        };
+        let runs = [
+            ("a.json".to_string(), run(100)),
+            ("b.json".to_string(), run(300)),
+        ];
+        let mut merged = run(100);
+        merged.add(&runs[1].1);
+        let svg = draw_comparison("cmp", &runs, &merged).unwrap_or_else(|e| panic!("{e}"));
+        for name in [SERIES_MERGED, "a.json", "b.json"] {
+            assert!(svg.contains(name), "{name} missing");
+        }
+        assert!(svg.matches("<polyline").count() >= 3, "{svg}");
     }
 }

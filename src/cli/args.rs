@@ -1253,6 +1253,11 @@ pub struct MergeArgs {
     /// Also write the combined report as JSON to FILE ("-": stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+
+    /// Also draw the latency percentile spectrum of each run and of the sum, one line
+    /// each, as an SVG picture in FILE: two servers or two builds compared at a glance.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Parses a `--pin` fingerprint.

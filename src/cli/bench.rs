@@ -399,7 +399,36 @@ fn merge(args: MergeArgs) -> Result<()> {
             .join(", "),
         reason: e.to_string(),
     })?;
+    if let Some(path) = &args.plot {
+        plot_comparison(path, &args.files, &reports, &merged)?;
+    }
     publish(&merged, args.json.as_deref())
+}
+
+/// `bench merge --plot`: each run's percentile spectrum, named by its file, and the sum's.
+fn plot_comparison(
+    path: &Path,
+    files: &[PathBuf],
+    reports: &[Report],
+    merged: &Report,
+) -> Result<()> {
+    let plot = PlotFile::create(path)?;
+    let decode = |file: &Path, report: &Report| {
+        report.histogram.decode().map_err(|e| Error::BenchReport {
+            path: file.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let mut runs = Vec::with_capacity(reports.len());
+    for (file, report) in files.iter().zip(reports) {
+        runs.push((file.display().to_string(), decode(file, report)?));
+    }
+    let sum = decode(path, merged)?;
+    let title = format!(
+        "sockit bench merge: {} runs of {} against {}",
+        merged.runs, merged.pattern, merged.target
+    );
+    plot.write_comparison(&title, &runs, &sum)
 }
 
 /// Reads one report file.

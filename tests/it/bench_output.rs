@@ -228,9 +228,9 @@ fn recording_echo_server() -> (ThreadServer, Arc<Mutex<Vec<SystemTime>>>) {
 }
 
 /// Two runs given one `--start-at` measure from that instant (their interval logs say
-/// so), send nothing before their warm-up, and merge.
+/// so), send nothing before their warm-up, merge, and plot side by side.
 #[test]
-fn start_at_lines_up_two_runs_that_merge() {
+fn start_at_lines_up_two_runs_that_merge_and_plot_together() {
     let (server, connected) = recording_echo_server();
     let dir = scratch();
     let warmup = Duration::from_millis(300);
@@ -305,6 +305,8 @@ fn start_at_lines_up_two_runs_that_merge() {
     );
     let merged = dir.path().join("merged.json");
     let merged_arg = merged.display().to_string();
+    let svg = dir.path().join("both.svg");
+    let svg_arg = svg.display().to_string();
     let output = run_sockit(
         &[
             "bench",
@@ -313,10 +315,17 @@ fn start_at_lines_up_two_runs_that_merge() {
             &jsons[1],
             "--json",
             &merged_arg,
+            "--plot",
+            &svg_arg,
         ],
         None,
     );
     assert_eq!(code(&output), 0, "{}", describe(&output));
+    let read = python_json(SVG_READER, &svg);
+    let texts = read["texts"].to_string();
+    for series in [sockit::bench::plot::SERIES_MERGED, &jsons[0], &jsons[1]] {
+        assert!(texts.contains(series), "{series} missing: {read}");
+    }
     let text = std::fs::read_to_string(&merged).unwrap_or_else(|e| panic!("{e}"));
     let merged = Report::from_json(&text).unwrap_or_else(|e| panic!("{e}"));
     let reports: Vec<Report> = jsons
