@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,15 +53,21 @@ lines = sum(1 for _ in root.iter(ns + "polyline"))
 print(json.dumps({"root": root.tag, "texts": texts, "polylines": lines}))
 "#;
 
+/// Runs `program ARGS` to completion, killing it after [`TIMEOUT`].
+fn run_within_timeout(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    assert_cmd::Command::new(program)
+        .args(args)
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
 /// Runs a Python script on `file` and parses the JSON it prints.
 fn python_json(script: &str, file: &Path) -> serde_json::Value {
-    let output = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+    let output = run_within_timeout(
+        &python(),
+        &["-c".as_ref(), script.as_ref(), file.as_os_str()],
+    );
     let described = describe(&output);
     assert!(output.status.success(), "{described}");
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}\n{described}"))
@@ -162,12 +167,10 @@ fn plot_is_an_svg_with_every_series_that_renders() {
         "{read}"
     );
     let png = dir.path().join("run.png");
-    let rendered = Command::new("rsvg-convert")
-        .arg(&svg)
-        .arg("-o")
-        .arg(&png)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run rsvg-convert: {e}"));
+    let rendered = run_within_timeout(
+        "rsvg-convert",
+        &[svg.as_os_str(), "-o".as_ref(), png.as_os_str()],
+    );
     assert!(rendered.status.success(), "{}", describe(&rendered));
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{e}"));
     assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
