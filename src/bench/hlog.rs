@@ -97,7 +97,7 @@ impl HlogWriter {
                 doing: format!("writing the interval log {}", self.path.display()),
                 source: e,
             })?;
-        let written = log.write_histogram(histogram.inner(), start, length, None);
+        let written = log.write_histogram(&histogram.inner(), start, length, None);
         drop(log);
         written.map_err(|e| Error::Io {
             doing: format!("writing the interval log {}", self.path.display()),
