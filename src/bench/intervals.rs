@@ -22,9 +22,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use super::Window;
 use super::histogram::LatencyHistogram;
 use super::hlog::HlogWriter;
-use super::measure::{SharedLatency, Window};
+use super::measure::SharedLatency;
 use crate::error::{Error, Result};
 
 /// The interval when none is given: one second, HdrHistogram's usual.
