@@ -221,11 +221,25 @@ impl IntervalSummary {
     }
 }
 
+/// The measured span the intervals divide.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    /// Its start: interval 0 begins here.
+    pub origin: Instant,
+    /// Its planned length.
+    pub span: Duration,
+    /// Its start on the wall clock when the user set it (`--start-at`); otherwise read
+    /// from the clocks.
+    pub wall: Option<SystemTime>,
+}
+
 /// Adds up the threads' interval histograms and writes each complete interval.
 #[derive(Debug)]
 pub struct IntervalSink {
     /// The start of the measured span.
     origin: Instant,
+    /// Its planned length: no interval reaches past it.
+    span: Duration,
     /// The length of one interval.
     every: Duration,
     /// How many threads ship each interval.
@@ -241,18 +255,23 @@ pub struct IntervalSink {
 }
 
 impl IntervalSink {
-    /// A sink for `threads` threads' intervals of `every` from `origin`, writing to
-    /// `hlog`, whose header is written now with the wall-clock time of `origin` (`start`
-    /// when the user gave it, or read from the clocks).
+    /// A sink for `threads` threads' intervals of `every` over `timeline`, writing to
+    /// `hlog`, whose header is written now with the span's wall-clock start.
     pub fn new(
-        (origin, start): (Instant, Option<SystemTime>),
+        timeline: Timeline,
         every: Duration,
         threads: usize,
         hlog: Option<HlogWriter>,
         target: &str,
     ) -> IntervalSink {
+        let Timeline {
+            origin,
+            span,
+            wall: start,
+        } = timeline;
         let mut sink = IntervalSink {
             origin,
+            span,
             every,
             threads: threads.max(1),
             pending: BTreeMap::new(),
@@ -283,7 +302,7 @@ impl IntervalSink {
             }
             let (index, (histogram, _)) = first.remove_entry();
             let now = Instant::now().saturating_duration_since(self.origin);
-            self.emit(index, &histogram, now);
+            self.emit(index, &histogram, now.min(self.span));
         }
     }
 
@@ -416,17 +435,11 @@ impl IntervalRun {
         }
     }
 
-    /// Starts gathering the intervals of `threads` threads from `origin`, the start of
-    /// the measured span (at `wall` on the wall clock, if the user set it); writes the
+    /// Starts gathering the intervals of `threads` threads over `timeline`; writes the
     /// log's header.
-    pub fn start(
-        &mut self,
-        (origin, wall): (Instant, Option<SystemTime>),
-        threads: usize,
-        target: &str,
-    ) {
+    pub fn start(&mut self, timeline: Timeline, threads: usize, target: &str) {
         if let Some((parts, hlog)) = self.waiting.take() {
-            let sink = IntervalSink::new((origin, wall), self.every, threads, hlog, target);
+            let sink = IntervalSink::new(timeline, self.every, threads, hlog, target);
             let finished = self.finished.clone();
             self.gathering = Some(tokio::spawn(gather_intervals(sink, parts, finished)));
         }
@@ -506,7 +519,12 @@ mod tests {
     async fn the_sink_adds_the_threads_and_shortens_the_last_interval() {
         let origin = Instant::now();
         let second = Duration::from_secs(1);
-        let mut sink = IntervalSink::new((origin, None), second, 2, None, "test");
+        let timeline = Timeline {
+            origin,
+            span: Duration::from_secs(10),
+            wall: None,
+        };
+        let mut sink = IntervalSink::new(timeline, second, 2, None, "test");
         let part = |index, values: &[u64]| {
             let mut histogram = LatencyHistogram::new();
             for &v in values {

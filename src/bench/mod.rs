@@ -494,8 +494,12 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
         ProgressDisplay::Hidden => None,
     };
     if let Some(run) = interval_run.as_mut() {
-        let origin = (window.measure_from, options.start_at);
-        run.start(origin, threads, &options.endpoint.to_string());
+        let timeline = intervals::Timeline {
+            origin: window.measure_from,
+            span: window.measured(),
+            wall: options.start_at,
+        };
+        run.start(timeline, threads, &options.endpoint.to_string());
     }
     for engine in &mut engines {
         engine.start(window, progress.as_ref());

@@ -132,7 +132,7 @@ fn hlog_read_by_python_hdrhistogram_matches_the_report() {
         "{context}"
     );
     assert!(text.contains("0.000,1.000,"), "{text}");
-    assert!(text.contains("1.000,0.5"), "{text}");
+    assert!(text.contains("1.000,0.500,"), "{text}");
 }
 
 #[test]
