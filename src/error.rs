@@ -294,6 +294,16 @@ pub enum Error {
         hint: String,
     },
 
+    /// A benchmark was stopped (Ctrl-C) before its warm-up ended, so nothing was measured.
+    #[error(
+        "interrupted before measuring began (warm-up {warmup}): nothing was measured; let \
+         the warm-up end before stopping the run, or shorten it with --warmup"
+    )]
+    InterruptedInWarmup {
+        /// The warm-up, in words ("1s").
+        warmup: String,
+    },
+
     /// A benchmark report file cannot be read or used (`sockit bench merge`).
     #[error("{path}: {reason}")]
     BenchReport {
@@ -378,6 +388,7 @@ impl Error {
             | Error::ProxyProtocol { .. }
             | Error::NoneOpen { .. }
             | Error::NothingMeasured { .. }
+            | Error::InterruptedInWarmup { .. }
             | Error::Io { .. } => ExitStatus::Failure,
             Error::Undelivered { status, .. } => *status,
             Error::GaveUp { last, .. } => last.exit_status(),

@@ -250,6 +250,9 @@ Examples:
   sockit bench unix:/tmp/s.sock -p stream -c 1
                                           Gbit/s into a server that discards (serve --discard)
   sockit bench 9000 -p echo -d 3s --json run.json
+  sockit bench 9000 -p echo --rate 5000 --hlog run.hlog --plot run.svg
+                                          HdrHistogram interval log (1 s intervals) and a
+                                          percentile / throughput-over-time picture
   sockit bench merge a.json b.json --json all.json
 
 Patterns:
@@ -274,7 +277,13 @@ Examples:
   sockit bench merge host1.json host2.json --json all.json
 
 Throughputs and counts are summed and histograms added (percentiles come from the sum,
-never averaged): for runs taken at the same time against one server from several machines.";
+never averaged): for runs taken at the same time against one server from several machines.
+Give every run the same --start-at so they measure the same span (clocks kept by NTP):
+  at=$(( $(date +%s) + 30 ))                       measuring starts in 30 s, everywhere
+  for h in load1 load2 load3; do
+    ssh $h sockit bench tcp://server:9000 -p echo --start-at $at --json $h.json &
+  done; wait                                       then copy the files here and:
+  sockit bench merge load1.json load2.json load3.json";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -1220,6 +1229,27 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub ramp_up: Option<String>,
 
+    /// Also write the latencies as an HdrHistogram interval log to FILE (one compressed
+    /// histogram per --hlog-interval, in microseconds), for HistogramLogProcessor and
+    /// other HdrHistogram tools.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<std::path::PathBuf>,
+
+    /// The length of one interval of --hlog and --plot.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub hlog_interval: Duration,
+
+    /// Also draw the latency percentile spectrum, and throughput and p99 per interval,
+    /// as an SVG picture in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// Start measuring at TIME (RFC 3339, such as 2026-12-06T21:00:00Z, or Unix
+    /// seconds), after the warm-up that ends then: runs on several machines line up for
+    /// `bench merge`. TIME must leave room for the warm-up and be within 24 hours.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
+
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
@@ -1251,6 +1281,11 @@ pub struct MergeArgs {
     /// Also write the combined report as JSON to FILE ("-": stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+
+    /// Also draw the latency percentile spectrum of each run and of the sum, one line
+    /// each, as an SVG picture in FILE: two servers or two builds compared at a glance.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Parses a `--pin` fingerprint.
