@@ -342,6 +342,9 @@ impl Error {
     ) -> Error {
         let peer = peer.into();
         let during = during.into();
+        if let Some(reason) = crate::transport::tls::explain_after_handshake(&source) {
+            return Error::Tls { peer, reason };
+        }
         match source.kind() {
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
                 Error::Reset { peer, during }

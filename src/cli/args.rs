@@ -629,6 +629,32 @@ pub struct TlsServerArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+
+    /// Mutual TLS: ask every tls:// client for a certificate and let in only those issued
+    /// by a CA in FILE (PEM; a self-signed client certificate listed in FILE is trusted as
+    /// it is). The client's subject and names go to the logs, events and --exec's
+    /// environment.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// With --client-ca: ask for a client certificate but let clients without one in
+    /// (one that presents a certificate must still pass the check).
+    #[arg(long, requires = "client_ca")]
+    pub client_ca_optional: bool,
+}
+
+/// The certificate a connecting command presents when a tls:// server asks for one
+/// (mutual TLS): `send`, `connect`, `bench`. `relay` has `--target-cert`/`--target-key`,
+/// since its `--cert`/`--key` are the listening side's.
+#[derive(Debug, Args)]
+pub struct ClientCertArgs {
+    /// Client certificate chain (PEM) to present to a tls:// server that asks for one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 /// The connecting side of TLS, one definition for every command that connects (`send`,
@@ -837,6 +863,10 @@ pub struct SendArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// The client certificate, for servers that ask for one.
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
+
     /// Source address and socket options.
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -893,6 +923,10 @@ pub struct ConnectArgs {
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    /// The client certificate, for servers that ask for one.
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
 
     /// Source address and socket options.
     #[command(flatten)]
@@ -1014,6 +1048,15 @@ pub struct RelayArgs {
     /// How the target is checked when TARGET_ENDPOINT is tls://.
     #[command(flatten)]
     pub tls_target: TlsClientArgs,
+
+    /// Client certificate chain (PEM) to present when a tls:// target asks for one
+    /// (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "target_key")]
+    pub target_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --target-cert.
+    #[arg(long, value_name = "FILE", requires = "target_cert")]
+    pub target_key: Option<PathBuf>,
 
     /// Source address and socket options of the connections to the target.
     #[command(flatten)]
@@ -1199,6 +1242,10 @@ pub struct BenchArgs {
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    /// The client certificate, for servers that ask for one.
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
 
     /// Source address and socket options.
     #[command(flatten)]

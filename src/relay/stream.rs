@@ -23,8 +23,11 @@ use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::obs::span::{connection_span, record_client, record_socket_peer};
+use crate::obs::span::{
+    announce_client_certificate, connection_span, record_client, record_socket_peer,
+};
 use crate::obs::throttle::connection_line;
+use crate::transport::client_cert::ClientIdentity;
 use crate::transport::{
     Backoff, PeerAddr, Stream, StreamListener, connect_stream, is_per_connection,
 };
@@ -190,6 +193,9 @@ async fn relay(
         Ok(client) => client,
         Err(e) => return End::Handshake(e),
     };
+    if let Some(identity) = ClientIdentity::of(client.get_ref()) {
+        announce_client_certificate(&identity, peer, conn, &shared.events);
+    }
     let client = match client.with_capture(options.capture.as_ref(), conn, &peer.to_string()) {
         Ok(client) => client,
         Err(source) => {

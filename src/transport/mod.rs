@@ -20,6 +20,7 @@
 pub mod activation;
 mod backoff;
 pub mod batch;
+pub mod client_cert;
 mod datagram;
 mod errors;
 pub mod hexdump;
