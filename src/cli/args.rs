@@ -569,10 +569,10 @@ pub struct AccessArgs {
     pub max_conns: Option<u64>,
 
     /// What a client arriving over --max-conns gets: wait in the kernel backlog until a
-    /// slot frees, or be accepted and closed at once (counted as refused).
-    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
-          requires = "max_conns")]
-    pub max_conns_mode: OverLimit,
+    /// slot frees, or be accepted and closed at once (counted as refused) [default: wait].
+    /// Needs a limit: --max-conns, or the default one of a stream relay or serve --exec.
+    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE")]
+    pub max_conns_mode: Option<OverLimit>,
 
     /// Most connections one source (an IPv4 address, an IPv6 /64) holds at once; further
     /// ones are closed at once and counted as refused. Datagram relays: sessions per
@@ -1461,11 +1461,13 @@ mod tests {
         assert_eq!(args.access.deny.len(), 1);
         assert!(Cli::try_parse_from(["sockit", "serve", "--allow", "ten"]).is_err());
         assert!(
-            Cli::try_parse_from(["sockit", "serve", "--max-conns-mode", "refuse"]).is_err(),
-            "refuse without --max-conns means nothing"
+            serve_args(&["--max-conns-mode", "refuse"])
+                .into_config()
+                .is_err_and(|e| e.to_string().contains("--max-conns")),
+            "refuse without a limit means nothing"
         );
         let args = serve_args(&["--max-conns", "2", "--max-conns-mode", "refuse"]);
-        assert_eq!(args.access.max_conns_mode, OverLimit::Refuse);
+        assert_eq!(args.access.max_conns_mode, Some(OverLimit::Refuse));
     }
 
     #[test]
@@ -1490,18 +1492,29 @@ mod tests {
         assert_eq!(args.access.allow.len(), 1);
         assert_eq!(args.access.deny.len(), 1);
         assert_eq!(args.access.max_conns, Some(5));
-        assert_eq!(args.access.max_conns_mode, OverLimit::Refuse);
-        assert!(
-            Cli::try_parse_from([
-                "sockit",
-                "relay",
-                "tcp://127.0.0.1:0",
-                "tcp://127.0.0.1:1",
-                "--max-conns-mode",
-                "refuse"
-            ])
-            .is_err(),
-            "refuse without --max-conns means nothing"
+        assert_eq!(args.access.max_conns_mode, Some(OverLimit::Refuse));
+    }
+
+    /// Issue 20: a stream relay has a default --max-conns, so --max-conns-mode alone
+    /// applies to it.
+    #[test]
+    fn relay_takes_max_conns_mode_for_its_default_limit() {
+        let cli = Cli::try_parse_from([
+            "sockit",
+            "relay",
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:1",
+            "--max-conns-mode",
+            "refuse",
+        ]);
+        let Ok(Command::Relay(args)) = cli.map(|cli| cli.command) else {
+            panic!("expected relay");
+        };
+        let config = args.into_config().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.options.over_limit, OverLimit::Refuse);
+        assert_eq!(
+            config.options.max_conns,
+            Some(crate::relay::RelayOptions::DEFAULT_MAX_CONNS)
         );
     }
 }

@@ -342,7 +342,7 @@ impl ServeArgs {
             },
             limits: Limits {
                 max_conns,
-                over_limit: self.access.max_conns_mode,
+                over_limit: self.access.over_limit(max_conns)?,
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
@@ -473,6 +473,19 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when it does not fit this machine's `usize`.
+    /// `--max-conns-mode` for a command whose limit, defaults included, is `limit`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when a mode is given but nothing limits the connections.
+    fn over_limit(&self, limit: Option<usize>) -> Result<crate::server::OverLimit> {
+        match (self.max_conns_mode, limit) {
+            (Some(_), None) => Err(Error::Usage(
+                "--max-conns-mode needs a limit to apply to; give --max-conns N".into(),
+            )),
+            (mode, _) => Ok(mode.unwrap_or_default()),
+        }
+    }
+
     fn max_conns(&self) -> Result<Option<usize>> {
         self.max_conns
             .map(|n| {
@@ -860,6 +873,10 @@ impl RelayArgs {
             socket: self.socket.checked_for(&target)?,
             retry: self.retry.retry()?,
         };
+        let max_conns = self
+            .access
+            .max_conns()?
+            .or((listen.delivery() == Delivery::Stream).then_some(RelayOptions::DEFAULT_MAX_CONNS));
         let options = RelayOptions {
             connect,
             layers: Layers {
@@ -869,12 +886,8 @@ impl RelayArgs {
             buffer_size,
             copy: self.copy,
             access: self.access.policy()?,
-            max_conns: self
-                .access
-                .max_conns()?
-                .or((listen.delivery() == Delivery::Stream)
-                    .then_some(RelayOptions::DEFAULT_MAX_CONNS)),
-            over_limit: self.access.max_conns_mode,
+            max_conns,
+            over_limit: self.access.over_limit(max_conns)?,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
             grace: self.grace,
