@@ -1090,6 +1090,13 @@ pub struct RelayArgs {
     /// binding; LISTEN_ENDPOINT then only names the protocol.
     #[arg(long, help_heading = PRODUCTION)]
     pub systemd: bool,
+
+    /// Start each target connection with a PROXY protocol header (v1 text or v2 binary)
+    /// naming the real client: the socket's peer, or with --proxy-protocol the client the
+    /// incoming header named (HAProxy's send-proxy / send-proxy-v2). Stream relays to
+    /// tcp:// or unix: targets.
+    #[arg(long, help_heading = PRODUCTION, value_enum, value_name = "VERSION")]
+    pub send_proxy: Option<crate::transport::proxy::SendProxy>,
 }
 
 /// `sockit probe`.

@@ -30,6 +30,7 @@ use crate::probe::{ProbeOptions, ProbeProtocol};
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::client_cert::{ClientAuth, ClientCertFiles};
+use crate::transport::proxy::SendProxy;
 use crate::transport::tls::{CertFlags, ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
 use crate::transport::{
     Attempts, Broadcast, Carrier, ConnectOptions, Layers, ListenOptions, ListenSource, Nagle,
@@ -162,6 +163,23 @@ impl ClientCertArgs {
                 key: "--key",
             },
         ))
+    }
+}
+
+/// `--send-proxy` for this target: stream targets only, and not `tls://`, where the
+/// header would have to go before the TLS handshake.
+///
+/// # Errors
+/// [`Error::Usage`] for a datagram or `tls://` target.
+fn send_proxy(version: Option<SendProxy>, target: &Endpoint) -> Result<Option<SendProxy>> {
+    match (version, target) {
+        (Some(_), Endpoint::Tls(_)) => Err(Error::Usage(format!(
+            "--send-proxy cannot be used with a tls:// target ({target}); relay to tcp:// and let the target terminate TLS after the header, or drop --send-proxy"
+        ))),
+        (Some(_), _) if target.delivery() != Delivery::Stream => Err(Error::Usage(format!(
+            "--send-proxy is for stream targets; {target} is a datagram endpoint"
+        ))),
+        (version, _) => Ok(version),
     }
 }
 
@@ -898,6 +916,7 @@ impl RelayArgs {
                 ..ListenOptions::default()
             },
             capture: capture_dir(self.capture.as_deref(), &listen)?,
+            send_proxy: send_proxy(self.send_proxy, &target)?,
             ..RelayOptions::new(target)
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;

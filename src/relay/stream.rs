@@ -8,12 +8,13 @@
 //! free slot is closed at once (logged, counted). The slot is held until the relayed
 //! connection ends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::try_join;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use super::Shared;
@@ -28,6 +29,7 @@ use crate::obs::span::{
 };
 use crate::obs::throttle::connection_line;
 use crate::transport::client_cert::ClientIdentity;
+use crate::transport::proxy;
 use crate::transport::{
     Backoff, PeerAddr, Stream, StreamListener, connect_stream, is_per_connection,
 };
@@ -189,6 +191,7 @@ async fn relay(
     delivered: &Delivered,
 ) -> End {
     let options = &shared.options;
+    let local = local_address(&accepted);
     let client = match options.layers.wrap_accepted(accepted, peer, conn).await {
         Ok(client) => client,
         Err(e) => return End::Handshake(e),
@@ -205,7 +208,7 @@ async fn relay(
             });
         }
     };
-    let connecting = connect_stream(&options.target, options.connect.clone());
+    let connecting = connect_target(options, peer, local);
     let target = tokio::select! {
         target = connecting => match target {
             Ok(target) => target,
@@ -224,6 +227,41 @@ async fn relay(
             End::Idle(options.idle_timeout.unwrap_or_default())
         }
         () = shared.grace_expired() => End::Shutdown,
+    }
+}
+
+/// Connects to the target and, with `--send-proxy`, sends the PROXY header naming the
+/// client (and `local`, the address it reached) before anything else.
+async fn connect_target(
+    options: &super::RelayOptions,
+    peer: &PeerAddr,
+    local: Option<SocketAddr>,
+) -> crate::Result<Stream> {
+    let mut target = connect_stream(&options.target, options.connect.clone()).await?;
+    if let Some(version) = options.send_proxy {
+        let client = match peer {
+            PeerAddr::Ip(addr) => Some(*addr),
+            _ => None,
+        };
+        let header = proxy::encode(version, client, local);
+        target.write_all(&header).await.map_err(|e| {
+            Error::exchange(
+                e,
+                options.target.to_string(),
+                "while sending the PROXY header",
+            )
+        })?;
+    }
+    Ok(target)
+}
+
+/// The local address of an accepted connection: where the client connected to (`None`
+/// for Unix sockets).
+fn local_address(stream: &Stream) -> Option<SocketAddr> {
+    match stream {
+        Stream::Tcp(tcp) => tcp.local_addr().ok(),
+        Stream::Tls(tls) => tls.get_ref().0.local_addr().ok(),
+        Stream::Unix(_) => None,
     }
 }
 

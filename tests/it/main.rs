@@ -28,6 +28,7 @@ mod relay_access;
 mod retry;
 mod seed;
 mod send;
+mod send_proxy;
 mod serve_paths;
 mod server_modes;
 mod shutdown;
