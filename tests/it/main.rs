@@ -16,6 +16,7 @@ mod lane;
 mod layers;
 mod limits;
 mod listen;
+mod mtls;
 mod newcomer;
 mod ops;
 mod peers;
