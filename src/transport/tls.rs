@@ -37,6 +37,7 @@ use super::client_cert::{ClientAuth, ClientCertFiles, client_verifier, read_priv
 use super::stream::Stream;
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::error::{Error, Result};
+use crate::error::{alert_words, debug_words, explain_server_alert};
 
 /// How long a server waits for a client to complete its TLS handshake: long enough for a
 /// slow network, short enough that a client that connects and says nothing frees its
@@ -996,42 +997,6 @@ fn explain_tls(e: &rustls::Error, side: Side<'_>) -> String {
     }
 }
 
-/// The alerts a server sends about the client's certificate, in words; `None` for the
-/// others. They are the same whether they end the handshake (TLS 1.2) or arrive at the
-/// first read after it (TLS 1.3, where the server checks the client's certificate after
-/// the client has finished).
-fn explain_server_alert(alert: rustls::AlertDescription) -> Option<String> {
-    use rustls::AlertDescription as A;
-    match alert {
-        A::CertificateRequired => {
-            Some("the server requires a client certificate; give --cert and --key".into())
-        }
-        A::UnknownCA
-        | A::BadCertificate
-        | A::UnsupportedCertificate
-        | A::CertificateRevoked
-        | A::CertificateExpired
-        | A::CertificateUnknown
-        | A::AccessDenied => Some(format!(
-            "the server rejected our client certificate ({}); give --cert with a certificate issued by a CA the server trusts",
-            alert_words(alert)
-        )),
-        _ => None,
-    }
-}
-
-/// A TLS failure after the handshake (an I/O error rustls raised while reading or
-/// writing) in words, when it is one: typically a TLS 1.3 server refusing the client's
-/// certificate, which the client learns at its first read. `None` for other errors.
-pub fn explain_after_handshake(e: &io::Error) -> Option<String> {
-    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(match tls {
-        rustls::Error::AlertReceived(alert) => explain_server_alert(*alert)
-            .unwrap_or_else(|| format!("the peer ended the TLS session ({})", alert_words(*alert))),
-        other => format!("the TLS session failed ({})", debug_words(other)),
-    })
-}
-
 /// What a client with this trust should do about a certificate it does not trust.
 fn remedy(side: Side<'_>) -> String {
     match side {
@@ -1117,39 +1082,6 @@ fn explain_other_certificate(other: &rustls::OtherError, side: Side<'_>) -> Stri
         Some(e) => format!("the certificate was rejected ({})", debug_words(e)),
         None => format!("the certificate was rejected ({})", other.0),
     }
-}
-
-/// The variant name of a `Debug` value as lowercase words (`CaUsedAsEndEntity` → "ca
-/// used as end entity"), for the rare errors without a sentence of their own: never
-/// Rust's `Debug` syntax in front of a user.
-fn debug_words(value: &impl fmt::Debug) -> String {
-    let debug = format!("{value:?}");
-    let name = debug.split(['(', '{', ' ']).next().unwrap_or_default();
-    let mut words = String::new();
-    let mut previous_lower = false;
-    for c in name.chars() {
-        if c.is_ascii_uppercase() && previous_lower {
-            words.push(' ');
-        }
-        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        words.push(c.to_ascii_lowercase());
-    }
-    words
-}
-
-/// A TLS alert, as its lowercase protocol name (`bad_certificate`, `unknown_ca`).
-fn alert_words(alert: rustls::AlertDescription) -> String {
-    let debug = format!("{alert:?}");
-    let mut words = String::new();
-    let mut previous_lower = false;
-    for c in debug.chars() {
-        if c.is_ascii_uppercase() && previous_lower {
-            words.push('_');
-        }
-        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        words.push(c.to_ascii_lowercase());
-    }
-    format!("{words} alert")
 }
 
 /// A UNIX time as an RFC 3339 date.
@@ -1258,6 +1190,35 @@ mod tests {
         assert!(CheckedTrust::check_exact(cert.der(), &localhost, in_2020).is_ok());
         let other = ServerName::try_from("example.org").unwrap_or_else(|e| panic!("{e}"));
         assert!(CheckedTrust::check_exact(cert.der(), &other, in_2020).is_err());
+    }
+
+    /// Issue 19 item 4: what a server says about our client certificate, in words,
+    /// during the handshake (TLS 1.2) or at the first read after it (TLS 1.3).
+    #[test]
+    fn client_certificate_alerts_read_as_one_sentence_with_a_fix() {
+        let trust = Trust::System;
+        let required = explain_tls(
+            &rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+            Side::Client(&trust),
+        );
+        assert_eq!(
+            required,
+            "the server requires a client certificate; give --cert and --key"
+        );
+        let after = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        );
+        let rejected = crate::error::explain_after_handshake(&after).unwrap_or_default();
+        assert!(
+            rejected.contains("rejected our client certificate (unknown_ca alert)"),
+            "{rejected}"
+        );
+        assert!(
+            crate::error::explain_after_handshake(&io::ErrorKind::ConnectionReset.into()).is_none()
+        );
+        let no_cert = explain_tls(&rustls::Error::NoCertificatesPresented, Side::Server);
+        assert!(no_cert.contains("--cert and --key"), "{no_cert}");
     }
 
     #[test]

@@ -516,3 +516,75 @@ fn a_tls12_session_id_resumes() {
     let second = run("-sess_in");
     assert!(second.contains("Reused, TLSv1.2"), "{second}");
 }
+
+// Issue 23, point 1, and `bench --cert`: sockit's client resumes its sessions with
+// `openssl s_server` (here one that asks for a client certificate), so the connections
+// after the first skip the certificate exchange.
+#[test]
+fn bench_presents_its_certificate_and_resumes_with_openssl_s_server() {
+    let pki = Mtls::new();
+    let mut server = spawn_peer(
+        "openssl",
+        &[
+            "s_server",
+            "-rev",
+            "-cert",
+            arg(&pki.server),
+            "-key",
+            arg(&pki.server_key),
+            "-CAfile",
+            arg(&pki.ca),
+            "-Verify",
+            "1",
+            "-accept",
+            "127.0.0.1:0",
+        ],
+        false,
+    );
+    let line = server.wait_for_line("ACCEPT", |l| l.starts_with("ACCEPT "));
+    let port = line.rsplit(':').next().unwrap_or_default().to_string();
+    let output = run_sockit(
+        &[
+            "bench",
+            &format!("tls://localhost:{port}"),
+            "-d",
+            "2s",
+            "--timeout",
+            "10s",
+            "--warmup",
+            "0",
+            "-c",
+            "1",
+            "--threads",
+            "1",
+            // s_server -rev answers each line with the line reversed.
+            "--message",
+            "hello\n",
+            "--reply-until",
+            "\\n",
+            "--ca",
+            arg(&pki.ca),
+            "--cert",
+            arg(&pki.alice),
+            "--key",
+            arg(&pki.alice_key),
+            "--log-level",
+            "debug",
+        ],
+        None,
+    );
+    assert_eq!(
+        code(&output),
+        0,
+        "{}\n{}",
+        describe(&output),
+        server.report()
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TLS session resumed"), "{stderr}");
+    assert_eq!(
+        stderr.matches("client configuration built").count(),
+        1,
+        "{stderr}"
+    );
+}
