@@ -63,6 +63,9 @@ Examples:
                                         TLS; a self-signed certificate is made and its
                                         SHA-256 fingerprint printed on stderr
   sockit serve tls://0.0.0.0:443 --cert cert.pem --key key.pem
+  sockit serve tls://0.0.0.0:443 --cert cert.pem --key key.pem --client-ca clients.pem
+                                        mutual TLS: only clients with a certificate
+                                        issued by a CA in clients.pem get in
   sockit serve 9000 --echo --hex        dump all traffic as hex on stderr
   sockit serve 9000 --discard --log text
                                         count what arrives (bytes per connection in 'closed')
@@ -79,7 +82,10 @@ Programs (one per connection; per datagram on udp:// and unixgram:):
   The client half-closes -> the program's stdin closes; the program's stdout closes ->
   the client sees end-of-file. On disconnect, idle timeout or shutdown the program (and
   everything it started) is killed and reaped. It finds the client in SOCKIT_PEER,
-  SOCKIT_PEER_ADDR, SOCKIT_PEER_PORT and SOCKIT_CONN.
+  SOCKIT_PEER_ADDR, SOCKIT_PEER_PORT and SOCKIT_CONN; with --proxy-protocol the balancer
+  in SOCKIT_VIA; with --client-ca the client's certificate in SOCKIT_TLS_CLIENT_SUBJECT,
+  SOCKIT_TLS_CLIENT_CN, SOCKIT_TLS_CLIENT_SANS (comma-separated, DNS:…, IP:…) and
+  SOCKIT_TLS_CLIENT_SHA256.
 
 Chat:
   sockit serve 0.0.0.0:9000 --chat      every line goes to all other clients as '<user3> line'
@@ -118,6 +124,8 @@ Examples:
   echo 'hello' | sockit send unix:/tmp/echo.sock - --framing line
   sockit send localhost:9000 hi --timeout 2s
   sockit send tls://localhost:8443 hi --ca ca.pem
+  sockit send tls://localhost:8443 hi --ca ca.pem --cert me.pem --key me.key
+                                        mutual TLS: present a client certificate
   sockit send tls://127.0.0.1:8443 hi --insecure --hex
   sockit send 9000 - < request.bin --reply-size 512
   sockit send 9000 hi --retry forever --retry-max-delay 5s
@@ -191,6 +199,8 @@ Examples:
   sockit relay tcp://127.0.0.1:9000 unix:/run/app.sock     expose a Unix socket on TCP
   sockit relay tls://0.0.0.0:8443 tcp://127.0.0.1:8080     add TLS in front of a plain server
   sockit relay tcp://127.0.0.1:8080 tls://example.org:443  speak plain TCP to a TLS server
+  sockit relay tcp://0.0.0.0:80 tcp://10.0.0.5:8080 --send-proxy v2
+                                                           tells the target the client's address
   sockit relay udp://0.0.0.0:5353 udp://127.0.0.1:53       UDP, one session per client
   sockit relay tcp://127.0.0.1:9000 tcp://127.0.0.1:8000 --hex
 
