@@ -1,6 +1,6 @@
 //! Issue 19, item 3: `relay --send-proxy v1|v2` starts each target connection with a PROXY
-//! protocol header naming the real client, and HAProxy (`bind … accept-proxy`) logs that
-//! client; the address an incoming header named (`--proxy-protocol`) is the one passed
+//! protocol header naming the real client, and HAProxy (`bind … accept-proxy`) and nginx
+//! (`listen … proxy_protocol`) log that client; the address an incoming header named (`--proxy-protocol`) is the one passed
 //! on. The splice copy still carries the bytes after the header.
 //!
 //! Issue 20's small items beside it: `SOCKIT_VIA` names the balancer for `--exec`
@@ -94,6 +94,77 @@ fn haproxy_logs_the_client_the_relay_names_in_v1_and_v2() {
             "{version}: HAProxy logged {client}, not the client at {source}"
         );
     }
+}
+
+/// nginx's stream module as the target (`listen … proxy_protocol`): its
+/// `$proxy_protocol_addr` is the client the v2 header named.
+#[test]
+fn nginx_logs_the_client_the_relay_names() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut backend = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--reply", "behind nginx"]);
+    let backend_addr = backend.listening();
+    let d = dir.path().display();
+    let config = dir.path().join("nginx.conf");
+    let text = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+         daemon off;\nmaster_process off;\nworker_processes 1;\n\
+         pid {d}/nginx.pid;\nerror_log stderr;\n\
+         events {{ worker_connections 64; }}\n\
+         stream {{\n\
+         \x20 log_format pp \"client=$proxy_protocol_addr:$proxy_protocol_port\";\n\
+         \x20 server {{\n\
+         \x20   listen unix:{d}/nginx.sock proxy_protocol;\n\
+         \x20   access_log {d}/access.log pp;\n\
+         \x20   proxy_pass {backend_addr};\n\
+         \x20 }}\n}}\n"
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let config_arg = config
+        .to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 temp path"));
+    let dir_arg = dir
+        .path()
+        .to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 temp path"));
+    let nginx = spawn_peer("nginx", &["-c", config_arg, "-p", dir_arg], false);
+    // nginx writes its pid file once its sockets listen.
+    let pid_file = dir.path().join("nginx.pid");
+    poll_until(
+        "nginx to listen",
+        || nginx.report(),
+        || pid_file.exists().then_some(()),
+    );
+    let target = format!("unix:{d}/nginx.sock");
+    let mut relay = Proc::sockit(&["relay", "tcp://127.0.0.1:0", &target, "--send-proxy", "v2"]);
+    let relay_addr = relay.listening();
+    let sent = run_sockit(
+        &[
+            "send",
+            &format!("tcp://{relay_addr}"),
+            "hi",
+            "--source",
+            "127.0.0.5",
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&sent.stdout).contains("behind nginx"),
+        "{}\n{}",
+        describe(&sent),
+        nginx.report()
+    );
+    let log = dir.path().join("access.log");
+    let logged = poll_until(
+        "nginx's access log line",
+        || nginx.report(),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .find(|l| l.starts_with("client="))
+                .map(str::to_string)
+        },
+    );
+    assert!(logged.starts_with("client=127.0.0.5:"), "{logged}");
 }
 
 /// A client known to the relay only through a load balancer's header is the one named
