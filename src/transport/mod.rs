@@ -8,6 +8,8 @@
 //! * [`Layers`] reads the PROXY protocol header ([`proxy`]), then wraps an accepted stream
 //!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
+//! * [`client_cert`] adds mutual TLS: the server's `--client-ca` check, the client's
+//!   `--cert`, and the verified client's identity;
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
 //!

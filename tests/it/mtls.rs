@@ -370,6 +370,15 @@ fn sockit_presents_its_certificate_to_openssl_s_server_and_relay_to_its_target()
         "{}",
         describe(&page)
     );
+    let mut args = vec!["connect", &target, "--ca", ca];
+    args.extend_from_slice(&cert);
+    let interactive = run_sockit(&args, Some(request.as_bytes()));
+    assert!(
+        String::from_utf8_lossy(&interactive.stdout).contains("HTTP/1.0 200 ok"),
+        "{}\n{}",
+        describe(&interactive),
+        server.report()
+    );
     let without = run_sockit(&["send", &target, request, "--ca", ca], None);
     assert_one_tls_error(
         &without,
