@@ -190,6 +190,8 @@ pub struct BenchOptions {
     pub tls: Option<ClientTls>,
     /// `--source` and the other socket options of every connection.
     pub socket: crate::transport::SocketOptions,
+    /// `--proxy`: the proxies every connection goes through (empty: directly).
+    pub proxies: crate::transport::proxy_client::ProxyChain,
 }
 
 /// A finished run: the report, and the first failure for the exit status.
@@ -228,6 +230,7 @@ impl BenchOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tls: None,
             socket: crate::transport::SocketOptions::default(),
+            proxies: crate::transport::proxy_client::ProxyChain::default(),
         }
     }
 
@@ -429,6 +432,7 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
             connect: ConnectOptions {
                 socket: options.socket.clone(),
                 tls: options.tls.clone(),
+                proxies: options.proxies.clone(),
                 ..ConnectOptions::new(options.timeout)
             },
         },

@@ -46,7 +46,8 @@ Endpoints:
 
 Exit codes:
   0 ok  1 exchange failed  2 usage  3 host not found  4 refused  5 timeout
-  6 cannot listen or bind the local side (--source, --bind-device, --mark)  7 TLS failure";
+  6 cannot listen or bind the local side (--source, --bind-device, --mark)  7 TLS failure
+  8 proxy unreachable  9 proxy refused authentication  10 proxy refused the target";
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
@@ -149,6 +150,12 @@ Examples:
                                         bind the local side, mark the traffic (nc -s -p -T)
   sockit connect 127.0.0.1:9000 --retry 10 --retry-delay 200ms
                                         wait for a server that is starting (socat retry=)
+  sockit connect --proxy socks5h://bastion:1080 db.internal:5432
+                                        through a SOCKS5 proxy that resolves the name
+                                        (nc -X 5 -x, ncat --proxy); repeat --proxy to chain
+  ssh -o ProxyCommand='sockit connect --proxy http://proxy:3128 %h:%p' host
+                                        ssh through an HTTP CONNECT proxy; credentials
+                                        from SOCKIT_PROXY_AUTH=USER:PASSWORD
   sockit connect 127.0.0.1:9000 --capture caps/
                                         caps/conn1_127.0.0.1_9000.sent and .received
 
@@ -162,7 +169,8 @@ side); if the server no longer takes it, that input is lost and the exit status 
 For udp:// and unixgram: each read of stdin is one datagram; after stdin ends, replies
 are printed until none has come for --quit-after (default 2s). Exit 0 when the
 conversation ended normally (stdout closed included); 1 reset or input not delivered,
-4 refused, 5 connect timeout, 7 TLS failure.";
+4 refused, 5 connect timeout, 7 TLS failure, 8-10 --proxy failures (unreachable,
+authentication, target refused).";
 
 const LISTEN_EXAMPLES: &str = "\
 Examples:
@@ -885,6 +893,10 @@ pub struct SendArgs {
     #[command(flatten)]
     pub retry: RetryArgs,
 
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy::ProxyArgs,
+
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
@@ -945,6 +957,10 @@ pub struct ConnectArgs {
     /// Connecting again while the server is not up.
     #[command(flatten)]
     pub retry: RetryArgs,
+
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy::ProxyArgs,
 
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -1075,6 +1091,10 @@ pub struct RelayArgs {
     /// Connecting again while the server is not up.
     #[command(flatten)]
     pub retry: RetryArgs,
+
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy::ProxyArgs,
 
     /// Dump the clients' traffic (both directions) as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -1267,6 +1287,10 @@ pub struct BenchArgs {
     /// Source address and socket options.
     #[command(flatten)]
     pub socket: SocketArgs,
+
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy::ProxyArgs,
 }
 
 /// `sockit bench` subcommands.

@@ -36,6 +36,7 @@ impl BenchArgs {
         let mut options = BenchOptions::new(endpoint, self.pattern);
         options.tls = tls;
         options.socket = self.socket.checked_for(&options.endpoint)?;
+        options.proxies = self.proxy.stream_chain(&options.endpoint)?;
         if let Some(size) = self.size {
             options = options.with_size(to_usize(size, "--size")?);
         }

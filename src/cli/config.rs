@@ -772,6 +772,7 @@ impl SendArgs {
         options.tls = client_tls(&endpoint, &self.tls, self.client_cert.files())?;
         options.socket = self.socket.checked_for(&endpoint)?;
         options.retry = self.retry.retry()?;
+        options.proxies = self.proxy.chain(&endpoint)?;
         options.hex = hex_dump(self.hex);
         Ok(SendConfig { endpoint, options })
     }
@@ -813,6 +814,7 @@ impl ConnectArgs {
                 tls: client_tls(&endpoint, &self.tls, self.client_cert.files())?,
                 socket: self.socket.checked_for(&endpoint)?,
                 retry: self.retry.retry()?,
+                proxies: self.proxy.chain(&endpoint)?,
             },
             stdin: if self.no_stdin {
                 StdinUse::Ignore
@@ -890,6 +892,7 @@ impl RelayArgs {
             )?,
             socket: self.socket.checked_for(&target)?,
             retry: self.retry.retry()?,
+            proxies: self.proxy.stream_chain(&target)?,
         };
         let max_conns = self
             .access

@@ -5,6 +5,7 @@ pub mod args;
 pub mod bench;
 pub mod config;
 pub mod docs;
+pub mod proxy;
 
 pub use args::Cli;
 

@@ -11,6 +11,7 @@
 //! * [`client_cert`] adds mutual TLS: the server's `--client-ca` check, the client's
 //!   `--cert`, and the verified client's identity;
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
+//! * [`proxy_client`] reaches a target through SOCKS and HTTP CONNECT proxies (`--proxy`);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
@@ -29,6 +30,7 @@ pub mod hexdump;
 mod layers;
 mod listener;
 pub mod proxy;
+pub mod proxy_client;
 pub mod retry;
 mod sockopt;
 mod std_stream;

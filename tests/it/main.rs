@@ -24,6 +24,7 @@ mod plain_errors;
 mod probe;
 mod procs;
 mod production;
+mod proxy_client;
 mod relay;
 mod relay_access;
 mod retry;
