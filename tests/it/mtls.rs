@@ -597,3 +597,62 @@ fn bench_presents_its_certificate_and_resumes_with_openssl_s_server() {
         "{stderr}"
     );
 }
+
+/// A resumed session still names its client: every connection of a `bench` run (all but
+/// the first resumed) gets its `client_certificate` event.
+#[test]
+fn resumed_sessions_keep_the_client_identity() {
+    let pki = Mtls::new();
+    let (mut server, port) = mtls_server(&pki, &["--echo"]);
+    let output = run_sockit(
+        &[
+            "bench",
+            &format!("tls://localhost:{port}"),
+            "-d",
+            "1s",
+            "--timeout",
+            "10s",
+            "--warmup",
+            "0",
+            "-c",
+            "1",
+            "--threads",
+            "1",
+            "--ca",
+            arg(&pki.ca),
+            "--cert",
+            arg(&pki.alice),
+            "--key",
+            arg(&pki.alice_key),
+            "--log-level",
+            "debug",
+        ],
+        None,
+    );
+    assert_eq!(
+        code(&output),
+        0,
+        "{}\n{}",
+        describe(&output),
+        server.report()
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("TLS session resumed"),
+        "{}",
+        describe(&output)
+    );
+    server.signal(libc::SIGTERM);
+    server.wait_exit();
+    let connected = server
+        .stdout
+        .iter()
+        .filter(|l| l.contains("\"connected\""))
+        .count();
+    let named = server
+        .stdout
+        .iter()
+        .filter(|l| l.contains("\"client_certificate\"") && l.contains("CN=alice"))
+        .count();
+    assert!(connected >= 2, "{}", server.report());
+    assert_eq!(named, connected, "{}", server.report());
+}
