@@ -1123,8 +1123,8 @@ pub struct RelayArgs {
 
     /// Start each target connection with a PROXY protocol header (v1 text or v2 binary)
     /// naming the real client: the socket's peer, or with --proxy-protocol the client the
-    /// incoming header named (HAProxy's send-proxy / send-proxy-v2). Stream relays to
-    /// tcp:// or unix: targets.
+    /// incoming header named (HAProxy's send-proxy / send-proxy-v2). Stream targets; on
+    /// a tls:// target the header precedes the TLS handshake, as HAProxy sends it.
     #[arg(long, help_heading = PRODUCTION, value_enum, value_name = "VERSION")]
     pub send_proxy: Option<crate::transport::proxy::SendProxy>,
 }

@@ -166,20 +166,17 @@ impl ClientCertArgs {
     }
 }
 
-/// `--send-proxy` for this target: stream targets only, and not `tls://`, where the
-/// header would have to go before the TLS handshake.
+/// `--send-proxy` for this target: stream targets only (the header goes first, before
+/// TLS for a `tls://` target).
 ///
 /// # Errors
-/// [`Error::Usage`] for a datagram or `tls://` target.
+/// [`Error::Usage`] for a datagram target.
 fn send_proxy(version: Option<SendProxy>, target: &Endpoint) -> Result<Option<SendProxy>> {
-    match (version, target) {
-        (Some(_), Endpoint::Tls(_)) => Err(Error::Usage(format!(
-            "--send-proxy cannot be used with a tls:// target ({target}); relay to tcp:// and let the target terminate TLS after the header, or drop --send-proxy"
-        ))),
-        (Some(_), _) if target.delivery() != Delivery::Stream => Err(Error::Usage(format!(
+    match version {
+        Some(_) if target.delivery() != Delivery::Stream => Err(Error::Usage(format!(
             "--send-proxy is for stream targets; {target} is a datagram endpoint"
         ))),
-        (version, _) => Ok(version),
+        version => Ok(version),
     }
 }
 

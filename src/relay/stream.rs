@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::try_join;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 use super::Shared;
@@ -31,7 +31,8 @@ use crate::obs::throttle::connection_line;
 use crate::transport::client_cert::ClientIdentity;
 use crate::transport::proxy;
 use crate::transport::{
-    Backoff, PeerAddr, Stream, StreamListener, connect_stream, is_per_connection,
+    Backoff, PeerAddr, Stream, StreamListener, connect_stream, connect_stream_prefixed,
+    is_per_connection,
 };
 
 /// Accepts clients until shutdown, one tracked task each; denied clients and, with
@@ -231,28 +232,21 @@ async fn relay(
 }
 
 /// Connects to the target and, with `--send-proxy`, sends the PROXY header naming the
-/// client (and `local`, the address it reached) before anything else.
+/// client (and `local`, the address it reached) before anything else, TLS included.
 async fn connect_target(
     options: &super::RelayOptions,
     peer: &PeerAddr,
     local: Option<SocketAddr>,
 ) -> crate::Result<Stream> {
-    let mut target = connect_stream(&options.target, options.connect.clone()).await?;
-    if let Some(version) = options.send_proxy {
-        let client = match peer {
-            PeerAddr::Ip(addr) => Some(*addr),
-            _ => None,
-        };
-        let header = proxy::encode(version, client, local);
-        target.write_all(&header).await.map_err(|e| {
-            Error::exchange(
-                e,
-                options.target.to_string(),
-                "while sending the PROXY header",
-            )
-        })?;
-    }
-    Ok(target)
+    let Some(version) = options.send_proxy else {
+        return connect_stream(&options.target, options.connect.clone()).await;
+    };
+    let client = match peer {
+        PeerAddr::Ip(addr) => Some(*addr),
+        _ => None,
+    };
+    let header = proxy::encode(version, client, local);
+    connect_stream_prefixed(&options.target, options.connect.clone(), &header).await
 }
 
 /// The local address of an accepted connection: where the client connected to (`None`

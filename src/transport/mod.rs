@@ -49,7 +49,7 @@ pub use proxy::ProxyProtocol;
 pub use retry::{Attempts, Retry};
 pub use sockopt::{Broadcast, Carrier, Keepalive, ListenOptions, Nagle, SocketOptions, Source};
 pub use std_stream::StdStream;
-pub use stream::{ConnectOptions, Stream, connect_stream};
+pub use stream::{ConnectOptions, Stream, connect_stream, connect_stream_prefixed};
 pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 use std::fmt;

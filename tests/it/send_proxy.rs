@@ -279,21 +279,68 @@ async fn the_header_comes_first_and_splice_still_copies_the_rest() {
 }
 
 #[test]
-fn send_proxy_refuses_targets_it_cannot_serve() {
-    for target in ["tls://127.0.0.1:1", "udp://127.0.0.1:1"] {
-        let out = run_sockit(
-            &["relay", "tcp://127.0.0.1:0", target, "--send-proxy", "v1"],
-            None,
-        );
-        assert_eq!(code(&out), 2, "{}", describe(&out));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("--send-proxy"), "{stderr}");
-        assert_eq!(
-            stderr.lines().filter(|l| l.starts_with("error:")).count(),
-            1,
-            "{stderr}"
-        );
-    }
+fn send_proxy_refuses_a_datagram_target() {
+    let out = run_sockit(
+        &[
+            "relay",
+            "tcp://127.0.0.1:0",
+            "udp://127.0.0.1:1",
+            "--send-proxy",
+            "v1",
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--send-proxy"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+}
+
+/// To a tls:// target the header goes before the TLS handshake (as HAProxy sends it to
+/// an `ssl` server), so a sockit TLS server with --proxy-protocol reads it and names the
+/// real client to its program.
+#[test]
+fn the_header_precedes_tls_to_a_tls_target() {
+    let mut server = Proc::sockit(&[
+        "serve",
+        "tls://127.0.0.1:0",
+        "--proxy-protocol",
+        "--proxy-from",
+        "127.0.0.0/8",
+        "--sh-exec",
+        "echo \"client $SOCKIT_PEER_ADDR\"",
+    ]);
+    let server_addr = server.listening();
+    let mut relay = Proc::sockit(&[
+        "relay",
+        "tcp://127.0.0.1:0",
+        &format!("tls://{server_addr}"),
+        "--insecure",
+        "--send-proxy",
+        "v2",
+    ]);
+    let relay_addr = relay.listening();
+    let sent = run_sockit(
+        &[
+            "send",
+            &format!("tcp://{relay_addr}"),
+            "hi",
+            "--source",
+            "127.0.0.6",
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&sent.stdout).contains("client 127.0.0.6"),
+        "{}\n{}\n{}",
+        describe(&sent),
+        relay.report(),
+        server.report()
+    );
 }
 
 // Issue 20, item 2: a program behind --proxy-protocol learns both the client the header
