@@ -430,11 +430,15 @@ pub(crate) fn explain_server_alert(alert: rustls::AlertDescription) -> Option<St
         A::HandshakeFailure => Some(
             "the server refused the handshake (handshake_failure alert): no TLS version or cipher in common, or it requires a client certificate (give --cert and --key)".into(),
         ),
+        A::UnsupportedCertificate => Some(
+            "the server cannot use our client certificate (unsupported_certificate alert); a client certificate must list clientAuth in its extended key usage, or have no extended key usage".into(),
+        ),
+        A::CertificateExpired => Some(
+            "the server says our client certificate has expired (certificate_expired alert); give --cert with a current one".into(),
+        ),
         A::UnknownCA
         | A::BadCertificate
-        | A::UnsupportedCertificate
         | A::CertificateRevoked
-        | A::CertificateExpired
         | A::CertificateUnknown
         | A::AccessDenied => Some(format!(
             "the server rejected our client certificate ({}); give --cert with a certificate issued by a CA the server trusts",
