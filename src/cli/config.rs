@@ -10,8 +10,9 @@ use bytes::Bytes;
 use crate::access::{AccessPolicy, PerSourceLimit};
 
 use super::args::{
-    AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
-    RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs, UnixSocketArgs,
+    AccessArgs, ClientCertArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs,
+    RelayArgs, RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs,
+    UnixSocketArgs,
 };
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, SenderRate};
@@ -28,7 +29,9 @@ use crate::obs::hexdump::Capture;
 use crate::probe::{ProbeOptions, ProbeProtocol};
 use crate::relay::RelayOptions;
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
-use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
+use crate::transport::client_cert::{ClientAuth, ClientCertFiles};
+use crate::transport::proxy::SendProxy;
+use crate::transport::tls::{CertFlags, ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
 use crate::transport::{
     Attempts, Broadcast, Carrier, ConnectOptions, Layers, ListenOptions, ListenSource, Nagle,
     PeerCredAllow, ProxyProtocol, Retry, SocketOptions, UnixFilePerms,
@@ -108,11 +111,12 @@ fn hex_dump(hex: bool) -> Option<HexDump> {
 /// files.
 fn server_layers(endpoint: &Endpoint, tls: &TlsServerArgs, hex: bool) -> Result<Layers> {
     let files = tls.cert.as_deref().zip(tls.key.as_deref());
+    let clients = client_auth(tls);
     let tls = match endpoint {
-        Endpoint::Tls(hp) => Some(Arc::new(ServerTls::load(files, hp)?)),
-        _ if files.is_some() => {
+        Endpoint::Tls(hp) => Some(Arc::new(ServerTls::load_with(files, hp, &clients)?)),
+        _ if files.is_some() || clients != ClientAuth::None => {
             return Err(Error::Usage(format!(
-                "--cert and --key are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
+                "--cert, --key and --client-ca are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
             )));
         }
         _ => None,
@@ -122,6 +126,58 @@ fn server_layers(endpoint: &Endpoint, tls: &TlsServerArgs, hex: bool) -> Result<
         hex: hex_dump(hex),
         ..Layers::default()
     })
+}
+
+/// `--client-ca` and `--client-ca-optional` as the server's client-certificate policy.
+fn client_auth(tls: &TlsServerArgs) -> ClientAuth {
+    match (&tls.client_ca, tls.client_ca_optional) {
+        (None, _) => ClientAuth::None,
+        (Some(path), false) => ClientAuth::Required(path.clone()),
+        (Some(path), true) => ClientAuth::Optional(path.clone()),
+    }
+}
+
+/// `relay --target-cert`/`--target-key` as the client certificate for a tls:// target.
+fn target_cert(
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+) -> Option<(ClientCertFiles, CertFlags)> {
+    let (cert, key) = cert.zip(key)?;
+    Some((
+        ClientCertFiles { cert, key },
+        CertFlags {
+            cert: "--target-cert",
+            key: "--target-key",
+        },
+    ))
+}
+
+impl ClientCertArgs {
+    /// `--cert`/`--key` as the client certificate for a tls:// server.
+    pub(crate) fn files(&self) -> Option<(ClientCertFiles, CertFlags)> {
+        let (cert, key) = self.cert.clone().zip(self.key.clone())?;
+        Some((
+            ClientCertFiles { cert, key },
+            CertFlags {
+                cert: "--cert",
+                key: "--key",
+            },
+        ))
+    }
+}
+
+/// `--send-proxy` for this target: stream targets only (the header goes first, before
+/// TLS for a `tls://` target).
+///
+/// # Errors
+/// [`Error::Usage`] for a datagram target.
+fn send_proxy(version: Option<SendProxy>, target: &Endpoint) -> Result<Option<SendProxy>> {
+    match version {
+        Some(_) if target.delivery() != Delivery::Stream => Err(Error::Usage(format!(
+            "--send-proxy is for stream targets; {target} is a datagram endpoint"
+        ))),
+        version => Ok(version),
+    }
 }
 
 /// `--proxy-protocol` as a layer setting.
@@ -154,7 +210,11 @@ fn metrics_endpoint(text: Option<&str>) -> Result<Option<Endpoint>> {
 /// # Errors
 /// [`Error::Usage`] for TLS flags on a non-TLS endpoint; [`Error::TlsSetup`] for an
 /// unusable `--ca` file or missing system roots.
-pub(crate) fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Option<ClientTls>> {
+pub(crate) fn client_tls(
+    endpoint: &Endpoint,
+    tls: &TlsClientArgs,
+    client_cert: Option<(ClientCertFiles, CertFlags)>,
+) -> Result<Option<ClientTls>> {
     let trust = match (&tls.ca, tls.insecure, tls.pin.is_empty()) {
         (Some(path), _, _) => Trust::CaFile(path.clone()),
         (None, true, _) => Trust::Insecure,
@@ -162,6 +222,12 @@ pub(crate) fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Opt
         (None, false, true) => Trust::System,
     };
     if !matches!(endpoint, Endpoint::Tls(_)) {
+        if let Some((_, flags)) = &client_cert {
+            return Err(Error::Usage(format!(
+                "{} and {} are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)",
+                flags.cert, flags.key
+            )));
+        }
         if trust != Trust::System || tls.server_name.is_some() || tls.no_resume {
             return Err(Error::Usage(format!(
                 "--ca, --pin, --insecure, --server-name and --no-resume are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
@@ -178,6 +244,7 @@ pub(crate) fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Opt
         } else {
             Resumption::On
         },
+        client_cert,
     })
     .map(Some)
 }
@@ -290,7 +357,7 @@ impl ServeArgs {
             },
             limits: Limits {
                 max_conns,
-                over_limit: self.access.max_conns_mode,
+                over_limit: self.access.over_limit(max_conns)?,
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
@@ -421,6 +488,19 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when it does not fit this machine's `usize`.
+    /// `--max-conns-mode` for a command whose limit, defaults included, is `limit`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when a mode is given but nothing limits the connections.
+    pub(super) fn over_limit(&self, limit: Option<usize>) -> Result<crate::server::OverLimit> {
+        match (self.max_conns_mode, limit) {
+            (Some(_), None) => Err(Error::Usage(
+                "--max-conns-mode needs a limit to apply to; give --max-conns N".into(),
+            )),
+            (mode, _) => Ok(mode.unwrap_or_default()),
+        }
+    }
+
     pub(super) fn max_conns(&self) -> Result<Option<usize>> {
         self.max_conns
             .map(|n| {
@@ -686,7 +766,7 @@ impl SendArgs {
                 endpoint.scheme()
             )));
         }
-        options.tls = client_tls(&endpoint, &self.tls)?;
+        options.tls = client_tls(&endpoint, &self.tls, self.client_cert.files())?;
         options.socket = self.socket.checked_for(&endpoint)?;
         options.retry = self.retry.retry()?;
         options.proxies = self.proxy.chain(&endpoint)?;
@@ -728,7 +808,7 @@ impl ConnectArgs {
         let options = InteractiveOptions {
             connect: ConnectOptions {
                 timeout: self.timeout,
-                tls: client_tls(&endpoint, &self.tls)?,
+                tls: client_tls(&endpoint, &self.tls, self.client_cert.files())?,
                 socket: self.socket.checked_for(&endpoint)?,
                 retry: self.retry.retry()?,
                 proxies: self.proxy.chain(&endpoint)?,
@@ -802,11 +882,19 @@ impl RelayArgs {
             .map_err(|_| Error::Usage("--max-sessions is too large".into()))?;
         let connect = ConnectOptions {
             timeout: self.timeout,
-            tls: client_tls(&target, &self.tls_target)?,
+            tls: client_tls(
+                &target,
+                &self.tls_target,
+                target_cert(self.target_cert.clone(), self.target_key.clone()),
+            )?,
             socket: self.socket.checked_for(&target)?,
             retry: self.retry.retry()?,
             proxies: self.proxy.stream_chain(&target)?,
         };
+        let max_conns = self
+            .access
+            .max_conns()?
+            .or((listen.delivery() == Delivery::Stream).then_some(RelayOptions::DEFAULT_MAX_CONNS));
         let options = RelayOptions {
             connect,
             layers: Layers {
@@ -816,12 +904,8 @@ impl RelayArgs {
             buffer_size,
             copy: self.copy,
             access: self.access.policy()?,
-            max_conns: self
-                .access
-                .max_conns()?
-                .or((listen.delivery() == Delivery::Stream)
-                    .then_some(RelayOptions::DEFAULT_MAX_CONNS)),
-            over_limit: self.access.max_conns_mode,
+            max_conns,
+            over_limit: self.access.over_limit(max_conns)?,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
             grace: self.grace,
@@ -832,6 +916,7 @@ impl RelayArgs {
                 ..ListenOptions::default()
             },
             capture: capture_dir(self.capture.as_deref(), &listen)?,
+            send_proxy: send_proxy(self.send_proxy, &target)?,
             ..RelayOptions::new(target)
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;

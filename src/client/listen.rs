@@ -46,6 +46,7 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Capture, Direction, Tap};
 use crate::shutdown::Shutdown;
+use crate::transport::client_cert::ClientIdentity;
 use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM, PeerAddr};
 
 /// How many clients a listener takes.
@@ -363,15 +364,18 @@ async fn wrap_client(
     capture: Option<&Capture>,
     conn: u64,
 ) -> Result<Client> {
-    let stream = layers
-        .wrap_accepted(stream, peer, conn)
-        .await?
+    let tapped = layers.wrap_accepted(stream, peer, conn).await?;
+    let certificate = ClientIdentity::of(tapped.get_ref());
+    let stream = tapped
         .with_capture(capture, conn, &peer.to_string())
         .map_err(|source| Error::Io {
             doing: format!("creating the capture files of {peer}"),
             source,
         })?;
-    tracing::info!("{peer} connected");
+    match certificate {
+        Some(identity) => tracing::info!("{peer} connected, client certificate {identity}"),
+        None => tracing::info!("{peer} connected"),
+    }
     let tally = Arc::new(Tally::default());
     Ok(Client {
         stream: Counted {

@@ -349,7 +349,7 @@ async fn run_program(
     let Run { socket, spec, .. } = *run_with;
     let limits = &shared.options.limits;
     let time_limit = limits.message_timeout.or(limits.idle_timeout);
-    let client = ClientInfo { conn: id, peer };
+    let client = ClientInfo::new(id, peer);
     let run = exec::run_for_datagram(
         spec,
         datagram,
