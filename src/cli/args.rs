@@ -531,6 +531,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub hex: bool,
 
+    /// Write each connection's bytes to files in DIR (created if missing), one per
+    /// direction: conn<N>_<peer>.sent (the replies) and .received (from the client). On
+    /// udp:// and unixgram: each sender also gets conn<N>_<peer>.datagrams, one line per
+    /// datagram (time, direction, offset, length). Connections are then served one
+    /// task each, not by the fast lane.
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
+
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).
     #[arg(long, help_heading = PRODUCTION, value_name = "ADDR")]
@@ -907,7 +915,9 @@ pub struct ConnectArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
+    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
 }
@@ -943,7 +953,9 @@ pub struct ListenArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
+    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
 
@@ -1028,7 +1040,9 @@ pub struct RelayArgs {
     pub hex: bool,
 
     /// Write each client connection's bytes to files in DIR (created if missing), one
-    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it).
+    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it). On
+    /// udp:// and unixgram: each client also gets conn<N>_<peer>.datagrams, one line per
+    /// datagram (time, direction, offset, length).
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
 

@@ -269,6 +269,16 @@ impl ServeArgs {
         } else {
             Responder::seed_reply(endpoint.seed_word())
         };
+        let capture = capture_dir(self.capture.as_deref())?;
+        if capture.is_some()
+            && matches!(mode, ServeMode::Exec(_))
+            && endpoint.delivery() == Delivery::Datagram
+        {
+            return Err(Error::Usage(format!(
+                "--capture records datagrams the server answers itself; with --exec on \
+                 {endpoint} each datagram goes to a program (capture on the client side instead)"
+            )));
+        }
         let max_conns = match self.access.max_conns()? {
             None if matches!(mode, ServeMode::Exec(_))
                 && endpoint.delivery() == Delivery::Stream =>
@@ -305,6 +315,7 @@ impl ServeArgs {
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
+                capture,
                 ..server_layers(&endpoint, &self.tls, self.hex)?
             },
             busy_poll: self.busy_poll,
@@ -605,20 +616,13 @@ fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Op
 }
 
 /// `--capture DIR`, checked (created, writable) before anything connects or listens.
-/// Captures are of byte streams: a datagram endpoint is refused rather than left
-/// uncaptured.
 ///
 /// # Errors
-/// [`Error::Usage`] naming the directory and the reason, or the datagram endpoint.
-fn capture_dir(dir: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Capture>> {
+/// [`Error::Usage`] naming the directory and the reason.
+fn capture_dir(dir: Option<&std::path::Path>) -> Result<Option<Capture>> {
     let Some(dir) = dir else {
         return Ok(None);
     };
-    if endpoint.delivery() == Delivery::Datagram {
-        return Err(Error::Usage(format!(
-            "--capture records byte streams; {endpoint} is a datagram endpoint (use --hex to see its datagrams)"
-        )));
-    }
     Capture::new(dir).map(Some).map_err(Error::Usage)
 }
 
@@ -745,7 +749,7 @@ impl ConnectArgs {
             },
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
-            capture: capture_dir(self.capture.as_deref(), &endpoint)?,
+            capture: capture_dir(self.capture.as_deref())?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -764,7 +768,7 @@ impl ListenArgs {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
-                capture: capture_dir(self.capture.as_deref(), &endpoint)?,
+                capture: capture_dir(self.capture.as_deref())?,
                 ..InteractiveOptions::new()
             },
             layers,
@@ -828,7 +832,7 @@ impl RelayArgs {
                 unix_file: self.unix.file_perms(&listen)?,
                 ..ListenOptions::default()
             },
-            capture: capture_dir(self.capture.as_deref(), &listen)?,
+            capture: capture_dir(self.capture.as_deref())?,
             ..RelayOptions::new(target)
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;

@@ -468,6 +468,8 @@ where
     O: AsyncWrite + Unpin,
 {
     let peer = endpoint.to_string();
+    let capture = options.capture.as_ref();
+    let capture_peer = socket.peer_name().unwrap_or_else(|| peer.clone());
     let activity = Activity::new();
     let counts = Counts::default();
     let mut encoder = CrlfEncoder::default();
@@ -490,6 +492,9 @@ where
                 Some(Ok(chunk)) => {
                     let wire = encode(&chunk, options.line_endings, &mut encoder, &mut encoded);
                     send_datagram(socket, endpoint, wire, options.hex.as_ref(), &peer).await?;
+                    if let Some(capture) = capture {
+                        capture.datagram(Direction::Sent, &capture_peer, wire);
+                    }
                     counts.sent.fetch_add(wire.len() as u64, Ordering::Relaxed);
                     activity.touch();
                 }
@@ -506,6 +511,9 @@ where
                 let n = received.map_err(|e| datagram_error(e, endpoint, &peer))?;
                 if let Some(hex) = &options.hex {
                     hex.datagram(Direction::Received, &peer, &buf[..n]);
+                }
+                if let Some(capture) = capture {
+                    capture.datagram(Direction::Received, &capture_peer, &buf[..n]);
                 }
                 counts.received.fetch_add(n as u64, Ordering::Relaxed);
                 activity.touch();

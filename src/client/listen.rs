@@ -718,6 +718,9 @@ where
                 if let Some(hex) = hex {
                     hex.datagram(Direction::Received, &from.to_string(), &buf[..n]);
                 }
+                if let Some(capture) = &options.interactive.capture {
+                    capture.datagram(Direction::Received, &from.to_string(), &buf[..n]);
+                }
                 report.received += n as u64;
                 activity.touch();
                 let written = async {
@@ -756,6 +759,9 @@ async fn send_to_peers(
             .send_to(datagram, peer)
             .await
             .map_err(|e| Error::exchange(e, peer.to_string(), "while sending a datagram"))?;
+        if let Some(capture) = &options.interactive.capture {
+            capture.datagram(Direction::Sent, &peer.to_string(), datagram);
+        }
     }
     Ok(())
 }

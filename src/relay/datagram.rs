@@ -161,6 +161,9 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
         if let Some(hex) = &shared.options.layers.hex {
             hex.datagram(Direction::Received, &peer.to_string(), datagram);
         }
+        if let Some(capture) = &shared.options.capture {
+            capture.datagram(Direction::Received, &peer.to_string(), datagram);
+        }
         let existing = lock(&sessions).by_peer.get(&peer).cloned();
         let session = match existing {
             Some(session) => session,
@@ -323,6 +326,9 @@ async fn carry_replies(
             tracing::debug!(session = session.id, %peer, "could not send a reply: {e}");
             shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
+            if let Some(capture) = &shared.options.capture {
+                capture.datagram(Direction::Sent, &peer_text, &buf[..len]);
+            }
             session.to_client.fetch_add(len as u64, Ordering::Relaxed);
             count_forwarded(&shared.stats.to_client, len);
         }

@@ -24,7 +24,7 @@ use super::busy_poll::BusyPoll;
 use super::{Handler, OverLimit, Shared};
 use crate::access::gate::{self, Gate};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
-use crate::obs::hexdump::Direction;
+use crate::obs::hexdump::{Capture, Direction};
 use crate::obs::throttle::{Admit, LogThrottle};
 use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
@@ -182,6 +182,15 @@ struct Checks<'a> {
     guard: Option<&'a mut AmplificationGuard>,
 }
 
+/// `--capture`: a received datagram and the reply the server is about to send it.
+fn record(capture: &Capture, peer: &PeerAddr, datagram: &[u8], reply: Option<&[u8]>) {
+    let peer = peer.to_string();
+    capture.datagram(Direction::Received, &peer, datagram);
+    if let Some(reply) = reply {
+        capture.datagram(Direction::Sent, &peer, reply);
+    }
+}
+
 /// Answers one received batch: checks and logs each datagram, then sends every reply in
 /// as few system calls as possible.
 fn answer_batch(
@@ -196,7 +205,9 @@ fn answer_batch(
     let responder = &shared.options.responder;
     let hex = shared.options.layers.hex.as_ref();
     let shows_messages = shared.shows_messages();
-    let needs_peer = !shared.options.access.is_open() || shows_messages || hex.is_some();
+    let capture = shared.options.layers.capture.as_ref();
+    let needs_peer =
+        !shared.options.access.is_open() || shows_messages || hex.is_some() || capture.is_some();
     to_send.clear();
     for i in 0..batch.len() {
         let datagram = batch.datagram(i);
@@ -229,6 +240,9 @@ fn answer_batch(
                 if let Some(reply) = answer {
                     hex.datagram(Direction::Sent, &peer, reply);
                 }
+            }
+            if let Some(capture) = capture {
+                record(capture, &peer, datagram, answer);
             }
         }
         tally.messages += 1;

@@ -140,6 +140,18 @@ impl DatagramSocket {
         }
     }
 
+    /// The connected peer as capture files name it (`127.0.0.1:9000`, `/path`), when
+    /// the socket knows it.
+    pub fn peer_name(&self) -> Option<String> {
+        match self {
+            DatagramSocket::Udp(s) => s.peer_addr().ok().map(|a| a.to_string()),
+            DatagramSocket::Unix(s, _) => s
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string())),
+        }
+    }
+
     /// Receives one datagram from the connected peer. Cancel-safe.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -1,7 +1,8 @@
 //! `--hex`: traffic in both directions as offset / hex / ASCII lines, on stderr, each
 //! chunk headed by its direction and the time it passed (UTC, to the microsecond), as
 //! `socat -x -v` heads its chunks. `--capture DIR`: the same bytes, raw, in one file per
-//! connection and direction.
+//! connection and direction (datagrams also get an index of their boundaries:
+//! [`super::datagram_capture`]).
 //!
 //! ```text
 //! < 2026-12-06T18:42:45.123456Z received 16 bytes from 127.0.0.1:50738 (conn 1)
@@ -33,6 +34,8 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::datagram_capture::DatagramFiles;
 
 /// Which way bytes went, from sockit's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,10 +211,14 @@ impl TapState {
     }
 }
 
-/// `--capture DIR`: a directory that takes one pair of files per connection.
+/// `--capture DIR`: a directory that takes one pair of files per connection, and for
+/// datagram endpoints one set of files per peer (see [`super::datagram_capture`]).
+/// Cheap to clone; clones share the datagram peers' open files.
 #[derive(Debug, Clone)]
 pub struct Capture {
     dir: Arc<PathBuf>,
+    /// The datagram peers' files, shared by every task that sees datagrams.
+    datagrams: Arc<Mutex<DatagramFiles>>,
 }
 
 impl Capture {
@@ -228,7 +235,17 @@ impl Capture {
         let _ = std::fs::remove_file(&check);
         Ok(Capture {
             dir: Arc::new(dir.to_path_buf()),
+            datagrams: Arc::default(),
         })
+    }
+
+    /// Records one datagram that went `direction` with `peer`, keeping its boundaries
+    /// (the files and their index are described in [`super::datagram_capture`]).
+    pub fn datagram(&self, direction: Direction, peer: &str, data: &[u8]) {
+        let stem = |conn: u64| format!("conn{conn}_{}", file_safe(peer));
+        // A poisoned lock only means another capture panicked mid-write; keep capturing.
+        let mut files = self.datagrams.lock().unwrap_or_else(|e| e.into_inner());
+        files.record(&self.dir, direction, peer, data, stem);
     }
 
     /// The two files of connection `conn` with `peer`:

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hexdump::{HexDump, Tap};
+use super::hexdump::{Capture, HexDump, Tap};
 use super::proxy::{self, ProxyProtocol};
 use super::tls::{HANDSHAKE_TIMEOUT, ServerTls};
 use super::{PeerAddr, Stream};
@@ -28,6 +28,9 @@ pub struct Layers {
     pub tls: Option<Arc<ServerTls>>,
     /// `--hex`: dump what passes, in both directions.
     pub hex: Option<HexDump>,
+    /// `serve --capture DIR`: each connection's bytes in files (`relay` and `listen`
+    /// capture with options of their own, after their own wrapping).
+    pub capture: Option<Capture>,
     /// Longest a client may take over its TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -38,16 +41,17 @@ impl Default for Layers {
             proxy: ProxyProtocol::Off,
             tls: None,
             hex: None,
+            capture: None,
             handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
 
 impl Layers {
-    /// Whether no layer is configured (no PROXY header, TLS or dump), so an accepted
-    /// stream is served as it is.
+    /// Whether no layer is configured (no PROXY header, TLS, dump or capture), so an
+    /// accepted stream is served as it is.
     pub fn is_passthrough(&self) -> bool {
-        self.tls.is_none() && self.hex.is_none() && !self.proxy.is_on()
+        self.tls.is_none() && self.hex.is_none() && self.capture.is_none() && !self.proxy.is_on()
     }
 
     /// Who the client really is: with `--proxy-protocol`, the address the load balancer's
@@ -73,11 +77,12 @@ impl Layers {
     }
 
     /// Runs the TLS handshake if configured, then wraps the stream in the hex tap (a
-    /// pass-through without `--hex`).
+    /// pass-through without `--hex` or `--capture`).
     ///
     /// # Errors
-    /// [`crate::Error::Tls`] or [`crate::Error::Timeout`] when the handshake fails; the
-    /// caller logs it and drops the connection.
+    /// [`crate::Error::Tls`] or [`crate::Error::Timeout`] when the handshake fails, and
+    /// [`crate::Error::Io`] when the capture files cannot be created; the caller logs it
+    /// and drops the connection.
     pub async fn wrap_accepted(
         &self,
         stream: Stream,
@@ -88,10 +93,11 @@ impl Layers {
             Some(tls) => tls.accept(stream, peer, self.handshake_timeout).await?,
             None => stream,
         };
-        Ok(Tap::maybe(
-            stream,
-            self.hex.as_ref(),
-            format!("{peer} (conn {conn})"),
-        ))
+        Tap::maybe(stream, self.hex.as_ref(), format!("{peer} (conn {conn})"))
+            .with_capture(self.capture.as_ref(), conn, &peer.to_string())
+            .map_err(|source| crate::Error::Io {
+                doing: format!("creating the capture files of {peer}"),
+                source,
+            })
     }
 }

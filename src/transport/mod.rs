@@ -21,6 +21,7 @@ pub mod activation;
 mod backoff;
 pub mod batch;
 mod datagram;
+pub mod datagram_capture;
 mod errors;
 pub mod hexdump;
 mod layers;

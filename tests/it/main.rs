@@ -6,6 +6,7 @@ mod access;
 mod bench;
 mod bench_payload;
 mod busy_poll;
+mod capture_more;
 mod concurrency;
 mod connect;
 mod errors;
