@@ -605,6 +605,22 @@ impl SocketArgs {
     }
 }
 
+/// A UDP relay opens one socket to the target per client, so a fixed `--source` port
+/// would hold for one client only: the port is refused at start, the address is fine.
+///
+/// # Errors
+/// [`Error::Usage`] for `--source ADDR:PORT` with a port on a `udp://` target.
+fn one_source_port_per_session(options: &SocketOptions, target: &Endpoint) -> Result<()> {
+    match (&options.source, target) {
+        (Some(source), Endpoint::Udp(_)) if source.port != 0 => Err(Error::Usage(format!(
+            "--source names port {}, but a UDP relay opens a socket to {target} per client: \
+             give the source address without a port",
+            source.port
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A Unix socket target has no source address, TOS or TTL: say so instead of ignoring it.
 fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Option<Error> {
     let is_unix = matches!(target, Endpoint::Unix(_) | Endpoint::UnixDgram(_));
@@ -808,6 +824,7 @@ impl RelayArgs {
             socket: self.socket.checked_for(&target)?,
             retry: self.retry.retry()?,
         };
+        one_source_port_per_session(&connect.socket, &target)?;
         let options = RelayOptions {
             connect,
             layers: Layers {

@@ -3,7 +3,9 @@
 //! A datagram from a new client opens a session: a socket of our own connected to the
 //! target, so the target's replies come back on it and we know which client they are
 //! for. A task per session carries replies back to its client and ends the session after
-//! the idle timeout (rathole's design: the task removes its own entry).
+//! the idle timeout (rathole's design: the task removes its own entry). That socket
+//! takes the target side's `--source` address, socket options and `--retry`, as a
+//! stream relay's connection to the target does.
 //!
 //! The table of sessions is bounded twice: `--max-sessions` in all, and
 //! `--max-conns-per-source` per source (an IPv4 address, an IPv6 /64). A new client always
@@ -189,6 +191,14 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     }
 }
 
+/// A session's own socket to the target, with the target side's `--source`, socket
+/// options and `--retry`. While the target is retried, the receive loop waits with it
+/// (every session goes to that one target); datagrams queue in the socket's receive
+/// buffer meanwhile.
+async fn connect_target(shared: &Shared) -> crate::Result<DatagramSocket> {
+    DatagramSocket::connect_with_options(&shared.options.target, &shared.options.connect).await
+}
+
 /// Counts a datagram that was received but not forwarded.
 fn drop_datagram(shared: &Shared) {
     shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +229,11 @@ impl Opener {
         shared: &Arc<Shared>,
     ) -> Option<Arc<Session>> {
         self.make_room(peer, sessions, shared);
-        let target = match DatagramSocket::connect(&shared.options.target).await {
+        let target = tokio::select! {
+            target = connect_target(shared) => target,
+            () = shared.shutdown.triggered() => return None,
+        };
+        let target = match target {
             Ok(target) => target,
             Err(e) => {
                 shared.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,7 @@ mod procs;
 mod production;
 mod relay;
 mod relay_access;
+mod relay_udp_target;
 mod retry;
 mod seed;
 mod send;
