@@ -36,6 +36,7 @@ mod shutdown;
 mod sockopt;
 mod tls;
 mod tls_trust;
+mod tmux_ctrl_d;
 mod transports;
 mod util;
 mod wording;
