@@ -614,13 +614,15 @@ pub struct UnixSocketArgs {
     #[arg(long, help_heading = LIMITS, value_name = "GROUP")]
     pub group: Option<String>,
 
-    /// Let in only Unix stream clients running as this uid (repeatable; checked with
-    /// SO_PEERCRED): the access control for abstract sockets (unix:@NAME), which have no
-    /// file. Others are closed at once, with one log line each.
+    /// Let in only Unix clients running as this uid (repeatable): the access control for
+    /// abstract sockets (unix:@NAME), which have no file. Stream clients are checked with
+    /// SO_PEERCRED and closed at once, with one log line each; on unixgram: each
+    /// datagram's sender is checked (SCM_CREDENTIALS) and others' datagrams dropped,
+    /// logged at most once a second.
     #[arg(long, help_heading = LIMITS, value_name = "UID")]
     pub allow_uid: Vec<u32>,
 
-    /// Let in only Unix stream clients whose primary group is this gid (repeatable), as
+    /// Let in only Unix clients whose primary group is this gid (repeatable), as
     /// --allow-uid; a client matching either is let in.
     #[arg(long, help_heading = LIMITS, value_name = "GID")]
     pub allow_gid: Vec<u32>,

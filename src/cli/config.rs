@@ -346,7 +346,8 @@ fn check_reply_fits(endpoint: &Endpoint, reply: &str) -> Result<()> {
 
 impl UnixSocketArgs {
     /// `--mode`, `--owner`, `--group` resolved to numbers; installs `--allow-uid` /
-    /// `--allow-gid` as the rule for every Unix stream socket this process accepts on.
+    /// `--allow-gid` as the rule for every Unix socket this process accepts or receives
+    /// datagrams on.
     ///
     /// # Errors
     /// [`Error::Usage`] for a user or group that does not exist.
@@ -362,10 +363,10 @@ impl UnixSocketArgs {
             )));
         }
         let allow_list = !(self.allow_uid.is_empty() && self.allow_gid.is_empty());
-        if allow_list && !matches!(endpoint, Endpoint::Unix(_)) {
+        if allow_list && !matches!(endpoint, Endpoint::Unix(_) | Endpoint::UnixDgram(_)) {
             return Err(Error::Usage(format!(
-                "--allow-uid and --allow-gid check the credentials of a Unix stream client, and {endpoint} \
-                 is not a unix: endpoint (use --allow/--deny for IP clients, --mode for unixgram: files)"
+                "--allow-uid and --allow-gid check the credentials of a Unix client, and {endpoint} \
+                 is not a unix: or unixgram: endpoint (use --allow/--deny for IP clients)"
             )));
         }
         PeerCredAllow {
@@ -943,7 +944,6 @@ mod tests {
             &["tcp://127.0.0.1:0", "--mode", "0600"][..],
             &["unix:@name", "--mode", "0600"],
             &["udp://127.0.0.1:0", "--allow-uid", "0"],
-            &["unixgram:/tmp/x.sock", "--allow-gid", "0"],
             &["unix:/tmp/x.sock", "--owner", "no-such-user-here"],
         ] {
             assert!(

@@ -30,6 +30,7 @@ use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
 
 use crate::transport::batch::{self, RecvBatch};
+use crate::transport::datagram_cred;
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr, StdDatagram};
 
 /// Programs run at once for `--exec` on a datagram endpoint when `--max-conns` is not set.
@@ -209,8 +210,16 @@ fn answer_batch(
     let needs_peer =
         !shared.options.access.is_open() || shows_messages || hex.is_some() || capture.is_some();
     to_send.clear();
+    let checks_senders = datagram_cred::checks_senders();
     for i in 0..batch.len() {
         let datagram = batch.datagram(i);
+        if checks_senders && !datagram_cred::sender_allowed(batch.sender_cred(i)) {
+            shared
+                .stats
+                .denied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         let sender = batch.sender(i);
         // Raw datagrams have no terminator, so an answer is one slice.
         let mut answer = responder.answer(datagram, &[]).map(|[reply, _]| reply);

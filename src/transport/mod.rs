@@ -22,6 +22,7 @@ mod backoff;
 pub mod batch;
 mod datagram;
 pub mod datagram_capture;
+pub mod datagram_cred;
 mod errors;
 pub mod hexdump;
 mod layers;

@@ -38,5 +38,6 @@ mod tls;
 mod tls_trust;
 mod tmux_ctrl_d;
 mod transports;
+mod unixgram_cred;
 mod util;
 mod wording;
