@@ -539,6 +539,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
 
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP headers
+    /// around each chunk; tcpdump -r and Wireshark open it). tcp:// and tls:// only;
+    /// connections are then served one task each, not by the fast lane.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).
     #[arg(long, help_heading = PRODUCTION, value_name = "ADDR")]
@@ -922,6 +928,12 @@ pub struct ConnectArgs {
     /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 /// `sockit listen`.
@@ -960,6 +972,11 @@ pub struct ListenArgs {
     /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP headers
+    /// around each chunk; tcpdump -r and Wireshark open it). tcp:// and tls:// only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 
     /// Who may open a Unix socket.
     #[command(flatten)]
@@ -1047,6 +1064,12 @@ pub struct RelayArgs {
     /// datagram (time, direction, offset, length).
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write the client side's traffic to FILE as a pcap (synthetic IP and TCP headers
+    /// around each chunk; tcpdump -r and Wireshark open it). tcp:// and tls:// listeners
+    /// only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).

@@ -26,8 +26,9 @@ use crate::framing::Framing;
 use crate::obs::HexDump;
 use crate::obs::hexdump::Capture;
 use crate::probe::{ProbeOptions, ProbeProtocol};
-use crate::relay::RelayOptions;
+use crate::relay::{CopyMode, RelayOptions};
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
+use crate::transport::pcap::Pcap;
 use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
 use crate::transport::{
     Attempts, Broadcast, Carrier, ConnectOptions, Layers, ListenOptions, ListenSource, Nagle,
@@ -316,6 +317,7 @@ impl ServeArgs {
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
                 capture,
+                pcap: pcap_file(self.pcap.as_deref(), &endpoint, PcapDatagrams::Refused)?,
                 ..server_layers(&endpoint, &self.tls, self.hex)?
             },
             busy_poll: self.busy_poll,
@@ -643,6 +645,46 @@ fn capture_dir(dir: Option<&std::path::Path>) -> Result<Option<Capture>> {
     Capture::new(dir).map(Some).map_err(Error::Usage)
 }
 
+/// `--pcap FILE`, created before anything connects or listens. Packets need IP
+/// addresses, and only `connect` records datagrams (`datagrams`).
+///
+/// # Errors
+/// [`Error::Usage`] for a Unix endpoint, a datagram endpoint where `datagrams` is
+/// [`PcapDatagrams::Refused`], or a file that cannot be created.
+fn pcap_file(
+    path: Option<&std::path::Path>,
+    endpoint: &Endpoint,
+    datagrams: PcapDatagrams,
+) -> Result<Option<Pcap>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let supported = match endpoint {
+        Endpoint::Tcp(_) | Endpoint::Tls(_) => true,
+        Endpoint::Udp(_) => datagrams == PcapDatagrams::Recorded,
+        _ => false,
+    };
+    if !supported {
+        let which = match datagrams {
+            PcapDatagrams::Recorded => "tcp://, tls:// and udp://",
+            PcapDatagrams::Refused => "tcp:// and tls://",
+        };
+        return Err(Error::Usage(format!(
+            "--pcap writes IP packets for {which} here; {endpoint} is not one (use --capture)"
+        )));
+    }
+    Pcap::create(path).map(Some).map_err(Error::Usage)
+}
+
+/// Whether a command's `--pcap` records datagrams too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PcapDatagrams {
+    /// `connect`: its UDP datagrams become UDP packets.
+    Recorded,
+    /// `serve`, `listen`, `relay`: stream listeners only.
+    Refused,
+}
+
 impl RetryArgs {
     /// The retry policy these flags ask for.
     ///
@@ -767,6 +809,7 @@ impl ConnectArgs {
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
             capture: capture_dir(self.capture.as_deref())?,
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint, PcapDatagrams::Recorded)?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -779,7 +822,10 @@ impl ListenArgs {
     /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
     pub fn into_config(self) -> Result<ListenConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
-        let layers = server_layers(&endpoint, &self.tls, self.hex)?;
+        let layers = Layers {
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint, PcapDatagrams::Refused)?,
+            ..server_layers(&endpoint, &self.tls, self.hex)?
+        };
         let accepted = self.socket.checked_for_listening(&endpoint)?;
         let options = ListenerOptions {
             interactive: InteractiveOptions {
@@ -826,14 +872,21 @@ impl RelayArgs {
             retry: self.retry.retry()?,
         };
         one_source_port_per_session(&connect.socket, &target)?;
+        let pcap = pcap_file(self.pcap.as_deref(), &listen, PcapDatagrams::Refused)?;
         let options = RelayOptions {
             connect,
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
+                pcap: pcap.clone(),
                 ..server_layers(&listen, &self.tls_listen, self.hex)?
             },
             buffer_size,
-            copy: self.copy,
+            // splice(2) moves bytes the pcap tap would never see.
+            copy: if pcap.is_some() {
+                CopyMode::Buffered
+            } else {
+                self.copy
+            },
             access: self.access.policy()?,
             max_conns: self
                 .access

@@ -183,6 +183,18 @@ impl DatagramSocket {
         }
     }
 
+    /// Both ends as a `--pcap` flow (UDP; a Unix socket has no IP addresses).
+    pub fn pcap_flow(&self) -> Option<super::pcap::Flow> {
+        match self {
+            DatagramSocket::Udp(s) => Some(super::pcap::Flow {
+                local: s.local_addr().ok()?,
+                peer: s.peer_addr().ok()?,
+                transport: super::pcap::Transport::Udp,
+            }),
+            DatagramSocket::Unix(..) => None,
+        }
+    }
+
     /// Receives one datagram from the connected peer. Cancel-safe.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -36,6 +36,7 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::datagram_capture::DatagramFiles;
+use super::pcap::{Flow, Pcap};
 
 /// Which way bytes went, from sockit's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,7 @@ impl HexDump {
             state: Some(TapState {
                 dump: Some(self.clone()),
                 capture: None,
+                pcap: None,
                 peer: peer.into(),
                 sent: 0,
                 received: 0,
@@ -183,6 +185,8 @@ pub struct Tap<S> {
 struct TapState {
     dump: Option<HexDump>,
     capture: Option<CaptureFiles>,
+    /// `--pcap`: the file and the connection's addresses.
+    pcap: Option<(Pcap, Flow)>,
     peer: String,
     sent: u64,
     received: u64,
@@ -198,7 +202,15 @@ impl TapState {
         if let Some(dump) = &self.dump {
             dump.chunk(direction, &self.peer, *offset, data);
         }
+        let seq = *offset;
         *offset += data.len() as u64;
+        if let Some((pcap, flow)) = &self.pcap {
+            let ack = match direction {
+                Direction::Sent => self.received,
+                Direction::Received => self.sent,
+            };
+            pcap.record(flow, direction, seq, ack, data);
+        }
         if let Some(capture) = &mut self.capture
             && let Err(e) = capture.write(direction, data)
         {
@@ -339,15 +351,29 @@ impl<S> Tap<S> {
             return Ok(self);
         };
         let files = capture.open(conn, peer)?;
-        let state = self.state.get_or_insert_with(|| TapState {
+        self.observed(peer).capture = Some(files);
+        Ok(self)
+    }
+
+    /// Also records what passes in `pcap` as packets of `flow`, when both are given (a
+    /// Unix stream has no IP addresses to put in packets).
+    pub fn with_pcap(mut self, pcap: Option<&Pcap>, flow: Option<Flow>, peer: &str) -> Tap<S> {
+        if let (Some(pcap), Some(flow)) = (pcap, flow) {
+            self.observed(peer).pcap = Some((pcap.clone(), flow));
+        }
+        self
+    }
+
+    /// The observing state, made if this tap was a plain pass-through.
+    fn observed(&mut self, peer: &str) -> &mut TapState {
+        self.state.get_or_insert_with(|| TapState {
             dump: None,
             capture: None,
+            pcap: None,
             peer: peer.to_string(),
             sent: 0,
             received: 0,
-        });
-        state.capture = Some(files);
-        Ok(self)
+        })
     }
 
     /// The wrapped stream.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::hexdump::{Capture, HexDump, Tap};
+use super::pcap::Pcap;
 use super::proxy::{self, ProxyProtocol};
 use super::tls::{HANDSHAKE_TIMEOUT, ServerTls};
 use super::{PeerAddr, Stream};
@@ -31,6 +32,8 @@ pub struct Layers {
     /// `serve --capture DIR`: each connection's bytes in files (`relay` and `listen`
     /// capture with options of their own, after their own wrapping).
     pub capture: Option<Capture>,
+    /// `--pcap FILE`: what passes, as synthetic TCP packets.
+    pub pcap: Option<Pcap>,
     /// Longest a client may take over its TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -42,6 +45,7 @@ impl Default for Layers {
             tls: None,
             hex: None,
             capture: None,
+            pcap: None,
             handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
@@ -51,7 +55,11 @@ impl Layers {
     /// Whether no layer is configured (no PROXY header, TLS, dump or capture), so an
     /// accepted stream is served as it is.
     pub fn is_passthrough(&self) -> bool {
-        self.tls.is_none() && self.hex.is_none() && self.capture.is_none() && !self.proxy.is_on()
+        self.tls.is_none()
+            && self.hex.is_none()
+            && self.capture.is_none()
+            && self.pcap.is_none()
+            && !self.proxy.is_on()
     }
 
     /// Who the client really is: with `--proxy-protocol`, the address the load balancer's
@@ -89,11 +97,14 @@ impl Layers {
         peer: &PeerAddr,
         conn: u64,
     ) -> Result<Tap<Stream>> {
+        let flow = self.pcap.as_ref().and_then(|_| stream.pcap_flow());
         let stream = match &self.tls {
             Some(tls) => tls.accept(stream, peer, self.handshake_timeout).await?,
             None => stream,
         };
-        Tap::maybe(stream, self.hex.as_ref(), format!("{peer} (conn {conn})"))
+        let label = format!("{peer} (conn {conn})");
+        Tap::maybe(stream, self.hex.as_ref(), label.clone())
+            .with_pcap(self.pcap.as_ref(), flow, &label)
             .with_capture(self.capture.as_ref(), conn, &peer.to_string())
             .map_err(|source| crate::Error::Io {
                 doing: format!("creating the capture files of {peer}"),

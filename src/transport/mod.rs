@@ -27,6 +27,7 @@ mod errors;
 pub mod hexdump;
 mod layers;
 mod listener;
+pub mod pcap;
 pub mod proxy;
 pub mod retry;
 mod sockopt;

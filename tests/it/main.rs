@@ -19,6 +19,7 @@ mod limits;
 mod listen;
 mod newcomer;
 mod ops;
+mod pcap;
 mod peers;
 mod plain_errors;
 mod probe;
