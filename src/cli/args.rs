@@ -539,9 +539,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
 
-    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP headers
-    /// around each chunk; tcpdump -r and Wireshark open it). tcp:// and tls:// only;
-    /// connections are then served one task each, not by the fast lane.
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only; connections are then served one task each, not by the fast lane.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
@@ -973,8 +973,9 @@ pub struct ListenArgs {
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
 
-    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP headers
-    /// around each chunk; tcpdump -r and Wireshark open it). tcp:// and tls:// only.
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
@@ -1065,9 +1066,9 @@ pub struct RelayArgs {
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
 
-    /// Write the client side's traffic to FILE as a pcap (synthetic IP and TCP headers
-    /// around each chunk; tcpdump -r and Wireshark open it). tcp:// and tls:// listeners
-    /// only.
+    /// Write the client side's traffic to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// listeners only.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 

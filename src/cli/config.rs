@@ -271,13 +271,13 @@ impl ServeArgs {
             Responder::seed_reply(endpoint.seed_word())
         };
         let capture = capture_dir(self.capture.as_deref())?;
-        if capture.is_some()
+        if (capture.is_some() || self.pcap.is_some())
             && matches!(mode, ServeMode::Exec(_))
             && endpoint.delivery() == Delivery::Datagram
         {
             return Err(Error::Usage(format!(
-                "--capture records datagrams the server answers itself; with --exec on \
-                 {endpoint} each datagram goes to a program (capture on the client side instead)"
+                "--capture and --pcap record datagrams the server answers itself; with --exec \
+                 on {endpoint} each datagram goes to a program (capture on the client side instead)"
             )));
         }
         let max_conns = match self.access.max_conns()? {
@@ -317,7 +317,7 @@ impl ServeArgs {
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
                 capture,
-                pcap: pcap_file(self.pcap.as_deref(), &endpoint, PcapDatagrams::Refused)?,
+                pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
                 ..server_layers(&endpoint, &self.tls, self.hex)?
             },
             busy_poll: self.busy_poll,
@@ -646,43 +646,24 @@ fn capture_dir(dir: Option<&std::path::Path>) -> Result<Option<Capture>> {
 }
 
 /// `--pcap FILE`, created before anything connects or listens. Packets need IP
-/// addresses, and only `connect` records datagrams (`datagrams`).
+/// addresses: tcp://, tls:// and udp:// only.
 ///
 /// # Errors
-/// [`Error::Usage`] for a Unix endpoint, a datagram endpoint where `datagrams` is
-/// [`PcapDatagrams::Refused`], or a file that cannot be created.
-fn pcap_file(
-    path: Option<&std::path::Path>,
-    endpoint: &Endpoint,
-    datagrams: PcapDatagrams,
-) -> Result<Option<Pcap>> {
+/// [`Error::Usage`] for a Unix endpoint, or a file that cannot be created.
+fn pcap_file(path: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Pcap>> {
     let Some(path) = path else {
         return Ok(None);
     };
-    let supported = match endpoint {
-        Endpoint::Tcp(_) | Endpoint::Tls(_) => true,
-        Endpoint::Udp(_) => datagrams == PcapDatagrams::Recorded,
-        _ => false,
-    };
-    if !supported {
-        let which = match datagrams {
-            PcapDatagrams::Recorded => "tcp://, tls:// and udp://",
-            PcapDatagrams::Refused => "tcp:// and tls://",
-        };
+    if !matches!(
+        endpoint,
+        Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
+    ) {
         return Err(Error::Usage(format!(
-            "--pcap writes IP packets for {which} here; {endpoint} is not one (use --capture)"
+            "--pcap writes IP packets, for tcp://, tls:// and udp://; {endpoint} has no IP \
+             addresses (use --capture)"
         )));
     }
     Pcap::create(path).map(Some).map_err(Error::Usage)
-}
-
-/// Whether a command's `--pcap` records datagrams too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PcapDatagrams {
-    /// `connect`: its UDP datagrams become UDP packets.
-    Recorded,
-    /// `serve`, `listen`, `relay`: stream listeners only.
-    Refused,
 }
 
 impl RetryArgs {
@@ -809,7 +790,7 @@ impl ConnectArgs {
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
             capture: capture_dir(self.capture.as_deref())?,
-            pcap: pcap_file(self.pcap.as_deref(), &endpoint, PcapDatagrams::Recorded)?,
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -823,7 +804,7 @@ impl ListenArgs {
     pub fn into_config(self) -> Result<ListenConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
         let layers = Layers {
-            pcap: pcap_file(self.pcap.as_deref(), &endpoint, PcapDatagrams::Refused)?,
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
             ..server_layers(&endpoint, &self.tls, self.hex)?
         };
         let accepted = self.socket.checked_for_listening(&endpoint)?;
@@ -872,7 +853,7 @@ impl RelayArgs {
             retry: self.retry.retry()?,
         };
         one_source_port_per_session(&connect.socket, &target)?;
-        let pcap = pcap_file(self.pcap.as_deref(), &listen, PcapDatagrams::Refused)?;
+        let pcap = pcap_file(self.pcap.as_deref(), &listen)?;
         let options = RelayOptions {
             connect,
             layers: Layers {

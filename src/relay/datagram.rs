@@ -166,6 +166,7 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
         if let Some(capture) = &shared.options.capture {
             capture.datagram(Direction::Received, &peer.to_string(), datagram);
         }
+        record_pcap(&socket, shared, &peer, Direction::Received, datagram);
         let existing = lock(&sessions).by_peer.get(&peer).cloned();
         let session = match existing {
             Some(session) => session,
@@ -197,6 +198,21 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
 /// buffer meanwhile.
 async fn connect_target(shared: &Shared) -> crate::Result<DatagramSocket> {
     DatagramSocket::connect_with_options(&shared.options.target, &shared.options.connect).await
+}
+
+/// `--pcap`: one datagram between the relay's UDP listener and client `peer`.
+fn record_pcap(
+    listener: &DatagramSocket,
+    shared: &Shared,
+    peer: &PeerAddr,
+    direction: Direction,
+    datagram: &[u8],
+) {
+    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) =
+        (&shared.options.layers.pcap, listener.local_ip(), peer)
+    {
+        pcap.datagram(local, *peer, direction, datagram);
+    }
 }
 
 /// Counts a datagram that was received but not forwarded.
@@ -343,6 +359,7 @@ async fn carry_replies(
             if let Some(capture) = &shared.options.capture {
                 capture.datagram(Direction::Sent, &peer_text, &buf[..len]);
             }
+            record_pcap(&listener, &shared, &peer, Direction::Sent, &buf[..len]);
             session.to_client.fetch_add(len as u64, Ordering::Relaxed);
             count_forwarded(&shared.stats.to_client, len);
         }

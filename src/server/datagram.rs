@@ -24,7 +24,7 @@ use super::busy_poll::BusyPoll;
 use super::{Handler, OverLimit, Shared};
 use crate::access::gate::{self, Gate};
 use crate::behaviour::exec::{self, ClientInfo, DatagramEnd, ExecSpec};
-use crate::obs::hexdump::{Capture, Direction};
+use crate::obs::hexdump::Direction;
 use crate::obs::throttle::{Admit, LogThrottle};
 use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
@@ -118,7 +118,15 @@ fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
                     gate: &mut gate,
                     guard: guard.as_mut(),
                 };
-                answer_batch(fd, &batch, &mut to_send, shared, &mut tally, &mut checks);
+                let answering = Answering { fd, local };
+                answer_batch(
+                    answering,
+                    &batch,
+                    &mut to_send,
+                    shared,
+                    &mut tally,
+                    &mut checks,
+                );
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // E.g. an ICMP error queued on the socket: it concerns one peer only.
@@ -183,19 +191,42 @@ struct Checks<'a> {
     guard: Option<&'a mut AmplificationGuard>,
 }
 
-/// `--capture`: a received datagram and the reply the server is about to send it.
-fn record(capture: &Capture, peer: &PeerAddr, datagram: &[u8], reply: Option<&[u8]>) {
-    let peer = peer.to_string();
-    capture.datagram(Direction::Received, &peer, datagram);
-    if let Some(reply) = reply {
-        capture.datagram(Direction::Sent, &peer, reply);
+/// The socket a batch is answered on: its descriptor, and its address (UDP) for
+/// `--pcap`.
+#[derive(Clone, Copy)]
+struct Answering {
+    fd: RawFd,
+    local: Option<SocketAddr>,
+}
+
+/// `--capture` and `--pcap`: a received datagram and the reply the server is about to
+/// send it.
+fn record(
+    layers: &crate::transport::Layers,
+    local: Option<SocketAddr>,
+    peer: &PeerAddr,
+    datagram: &[u8],
+    reply: Option<&[u8]>,
+) {
+    if let Some(capture) = &layers.capture {
+        let peer = peer.to_string();
+        capture.datagram(Direction::Received, &peer, datagram);
+        if let Some(reply) = reply {
+            capture.datagram(Direction::Sent, &peer, reply);
+        }
+    }
+    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) = (&layers.pcap, local, peer) {
+        pcap.datagram(local, *peer, Direction::Received, datagram);
+        if let Some(reply) = reply {
+            pcap.datagram(local, *peer, Direction::Sent, reply);
+        }
     }
 }
 
 /// Answers one received batch: checks and logs each datagram, then sends every reply in
 /// as few system calls as possible.
 fn answer_batch(
-    fd: RawFd,
+    answering: Answering,
     batch: &RecvBatch,
     to_send: &mut Vec<(usize, SockAddr)>,
     shared: &Shared,
@@ -206,9 +237,10 @@ fn answer_batch(
     let responder = &shared.options.responder;
     let hex = shared.options.layers.hex.as_ref();
     let shows_messages = shared.shows_messages();
-    let capture = shared.options.layers.capture.as_ref();
+    let layers = &shared.options.layers;
+    let recording = layers.capture.is_some() || layers.pcap.is_some();
     let needs_peer =
-        !shared.options.access.is_open() || shows_messages || hex.is_some() || capture.is_some();
+        !shared.options.access.is_open() || shows_messages || hex.is_some() || recording;
     to_send.clear();
     let checks_senders = datagram_cred::checks_senders();
     for i in 0..batch.len() {
@@ -250,8 +282,8 @@ fn answer_batch(
                     hex.datagram(Direction::Sent, &peer, reply);
                 }
             }
-            if let Some(capture) = capture {
-                record(capture, &peer, datagram, answer);
+            if recording {
+                record(layers, answering.local, &peer, datagram, answer);
             }
         }
         tally.messages += 1;
@@ -271,7 +303,7 @@ fn answer_batch(
     let mut done = 0;
     while done < to_send.len() {
         let rest = || (done..to_send.len()).map(reply);
-        match batch::send_batch_waiting(fd, rest()) {
+        match batch::send_batch_waiting(answering.fd, rest()) {
             Ok(n) => {
                 tally.bytes_out += rest().take(n).map(|(b, _)| b.len() as u64).sum::<u64>();
                 tally.replies += n as u64;

@@ -183,6 +183,14 @@ impl DatagramSocket {
         }
     }
 
+    /// The local UDP address (`None` for a Unix socket), for `--pcap`.
+    pub fn local_ip(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            DatagramSocket::Udp(s) => s.local_addr().ok(),
+            DatagramSocket::Unix(..) => None,
+        }
+    }
+
     /// Both ends as a `--pcap` flow (UDP; a Unix socket has no IP addresses).
     pub fn pcap_flow(&self) -> Option<super::pcap::Flow> {
         match self {

@@ -107,6 +107,16 @@ impl Pcap {
         self.append(&packets);
     }
 
+    /// Records one datagram that went `direction` between sockit at `local` and `peer`.
+    pub fn datagram(&self, local: SocketAddr, peer: SocketAddr, direction: Direction, data: &[u8]) {
+        let flow = Flow {
+            local,
+            peer,
+            transport: Transport::Udp,
+        };
+        self.record(&flow, direction, 0, 0, data);
+    }
+
     /// Writes whole records under the lock; a failure closes the capture.
     fn append(&self, bytes: &[u8]) {
         // A poisoned lock only means another writer panicked mid-write; keep capturing.

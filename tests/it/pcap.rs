@@ -146,12 +146,52 @@ fn serve_writes_each_connection_to_the_pcap() {
 }
 
 #[test]
+fn serve_over_udp_writes_each_datagram_and_reply() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("serve-udp.pcap");
+    let file_arg = file.to_string_lossy().into_owned();
+    let mut server = Proc::sockit(&[
+        "serve",
+        "udp://127.0.0.1:0",
+        "--reply",
+        "pong",
+        "--pcap",
+        &file_arg,
+        "-q",
+    ]);
+    let addr = server.listening();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    client
+        .set_read_timeout(Some(crate::util::TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .send_to(b"ping", &addr)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 16];
+    let n = client.recv(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&buf[..n], b"pong");
+    server.signal(libc::SIGTERM);
+    server.wait_exit();
+    let client_port = client.local_addr().map(|a| a.port()).unwrap_or_default();
+    let lines = tcpdump(&file);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!(
+            "IP 127.0.0.1.{client_port} > {}: UDP, length 4",
+            addr.replace(':', ".")
+        )),
+        "{lines:?}"
+    );
+    assert_eq!(payloads(&file), [b"ping".to_vec(), b"pong".to_vec()]);
+}
+
+#[test]
 fn pcap_on_a_unix_endpoint_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let file = dir.path().join("x.pcap").to_string_lossy().into_owned();
     for args in [
         &["connect", "unix:/nonexistent.sock", "--pcap", &file][..],
-        &["serve", "udp://127.0.0.1:0", "--pcap", &file],
+        &["serve", "unixgram:@sockit-pcap-refused", "--pcap", &file],
     ] {
         let output = run_sockit(args, None);
         assert_eq!(code(&output), 2, "{}", describe(&output));
@@ -159,4 +199,43 @@ fn pcap_on_a_unix_endpoint_is_one_line_and_exit_2() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains("--pcap writes IP packets"), "{stderr}");
     }
+}
+
+#[test]
+fn relay_over_udp_writes_the_client_side() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("relay-udp.pcap");
+    let file_arg = file.to_string_lossy().into_owned();
+    let mut echo = Proc::sockit(&["serve", "udp://127.0.0.1:0", "--echo", "-q"]);
+    let echo_addr = echo.listening();
+    let mut relay = Proc::sockit(&[
+        "relay",
+        "udp://127.0.0.1:0",
+        &format!("udp://{echo_addr}"),
+        "--pcap",
+        &file_arg,
+        "-q",
+    ]);
+    let relay_addr = relay.listening();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    client
+        .set_read_timeout(Some(crate::util::TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .send_to(b"relayed", &relay_addr)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 16];
+    let n = client.recv(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&buf[..n], b"relayed");
+    relay.signal(libc::SIGTERM);
+    relay.wait_exit();
+    echo.signal(libc::SIGTERM);
+    echo.wait_exit();
+    let lines = tcpdump(&file);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[1].contains(&format!("IP {} > 127.0.0.1.", relay_addr.replace(':', "."))),
+        "{lines:?}"
+    );
+    assert_eq!(payloads(&file), [b"relayed".to_vec(), b"relayed".to_vec()]);
 }
