@@ -418,7 +418,7 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when the per-source limit does not fit this machine's `usize`.
-    fn policy(&self) -> Result<AccessPolicy> {
+    pub(super) fn policy(&self) -> Result<AccessPolicy> {
         let per_source = self
             .max_conns_per_source
             .map(|n| {
@@ -435,7 +435,7 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when it does not fit this machine's `usize`.
-    fn max_conns(&self) -> Result<Option<usize>> {
+    pub(super) fn max_conns(&self) -> Result<Option<usize>> {
         self.max_conns
             .map(|n| {
                 usize::try_from(n).map_err(|_| Error::Usage("--max-conns is too large".into()))
@@ -733,6 +733,7 @@ impl SendArgs {
         options.tls = client_tls(&endpoint, &self.tls)?;
         options.socket = self.socket.checked_for(&endpoint)?;
         options.retry = self.retry.retry()?;
+        options.proxies = self.proxy.chain(&endpoint)?;
         options.hex = hex_dump(self.hex);
         Ok(SendConfig { endpoint, options })
     }
@@ -768,12 +769,23 @@ impl ConnectArgs {
         }
         // --close-on-eof names the behaviour every run has (nc -N): nothing to set.
         let _explicit_half_close = self.close_on_eof;
+        if self.pcap.is_some()
+            && !self.proxy.proxy.is_empty()
+            && matches!(endpoint, Endpoint::Udp(_))
+        {
+            return Err(Error::Usage(
+                "--pcap does not record UDP through --proxy (the datagrams travel inside SOCKS5 \
+                 headers); use --capture"
+                    .into(),
+            ));
+        }
         let options = InteractiveOptions {
             connect: ConnectOptions {
                 timeout: self.timeout,
                 tls: client_tls(&endpoint, &self.tls)?,
                 socket: self.socket.checked_for(&endpoint)?,
                 retry: self.retry.retry()?,
+                proxies: self.proxy.chain(&endpoint)?,
             },
             stdin: if self.no_stdin {
                 StdinUse::Ignore
@@ -851,6 +863,7 @@ impl RelayArgs {
             tls: client_tls(&target, &self.tls_target)?,
             socket: self.socket.checked_for(&target)?,
             retry: self.retry.retry()?,
+            proxies: self.proxy.stream_chain(&target)?,
         };
         one_source_port_per_session(&connect.socket, &target)?;
         let pcap = pcap_file(self.pcap.as_deref(), &listen)?;

@@ -9,6 +9,7 @@
 //!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
+//! * [`proxy_client`] reaches a target through SOCKS and HTTP CONNECT proxies (`--proxy`);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
@@ -29,6 +30,7 @@ mod layers;
 mod listener;
 pub mod pcap;
 pub mod proxy;
+pub mod proxy_client;
 pub mod retry;
 mod sockopt;
 mod std_stream;

@@ -4,6 +4,7 @@
 
 mod access;
 mod bench;
+mod bench_output;
 mod bench_payload;
 mod busy_poll;
 mod capture_more;
@@ -25,6 +26,8 @@ mod plain_errors;
 mod probe;
 mod procs;
 mod production;
+mod proxy_client;
+mod proxy_server;
 mod relay;
 mod relay_access;
 mod relay_udp_target;
