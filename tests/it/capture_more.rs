@@ -332,3 +332,28 @@ fn capture_of_udp_exec_is_refused_in_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--capture"), "{stderr}");
 }
+
+#[test]
+fn serve_and_relay_refuse_an_unusable_capture_directory_before_listening() {
+    let dir = tempdir();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let under_a_file = file.join("caps").to_string_lossy().into_owned();
+    for args in [
+        &["serve", "udp://127.0.0.1:0", "--capture", &under_a_file][..],
+        &[
+            "relay",
+            "udp://127.0.0.1:0",
+            "udp://127.0.0.1:9",
+            "--capture",
+            &under_a_file,
+        ],
+    ] {
+        let output = run_sockit(args, None);
+        assert_eq!(code(&output), 2, "{}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("cannot write captures to"), "{stderr}");
+        assert!(output.stdout.is_empty(), "{}", describe(&output));
+    }
+}
