@@ -562,6 +562,20 @@ pub struct ServeArgs {
     #[arg(long)]
     pub hex: bool,
 
+    /// Write each connection's bytes to files in DIR (created if missing), one per
+    /// direction: conn<N>_<peer>.sent (the replies) and .received (from the client). On
+    /// udp:// and unixgram: each sender also gets conn<N>_<peer>.datagrams, one line per
+    /// datagram (time, direction, offset, length). Connections are then served one
+    /// task each, not by the fast lane.
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only; connections are then served one task each, not by the fast lane.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).
     #[arg(long, help_heading = PRODUCTION, value_name = "ADDR")]
@@ -637,13 +651,15 @@ pub struct UnixSocketArgs {
     #[arg(long, help_heading = LIMITS, value_name = "GROUP")]
     pub group: Option<String>,
 
-    /// Let in only Unix stream clients running as this uid (repeatable; checked with
-    /// SO_PEERCRED): the access control for abstract sockets (unix:@NAME), which have no
-    /// file. Others are closed at once, with one log line each.
+    /// Let in only Unix clients running as this uid (repeatable): the access control for
+    /// abstract sockets (unix:@NAME), which have no file. Stream clients are checked with
+    /// SO_PEERCRED and closed at once, with one log line each; on unixgram: each
+    /// datagram's sender is checked (SCM_CREDENTIALS) and others' datagrams dropped,
+    /// logged at most once a second.
     #[arg(long, help_heading = LIMITS, value_name = "UID")]
     pub allow_uid: Vec<u32>,
 
-    /// Let in only Unix stream clients whose primary group is this gid (repeatable), as
+    /// Let in only Unix clients whose primary group is this gid (repeatable), as
     /// --allow-uid; a client matching either is let in.
     #[arg(long, help_heading = LIMITS, value_name = "GID")]
     pub allow_gid: Vec<u32>,
@@ -980,9 +996,17 @@ pub struct ConnectArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
+    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 /// `sockit listen`.
@@ -1016,9 +1040,17 @@ pub struct ListenArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
+    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 
     /// Who may open a Unix socket.
     #[command(flatten)]
@@ -1114,9 +1146,17 @@ pub struct RelayArgs {
     pub hex: bool,
 
     /// Write each client connection's bytes to files in DIR (created if missing), one
-    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it).
+    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it). On
+    /// udp:// and unixgram: each client also gets conn<N>_<peer>.datagrams, one line per
+    /// datagram (time, direction, offset, length).
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write the client side's traffic to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// listeners only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).

@@ -27,9 +27,10 @@ use crate::framing::Framing;
 use crate::obs::HexDump;
 use crate::obs::hexdump::Capture;
 use crate::probe::{ProbeOptions, ProbeProtocol};
-use crate::relay::RelayOptions;
+use crate::relay::{CopyMode, RelayOptions};
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
 use crate::transport::client_cert::{ClientAuth, ClientCertFiles};
+use crate::transport::pcap::Pcap;
 use crate::transport::proxy::SendProxy;
 use crate::transport::tls::{CertFlags, ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
 use crate::transport::{
@@ -336,6 +337,16 @@ impl ServeArgs {
         } else {
             Responder::seed_reply(endpoint.seed_word())
         };
+        let capture = capture_dir(self.capture.as_deref())?;
+        if (capture.is_some() || self.pcap.is_some())
+            && matches!(mode, ServeMode::Exec(_))
+            && endpoint.delivery() == Delivery::Datagram
+        {
+            return Err(Error::Usage(format!(
+                "--capture and --pcap record datagrams the server answers itself; with --exec \
+                 on {endpoint} each datagram goes to a program (capture on the client side instead)"
+            )));
+        }
         let max_conns = match self.access.max_conns()? {
             None if matches!(mode, ServeMode::Exec(_))
                 && endpoint.delivery() == Delivery::Stream =>
@@ -372,6 +383,8 @@ impl ServeArgs {
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
+                capture,
+                pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
                 ..server_layers(&endpoint, &self.tls, self.hex)?
             },
             busy_poll: self.busy_poll,
@@ -402,7 +415,8 @@ fn check_reply_fits(endpoint: &Endpoint, reply: &str) -> Result<()> {
 
 impl UnixSocketArgs {
     /// `--mode`, `--owner`, `--group` resolved to numbers; installs `--allow-uid` /
-    /// `--allow-gid` as the rule for every Unix stream socket this process accepts on.
+    /// `--allow-gid` as the rule for every Unix socket this process accepts or receives
+    /// datagrams on.
     ///
     /// # Errors
     /// [`Error::Usage`] for a user or group that does not exist.
@@ -418,10 +432,10 @@ impl UnixSocketArgs {
             )));
         }
         let allow_list = !(self.allow_uid.is_empty() && self.allow_gid.is_empty());
-        if allow_list && !matches!(endpoint, Endpoint::Unix(_)) {
+        if allow_list && !matches!(endpoint, Endpoint::Unix(_) | Endpoint::UnixDgram(_)) {
             return Err(Error::Usage(format!(
-                "--allow-uid and --allow-gid check the credentials of a Unix stream client, and {endpoint} \
-                 is not a unix: endpoint (use --allow/--deny for IP clients, --mode for unixgram: files)"
+                "--allow-uid and --allow-gid check the credentials of a Unix client, and {endpoint} \
+                 is not a unix: or unixgram: endpoint (use --allow/--deny for IP clients)"
             )));
         }
         PeerCredAllow {
@@ -674,6 +688,22 @@ impl SocketArgs {
     }
 }
 
+/// A UDP relay opens one socket to the target per client, so a fixed `--source` port
+/// would hold for one client only: the port is refused at start, the address is fine.
+///
+/// # Errors
+/// [`Error::Usage`] for `--source ADDR:PORT` with a port on a `udp://` target.
+fn one_source_port_per_session(options: &SocketOptions, target: &Endpoint) -> Result<()> {
+    match (&options.source, target) {
+        (Some(source), Endpoint::Udp(_)) if source.port != 0 => Err(Error::Usage(format!(
+            "--source names port {}, but a UDP relay opens a socket to {target} per client: \
+             give the source address without a port",
+            source.port
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A Unix socket target has no source address, TOS or TTL: say so instead of ignoring it.
 fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Option<Error> {
     let is_unix = matches!(target, Endpoint::Unix(_) | Endpoint::UnixDgram(_));
@@ -685,21 +715,35 @@ fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Op
 }
 
 /// `--capture DIR`, checked (created, writable) before anything connects or listens.
-/// Captures are of byte streams: a datagram endpoint is refused rather than left
-/// uncaptured.
 ///
 /// # Errors
-/// [`Error::Usage`] naming the directory and the reason, or the datagram endpoint.
-fn capture_dir(dir: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Capture>> {
+/// [`Error::Usage`] naming the directory and the reason.
+fn capture_dir(dir: Option<&std::path::Path>) -> Result<Option<Capture>> {
     let Some(dir) = dir else {
         return Ok(None);
     };
-    if endpoint.delivery() == Delivery::Datagram {
+    Capture::new(dir).map(Some).map_err(Error::Usage)
+}
+
+/// `--pcap FILE`, created before anything connects or listens. Packets need IP
+/// addresses: tcp://, tls:// and udp:// only.
+///
+/// # Errors
+/// [`Error::Usage`] for a Unix endpoint, or a file that cannot be created.
+fn pcap_file(path: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Pcap>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if !matches!(
+        endpoint,
+        Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
+    ) {
         return Err(Error::Usage(format!(
-            "--capture records byte streams; {endpoint} is a datagram endpoint (use --hex to see its datagrams)"
+            "--pcap writes IP packets, for tcp://, tls:// and udp://; {endpoint} has no IP \
+             addresses (use --capture)"
         )));
     }
-    Capture::new(dir).map(Some).map_err(Error::Usage)
+    Pcap::create(path).map(Some).map_err(Error::Usage)
 }
 
 impl RetryArgs {
@@ -805,6 +849,16 @@ impl ConnectArgs {
         }
         // --close-on-eof names the behaviour every run has (nc -N): nothing to set.
         let _explicit_half_close = self.close_on_eof;
+        if self.pcap.is_some()
+            && !self.proxy.proxy.is_empty()
+            && matches!(endpoint, Endpoint::Udp(_))
+        {
+            return Err(Error::Usage(
+                "--pcap does not record UDP through --proxy (the datagrams travel inside SOCKS5 \
+                 headers); use --capture"
+                    .into(),
+            ));
+        }
         let options = InteractiveOptions {
             connect: ConnectOptions {
                 timeout: self.timeout,
@@ -827,7 +881,8 @@ impl ConnectArgs {
             },
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
-            capture: capture_dir(self.capture.as_deref(), &endpoint)?,
+            capture: capture_dir(self.capture.as_deref())?,
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -840,13 +895,16 @@ impl ListenArgs {
     /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
     pub fn into_config(self) -> Result<ListenConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
-        let layers = server_layers(&endpoint, &self.tls, self.hex)?;
+        let layers = Layers {
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
+            ..server_layers(&endpoint, &self.tls, self.hex)?
+        };
         let accepted = self.socket.checked_for_listening(&endpoint)?;
         let options = ListenerOptions {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
-                capture: capture_dir(self.capture.as_deref(), &endpoint)?,
+                capture: capture_dir(self.capture.as_deref())?,
                 ..InteractiveOptions::new()
             },
             layers,
@@ -895,14 +953,22 @@ impl RelayArgs {
             .access
             .max_conns()?
             .or((listen.delivery() == Delivery::Stream).then_some(RelayOptions::DEFAULT_MAX_CONNS));
+        one_source_port_per_session(&connect.socket, &target)?;
+        let pcap = pcap_file(self.pcap.as_deref(), &listen)?;
         let options = RelayOptions {
             connect,
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
+                pcap: pcap.clone(),
                 ..server_layers(&listen, &self.tls_listen, self.hex)?
             },
             buffer_size,
-            copy: self.copy,
+            // splice(2) moves bytes the pcap tap would never see.
+            copy: if pcap.is_some() {
+                CopyMode::Buffered
+            } else {
+                self.copy
+            },
             access: self.access.policy()?,
             max_conns,
             over_limit: self.access.over_limit(max_conns)?,
@@ -915,7 +981,7 @@ impl RelayArgs {
                 unix_file: self.unix.file_perms(&listen)?,
                 ..ListenOptions::default()
             },
-            capture: capture_dir(self.capture.as_deref(), &listen)?,
+            capture: capture_dir(self.capture.as_deref())?,
             send_proxy: send_proxy(self.send_proxy, &target)?,
             ..RelayOptions::new(target)
         };
@@ -1010,7 +1076,6 @@ mod tests {
             &["tcp://127.0.0.1:0", "--mode", "0600"][..],
             &["unix:@name", "--mode", "0600"],
             &["udp://127.0.0.1:0", "--allow-uid", "0"],
-            &["unixgram:/tmp/x.sock", "--allow-gid", "0"],
             &["unix:/tmp/x.sock", "--owner", "no-such-user-here"],
         ] {
             assert!(

@@ -722,6 +722,10 @@ where
                 if let Some(hex) = hex {
                     hex.datagram(Direction::Received, &from.to_string(), &buf[..n]);
                 }
+                if let Some(capture) = &options.interactive.capture {
+                    capture.datagram(Direction::Received, &from.to_string(), &buf[..n]);
+                }
+                record_pcap(socket, options, &from, Direction::Received, &buf[..n]);
                 report.received += n as u64;
                 activity.touch();
                 let written = async {
@@ -745,6 +749,21 @@ where
     }
 }
 
+/// `--pcap`: one datagram between this UDP socket and `peer`.
+fn record_pcap(
+    socket: &DatagramSocket,
+    options: &ListenerOptions,
+    peer: &PeerAddr,
+    direction: Direction,
+    datagram: &[u8],
+) {
+    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) =
+        (&options.layers.pcap, socket.local_ip(), peer)
+    {
+        pcap.datagram(local, *peer, direction, datagram);
+    }
+}
+
 /// Sends one chunk of stdin to every peer as one datagram each.
 async fn send_to_peers(
     socket: &DatagramSocket,
@@ -760,6 +779,10 @@ async fn send_to_peers(
             .send_to(datagram, peer)
             .await
             .map_err(|e| Error::exchange(e, peer.to_string(), "while sending a datagram"))?;
+        if let Some(capture) = &options.interactive.capture {
+            capture.datagram(Direction::Sent, &peer.to_string(), datagram);
+        }
+        record_pcap(socket, options, peer, Direction::Sent, datagram);
     }
     Ok(())
 }
