@@ -88,15 +88,14 @@ fn metrics_count_connections_messages_bytes_timeouts_and_errors_by_kind() {
             ["ping", "pong!"]
         );
     }
-    // One client resets in the middle of a line, once the server has read it. This server
-    // has no idle timeout, so nothing but the reset can end that connection.
+    // One client resets in the middle of a line. This server has no idle timeout, so
+    // nothing but the reset can end that connection, however slow the machine.
     let mut resetter = connect(&addr);
     resetter
         .write_all(b"half a li")
         .unwrap_or_else(|e| panic!("{e}"));
-    let open = scrape_until(&server, &metrics, "the half line to be read", |m| {
-        m.count("sockit_received_bytes_total", "tcp") == 3 * 11 + 9
-            && m.count("sockit_connections_active", "tcp") == 1
+    let open = scrape_until(&server, &metrics, "the resetting client to be open", |m| {
+        m.count("sockit_connections_active", "tcp") == 1
     });
     assert_eq!(open.count("sockit_connections_accepted_total", "tcp"), 4);
     reset(resetter);
