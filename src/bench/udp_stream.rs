@@ -294,6 +294,9 @@ fn blocking(socket: DatagramSocket) -> Result<BlockingSocket> {
             s.set_nonblocking(false).map_err(failed)?;
             Ok(BlockingSocket::Udp(s))
         }
+        DatagramSocket::Socks(_) => Err(Error::Usage(
+            "a UDP throughput test sends directly, not through --proxy".into(),
+        )),
         DatagramSocket::Unix(s, guard) => {
             let s = s.into_std().map_err(failed)?;
             s.set_nonblocking(false).map_err(failed)?;

@@ -55,8 +55,9 @@ impl BenchArgs {
         }
         let endpoint = client_target(&self.endpoint, self.port.as_deref())?;
         let connect = ConnectOptions {
-            tls: client_tls(&endpoint, &self.tls)?,
+            tls: client_tls(&endpoint, &self.tls, self.client_cert.files())?,
             socket: self.socket.checked_for(&endpoint)?,
+            proxies: self.proxy.stream_chain(&endpoint)?,
             ..ConnectOptions::new(self.timeout)
         };
         let streams = usize::try_from(self.connections.unwrap_or(1))

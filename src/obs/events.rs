@@ -72,6 +72,20 @@ pub enum Event<'a> {
         /// The socket's peer: the load balancer that sent the header.
         via: &'a PeerAddr,
     },
+    /// With `--client-ca`: the client of connection `conn` presented this verified
+    /// certificate (mutual TLS). The texts are escaped already.
+    ClientCertificate {
+        /// Connection id.
+        conn: u64,
+        /// The client's address.
+        peer: &'a PeerAddr,
+        /// The certificate's subject, `CN=alice, O=Example`.
+        subject: &'a str,
+        /// Its subject alternative names, `DNS:alice.example`, `IP:…`, `email:…`.
+        sans: &'a [String],
+        /// SHA-256 of the certificate, `AB:CD:…`.
+        fingerprint: &'a str,
+    },
     /// A stream client connected.
     Connected {
         /// Connection id, unique for this server run.
@@ -113,6 +127,25 @@ pub enum Event<'a> {
         /// Bytes written to the client.
         bytes_out: u64,
         /// Why it ended, in a few words ("closed by peer", "idle timeout").
+        reason: &'a str,
+    },
+    /// A proxy client ended (`sockit proxy`): a `closed` event that also names the
+    /// protocol it spoke and the destination it asked for, so one line tells where each
+    /// tunnel went and how much it carried.
+    TunnelClosed {
+        /// Connection id.
+        conn: u64,
+        /// The client's address.
+        peer: &'a PeerAddr,
+        /// `socks5`, `socks4`, `http`, or `none` when the first byte named no protocol.
+        protocol: &'a str,
+        /// The destination asked for (empty when the handshake never named one).
+        destination: &'a str,
+        /// Bytes from the client delivered to the destination.
+        bytes_in: u64,
+        /// Bytes from the destination delivered to the client.
+        bytes_out: u64,
+        /// Why it ended, in a few words, refusals included.
         reason: &'a str,
     },
     /// A client sent a request (`datagram` selects the note's `sendto` wording).
@@ -323,7 +356,7 @@ fn format_seed(event: &Event<'_>) -> String {
                 listen_address(endpoint)
             );
         }
-        Event::Certificate { .. } | Event::Proxied { .. } => {}
+        Event::Certificate { .. } | Event::Proxied { .. } | Event::ClientCertificate { .. } => {}
         Event::Connected { peer, .. } => {
             s.push_str("connected by ");
             peer.push_to(&mut s);
@@ -362,7 +395,7 @@ fn format_seed(event: &Event<'_>) -> String {
             }
         }
         // The note prints nothing when a client leaves; the text and JSON formats do.
-        Event::Closed { .. } => {}
+        Event::Closed { .. } | Event::TunnelClosed { .. } => {}
         Event::Sent {
             peer,
             data,
@@ -419,6 +452,18 @@ fn format_text(event: &Event<'_>) -> String {
         Event::Proxied { conn, peer, via } => {
             let _ = write!(s, " proxied conn={conn} peer={peer} via={via}");
         }
+        Event::ClientCertificate {
+            conn,
+            peer,
+            subject,
+            sans,
+            fingerprint,
+        } => {
+            let _ = write!(s, " client_certificate conn={conn} peer={peer}");
+            push_text_field(&mut s, "subject", subject.as_bytes());
+            push_text_field(&mut s, "sans", sans.join(",").as_bytes());
+            let _ = write!(s, " sha256={fingerprint}");
+        }
         Event::Connected { conn, peer } => {
             let _ = write!(s, " connected conn={conn} peer={peer}");
         }
@@ -456,6 +501,22 @@ fn format_text(event: &Event<'_>) -> String {
             let _ = write!(
                 s,
                 " closed conn={conn} peer={peer} messages={messages} bytes_in={bytes_in} bytes_out={bytes_out} reason=\"{reason}\""
+            );
+        }
+        Event::TunnelClosed {
+            conn,
+            peer,
+            protocol,
+            destination,
+            bytes_in,
+            bytes_out,
+            reason,
+        } => {
+            let _ = write!(
+                s,
+                " closed conn={conn} peer={peer} protocol={protocol} destination=\"{}\" bytes_in={bytes_in} bytes_out={bytes_out} reason=\"{}\"",
+                destination.escape_debug(),
+                reason.escape_debug()
             );
         }
         Event::Sent {
@@ -551,6 +612,16 @@ fn format_json(event: &Event<'_>) -> String {
             "time": time, "event": "proxied", "conn": conn, "peer": peer.to_string(),
             "via": via.to_string(),
         }),
+        Event::ClientCertificate {
+            conn,
+            peer,
+            subject,
+            sans,
+            fingerprint,
+        } => json!({
+            "time": time, "event": "client_certificate", "conn": conn,
+            "peer": peer.to_string(), "subject": subject, "sans": sans, "sha256": fingerprint,
+        }),
         Event::Connected { conn, peer } => {
             json!({"time": time, "event": "connected", "conn": conn, "peer": peer.to_string()})
         }
@@ -581,6 +652,19 @@ fn format_json(event: &Event<'_>) -> String {
         } => json!({
             "time": time, "event": "closed", "conn": conn, "peer": peer.to_string(),
             "messages": messages, "bytes_in": bytes_in, "bytes_out": bytes_out, "reason": reason,
+        }),
+        Event::TunnelClosed {
+            conn,
+            peer,
+            protocol,
+            destination,
+            bytes_in,
+            bytes_out,
+            reason,
+        } => json!({
+            "time": time, "event": "closed", "conn": conn, "peer": peer.to_string(),
+            "protocol": protocol, "destination": destination,
+            "bytes_in": bytes_in, "bytes_out": bytes_out, "reason": reason,
         }),
         Event::Sent {
             peer, data, len, ..

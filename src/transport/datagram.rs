@@ -14,8 +14,10 @@ use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::activation::{self, ListenSource};
+use super::datagram_cred;
 use super::errors::{connect_error, ip_listen_error};
 use super::listener::host_port;
+use super::proxy_client::UdpAssociation;
 use super::retry::connect_with_retry;
 use super::sockopt::{ListenOptions, SocketOptions, udp_client, udp_socket};
 use super::stream::ConnectOptions;
@@ -36,6 +38,10 @@ pub enum DatagramSocket {
     Udp(UdpSocket),
     /// Unix datagram socket; the guard removes its file when dropped.
     Unix(UnixDatagram, Option<UnixPathGuard>),
+    /// A client's UDP through a SOCKS5 proxy (`--proxy`, UDP ASSOCIATE): each datagram
+    /// carries the SOCKS5 header to and from the proxy's relay. Boxed: it also holds
+    /// the control connection.
+    Socks(Box<UdpAssociation>),
 }
 
 impl DatagramSocket {
@@ -44,9 +50,21 @@ impl DatagramSocket {
     /// # Errors
     /// The same listen errors as [`super::StreamListener::bind`].
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
-        if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Datagram {
-            return activation::datagram_socket(endpoint);
+        let socket =
+            if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Datagram {
+                activation::datagram_socket(endpoint)?
+            } else {
+                DatagramSocket::bind_own(endpoint, opts).await?
+            };
+        if let DatagramSocket::Unix(unix, _) = &socket {
+            datagram_cred::pass_credentials(unix)
+                .map_err(|e| unix_path::listen_error(e, endpoint))?;
         }
+        Ok(socket)
+    }
+
+    /// Binds a socket of our own (not one systemd passed).
+    async fn bind_own(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
         match endpoint {
             Endpoint::Udp(hp) => bind_udp(endpoint, hp, opts).await,
             Endpoint::UnixDgram(addr) => bind_unix(endpoint, addr, opts.unix_file),
@@ -74,6 +92,12 @@ impl DatagramSocket {
         endpoint: &Endpoint,
         options: &ConnectOptions,
     ) -> Result<DatagramSocket> {
+        if let (Endpoint::Udp(hp), false) = (endpoint, options.proxies.is_empty()) {
+            return connect_with_retry(&options.retry, endpoint, || {
+                associate(endpoint, hp, options)
+            })
+            .await;
+        }
         connect_with_retry(&options.retry, endpoint, || {
             DatagramSocket::connect_with(endpoint, &options.socket)
         })
@@ -92,10 +116,25 @@ impl DatagramSocket {
     }
 
     /// Receives one datagram and its sender. Cancel-safe.
+    ///
+    /// On a Unix socket with `--allow-uid`/`--allow-gid`, datagrams from other senders are
+    /// dropped here ([`datagram_cred`]), so no caller ever sees them.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, PeerAddr)> {
         match self {
             DatagramSocket::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, PeerAddr::Ip(a))),
+            DatagramSocket::Unix(s, _) if datagram_cred::checks_senders() => loop {
+                let (n, from, cred) = s
+                    .async_io(Interest::READABLE, || datagram_cred::recv_with_cred(s, buf))
+                    .await?;
+                if datagram_cred::sender_allowed(cred) {
+                    break Ok((n, PeerAddr::Unix(Box::new(from))));
+                }
+            },
             DatagramSocket::Unix(s, _) => s.recv_from(buf).await.map(|(n, a)| (n, unix_peer(a))),
+            DatagramSocket::Socks(s) => {
+                let payload = s.recv(buf).await?;
+                Ok((to_front(buf, payload), PeerAddr::Ip(s.relay())))
+            }
         }
     }
 
@@ -105,7 +144,18 @@ impl DatagramSocket {
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, PeerAddr)> {
         match self {
             DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, PeerAddr::Ip(a))),
+            DatagramSocket::Unix(s, _) if datagram_cred::checks_senders() => loop {
+                let (n, from, cred) =
+                    s.try_io(Interest::READABLE, || datagram_cred::recv_with_cred(s, buf))?;
+                if datagram_cred::sender_allowed(cred) {
+                    break Ok((n, PeerAddr::Unix(Box::new(from))));
+                }
+            },
             DatagramSocket::Unix(s, _) => s.try_recv_from(buf).map(|(n, a)| (n, unix_peer(a))),
+            DatagramSocket::Socks(s) => {
+                let payload = s.try_recv(buf)?;
+                Ok((to_front(buf, payload), PeerAddr::Ip(s.relay())))
+            }
         }
     }
 
@@ -114,6 +164,7 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.readable().await,
             DatagramSocket::Unix(s, _) => s.readable().await,
+            DatagramSocket::Socks(s) => s.readable().await,
         }
     }
 
@@ -125,6 +176,7 @@ impl DatagramSocket {
                 s.async_io(Interest::WRITABLE, || SockRef::from(s).send_to(buf, addr))
                     .await
             }
+            (DatagramSocket::Socks(s), _) => s.send(buf).await,
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "peer address family does not match the socket",
@@ -137,6 +189,43 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.send(buf).await,
             DatagramSocket::Unix(s, _) => s.send(buf).await,
+            DatagramSocket::Socks(s) => s.send(buf).await,
+        }
+    }
+
+    /// The connected peer as capture files name it (`127.0.0.1:9000`, `/path`), when
+    /// the socket knows it.
+    pub fn peer_name(&self) -> Option<String> {
+        match self {
+            DatagramSocket::Udp(s) => s.peer_addr().ok().map(|a| a.to_string()),
+            DatagramSocket::Unix(s, _) => s
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string())),
+            // Named by the endpoint: the socket's own peer is the proxy's relay.
+            DatagramSocket::Socks(_) => None,
+        }
+    }
+
+    /// The local UDP address (`None` for a Unix socket), for `--pcap`.
+    pub fn local_ip(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            DatagramSocket::Udp(s) => s.local_addr().ok(),
+            DatagramSocket::Unix(..) | DatagramSocket::Socks(_) => None,
+        }
+    }
+
+    /// Both ends as a `--pcap` flow (UDP; a Unix socket has no IP addresses, and a
+    /// SOCKS association is not recorded).
+    pub fn pcap_flow(&self) -> Option<super::pcap::Flow> {
+        match self {
+            DatagramSocket::Udp(s) => Some(super::pcap::Flow {
+                local: s.local_addr().ok()?,
+                peer: s.peer_addr().ok()?,
+                transport: super::pcap::Transport::Udp,
+            }),
+            // Through a proxy the packets would name the proxy's relay, not the target.
+            DatagramSocket::Unix(..) | DatagramSocket::Socks(_) => None,
         }
     }
 
@@ -145,6 +234,10 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.recv(buf).await,
             DatagramSocket::Unix(s, _) => s.recv(buf).await,
+            DatagramSocket::Socks(s) => {
+                let payload = s.recv(buf).await?;
+                Ok(to_front(buf, payload))
+            }
         }
     }
 
@@ -155,6 +248,7 @@ impl DatagramSocket {
                 Ok(addr) => Endpoint::Udp(host_port(addr)),
                 Err(_) => requested.clone(),
             },
+            DatagramSocket::Socks(_) => requested.clone(),
             DatagramSocket::Unix(socket, _) => {
                 match socket
                     .local_addr()
@@ -190,6 +284,10 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => Ok((StdDatagram::Udp(s.into_std()?), None)),
             DatagramSocket::Unix(s, guard) => Ok((StdDatagram::Unix(s.into_std()?), guard)),
+            DatagramSocket::Socks(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a UDP association through a SOCKS5 proxy is a client socket; servers cannot use it",
+            )),
         }
     }
 }
@@ -362,4 +460,28 @@ fn connect_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<DatagramSocket> 
     connect()
         .map(|socket| DatagramSocket::Unix(socket, None))
         .map_err(|e| connect_error(e, endpoint))
+}
+
+/// One attempt at `udp://` through the `--proxy` chain: a SOCKS5 UDP association, within
+/// the connect timeout.
+async fn associate(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    options: &ConnectOptions,
+) -> Result<DatagramSocket> {
+    let association = UdpAssociation::open(&options.proxies, hp, &options.socket);
+    tokio::time::timeout(options.timeout, association)
+        .await
+        .map_err(|_| Error::Timeout {
+            doing: format!("setting up UDP to {endpoint} through {}", options.proxies),
+            after: options.timeout,
+        })?
+        .map(|association| DatagramSocket::Socks(Box::new(association)))
+}
+
+/// Moves the payload at `range` of `buf` to its start; returns its length.
+fn to_front(buf: &mut [u8], range: std::ops::Range<usize>) -> usize {
+    let len = range.len();
+    buf.copy_within(range, 0);
+    len
 }

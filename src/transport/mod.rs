@@ -8,7 +8,10 @@
 //! * [`Layers`] reads the PROXY protocol header ([`proxy`]), then wraps an accepted stream
 //!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
+//! * [`client_cert`] adds mutual TLS: the server's `--client-ca` check, the client's
+//!   `--cert`, and the verified client's identity;
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
+//! * [`proxy_client`] reaches a target through SOCKS and HTTP CONNECT proxies (`--proxy`);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
@@ -20,13 +23,18 @@
 pub mod activation;
 mod backoff;
 pub mod batch;
+pub mod client_cert;
 mod datagram;
+pub mod datagram_capture;
+pub mod datagram_cred;
 mod errors;
 pub mod hexdump;
 mod layers;
 mod listener;
 pub mod multicast;
+pub mod pcap;
 pub mod proxy;
+pub mod proxy_client;
 pub mod retry;
 mod sockopt;
 mod std_stream;
@@ -45,7 +53,7 @@ pub use proxy::ProxyProtocol;
 pub use retry::{Attempts, Retry};
 pub use sockopt::{Broadcast, Carrier, Keepalive, ListenOptions, Nagle, SocketOptions, Source};
 pub use std_stream::StdStream;
-pub use stream::{ConnectOptions, Stream, connect_stream};
+pub use stream::{ConnectOptions, Stream, connect_stream, connect_stream_prefixed};
 pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 use std::fmt;

@@ -9,11 +9,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use tokio::net::{TcpStream, UnixStream};
 
 use super::errors::connect_error;
+use super::proxy_client::{ProxyChain, open_tunnel};
 use super::retry::{Retry, connect_with_retry};
 use super::sockopt::{SocketOptions, tcp_client};
 use super::tls::ClientTls;
@@ -51,6 +52,9 @@ pub struct ConnectOptions {
     pub socket: SocketOptions,
     /// Whether a failed connect is tried again; the timeout bounds each attempt.
     pub retry: Retry,
+    /// `--proxy`: the proxies to go through, in order (empty: connect directly). TLS
+    /// runs end to end inside the tunnel, checked against the target's name.
+    pub proxies: ProxyChain,
 }
 
 impl ConnectOptions {
@@ -61,6 +65,7 @@ impl ConnectOptions {
             tls: None,
             socket: SocketOptions::default(),
             retry: Retry::NEVER,
+            proxies: ProxyChain::default(),
         }
     }
 }
@@ -83,27 +88,74 @@ pub async fn connect_stream(
     endpoint: &Endpoint,
     options: impl Into<ConnectOptions>,
 ) -> Result<Stream> {
+    connect_stream_prefixed(endpoint, options, &[]).await
+}
+
+/// [`connect_stream`], sending `prefix` as the connection's first bytes: on the plain
+/// socket, before any TLS handshake (and inside any `--proxy` tunnel). A relay's
+/// `--send-proxy` header goes there, since a PROXY header must precede TLS.
+///
+/// # Errors
+/// As [`connect_stream`], and the write error if the prefix cannot be sent.
+pub async fn connect_stream_prefixed(
+    endpoint: &Endpoint,
+    options: impl Into<ConnectOptions>,
+    prefix: &[u8],
+) -> Result<Stream> {
     let options = options.into();
     connect_with_retry(&options.retry, endpoint, || {
-        connect_once(endpoint, &options)
+        connect_once(endpoint, &options, prefix)
     })
     .await
 }
 
-/// One connect attempt of [`connect_stream`].
-async fn connect_once(endpoint: &Endpoint, options: &ConnectOptions) -> Result<Stream> {
+/// Writes `prefix` on a fresh connection (nothing when it is empty).
+async fn send_prefix<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    endpoint: &Endpoint,
+    prefix: &[u8],
+) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(prefix).await.map_err(|e| {
+        Error::exchange(
+            e,
+            endpoint.to_string(),
+            "while sending the connection's header",
+        )
+    })
+}
+
+/// One connect attempt of [`connect_stream_prefixed`].
+async fn connect_once(
+    endpoint: &Endpoint,
+    options: &ConnectOptions,
+    prefix: &[u8],
+) -> Result<Stream> {
     let timeout = options.timeout;
-    let socket = &options.socket;
     let attempt = async {
         match endpoint {
-            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp, socket).await.map(Stream::Tcp),
-            Endpoint::Unix(addr) => connect_unix(endpoint, addr).await,
+            Endpoint::Tcp(hp) => {
+                let mut tcp = connect_tcp_maybe_proxied(endpoint, hp, options).await?;
+                send_prefix(&mut tcp, endpoint, prefix).await?;
+                Ok(Stream::Tcp(tcp))
+            }
+            Endpoint::Unix(_) if !options.proxies.is_empty() => Err(Error::Usage(format!(
+                "{endpoint} is a local socket; --proxy applies to tcp:// and tls:// targets only"
+            ))),
+            Endpoint::Unix(addr) => {
+                let mut unix = connect_unix(endpoint, addr).await?;
+                send_prefix(&mut unix, endpoint, prefix).await?;
+                Ok(unix)
+            }
             Endpoint::Tls(hp) => {
                 let tls = match &options.tls {
                     Some(tls) => tls.clone(),
                     None => ClientTls::system()?,
                 };
-                let tcp = connect_tcp(endpoint, hp, socket).await?;
+                let mut tcp = connect_tcp_maybe_proxied(endpoint, hp, options).await?;
+                send_prefix(&mut tcp, endpoint, prefix).await?;
                 tls.handshake(tcp, endpoint, hp).await
             }
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
@@ -111,16 +163,34 @@ async fn connect_once(endpoint: &Endpoint, options: &ConnectOptions) -> Result<S
             ))),
         }
     };
+    let doing = if options.proxies.is_empty() {
+        format!("connecting to {endpoint}")
+    } else {
+        format!("connecting to {endpoint} through {}", options.proxies)
+    };
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| Error::Timeout {
-            doing: format!("connecting to {endpoint}"),
+            doing,
             after: timeout,
         })?
 }
 
+/// A TCP connection to `hp`: directly, or through the `--proxy` chain.
+async fn connect_tcp_maybe_proxied(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    options: &ConnectOptions,
+) -> Result<TcpStream> {
+    if options.proxies.is_empty() {
+        connect_tcp(endpoint, hp, &options.socket).await
+    } else {
+        open_tunnel(&options.proxies, hp, &options.socket).await
+    }
+}
+
 /// Tries every address of `hp`; returns the first connection or the most telling error.
-async fn connect_tcp(
+pub(super) async fn connect_tcp(
     endpoint: &Endpoint,
     hp: &HostPort,
     options: &SocketOptions,
@@ -163,6 +233,20 @@ async fn connect_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<Stream> {
 }
 
 impl Stream {
+    /// Both ends as a `--pcap` flow (TCP and TLS; a Unix stream has no IP addresses).
+    pub fn pcap_flow(&self) -> Option<super::pcap::Flow> {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::Unix(_) => return None,
+        };
+        Some(super::pcap::Flow {
+            local: tcp.local_addr().ok()?,
+            peer: tcp.peer_addr().ok()?,
+            transport: super::pcap::Transport::Tcp,
+        })
+    }
+
     /// Where this stream is connected to, for messages.
     pub fn peer_addr(&self) -> io::Result<PeerAddr> {
         match self {

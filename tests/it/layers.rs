@@ -25,7 +25,7 @@ const TIERS: [&[&str]; 5] = [
     ],
     &["transport"],
     &["access", "behaviour", "obs"],
-    &["bench", "relay", "server", "client", "probe"],
+    &["bench", "relay", "server", "client", "probe", "proxy"],
     &["cli"],
 ];
 
