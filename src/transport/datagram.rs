@@ -13,12 +13,12 @@ use socket2::{SockAddr, SockRef, Type};
 use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
-use super::activation::{self, ListenSource};
+use super::activation;
+use super::connect::ConnectOptions;
 use super::errors::{connect_error, ip_listen_error};
 use super::listener::host_port;
 use super::retry::connect_with_retry;
-use super::sockopt::{ListenOptions, SocketOptions, udp_client, udp_socket};
-use super::stream::ConnectOptions;
+use super::sockopt::{ListenOptions, ListenSource, SocketOptions, udp_client, udp_socket};
 use super::unix_path::{self, UnixPathGuard};
 use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
 use crate::endpoint::{Delivery, Endpoint, HostPort, UnixAddr};
@@ -45,7 +45,7 @@ impl DatagramSocket {
     /// The same listen errors as [`super::StreamListener::bind`].
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
         if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Datagram {
-            return activation::datagram_socket(endpoint);
+            return passed_socket(endpoint);
         }
         match endpoint {
             Endpoint::Udp(hp) => bind_udp(endpoint, hp, opts).await,
@@ -281,6 +281,27 @@ async fn bind_udp(
         host: hp.host_text(),
         reason: "no addresses".into(),
     }))
+}
+
+/// The datagram socket systemd passed, as the socket of its domain.
+///
+/// # Errors
+/// As [`activation::datagram_socket`].
+fn passed_socket(endpoint: &Endpoint) -> Result<DatagramSocket> {
+    let socket = activation::datagram_socket(endpoint)?;
+    let listen_error = |source| activation::listen_error(endpoint, source);
+    if activation::is_unix(&socket, endpoint)? {
+        let std_socket: std::os::unix::net::UnixDatagram = socket.into();
+        Ok(DatagramSocket::Unix(
+            UnixDatagram::from_std(std_socket).map_err(listen_error)?,
+            None,
+        ))
+    } else {
+        let std_socket: std::net::UdpSocket = socket.into();
+        Ok(DatagramSocket::Udp(
+            UdpSocket::from_std(std_socket).map_err(listen_error)?,
+        ))
+    }
 }
 
 /// Binds a Unix datagram socket, replacing a stale file but never a live one.

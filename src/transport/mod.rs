@@ -4,12 +4,17 @@
 //! never with a concrete socket type:
 //!
 //! * [`StreamListener`] accepts [`Stream`]s (TCP, Unix stream; TLS after the handshake);
-//! * [`Stream`] is one connected byte stream (`AsyncRead + AsyncWrite`);
+//! * [`Stream`] is one connected byte stream (`AsyncRead + AsyncWrite`), made by
+//!   accepting or by [`connect_stream`];
 //! * [`Layers`] reads the PROXY protocol header ([`proxy`]), then wraps an accepted stream
 //!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
+//!
+//! Inside, imports point one way (a test checks it): socket options and system calls at
+//! the bottom; `activation` hands back a plain socket that the listener and datagram
+//! modules wrap; `tls` builds on [`Stream`], and connecting builds on `tls`.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
 //! (`127.0.0.1:50738`, `[::1]:50738`, `/path`, `@name`).
@@ -20,6 +25,7 @@
 pub mod activation;
 mod backoff;
 pub mod batch;
+mod connect;
 mod datagram;
 mod errors;
 pub mod hexdump;
@@ -34,17 +40,19 @@ mod syscall;
 pub mod tls;
 mod unix_path;
 
-pub use activation::ListenSource;
 pub use backoff::{Backoff, is_per_connection};
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
+pub use connect::{ConnectOptions, connect_stream};
 pub use layers::Layers;
 pub use listener::{StdListener, StreamListener};
 pub use proxy::ProxyProtocol;
 pub use retry::{Attempts, Retry};
-pub use sockopt::{Broadcast, Carrier, Keepalive, ListenOptions, Nagle, SocketOptions, Source};
+pub use sockopt::{
+    Broadcast, Carrier, Keepalive, ListenOptions, ListenSource, Nagle, SocketOptions, Source,
+};
 pub use std_stream::StdStream;
-pub use stream::{ConnectOptions, Stream, connect_stream};
+pub use stream::Stream;
 pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 use std::fmt;

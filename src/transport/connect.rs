@@ -1,0 +1,141 @@
+//! Connecting to a stream endpoint: TCP (each resolved address in turn), Unix, and
+//! `tls://`, which is TCP followed by the client handshake, both within the one connect
+//! timeout of [`ConnectOptions`].
+
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UnixStream};
+
+use super::errors::connect_error;
+use super::retry::{Retry, connect_with_retry};
+use super::sockopt::{SocketOptions, tcp_client};
+use super::stream::Stream;
+use super::tls::ClientTls;
+use crate::endpoint::{Endpoint, HostPort, UnixAddr};
+use crate::error::{Error, Result};
+
+/// How to connect: the limit on the attempt and, for `tls://`, how to check the server.
+///
+/// A small struct rather than more arguments, so new connect settings do not change
+/// every caller. `From<Duration>` keeps the common "just a timeout" call short.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Bounds the whole attempt: every resolved address, and the TLS handshake.
+    pub timeout: Duration,
+    /// The TLS client for `tls://` endpoints; `None` means the system's trusted roots,
+    /// loaded when first needed. Ignored for other schemes.
+    pub tls: Option<ClientTls>,
+    /// The local side: source address and socket options (IP endpoints only).
+    pub socket: SocketOptions,
+    /// Whether a failed connect is tried again; the timeout bounds each attempt.
+    pub retry: Retry,
+}
+
+impl ConnectOptions {
+    /// Plain connect options with this timeout and default TLS (system roots).
+    pub fn new(timeout: Duration) -> ConnectOptions {
+        ConnectOptions {
+            timeout,
+            tls: None,
+            socket: SocketOptions::default(),
+            retry: Retry::NEVER,
+        }
+    }
+}
+
+impl From<Duration> for ConnectOptions {
+    fn from(timeout: Duration) -> ConnectOptions {
+        ConnectOptions::new(timeout)
+    }
+}
+
+/// Connects to a stream endpoint, trying each resolved address in turn; for `tls://`,
+/// then runs the TLS handshake.
+///
+/// The timeout bounds the whole attempt, all addresses and the handshake included.
+///
+/// # Errors
+/// [`Error::Refused`] when nothing listens, [`Error::Timeout`], [`Error::HostNotFound`],
+/// [`Error::Tls`]/[`Error::TlsSetup`] for TLS, or [`Error::Connect`] with the OS reason.
+pub async fn connect_stream(
+    endpoint: &Endpoint,
+    options: impl Into<ConnectOptions>,
+) -> Result<Stream> {
+    let options = options.into();
+    connect_with_retry(&options.retry, endpoint, || {
+        connect_once(endpoint, &options)
+    })
+    .await
+}
+
+/// One connect attempt of [`connect_stream`].
+async fn connect_once(endpoint: &Endpoint, options: &ConnectOptions) -> Result<Stream> {
+    let timeout = options.timeout;
+    let socket = &options.socket;
+    let attempt = async {
+        match endpoint {
+            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp, socket).await.map(Stream::Tcp),
+            Endpoint::Unix(addr) => connect_unix(endpoint, addr).await,
+            Endpoint::Tls(hp) => {
+                let tls = match &options.tls {
+                    Some(tls) => tls.clone(),
+                    None => ClientTls::system()?,
+                };
+                let tcp = connect_tcp(endpoint, hp, socket).await?;
+                tls.handshake(tcp, endpoint, hp).await
+            }
+            Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
+                "{endpoint} is a datagram endpoint, not a stream"
+            ))),
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| Error::Timeout {
+            doing: format!("connecting to {endpoint}"),
+            after: timeout,
+        })?
+}
+
+/// Tries every address of `hp`; returns the first connection or the most telling error.
+async fn connect_tcp(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    options: &SocketOptions,
+) -> Result<TcpStream> {
+    let mut last_error = None;
+    let addrs = hp.resolve().await?;
+    if !addrs.iter().any(|addr| options.reaches(*addr)) {
+        return Err(options.no_address_of_source_family(endpoint));
+    }
+    for addr in addrs.into_iter().filter(|addr| options.reaches(*addr)) {
+        match tcp_client(addr, options)?.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                tracing::debug!(%addr, "connect failed: {e}");
+                last_error = Some(connect_error(e, endpoint));
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::HostNotFound {
+        host: hp.host_text(),
+        reason: "no addresses".into(),
+    }))
+}
+
+/// Connects to a Unix stream socket by path or abstract name.
+async fn connect_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<Stream> {
+    let result = match addr {
+        UnixAddr::Path(path) => UnixStream::connect(path).await,
+        UnixAddr::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            match std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) {
+                Ok(sockaddr) => UnixStream::connect_addr(&sockaddr.into()).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    result
+        .map(Stream::Unix)
+        .map_err(|e| connect_error(e, endpoint))
+}
