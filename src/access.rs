@@ -26,7 +26,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::transport::PeerAddr;
+use crate::endpoint::PeerAddr;
 
 /// The `--allow` / `--deny` rules of one server, the sources trusted to send PROXY
 /// headers, and how many connections one source may hold.

@@ -29,10 +29,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use super::{AccessPolicy, PerSourceLimit, source_of};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PeerAddr};
 use crate::obs::throttle::{Admit, LogThrottle};
 use crate::shutdown::Shutdown;
-use crate::transport::{DatagramSocket, PeerAddr};
+use crate::transport::DatagramSocket;
 
 /// What a listener's shared state tells the gate: its rules, its limit, where to count
 /// the clients turned away. Implemented by the server's and the relay's shared state.

@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::{ErrorKind, Summary};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PeerAddr};
 use crate::error::{Error, Result};
-use crate::transport::{ListenOptions, PeerAddr, Stream, StreamListener};
+use crate::transport::{ListenOptions, Stream, StreamListener};
 
 /// The `Content-Type` of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,7 +1,7 @@
 //! The `conn{id, peer}` span every diagnostic line about one connection is logged under,
 //! the same for `serve` and `relay`.
 
-use crate::transport::PeerAddr;
+use crate::endpoint::PeerAddr;
 
 /// The span every diagnostic line of one connection is logged under:
 /// `conn{id=7 peer=192.0.2.7:40000}` (text) or `"span":{"id":7,"peer":…}` (JSON).

@@ -26,11 +26,12 @@ use tokio::time::Instant;
 use super::{FlowStats, RelayOptions, Shared};
 use crate::access::gate::Gate;
 use crate::access::{PerSourceLimit, source_of};
+use crate::endpoint::PeerAddr;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Direction;
 use crate::obs::throttle::{Admit, LogThrottle};
-use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
+use crate::transport::{DatagramSocket, MAX_DATAGRAM};
 
 /// One client's session.
 struct Session {

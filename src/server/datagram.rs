@@ -29,8 +29,9 @@ use crate::obs::throttle::{Admit, LogThrottle};
 use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
 
+use crate::endpoint::PeerAddr;
 use crate::transport::batch::{self, RecvBatch};
-use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr, StdDatagram};
+use crate::transport::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 /// Programs run at once for `--exec` on a datagram endpoint when `--max-conns` is not set.
 pub const DEFAULT_PROGRAMS: usize = 64;

@@ -25,11 +25,12 @@ use super::{Handler, Shared};
 use crate::access::gate::{Guarded, Slot};
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
+use crate::endpoint::PeerAddr;
 use crate::error::Error;
 use crate::obs::span::{connection_span, record_client, record_socket_peer};
 use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, Tally};
-use crate::transport::{PeerAddr, Stream};
+use crate::transport::Stream;
 
 /// How one connection-level session ended, ready for the log and the `closed` event.
 struct Outcome {

@@ -21,7 +21,8 @@ use super::accept::{Backoff, count_connection, is_per_connection};
 use super::session::serve_accepted;
 use super::{OverLimit, Shared};
 use crate::access::gate::{self, Gate, Slot};
-use crate::transport::{PeerAddr, StdStream, StreamListener};
+use crate::endpoint::PeerAddr;
+use crate::transport::{StdStream, StreamListener};
 
 /// What the accept loop waits for, whichever comes first.
 enum Wake {

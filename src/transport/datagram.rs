@@ -20,8 +20,8 @@ use super::listener::host_port;
 use super::retry::connect_with_retry;
 use super::sockopt::{ListenOptions, ListenSource, SocketOptions, udp_client, udp_socket};
 use super::unix_path::{self, UnixPathGuard};
-use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
-use crate::endpoint::{Delivery, Endpoint, HostPort, UnixAddr};
+use super::{abstract_path, unix_peer, unix_sockaddr};
+use crate::endpoint::{Delivery, Endpoint, HostPort, PeerAddr, UnixAddr};
 use crate::error::{Error, Result};
 
 /// The largest UDP payload over IPv4 (65,535 − 8-byte UDP header − 20-byte IP header).

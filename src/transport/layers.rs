@@ -13,10 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Stream;
 use super::hexdump::{HexDump, Tap};
 use super::proxy::{self, ProxyProtocol};
 use super::tls::{HANDSHAKE_TIMEOUT, ServerTls};
-use super::{PeerAddr, Stream};
+use crate::endpoint::PeerAddr;
 use crate::error::Result;
 
 /// The layers every accepted connection goes through, decided once at start.

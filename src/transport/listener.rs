@@ -22,8 +22,8 @@ use super::std_stream::StdStream;
 use super::stream::Stream;
 use super::syscall::accept_nonblocking;
 use super::unix_path::{self, UnixPathGuard};
-use super::{PeerAddr, unix_sockaddr};
-use crate::endpoint::{Delivery, Endpoint, Host, HostPort, UnixAddr};
+use super::unix_sockaddr;
+use crate::endpoint::{Delivery, Endpoint, Host, HostPort, PeerAddr, UnixAddr};
 use crate::error::{Error, Result};
 
 /// A socket accepting stream connections, of whichever transport the endpoint named.

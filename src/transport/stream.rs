@@ -10,7 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use tokio::net::{TcpStream, UnixStream};
 
-use super::{PeerAddr, unix_peer};
+use super::unix_peer;
+use crate::endpoint::PeerAddr;
 
 /// One connected byte stream.
 ///

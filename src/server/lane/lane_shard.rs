@@ -31,10 +31,11 @@ use super::conn_state::{self, FirstTurn};
 use super::fast_lane::{FastLane, LISTENER, WAKER};
 use super::own_table;
 use crate::access::gate::{Gate, Slot};
+use crate::endpoint::PeerAddr;
 use crate::server::accept::{Backoff, count_connection, is_per_connection};
 use crate::server::{OverLimit, Shared};
 use crate::shutdown::Shutdown;
-use crate::transport::{PeerAddr, StdListener, StdStream};
+use crate::transport::{StdListener, StdStream};
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
 const SLOT_RETRY: Duration = Duration::from_millis(5);
