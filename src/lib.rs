@@ -28,7 +28,8 @@
 //! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
 //! * [`build_info`]: what this binary was built from (`sockit version`);
 //! * [`shutdown`]: signals (SIGTERM, SIGINT, SIGHUP) → graceful, bounded drain;
-//! * [`obs`]: events on stdout, diagnostics on stderr, counters and `--metrics`;
+//! * [`obs`]: events on stdout, diagnostics on stderr, counters and their Prometheus text;
+//! * [`metrics_http`]: `--metrics`, that text served over HTTP at `/metrics`;
 //! * [`escape`]: bytes → printable text for logs and events (control characters escaped);
 //! * [`error`]: every failure with its message and exit code.
 
@@ -57,6 +58,7 @@ pub mod error;
 pub mod escape;
 pub mod framing;
 pub mod idle;
+pub mod metrics_http;
 pub mod obs;
 pub mod probe;
 pub mod relay;

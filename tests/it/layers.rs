@@ -15,8 +15,8 @@ use regex::Regex;
 
 /// The tiers, lowest first: `cli → bench/relay/server/client → access/behaviour/obs →
 /// transport → endpoint/framing/error` (issue 17), with the modules it does not name
-/// placed where they are used: `probe` is a command, `shutdown`, `idle` and `escape` are
-/// small helpers below transport.
+/// placed where they are used: `probe` and `metrics_http` (an HTTP endpoint) are
+/// commands, `shutdown`, `idle` and `escape` are small helpers below transport.
 const TIERS: [&[&str]; 5] = [
     &[
         "endpoint",
@@ -29,7 +29,14 @@ const TIERS: [&[&str]; 5] = [
     ],
     &["transport"],
     &["access", "behaviour", "obs"],
-    &["bench", "relay", "server", "client", "probe"],
+    &[
+        "bench",
+        "relay",
+        "server",
+        "client",
+        "probe",
+        "metrics_http",
+    ],
     &["cli"],
 ];
 
