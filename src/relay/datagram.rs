@@ -155,7 +155,10 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut gate = Gate::default();
     loop {
-        let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
+        let Some((len, peer)) = gate
+            .next_admitted(&socket, &mut buf, &shared.gate_config())
+            .await
+        else {
             break;
         };
         let datagram = &buf[..len];

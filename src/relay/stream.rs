@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::copy::pipe;
-use crate::access::gate::{self, Gate, Guarded};
+use crate::access::gate::{self, Gate};
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
@@ -37,8 +37,12 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
     let mut next_id: u64 = 0;
     let mut backoff = Backoff::default();
     loop {
-        let Some(reserved) =
-            gate::reserve_slot(shared.options.over_limit, slots.as_ref(), &**shared).await
+        let Some(reserved) = gate::reserve_slot(
+            shared.options.over_limit,
+            slots.as_ref(),
+            &shared.gate_config(),
+        )
+        .await
         else {
             return;
         };
@@ -50,7 +54,9 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         match accepted {
             Ok((stream, peer)) => {
                 backoff.reset();
-                let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) else {
+                let Some(slot) =
+                    gate.let_in(&peer, reserved, slots.as_ref(), &shared.gate_config())
+                else {
                     // Denied, or over the limit in refuse mode: closed at once (dropping
                     // the stream sends our FIN).
                     continue;
@@ -140,7 +146,7 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         }
     };
     record_client(&span, proxied, &peer);
-    let Some(_per_source) = shared.admit_late(&peer) else {
+    let Some(_per_source) = shared.gate_config().admit_late(&peer) else {
         // Closed at once: dropping the stream sends our FIN.
         return;
     };

@@ -214,7 +214,7 @@ fn answer_batch(
             let peer = sender
                 .as_socket()
                 .map_or_else(|| PeerAddr::Unix(Box::new(sender.clone())), PeerAddr::Ip);
-            if !gate.admit(&peer, "datagram", shared) {
+            if !gate.admit(&peer, "datagram", &shared.gate_config()) {
                 continue;
             }
             if shows_messages {
@@ -281,16 +281,21 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     // One per loop, shared by its programs' tasks (see AmplificationGuard).
     let guard = AmplificationGuard::at(local, shared).map(|g| Arc::new(std::sync::Mutex::new(g)));
     loop {
-        let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
+        let Some((len, peer)) = gate
+            .next_admitted(&socket, &mut buf, &shared.gate_config())
+            .await
+        else {
             break;
         };
         let slot = match limits.over_limit {
-            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
-                Some(slot) => slot,
-                None => break,
-            },
+            OverLimit::Wait => {
+                match gate::wait_for_slot(slots.as_ref(), &shared.gate_config()).await {
+                    Some(slot) => slot,
+                    None => break,
+                }
+            }
             OverLimit::Refuse => {
-                match gate.try_slot(slots.as_ref(), &peer, "datagram", &**shared) {
+                match gate.try_slot(slots.as_ref(), &peer, "datagram", &shared.gate_config()) {
                     Some(slot) => slot,
                     None => continue,
                 }

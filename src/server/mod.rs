@@ -47,13 +47,12 @@ use lane::busy_poll;
 pub use limits::{Amplification, Limits, OverLimit};
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
-use crate::access::gate::{self, Gate, Guarded, SourceCounts};
+use crate::access::gate::{self, ClientAddress, Gate, GateConfig, SourceCounts};
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, Room};
 use crate::behaviour::exec::ExecSpec;
@@ -188,30 +187,23 @@ impl Shared {
     }
 }
 
-impl Guarded for Shared {
-    fn access(&self) -> &AccessPolicy {
-        &self.options.access
-    }
-    fn max_conns(&self) -> Option<usize> {
-        self.options.limits.max_conns
-    }
-    fn proxied(&self) -> bool {
-        self.options.layers.proxy.is_on()
-    }
-    fn denied(&self) -> &AtomicU64 {
-        &self.stats.denied
-    }
-    fn refused(&self) -> &AtomicU64 {
-        &self.stats.refused
-    }
-    fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
-    }
-    fn late_gate(&self) -> &std::sync::Mutex<Gate> {
-        &self.late_gate
-    }
-    fn sources(&self) -> &Arc<SourceCounts> {
-        &self.sources
+impl Shared {
+    /// What the gate needs of this listener: its rules and limits, and where it counts.
+    pub(crate) fn gate_config(&self) -> GateConfig<'_> {
+        GateConfig {
+            access: &self.options.access,
+            max_conns: self.options.limits.max_conns,
+            client_address: if self.options.layers.proxy.is_on() {
+                ClientAddress::ProxyHeader
+            } else {
+                ClientAddress::Socket
+            },
+            denied: &self.stats.denied,
+            refused: &self.stats.refused,
+            shutdown: &self.shutdown,
+            late_gate: &self.late_gate,
+            sources: &self.sources,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::end::EndSeverity as Severity;
 use super::message_loop::serve_connection;
 use super::{Handler, Shared};
-use crate::access::gate::{Guarded, Slot};
+use crate::access::gate::Slot;
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::endpoint::PeerAddr;
@@ -103,7 +103,7 @@ async fn prepare_and_serve(
         }
     };
     record_client(&span, proxied, &peer);
-    let Some(_per_source) = shared.admit_late(&peer) else {
+    let Some(_per_source) = shared.gate_config().admit_late(&peer) else {
         return;
     };
     if proxied {

@@ -78,7 +78,9 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
         let pause = match accepted {
             Ok((stream, peer)) => {
                 backoff.reset();
-                if let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) {
+                if let Some(slot) =
+                    gate.let_in(&peer, reserved, slots.as_ref(), &shared.gate_config())
+                {
                     take_connection(stream, peer, slot, shared, &mut ids);
                 }
                 // Otherwise denied, or over the limit in refuse mode: closed at once
@@ -120,7 +122,7 @@ impl<'a> Admission<'a> {
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
-            gate::reserve_slot(over_limit, slots, shared).await
+            gate::reserve_slot(over_limit, slots, &shared.gate_config()).await
         }))
     }
 

@@ -309,7 +309,10 @@ impl<'a> Acceptor<'a> {
                 Ok((stream, peer)) => {
                     self.backoff.reset();
                     let slots = self.shared.slots.as_ref();
-                    if let Some(slot) = self.gate.let_in(&peer, reserved, slots, &**self.shared) {
+                    if let Some(slot) =
+                        self.gate
+                            .let_in(&peer, reserved, slots, &self.shared.gate_config())
+                    {
                         self.take(stream, peer, slot, lane);
                     }
                     // Otherwise denied, or over the limit in refuse mode: closed at once.
