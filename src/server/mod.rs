@@ -23,14 +23,22 @@
 //!   datagram runs the program in a task of its own.
 //!
 //! The stream engines share what makes them behave alike: the gate
-//! (`access::gate`: `--allow`/`--deny`, `--max-conns` and its mode), counting and
-//! back-off on `accept` ([`accept`]), the answer to a message and its event
-//! ([`answer`]), and how a connection's end is logged, counted and reported ([`end`]).
+//! (`access::gate`: `--allow`/`--deny`, `--max-conns` and its mode), back-off on
+//! `accept` (`transport::Backoff`), the answer to a message and its event ([`answer`]),
+//! and how a connection's end is logged, counted and reported ([`end`]).
+//!
+//! The task engine and the relay accept through one acceptor
+//! ([`crate::access::acceptor`]: slot, accept, gate, count), each with its own handler
+//! for an admitted connection. The lane accepts in its own loop
+//! (`lane_shard`'s `Acceptor::accept_ready`) for one reason: its thread has no async
+//! runtime. It waits in its own epoll set, where the listener is one more descriptor
+//! beside its connections, so an accepted connection is answered on the spot on that
+//! thread; the acceptor is a future, and driving it there would take a runtime and a
+//! hand-off per connection. Its loop applies the same gate and back-off.
 //!
 //! Flow: [`Server::bind`] → [`Server::run`] → one engine per shard until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
 
-mod accept;
 mod answer;
 mod datagram;
 mod end;

@@ -16,8 +16,8 @@
 //! the bottom; `activation` hands back a plain socket that the listener and datagram
 //! modules wrap; `tls` builds on [`Stream`], and connecting builds on `tls`.
 //!
-//! Each peer is named by a [`PeerAddr`](crate::endpoint::PeerAddr), printed the same way
-//! everywhere (`127.0.0.1:50738`, `[::1]:50738`, `/path`, `@name`).
+//! Each peer is named by a [`PeerAddr`], printed the same way everywhere
+//! (`127.0.0.1:50738`, `[::1]:50738`, `/path`, `@name`).
 //!
 //! Contract: [`StreamListener::accept`] and the datagram `recv` functions are cancel-safe, so
 //! callers may race them against shutdown in `tokio::select!`.

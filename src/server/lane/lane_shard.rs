@@ -22,6 +22,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -32,10 +33,9 @@ use super::fast_lane::{FastLane, LISTENER, WAKER};
 use super::own_table;
 use crate::access::gate::{Gate, Slot};
 use crate::endpoint::PeerAddr;
-use crate::server::accept::{Backoff, count_connection, is_per_connection};
 use crate::server::{OverLimit, Shared};
 use crate::shutdown::Shutdown;
-use crate::transport::{StdListener, StdStream};
+use crate::transport::{Backoff, StdListener, StdStream, is_per_connection};
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
 const SLOT_RETRY: Duration = Duration::from_millis(5);
@@ -349,7 +349,8 @@ impl<'a> Acceptor<'a> {
     /// handed to the lane.
     fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
         let shared = &**self.shared;
-        let id = count_connection(shared, &mut self.ids);
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let id = self.ids.next().unwrap_or_default();
         match conn_state::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
             FirstTurn::Done => {}
             FirstTurn::Continue(state) => lane.adopt(stream, peer, id, slot, state),

@@ -12,9 +12,9 @@
 //! * [`busy_poll`]: `--busy-poll`'s adaptive polling window (shared with the datagram
 //!   answer loop).
 //!
-//! What it shares with the task engine lives one level up: accepting
-//! ([`super::accept`]), answering a message ([`super::answer`]) and how a connection
-//! ended ([`super::end`]).
+//! What it shares with the task engine lives elsewhere: the gate and back-off on
+//! `accept` (`access::gate`, `transport::Backoff`), answering a message
+//! ([`super::answer`]) and how a connection ended ([`super::end`]).
 
 pub(super) mod busy_poll;
 mod conn_state;
