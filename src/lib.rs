@@ -40,7 +40,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // sockit is built on Linux system calls and socket features throughout: splice(2),
-// recvmmsg/sendmmsg, accept4, abstract Unix sockets, unshare(CLONE_FILES).
+// recvmmsg/sendmmsg, accept4, abstract Unix sockets, unshare(CLONE_FILES) (with the
+// `own-table` feature).
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "sockit runs on Linux only: it is built on Linux system calls (splice, recvmmsg, accept4, \

@@ -8,9 +8,9 @@
 //! top of the lane's own `epoll_wait` (`bench/RESULTS.md`, the design choices table).
 //! Here the thread sleeps in the lane's `epoll_wait` itself, as the C server does.
 //!
-//! On Linux the thread also takes a descriptor table of its own, as a process of its own
-//! would ([`super::own_table`]): no reference counting per system call, no table lock
-//! shared with the other shards.
+//! Built with the `own-table` feature, the thread also takes a descriptor table of its
+//! own, as a process of its own would ([`super::own_table`]): no reference counting per
+//! system call, no table lock shared with the other shards.
 //!
 //! The rules are the accept loop's ([`crate::server::tasks`]) and the lane's: `--max-conns` in
 //! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
@@ -68,8 +68,8 @@ pub(crate) struct LaneThread {
     waker: Waker,
     /// The descriptors the thread took along (see [`handed_over`]).
     handed: Vec<RawFd>,
-    /// Whether the thread took a descriptor table of its own.
-    table: std::sync::mpsc::Receiver<bool>,
+    /// Whether the thread took a descriptor table of its own (its proof, if it did).
+    table: std::sync::mpsc::Receiver<Option<own_table::OwnTable>>,
     /// The thread, joined once it has drained.
     thread: std::thread::JoinHandle<()>,
 }
@@ -136,8 +136,8 @@ impl LaneThread {
             thread,
         } = self;
         let mut done = tokio::task::spawn_blocking(move || {
-            if table.recv() == Ok(true) {
-                own_table::close_handed_over(&handed);
+            if let Ok(Some(taken)) = table.recv() {
+                own_table::close_handed_over(&handed, taken);
             }
             // A thread that panicked has ended too.
             let _ = thread.join();

@@ -8,7 +8,7 @@
 //! * [`lane_shard`]: the shard's thread, its acceptor and its drain;
 //! * [`fast_lane`]: the connections in the epoll set, served without tasks;
 //! * [`conn_state`]: one connection's state, and the non-blocking steps that answer it;
-//! * [`own_table`]: the thread's own descriptor table;
+//! * [`own_table`]: the thread's own descriptor table (the `own-table` feature);
 //! * [`busy_poll`]: `--busy-poll`'s adaptive polling window (shared with the datagram
 //!   answer loop).
 //!
