@@ -18,8 +18,8 @@
 //!   shard waiting in its own epoll set, each message answered on the spot), a task per
 //!   connection for everything else on streams, the batched datagram answer loop, and a
 //!   program per datagram; limits;
-//! * [`access`]: `--allow` / `--deny` rules (pure) and the gate that applies them and
-//!   `--max-conns`, shared by `serve` and `relay`;
+//! * [`access`]: `--allow` / `--deny` rules (pure), the gate that applies them and
+//!   `--max-conns`, and the accept loop around it, shared by `serve` and `relay`;
 //! * [`client`]: the note's client (`send`), the interactive client (`connect`) and the
 //!   listener wired to stdin/stdout (`listen`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
