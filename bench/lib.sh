@@ -54,3 +54,16 @@ wait_bound() {
   for _ in $(seq 1 100); do bound "$1" "$2" && return 0; sleep 0.05; done
   return 1
 }
+
+# Is case $1 among the cases asked for (the array WANTED; empty means every case)?
+wanted() {
+  [ ${#WANTED[@]} -eq 0 ] && return 0
+  local w
+  for w in "${WANTED[@]}"; do [ "$w" = "$1" ] && return 0; done
+  return 1
+}
+
+# The busy share (0 to 1) of a CPU between two cpu_ticks readings.
+busy_share() {
+  echo "$1 $2" | awk '{d = $4 - $2; printf "%.4f", (d > 0 ? ($3 - $1) / d : 0)}'
+}

@@ -67,12 +67,6 @@ CASES=(
 )
 WANTED=("$@")
 
-wanted() {
-  [ ${#WANTED[@]} -eq 0 ] && return 0
-  local w
-  for w in "${WANTED[@]}"; do [ "$w" = "$1" ] && return 0; done
-  return 1
-}
 
 # One run: $1 = pair, $2 = case, $3 = server (c|sockit), $4 = command; appends to $RAW.
 run_one() {
@@ -94,7 +88,7 @@ run_one() {
   c1b=$(cpu_ticks "$SRV_CPU")
   stop_group "$pid"
   printf '%s\t%s\t%s\t%s srv_busy=%s\n' "$pair" "$name" "$server" "$res" \
-    "$(echo "$c1a $c1b" | awk '{d = $4 - $2; printf "%.4f", (d > 0 ? ($3 - $1) / d : 0)}')" >>"$RAW"
+    "$(busy_share "$c1a" "$c1b")" >>"$RAW"
 }
 
 echo "loadgen on CPU $LG_CPU, servers on CPU $SRV_CPU, ${DUR}s per run, $PAIRS pairs per case"

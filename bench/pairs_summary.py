@@ -11,38 +11,15 @@ CPU per operation: sockit as slow or slower, so fewer is better there).
 import statistics
 import sys
 
-
-def fields(text):
-    """The key=value pairs of a line, numeric values as floats."""
-    out = {}
-    for token in text.split():
-        key, _, value = token.partition("=")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            continue
-    return out
+from raw_runs import lines, srv_us_per_op
 
 
 def load(path):
     """{case: {pair: {server: fields}}}."""
     runs = {}
-    with open(path, encoding="utf-8") as raw:
-        for line in raw:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4:
-                continue
-            pair, case, server, rest = parts
-            runs.setdefault(case, {}).setdefault(pair, {})[server] = fields(rest)
+    for pair, case, server, run in lines(path):
+        runs.setdefault(case, {}).setdefault(pair, {})[server] = run
     return runs
-
-
-def srv_us_per_op(run):
-    """Server-core busy time per operation, in microseconds (None without a rate)."""
-    rate, busy = run.get("rate"), run.get("srv_busy")
-    if not rate or busy is None:
-        return None
-    return busy * 1e6 / rate
 
 
 METRICS = [

@@ -37,6 +37,13 @@ pub enum ExitStatus {
     CannotListen = 6,
     /// A TLS handshake or certificate check failed.
     Tls = 7,
+    /// `--proxy`: the first proxy could not be reached (refused, unreachable, no such host).
+    ProxyUnreachable = 8,
+    /// `--proxy`: a proxy refused the credentials, or requires some and none were given.
+    ProxyAuth = 9,
+    /// `--proxy`: a proxy refused to connect to the next hop or the target (its reply code
+    /// in words).
+    ProxyRefused = 10,
 }
 
 /// Everything that can go wrong, with enough context for a message that needs no other line.
@@ -222,6 +229,45 @@ pub enum Error {
         reason: String,
     },
 
+    /// `--proxy`: the first proxy of the chain cannot be reached.
+    #[error("cannot reach {proxy}: {reason}")]
+    ProxyUnreachable {
+        /// The hop, as "proxy socks5://HOST:PORT" (with its place in a chain).
+        proxy: String,
+        /// Why, and what to check.
+        reason: String,
+    },
+
+    /// `--proxy`: a proxy did not accept our credentials, or wants some.
+    #[error("{proxy} refused authentication: {reason}")]
+    ProxyAuth {
+        /// The hop.
+        proxy: String,
+        /// What it said, and where credentials come from.
+        reason: String,
+    },
+
+    /// `--proxy`: a proxy would not or could not connect to the next hop or the target.
+    #[error("{proxy} could not connect to {target}: {reason}")]
+    ProxyRefused {
+        /// The hop.
+        proxy: String,
+        /// What it was asked to connect to.
+        target: String,
+        /// Its reply code in words.
+        reason: String,
+    },
+
+    /// `--proxy`: a proxy answered with something its scheme does not allow (a wrong
+    /// scheme in the URL, or not a proxy at all).
+    #[error("{proxy} broke the protocol: {reason}")]
+    ProxyProtocol {
+        /// The hop.
+        proxy: String,
+        /// What was wrong, in words.
+        reason: String,
+    },
+
     /// `--systemd`: the socket systemd should have passed is missing or unusable.
     #[error("cannot use the socket from systemd: {reason}")]
     Activation {
@@ -246,6 +292,16 @@ pub enum Error {
         measured: String,
         /// What to try.
         hint: String,
+    },
+
+    /// A benchmark was stopped (Ctrl-C) before its warm-up ended, so nothing was measured.
+    #[error(
+        "interrupted before measuring began (warm-up {warmup}): nothing was measured; let \
+         the warm-up end before stopping the run, or shorten it with --warmup"
+    )]
+    InterruptedInWarmup {
+        /// The warm-up, in words ("1s").
+        warmup: String,
     },
 
     /// A benchmark report file cannot be read or used (`sockit bench merge`).
@@ -319,6 +375,9 @@ impl Error {
             | Error::Activation { .. }
             | Error::LocalSocket { .. } => ExitStatus::CannotListen,
             Error::Tls { .. } | Error::TlsSetup { .. } => ExitStatus::Tls,
+            Error::ProxyUnreachable { .. } => ExitStatus::ProxyUnreachable,
+            Error::ProxyAuth { .. } => ExitStatus::ProxyAuth,
+            Error::ProxyRefused { .. } => ExitStatus::ProxyRefused,
             Error::Connect { .. }
             | Error::ClosedEarly { .. }
             | Error::ReplyMismatch { .. }
@@ -326,8 +385,10 @@ impl Error {
             | Error::DatagramTooLarge { .. }
             | Error::LineTooLong { .. }
             | Error::ProxyHeader { .. }
+            | Error::ProxyProtocol { .. }
             | Error::NoneOpen { .. }
             | Error::NothingMeasured { .. }
+            | Error::InterruptedInWarmup { .. }
             | Error::Io { .. } => ExitStatus::Failure,
             Error::Undelivered { status, .. } => *status,
             Error::GaveUp { last, .. } => last.exit_status(),

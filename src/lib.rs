@@ -23,6 +23,8 @@
 //! * [`client`]: the note's client (`send`), the interactive client (`connect`) and the
 //!   listener wired to stdin/stdout (`listen`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
+//! * [`proxy`]: SOCKS5, SOCKS4/4a and HTTP CONNECT on one port (`proxy`): pure wire
+//!   parsers and destination rules, then the relay's copy path for each tunnel;
 //! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
 //! * [`idle`]: "no traffic either way for so long", shared by connect and relay;
 //! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
@@ -62,6 +64,7 @@ pub mod idle;
 pub mod metrics_http;
 pub mod obs;
 pub mod probe;
+pub mod proxy;
 pub mod relay;
 pub mod server;
 pub mod shutdown;

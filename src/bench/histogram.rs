@@ -11,6 +11,7 @@
 //! HdrHistogram interval logs), so other HdrHistogram tools can read our files too, and
 //! merging two files adds the full histograms, never averages of percentiles.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -30,10 +31,13 @@ pub const ENCODING: &str = "hdrhistogram-v2-deflate-base64";
 ///
 /// One per load-generator thread while a run is going (so recording touches only memory
 /// that thread owns), added together at the end.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LatencyHistogram {
-    /// Auto-resizing, so it only grows as large as the slowest latency it saw.
-    inner: Histogram<u64>,
+    /// Auto-resizing, so it only grows as large as the slowest latency it saw; `None`
+    /// until the first value arrives, so an empty histogram costs no memory (every
+    /// connection's tally and every idle interval holds one; an HDR histogram starts at
+    /// 16 KB).
+    inner: Option<Histogram<u64>>,
 }
 
 /// The figures a report shows, all read from one histogram.
@@ -64,21 +68,24 @@ pub struct Percentiles {
 #[error("{0}")]
 pub struct DecodeError(String);
 
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        LatencyHistogram::new()
-    }
+/// An empty HDR histogram with the run's precision.
+fn empty_histogram() -> Histogram<u64> {
+    // 3 significant figures is inside the crate's accepted range [0, 5], so creation
+    // cannot fail; the fallback only exists to avoid an unwrap.
+    Histogram::new(SIGNIFICANT_FIGURES)
+        .or_else(|_| Histogram::new(2))
+        .unwrap_or_else(|_| unreachable!("sigfig 2 and 3 are valid"))
 }
 
 impl LatencyHistogram {
-    /// An empty histogram.
+    /// An empty histogram (it allocates when the first value arrives).
     pub fn new() -> LatencyHistogram {
-        // 3 significant figures is inside the crate's accepted range [0, 5], so creation
-        // cannot fail; the fallback only exists to avoid an unwrap.
-        let inner = Histogram::new(SIGNIFICANT_FIGURES)
-            .or_else(|_| Histogram::new(2))
-            .unwrap_or_else(|_| unreachable!("sigfig 2 and 3 are valid"));
-        LatencyHistogram { inner }
+        LatencyHistogram { inner: None }
+    }
+
+    /// The histogram, created on first use.
+    fn filled(&mut self) -> &mut Histogram<u64> {
+        self.inner.get_or_insert_with(empty_histogram)
     }
 
     /// Records one latency, rounded to the nearest microsecond.
@@ -90,44 +97,48 @@ impl LatencyHistogram {
         let micros = micros as u64;
         // `record` grows the histogram; only a value beyond its largest possible size
         // (i64::MAX / 2 µs) fails, and is then clamped rather than lost.
-        if self.inner.record(micros).is_err() {
-            self.inner.saturating_record(micros);
+        let inner = self.filled();
+        if inner.record(micros).is_err() {
+            inner.saturating_record(micros);
         }
     }
 
     /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
-        self.inner.len()
+        self.inner.as_ref().map_or(0, Histogram::len)
     }
 
     /// Adds every value of `other` to this histogram.
     pub fn add(&mut self, other: &LatencyHistogram) {
+        let Some(theirs) = other.inner.as_ref().filter(|h| !h.is_empty()) else {
+            return;
+        };
+        let inner = self.filled();
         // Both histograms auto-resize, so addition cannot run out of range; were it ever
         // to, the values are clamped instead of lost.
-        if self.inner.add(&other.inner).is_err() {
-            for value in other.inner.iter_recorded() {
-                self.inner
-                    .saturating_record_n(value.value_iterated_to(), value.count_at_value());
+        if inner.add(theirs).is_err() {
+            for value in theirs.iter_recorded() {
+                inner.saturating_record_n(value.value_iterated_to(), value.count_at_value());
             }
         }
     }
 
     /// The figures a report shows. All zero for an empty histogram.
     pub fn percentiles(&self) -> Percentiles {
-        if self.inner.is_empty() {
+        let Some(inner) = self.inner.as_ref().filter(|h| !h.is_empty()) else {
             return Percentiles::default();
-        }
-        let at = |quantile: f64| micros(self.inner.value_at_quantile(quantile));
+        };
+        let at = |quantile: f64| micros(inner.value_at_quantile(quantile));
         Percentiles {
-            min: micros(self.inner.min()),
+            min: micros(inner.min()),
             p50: at(0.50),
             p90: at(0.90),
             p99: at(0.99),
             p99_9: at(0.999),
             p99_99: at(0.9999),
-            max: micros(self.inner.max()),
-            mean: Duration::from_secs_f64(self.inner.mean().max(0.0) / 1e6),
-            stdev: Duration::from_secs_f64(self.inner.stdev().max(0.0) / 1e6),
+            max: micros(inner.max()),
+            mean: Duration::from_secs_f64(inner.mean().max(0.0) / 1e6),
+            stdev: Duration::from_secs_f64(inner.stdev().max(0.0) / 1e6),
         }
     }
 
@@ -136,7 +147,7 @@ impl LatencyHistogram {
         let mut bytes = Vec::new();
         // Serializing into a Vec cannot hit an I/O error; the crate only fails on
         // histograms too large for the format's 32-bit length, which ours never are.
-        match V2DeflateSerializer::new().serialize(&self.inner, &mut bytes) {
+        match V2DeflateSerializer::new().serialize(&*self.inner(), &mut bytes) {
             Ok(_) => base64::engine::general_purpose::STANDARD.encode(bytes),
             Err(e) => {
                 tracing::warn!("cannot encode the latency histogram: {e}");
@@ -162,7 +173,7 @@ impl LatencyHistogram {
             .map_err(|e| DecodeError(format!("the histogram cannot be decoded: {e}")))?;
         // Re-home the values in an auto-resizing histogram so later merges can grow it.
         let mut histogram = LatencyHistogram::new();
-        if histogram.inner.add(&decoded).is_err() {
+        if histogram.filled().add(&decoded).is_err() {
             return Err(DecodeError(
                 "the histogram's values are out of range".into(),
             ));
@@ -170,12 +181,30 @@ impl LatencyHistogram {
         Ok(histogram)
     }
 
+    /// The latency at `quantile` (0 to 1): the percentile spectrum of a plot.
+    pub fn value_at_quantile(&self, quantile: f64) -> Duration {
+        self.inner
+            .as_ref()
+            .map_or(Duration::ZERO, |h| micros(h.value_at_quantile(quantile)))
+    }
+
+    /// The underlying histogram, for the serializers (an empty one made for the
+    /// occasion if nothing was recorded).
+    pub(crate) fn inner(&self) -> Cow<'_, Histogram<u64>> {
+        match &self.inner {
+            Some(inner) => Cow::Borrowed(inner),
+            None => Cow::Owned(empty_histogram()),
+        }
+    }
+
     /// Every distinct recorded value and its count, smallest first (for tests and tools).
     pub fn recorded(&self) -> Vec<(Duration, u64)> {
-        self.inner
-            .iter_recorded()
-            .map(|v| (micros(v.value_iterated_to()), v.count_at_value()))
-            .collect()
+        self.inner.as_ref().map_or_else(Vec::new, |inner| {
+            inner
+                .iter_recorded()
+                .map(|v| (micros(v.value_iterated_to()), v.count_at_value()))
+                .collect()
+        })
     }
 }
 
@@ -274,6 +303,20 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn an_empty_histogram_holds_no_counts_until_a_value_arrives() {
+        let mut h = LatencyHistogram::new();
+        h.add(&LatencyHistogram::new());
+        assert!(h.inner.is_none());
+        let empty = LatencyHistogram::decode(&h.encode()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(empty.count(), 0);
+        assert_eq!(h.value_at_quantile(0.5), Duration::ZERO);
+        assert!(h.recorded().is_empty());
+        h.record(ms(1));
+        assert!(h.inner.is_some());
+        assert_eq!(h.count(), 1);
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct Latencies {
     pub steady: LatencyHistogram,
     /// Exchanges completed in the measured span while the rate was still ramping up.
     pub ramp: LatencyHistogram,
+    /// With `--hlog` or `--plot`: every exchange of the measured span, per interval.
+    pub intervals: Option<super::intervals::IntervalRecorder>,
 }
 
 /// What one connection (or, once added up, a whole run) measured.
@@ -275,6 +277,9 @@ impl Measured {
                 if let Some(h) = histograms.as_mut() {
                     h.ramp.record(took);
                 }
+            }
+            if let Some(recorder) = histograms.as_mut().and_then(|h| h.intervals.as_mut()) {
+                recorder.record(done, took);
             }
             self.max_send_lag = self.max_send_lag.max(times.lag);
         }

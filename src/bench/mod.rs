@@ -28,9 +28,13 @@
 
 pub mod driver;
 pub mod histogram;
+pub mod hlog;
+pub mod intervals;
 pub mod measure;
+pub mod plot;
 pub mod progress;
 pub mod report;
+pub mod start;
 pub mod window;
 
 pub use measure::Load;
@@ -193,6 +197,13 @@ pub struct BenchOptions {
     pub tls: Option<ClientTls>,
     /// `--source` and the other socket options of every connection.
     pub socket: crate::transport::SocketOptions,
+    /// `--proxy`: the proxies every connection goes through (empty: directly).
+    pub proxies: crate::transport::proxy_client::ProxyChain,
+    /// Latency per interval of the measured span (`--hlog`, `--plot`); `None`: not kept.
+    pub latency_log: Option<intervals::LatencyLog>,
+    /// When measuring begins on the wall clock (`--start-at`), the warm-up just before
+    /// it; `None`: at once.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// A finished run: the report, and the first failure for the exit status.
@@ -202,6 +213,10 @@ pub struct Outcome {
     pub report: Report,
     /// The first failure of the run, if any, kept whole.
     pub first_error: Option<Error>,
+    /// With [`BenchOptions::latency_log`]: each interval's figures, in order.
+    pub intervals: Vec<intervals::IntervalSummary>,
+    /// The failure that stopped the interval log being written, if any.
+    pub hlog_error: Option<Error>,
 }
 
 impl BenchOptions {
@@ -231,6 +246,9 @@ impl BenchOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tls: None,
             socket: crate::transport::SocketOptions::default(),
+            proxies: crate::transport::proxy_client::ProxyChain::default(),
+            latency_log: None,
+            start_at: None,
         }
     }
 
@@ -319,6 +337,12 @@ impl BenchOptions {
             return usage("a reply that ends at a regex match needs --reply-regex".into());
         }
         self.validate_ramps()?;
+        if let Some(log) = &self.latency_log {
+            log.validate(self.duration)?;
+        }
+        if let Some(at) = self.start_at {
+            start::check_start_time(at, self.warmup, std::time::SystemTime::now())?;
+        }
         if let Load::Open { rate } = self.load {
             if self.pattern == Pattern::Stream {
                 return usage(
@@ -422,7 +446,7 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
 /// As [`run`].
 pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Result<Outcome> {
     options.validate()?;
-    let share = Share {
+    let mut share = Share {
         pattern: options.pattern,
         stop: stop.clone(),
         target: Target {
@@ -432,6 +456,7 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
             connect: ConnectOptions {
                 socket: options.socket.clone(),
                 tls: options.tls.clone(),
+                proxies: options.proxies.clone(),
                 ..ConnectOptions::new(options.timeout)
             },
         },
@@ -442,14 +467,29 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
             ramp_up: options.ramp_up,
             connect_rate: options.connect_rate,
         },
+        intervals: None,
     };
+    let mut interval_run = intervals::IntervalRun::prepare(options.latency_log.as_ref())?;
+    share.intervals = interval_run.as_ref().map(intervals::IntervalRun::recording);
     ensure_open_files(options.connections as u64 + SPARE_FILES);
     let threads = options.threads.clamp(1, options.connections);
     let mut engines = spawn_engines(&share, threads, options.connections)?;
+    drop(share);
     for engine in &mut engines {
         engine.ready().await?;
     }
-    let start = tokio::time::Instant::now() + START_DELAY;
+    let start = match options.start_at {
+        Some(at) => {
+            let wait = start::until_traffic(at, options.warmup)?;
+            tracing::info!(
+                "waiting until {} to start measuring (traffic begins {} earlier, for the warm-up)",
+                start::rfc3339(at),
+                humantime::format_duration(options.warmup)
+            );
+            tokio::time::Instant::now() + wait
+        }
+        None => tokio::time::Instant::now() + START_DELAY,
+    };
     let window =
         Window::starting_at(start, options.warmup, options.duration).with_ramp(options.ramp_up);
     let progress = match options.progress {
@@ -460,9 +500,18 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
         )),
         ProgressDisplay::Hidden => None,
     };
+    if let Some(run) = interval_run.as_mut() {
+        let timeline = intervals::Timeline {
+            origin: window.measure_from,
+            span: window.measured(),
+            wall: options.start_at,
+        };
+        run.start(timeline, threads, &options.endpoint.to_string());
+    }
     for engine in &mut engines {
         engine.start(window, progress.as_ref());
     }
+    announce(options);
     let (cpu, busiest_thread, ended) = cpu_used_while_measuring(&window, &stop).await;
     let measured = gather(engines, ended + STOP_GRACE).await;
     if let Some(progress) = progress {
@@ -489,10 +538,29 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
         busiest_thread,
     };
     let report = Report::of_run(options, &measured, loadgen, span);
+    let (intervals, hlog_error) = match interval_run {
+        Some(run) => run.finish(measured_span).await,
+        None => (Vec::new(), None),
+    };
     Ok(Outcome {
         report,
         first_error: measured.first_error,
+        intervals,
+        hlog_error,
     })
+}
+
+/// Says on stderr what the run does now: the warm-up, then the measured span.
+fn announce(options: &BenchOptions) {
+    let measuring = humantime::format_duration(options.duration);
+    if options.warmup.is_zero() {
+        tracing::info!("measuring for {measuring}");
+    } else {
+        tracing::info!(
+            "warming up for {}, then measuring for {measuring}",
+            humantime::format_duration(options.warmup)
+        );
+    }
 }
 
 /// Starts `threads` engines, dealing the connections out round-robin.
@@ -669,6 +737,8 @@ struct Share {
     target: Target,
     /// Loop, connection count, timeout.
     plan: Plan,
+    /// With `--hlog` or `--plot`: the interval length, and where finished intervals go.
+    intervals: Option<intervals::Recording>,
 }
 
 /// The go signal a thread waits for: the run's time line and its progress counters.
@@ -762,6 +832,10 @@ impl Engine {
 async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
     let Start { window, slots } = go;
     let latency = SharedLatency::default();
+    let recording = share.intervals.clone();
+    if let Some(recording) = &recording {
+        latency.borrow_mut().intervals = Some(recording.recorder(window.measure_from));
+    }
     let local = tokio::task::LocalSet::new();
     let mut measured = local
         .run_until(async {
@@ -798,10 +872,23 @@ async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
                     }
                 };
             }
-            collect(tasks, window.end + STOP_GRACE).await
+            let collected = collect(tasks, window.end + STOP_GRACE);
+            match &recording {
+                Some(recording) => {
+                    let ticker = intervals::keep_pace(latency.clone(), window, recording.every);
+                    tokio::select! {
+                        measured = collected => measured,
+                        () = ticker => Measured::default(),
+                    }
+                }
+                None => collected.await,
+            }
         })
         .await;
-    let latencies = latency.take();
+    let mut latencies = latency.take();
+    if let Some(recorder) = latencies.intervals.take() {
+        recorder.finish();
+    }
     measured.latency = latencies.steady;
     measured.ramp_latency = latencies.ramp;
     measured

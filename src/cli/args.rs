@@ -46,7 +46,8 @@ Endpoints:
 
 Exit codes:
   0 ok  1 exchange failed  2 usage  3 host not found  4 refused  5 timeout
-  6 cannot listen or bind the local side (--source, --bind-device, --mark)  7 TLS failure";
+  6 cannot listen or bind the local side (--source, --bind-device, --mark)  7 TLS failure
+  8 proxy unreachable  9 proxy refused authentication  10 proxy refused the target";
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
@@ -141,6 +142,12 @@ Examples:
                                         bind the local side, mark the traffic (nc -s -p -T)
   sockit connect 127.0.0.1:9000 --retry 10 --retry-delay 200ms
                                         wait for a server that is starting (socat retry=)
+  sockit connect --proxy socks5h://bastion:1080 db.internal:5432
+                                        through a SOCKS5 proxy that resolves the name
+                                        (nc -X 5 -x, ncat --proxy); repeat --proxy to chain
+  ssh -o ProxyCommand='sockit connect --proxy http://proxy:3128 %h:%p' host
+                                        ssh through an HTTP CONNECT proxy; credentials
+                                        from SOCKIT_PROXY_AUTH=USER:PASSWORD
   sockit connect 127.0.0.1:9000 --capture caps/
                                         caps/conn1_127.0.0.1_9000.sent and .received
 
@@ -154,7 +161,8 @@ side); if the server no longer takes it, that input is lost and the exit status 
 For udp:// and unixgram: each read of stdin is one datagram; after stdin ends, replies
 are printed until none has come for --quit-after (default 2s). Exit 0 when the
 conversation ended normally (stdout closed included); 1 reset or input not delivered,
-4 refused, 5 connect timeout, 7 TLS failure.";
+4 refused, 5 connect timeout, 7 TLS failure, 8-10 --proxy failures (unreachable,
+authentication, target refused).";
 
 const LISTEN_EXAMPLES: &str = "\
 Examples:
@@ -242,6 +250,9 @@ Examples:
   sockit bench unix:/tmp/s.sock -p stream -c 1
                                           Gbit/s into a server that discards (serve --discard)
   sockit bench 9000 -p echo -d 3s --json run.json
+  sockit bench 9000 -p echo --rate 5000 --hlog run.hlog --plot run.svg
+                                          HdrHistogram interval log (1 s intervals) and a
+                                          percentile / throughput-over-time picture
   sockit bench merge a.json b.json --json all.json
 
 Patterns:
@@ -266,7 +277,13 @@ Examples:
   sockit bench merge host1.json host2.json --json all.json
 
 Throughputs and counts are summed and histograms added (percentiles come from the sum,
-never averaged): for runs taken at the same time against one server from several machines.";
+never averaged): for runs taken at the same time against one server from several machines.
+Give every run the same --start-at so they measure the same span (clocks kept by NTP):
+  at=$(( $(date +%s) + 30 ))                       measuring starts in 30 s, everywhere
+  for h in load1 load2 load3; do
+    ssh $h sockit bench tcp://server:9000 -p echo --start-at $at --json $h.json &
+  done; wait                                       then copy the files here and:
+  sockit bench merge load1.json load2.json load3.json";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -345,6 +362,10 @@ pub enum Command {
     /// Accept on one endpoint and forward each client to another (socat, ncat --sh-exec).
     #[command(after_help = RELAY_EXAMPLES)]
     Relay(RelayArgs),
+    /// SOCKS5 (CONNECT, UDP ASSOCIATE), SOCKS4/4a and HTTP CONNECT proxy on one port
+    /// (danted, microsocks, ncat -l --proxy-type http).
+    #[command(after_help = super::proxy::PROXY_EXAMPLES)]
+    Proxy(super::proxy::ProxyArgs),
     /// Report which TCP ports of a host accept connections, or which UDP ports answer
     /// (nc -z, nc -zu).
     #[command(after_help = PROBE_EXAMPLES)]
@@ -845,6 +866,10 @@ pub struct SendArgs {
     #[command(flatten)]
     pub retry: RetryArgs,
 
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy_client::ProxyClientArgs,
+
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
     pub hex: bool,
@@ -901,6 +926,10 @@ pub struct ConnectArgs {
     /// Connecting again while the server is not up.
     #[command(flatten)]
     pub retry: RetryArgs,
+
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy_client::ProxyClientArgs,
 
     /// Dump all traffic as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -1022,6 +1051,10 @@ pub struct RelayArgs {
     /// Connecting again while the server is not up.
     #[command(flatten)]
     pub retry: RetryArgs,
+
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy_client::ProxyClientArgs,
 
     /// Dump the clients' traffic (both directions) as offset / hex / ASCII on stderr.
     #[arg(long)]
@@ -1196,6 +1229,27 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub ramp_up: Option<String>,
 
+    /// Also write the latencies as an HdrHistogram interval log to FILE (one compressed
+    /// histogram per --hlog-interval, in microseconds), for HistogramLogProcessor and
+    /// other HdrHistogram tools.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<std::path::PathBuf>,
+
+    /// The length of one interval of --hlog and --plot.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub hlog_interval: Duration,
+
+    /// Also draw the latency percentile spectrum, and throughput and p99 per interval,
+    /// as an SVG picture in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// Start measuring at TIME (RFC 3339, such as 2026-12-06T21:00:00Z, or Unix
+    /// seconds), after the warm-up that ends then: runs on several machines line up for
+    /// `bench merge`. TIME must leave room for the warm-up and be within 24 hours.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
+
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
@@ -1203,6 +1257,10 @@ pub struct BenchArgs {
     /// Source address and socket options.
     #[command(flatten)]
     pub socket: SocketArgs,
+
+    /// Proxies to connect through.
+    #[command(flatten)]
+    pub proxy: super::proxy_client::ProxyClientArgs,
 }
 
 /// `sockit bench` subcommands.
@@ -1223,6 +1281,11 @@ pub struct MergeArgs {
     /// Also write the combined report as JSON to FILE ("-": stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+
+    /// Also draw the latency percentile spectrum of each run and of the sum, one line
+    /// each, as an SVG picture in FILE: two servers or two builds compared at a glance.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Parses a `--pin` fingerprint.

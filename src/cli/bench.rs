@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::parse_duration;
 use crate::bench::driver::{ReplyEnd, ReplyMatcher};
-use crate::bench::{self, BenchOptions, Load, Pattern, ProgressDisplay, Report};
+use crate::bench::intervals::LatencyLog;
+use crate::bench::plot::PlotFile;
+use crate::bench::{self, BenchOptions, Load, Outcome, Pattern, ProgressDisplay, Report};
 use crate::error::{Error, Result};
 
 /// A validated `bench` command.
@@ -22,6 +24,8 @@ pub struct BenchConfig {
     pub options: BenchOptions,
     /// Where to write the JSON report, if anywhere ("-" is stdout).
     pub json: Option<PathBuf>,
+    /// Where to draw the plot (`--plot`), if anywhere.
+    pub plot: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -36,6 +40,7 @@ impl BenchArgs {
         let mut options = BenchOptions::new(endpoint, self.pattern);
         options.tls = tls;
         options.socket = self.socket.checked_for(&options.endpoint)?;
+        options.proxies = self.proxy.stream_chain(&options.endpoint)?;
         if let Some(size) = self.size {
             options = options.with_size(to_usize(size, "--size")?);
         }
@@ -70,6 +75,15 @@ impl BenchArgs {
                     ))
                 })?;
         }
+        if self.hlog.is_some() || self.plot.is_some() {
+            options.latency_log = Some(LatencyLog {
+                every: self.hlog_interval,
+                hlog: self.hlog.clone(),
+            });
+        }
+        if let Some(text) = &self.start_at {
+            options.start_at = Some(bench::start::parse_start_time(text)?);
+        }
         let json_on_stdout = self.json.as_deref() == Some(Path::new("-"));
         options.progress = if std::io::stdout().is_terminal() && !json_on_stdout {
             ProgressDisplay::Bar
@@ -80,6 +94,7 @@ impl BenchArgs {
         Ok(BenchConfig {
             options,
             json: self.json,
+            plot: self.plot,
         })
     }
 }
@@ -282,12 +297,17 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(threads) = global.threads {
         config.options.threads = usize::from(threads);
     }
+    let plot = config.plot.as_deref().map(PlotFile::create).transpose()?;
     let stop = CancellationToken::new();
-    let interrupt = tokio::spawn(stop_on_interrupt(stop.clone()));
+    let interrupt = tokio::spawn(stop_on_interrupt(interrupt_signal()?, stop.clone()));
     let outcome = bench::run_until(&config.options, stop).await;
     interrupt.abort();
-    let outcome = outcome?;
+    let mut outcome = outcome?;
     publish(&outcome.report, config.json.as_deref())?;
+    write_plot(&outcome, plot)?;
+    if let Some(error) = outcome.hlog_error.take() {
+        return Err(error);
+    }
     let warnings = [
         outcome.report.rate_warning(),
         outcome.report.loadgen_warning(),
@@ -301,6 +321,14 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if stopped_before_measuring(&outcome.report) {
+        if let Some(error) = &outcome.first_error {
+            tracing::warn!("first failure: {error}");
+        }
+        return Err(Error::InterruptedInWarmup {
+            warmup: humantime::format_duration(config.options.warmup).to_string(),
+        });
+    }
     Err(outcome
         .first_error
         .unwrap_or_else(|| Error::NothingMeasured {
@@ -313,9 +341,45 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
         }))
 }
 
+/// Whether the run was interrupted before its measured span began (in the warm-up, or
+/// while waiting for `--start-at`).
+fn stopped_before_measuring(report: &Report) -> bool {
+    report.partial && report.duration_s == 0.0
+}
+
+/// Draws the plot, if asked for.
+fn write_plot(outcome: &Outcome, plot: Option<PlotFile>) -> Result<()> {
+    if let Some(plot) = plot {
+        let latency = outcome.report.histogram.decode().map_err(|e| Error::Io {
+            doing: "drawing the plot".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let title = format!(
+            "sockit bench {} ({}, {} connections)",
+            outcome.report.target, outcome.report.pattern, outcome.report.connections
+        );
+        plot.write(&title, &latency, &outcome.intervals)?;
+    }
+    Ok(())
+}
+
+/// Listens for Ctrl-C (SIGINT) from now on, so a signal that arrives while the run
+/// starts up already ends it with a report, not the default abrupt exit.
+///
+/// # Errors
+/// [`Error::Io`] if the signal handler cannot be installed.
+fn interrupt_signal() -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|source| {
+        Error::Io {
+            doing: "listening for Ctrl-C".into(),
+            source,
+        }
+    })
+}
+
 /// Cancels `stop` on Ctrl-C (SIGINT), so the run ends early with a partial report.
-async fn stop_on_interrupt(stop: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_ok() {
+async fn stop_on_interrupt(mut interrupt: tokio::signal::unix::Signal, stop: CancellationToken) {
+    if interrupt.recv().await.is_some() {
         tracing::warn!("interrupted: stopping the run and reporting what was measured so far");
         stop.cancel();
     }
@@ -336,7 +400,36 @@ fn merge(args: MergeArgs) -> Result<()> {
             .join(", "),
         reason: e.to_string(),
     })?;
+    if let Some(path) = &args.plot {
+        plot_comparison(path, &args.files, &reports, &merged)?;
+    }
     publish(&merged, args.json.as_deref())
+}
+
+/// `bench merge --plot`: each run's percentile spectrum, named by its file, and the sum's.
+fn plot_comparison(
+    path: &Path,
+    files: &[PathBuf],
+    reports: &[Report],
+    merged: &Report,
+) -> Result<()> {
+    let plot = PlotFile::create(path)?;
+    let decode = |file: &Path, report: &Report| {
+        report.histogram.decode().map_err(|e| Error::BenchReport {
+            path: file.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let mut runs = Vec::with_capacity(reports.len());
+    for (file, report) in files.iter().zip(reports) {
+        runs.push((file.display().to_string(), decode(file, report)?));
+    }
+    let sum = decode(path, merged)?;
+    let title = format!(
+        "sockit bench merge: {} runs of {} against {}",
+        merged.runs, merged.pattern, merged.target
+    );
+    plot.write_comparison(&title, &runs, &sum)
 }
 
 /// Reads one report file.

@@ -404,7 +404,7 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when the per-source limit does not fit this machine's `usize`.
-    fn policy(&self) -> Result<AccessPolicy> {
+    pub(super) fn policy(&self) -> Result<AccessPolicy> {
         let per_source = self
             .max_conns_per_source
             .map(|n| {
@@ -421,7 +421,7 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when it does not fit this machine's `usize`.
-    fn max_conns(&self) -> Result<Option<usize>> {
+    pub(super) fn max_conns(&self) -> Result<Option<usize>> {
         self.max_conns
             .map(|n| {
                 usize::try_from(n).map_err(|_| Error::Usage("--max-conns is too large".into()))
@@ -689,6 +689,7 @@ impl SendArgs {
         options.tls = client_tls(&endpoint, &self.tls)?;
         options.socket = self.socket.checked_for(&endpoint)?;
         options.retry = self.retry.retry()?;
+        options.proxies = self.proxy.chain(&endpoint)?;
         options.hex = hex_dump(self.hex);
         Ok(SendConfig { endpoint, options })
     }
@@ -730,6 +731,7 @@ impl ConnectArgs {
                 tls: client_tls(&endpoint, &self.tls)?,
                 socket: self.socket.checked_for(&endpoint)?,
                 retry: self.retry.retry()?,
+                proxies: self.proxy.chain(&endpoint)?,
             },
             stdin: if self.no_stdin {
                 StdinUse::Ignore
@@ -803,6 +805,7 @@ impl RelayArgs {
             tls: client_tls(&target, &self.tls_target)?,
             socket: self.socket.checked_for(&target)?,
             retry: self.retry.retry()?,
+            proxies: self.proxy.stream_chain(&target)?,
         };
         let options = RelayOptions {
             connect,

@@ -5,6 +5,8 @@ pub mod args;
 pub mod bench;
 pub mod config;
 pub mod docs;
+pub mod proxy;
+pub mod proxy_client;
 
 pub use args::Cli;
 
@@ -38,6 +40,7 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
         Command::Connect(args) => connect(args.into_config()?).await,
         Command::Listen(args) => listen(args.into_config()?).await,
         Command::Relay(args) => relay(args.into_config()?, &cli.global, events).await,
+        Command::Proxy(args) => proxy::run(args.into_config()?, &cli.global, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
         Command::Version => print_version(),

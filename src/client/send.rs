@@ -25,6 +25,7 @@ use crate::framing::{Framer, Framing};
 use crate::obs::events::SHOWN_BYTES;
 use crate::obs::hexdump::{Direction, HexDump, Tap};
 use crate::obs::{Event, EventLog};
+use crate::transport::proxy_client::ProxyChain;
 use crate::transport::tls::ClientTls;
 use crate::transport::{
     ConnectOptions, DatagramSocket, MAX_DATAGRAM, Retry, SocketOptions, connect_stream,
@@ -72,6 +73,8 @@ pub struct SendOptions {
     pub socket: SocketOptions,
     /// `--retry`: connecting again while the server is not up.
     pub retry: Retry,
+    /// `--proxy`: the proxies to go through (empty: connect directly).
+    pub proxies: ProxyChain,
 }
 
 impl SendOptions {
@@ -88,6 +91,7 @@ impl SendOptions {
             hex: None,
             socket: SocketOptions::default(),
             retry: Retry::NEVER,
+            proxies: ProxyChain::default(),
         }
     }
 }
@@ -399,6 +403,7 @@ fn connect_options(options: &SendOptions) -> ConnectOptions {
         tls: options.tls.clone(),
         socket: options.socket.clone(),
         retry: options.retry,
+        proxies: options.proxies.clone(),
     }
 }
 
@@ -468,6 +473,7 @@ async fn send_datagrams(
 fn datagram_peer(socket: &DatagramSocket, endpoint: &Endpoint) -> Option<PeerAddr> {
     match socket {
         DatagramSocket::Udp(s) => s.peer_addr().ok().map(PeerAddr::Ip),
+        DatagramSocket::Socks(s) => Some(PeerAddr::Ip(s.peer())),
         DatagramSocket::Unix(..) => match endpoint {
             Endpoint::UnixDgram(addr) => unix_sockaddr(addr)
                 .ok()

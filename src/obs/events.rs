@@ -114,6 +114,25 @@ pub enum Event<'a> {
         /// Why it ended, in a few words ("closed by peer", "idle timeout").
         reason: &'a str,
     },
+    /// A proxy client ended (`sockit proxy`): a `closed` event that also names the
+    /// protocol it spoke and the destination it asked for, so one line tells where each
+    /// tunnel went and how much it carried.
+    TunnelClosed {
+        /// Connection id.
+        conn: u64,
+        /// The client's address.
+        peer: &'a PeerAddr,
+        /// `socks5`, `socks4`, `http`, or `none` when the first byte named no protocol.
+        protocol: &'a str,
+        /// The destination asked for (empty when the handshake never named one).
+        destination: &'a str,
+        /// Bytes from the client delivered to the destination.
+        bytes_in: u64,
+        /// Bytes from the destination delivered to the client.
+        bytes_out: u64,
+        /// Why it ended, in a few words, refusals included.
+        reason: &'a str,
+    },
     /// A client sent a request (`datagram` selects the note's `sendto` wording).
     Sent {
         /// The server.
@@ -361,7 +380,7 @@ fn format_seed(event: &Event<'_>) -> String {
             }
         }
         // The note prints nothing when a client leaves; the text and JSON formats do.
-        Event::Closed { .. } => {}
+        Event::Closed { .. } | Event::TunnelClosed { .. } => {}
         Event::Sent {
             peer,
             data,
@@ -455,6 +474,22 @@ fn format_text(event: &Event<'_>) -> String {
             let _ = write!(
                 s,
                 " closed conn={conn} peer={peer} messages={messages} bytes_in={bytes_in} bytes_out={bytes_out} reason=\"{reason}\""
+            );
+        }
+        Event::TunnelClosed {
+            conn,
+            peer,
+            protocol,
+            destination,
+            bytes_in,
+            bytes_out,
+            reason,
+        } => {
+            let _ = write!(
+                s,
+                " closed conn={conn} peer={peer} protocol={protocol} destination=\"{}\" bytes_in={bytes_in} bytes_out={bytes_out} reason=\"{}\"",
+                destination.escape_debug(),
+                reason.escape_debug()
             );
         }
         Event::Sent {
@@ -580,6 +615,19 @@ fn format_json(event: &Event<'_>) -> String {
         } => json!({
             "time": time, "event": "closed", "conn": conn, "peer": peer.to_string(),
             "messages": messages, "bytes_in": bytes_in, "bytes_out": bytes_out, "reason": reason,
+        }),
+        Event::TunnelClosed {
+            conn,
+            peer,
+            protocol,
+            destination,
+            bytes_in,
+            bytes_out,
+            reason,
+        } => json!({
+            "time": time, "event": "closed", "conn": conn, "peer": peer.to_string(),
+            "protocol": protocol, "destination": destination,
+            "bytes_in": bytes_in, "bytes_out": bytes_out, "reason": reason,
         }),
         Event::Sent {
             peer, data, len, ..

@@ -29,9 +29,9 @@
 //! Shutdown is `serve`'s: stop accepting, let open connections finish within the grace
 //! period, then cut them, and return a [`RelaySummary`].
 
-mod copy;
+pub(crate) mod copy;
 mod datagram;
-mod splice;
+pub(crate) mod splice;
 mod stream;
 
 pub use copy::FlowStats;

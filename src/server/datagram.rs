@@ -276,7 +276,7 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     let mut ids = shared.ids.iter();
     let local = match &*socket {
         DatagramSocket::Udp(udp) => udp.local_addr().ok(),
-        DatagramSocket::Unix(..) => None,
+        DatagramSocket::Unix(..) | DatagramSocket::Socks(_) => None,
     };
     // One per loop, shared by its programs' tasks (see AmplificationGuard).
     let guard = AmplificationGuard::at(local, shared).map(|g| Arc::new(std::sync::Mutex::new(g)));

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
 
+use super::dial::connect_tcp;
 use super::errors::connect_error;
+use super::proxy_client::{ProxyChain, open_tunnel};
 use super::retry::{Retry, connect_with_retry};
-use super::sockopt::{SocketOptions, tcp_client};
+use super::sockopt::SocketOptions;
 use super::stream::Stream;
 use super::tls::ClientTls;
 use crate::endpoint::{Endpoint, HostPort, UnixAddr};
@@ -29,6 +31,9 @@ pub struct ConnectOptions {
     pub socket: SocketOptions,
     /// Whether a failed connect is tried again; the timeout bounds each attempt.
     pub retry: Retry,
+    /// `--proxy`: the proxies to go through, in order (empty: connect directly). TLS
+    /// runs end to end inside the tunnel, checked against the target's name.
+    pub proxies: ProxyChain,
 }
 
 impl ConnectOptions {
@@ -39,6 +44,7 @@ impl ConnectOptions {
             tls: None,
             socket: SocketOptions::default(),
             retry: Retry::NEVER,
+            proxies: ProxyChain::default(),
         }
     }
 }
@@ -71,17 +77,21 @@ pub async fn connect_stream(
 /// One connect attempt of [`connect_stream`].
 async fn connect_once(endpoint: &Endpoint, options: &ConnectOptions) -> Result<Stream> {
     let timeout = options.timeout;
-    let socket = &options.socket;
     let attempt = async {
         match endpoint {
-            Endpoint::Tcp(hp) => connect_tcp(endpoint, hp, socket).await.map(Stream::Tcp),
+            Endpoint::Tcp(hp) => connect_tcp_maybe_proxied(endpoint, hp, options)
+                .await
+                .map(Stream::Tcp),
+            Endpoint::Unix(_) if !options.proxies.is_empty() => Err(Error::Usage(format!(
+                "{endpoint} is a local socket; --proxy applies to tcp:// and tls:// targets only"
+            ))),
             Endpoint::Unix(addr) => connect_unix(endpoint, addr).await,
             Endpoint::Tls(hp) => {
                 let tls = match &options.tls {
                     Some(tls) => tls.clone(),
                     None => ClientTls::system()?,
                 };
-                let tcp = connect_tcp(endpoint, hp, socket).await?;
+                let tcp = connect_tcp_maybe_proxied(endpoint, hp, options).await?;
                 tls.handshake(tcp, endpoint, hp).await
             }
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
@@ -89,38 +99,30 @@ async fn connect_once(endpoint: &Endpoint, options: &ConnectOptions) -> Result<S
             ))),
         }
     };
+    let doing = if options.proxies.is_empty() {
+        format!("connecting to {endpoint}")
+    } else {
+        format!("connecting to {endpoint} through {}", options.proxies)
+    };
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| Error::Timeout {
-            doing: format!("connecting to {endpoint}"),
+            doing,
             after: timeout,
         })?
 }
 
-/// Tries every address of `hp`; returns the first connection or the most telling error.
-async fn connect_tcp(
+/// A TCP connection to `hp`: directly, or through the `--proxy` chain.
+async fn connect_tcp_maybe_proxied(
     endpoint: &Endpoint,
     hp: &HostPort,
-    options: &SocketOptions,
+    options: &ConnectOptions,
 ) -> Result<TcpStream> {
-    let mut last_error = None;
-    let addrs = hp.resolve().await?;
-    if !addrs.iter().any(|addr| options.reaches(*addr)) {
-        return Err(options.no_address_of_source_family(endpoint));
+    if options.proxies.is_empty() {
+        connect_tcp(endpoint, hp, &options.socket).await
+    } else {
+        open_tunnel(&options.proxies, hp, &options.socket).await
     }
-    for addr in addrs.into_iter().filter(|addr| options.reaches(*addr)) {
-        match tcp_client(addr, options)?.connect(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => {
-                tracing::debug!(%addr, "connect failed: {e}");
-                last_error = Some(connect_error(e, endpoint));
-            }
-        }
-    }
-    Err(last_error.unwrap_or_else(|| Error::HostNotFound {
-        host: hp.host_text(),
-        reason: "no addresses".into(),
-    }))
 }
 
 /// Connects to a Unix stream socket by path or abstract name.

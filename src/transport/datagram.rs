@@ -17,6 +17,7 @@ use super::activation;
 use super::connect::ConnectOptions;
 use super::errors::{connect_error, ip_listen_error};
 use super::listener::host_port;
+use super::proxy_client::UdpAssociation;
 use super::retry::connect_with_retry;
 use super::sockopt::{ListenOptions, ListenSource, SocketOptions, udp_client, udp_socket};
 use super::unix_path::{self, UnixPathGuard};
@@ -36,6 +37,10 @@ pub enum DatagramSocket {
     Udp(UdpSocket),
     /// Unix datagram socket; the guard removes its file when dropped.
     Unix(UnixDatagram, Option<UnixPathGuard>),
+    /// A client's UDP through a SOCKS5 proxy (`--proxy`, UDP ASSOCIATE): each datagram
+    /// carries the SOCKS5 header to and from the proxy's relay. Boxed: it also holds
+    /// the control connection.
+    Socks(Box<UdpAssociation>),
 }
 
 impl DatagramSocket {
@@ -74,6 +79,12 @@ impl DatagramSocket {
         endpoint: &Endpoint,
         options: &ConnectOptions,
     ) -> Result<DatagramSocket> {
+        if let (Endpoint::Udp(hp), false) = (endpoint, options.proxies.is_empty()) {
+            return connect_with_retry(&options.retry, endpoint, || {
+                associate(endpoint, hp, options)
+            })
+            .await;
+        }
         connect_with_retry(&options.retry, endpoint, || {
             DatagramSocket::connect_with(endpoint, &options.socket)
         })
@@ -96,6 +107,10 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, PeerAddr::Ip(a))),
             DatagramSocket::Unix(s, _) => s.recv_from(buf).await.map(|(n, a)| (n, unix_peer(a))),
+            DatagramSocket::Socks(s) => {
+                let payload = s.recv(buf).await?;
+                Ok((to_front(buf, payload), PeerAddr::Ip(s.relay())))
+            }
         }
     }
 
@@ -106,6 +121,10 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, PeerAddr::Ip(a))),
             DatagramSocket::Unix(s, _) => s.try_recv_from(buf).map(|(n, a)| (n, unix_peer(a))),
+            DatagramSocket::Socks(s) => {
+                let payload = s.try_recv(buf)?;
+                Ok((to_front(buf, payload), PeerAddr::Ip(s.relay())))
+            }
         }
     }
 
@@ -114,6 +133,7 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.readable().await,
             DatagramSocket::Unix(s, _) => s.readable().await,
+            DatagramSocket::Socks(s) => s.readable().await,
         }
     }
 
@@ -125,6 +145,7 @@ impl DatagramSocket {
                 s.async_io(Interest::WRITABLE, || SockRef::from(s).send_to(buf, addr))
                     .await
             }
+            (DatagramSocket::Socks(s), _) => s.send(buf).await,
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "peer address family does not match the socket",
@@ -137,6 +158,7 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.send(buf).await,
             DatagramSocket::Unix(s, _) => s.send(buf).await,
+            DatagramSocket::Socks(s) => s.send(buf).await,
         }
     }
 
@@ -145,6 +167,10 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => s.recv(buf).await,
             DatagramSocket::Unix(s, _) => s.recv(buf).await,
+            DatagramSocket::Socks(s) => {
+                let payload = s.recv(buf).await?;
+                Ok(to_front(buf, payload))
+            }
         }
     }
 
@@ -155,6 +181,7 @@ impl DatagramSocket {
                 Ok(addr) => Endpoint::Udp(host_port(addr)),
                 Err(_) => requested.clone(),
             },
+            DatagramSocket::Socks(_) => requested.clone(),
             DatagramSocket::Unix(socket, _) => {
                 match socket
                     .local_addr()
@@ -190,6 +217,10 @@ impl DatagramSocket {
         match self {
             DatagramSocket::Udp(s) => Ok((StdDatagram::Udp(s.into_std()?), None)),
             DatagramSocket::Unix(s, guard) => Ok((StdDatagram::Unix(s.into_std()?), guard)),
+            DatagramSocket::Socks(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a UDP association through a SOCKS5 proxy is a client socket; servers cannot use it",
+            )),
         }
     }
 }
@@ -383,4 +414,28 @@ fn connect_unix(endpoint: &Endpoint, addr: &UnixAddr) -> Result<DatagramSocket> 
     connect()
         .map(|socket| DatagramSocket::Unix(socket, None))
         .map_err(|e| connect_error(e, endpoint))
+}
+
+/// One attempt at `udp://` through the `--proxy` chain: a SOCKS5 UDP association, within
+/// the connect timeout.
+async fn associate(
+    endpoint: &Endpoint,
+    hp: &HostPort,
+    options: &ConnectOptions,
+) -> Result<DatagramSocket> {
+    let association = UdpAssociation::open(&options.proxies, hp, &options.socket);
+    tokio::time::timeout(options.timeout, association)
+        .await
+        .map_err(|_| Error::Timeout {
+            doing: format!("setting up UDP to {endpoint} through {}", options.proxies),
+            after: options.timeout,
+        })?
+        .map(|association| DatagramSocket::Socks(Box::new(association)))
+}
+
+/// Moves the payload at `range` of `buf` to its start; returns its length.
+fn to_front(buf: &mut [u8], range: std::ops::Range<usize>) -> usize {
+    let len = range.len();
+    buf.copy_within(range, 0);
+    len
 }

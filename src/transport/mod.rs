@@ -10,6 +10,7 @@
 //!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
+//! * [`proxy_client`] reaches a target through SOCKS and HTTP CONNECT proxies (`--proxy`);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
 //!
 //! Inside, imports point one way (a test checks it): socket options and system calls at
@@ -27,11 +28,13 @@ mod backoff;
 pub mod batch;
 mod connect;
 mod datagram;
+mod dial;
 mod errors;
 pub mod hexdump;
 mod layers;
 mod listener;
 pub mod proxy;
+pub mod proxy_client;
 pub mod retry;
 mod sockopt;
 mod std_stream;

@@ -77,7 +77,9 @@ impl Default for Retry {
 }
 
 /// Whether a failed connect may succeed later: nothing listening yet, no answer, the
-/// name not resolving yet. A refused option or a TLS failure will not change.
+/// name not resolving yet; through `--proxy`, the proxy not up yet or the target behind
+/// it not up yet. A refused option, refused proxy credentials or a TLS failure will not
+/// change.
 fn worth_retrying(error: &Error) -> bool {
     matches!(
         error,
@@ -85,6 +87,8 @@ fn worth_retrying(error: &Error) -> bool {
             | Error::Timeout { .. }
             | Error::Connect { .. }
             | Error::HostNotFound { .. }
+            | Error::ProxyUnreachable { .. }
+            | Error::ProxyRefused { .. }
     )
 }
 

@@ -4,6 +4,7 @@
 
 mod access;
 mod bench;
+mod bench_output;
 mod bench_payload;
 mod busy_poll;
 mod concurrency;
@@ -23,6 +24,8 @@ mod plain_errors;
 mod probe;
 mod procs;
 mod production;
+mod proxy_client;
+mod proxy_server;
 mod relay;
 mod relay_access;
 mod retry;

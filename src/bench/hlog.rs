@@ -1,0 +1,170 @@
+//! `--hlog FILE`: the HdrHistogram interval log, the text format of HdrHistogram's
+//! `HistogramLogWriter` that `HistogramLogProcessor`, HistogramLogAnalyzer and the
+//! `hdrh`-based tools read.
+//!
+//! The file opens with comments, `#[StartTime: …]` and `#[BaseTime: …]` (the wall-clock
+//! start of the measured span, in seconds since the epoch) and the legend line; then one
+//! line per interval: `start,length,max,HISTF…`: the interval's start from BaseTime and
+//! its length in seconds, its slowest latency, and its histogram, compressed (V2 +
+//! DEFLATE, base64). Values are microseconds, as in the JSON report. The lines are written as each interval ends, so the file can be read while a
+//! run goes on.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+
+use super::histogram::LatencyHistogram;
+use crate::error::{Error, Result};
+
+/// The legend line of HdrHistogram's own writer, which readers skip.
+const LEGEND: &str =
+    "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
+
+/// An open interval log.
+pub struct HlogWriter {
+    /// The file, written line by line.
+    file: BufWriter<File>,
+    /// Its name, for error messages.
+    path: PathBuf,
+    /// Compresses each histogram (reused, so its buffers are too).
+    serializer: V2DeflateSerializer,
+}
+
+impl std::fmt::Debug for HlogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlogWriter")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HlogWriter {
+    /// Creates (or empties) the log file, before the run starts, so that a path that
+    /// cannot be written is refused before any connection.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the file and why it cannot be written.
+    pub fn create(path: &Path) -> Result<HlogWriter> {
+        let file = File::create(path)
+            .map_err(|e| Error::Usage(format!("cannot write --hlog {}: {}", path.display(), e)))?;
+        Ok(HlogWriter {
+            file: BufWriter::new(file),
+            path: path.to_path_buf(),
+            serializer: V2DeflateSerializer::new(),
+        })
+    }
+
+    /// Writes the header: what made the log, its start time and the legend.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written.
+    pub fn begin(&mut self, start: SystemTime, target: &str, every: Duration) -> Result<()> {
+        let comment = format!(
+            "sockit bench {target}: latency in microseconds, one histogram per {}",
+            humantime::format_duration(every)
+        );
+        let header = IntervalLogWriterBuilder::new()
+            .add_comment(&comment)
+            .add_comment("[Histogram log format version 1.3]")
+            .with_start_time(start)
+            .with_base_time(start)
+            .begin_log_with(&mut self.file, &mut self.serializer)
+            .map(drop);
+        let written = header.and_then(|()| writeln!(self.file, "{LEGEND}"));
+        written
+            .and_then(|()| self.file.flush())
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Writes one interval: its histogram, which began `start` after the log's start
+    /// and lasted `length`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written or the histogram encoded.
+    pub fn write(
+        &mut self,
+        histogram: &LatencyHistogram,
+        start: Duration,
+        length: Duration,
+    ) -> Result<()> {
+        let mut log = IntervalLogWriterBuilder::new()
+            .begin_log_with(&mut self.file, &mut self.serializer)
+            .map_err(|e| Error::Io {
+                doing: format!("writing the interval log {}", self.path.display()),
+                source: e,
+            })?;
+        let written = log.write_histogram(&histogram.inner(), start, length, None);
+        drop(log);
+        written.map_err(|e| Error::Io {
+            doing: format!("writing the interval log {}", self.path.display()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.flush()
+    }
+
+    /// Pushes what is buffered to the file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written.
+    pub fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|e| self.failed(e))
+    }
+
+    /// A write failure as an error naming the file.
+    fn failed(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            doing: format!("writing the interval log {}", self.path.display()),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_has_the_header_and_one_line_per_interval() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("run.hlog");
+        let mut log = HlogWriter::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let second = Duration::from_secs(1);
+        log.begin(start, "tcp://127.0.0.1:9", second)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut histogram = LatencyHistogram::new();
+        histogram.record(Duration::from_micros(1500));
+        log.write(&histogram, Duration::ZERO, second)
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.write(&LatencyHistogram::new(), second, second / 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            text.contains("#[StartTime: 1700000000.000 (seconds since epoch)]"),
+            "{text}"
+        );
+        assert!(text.contains("#[BaseTime: 1700000000.000"), "{text}");
+        assert!(text.contains(LEGEND), "{text}");
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| !l.starts_with(['#', '"']))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("0.000,1.000,1500.000,HISTF"), "{text}");
+        assert!(lines[1].starts_with("1.000,0.500,0.000,HISTF"), "{text}");
+    }
+
+    #[test]
+    fn an_unwritable_path_is_a_usage_error() {
+        let error = HlogWriter::create(Path::new("/nonexistent-dir/run.hlog")).err();
+        assert!(
+            matches!(&error, Some(Error::Usage(m)) if m.starts_with("cannot write --hlog")),
+            "{error:?}"
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! Issue 22: what `sockit bench` leaves behind for other tools and other machines: the
+//! HdrHistogram interval log (`--hlog`, read back by Python's independent `hdrhistogram`
+//! package), the SVG plot (`--plot`, parsed as XML and rendered by `rsvg-convert`), runs
+//! on several machines lined up by `--start-at` and merged, and a Ctrl-C before
+//! measuring begins.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sockit::bench::Report;
+
+use crate::bench::{ThreadServer, bench, scratch};
+use crate::util::{Proc, TIMEOUT, code, describe, python, run_sockit};
+
+/// Reads an interval log with the Python `hdrhistogram` package (`hdrh.log`) and prints
+/// the intervals, the total count, and the p50 and p99 of all intervals added up, each as
+/// the values one sample below and above it (the two libraries round a percentile's rank
+/// differently, by up to one sample).
+const HLOG_READER: &str = r#"
+import json, sys
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
+reference = HdrHistogram(1, 24 * 3600 * 1000000, 3)
+reader = HistogramLogReader(sys.argv[1], reference)
+total = HdrHistogram(1, 24 * 3600 * 1000000, 3)
+intervals = 0
+while True:
+    interval = reader.get_next_interval_histogram()
+    if interval is None:
+        break
+    intervals += 1
+    total.add(interval)
+count = total.get_total_count()
+def around(percentile):
+    step = 100.0 / max(count, 1)
+    return [total.get_value_at_percentile(max(percentile - step, 0.0)),
+            total.get_value_at_percentile(min(percentile + step, 100.0))]
+print(json.dumps({
+    "intervals": intervals,
+    "start_time": reader.get_start_time_sec(),
+    "count": count,
+    "p50": around(50),
+    "p99": around(99),
+}))
+"#;
+
+/// Parses an SVG with `xml.etree` and prints the text of every `<text>` element and the
+/// number of `<polyline>` elements.
+const SVG_READER: &str = r#"
+import json, sys
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+ns = "{http://www.w3.org/2000/svg}"
+texts = [(t.text or "").strip() for t in root.iter(ns + "text")]
+lines = sum(1 for _ in root.iter(ns + "polyline"))
+print(json.dumps({"root": root.tag, "texts": texts, "polylines": lines}))
+"#;
+
+/// Runs `program ARGS` to completion, killing it after [`TIMEOUT`].
+fn run_within_timeout(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    assert_cmd::Command::new(program)
+        .args(args)
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// Runs a Python script on `file` and parses the JSON it prints.
+fn python_json(script: &str, file: &Path) -> serde_json::Value {
+    let output = run_within_timeout(
+        &python(),
+        &["-c".as_ref(), script.as_ref(), file.as_os_str()],
+    );
+    let described = describe(&output);
+    assert!(output.status.success(), "{described}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}\n{described}"))
+}
+
+/// An echo server that answers at once.
+fn echo_server() -> ThreadServer {
+    crate::bench::echo_server(Duration::ZERO, None)
+}
+
+/// Whether a latency lies in `[low, high]` (as Python printed them) to the histogram's
+/// precision: 3 significant figures (0.1 %), plus the microsecond values are rounded to.
+fn within_to_precision(value: u64, range: &serde_json::Value) -> bool {
+    let bound = |i: usize| range[i].as_u64().unwrap_or_default();
+    let slack = |v: u64| v / 1000 + 1;
+    value + slack(value) >= bound(0) && value <= bound(1) + slack(bound(1))
+}
+
+#[test]
+fn hlog_read_by_python_hdrhistogram_matches_the_report() {
+    let server = echo_server();
+    let dir = scratch();
+    let hlog = dir.path().join("run.hlog");
+    let hlog_arg = hlog.display().to_string();
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "2",
+            "-d",
+            "1500ms",
+            "--warmup",
+            "100ms",
+            "--hlog",
+            &hlog_arg,
+        ],
+        &dir.path().join("run.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 0, "{run}");
+    let text = std::fs::read_to_string(&hlog).unwrap_or_else(|e| panic!("{e}\n{run}"));
+    let read = python_json(HLOG_READER, &hlog);
+    let context = format!("{read}\n{text}\n{run}");
+    // 1.5 s in intervals of 1 s: a full one and a half one.
+    assert_eq!(read["intervals"], 2, "{context}");
+    assert_eq!(read["count"], report.exchanges, "{context}");
+    assert!(
+        within_to_precision(report.latency_us.p50, &read["p50"]),
+        "{context}"
+    );
+    assert!(
+        within_to_precision(report.latency_us.p99, &read["p99"]),
+        "{context}"
+    );
+    assert!(text.contains("0.000,1.000,"), "{text}");
+    assert!(text.contains("1.000,0.500,"), "{text}");
+}
+
+#[test]
+fn plot_is_an_svg_with_every_series_that_renders() {
+    let server = echo_server();
+    let dir = scratch();
+    let svg = dir.path().join("run.svg");
+    let svg_arg = svg.display().to_string();
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "2",
+            "-d",
+            "1200ms",
+            "--warmup",
+            "100ms",
+            "--hlog-interval",
+            "300ms",
+            "--plot",
+            &svg_arg,
+        ],
+        &dir.path().join("run.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 0, "{run}");
+    let read = python_json(SVG_READER, &svg);
+    assert_eq!(read["root"], "{http://www.w3.org/2000/svg}svg", "{read}");
+    let texts: Vec<&str> = read["texts"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    for series in [
+        sockit::bench::plot::SERIES_SPECTRUM,
+        sockit::bench::plot::SERIES_THROUGHPUT,
+        sockit::bench::plot::SERIES_P99,
+    ] {
+        assert!(texts.contains(&series), "{series} missing: {read}");
+    }
+    assert!(texts.contains(&"99%"), "no percentile axis: {read}");
+    assert!(
+        read["polylines"].as_u64().unwrap_or_default() >= 3,
+        "{read}"
+    );
+    let png = dir.path().join("run.png");
+    let rendered = run_within_timeout(
+        "rsvg-convert",
+        &[svg.as_os_str(), "-o".as_ref(), png.as_os_str()],
+    );
+    assert!(rendered.status.success(), "{}", describe(&rendered));
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{e}"));
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+}
+
+/// `--hlog` and `--plot` to a path that cannot be written: one line, exit 2, and no
+/// connection is made.
+#[test]
+fn unwritable_hlog_or_plot_is_one_line_exit_2_before_connecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = format!(
+        "tcp://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let dir = scratch();
+    let missing = dir.path().join("no-such-dir").join("out");
+    let missing = missing.display().to_string();
+    for (flag, said) in [
+        ("--hlog", "cannot write --hlog"),
+        ("--plot", "cannot write --plot"),
+    ] {
+        let output = run_sockit(&["bench", &endpoint, "-d", "1s", flag, &missing], None);
+        let described = describe(&output);
+        assert_eq!(code(&output), 2, "{described}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{described}");
+        assert!(stderr.contains(said), "{described}");
+        assert!(listener.accept().is_err(), "{flag}: a connection was made");
+    }
+    let svg = dir.path().join("x.svg").display().to_string();
+    let output = run_sockit(
+        &["bench", &endpoint, "--hlog-interval", "1ms", "--plot", &svg],
+        None,
+    );
+    assert_eq!(code(&output), 2, "{}", describe(&output));
+    assert!(listener.accept().is_err(), "a connection was made");
+}
+
+/// The wall-clock time of every connection a server accepted.
+fn recording_echo_server() -> (ThreadServer, Arc<Mutex<Vec<SystemTime>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let server = ThreadServer::start(move |mut conn| {
+        if let Ok(mut seen) = log.lock() {
+            seen.push(SystemTime::now());
+        }
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            if std::io::Write::write_all(&mut conn, &buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    (server, seen)
+}
+
+/// Two runs given one `--start-at` measure from that instant (their interval logs say
+/// so), send nothing before their warm-up, merge, and plot side by side.
+#[test]
+fn start_at_lines_up_two_runs_that_merge_and_plot_together() {
+    let (server, connected) = recording_echo_server();
+    let dir = scratch();
+    let warmup = Duration::from_millis(300);
+    let measure_at = SystemTime::now() + Duration::from_secs(2);
+    let since_epoch = measure_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Whole milliseconds, so the log's 3 decimals show it exactly.
+    let measure_at = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(since_epoch.as_millis().try_into().unwrap_or(u64::MAX));
+    let at = format!(
+        "{:.3}",
+        measure_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    );
+    let endpoint = server.endpoint();
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let json = dir
+            .path()
+            .join(format!("{name}.json"))
+            .display()
+            .to_string();
+        let hlog = dir
+            .path()
+            .join(format!("{name}.hlog"))
+            .display()
+            .to_string();
+        let bench = Proc::sockit(&[
+            "bench",
+            &endpoint,
+            "-p",
+            "echo",
+            "-c",
+            "1",
+            "-d",
+            "500ms",
+            "--warmup",
+            "300ms",
+            "--start-at",
+            &at,
+            "--json",
+            &json,
+            "--hlog",
+            &hlog,
+        ]);
+        runs.push((bench, json, hlog));
+    }
+    let mut jsons = Vec::new();
+    for (mut bench, json, hlog) in runs {
+        let status = bench.wait_exit();
+        let described = format!("{status}\n{}", bench.report());
+        assert_eq!(status.code(), Some(0), "{described}");
+        assert!(bench.stderr().contains("waiting until"), "{described}");
+        let read = python_json(HLOG_READER, Path::new(&hlog));
+        let start = read["start_time"].as_f64().unwrap_or_default();
+        let asked = at.parse::<f64>().unwrap_or_default();
+        assert!((start - asked).abs() < 0.0005, "{read}\n{described}");
+        jsons.push(json);
+    }
+    let first = connected
+        .lock()
+        .map(|seen| seen.iter().min().copied())
+        .unwrap_or_default();
+    let first = first.unwrap_or_else(|| panic!("no connection was made"));
+    assert!(
+        first >= measure_at - warmup,
+        "a run connected before its warm-up: {first:?} < {:?}",
+        measure_at - warmup
+    );
+    let merged = dir.path().join("merged.json");
+    let merged_arg = merged.display().to_string();
+    let svg = dir.path().join("both.svg");
+    let svg_arg = svg.display().to_string();
+    let output = run_sockit(
+        &[
+            "bench",
+            "merge",
+            &jsons[0],
+            &jsons[1],
+            "--json",
+            &merged_arg,
+            "--plot",
+            &svg_arg,
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let read = python_json(SVG_READER, &svg);
+    let texts = read["texts"].to_string();
+    for series in [sockit::bench::plot::SERIES_MERGED, &jsons[0], &jsons[1]] {
+        assert!(texts.contains(series), "{series} missing: {read}");
+    }
+    let text = std::fs::read_to_string(&merged).unwrap_or_else(|e| panic!("{e}"));
+    let merged = Report::from_json(&text).unwrap_or_else(|e| panic!("{e}"));
+    let reports: Vec<Report> = jsons
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+            Report::from_json(&text).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    assert_eq!(merged.runs, 2);
+    assert_eq!(
+        merged.exchanges,
+        reports[0].exchanges + reports[1].exchanges
+    );
+}
+
+/// A start that leaves no room for the warm-up, or more than a day ahead, is refused in
+/// one line with exit 2 before any connection.
+#[test]
+fn start_at_in_the_past_or_too_far_ahead_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let endpoint = format!(
+        "tcp://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let past = (now - 10).to_string();
+    let far = (now + 25 * 3600).to_string();
+    let cases: HashMap<&str, &str> = [
+        (past.as_str(), "too soon"),
+        (far.as_str(), "within 1day"),
+        ("2026-13-01T00:00:00Z", "RFC 3339"),
+    ]
+    .into_iter()
+    .collect();
+    for (at, said) in cases {
+        let output = run_sockit(&["bench", &endpoint, "--start-at", at], None);
+        let described = describe(&output);
+        assert_eq!(code(&output), 2, "{at}: {described}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{described}");
+        assert!(stderr.contains(said), "{at}: {described}");
+        assert!(listener.accept().is_err(), "{at}: a connection was made");
+    }
+}
+
+/// Waits (bounded) until the process's stderr contains `text`.
+fn wait_for_stderr(process: &mut Proc, text: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !process.stderr().contains(text) {
+        assert!(
+            Instant::now() < deadline && process.is_running(),
+            "no {text:?} on stderr\n{}",
+            process.report()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Issue 22: Ctrl-C during the warm-up said nothing was measured because every request
+/// "was still waiting at the end"; it says the run was stopped before measuring began.
+#[test]
+fn ctrl_c_during_the_warm_up_says_measuring_had_not_begun() {
+    let server = echo_server();
+    let endpoint = server.endpoint();
+    let mut bench = Proc::sockit(&[
+        "bench", &endpoint, "-p", "echo", "-c", "2", "-d", "10s", "--warmup", "60s",
+    ]);
+    wait_for_stderr(&mut bench, "warming up for 1m");
+    bench.signal(libc::SIGINT);
+    let status = bench.wait_exit();
+    let stderr = bench.stderr();
+    let described = format!("{status}\n{}", bench.report());
+    assert_eq!(status.code(), Some(1), "{described}");
+    assert!(
+        stderr.contains("interrupted before measuring began (warm-up 1m)"),
+        "{described}"
+    );
+    assert!(!stderr.contains("still waiting"), "{described}");
+}
