@@ -4,8 +4,8 @@
 //! and `--max-conns-per-source N`, asked about one address at a time. [`gate`] applies it (and `--max-conns`) for `serve` and `relay`
 //! alike: an accept loop closes a denied connection at once, a datagram loop drops a
 //! denied sender's datagrams, and both count and log the refusal (rate-limited).
-//! [`acceptor`] is the accept loop `serve` and `relay` share: slot, accept, gate, count,
-//! then the caller's handler.
+//! [`acceptor`] is the accept loop `serve`, `relay` and `proxy` share: slot, accept,
+//! gate, count, then the caller's handler.
 //!
 //! Precedence, in order:
 //! 1. an address inside any `--deny` range is denied (deny always wins);

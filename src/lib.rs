@@ -19,7 +19,8 @@
 //!   connection for everything else on streams, the batched datagram answer loop, and a
 //!   program per datagram; limits;
 //! * [`access`]: `--allow` / `--deny` rules (pure), the gate that applies them and
-//!   `--max-conns`, and the accept loop around it, shared by `serve` and `relay`;
+//!   `--max-conns`, and the accept loop around it, shared by `serve`, `relay` and
+//!   `proxy`;
 //! * [`client`]: the note's client (`send`), the interactive client (`connect`) and the
 //!   listener wired to stdin/stdout (`listen`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);

@@ -1,5 +1,6 @@
-//! The accept loop that `serve` (a task per connection) and `relay` share: take a slot,
-//! accept, pass the gate, count the connection, hand it to the caller's handler, repeat.
+//! The accept loop that `serve` (a task per connection), `relay` and `proxy` share: take
+//! a slot, accept, pass the gate, count the connection, hand it to the caller's handler,
+//! repeat.
 //!
 //! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
 //! mini-redis does): at the connection limit the loop stops accepting and the kernel

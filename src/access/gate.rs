@@ -45,7 +45,7 @@ pub(crate) enum ClientAddress {
 }
 
 /// What the gate is told about one listener: its rules and limits, and where it counts,
-/// logs and waits. `serve` and `relay` each build one from their shared state
+/// logs and waits. `serve`, `relay` and `proxy` each build one from their shared state
 /// (`Shared::gate_config`), so both apply the same flags with the same counters and lines.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GateConfig<'a> {

@@ -27,7 +27,7 @@
 //! `accept` (`transport::Backoff`), the answer to a message and its event ([`answer`]),
 //! and how a connection's end is logged, counted and reported ([`end`]).
 //!
-//! The task engine and the relay accept through one acceptor
+//! The task engine, the relay and the proxy accept through one acceptor
 //! ([`crate::access::acceptor`]: slot, accept, gate, count), each with its own handler
 //! for an admitted connection. The lane accepts in its own loop
 //! (`lane_shard`'s `Acceptor::accept_ready`) for one reason: its thread has no async

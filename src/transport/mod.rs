@@ -15,7 +15,8 @@
 //!
 //! Inside, imports point one way (a test checks it): socket options and system calls at
 //! the bottom; `activation` hands back a plain socket that the listener and datagram
-//! modules wrap; `tls` builds on [`Stream`], and connecting builds on `tls`.
+//! modules wrap; `tls` builds on [`Stream`]; dialling TCP (`dial`) sits below both
+//! connecting and the proxy client, and connecting builds on them and on `tls`.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
 //! (`127.0.0.1:50738`, `[::1]:50738`, `/path`, `@name`).
