@@ -5,10 +5,21 @@
 #
 #   bench/soak.sh [SECONDS]          default 60
 #   SOCKIT=target/debug/sockit bench/soak.sh 30
+#   bench/soak.sh --hostile [SECONDS]   issue 20's attacks, each bound checked
+#                                       (bench/soak_hostile.py; .ci/run runs it)
 #
-# Exit status: 0 when nothing was lost and both servers drained and exited 0.
+# Exit status: 0 when nothing was lost and both servers drained and exited 0 (with
+# --hostile: 0 when every bound held, 1 on a breach).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--hostile" ]; then
+  if [ -z "${SOCKIT:-}" ]; then
+    cargo build --release --quiet
+    SOCKIT=target/release/sockit
+  fi
+  exec python3 bench/soak_hostile.py --seconds "${2:-60}" --sockit "$SOCKIT"
+fi
 
 SECONDS_TO_RUN="${1:-60}"
 IDLE=5

@@ -5,6 +5,7 @@
 //! `main`: the server logs them and keeps serving. Only the failure of the whole command
 //! (cannot listen, cannot connect) becomes the process exit code.
 
+use std::fmt;
 use std::io;
 use std::time::Duration;
 
@@ -403,6 +404,9 @@ impl Error {
     ) -> Error {
         let peer = peer.into();
         let during = during.into();
+        if let Some(reason) = explain_after_handshake(&source) {
+            return Error::Tls { peer, reason };
+        }
         match source.kind() {
             io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
                 Error::Reset { peer, during }
@@ -416,6 +420,88 @@ impl Error {
             },
         }
     }
+}
+
+// TLS failures in words. They live here, below the transport, because a TLS 1.3
+// server's verdict on a client certificate reaches the client as a read error after the
+// handshake, which [`Error::exchange`] words.
+
+/// The alerts a server sends about the client's certificate, in words; `None` for the
+/// others. They are the same whether they end the handshake (TLS 1.2) or arrive at the
+/// first read after it (TLS 1.3, where the server checks the client's certificate after
+/// the client has finished).
+pub(crate) fn explain_server_alert(alert: rustls::AlertDescription) -> Option<String> {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::CertificateRequired => {
+            Some("the server requires a client certificate; give --cert and --key".into())
+        }
+        // TLS 1.2 servers (OpenSSL's among them) answer a missing client certificate
+        // with this generic alert.
+        A::HandshakeFailure => Some(
+            "the server refused the handshake (handshake_failure alert): no TLS version or cipher in common, or it requires a client certificate (give --cert and --key)".into(),
+        ),
+        A::UnsupportedCertificate => Some(
+            "the server cannot use our client certificate (unsupported_certificate alert); a client certificate must list clientAuth in its extended key usage, or have no extended key usage".into(),
+        ),
+        A::CertificateExpired => Some(
+            "the server says our client certificate has expired (certificate_expired alert); give --cert with a current one".into(),
+        ),
+        A::UnknownCA
+        | A::BadCertificate
+        | A::CertificateRevoked
+        | A::CertificateUnknown
+        | A::AccessDenied => Some(format!(
+            "the server rejected our client certificate ({}); give --cert with a certificate issued by a CA the server trusts",
+            alert_words(alert)
+        )),
+        _ => None,
+    }
+}
+
+/// A TLS failure after the handshake (an I/O error rustls raised while reading or
+/// writing) in words, when it is one: typically a TLS 1.3 server refusing the client's
+/// certificate, which the client learns at its first read. `None` for other errors.
+pub(crate) fn explain_after_handshake(e: &io::Error) -> Option<String> {
+    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match tls {
+        rustls::Error::AlertReceived(alert) => explain_server_alert(*alert)
+            .unwrap_or_else(|| format!("the peer ended the TLS session ({})", alert_words(*alert))),
+        other => format!("the TLS session failed ({})", debug_words(other)),
+    })
+}
+
+/// The variant name of a `Debug` value as lowercase words (`CaUsedAsEndEntity` → "ca
+/// used as end entity"), for the rare errors without a sentence of their own: never
+/// Rust's `Debug` syntax in front of a user.
+pub(crate) fn debug_words(value: &impl fmt::Debug) -> String {
+    let debug = format!("{value:?}");
+    let name = debug.split(['(', '{', ' ']).next().unwrap_or_default();
+    let mut words = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            words.push(' ');
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        words.push(c.to_ascii_lowercase());
+    }
+    words
+}
+
+/// A TLS alert, as its lowercase protocol name (`bad_certificate`, `unknown_ca`).
+pub(crate) fn alert_words(alert: rustls::AlertDescription) -> String {
+    let debug = format!("{alert:?}");
+    let mut words = String::new();
+    let mut previous_lower = false;
+    for c in debug.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            words.push('_');
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        words.push(c.to_ascii_lowercase());
+    }
+    format!("{words} alert")
 }
 
 #[cfg(test)]

@@ -34,7 +34,12 @@
 //!
 //! The program learns who it serves from its environment: `SOCKIT_CONN` (connection id),
 //! `SOCKIT_PEER` (the client as printed in logs), and for IP clients `SOCKIT_PEER_ADDR`
-//! and `SOCKIT_PEER_PORT`. For datagrams `SOCKIT_CONN` numbers the datagram.
+//! and `SOCKIT_PEER_PORT`. For datagrams `SOCKIT_CONN` numbers the datagram. With
+//! `--proxy-protocol`, `SOCKIT_VIA` is the load balancer that sent the header (the socket's
+//! own peer; `SOCKIT_PEER` is the client the header names). With `--client-ca`, a client
+//! that presented a certificate is named by `SOCKIT_TLS_CLIENT_SUBJECT`,
+//! `SOCKIT_TLS_CLIENT_CN`, `SOCKIT_TLS_CLIENT_SANS` and `SOCKIT_TLS_CLIENT_SHA256`
+//! ([`ClientIdentity::environment`]).
 //!
 //! The code here sees byte streams (`AsyncRead + AsyncWrite`), never sockets, so it works
 //! the same over TCP, Unix sockets and TLS, and is tested over in-memory pipes.
@@ -52,6 +57,7 @@ use tokio::time::Instant;
 
 use crate::shutdown::Shutdown;
 use crate::transport::PeerAddr;
+use crate::transport::client_cert::ClientIdentity;
 
 /// Bytes held per direction between the client and the program: the bound on what the
 /// server buffers for one exec connection, whatever either side does.
@@ -107,6 +113,23 @@ pub struct ClientInfo<'a> {
     pub conn: u64,
     /// The client's address.
     pub peer: &'a PeerAddr,
+    /// With `--proxy-protocol`: the load balancer the header came from (`SOCKIT_VIA`),
+    /// since `peer` is only what its header claims.
+    pub via: Option<&'a PeerAddr>,
+    /// With `--client-ca`: the verified certificate the client presented.
+    pub certificate: Option<&'a ClientIdentity>,
+}
+
+impl<'a> ClientInfo<'a> {
+    /// A client known only by its connection id and address.
+    pub fn new(conn: u64, peer: &'a PeerAddr) -> ClientInfo<'a> {
+        ClientInfo {
+            conn,
+            peer,
+            via: None,
+            certificate: None,
+        }
+    }
 }
 
 /// How an exec connection ended.
@@ -260,6 +283,12 @@ fn start(spec: &ExecSpec, client: &ClientInfo<'_>) -> io::Result<Running> {
         command
             .env("SOCKIT_PEER_ADDR", addr.ip().to_string())
             .env("SOCKIT_PEER_PORT", addr.port().to_string());
+    }
+    if let Some(via) = client.via {
+        command.env("SOCKIT_VIA", via.to_string());
+    }
+    if let Some(identity) = client.certificate {
+        command.envs(identity.environment());
     }
     // Registered under the lock a sweep takes, so no sweep sees it unregistered.
     let mut programs = orphans::programs();
@@ -933,10 +962,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         let shutdown = Shutdown::new();
         let peer = peer();
-        let info = ClientInfo {
-            conn: 1,
-            peer: &peer,
-        };
+        let info = ClientInfo::new(1, &peer);
         let spec = spec(&["cat"]);
         let serve = serve_stream(&spec, server, &info, None, &shutdown);
         let drive = async {
@@ -966,10 +992,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         let shutdown = Shutdown::new();
         let peer = peer();
-        let info = ClientInfo {
-            conn: 7,
-            peer: &peer,
-        };
+        let info = ClientInfo::new(7, &peer);
         let spec = ExecSpec::shell("echo \"bye $SOCKIT_PEER_ADDR $SOCKIT_CONN\"".into());
         let serve = serve_stream(&spec, server, &info, None, &shutdown);
         let drive = async {
@@ -982,15 +1005,46 @@ mod tests {
         assert!(!report.killed);
     }
 
+    /// Issue 20 item 2 and issue 19 item 4: the balancer a PROXY header came from, and
+    /// the client's verified certificate, reach the program.
+    #[tokio::test]
+    async fn the_program_learns_the_balancer_and_the_client_certificate() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let shutdown = Shutdown::new();
+        let peer = peer();
+        let balancer = PeerAddr::Ip(SocketAddr::from(([10, 0, 0, 9], 5000)));
+        let identity = ClientIdentity {
+            subject: "CN=alice".into(),
+            common_name: Some("alice".into()),
+            sans: vec!["DNS:alice.test".into(), "IP:127.0.0.1".into()],
+            fingerprint: "ab".repeat(32).parse().unwrap_or_else(|e| panic!("{e}")),
+        };
+        let info = ClientInfo {
+            via: Some(&balancer),
+            certificate: Some(&identity),
+            ..ClientInfo::new(3, &peer)
+        };
+        let spec = ExecSpec::shell(
+            "echo \"$SOCKIT_VIA|$SOCKIT_TLS_CLIENT_SUBJECT|$SOCKIT_TLS_CLIENT_CN|$SOCKIT_TLS_CLIENT_SANS\"".into(),
+        );
+        let serve = serve_stream(&spec, server, &info, None, &shutdown);
+        let drive = async {
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.map(|_| back)
+        };
+        let (_, back) = tokio::join!(serve, drive);
+        assert_eq!(
+            String::from_utf8_lossy(&back.unwrap_or_else(|e| panic!("{e}"))),
+            "10.0.0.9:5000|CN=alice|alice|DNS:alice.test,IP:127.0.0.1\n"
+        );
+    }
+
     #[tokio::test]
     async fn idle_programs_are_killed_and_reaped() {
         let (_client, server) = tokio::io::duplex(1024);
         let shutdown = Shutdown::new();
         let peer = peer();
-        let info = ClientInfo {
-            conn: 1,
-            peer: &peer,
-        };
+        let info = ClientInfo::new(1, &peer);
         let spec = spec(&["sleep", "1000"]);
         let report = serve_stream(
             &spec,
@@ -1011,10 +1065,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         let shutdown = Shutdown::new();
         let peer = peer();
-        let info = ClientInfo {
-            conn: 1,
-            peer: &peer,
-        };
+        let info = ClientInfo::new(1, &peer);
         let mut spec = ExecSpec::shell("echo out; echo err >&2".into());
         spec.stderr = ExecStderr::Socket;
         let drive = async {
@@ -1029,10 +1080,7 @@ mod tests {
     async fn a_missing_program_is_reported() {
         let (_client, server) = tokio::io::duplex(1024);
         let peer = peer();
-        let info = ClientInfo {
-            conn: 1,
-            peer: &peer,
-        };
+        let info = ClientInfo::new(1, &peer);
         let report = serve_stream(
             &spec(&["/nonexistent/sockit-test"]),
             server,
@@ -1050,10 +1098,7 @@ mod tests {
     #[tokio::test]
     async fn datagram_runs_reply_with_stdout() {
         let peer = peer();
-        let info = ClientInfo {
-            conn: 0,
-            peer: &peer,
-        };
+        let info = ClientInfo::new(0, &peer);
         let shutdown = Shutdown::new();
         let run = run_for_datagram(
             &spec(&["tr", "a-z", "A-Z"]),

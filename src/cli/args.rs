@@ -64,6 +64,9 @@ Examples:
                                         TLS; a self-signed certificate is made and its
                                         SHA-256 fingerprint printed on stderr
   sockit serve tls://0.0.0.0:443 --cert cert.pem --key key.pem
+  sockit serve tls://0.0.0.0:443 --cert cert.pem --key key.pem --client-ca clients.pem
+                                        mutual TLS: only clients with a certificate
+                                        issued by a CA in clients.pem get in
   sockit serve 9000 --echo --hex        dump all traffic as hex on stderr
   sockit serve 9000 --discard --log text
                                         count what arrives (bytes per connection in 'closed')
@@ -80,7 +83,10 @@ Programs (one per connection; per datagram on udp:// and unixgram:):
   The client half-closes -> the program's stdin closes; the program's stdout closes ->
   the client sees end-of-file. On disconnect, idle timeout or shutdown the program (and
   everything it started) is killed and reaped. It finds the client in SOCKIT_PEER,
-  SOCKIT_PEER_ADDR, SOCKIT_PEER_PORT and SOCKIT_CONN.
+  SOCKIT_PEER_ADDR, SOCKIT_PEER_PORT and SOCKIT_CONN; with --proxy-protocol the balancer
+  in SOCKIT_VIA; with --client-ca the client's certificate in SOCKIT_TLS_CLIENT_SUBJECT,
+  SOCKIT_TLS_CLIENT_CN, SOCKIT_TLS_CLIENT_SANS (comma-separated, DNS:…, IP:…) and
+  SOCKIT_TLS_CLIENT_SHA256.
 
 Chat:
   sockit serve 0.0.0.0:9000 --chat      every line goes to all other clients as '<user3> line'
@@ -119,6 +125,8 @@ Examples:
   echo 'hello' | sockit send unix:/tmp/echo.sock - --framing line
   sockit send localhost:9000 hi --timeout 2s
   sockit send tls://localhost:8443 hi --ca ca.pem
+  sockit send tls://localhost:8443 hi --ca ca.pem --cert me.pem --key me.key
+                                        mutual TLS: present a client certificate
   sockit send tls://127.0.0.1:8443 hi --insecure --hex
   sockit send 9000 - < request.bin --reply-size 512
   sockit send 9000 hi --retry forever --retry-max-delay 5s
@@ -199,6 +207,8 @@ Examples:
   sockit relay tcp://127.0.0.1:9000 unix:/run/app.sock     expose a Unix socket on TCP
   sockit relay tls://0.0.0.0:8443 tcp://127.0.0.1:8080     add TLS in front of a plain server
   sockit relay tcp://127.0.0.1:8080 tls://example.org:443  speak plain TCP to a TLS server
+  sockit relay tcp://0.0.0.0:80 tcp://10.0.0.5:8080 --send-proxy v2
+                                                           tells the target the client's address
   sockit relay udp://0.0.0.0:5353 udp://127.0.0.1:53       UDP, one session per client
   sockit relay tcp://127.0.0.1:9000 tcp://127.0.0.1:8000 --hex
 
@@ -552,6 +562,20 @@ pub struct ServeArgs {
     #[arg(long)]
     pub hex: bool,
 
+    /// Write each connection's bytes to files in DIR (created if missing), one per
+    /// direction: conn<N>_<peer>.sent (the replies) and .received (from the client). On
+    /// udp:// and unixgram: each sender also gets conn<N>_<peer>.datagrams, one line per
+    /// datagram (time, direction, offset, length). Connections are then served one
+    /// task each, not by the fast lane.
+    #[arg(long, value_name = "DIR")]
+    pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only; connections are then served one task each, not by the fast lane.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).
     #[arg(long, help_heading = PRODUCTION, value_name = "ADDR")]
@@ -590,10 +614,10 @@ pub struct AccessArgs {
     pub max_conns: Option<u64>,
 
     /// What a client arriving over --max-conns gets: wait in the kernel backlog until a
-    /// slot frees, or be accepted and closed at once (counted as refused).
-    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE", default_value_t = OverLimit::Wait,
-          requires = "max_conns")]
-    pub max_conns_mode: OverLimit,
+    /// slot frees, or be accepted and closed at once (counted as refused) [default: wait].
+    /// Needs a limit: --max-conns, or the default one of a stream relay or serve --exec.
+    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE")]
+    pub max_conns_mode: Option<OverLimit>,
 
     /// Most connections one source (an IPv4 address, an IPv6 /64) holds at once; further
     /// ones are closed at once and counted as refused. Datagram relays: sessions per
@@ -627,13 +651,15 @@ pub struct UnixSocketArgs {
     #[arg(long, help_heading = LIMITS, value_name = "GROUP")]
     pub group: Option<String>,
 
-    /// Let in only Unix stream clients running as this uid (repeatable; checked with
-    /// SO_PEERCRED): the access control for abstract sockets (unix:@NAME), which have no
-    /// file. Others are closed at once, with one log line each.
+    /// Let in only Unix clients running as this uid (repeatable): the access control for
+    /// abstract sockets (unix:@NAME), which have no file. Stream clients are checked with
+    /// SO_PEERCRED and closed at once, with one log line each; on unixgram: each
+    /// datagram's sender is checked (SCM_CREDENTIALS) and others' datagrams dropped,
+    /// logged at most once a second.
     #[arg(long, help_heading = LIMITS, value_name = "UID")]
     pub allow_uid: Vec<u32>,
 
-    /// Let in only Unix stream clients whose primary group is this gid (repeatable), as
+    /// Let in only Unix clients whose primary group is this gid (repeatable), as
     /// --allow-uid; a client matching either is let in.
     #[arg(long, help_heading = LIMITS, value_name = "GID")]
     pub allow_gid: Vec<u32>,
@@ -644,6 +670,32 @@ pub struct UnixSocketArgs {
 pub struct TlsServerArgs {
     /// Certificate chain (PEM) for a tls:// listener [default: a self-signed certificate
     /// made at start, its SHA-256 fingerprint printed on stderr].
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Mutual TLS: ask every tls:// client for a certificate and let in only those issued
+    /// by a CA in FILE (PEM; a self-signed client certificate listed in FILE is trusted as
+    /// it is). The client's subject and names go to the logs, events and --exec's
+    /// environment.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// With --client-ca: ask for a client certificate but let clients without one in
+    /// (one that presents a certificate must still pass the check).
+    #[arg(long, requires = "client_ca")]
+    pub client_ca_optional: bool,
+}
+
+/// The certificate a connecting command presents when a tls:// server asks for one
+/// (mutual TLS): `send`, `connect`, `bench`. `relay` has `--target-cert`/`--target-key`,
+/// since its `--cert`/`--key` are the listening side's.
+#[derive(Debug, Args)]
+pub struct ClientCertArgs {
+    /// Client certificate chain (PEM) to present to a tls:// server that asks for one.
     #[arg(long, value_name = "FILE", requires = "key")]
     pub cert: Option<PathBuf>,
 
@@ -858,6 +910,10 @@ pub struct SendArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// The client certificate, for servers that ask for one.
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
+
     /// Source address and socket options.
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -919,6 +975,10 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub tls: TlsClientArgs,
 
+    /// The client certificate, for servers that ask for one.
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
+
     /// Source address and socket options.
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -936,9 +996,17 @@ pub struct ConnectArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
+    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 /// `sockit listen`.
@@ -972,9 +1040,17 @@ pub struct ListenArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received (streams).
+    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
+    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write what was sent and received to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 
     /// Who may open a Unix socket.
     #[command(flatten)]
@@ -1044,6 +1120,15 @@ pub struct RelayArgs {
     #[command(flatten)]
     pub tls_target: TlsClientArgs,
 
+    /// Client certificate chain (PEM) to present when a tls:// target asks for one
+    /// (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "target_key")]
+    pub target_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --target-cert.
+    #[arg(long, value_name = "FILE", requires = "target_cert")]
+    pub target_key: Option<PathBuf>,
+
     /// Source address and socket options of the connections to the target.
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -1061,9 +1146,17 @@ pub struct RelayArgs {
     pub hex: bool,
 
     /// Write each client connection's bytes to files in DIR (created if missing), one
-    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it).
+    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it). On
+    /// udp:// and unixgram: each client also gets conn<N>_<peer>.datagrams, one line per
+    /// datagram (time, direction, offset, length).
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
+
+    /// Write the client side's traffic to FILE as a pcap (synthetic IP and TCP or UDP
+    /// headers around each chunk; tcpdump -r and Wireshark open it). tcp://, tls:// and
+    /// udp:// listeners only.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 
     /// Serve Prometheus metrics over HTTP at ADDR, path /metrics (e.g. 127.0.0.1:9100,
     /// 9100, unix:/run/sockit-metrics.sock).
@@ -1080,6 +1173,13 @@ pub struct RelayArgs {
     /// binding; LISTEN_ENDPOINT then only names the protocol.
     #[arg(long, help_heading = PRODUCTION)]
     pub systemd: bool,
+
+    /// Start each target connection with a PROXY protocol header (v1 text or v2 binary)
+    /// naming the real client: the socket's peer, or with --proxy-protocol the client the
+    /// incoming header named (HAProxy's send-proxy / send-proxy-v2). Stream targets; on
+    /// a tls:// target the header precedes the TLS handshake, as HAProxy sends it.
+    #[arg(long, help_heading = PRODUCTION, value_enum, value_name = "VERSION")]
+    pub send_proxy: Option<crate::transport::proxy::SendProxy>,
 }
 
 /// `sockit probe`.
@@ -1253,6 +1353,10 @@ pub struct BenchArgs {
     /// How a tls:// server is checked.
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    /// The client certificate, for servers that ask for one.
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
 
     /// Source address and socket options.
     #[command(flatten)]
@@ -1477,11 +1581,13 @@ mod tests {
         assert_eq!(args.access.deny.len(), 1);
         assert!(Cli::try_parse_from(["sockit", "serve", "--allow", "ten"]).is_err());
         assert!(
-            Cli::try_parse_from(["sockit", "serve", "--max-conns-mode", "refuse"]).is_err(),
-            "refuse without --max-conns means nothing"
+            serve_args(&["--max-conns-mode", "refuse"])
+                .into_config()
+                .is_err_and(|e| e.to_string().contains("--max-conns")),
+            "refuse without a limit means nothing"
         );
         let args = serve_args(&["--max-conns", "2", "--max-conns-mode", "refuse"]);
-        assert_eq!(args.access.max_conns_mode, OverLimit::Refuse);
+        assert_eq!(args.access.max_conns_mode, Some(OverLimit::Refuse));
     }
 
     #[test]
@@ -1506,18 +1612,29 @@ mod tests {
         assert_eq!(args.access.allow.len(), 1);
         assert_eq!(args.access.deny.len(), 1);
         assert_eq!(args.access.max_conns, Some(5));
-        assert_eq!(args.access.max_conns_mode, OverLimit::Refuse);
-        assert!(
-            Cli::try_parse_from([
-                "sockit",
-                "relay",
-                "tcp://127.0.0.1:0",
-                "tcp://127.0.0.1:1",
-                "--max-conns-mode",
-                "refuse"
-            ])
-            .is_err(),
-            "refuse without --max-conns means nothing"
+        assert_eq!(args.access.max_conns_mode, Some(OverLimit::Refuse));
+    }
+
+    /// Issue 20: a stream relay has a default --max-conns, so --max-conns-mode alone
+    /// applies to it.
+    #[test]
+    fn relay_takes_max_conns_mode_for_its_default_limit() {
+        let cli = Cli::try_parse_from([
+            "sockit",
+            "relay",
+            "tcp://127.0.0.1:0",
+            "tcp://127.0.0.1:1",
+            "--max-conns-mode",
+            "refuse",
+        ]);
+        let Ok(Command::Relay(args)) = cli.map(|cli| cli.command) else {
+            panic!("expected relay");
+        };
+        let config = args.into_config().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.options.over_limit, OverLimit::Refuse);
+        assert_eq!(
+            config.options.max_conns,
+            Some(crate::relay::RelayOptions::DEFAULT_MAX_CONNS)
         );
     }
 }

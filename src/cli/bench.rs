@@ -36,7 +36,7 @@ impl BenchArgs {
     /// not fit together.
     pub fn into_config(self) -> Result<BenchConfig> {
         let endpoint = client_target(&self.endpoint, self.port.as_deref())?;
-        let tls = client_tls(&endpoint, &self.tls)?;
+        let tls = client_tls(&endpoint, &self.tls, self.client_cert.files())?;
         let mut options = BenchOptions::new(endpoint, self.pattern);
         options.tls = tls;
         options.socket = self.socket.checked_for(&options.endpoint)?;

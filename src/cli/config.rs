@@ -10,8 +10,9 @@ use bytes::Bytes;
 use crate::access::{AccessPolicy, PerSourceLimit};
 
 use super::args::{
-    AccessArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
-    RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs, UnixSocketArgs,
+    AccessArgs, ClientCertArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs,
+    RelayArgs, RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs,
+    UnixSocketArgs,
 };
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, SenderRate};
@@ -26,9 +27,12 @@ use crate::framing::Framing;
 use crate::obs::HexDump;
 use crate::obs::hexdump::Capture;
 use crate::probe::{ProbeOptions, ProbeProtocol};
-use crate::relay::RelayOptions;
+use crate::relay::{CopyMode, RelayOptions};
 use crate::server::{AfterReply, Limits, ServeMode, ServeOptions};
-use crate::transport::tls::{ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
+use crate::transport::client_cert::{ClientAuth, ClientCertFiles};
+use crate::transport::pcap::Pcap;
+use crate::transport::proxy::SendProxy;
+use crate::transport::tls::{CertFlags, ClientTls, ClientTlsOptions, Resumption, ServerTls, Trust};
 use crate::transport::{
     Attempts, Broadcast, Carrier, ConnectOptions, Layers, ListenOptions, ListenSource, Nagle,
     PeerCredAllow, ProxyProtocol, Retry, SocketOptions, UnixFilePerms,
@@ -108,11 +112,12 @@ fn hex_dump(hex: bool) -> Option<HexDump> {
 /// files.
 fn server_layers(endpoint: &Endpoint, tls: &TlsServerArgs, hex: bool) -> Result<Layers> {
     let files = tls.cert.as_deref().zip(tls.key.as_deref());
+    let clients = client_auth(tls);
     let tls = match endpoint {
-        Endpoint::Tls(hp) => Some(Arc::new(ServerTls::load(files, hp)?)),
-        _ if files.is_some() => {
+        Endpoint::Tls(hp) => Some(Arc::new(ServerTls::load_with(files, hp, &clients)?)),
+        _ if files.is_some() || clients != ClientAuth::None => {
             return Err(Error::Usage(format!(
-                "--cert and --key are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
+                "--cert, --key and --client-ca are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
             )));
         }
         _ => None,
@@ -122,6 +127,58 @@ fn server_layers(endpoint: &Endpoint, tls: &TlsServerArgs, hex: bool) -> Result<
         hex: hex_dump(hex),
         ..Layers::default()
     })
+}
+
+/// `--client-ca` and `--client-ca-optional` as the server's client-certificate policy.
+fn client_auth(tls: &TlsServerArgs) -> ClientAuth {
+    match (&tls.client_ca, tls.client_ca_optional) {
+        (None, _) => ClientAuth::None,
+        (Some(path), false) => ClientAuth::Required(path.clone()),
+        (Some(path), true) => ClientAuth::Optional(path.clone()),
+    }
+}
+
+/// `relay --target-cert`/`--target-key` as the client certificate for a tls:// target.
+fn target_cert(
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+) -> Option<(ClientCertFiles, CertFlags)> {
+    let (cert, key) = cert.zip(key)?;
+    Some((
+        ClientCertFiles { cert, key },
+        CertFlags {
+            cert: "--target-cert",
+            key: "--target-key",
+        },
+    ))
+}
+
+impl ClientCertArgs {
+    /// `--cert`/`--key` as the client certificate for a tls:// server.
+    pub(crate) fn files(&self) -> Option<(ClientCertFiles, CertFlags)> {
+        let (cert, key) = self.cert.clone().zip(self.key.clone())?;
+        Some((
+            ClientCertFiles { cert, key },
+            CertFlags {
+                cert: "--cert",
+                key: "--key",
+            },
+        ))
+    }
+}
+
+/// `--send-proxy` for this target: stream targets only (the header goes first, before
+/// TLS for a `tls://` target).
+///
+/// # Errors
+/// [`Error::Usage`] for a datagram target.
+fn send_proxy(version: Option<SendProxy>, target: &Endpoint) -> Result<Option<SendProxy>> {
+    match version {
+        Some(_) if target.delivery() != Delivery::Stream => Err(Error::Usage(format!(
+            "--send-proxy is for stream targets; {target} is a datagram endpoint"
+        ))),
+        version => Ok(version),
+    }
 }
 
 /// `--proxy-protocol` as a layer setting.
@@ -154,7 +211,11 @@ fn metrics_endpoint(text: Option<&str>) -> Result<Option<Endpoint>> {
 /// # Errors
 /// [`Error::Usage`] for TLS flags on a non-TLS endpoint; [`Error::TlsSetup`] for an
 /// unusable `--ca` file or missing system roots.
-pub(crate) fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Option<ClientTls>> {
+pub(crate) fn client_tls(
+    endpoint: &Endpoint,
+    tls: &TlsClientArgs,
+    client_cert: Option<(ClientCertFiles, CertFlags)>,
+) -> Result<Option<ClientTls>> {
     let trust = match (&tls.ca, tls.insecure, tls.pin.is_empty()) {
         (Some(path), _, _) => Trust::CaFile(path.clone()),
         (None, true, _) => Trust::Insecure,
@@ -162,6 +223,12 @@ pub(crate) fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Opt
         (None, false, true) => Trust::System,
     };
     if !matches!(endpoint, Endpoint::Tls(_)) {
+        if let Some((_, flags)) = &client_cert {
+            return Err(Error::Usage(format!(
+                "{} and {} are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)",
+                flags.cert, flags.key
+            )));
+        }
         if trust != Trust::System || tls.server_name.is_some() || tls.no_resume {
             return Err(Error::Usage(format!(
                 "--ca, --pin, --insecure, --server-name and --no-resume are for tls:// endpoints; {endpoint} is not one (write tls://HOST:PORT)"
@@ -178,6 +245,7 @@ pub(crate) fn client_tls(endpoint: &Endpoint, tls: &TlsClientArgs) -> Result<Opt
         } else {
             Resumption::On
         },
+        client_cert,
     })
     .map(Some)
 }
@@ -269,6 +337,16 @@ impl ServeArgs {
         } else {
             Responder::seed_reply(endpoint.seed_word())
         };
+        let capture = capture_dir(self.capture.as_deref())?;
+        if (capture.is_some() || self.pcap.is_some())
+            && matches!(mode, ServeMode::Exec(_))
+            && endpoint.delivery() == Delivery::Datagram
+        {
+            return Err(Error::Usage(format!(
+                "--capture and --pcap record datagrams the server answers itself; with --exec \
+                 on {endpoint} each datagram goes to a program (capture on the client side instead)"
+            )));
+        }
         let max_conns = match self.access.max_conns()? {
             None if matches!(mode, ServeMode::Exec(_))
                 && endpoint.delivery() == Delivery::Stream =>
@@ -290,7 +368,7 @@ impl ServeArgs {
             },
             limits: Limits {
                 max_conns,
-                over_limit: self.access.max_conns_mode,
+                over_limit: self.access.over_limit(max_conns)?,
                 idle_timeout: optional(self.idle_timeout),
                 message_timeout: optional(self.message_timeout),
                 grace: self.grace,
@@ -305,6 +383,8 @@ impl ServeArgs {
             },
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
+                capture,
+                pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
                 ..server_layers(&endpoint, &self.tls, self.hex)?
             },
             busy_poll: self.busy_poll,
@@ -335,7 +415,8 @@ fn check_reply_fits(endpoint: &Endpoint, reply: &str) -> Result<()> {
 
 impl UnixSocketArgs {
     /// `--mode`, `--owner`, `--group` resolved to numbers; installs `--allow-uid` /
-    /// `--allow-gid` as the rule for every Unix stream socket this process accepts on.
+    /// `--allow-gid` as the rule for every Unix socket this process accepts or receives
+    /// datagrams on.
     ///
     /// # Errors
     /// [`Error::Usage`] for a user or group that does not exist.
@@ -351,10 +432,10 @@ impl UnixSocketArgs {
             )));
         }
         let allow_list = !(self.allow_uid.is_empty() && self.allow_gid.is_empty());
-        if allow_list && !matches!(endpoint, Endpoint::Unix(_)) {
+        if allow_list && !matches!(endpoint, Endpoint::Unix(_) | Endpoint::UnixDgram(_)) {
             return Err(Error::Usage(format!(
-                "--allow-uid and --allow-gid check the credentials of a Unix stream client, and {endpoint} \
-                 is not a unix: endpoint (use --allow/--deny for IP clients, --mode for unixgram: files)"
+                "--allow-uid and --allow-gid check the credentials of a Unix client, and {endpoint} \
+                 is not a unix: or unixgram: endpoint (use --allow/--deny for IP clients)"
             )));
         }
         PeerCredAllow {
@@ -421,6 +502,19 @@ impl AccessArgs {
     ///
     /// # Errors
     /// [`Error::Usage`] when it does not fit this machine's `usize`.
+    /// `--max-conns-mode` for a command whose limit, defaults included, is `limit`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when a mode is given but nothing limits the connections.
+    pub(super) fn over_limit(&self, limit: Option<usize>) -> Result<crate::server::OverLimit> {
+        match (self.max_conns_mode, limit) {
+            (Some(_), None) => Err(Error::Usage(
+                "--max-conns-mode needs a limit to apply to; give --max-conns N".into(),
+            )),
+            (mode, _) => Ok(mode.unwrap_or_default()),
+        }
+    }
+
     pub(super) fn max_conns(&self) -> Result<Option<usize>> {
         self.max_conns
             .map(|n| {
@@ -594,6 +688,22 @@ impl SocketArgs {
     }
 }
 
+/// A UDP relay opens one socket to the target per client, so a fixed `--source` port
+/// would hold for one client only: the port is refused at start, the address is fine.
+///
+/// # Errors
+/// [`Error::Usage`] for `--source ADDR:PORT` with a port on a `udp://` target.
+fn one_source_port_per_session(options: &SocketOptions, target: &Endpoint) -> Result<()> {
+    match (&options.source, target) {
+        (Some(source), Endpoint::Udp(_)) if source.port != 0 => Err(Error::Usage(format!(
+            "--source names port {}, but a UDP relay opens a socket to {target} per client: \
+             give the source address without a port",
+            source.port
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A Unix socket target has no source address, TOS or TTL: say so instead of ignoring it.
 fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Option<Error> {
     let is_unix = matches!(target, Endpoint::Unix(_) | Endpoint::UnixDgram(_));
@@ -605,21 +715,35 @@ fn unix_target_with_ip_options(options: &SocketOptions, target: &Endpoint) -> Op
 }
 
 /// `--capture DIR`, checked (created, writable) before anything connects or listens.
-/// Captures are of byte streams: a datagram endpoint is refused rather than left
-/// uncaptured.
 ///
 /// # Errors
-/// [`Error::Usage`] naming the directory and the reason, or the datagram endpoint.
-fn capture_dir(dir: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Capture>> {
+/// [`Error::Usage`] naming the directory and the reason.
+fn capture_dir(dir: Option<&std::path::Path>) -> Result<Option<Capture>> {
     let Some(dir) = dir else {
         return Ok(None);
     };
-    if endpoint.delivery() == Delivery::Datagram {
+    Capture::new(dir).map(Some).map_err(Error::Usage)
+}
+
+/// `--pcap FILE`, created before anything connects or listens. Packets need IP
+/// addresses: tcp://, tls:// and udp:// only.
+///
+/// # Errors
+/// [`Error::Usage`] for a Unix endpoint, or a file that cannot be created.
+fn pcap_file(path: Option<&std::path::Path>, endpoint: &Endpoint) -> Result<Option<Pcap>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if !matches!(
+        endpoint,
+        Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Udp(_)
+    ) {
         return Err(Error::Usage(format!(
-            "--capture records byte streams; {endpoint} is a datagram endpoint (use --hex to see its datagrams)"
+            "--pcap writes IP packets, for tcp://, tls:// and udp://; {endpoint} has no IP \
+             addresses (use --capture)"
         )));
     }
-    Capture::new(dir).map(Some).map_err(Error::Usage)
+    Pcap::create(path).map(Some).map_err(Error::Usage)
 }
 
 impl RetryArgs {
@@ -686,7 +810,7 @@ impl SendArgs {
                 endpoint.scheme()
             )));
         }
-        options.tls = client_tls(&endpoint, &self.tls)?;
+        options.tls = client_tls(&endpoint, &self.tls, self.client_cert.files())?;
         options.socket = self.socket.checked_for(&endpoint)?;
         options.retry = self.retry.retry()?;
         options.proxies = self.proxy.chain(&endpoint)?;
@@ -725,10 +849,20 @@ impl ConnectArgs {
         }
         // --close-on-eof names the behaviour every run has (nc -N): nothing to set.
         let _explicit_half_close = self.close_on_eof;
+        if self.pcap.is_some()
+            && !self.proxy.proxy.is_empty()
+            && matches!(endpoint, Endpoint::Udp(_))
+        {
+            return Err(Error::Usage(
+                "--pcap does not record UDP through --proxy (the datagrams travel inside SOCKS5 \
+                 headers); use --capture"
+                    .into(),
+            ));
+        }
         let options = InteractiveOptions {
             connect: ConnectOptions {
                 timeout: self.timeout,
-                tls: client_tls(&endpoint, &self.tls)?,
+                tls: client_tls(&endpoint, &self.tls, self.client_cert.files())?,
                 socket: self.socket.checked_for(&endpoint)?,
                 retry: self.retry.retry()?,
                 proxies: self.proxy.chain(&endpoint)?,
@@ -747,7 +881,8 @@ impl ConnectArgs {
             },
             idle_timeout: self.idle_timeout.and_then(optional),
             hex: hex_dump(self.hex),
-            capture: capture_dir(self.capture.as_deref(), &endpoint)?,
+            capture: capture_dir(self.capture.as_deref())?,
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
         };
         Ok(ConnectConfig { endpoint, options })
     }
@@ -760,13 +895,16 @@ impl ListenArgs {
     /// [`Error::Endpoint`], [`Error::Usage`] or [`Error::TlsSetup`].
     pub fn into_config(self) -> Result<ListenConfig> {
         let endpoint: Endpoint = self.endpoint.parse()?;
-        let layers = server_layers(&endpoint, &self.tls, self.hex)?;
+        let layers = Layers {
+            pcap: pcap_file(self.pcap.as_deref(), &endpoint)?,
+            ..server_layers(&endpoint, &self.tls, self.hex)?
+        };
         let accepted = self.socket.checked_for_listening(&endpoint)?;
         let options = ListenerOptions {
             interactive: InteractiveOptions {
                 idle_timeout: self.idle_timeout.and_then(optional),
                 hex: layers.hex.clone(),
-                capture: capture_dir(self.capture.as_deref(), &endpoint)?,
+                capture: capture_dir(self.capture.as_deref())?,
                 ..InteractiveOptions::new()
             },
             layers,
@@ -802,26 +940,38 @@ impl RelayArgs {
             .map_err(|_| Error::Usage("--max-sessions is too large".into()))?;
         let connect = ConnectOptions {
             timeout: self.timeout,
-            tls: client_tls(&target, &self.tls_target)?,
+            tls: client_tls(
+                &target,
+                &self.tls_target,
+                target_cert(self.target_cert.clone(), self.target_key.clone()),
+            )?,
             socket: self.socket.checked_for(&target)?,
             retry: self.retry.retry()?,
             proxies: self.proxy.stream_chain(&target)?,
         };
+        let max_conns = self
+            .access
+            .max_conns()?
+            .or((listen.delivery() == Delivery::Stream).then_some(RelayOptions::DEFAULT_MAX_CONNS));
+        one_source_port_per_session(&connect.socket, &target)?;
+        let pcap = pcap_file(self.pcap.as_deref(), &listen)?;
         let options = RelayOptions {
             connect,
             layers: Layers {
                 proxy: proxy_protocol(self.proxy_protocol),
+                pcap: pcap.clone(),
                 ..server_layers(&listen, &self.tls_listen, self.hex)?
             },
             buffer_size,
-            copy: self.copy,
+            // splice(2) moves bytes the pcap tap would never see.
+            copy: if pcap.is_some() {
+                CopyMode::Buffered
+            } else {
+                self.copy
+            },
             access: self.access.policy()?,
-            max_conns: self
-                .access
-                .max_conns()?
-                .or((listen.delivery() == Delivery::Stream)
-                    .then_some(RelayOptions::DEFAULT_MAX_CONNS)),
-            over_limit: self.access.max_conns_mode,
+            max_conns,
+            over_limit: self.access.over_limit(max_conns)?,
             idle_timeout: optional(self.idle_timeout),
             max_sessions,
             grace: self.grace,
@@ -831,7 +981,8 @@ impl RelayArgs {
                 unix_file: self.unix.file_perms(&listen)?,
                 ..ListenOptions::default()
             },
-            capture: capture_dir(self.capture.as_deref(), &listen)?,
+            capture: capture_dir(self.capture.as_deref())?,
+            send_proxy: send_proxy(self.send_proxy, &target)?,
             ..RelayOptions::new(target)
         };
         let metrics = metrics_endpoint(self.metrics.as_deref())?;
@@ -925,7 +1076,6 @@ mod tests {
             &["tcp://127.0.0.1:0", "--mode", "0600"][..],
             &["unix:@name", "--mode", "0600"],
             &["udp://127.0.0.1:0", "--allow-uid", "0"],
-            &["unixgram:/tmp/x.sock", "--allow-gid", "0"],
             &["unix:/tmp/x.sock", "--owner", "no-such-user-here"],
         ] {
             assert!(

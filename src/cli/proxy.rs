@@ -134,6 +134,10 @@ impl ProxyArgs {
             .map(CredentialStore::load)
             .transpose()?;
         let too_large = |flag: &str| Error::Usage(format!("{flag} is too large"));
+        let max_conns = self
+            .access
+            .max_conns()?
+            .unwrap_or(RelayOptions::DEFAULT_MAX_CONNS);
         let options = ProxyOptions {
             destinations: DestinationPolicy::new(self.allow_to, self.deny_to),
             credentials,
@@ -144,11 +148,8 @@ impl ProxyArgs {
             buffer_size: usize::try_from(self.buffer).map_err(|_| too_large("--buffer"))?,
             copy: self.copy,
             access: self.access.policy()?,
-            max_conns: self
-                .access
-                .max_conns()?
-                .or(Some(RelayOptions::DEFAULT_MAX_CONNS)),
-            over_limit: self.access.max_conns_mode,
+            max_conns: Some(max_conns),
+            over_limit: self.access.over_limit(Some(max_conns))?,
             proxy_protocol: if self.proxy_protocol {
                 ProxyProtocol::required()
             } else {

@@ -36,6 +36,7 @@ use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Capture, Direction, HexDump, Tap};
+use crate::transport::pcap::Pcap;
 use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, connect_stream};
 
 /// After stdin ends on a datagram endpoint, how long to keep printing replies once none
@@ -96,6 +97,8 @@ pub struct InteractiveOptions {
     pub hex: Option<HexDump>,
     /// `--capture DIR`: each connection's bytes, per direction, in files.
     pub capture: Option<Capture>,
+    /// `--pcap FILE`: what passes, as synthetic packets (`connect` only).
+    pub pcap: Option<Pcap>,
 }
 
 impl InteractiveOptions {
@@ -110,6 +113,7 @@ impl InteractiveOptions {
             idle_timeout: None,
             hex: None,
             capture: None,
+            pcap: None,
         }
     }
 }
@@ -203,7 +207,9 @@ where
                 .peer_addr()
                 .map_or_else(|_| endpoint.to_string(), |p| p.to_string());
             tracing::debug!("connected to {peer}");
+            let flow = options.pcap.as_ref().and_then(|_| stream.pcap_flow());
             let stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone())
+                .with_pcap(options.pcap.as_ref(), flow, &peer)
                 .with_capture(options.capture.as_ref(), 1, &peer)
                 .map_err(|source| Error::Io {
                     doing: format!("creating the capture files of {peer}"),
@@ -468,6 +474,10 @@ where
     O: AsyncWrite + Unpin,
 {
     let peer = endpoint.to_string();
+    let capture = options.capture.as_ref();
+    let capture_peer = socket.peer_name().unwrap_or_else(|| peer.clone());
+    let pcap = options.pcap.as_ref().zip(socket.pcap_flow());
+    let mut counted = (0u64, 0u64);
     let activity = Activity::new();
     let counts = Counts::default();
     let mut encoder = CrlfEncoder::default();
@@ -490,6 +500,13 @@ where
                 Some(Ok(chunk)) => {
                     let wire = encode(&chunk, options.line_endings, &mut encoder, &mut encoded);
                     send_datagram(socket, endpoint, wire, options.hex.as_ref(), &peer).await?;
+                    if let Some(capture) = capture {
+                        capture.datagram(Direction::Sent, &capture_peer, wire);
+                    }
+                    if let Some((pcap, flow)) = &pcap {
+                        pcap.record(flow, Direction::Sent, counted.0, counted.1, wire);
+                        counted.0 += wire.len() as u64;
+                    }
                     counts.sent.fetch_add(wire.len() as u64, Ordering::Relaxed);
                     activity.touch();
                 }
@@ -506,6 +523,13 @@ where
                 let n = received.map_err(|e| datagram_error(e, endpoint, &peer))?;
                 if let Some(hex) = &options.hex {
                     hex.datagram(Direction::Received, &peer, &buf[..n]);
+                }
+                if let Some(capture) = capture {
+                    capture.datagram(Direction::Received, &capture_peer, &buf[..n]);
+                }
+                if let Some((pcap, flow)) = &pcap {
+                    pcap.record(flow, Direction::Received, counted.1, counted.0, &buf[..n]);
+                    counted.1 += n as u64;
                 }
                 counts.received.fetch_add(n as u64, Ordering::Relaxed);
                 activity.touch();

@@ -46,6 +46,7 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Capture, Direction, Tap};
 use crate::shutdown::Shutdown;
+use crate::transport::client_cert::ClientIdentity;
 use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM};
 
 /// How many clients a listener takes.
@@ -363,15 +364,18 @@ async fn wrap_client(
     capture: Option<&Capture>,
     conn: u64,
 ) -> Result<Client> {
-    let stream = layers
-        .wrap_accepted(stream, peer, conn)
-        .await?
+    let tapped = layers.wrap_accepted(stream, peer, conn).await?;
+    let certificate = ClientIdentity::of(tapped.get_ref());
+    let stream = tapped
         .with_capture(capture, conn, &peer.to_string())
         .map_err(|source| Error::Io {
             doing: format!("creating the capture files of {peer}"),
             source,
         })?;
-    tracing::info!("{peer} connected");
+    match certificate {
+        Some(identity) => tracing::info!("{peer} connected, client certificate {identity}"),
+        None => tracing::info!("{peer} connected"),
+    }
     let tally = Arc::new(Tally::default());
     Ok(Client {
         stream: Counted {
@@ -718,6 +722,10 @@ where
                 if let Some(hex) = hex {
                     hex.datagram(Direction::Received, &from.to_string(), &buf[..n]);
                 }
+                if let Some(capture) = &options.interactive.capture {
+                    capture.datagram(Direction::Received, &from.to_string(), &buf[..n]);
+                }
+                record_pcap(socket, options, &from, Direction::Received, &buf[..n]);
                 report.received += n as u64;
                 activity.touch();
                 let written = async {
@@ -741,6 +749,21 @@ where
     }
 }
 
+/// `--pcap`: one datagram between this UDP socket and `peer`.
+fn record_pcap(
+    socket: &DatagramSocket,
+    options: &ListenerOptions,
+    peer: &PeerAddr,
+    direction: Direction,
+    datagram: &[u8],
+) {
+    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) =
+        (&options.layers.pcap, socket.local_ip(), peer)
+    {
+        pcap.datagram(local, *peer, direction, datagram);
+    }
+}
+
 /// Sends one chunk of stdin to every peer as one datagram each.
 async fn send_to_peers(
     socket: &DatagramSocket,
@@ -756,6 +779,10 @@ async fn send_to_peers(
             .send_to(datagram, peer)
             .await
             .map_err(|e| Error::exchange(e, peer.to_string(), "while sending a datagram"))?;
+        if let Some(capture) = &options.interactive.capture {
+            capture.datagram(Direction::Sent, &peer.to_string(), datagram);
+        }
+        record_pcap(socket, options, peer, Direction::Sent, datagram);
     }
     Ok(())
 }

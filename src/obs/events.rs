@@ -71,6 +71,20 @@ pub enum Event<'a> {
         /// The socket's peer: the load balancer that sent the header.
         via: &'a PeerAddr,
     },
+    /// With `--client-ca`: the client of connection `conn` presented this verified
+    /// certificate (mutual TLS). The texts are escaped already.
+    ClientCertificate {
+        /// Connection id.
+        conn: u64,
+        /// The client's address.
+        peer: &'a PeerAddr,
+        /// The certificate's subject, `CN=alice, O=Example`.
+        subject: &'a str,
+        /// Its subject alternative names, `DNS:alice.example`, `IP:…`, `email:…`.
+        sans: &'a [String],
+        /// SHA-256 of the certificate, `AB:CD:…`.
+        fingerprint: &'a str,
+    },
     /// A stream client connected.
     Connected {
         /// Connection id, unique for this server run.
@@ -341,7 +355,7 @@ fn format_seed(event: &Event<'_>) -> String {
                 listen_address(endpoint)
             );
         }
-        Event::Certificate { .. } | Event::Proxied { .. } => {}
+        Event::Certificate { .. } | Event::Proxied { .. } | Event::ClientCertificate { .. } => {}
         Event::Connected { peer, .. } => {
             s.push_str("connected by ");
             peer.push_to(&mut s);
@@ -436,6 +450,18 @@ fn format_text(event: &Event<'_>) -> String {
         }
         Event::Proxied { conn, peer, via } => {
             let _ = write!(s, " proxied conn={conn} peer={peer} via={via}");
+        }
+        Event::ClientCertificate {
+            conn,
+            peer,
+            subject,
+            sans,
+            fingerprint,
+        } => {
+            let _ = write!(s, " client_certificate conn={conn} peer={peer}");
+            push_text_field(&mut s, "subject", subject.as_bytes());
+            push_text_field(&mut s, "sans", sans.join(",").as_bytes());
+            let _ = write!(s, " sha256={fingerprint}");
         }
         Event::Connected { conn, peer } => {
             let _ = write!(s, " connected conn={conn} peer={peer}");
@@ -584,6 +610,16 @@ fn format_json(event: &Event<'_>) -> String {
         Event::Proxied { conn, peer, via } => json!({
             "time": time, "event": "proxied", "conn": conn, "peer": peer.to_string(),
             "via": via.to_string(),
+        }),
+        Event::ClientCertificate {
+            conn,
+            peer,
+            subject,
+            sans,
+            fingerprint,
+        } => json!({
+            "time": time, "event": "client_certificate", "conn": conn,
+            "peer": peer.to_string(), "subject": subject, "sans": sans, "sha256": fingerprint,
         }),
         Event::Connected { conn, peer } => {
             json!({"time": time, "event": "connected", "conn": conn, "peer": peer.to_string()})

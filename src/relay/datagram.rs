@@ -3,7 +3,9 @@
 //! A datagram from a new client opens a session: a socket of our own connected to the
 //! target, so the target's replies come back on it and we know which client they are
 //! for. A task per session carries replies back to its client and ends the session after
-//! the idle timeout (rathole's design: the task removes its own entry).
+//! the idle timeout (rathole's design: the task removes its own entry). That socket
+//! takes the target side's `--source` address, socket options and `--retry`, as a
+//! stream relay's connection to the target does.
 //!
 //! The table of sessions is bounded twice: `--max-sessions` in all, and
 //! `--max-conns-per-source` per source (an IPv4 address, an IPv6 /64). A new client always
@@ -165,6 +167,10 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
         if let Some(hex) = &shared.options.layers.hex {
             hex.datagram(Direction::Received, &peer.to_string(), datagram);
         }
+        if let Some(capture) = &shared.options.capture {
+            capture.datagram(Direction::Received, &peer.to_string(), datagram);
+        }
+        record_pcap(&socket, shared, &peer, Direction::Received, datagram);
         let existing = lock(&sessions).by_peer.get(&peer).cloned();
         let session = match existing {
             Some(session) => session,
@@ -187,6 +193,29 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
                 drop_datagram(shared);
             }
         }
+    }
+}
+
+/// A session's own socket to the target, with the target side's `--source`, socket
+/// options and `--retry`. While the target is retried, the receive loop waits with it
+/// (every session goes to that one target); datagrams queue in the socket's receive
+/// buffer meanwhile.
+async fn connect_target(shared: &Shared) -> crate::Result<DatagramSocket> {
+    DatagramSocket::connect_with_options(&shared.options.target, &shared.options.connect).await
+}
+
+/// `--pcap`: one datagram between the relay's UDP listener and client `peer`.
+fn record_pcap(
+    listener: &DatagramSocket,
+    shared: &Shared,
+    peer: &PeerAddr,
+    direction: Direction,
+    datagram: &[u8],
+) {
+    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) =
+        (&shared.options.layers.pcap, listener.local_ip(), peer)
+    {
+        pcap.datagram(local, *peer, direction, datagram);
     }
 }
 
@@ -220,7 +249,11 @@ impl Opener {
         shared: &Arc<Shared>,
     ) -> Option<Arc<Session>> {
         self.make_room(peer, sessions, shared);
-        let target = match DatagramSocket::connect(&shared.options.target).await {
+        let target = tokio::select! {
+            target = connect_target(shared) => target,
+            () = shared.shutdown.triggered() => return None,
+        };
+        let target = match target {
             Ok(target) => target,
             Err(e) => {
                 shared.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -327,6 +360,10 @@ async fn carry_replies(
             tracing::debug!(session = session.id, %peer, "could not send a reply: {e}");
             shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
+            if let Some(capture) = &shared.options.capture {
+                capture.datagram(Direction::Sent, &peer_text, &buf[..len]);
+            }
+            record_pcap(&listener, &shared, &peer, Direction::Sent, &buf[..len]);
             session.to_client.fetch_add(len as u64, Ordering::Relaxed);
             count_forwarded(&shared.stats.to_client, len);
         }

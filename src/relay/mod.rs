@@ -84,8 +84,13 @@ pub struct RelayOptions {
     pub grace: Duration,
     /// Options for the listening socket.
     pub listen: ListenOptions,
-    /// `--capture DIR`: each client connection's bytes, per direction, in files (streams).
+    /// `--capture DIR`: each client connection's bytes, per direction, in files (for
+    /// datagrams, each client's, with an index of the datagrams' boundaries).
     pub capture: Option<crate::obs::hexdump::Capture>,
+    /// `--send-proxy v1|v2`: each target connection starts with a PROXY protocol header
+    /// naming the client (the one an incoming header named, with `--proxy-protocol`), so
+    /// the target sees who really connected.
+    pub send_proxy: Option<crate::transport::proxy::SendProxy>,
 }
 
 impl RelayOptions {
@@ -120,6 +125,7 @@ impl RelayOptions {
             grace: Duration::from_secs(5),
             listen: ListenOptions::default(),
             capture: None,
+            send_proxy: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! free slot is closed at once (logged, counted). The slot is held until the relayed
 //! connection ends.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,9 +24,13 @@ use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::obs::span::{connection_span, record_client, record_socket_peer};
+use crate::obs::span::{
+    announce_client_certificate, connection_span, record_client, record_socket_peer,
+};
 use crate::obs::throttle::connection_line;
-use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream};
+use crate::transport::client_cert::ClientIdentity;
+use crate::transport::proxy;
+use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream, connect_stream_prefixed};
 
 /// Accepts clients until shutdown, one tracked task each; denied clients and, with
 /// `--max-conns-mode refuse`, clients over the limit are closed at once.
@@ -172,10 +177,14 @@ async fn relay(
     delivered: &Delivered,
 ) -> End {
     let options = &shared.options;
+    let local = local_address(&accepted);
     let client = match options.layers.wrap_accepted(accepted, peer, conn).await {
         Ok(client) => client,
         Err(e) => return End::Handshake(e),
     };
+    if let Some(identity) = ClientIdentity::of(client.get_ref()) {
+        announce_client_certificate(&identity, peer, conn, &shared.events);
+    }
     let client = match client.with_capture(options.capture.as_ref(), conn, &peer.to_string()) {
         Ok(client) => client,
         Err(source) => {
@@ -185,7 +194,7 @@ async fn relay(
             });
         }
     };
-    let connecting = connect_stream(&options.target, options.connect.clone());
+    let connecting = connect_target(options, peer, local);
     let target = tokio::select! {
         target = connecting => match target {
             Ok(target) => target,
@@ -204,6 +213,34 @@ async fn relay(
             End::Idle(options.idle_timeout.unwrap_or_default())
         }
         () = shared.grace_expired() => End::Shutdown,
+    }
+}
+
+/// Connects to the target and, with `--send-proxy`, sends the PROXY header naming the
+/// client (and `local`, the address it reached) before anything else, TLS included.
+async fn connect_target(
+    options: &super::RelayOptions,
+    peer: &PeerAddr,
+    local: Option<SocketAddr>,
+) -> crate::Result<Stream> {
+    let Some(version) = options.send_proxy else {
+        return connect_stream(&options.target, options.connect.clone()).await;
+    };
+    let client = match peer {
+        PeerAddr::Ip(addr) => Some(*addr),
+        _ => None,
+    };
+    let header = proxy::encode(version, client, local);
+    connect_stream_prefixed(&options.target, options.connect.clone(), &header).await
+}
+
+/// The local address of an accepted connection: where the client connected to (`None`
+/// for Unix sockets).
+fn local_address(stream: &Stream) -> Option<SocketAddr> {
+    match stream {
+        Stream::Tcp(tcp) => tcp.local_addr().ok(),
+        Stream::Tls(tls) => tls.get_ref().0.local_addr().ok(),
+        Stream::Unix(_) => None,
     }
 }
 

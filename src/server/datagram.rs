@@ -31,6 +31,7 @@ use socket2::SockAddr;
 
 use crate::endpoint::PeerAddr;
 use crate::transport::batch::{self, RecvBatch};
+use crate::transport::datagram_cred;
 use crate::transport::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 /// Programs run at once for `--exec` on a datagram endpoint when `--max-conns` is not set.
@@ -118,7 +119,15 @@ fn answer_until_stopped(socket: &StdDatagram, shared: &Shared) {
                     gate: &mut gate,
                     guard: guard.as_mut(),
                 };
-                answer_batch(fd, &batch, &mut to_send, shared, &mut tally, &mut checks);
+                let answering = Answering { fd, local };
+                answer_batch(
+                    answering,
+                    &batch,
+                    &mut to_send,
+                    shared,
+                    &mut tally,
+                    &mut checks,
+                );
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // E.g. an ICMP error queued on the socket: it concerns one peer only.
@@ -183,10 +192,42 @@ struct Checks<'a> {
     guard: Option<&'a mut AmplificationGuard>,
 }
 
+/// The socket a batch is answered on: its descriptor, and its address (UDP) for
+/// `--pcap`.
+#[derive(Clone, Copy)]
+struct Answering {
+    fd: RawFd,
+    local: Option<SocketAddr>,
+}
+
+/// `--capture` and `--pcap`: a received datagram and the reply the server is about to
+/// send it.
+fn record(
+    layers: &crate::transport::Layers,
+    local: Option<SocketAddr>,
+    peer: &PeerAddr,
+    datagram: &[u8],
+    reply: Option<&[u8]>,
+) {
+    if let Some(capture) = &layers.capture {
+        let peer = peer.to_string();
+        capture.datagram(Direction::Received, &peer, datagram);
+        if let Some(reply) = reply {
+            capture.datagram(Direction::Sent, &peer, reply);
+        }
+    }
+    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) = (&layers.pcap, local, peer) {
+        pcap.datagram(local, *peer, Direction::Received, datagram);
+        if let Some(reply) = reply {
+            pcap.datagram(local, *peer, Direction::Sent, reply);
+        }
+    }
+}
+
 /// Answers one received batch: checks and logs each datagram, then sends every reply in
 /// as few system calls as possible.
 fn answer_batch(
-    fd: RawFd,
+    answering: Answering,
     batch: &RecvBatch,
     to_send: &mut Vec<(usize, SockAddr)>,
     shared: &Shared,
@@ -197,10 +238,21 @@ fn answer_batch(
     let responder = &shared.options.responder;
     let hex = shared.options.layers.hex.as_ref();
     let shows_messages = shared.shows_messages();
-    let needs_peer = !shared.options.access.is_open() || shows_messages || hex.is_some();
+    let layers = &shared.options.layers;
+    let recording = layers.capture.is_some() || layers.pcap.is_some();
+    let needs_peer =
+        !shared.options.access.is_open() || shows_messages || hex.is_some() || recording;
     to_send.clear();
+    let checks_senders = datagram_cred::checks_senders();
     for i in 0..batch.len() {
         let datagram = batch.datagram(i);
+        if checks_senders && !datagram_cred::sender_allowed(batch.sender_cred(i)) {
+            shared
+                .stats
+                .denied
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         let sender = batch.sender(i);
         // Raw datagrams have no terminator, so an answer is one slice.
         let mut answer = responder.answer(datagram, &[]).map(|[reply, _]| reply);
@@ -231,6 +283,9 @@ fn answer_batch(
                     hex.datagram(Direction::Sent, &peer, reply);
                 }
             }
+            if recording {
+                record(layers, answering.local, &peer, datagram, answer);
+            }
         }
         tally.messages += 1;
         tally.bytes_in += datagram.len() as u64;
@@ -249,7 +304,7 @@ fn answer_batch(
     let mut done = 0;
     while done < to_send.len() {
         let rest = || (done..to_send.len()).map(reply);
-        match batch::send_batch_waiting(fd, rest()) {
+        match batch::send_batch_waiting(answering.fd, rest()) {
             Ok(n) => {
                 tally.bytes_out += rest().take(n).map(|(b, _)| b.len() as u64).sum::<u64>();
                 tally.replies += n as u64;
@@ -355,7 +410,7 @@ async fn run_program(
     let Run { socket, spec, .. } = *run_with;
     let limits = &shared.options.limits;
     let time_limit = limits.message_timeout.or(limits.idle_timeout);
-    let client = ClientInfo { conn: id, peer };
+    let client = ClientInfo::new(id, peer);
     let run = exec::run_for_datagram(
         spec,
         datagram,

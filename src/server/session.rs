@@ -27,10 +27,13 @@ use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
 use crate::endpoint::PeerAddr;
 use crate::error::Error;
-use crate::obs::span::{connection_span, record_client, record_socket_peer};
+use crate::obs::span::{
+    announce_client_certificate, connection_span, record_client, record_socket_peer,
+};
 use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, Tally};
 use crate::transport::Stream;
+use crate::transport::client_cert::ClientIdentity;
 
 /// How one connection-level session ended, ready for the log and the `closed` event.
 struct Outcome {
@@ -56,11 +59,11 @@ pub(crate) async fn serve_accepted(
         // The common case, kept lean: the socket itself (no header, no wrapper) and no
         // span (creating one costs more than a hello exchange); the per-message loop
         // names the connection in its own log lines.
-        handle_connection(stream, &socket_peer, conn, &shared).await;
+        handle_connection(stream, &socket_peer, conn, &shared, Origin::default()).await;
     } else if passthrough {
         let span = connection_span(conn);
         record_socket_peer(&span, false, &socket_peer);
-        handle_connection(stream, &socket_peer, conn, &shared)
+        handle_connection(stream, &socket_peer, conn, &shared, Origin::default())
             .instrument(span)
             .await;
     } else {
@@ -115,7 +118,17 @@ async fn prepare_and_serve(
         });
     }
     match layers.wrap_accepted(stream, &peer, conn).await {
-        Ok(stream) => handle_connection(stream, &peer, conn, shared).await,
+        Ok(stream) => {
+            let certificate = ClientIdentity::of(stream.get_ref());
+            if let Some(identity) = &certificate {
+                announce_client_certificate(identity, &peer, conn, &shared.events);
+            }
+            let origin = Origin {
+                via: proxied.then_some(&socket_peer),
+                certificate: certificate.as_ref(),
+            };
+            handle_connection(stream, &peer, conn, shared, origin).await;
+        }
         Err(e) => {
             shared.stats.count_error(ErrorKind::of(&e));
             let e = naming_the_client(e);
@@ -136,16 +149,34 @@ fn naming_the_client(error: Error) -> Error {
     }
 }
 
+/// What the layers learned about a client besides its address, for `--exec` programs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Origin<'a> {
+    /// With `--proxy-protocol`: the balancer that sent the header.
+    via: Option<&'a PeerAddr>,
+    /// With `--client-ca`: the client's verified certificate.
+    certificate: Option<&'a ClientIdentity>,
+}
+
 /// Serves one connection with the server's behaviour.
-pub(crate) async fn handle_connection<S>(stream: S, peer: &PeerAddr, conn: u64, shared: &Shared)
-where
+pub(crate) async fn handle_connection<S>(
+    stream: S,
+    peer: &PeerAddr,
+    conn: u64,
+    shared: &Shared,
+    origin: Origin<'_>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match &shared.handler {
         Handler::Respond => serve_connection(stream, peer, conn, shared).await,
         Handler::Exec(spec) => {
             begin(peer, conn, shared);
-            let client = ClientInfo { conn, peer };
+            let client = ClientInfo {
+                via: origin.via,
+                certificate: origin.certificate,
+                ..ClientInfo::new(conn, peer)
+            };
             let idle = shared.options.limits.idle_timeout;
             // Boxed: the program's plumbing is a large future, and it would otherwise make
             // every connection's task that large, whatever its mode.

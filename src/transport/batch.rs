@@ -14,6 +14,7 @@ use std::os::fd::RawFd;
 use socket2::{SockAddr, SockAddrStorage};
 
 use super::MAX_DATAGRAM;
+use super::datagram_cred::{CredControl, SenderCred, sender_cred};
 
 /// Datagrams received (and answered) per system call at most.
 pub const BATCH: usize = 32;
@@ -34,6 +35,10 @@ pub struct RecvBatch {
     addr_lens: [libc::socklen_t; BATCH],
     /// Length of each datagram.
     lens: [usize; BATCH],
+    /// Room for each datagram's `SCM_CREDENTIALS` (Unix sockets with `SO_PASSCRED`).
+    controls: Box<[CredControl; BATCH]>,
+    /// The credentials each datagram carried, if any.
+    creds: [Option<SenderCred>; BATCH],
     /// How many slots the last receive filled.
     count: usize,
 }
@@ -46,6 +51,8 @@ impl RecvBatch {
             addrs: Box::new(std::array::from_fn(|_| SockAddrStorage::zeroed())),
             addr_lens: [0; BATCH],
             lens: [0; BATCH],
+            controls: Box::new([CredControl::new(); BATCH]),
+            creds: [None; BATCH],
             count: 0,
         }
     }
@@ -70,6 +77,12 @@ impl RecvBatch {
         // SAFETY: SockAddrStorage is plain bytes without Drop, so a bitwise copy is a valid
         // value; the kernel filled it with an address of `addr_lens[i]` bytes, which fits.
         unsafe { SockAddr::new(std::ptr::read(&self.addrs[i]), self.addr_lens[i]) }
+    }
+
+    /// The credentials the kernel attached to datagram `i` (only on a Unix socket with
+    /// `SO_PASSCRED`: see [`super::datagram_cred`]).
+    pub fn sender_cred(&self, i: usize) -> Option<SenderCred> {
+        self.creds[i]
     }
 
     /// Waits for a datagram on `fd` (a blocking socket), then takes it and whatever else is
@@ -105,6 +118,7 @@ impl RecvBatch {
             header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_iov = &mut iovecs[i];
             header.msg_iovlen = 1;
+            self.controls[i].attach(header);
         }
         // SAFETY: every header points at live buffers owned by `self` or this frame, each
         // with its true length; the kernel writes at most that much.
@@ -125,6 +139,7 @@ impl RecvBatch {
         for (i, header) in headers[..count].iter().enumerate() {
             self.lens[i] = header.msg_len as usize;
             self.addr_lens[i] = header.msg_hdr.msg_namelen;
+            self.creds[i] = sender_cred(&header.msg_hdr);
         }
         self.count = count;
         Ok(count)

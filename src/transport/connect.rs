@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::dial::connect_tcp;
@@ -67,31 +68,74 @@ pub async fn connect_stream(
     endpoint: &Endpoint,
     options: impl Into<ConnectOptions>,
 ) -> Result<Stream> {
+    connect_stream_prefixed(endpoint, options, &[]).await
+}
+
+/// [`connect_stream`], sending `prefix` as the connection's first bytes: on the plain
+/// socket, before any TLS handshake (and inside any `--proxy` tunnel). A relay's
+/// `--send-proxy` header goes there, since a PROXY header must precede TLS.
+///
+/// # Errors
+/// As [`connect_stream`], and the write error if the prefix cannot be sent.
+pub async fn connect_stream_prefixed(
+    endpoint: &Endpoint,
+    options: impl Into<ConnectOptions>,
+    prefix: &[u8],
+) -> Result<Stream> {
     let options = options.into();
     connect_with_retry(&options.retry, endpoint, || {
-        connect_once(endpoint, &options)
+        connect_once(endpoint, &options, prefix)
     })
     .await
 }
 
-/// One connect attempt of [`connect_stream`].
-async fn connect_once(endpoint: &Endpoint, options: &ConnectOptions) -> Result<Stream> {
+/// Writes `prefix` on a fresh connection (nothing when it is empty).
+async fn send_prefix<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    endpoint: &Endpoint,
+    prefix: &[u8],
+) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(prefix).await.map_err(|e| {
+        Error::exchange(
+            e,
+            endpoint.to_string(),
+            "while sending the connection's header",
+        )
+    })
+}
+
+/// One connect attempt of [`connect_stream_prefixed`].
+async fn connect_once(
+    endpoint: &Endpoint,
+    options: &ConnectOptions,
+    prefix: &[u8],
+) -> Result<Stream> {
     let timeout = options.timeout;
     let attempt = async {
         match endpoint {
-            Endpoint::Tcp(hp) => connect_tcp_maybe_proxied(endpoint, hp, options)
-                .await
-                .map(Stream::Tcp),
+            Endpoint::Tcp(hp) => {
+                let mut tcp = connect_tcp_maybe_proxied(endpoint, hp, options).await?;
+                send_prefix(&mut tcp, endpoint, prefix).await?;
+                Ok(Stream::Tcp(tcp))
+            }
             Endpoint::Unix(_) if !options.proxies.is_empty() => Err(Error::Usage(format!(
                 "{endpoint} is a local socket; --proxy applies to tcp:// and tls:// targets only"
             ))),
-            Endpoint::Unix(addr) => connect_unix(endpoint, addr).await,
+            Endpoint::Unix(addr) => {
+                let mut unix = connect_unix(endpoint, addr).await?;
+                send_prefix(&mut unix, endpoint, prefix).await?;
+                Ok(unix)
+            }
             Endpoint::Tls(hp) => {
                 let tls = match &options.tls {
                     Some(tls) => tls.clone(),
                     None => ClientTls::system()?,
                 };
-                let tcp = connect_tcp_maybe_proxied(endpoint, hp, options).await?;
+                let mut tcp = connect_tcp_maybe_proxied(endpoint, hp, options).await?;
+                send_prefix(&mut tcp, endpoint, prefix).await?;
                 tls.handshake(tcp, endpoint, hp).await
             }
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(

@@ -15,6 +15,7 @@ use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::activation;
 use super::connect::ConnectOptions;
+use super::datagram_cred;
 use super::errors::{connect_error, ip_listen_error};
 use super::listener::host_port;
 use super::proxy_client::UdpAssociation;
@@ -49,9 +50,21 @@ impl DatagramSocket {
     /// # Errors
     /// The same listen errors as [`super::StreamListener::bind`].
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
-        if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Datagram {
-            return passed_socket(endpoint);
+        let socket =
+            if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Datagram {
+                passed_socket(endpoint)?
+            } else {
+                DatagramSocket::bind_own(endpoint, opts).await?
+            };
+        if let DatagramSocket::Unix(unix, _) = &socket {
+            datagram_cred::pass_credentials(unix)
+                .map_err(|e| unix_path::listen_error(e, endpoint))?;
         }
+        Ok(socket)
+    }
+
+    /// Binds a socket of our own (not one systemd passed).
+    async fn bind_own(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
         match endpoint {
             Endpoint::Udp(hp) => bind_udp(endpoint, hp, opts).await,
             Endpoint::UnixDgram(addr) => bind_unix(endpoint, addr, opts.unix_file),
@@ -103,9 +116,20 @@ impl DatagramSocket {
     }
 
     /// Receives one datagram and its sender. Cancel-safe.
+    ///
+    /// On a Unix socket with `--allow-uid`/`--allow-gid`, datagrams from other senders are
+    /// dropped here ([`datagram_cred`]), so no caller ever sees them.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, PeerAddr)> {
         match self {
             DatagramSocket::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, PeerAddr::Ip(a))),
+            DatagramSocket::Unix(s, _) if datagram_cred::checks_senders() => loop {
+                let (n, from, cred) = s
+                    .async_io(Interest::READABLE, || datagram_cred::recv_with_cred(s, buf))
+                    .await?;
+                if datagram_cred::sender_allowed(cred) {
+                    break Ok((n, PeerAddr::Unix(Box::new(from))));
+                }
+            },
             DatagramSocket::Unix(s, _) => s.recv_from(buf).await.map(|(n, a)| (n, unix_peer(a))),
             DatagramSocket::Socks(s) => {
                 let payload = s.recv(buf).await?;
@@ -120,6 +144,13 @@ impl DatagramSocket {
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, PeerAddr)> {
         match self {
             DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, PeerAddr::Ip(a))),
+            DatagramSocket::Unix(s, _) if datagram_cred::checks_senders() => loop {
+                let (n, from, cred) =
+                    s.try_io(Interest::READABLE, || datagram_cred::recv_with_cred(s, buf))?;
+                if datagram_cred::sender_allowed(cred) {
+                    break Ok((n, PeerAddr::Unix(Box::new(from))));
+                }
+            },
             DatagramSocket::Unix(s, _) => s.try_recv_from(buf).map(|(n, a)| (n, unix_peer(a))),
             DatagramSocket::Socks(s) => {
                 let payload = s.try_recv(buf)?;
@@ -159,6 +190,42 @@ impl DatagramSocket {
             DatagramSocket::Udp(s) => s.send(buf).await,
             DatagramSocket::Unix(s, _) => s.send(buf).await,
             DatagramSocket::Socks(s) => s.send(buf).await,
+        }
+    }
+
+    /// The connected peer as capture files name it (`127.0.0.1:9000`, `/path`), when
+    /// the socket knows it.
+    pub fn peer_name(&self) -> Option<String> {
+        match self {
+            DatagramSocket::Udp(s) => s.peer_addr().ok().map(|a| a.to_string()),
+            DatagramSocket::Unix(s, _) => s
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string())),
+            // Named by the endpoint: the socket's own peer is the proxy's relay.
+            DatagramSocket::Socks(_) => None,
+        }
+    }
+
+    /// The local UDP address (`None` for a Unix socket), for `--pcap`.
+    pub fn local_ip(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            DatagramSocket::Udp(s) => s.local_addr().ok(),
+            DatagramSocket::Unix(..) | DatagramSocket::Socks(_) => None,
+        }
+    }
+
+    /// Both ends as a `--pcap` flow (UDP; a Unix socket has no IP addresses, and a
+    /// SOCKS association is not recorded).
+    pub fn pcap_flow(&self) -> Option<super::pcap::Flow> {
+        match self {
+            DatagramSocket::Udp(s) => Some(super::pcap::Flow {
+                local: s.local_addr().ok()?,
+                peer: s.peer_addr().ok()?,
+                transport: super::pcap::Transport::Udp,
+            }),
+            // Through a proxy the packets would name the proxy's relay, not the target.
+            DatagramSocket::Unix(..) | DatagramSocket::Socks(_) => None,
         }
     }
 

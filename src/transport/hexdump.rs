@@ -1,7 +1,8 @@
 //! `--hex`: traffic in both directions as offset / hex / ASCII lines, on stderr, each
 //! chunk headed by its direction and the time it passed (UTC, to the microsecond), as
 //! `socat -x -v` heads its chunks. `--capture DIR`: the same bytes, raw, in one file per
-//! connection and direction.
+//! connection and direction (datagrams also get an index of their boundaries:
+//! [`super::datagram_capture`]).
 //!
 //! ```text
 //! < 2026-12-06T18:42:45.123456Z received 16 bytes from 127.0.0.1:50738 (conn 1)
@@ -34,32 +35,9 @@ use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Which way bytes went, from sockit's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// sockit wrote them to the peer (`>`).
-    Sent,
-    /// sockit read them from the peer (`<`).
-    Received,
-}
-
-impl Direction {
-    /// The marker at the start of every line of a chunk.
-    fn marker(self) -> char {
-        match self {
-            Direction::Sent => '>',
-            Direction::Received => '<',
-        }
-    }
-
-    /// "sent N bytes to" / "received N bytes from".
-    fn words(self) -> (&'static str, &'static str) {
-        match self {
-            Direction::Sent => ("sent", "to"),
-            Direction::Received => ("received", "from"),
-        }
-    }
-}
+use super::datagram_capture::DatagramFiles;
+pub use super::direction::Direction;
+use super::pcap::{Flow, Pcap};
 
 /// Where hex dumps are written. Cheap to clone; clones share the writer and its lock.
 #[derive(Clone)]
@@ -95,6 +73,7 @@ impl HexDump {
             state: Some(TapState {
                 dump: Some(self.clone()),
                 capture: None,
+                pcap: None,
                 peer: peer.into(),
                 sent: 0,
                 received: 0,
@@ -180,6 +159,8 @@ pub struct Tap<S> {
 struct TapState {
     dump: Option<HexDump>,
     capture: Option<CaptureFiles>,
+    /// `--pcap`: the file and the connection's addresses.
+    pcap: Option<(Pcap, Flow)>,
     peer: String,
     sent: u64,
     received: u64,
@@ -195,7 +176,15 @@ impl TapState {
         if let Some(dump) = &self.dump {
             dump.chunk(direction, &self.peer, *offset, data);
         }
+        let seq = *offset;
         *offset += data.len() as u64;
+        if let Some((pcap, flow)) = &self.pcap {
+            let ack = match direction {
+                Direction::Sent => self.received,
+                Direction::Received => self.sent,
+            };
+            pcap.record(flow, direction, seq, ack, data);
+        }
         if let Some(capture) = &mut self.capture
             && let Err(e) = capture.write(direction, data)
         {
@@ -208,10 +197,14 @@ impl TapState {
     }
 }
 
-/// `--capture DIR`: a directory that takes one pair of files per connection.
+/// `--capture DIR`: a directory that takes one pair of files per connection, and for
+/// datagram endpoints one set of files per peer (see [`super::datagram_capture`]).
+/// Cheap to clone; clones share the datagram peers' open files.
 #[derive(Debug, Clone)]
 pub struct Capture {
     dir: Arc<PathBuf>,
+    /// The datagram peers' files, shared by every task that sees datagrams.
+    datagrams: Arc<Mutex<DatagramFiles>>,
 }
 
 impl Capture {
@@ -228,7 +221,17 @@ impl Capture {
         let _ = std::fs::remove_file(&check);
         Ok(Capture {
             dir: Arc::new(dir.to_path_buf()),
+            datagrams: Arc::default(),
         })
+    }
+
+    /// Records one datagram that went `direction` with `peer`, keeping its boundaries
+    /// (the files and their index are described in [`super::datagram_capture`]).
+    pub fn datagram(&self, direction: Direction, peer: &str, data: &[u8]) {
+        let stem = |conn: u64| format!("conn{conn}_{}", file_safe(peer));
+        // A poisoned lock only means another capture panicked mid-write; keep capturing.
+        let mut files = self.datagrams.lock().unwrap_or_else(|e| e.into_inner());
+        files.record(&self.dir, direction, peer, data, stem);
     }
 
     /// The two files of connection `conn` with `peer`:
@@ -322,15 +325,29 @@ impl<S> Tap<S> {
             return Ok(self);
         };
         let files = capture.open(conn, peer)?;
-        let state = self.state.get_or_insert_with(|| TapState {
+        self.observed(peer).capture = Some(files);
+        Ok(self)
+    }
+
+    /// Also records what passes in `pcap` as packets of `flow`, when both are given (a
+    /// Unix stream has no IP addresses to put in packets).
+    pub fn with_pcap(mut self, pcap: Option<&Pcap>, flow: Option<Flow>, peer: &str) -> Tap<S> {
+        if let (Some(pcap), Some(flow)) = (pcap, flow) {
+            self.observed(peer).pcap = Some((pcap.clone(), flow));
+        }
+        self
+    }
+
+    /// The observing state, made if this tap was a plain pass-through.
+    fn observed(&mut self, peer: &str) -> &mut TapState {
+        self.state.get_or_insert_with(|| TapState {
             dump: None,
             capture: None,
+            pcap: None,
             peer: peer.to_string(),
             sent: 0,
             received: 0,
-        });
-        state.capture = Some(files);
-        Ok(self)
+        })
     }
 
     /// The wrapped stream.

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Stream;
-use super::hexdump::{HexDump, Tap};
+use super::hexdump::{Capture, HexDump, Tap};
+use super::pcap::Pcap;
 use super::proxy::{self, ProxyProtocol};
 use super::tls::{HANDSHAKE_TIMEOUT, ServerTls};
 use crate::endpoint::PeerAddr;
@@ -29,6 +30,11 @@ pub struct Layers {
     pub tls: Option<Arc<ServerTls>>,
     /// `--hex`: dump what passes, in both directions.
     pub hex: Option<HexDump>,
+    /// `serve --capture DIR`: each connection's bytes in files (`relay` and `listen`
+    /// capture with options of their own, after their own wrapping).
+    pub capture: Option<Capture>,
+    /// `--pcap FILE`: what passes, as synthetic TCP packets.
+    pub pcap: Option<Pcap>,
     /// Longest a client may take over its TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -39,16 +45,22 @@ impl Default for Layers {
             proxy: ProxyProtocol::Off,
             tls: None,
             hex: None,
+            capture: None,
+            pcap: None,
             handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
 
 impl Layers {
-    /// Whether no layer is configured (no PROXY header, TLS or dump), so an accepted
-    /// stream is served as it is.
+    /// Whether no layer is configured (no PROXY header, TLS, dump or capture), so an
+    /// accepted stream is served as it is.
     pub fn is_passthrough(&self) -> bool {
-        self.tls.is_none() && self.hex.is_none() && !self.proxy.is_on()
+        self.tls.is_none()
+            && self.hex.is_none()
+            && self.capture.is_none()
+            && self.pcap.is_none()
+            && !self.proxy.is_on()
     }
 
     /// Who the client really is: with `--proxy-protocol`, the address the load balancer's
@@ -74,25 +86,30 @@ impl Layers {
     }
 
     /// Runs the TLS handshake if configured, then wraps the stream in the hex tap (a
-    /// pass-through without `--hex`).
+    /// pass-through without `--hex` or `--capture`).
     ///
     /// # Errors
-    /// [`crate::Error::Tls`] or [`crate::Error::Timeout`] when the handshake fails; the
-    /// caller logs it and drops the connection.
+    /// [`crate::Error::Tls`] or [`crate::Error::Timeout`] when the handshake fails, and
+    /// [`crate::Error::Io`] when the capture files cannot be created; the caller logs it
+    /// and drops the connection.
     pub async fn wrap_accepted(
         &self,
         stream: Stream,
         peer: &PeerAddr,
         conn: u64,
     ) -> Result<Tap<Stream>> {
+        let flow = self.pcap.as_ref().and_then(|_| stream.pcap_flow());
         let stream = match &self.tls {
             Some(tls) => tls.accept(stream, peer, self.handshake_timeout).await?,
             None => stream,
         };
-        Ok(Tap::maybe(
-            stream,
-            self.hex.as_ref(),
-            format!("{peer} (conn {conn})"),
-        ))
+        let label = format!("{peer} (conn {conn})");
+        Tap::maybe(stream, self.hex.as_ref(), label.clone())
+            .with_pcap(self.pcap.as_ref(), flow, &label)
+            .with_capture(self.capture.as_ref(), conn, &peer.to_string())
+            .map_err(|source| crate::Error::Io {
+                doing: format!("creating the capture files of {peer}"),
+                source,
+            })
     }
 }

@@ -9,6 +9,8 @@
 //! * [`Layers`] reads the PROXY protocol header ([`proxy`]), then wraps an accepted stream
 //!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
+//! * [`client_cert`] adds mutual TLS: the server's `--client-ca` check, the client's
+//!   `--cert`, and the verified client's identity;
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
 //! * [`proxy_client`] reaches a target through SOCKS and HTTP CONNECT proxies (`--proxy`);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
@@ -27,13 +29,18 @@
 pub mod activation;
 mod backoff;
 pub mod batch;
+pub mod client_cert;
 mod connect;
 mod datagram;
+pub mod datagram_capture;
+pub mod datagram_cred;
 mod dial;
+mod direction;
 mod errors;
 pub mod hexdump;
 mod layers;
 mod listener;
+pub mod pcap;
 pub mod proxy;
 pub mod proxy_client;
 pub mod retry;
@@ -45,9 +52,9 @@ pub mod tls;
 mod unix_path;
 
 pub use backoff::{Backoff, is_per_connection};
+pub use connect::{ConnectOptions, connect_stream, connect_stream_prefixed};
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
-pub use connect::{ConnectOptions, connect_stream};
 pub use layers::Layers;
 pub use listener::{StdListener, StreamListener};
 pub use proxy::ProxyProtocol;

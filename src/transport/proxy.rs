@@ -16,6 +16,10 @@
 //! What the header yields ([`Origin`]): the client's address for `PROXY TCP4/TCP6` (v1)
 //! and v2 `PROXY` with IPv4/IPv6 addresses; the socket's own peer for v1 `UNKNOWN`, v2
 //! `LOCAL` (the balancer's own health checks) and v2 headers without IP addresses.
+//!
+//! The other direction, [`encode`], writes the header a relay sends its target
+//! (`relay --send-proxy v1|v2`), as HAProxy's `send-proxy` does: the client's address and
+//! the address it connected to, or "unknown" when the client is not an IP peer.
 
 use std::io;
 use std::net::SocketAddr;
@@ -225,6 +229,99 @@ fn describe_start(bytes: &[u8]) -> String {
         let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
         format!("bytes {}", hex.join(" "))
     }
+}
+
+/// Which header a relay sends before each target connection's first byte
+/// (`--send-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendProxy {
+    /// The v1 text line (`PROXY TCP4 src dst sport dport`), HAProxy's `send-proxy`.
+    V1,
+    /// The v2 binary header, HAProxy's `send-proxy-v2`.
+    V2,
+}
+
+/// The header naming `client` as the connection's source and `local` (the address the
+/// client reached) as its destination. When either is not an IP address (a Unix socket
+/// peer), the header says the addresses are unknown (v1 `UNKNOWN`, v2 `AF_UNSPEC`), and
+/// the receiver uses the connection's own peer. When the families differ, both are
+/// written as IPv6, the IPv4 one mapped (`::ffff:a.b.c.d`), as HAProxy does.
+pub fn encode(
+    version: SendProxy,
+    client: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+) -> Vec<u8> {
+    let pair = client.zip(local).map(same_family);
+    match version {
+        SendProxy::V1 => encode_v1(pair),
+        SendProxy::V2 => encode_v2(pair),
+    }
+}
+
+/// Both addresses in one family: unchanged if they share one, else both IPv6.
+fn same_family((source, destination): (SocketAddr, SocketAddr)) -> (SocketAddr, SocketAddr) {
+    let as_v6 = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+        v6 => v6,
+    };
+    if source.is_ipv4() == destination.is_ipv4() {
+        (source, destination)
+    } else {
+        (as_v6(source), as_v6(destination))
+    }
+}
+
+/// `PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n`, or `PROXY UNKNOWN\r\n`.
+fn encode_v1(pair: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
+    match pair {
+        Some((source, destination)) => {
+            let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+            format!(
+                "PROXY {family} {} {} {} {}\r\n",
+                source.ip(),
+                destination.ip(),
+                source.port(),
+                destination.port()
+            )
+            .into_bytes()
+        }
+        None => b"PROXY UNKNOWN\r\n".to_vec(),
+    }
+}
+
+/// The v2 header: signature, `PROXY` command, TCP over IPv4 or IPv6 (or `AF_UNSPEC`
+/// with no addresses), the address block; no TLVs.
+fn encode_v2(pair: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
+    /// Version 2, command PROXY.
+    const V2_PROXY: u8 = 0x21;
+    let (family, addresses) = match pair {
+        Some((SocketAddr::V4(source), SocketAddr::V4(destination))) => {
+            let mut block = Vec::with_capacity(12);
+            block.extend_from_slice(&source.ip().octets());
+            block.extend_from_slice(&destination.ip().octets());
+            block.extend_from_slice(&source.port().to_be_bytes());
+            block.extend_from_slice(&destination.port().to_be_bytes());
+            (0x11, block)
+        }
+        Some((SocketAddr::V6(source), SocketAddr::V6(destination))) => {
+            let mut block = Vec::with_capacity(36);
+            block.extend_from_slice(&source.ip().octets());
+            block.extend_from_slice(&destination.ip().octets());
+            block.extend_from_slice(&source.port().to_be_bytes());
+            block.extend_from_slice(&destination.port().to_be_bytes());
+            (0x21, block)
+        }
+        // Mixed families never reach here (`same_family`); unknown addresses do.
+        _ => (0x00, Vec::new()),
+    };
+    let mut header = Vec::with_capacity(V2_FIXED_LEN + addresses.len());
+    header.extend_from_slice(V2_SIGNATURE);
+    header.push(V2_PROXY);
+    header.push(family);
+    // At most 36 bytes: the cast cannot truncate.
+    header.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+    header.extend_from_slice(&addresses);
+    header
 }
 
 /// Reads the PROXY header at the start of `stream` and returns who the client is: the
@@ -494,6 +591,58 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Issue 19 item 3: what `--send-proxy` writes, the parser reads back as the client.
+    #[test]
+    fn encoded_headers_round_trip_through_the_parser() {
+        let cases = [
+            ("192.0.2.7:40000", "198.51.100.1:443", "192.0.2.7:40000"),
+            (
+                "[2001:db8::7]:40000",
+                "[2001:db8::1]:443",
+                "[2001:db8::7]:40000",
+            ),
+            (
+                "192.0.2.7:40000",
+                "[2001:db8::1]:443",
+                "[::ffff:192.0.2.7]:40000",
+            ),
+        ];
+        for version in [SendProxy::V1, SendProxy::V2] {
+            for (source, destination, seen) in cases {
+                let source: SocketAddr = source.parse().unwrap_or_else(|e| panic!("{e}"));
+                let destination: SocketAddr = destination.parse().unwrap_or_else(|e| panic!("{e}"));
+                let mut header = encode(version, Some(source), Some(destination));
+                let len = header.len();
+                header.extend_from_slice(b"payload");
+                assert_eq!(
+                    parse(&header),
+                    Parsed::Complete {
+                        origin: client(seen),
+                        len
+                    },
+                    "{version:?} {source} {destination}"
+                );
+            }
+            let unknown = encode(
+                version,
+                None,
+                Some("127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"))),
+            );
+            assert!(
+                matches!(parse(&unknown), Parsed::Complete { origin: Origin::Unknown, len } if len == unknown.len()),
+                "{version:?}"
+            );
+        }
+        assert_eq!(
+            encode(
+                SendProxy::V1,
+                Some(SocketAddr::from(([192, 0, 2, 7], 40000))),
+                Some(SocketAddr::from(([198, 51, 100, 1], 443)))
+            ),
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n"
+        );
     }
 
     #[test]

@@ -29,6 +29,20 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Both ends as a `--pcap` flow (TCP and TLS; a Unix stream has no IP addresses).
+    pub fn pcap_flow(&self) -> Option<super::pcap::Flow> {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::Unix(_) => return None,
+        };
+        Some(super::pcap::Flow {
+            local: tcp.local_addr().ok()?,
+            peer: tcp.peer_addr().ok()?,
+            transport: super::pcap::Transport::Tcp,
+        })
+    }
+
     /// Where this stream is connected to, for messages.
     pub fn peer_addr(&self) -> io::Result<PeerAddr> {
         match self {

@@ -33,9 +33,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::PeerAddr;
+use super::client_cert::{ClientAuth, ClientCertFiles, client_verifier, read_private_key};
 use super::stream::Stream;
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::error::{Error, Result};
+use crate::error::{alert_words, debug_words, explain_server_alert};
 
 /// How long a server waits for a client to complete its TLS handshake: long enough for a
 /// slow network, short enough that a client that connects and says nothing frees its
@@ -43,7 +45,7 @@ use crate::error::{Error, Result};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The crypto back end every config uses.
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -107,6 +109,9 @@ pub struct ServerTls {
     source: CertSource,
     /// The leaf certificate (DER), so callers can pin or inspect it.
     leaf: CertificateDer<'static>,
+    /// Whether clients are asked for certificates (`--client-ca`), for the start-up
+    /// message.
+    clients: ClientAuth,
 }
 
 impl fmt::Debug for ServerTls {
@@ -114,28 +119,25 @@ impl fmt::Debug for ServerTls {
         f.debug_struct("ServerTls")
             .field("fingerprint", &self.fingerprint)
             .field("source", &self.source)
+            .field("clients", &self.clients)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerTls {
-    /// Loads `--cert`/`--key` PEM files.
+    /// Loads `--cert`/`--key` PEM files; `clients` says whether clients must present
+    /// certificates of their own.
     ///
     /// # Errors
     /// [`Error::TlsSetup`] naming the file and what is wrong with it (unreadable, no
-    /// certificate or key inside, key not matching the certificate).
-    pub fn from_files(cert: &Path, key: &Path) -> Result<ServerTls> {
+    /// certificate or key inside, key not matching the certificate, no CA in
+    /// `--client-ca`).
+    pub fn from_files(cert: &Path, key: &Path, clients: &ClientAuth) -> Result<ServerTls> {
         let chain = read_certificates(cert, "--cert")?;
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::TlsSetup {
-            what: format!("--key {}", key.display()),
-            reason: format!(
-                "{}; it must be a PEM private key (BEGIN PRIVATE KEY, BEGIN EC/RSA PRIVATE KEY)",
-                pem_error(&e)
-            ),
-        })?;
+        let key_der = read_private_key(key, "--key")?;
         let leaf = chain[0].clone();
         let fingerprint = Fingerprint::of(&leaf);
-        let config = server_config(chain, key_der).map_err(|e| Error::TlsSetup {
+        let config = server_config(chain, key_der, clients)?.map_err(|e| Error::TlsSetup {
             what: format!("--cert {} with --key {}", cert.display(), key.display()),
             reason: match e {
                 rustls::Error::InconsistentKeys(_) => {
@@ -152,6 +154,7 @@ impl ServerTls {
                 cert: cert.to_path_buf(),
             },
             leaf,
+            clients: clients.clone(),
         })
     }
 
@@ -159,8 +162,9 @@ impl ServerTls {
     /// `::1`, valid from yesterday for 30 days (a fresh one at every start).
     ///
     /// # Errors
-    /// [`Error::TlsSetup`] if key generation fails (it should not).
-    pub fn self_signed(listen: &HostPort) -> Result<ServerTls> {
+    /// [`Error::TlsSetup`] if key generation fails (it should not), or `--client-ca`
+    /// cannot be used.
+    pub fn self_signed(listen: &HostPort, clients: &ClientAuth) -> Result<ServerTls> {
         let names = self_signed_names(listen);
         let fail = |reason: String| Error::TlsSetup {
             what: "a self-signed certificate".into(),
@@ -180,24 +184,45 @@ impl ServerTls {
             .map_err(|e| fail(e.to_string()))?;
         let leaf = cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
-        let config = server_config(vec![leaf.clone()], key).map_err(|e| fail(e.to_string()))?;
+        let config =
+            server_config(vec![leaf.clone()], key, clients)?.map_err(|e| fail(e.to_string()))?;
         Ok(ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             fingerprint: Fingerprint::of(&leaf),
             source: CertSource::SelfSigned { names },
             leaf,
+            clients: clients.clone(),
         })
     }
 
-    /// `--cert`/`--key` when given, otherwise a self-signed certificate for `listen`.
+    /// `--cert`/`--key` when given, otherwise a self-signed certificate for `listen`; clients
+    /// are not asked for certificates.
     ///
     /// # Errors
     /// As [`ServerTls::from_files`] and [`ServerTls::self_signed`].
     pub fn load(files: Option<(&Path, &Path)>, listen: &HostPort) -> Result<ServerTls> {
+        ServerTls::load_with(files, listen, &ClientAuth::None)
+    }
+
+    /// [`ServerTls::load`], asking clients for certificates as `clients` says
+    /// (`--client-ca`).
+    ///
+    /// # Errors
+    /// As [`ServerTls::from_files`] and [`ServerTls::self_signed`].
+    pub fn load_with(
+        files: Option<(&Path, &Path)>,
+        listen: &HostPort,
+        clients: &ClientAuth,
+    ) -> Result<ServerTls> {
         match files {
-            Some((cert, key)) => ServerTls::from_files(cert, key),
-            None => ServerTls::self_signed(listen),
+            Some((cert, key)) => ServerTls::from_files(cert, key, clients),
+            None => ServerTls::self_signed(listen, clients),
         }
+    }
+
+    /// Whether clients are asked for certificates.
+    pub fn client_auth(&self) -> &ClientAuth {
+        &self.clients
     }
 
     /// SHA-256 of the certificate presented to clients.
@@ -215,9 +240,21 @@ impl ServerTls {
         &self.leaf
     }
 
-    /// The one-line start-up notice: which certificate, and its fingerprint.
+    /// The one-line start-up notice: which certificate, its fingerprint, and which
+    /// client certificates are asked for.
     pub fn notice(&self) -> String {
-        match &self.source {
+        let clients = match &self.clients {
+            ClientAuth::None => String::new(),
+            ClientAuth::Required(path) => format!(
+                "; clients must present a certificate issued by a CA in --client-ca {}",
+                path.display()
+            ),
+            ClientAuth::Optional(path) => format!(
+                "; clients may present a certificate issued by a CA in --client-ca {}",
+                path.display()
+            ),
+        };
+        let certificate = match &self.source {
             CertSource::Files { cert } => format!(
                 "tls: certificate {}; SHA-256 fingerprint {}",
                 cert.display(),
@@ -228,7 +265,8 @@ impl ServerTls {
                 names.join(", "),
                 self.fingerprint
             ),
-        }
+        };
+        certificate + &clients
     }
 
     /// Runs the server side of the handshake on an accepted TCP connection, within
@@ -280,19 +318,34 @@ fn self_signed_names(listen: &HostPort) -> Vec<String> {
     names
 }
 
-/// A server config with our provider, safe protocol versions, and no client certificates.
+/// A server config with our provider, safe protocol versions, client certificates as
+/// `clients` says, and rustls' default session cache (TLS 1.2 session IDs and TLS 1.3
+/// stateful tickets, 256 sessions).
+///
+/// The outer error is a `--client-ca` that cannot be used; the inner one the rustls
+/// error for the certificate and key, for the caller to word.
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<ServerConfig, rustls::Error> {
-    ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
+    clients: &ClientAuth,
+) -> Result<Result<ServerConfig, rustls::Error>> {
+    let verifier = client_verifier(clients)?;
+    let builder = match ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(match verifier {
+        Some(verifier) => builder
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key),
+        None => builder.with_no_client_auth().with_single_cert(chain, key),
+    })
 }
 
 /// Every certificate in a PEM file, or an error naming the flag and the file.
-fn read_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
+pub(super) fn read_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
     let fail = |reason: String| Error::TlsSetup {
         what: format!("{flag} {}", path.display()),
         reason,
@@ -311,7 +364,7 @@ fn read_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'stat
 }
 
 /// A PEM reading error in words (the file error's own text for I/O problems).
-fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+pub(super) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error as PemError;
     match e {
         PemError::Io(io) => io.to_string(),
@@ -370,6 +423,18 @@ pub struct ClientTlsOptions {
     pub server_name: Option<String>,
     /// `--no-resume` turns session resumption off.
     pub resumption: Resumption,
+    /// `--cert`/`--key`: the certificate presented when a server asks for one (mutual
+    /// TLS), and the flags that named them (`relay` calls them `--target-cert`…).
+    pub client_cert: Option<(ClientCertFiles, CertFlags)>,
+}
+
+/// The flag names a client certificate came from, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertFlags {
+    /// The certificate's flag (`--cert`).
+    pub cert: &'static str,
+    /// The key's flag (`--key`).
+    pub key: &'static str,
 }
 
 impl ClientTlsOptions {
@@ -380,6 +445,7 @@ impl ClientTlsOptions {
             pins: Vec::new(),
             server_name: None,
             resumption: Resumption::On,
+            client_cert: None,
         }
     }
 }
@@ -477,23 +543,50 @@ impl ClientTls {
             })
             .transpose()?;
         let verifier = verifier_for(&options)?;
-        let mut config = ClientConfig::builder_with_provider(provider())
+        let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::TlsSetup {
                 what: "the TLS client".into(),
                 reason: e.to_string(),
             })?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &options.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((files, flags)) => {
+                let (chain, key) = files.load(flags.cert, flags.key)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| Error::TlsSetup {
+                        what: format!(
+                            "{} {} with {} {}",
+                            flags.cert,
+                            files.cert.display(),
+                            flags.key,
+                            files.key.display()
+                        ),
+                        reason: match e {
+                            rustls::Error::InconsistentKeys(_) => {
+                                "the key does not belong to the certificate; pass the key it was issued for".into()
+                            }
+                            other => other.to_string(),
+                        },
+                    })?
+            }
+        };
         if options.resumption == Resumption::Off {
             config.resumption = rustls::client::Resumption::disabled();
         }
         tracing::debug!(
-            "tls: client configuration built (trust: {}, {} pins, resumption {:?})",
+            "tls: client configuration built (trust: {}, {} pins, resumption {:?}, client certificate: {})",
             options.trust,
             options.pins.len(),
-            options.resumption
+            options.resumption,
+            if options.client_cert.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
         );
         Ok(ClientTls {
             shared: Arc::new(SharedClient {
@@ -688,30 +781,41 @@ impl CheckedTrust {
     ) -> Result<(), rustls::Error> {
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_name(&parsed, server_name)?;
-        let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        let validity = cert.validity();
-        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let unix =
-            |t: i64| UnixTime::since_unix_epoch(Duration::from_secs(t.max(0).unsigned_abs()));
-        if now_secs < validity.not_before.timestamp() {
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidYetContext {
-                    time: now,
-                    not_before: unix(validity.not_before.timestamp()),
-                },
-            ));
-        }
-        if now_secs > validity.not_after.timestamp() {
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::ExpiredContext {
-                    time: now,
-                    not_after: unix(validity.not_after.timestamp()),
-                },
-            ));
-        }
-        Ok(())
+        check_validity(end_entity, now)
     }
+}
+
+/// A certificate trusted as it is (given in `--ca` or `--client-ca`) must still be in
+/// date.
+///
+/// # Errors
+/// The rustls error for a certificate that is expired, not yet valid, or malformed.
+pub(super) fn check_validity(
+    end_entity: &CertificateDer<'_>,
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let validity = cert.validity();
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let unix = |t: i64| UnixTime::since_unix_epoch(Duration::from_secs(t.max(0).unsigned_abs()));
+    if now_secs < validity.not_before.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYetContext {
+                time: now,
+                not_before: unix(validity.not_before.timestamp()),
+            },
+        ));
+    }
+    if now_secs > validity.not_after.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::ExpiredContext {
+                time: now,
+                not_after: unix(validity.not_after.timestamp()),
+            },
+        ));
+    }
+    Ok(())
 }
 
 impl ServerCertVerifier for CheckedTrust {
@@ -875,9 +979,8 @@ fn explain_tls(e: &rustls::Error, side: Side<'_>) -> String {
                 "the client refused the handshake ({}); a self-signed certificate needs --insecure or --ca on the client",
                 alert_words(*alert)
             ),
-            Side::Client(_) => {
-                format!("the server refused the handshake ({})", alert_words(*alert))
-            }
+            Side::Client(_) => explain_server_alert(*alert)
+                .unwrap_or_else(|| format!("the server refused the handshake ({})", alert_words(*alert))),
         },
         E::PeerIncompatible(why) => format!(
             "no TLS version or cipher in common with the peer ({})",
@@ -885,7 +988,7 @@ fn explain_tls(e: &rustls::Error, side: Side<'_>) -> String {
         ),
         E::NoCertificatesPresented => match side {
             Side::Server => {
-                "the client presented no certificate; give the client a certificate and key".into()
+                "the client presented no certificate and this server requires one (--client-ca); the client must give --cert and --key".into()
             }
             Side::Client(_) => "the server presented no certificate".into(),
         },
@@ -903,7 +1006,8 @@ fn remedy(side: Side<'_>) -> String {
         ),
         Side::Client(Trust::System) => "it is not signed by a CA this system trusts (self-signed?); pass --ca FILE with its CA or the certificate itself, --pin with its SHA-256 fingerprint, or --insecure to skip the check".into(),
         Side::Client(Trust::Pinned) => "pass --pin with the fingerprint the server prints, or --ca with its certificate".into(),
-        Side::Client(Trust::Insecure) | Side::Server => "it is not signed by a trusted CA".into(),
+        Side::Client(Trust::Insecure) => "it is not signed by a trusted CA".into(),
+        Side::Server => "the client's certificate is not issued by a CA in --client-ca; give the client a certificate that CA issued (or add its CA to the file)".into(),
     }
 }
 
@@ -932,7 +1036,10 @@ fn explain_certificate(e: &CertificateError, side: Side<'_>) -> String {
         CertificateError::BadSignature => "the certificate's signature is invalid".into(),
         CertificateError::Revoked => "the certificate has been revoked".into(),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-            "the certificate is not meant for TLS servers (extended key usage)".into()
+            match side {
+                Side::Server => "the client's certificate is not meant for TLS clients (extended key usage)".into(),
+                Side::Client(_) => "the certificate is not meant for TLS servers (extended key usage)".into(),
+            }
         }
         CertificateError::BadEncoding => "the certificate is malformed".into(),
         CertificateError::Other(other) => explain_other_certificate(other, side),
@@ -962,6 +1069,7 @@ fn explain_other_certificate(other: &rustls::OtherError, side: Side<'_>) -> Stri
     }
     match other.0.downcast_ref::<webpki::Error>() {
         Some(webpki::Error::CaUsedAsEndEntity) => match side {
+            Side::Server => "the client presented a CA certificate as its own (self-signed?) and it is not in --client-ca; add that exact certificate to the --client-ca file".into(),
             Side::Client(Trust::CaFile(path)) => format!(
                 "the server presented a CA certificate as its own (self-signed?) and it is not in --ca {}; pass that exact certificate with --ca, or its SHA-256 fingerprint with --pin",
                 path.display()
@@ -974,39 +1082,6 @@ fn explain_other_certificate(other: &rustls::OtherError, side: Side<'_>) -> Stri
         Some(e) => format!("the certificate was rejected ({})", debug_words(e)),
         None => format!("the certificate was rejected ({})", other.0),
     }
-}
-
-/// The variant name of a `Debug` value as lowercase words (`CaUsedAsEndEntity` → "ca
-/// used as end entity"), for the rare errors without a sentence of their own: never
-/// Rust's `Debug` syntax in front of a user.
-fn debug_words(value: &impl fmt::Debug) -> String {
-    let debug = format!("{value:?}");
-    let name = debug.split(['(', '{', ' ']).next().unwrap_or_default();
-    let mut words = String::new();
-    let mut previous_lower = false;
-    for c in name.chars() {
-        if c.is_ascii_uppercase() && previous_lower {
-            words.push(' ');
-        }
-        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        words.push(c.to_ascii_lowercase());
-    }
-    words
-}
-
-/// A TLS alert, as its lowercase protocol name (`bad_certificate`, `unknown_ca`).
-fn alert_words(alert: rustls::AlertDescription) -> String {
-    let debug = format!("{alert:?}");
-    let mut words = String::new();
-    let mut previous_lower = false;
-    for c in debug.chars() {
-        if c.is_ascii_uppercase() && previous_lower {
-            words.push('_');
-        }
-        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        words.push(c.to_ascii_lowercase());
-    }
-    format!("{words} alert")
 }
 
 /// A UNIX time as an RFC 3339 date.
@@ -1052,7 +1127,7 @@ mod tests {
 
     #[test]
     fn self_signed_certificate_is_announced_with_its_fingerprint() -> Result<()> {
-        let tls = ServerTls::self_signed(&hp("127.0.0.1:0"))?;
+        let tls = ServerTls::self_signed(&hp("127.0.0.1:0"), &ClientAuth::None)?;
         assert_eq!(&Fingerprint::of(tls.certificate()), tls.fingerprint());
         assert!(tls.notice().contains(&tls.fingerprint().to_string()));
         Ok(())
@@ -1115,6 +1190,35 @@ mod tests {
         assert!(CheckedTrust::check_exact(cert.der(), &localhost, in_2020).is_ok());
         let other = ServerName::try_from("example.org").unwrap_or_else(|e| panic!("{e}"));
         assert!(CheckedTrust::check_exact(cert.der(), &other, in_2020).is_err());
+    }
+
+    /// Issue 19 item 4: what a server says about our client certificate, in words,
+    /// during the handshake (TLS 1.2) or at the first read after it (TLS 1.3).
+    #[test]
+    fn client_certificate_alerts_read_as_one_sentence_with_a_fix() {
+        let trust = Trust::System;
+        let required = explain_tls(
+            &rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+            Side::Client(&trust),
+        );
+        assert_eq!(
+            required,
+            "the server requires a client certificate; give --cert and --key"
+        );
+        let after = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        );
+        let rejected = crate::error::explain_after_handshake(&after).unwrap_or_default();
+        assert!(
+            rejected.contains("rejected our client certificate (unknown_ca alert)"),
+            "{rejected}"
+        );
+        assert!(
+            crate::error::explain_after_handshake(&io::ErrorKind::ConnectionReset.into()).is_none()
+        );
+        let no_cert = explain_tls(&rustls::Error::NoCertificatesPresented, Side::Server);
+        assert!(no_cert.contains("--cert and --key"), "{no_cert}");
     }
 
     #[test]

@@ -233,8 +233,14 @@ pub struct PeerCredAllow {
 static PEER_CRED_ALLOW: std::sync::OnceLock<PeerCredAllow> = std::sync::OnceLock::new();
 
 impl PeerCredAllow {
-    /// Makes this the rule for every Unix stream socket this process accepts on. An empty
-    /// rule (no uid, no gid) lets everyone in.
+    /// The rule in force, if one was installed.
+    pub(crate) fn installed() -> Option<&'static PeerCredAllow> {
+        PEER_CRED_ALLOW.get()
+    }
+
+    /// Makes this the rule for every Unix socket this process accepts on or receives
+    /// datagrams on (see [`super::datagram_cred`]). An empty rule (no uid, no gid) lets
+    /// everyone in.
     pub fn install(self) {
         if !(self.uids.is_empty() && self.gids.is_empty()) {
             let _ = PEER_CRED_ALLOW.set(self);

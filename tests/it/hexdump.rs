@@ -365,17 +365,3 @@ fn relay_captures_each_client_connection() {
     echo.signal(libc::SIGTERM);
     echo.wait_exit();
 }
-
-#[test]
-fn capture_on_a_datagram_endpoint_is_refused_in_one_line() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let capture_arg = dir.path().to_string_lossy().into_owned();
-    let output = run_sockit(
-        &["connect", "udp://127.0.0.1:9", "--capture", &capture_arg],
-        None,
-    );
-    assert_eq!(code(&output), 2, "{}", describe(&output));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("is a datagram endpoint"), "{stderr}");
-}
