@@ -4,6 +4,8 @@
 //! and `--max-conns-per-source N`, asked about one address at a time. [`gate`] applies it (and `--max-conns`) for `serve` and `relay`
 //! alike: an accept loop closes a denied connection at once, a datagram loop drops a
 //! denied sender's datagrams, and both count and log the refusal (rate-limited).
+//! [`acceptor`] is the accept loop `serve`, `relay` and `proxy` share: slot, accept,
+//! gate, count, then the caller's handler.
 //!
 //! Precedence, in order:
 //! 1. an address inside any `--deny` range is denied (deny always wins);
@@ -16,6 +18,7 @@
 //! holds on every listener. Unix-socket peers have no IP address and are never filtered:
 //! protect a Unix socket with file permissions instead.
 
+pub(crate) mod acceptor;
 pub(crate) mod gate;
 mod over_limit;
 
@@ -26,7 +29,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::transport::PeerAddr;
+use crate::endpoint::PeerAddr;
 
 /// The `--allow` / `--deny` rules of one server, the sources trusted to send PROXY
 /// headers, and how many connections one source may hold.

@@ -4,6 +4,10 @@
 //! names happens in [`HostPort::resolve`], the only `async` function here, so that parsing
 //! can be fuzzed and unit-tested without sockets.
 //!
+//! [`PeerAddr`] is the other side of the same question: *who* is at the other end of a
+//! connection or sent a datagram. It lives here, below transport, because access rules,
+//! events and behaviours all name peers without touching a socket.
+//!
 //! | form | meaning |
 //! |---|---|
 //! | `tcp://HOST:PORT` | TCP over IPv4 or IPv6 |
@@ -26,6 +30,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::PathBuf;
 use std::str::FromStr;
+
+use socket2::SockAddr;
 
 /// The host of the note's demo: every bare scheme word (`tcp`, `udp`) means this address.
 pub const SEED_HOST: &str = "127.0.0.1";
@@ -508,6 +514,83 @@ impl fmt::Display for UnixAddr {
     }
 }
 
+/// Who is on the other end of a connection or sent a datagram.
+///
+/// Datagram servers send their reply back to this address, so it keeps the full socket
+/// address (for Unix sockets, the raw `sockaddr_un`). Comparable and hashable, so it can
+/// key per-peer state (the relay's datagram sessions).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// An IPv4 or IPv6 peer.
+    Ip(SocketAddr),
+    /// A Unix-domain peer: a path, an abstract name, or unnamed. Boxed: a `sockaddr_un`
+    /// is 110 bytes, and every connection task carries its peer.
+    Unix(Box<SockAddr>),
+}
+
+impl PeerAddr {
+    /// The peer's IP address, for access control and logs; `None` for Unix peers.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            PeerAddr::Ip(addr) => Some(addr.ip()),
+            PeerAddr::Unix(_) => None,
+        }
+    }
+}
+
+impl PeerAddr {
+    /// Appends the address as [`Display`](fmt::Display) would, without the formatting
+    /// machinery for the common IPv4 case: per-message log lines print it every time.
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            PeerAddr::Ip(SocketAddr::V4(addr)) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in addr.ip().octets().iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(digits.format(*octet));
+                }
+                out.push(':');
+                out.push_str(digits.format(addr.port()));
+            }
+            other => {
+                use std::fmt::Write;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{other}");
+            }
+        }
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Ip(addr) => write!(f, "{addr}"),
+            // A client picks its own Unix address, so its bytes are escaped as message
+            // bodies are (`\n`, `\u{1b}`, `\xff`): a name holding a newline or a
+            // terminal escape can neither forge a log line nor colour the terminal.
+            PeerAddr::Unix(addr) => {
+                use std::os::unix::ffi::OsStrExt;
+                let path = addr.as_pathname().filter(|p| !p.as_os_str().is_empty());
+                if let Some(path) = path {
+                    f.write_str(&crate::escape::escaped(path.as_os_str().as_bytes()))
+                } else if let Some(name) = addr.as_abstract_namespace() {
+                    write!(f, "@{}", crate::escape::escaped(name))
+                } else {
+                    f.write_str("(unnamed)")
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,5 +798,30 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("no network interface"), "{error}");
         Ok(())
+    }
+
+    #[test]
+    fn push_to_prints_what_display_prints() {
+        let peers = [
+            PeerAddr::Ip("127.0.0.1:50738".parse().unwrap_or_else(|e| panic!("{e}"))),
+            PeerAddr::Ip("255.0.10.9:0".parse().unwrap_or_else(|e| panic!("{e}"))),
+            PeerAddr::Ip("[::1]:8000".parse().unwrap_or_else(|e| panic!("{e}"))),
+            PeerAddr::Unix(Box::new(
+                SockAddr::unix("/tmp/x.sock").unwrap_or_else(|e| panic!("{e}")),
+            )),
+        ];
+        for peer in peers {
+            let mut fast = String::new();
+            peer.push_to(&mut fast);
+            assert_eq!(fast, peer.to_string());
+        }
+    }
+
+    #[test]
+    fn a_unix_peer_name_cannot_break_a_line_or_colour_the_terminal() {
+        let forged = SockAddr::unix("/tmp/a\nsummary: 0 connections\x1b[31m.sock")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shown = PeerAddr::Unix(Box::new(forged)).to_string();
+        assert_eq!(shown, "/tmp/a\\nsummary: 0 connections\\u{1b}[31m.sock");
     }
 }

@@ -18,8 +18,9 @@
 //!   shard waiting in its own epoll set, each message answered on the spot), a task per
 //!   connection for everything else on streams, the batched datagram answer loop, and a
 //!   program per datagram; limits;
-//! * [`access`]: `--allow` / `--deny` rules (pure) and the gate that applies them and
-//!   `--max-conns`, shared by `serve` and `relay`;
+//! * [`access`]: `--allow` / `--deny` rules (pure), the gate that applies them and
+//!   `--max-conns`, and the accept loop around it, shared by `serve`, `relay` and
+//!   `proxy`;
 //! * [`client`]: the note's client (`send`), the interactive client (`connect`) and the
 //!   listener wired to stdin/stdout (`listen`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
@@ -30,7 +31,8 @@
 //! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
 //! * [`build_info`]: what this binary was built from (`sockit version`);
 //! * [`shutdown`]: signals (SIGTERM, SIGINT, SIGHUP) → graceful, bounded drain;
-//! * [`obs`]: events on stdout, diagnostics on stderr, counters and `--metrics`;
+//! * [`obs`]: events on stdout, diagnostics on stderr, counters and their Prometheus text;
+//! * [`metrics_http`]: `--metrics`, that text served over HTTP at `/metrics`;
 //! * [`escape`]: bytes → printable text for logs and events (control characters escaped);
 //! * [`error`]: every failure with its message and exit code.
 
@@ -41,7 +43,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // sockit is built on Linux system calls and socket features throughout: splice(2),
-// recvmmsg/sendmmsg, accept4, abstract Unix sockets, unshare(CLONE_FILES).
+// recvmmsg/sendmmsg, accept4, abstract Unix sockets, unshare(CLONE_FILES) (with the
+// `own-table` feature).
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "sockit runs on Linux only: it is built on Linux system calls (splice, recvmmsg, accept4, \
@@ -59,6 +62,7 @@ pub mod error;
 pub mod escape;
 pub mod framing;
 pub mod idle;
+pub mod metrics_http;
 pub mod obs;
 pub mod probe;
 pub mod proxy;

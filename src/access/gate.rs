@@ -5,7 +5,7 @@
 //! Where the rules are applied depends on where the client's address is known: at
 //! `accept` (or receive) for direct clients, before anything is spawned; with
 //! `--proxy-protocol` only once the header names the real client, in the connection's
-//! task ([`Guarded::admit_late`]). The socket's peer is then the load balancer, and
+//! task ([`GateConfig::admit_late`]). The socket's peer is then the load balancer, and
 //! judging it would deny (or allow) everyone at once. What is judged at accept then is
 //! whether that balancer is trusted to speak for its clients (`--proxy-from`), as nginx's
 //! `set_real_ip_from` and HAProxy's `expect-proxy … if { src LB }` do.
@@ -14,8 +14,8 @@
 //! accept loop ([`SourceCounts`]); each admitted client holds a [`SourceTicket`] for as
 //! long as it is served, as it holds its `--max-conns` permit, both inside its [`Slot`].
 //!
-//! The policy itself is [`crate::access`] (pure); this module applies it for whatever
-//! listener implements [`Guarded`]: counts each client turned away, and logs it through a
+//! The policy itself is [`crate::access`] (pure); this module applies it for a listener
+//! described by a [`GateConfig`]: counts each client turned away, and logs it through a
 //! [`LogThrottle`] so a flood (a port scan, a UDP sender spraying datagrams) costs a few
 //! lines per second, not one per packet. One implementation for both commands keeps the
 //! flags, the counters and the log lines the same in `serve` and `relay`.
@@ -29,49 +29,64 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
 use super::{AccessPolicy, PerSourceLimit, source_of};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PeerAddr};
 use crate::obs::throttle::{Admit, LogThrottle};
 use crate::shutdown::Shutdown;
-use crate::transport::{DatagramSocket, PeerAddr};
+use crate::transport::DatagramSocket;
 
-/// What a listener's shared state tells the gate: its rules, its limit, where to count
-/// the clients turned away. Implemented by the server's and the relay's shared state.
-pub(crate) trait Guarded {
+/// Where a listener learns its clients' addresses, which decides when the rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientAddress {
+    /// From the socket: the rules apply at accept (or receive).
+    Socket,
+    /// From a PROXY header (`--proxy-protocol`): the socket's peer is a load balancer, so
+    /// the rules wait for the header ([`GateConfig::admit_late`]).
+    ProxyHeader,
+}
+
+/// What the gate is told about one listener: its rules and limits, and where it counts,
+/// logs and waits. `serve`, `relay` and `proxy` each build one from their shared state
+/// (`Shared::gate_config`), so both apply the same flags with the same counters and lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GateConfig<'a> {
     /// The `--allow` / `--deny` rules.
-    fn access(&self) -> &AccessPolicy;
+    pub access: &'a AccessPolicy,
     /// `--max-conns`, named in the refusal line.
-    fn max_conns(&self) -> Option<usize>;
-    /// Whether connections start with a PROXY header, so the socket's peer is a load
-    /// balancer and the check waits for the real address.
-    fn proxied(&self) -> bool;
+    pub max_conns: Option<usize>,
+    /// Whether the socket's peer is the client or a load balancer speaking for it.
+    pub client_address: ClientAddress,
     /// Counter of clients turned away by `--allow` / `--deny`.
-    fn denied(&self) -> &AtomicU64;
-    /// Counter of clients turned away over `--max-conns`.
-    fn refused(&self) -> &AtomicU64;
+    pub denied: &'a AtomicU64,
+    /// Counter of clients turned away over `--max-conns` or `--max-conns-per-source`.
+    pub refused: &'a AtomicU64,
     /// Stop signal, which ends a wait for a slot.
-    fn shutdown(&self) -> &Shutdown;
+    pub shutdown: &'a Shutdown,
     /// Rate-limited access logging for checks made after a PROXY header, in connection
     /// tasks (the accept loop's own [`Gate`] is not shared).
-    fn late_gate(&self) -> &Mutex<Gate>;
+    pub late_gate: &'a Mutex<Gate>,
     /// Connections held per source, shared by every accept loop of the listener.
-    fn sources(&self) -> &Arc<SourceCounts>;
+    pub sources: &'a Arc<SourceCounts>,
+}
+
+impl GateConfig<'_> {
+    /// Whether connections start with a PROXY header.
+    fn proxied(&self) -> bool {
+        self.client_address == ClientAddress::ProxyHeader
+    }
 
     /// With `--proxy-protocol`, the checks that wait for the real client's address (the
     /// rules and the per-source limit), made in its connection task; counted and logged
     /// (rate-limited across all connections) as at accept. `None`: close the connection.
     /// The slot returned holds the client's per-source share until it is dropped; without
     /// `--proxy-protocol` there is nothing left to check and it is empty.
-    fn admit_late(&self, peer: &PeerAddr) -> Option<Slot>
-    where
-        Self: Sized,
-    {
+    pub(crate) fn admit_late(&self, peer: &PeerAddr) -> Option<Slot> {
         if !self.proxied() {
             return Some(Slot::default());
         }
         // A poisoned lock only means another connection panicked mid-log; the throttle
         // state is still usable.
         let mut gate = self
-            .late_gate()
+            .late_gate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !gate.admit(peer, "connection", self) {
@@ -200,22 +215,22 @@ impl Gate {
     /// Whether a freshly accepted connection may proceed: [`Gate::admit`] on its socket
     /// peer; with `--proxy-protocol` the rules wait for the real client's address, and
     /// what is judged now is whether the peer may send a header at all (`--proxy-from`).
-    pub(crate) fn admit_connection(&mut self, peer: &PeerAddr, guarded: &impl Guarded) -> bool {
-        if guarded.proxied() {
-            self.admit_proxy(peer, guarded)
+    pub(crate) fn admit_connection(&mut self, peer: &PeerAddr, config: &GateConfig<'_>) -> bool {
+        if config.proxied() {
+            self.admit_proxy(peer, config)
         } else {
-            self.admit(peer, "connection", guarded)
+            self.admit(peer, "connection", config)
         }
     }
 
     /// Whether `peer` is trusted to send a PROXY header (`--proxy-from`). An untrusted one
     /// is counted as denied and logged (rate-limited); the caller closes it unread.
-    fn admit_proxy(&mut self, peer: &PeerAddr, guarded: &impl Guarded) -> bool {
-        let access = guarded.access();
+    fn admit_proxy(&mut self, peer: &PeerAddr, config: &GateConfig<'_>) -> bool {
+        let access = config.access;
         if access.trusts_proxy(peer) {
             return true;
         }
-        guarded.denied().fetch_add(1, Ordering::Relaxed);
+        config.denied.fetch_add(1, Ordering::Relaxed);
         if let admit @ Admit::Log { .. } = self.denied_log.admit(Instant::now()) {
             let trusted: Vec<String> = access
                 .proxy_from()
@@ -238,15 +253,15 @@ impl Gate {
         &mut self,
         peer: &PeerAddr,
         what: &str,
-        guarded: &impl Guarded,
+        config: &GateConfig<'_>,
     ) -> Option<Option<SourceTicket>> {
         let Some(ip) = peer.ip() else {
             return Some(None);
         };
-        match guarded.sources().take(ip) {
+        match config.sources.take(ip) {
             Ok(ticket) => Some(ticket),
             Err(SourceFull { source, limit }) => {
-                guarded.refused().fetch_add(1, Ordering::Relaxed);
+                config.refused.fetch_add(1, Ordering::Relaxed);
                 if let admit @ Admit::Log { .. } = self.refused_log.admit(Instant::now()) {
                     tracing::info!(
                         "refused {what} from {peer}: its source {source} already holds {limit} (--max-conns-per-source {limit}){}",
@@ -260,8 +275,8 @@ impl Gate {
 
     /// Whether `peer` may be served. A denied client is counted and logged (rate-limited);
     /// the caller closes it (stream) or drops its datagram.
-    pub(crate) fn admit(&mut self, peer: &PeerAddr, what: &str, guarded: &impl Guarded) -> bool {
-        let access = guarded.access();
+    pub(crate) fn admit(&mut self, peer: &PeerAddr, what: &str, config: &GateConfig<'_>) -> bool {
+        let access = config.access;
         if access.is_open() {
             return true;
         }
@@ -269,7 +284,7 @@ impl Gate {
         if verdict.is_allowed() {
             return true;
         }
-        guarded.denied().fetch_add(1, Ordering::Relaxed);
+        config.denied.fetch_add(1, Ordering::Relaxed);
         if let admit @ Admit::Log { .. } = self.denied_log.admit(Instant::now()) {
             tracing::info!("denied {what} from {peer}: {verdict}{}", admit.suffix());
         }
@@ -279,7 +294,7 @@ impl Gate {
     /// Lets an accepted connection in, or not (`None`: close it; it has been counted and
     /// logged). Its address must pass the rules and its source must be under
     /// `--max-conns-per-source` (with `--proxy-protocol` both wait for the real client's
-    /// address: [`Guarded::admit_late`]), and it needs a slot in `--max-conns`: the one
+    /// address: [`GateConfig::admit_late`]), and it needs a slot in `--max-conns`: the one
     /// reserved before `accept` ([`reserve_slot`], mode wait), or one taken now (mode
     /// refuse).
     pub(crate) fn let_in(
@@ -287,19 +302,19 @@ impl Gate {
         peer: &PeerAddr,
         reserved: Option<Slot>,
         slots: Option<&Arc<Semaphore>>,
-        guarded: &impl Guarded,
+        config: &GateConfig<'_>,
     ) -> Option<Slot> {
-        if !self.admit_connection(peer, guarded) {
+        if !self.admit_connection(peer, config) {
             return None;
         }
-        let source = if guarded.proxied() {
+        let source = if config.proxied() {
             None
         } else {
-            self.source_ticket(peer, "connection", guarded)?
+            self.source_ticket(peer, "connection", config)?
         };
         let slot = match reserved {
             Some(slot) => slot,
-            None => self.try_slot(slots, peer, "connection", guarded)?,
+            None => self.try_slot(slots, peer, "connection", config)?,
         };
         Some(Slot {
             _source: source,
@@ -314,16 +329,16 @@ impl Gate {
         &mut self,
         socket: &DatagramSocket,
         buf: &mut [u8],
-        guarded: &impl Guarded,
+        config: &GateConfig<'_>,
     ) -> Option<(usize, PeerAddr)> {
         loop {
             let received = tokio::select! {
                 biased;
-                () = guarded.shutdown().triggered() => return None,
+                () = config.shutdown.triggered() => return None,
                 received = socket.recv_from(buf) => received,
             };
             match received {
-                Ok((len, peer)) if self.admit(&peer, "datagram", guarded) => {
+                Ok((len, peer)) if self.admit(&peer, "datagram", config) => {
                     return Some((len, peer));
                 }
                 Ok(_) => {}
@@ -339,7 +354,7 @@ impl Gate {
         slots: Option<&Arc<Semaphore>>,
         peer: &PeerAddr,
         what: &str,
-        guarded: &impl Guarded,
+        config: &GateConfig<'_>,
     ) -> Option<Slot> {
         let Some(slots) = slots else {
             return Some(Slot::default());
@@ -347,9 +362,9 @@ impl Gate {
         match Arc::clone(slots).try_acquire_owned() {
             Ok(permit) => Some(Slot::from(permit)),
             Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => {
-                guarded.refused().fetch_add(1, Ordering::Relaxed);
+                config.refused.fetch_add(1, Ordering::Relaxed);
                 if let admit @ Admit::Log { .. } = self.refused_log.admit(Instant::now()) {
-                    let limit = guarded.max_conns().unwrap_or_default();
+                    let limit = config.max_conns.unwrap_or_default();
                     tracing::info!(
                         "refused {what} from {peer}: {limit} already being served (--max-conns {limit}, --max-conns-mode refuse){}",
                         admit.suffix()
@@ -372,10 +387,10 @@ pub(crate) fn slots_for(max_conns: Option<usize>) -> Option<Arc<Semaphore>> {
 pub(crate) async fn reserve_slot(
     over_limit: crate::access::OverLimit,
     slots: Option<&Arc<Semaphore>>,
-    guarded: &impl Guarded,
+    config: &GateConfig<'_>,
 ) -> Option<Option<Slot>> {
     match over_limit {
-        crate::access::OverLimit::Wait => wait_for_slot(slots, guarded).await.map(Some),
+        crate::access::OverLimit::Wait => wait_for_slot(slots, config).await.map(Some),
         crate::access::OverLimit::Refuse => Some(None),
     }
 }
@@ -383,14 +398,14 @@ pub(crate) async fn reserve_slot(
 /// Waits for a slot, or for shutdown (`None`). Without a limit, never waits.
 pub(crate) async fn wait_for_slot(
     slots: Option<&Arc<Semaphore>>,
-    guarded: &impl Guarded,
+    config: &GateConfig<'_>,
 ) -> Option<Slot> {
     let Some(slots) = slots else {
         return Some(Slot::default());
     };
     tokio::select! {
         biased;
-        () = guarded.shutdown().triggered() => None,
+        () = config.shutdown.triggered() => None,
         // The semaphore is never closed, so acquiring only fails if it were; treat that as
         // shutdown rather than panic.
         permit = Arc::clone(slots).acquire_owned() => permit.ok().map(Slot::from),

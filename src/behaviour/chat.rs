@@ -41,9 +41,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::endpoint::PeerAddr;
 use crate::framing::{Framer, Framing};
 use crate::shutdown::Shutdown;
-use crate::transport::PeerAddr;
 
 /// Settings of a chat room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

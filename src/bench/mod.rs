@@ -13,7 +13,8 @@
 //! Modules: [`measure`] decides when requests go out (closed or open loop), times them and
 //! tallies one connection, behind the [`measure::Driver`] trait; [`driver`] implements that
 //! trait over real sockets; [`histogram`] holds latencies; [`report`] turns the tallies
-//! into a [`Report`] (human table, JSON, merge); [`progress`] draws the bar.
+//! into a [`Report`] (human table, JSON, merge); [`progress`] draws the bar; [`window`]
+//! is the run's time line, which both measure and the bar read.
 //!
 //! Any payload ([`driver::Messages`]) and reply rule ([`driver::ReplyMatcher`]) run over
 //! the stream patterns; open loop takes a total rate, optionally ramped up
@@ -46,6 +47,7 @@ pub mod tcp_info;
 pub mod throughput;
 pub mod throughput_report;
 pub mod udp_stream;
+pub mod window;
 pub mod wire;
 
 pub use measure::Load;
@@ -66,9 +68,10 @@ use crate::transport::{ConnectOptions, MAX_DATAGRAM};
 use driver::{
     DatagramDriver, EchoDriver, HelloDriver, Messages, ReplyEnd, ReplyMatcher, StreamDriver, Target,
 };
-use measure::{Measured, Plan, SharedLatency, Window, run_connection};
+use measure::{Measured, Plan, SharedLatency, run_connection};
 use progress::{Progress, RateUnit};
 use tokio_util::sync::CancellationToken;
+use window::Window;
 
 /// Most connections one run opens: beyond this, memory (a histogram and buffers each)
 /// and file descriptors run out before the server does.

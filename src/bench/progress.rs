@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::measure::Window;
+use super::window::Window;
 
 /// How often the bar is redrawn.
 const TICK: Duration = Duration::from_millis(250);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::client;
 use crate::error::{Error, Result};
+use crate::metrics_http;
 use crate::obs::{Event, EventLog, LogFormat, logging, metrics};
 use crate::probe::{self, PortReport, ProbeSummary};
 use crate::relay::Relay;
@@ -76,7 +77,7 @@ async fn serve(config: config::ServeConfig, global: &GlobalArgs, events: &EventL
         Some(at) => {
             let (stats, transport) = (server.stats(), server.local_endpoint().scheme());
             let render = move || metrics::server_metrics(&stats.summary(), transport);
-            Some(metrics::expose(at, Arc::new(render)).await?)
+            Some(metrics_http::expose(at, Arc::new(render)).await?)
         }
         None => None,
     };
@@ -197,7 +198,7 @@ async fn relay(config: config::RelayConfig, global: &GlobalArgs, events: &EventL
         Some(at) => {
             let (stats, transport) = (relay.stats(), relay.local_endpoint().scheme());
             let render = move || stats.write_metrics(transport);
-            Some(metrics::expose(at, Arc::new(render)).await?)
+            Some(metrics_http::expose(at, Arc::new(render)).await?)
         }
         None => None,
     };

@@ -10,7 +10,8 @@ use clap::Args;
 use super::args::{AccessArgs, GlobalArgs, parse_duration};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::obs::{EventLog, metrics};
+use crate::metrics_http;
+use crate::obs::EventLog;
 use crate::proxy::rules::{DestinationRule, parse_rule};
 use crate::proxy::{CredentialStore, DestinationPolicy, Proxy, ProxyOptions};
 use crate::relay::{CopyMode, RelayOptions};
@@ -185,7 +186,7 @@ pub async fn run(config: ProxyConfig, global: &GlobalArgs, events: &EventLog) ->
         Some(at) => {
             let stats = proxy.stats();
             let render = move || stats.write_metrics();
-            Some(metrics::expose(at, Arc::new(render)).await?)
+            Some(metrics_http::expose(at, Arc::new(render)).await?)
         }
         None => None,
     };

@@ -41,13 +41,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::PollSender;
 
 use super::connect::{DATAGRAM_LINGER, Ended, Input, InteractiveOptions, talk_stream};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PeerAddr};
 use crate::error::{Error, ExitStatus, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Capture, Direction, Tap};
 use crate::shutdown::Shutdown;
 use crate::transport::client_cert::ClientIdentity;
-use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM, PeerAddr};
+use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM};
 
 /// How many clients a listener takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::endpoint::{Delivery, Endpoint};
+use crate::endpoint::{Delivery, Endpoint, PeerAddr};
 use crate::error::{Error, Result};
 use crate::framing::{Framer, Framing};
 use crate::obs::events::SHOWN_BYTES;
@@ -28,7 +28,7 @@ use crate::obs::{Event, EventLog};
 use crate::transport::proxy_client::ProxyChain;
 use crate::transport::tls::ClientTls;
 use crate::transport::{
-    ConnectOptions, DatagramSocket, MAX_DATAGRAM, PeerAddr, Retry, SocketOptions, connect_stream,
+    ConnectOptions, DatagramSocket, MAX_DATAGRAM, Retry, SocketOptions, connect_stream,
     unix_sockaddr,
 };
 

@@ -29,8 +29,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use serde_json::{Value, json};
 
 use super::escape::escape_into;
-use crate::endpoint::Endpoint;
-use crate::transport::PeerAddr;
+use crate::endpoint::{Endpoint, PeerAddr};
 
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

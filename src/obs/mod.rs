@@ -4,7 +4,8 @@
 //!   text, or JSON);
 //! * [`logging`]: diagnostics (errors, warnings, debug) on stderr through `tracing`;
 //! * [`stats`]: counters behind the shutdown summary and the metrics;
-//! * [`metrics`]: `--metrics`, the counters in Prometheus text format over HTTP;
+//! * [`metrics`]: the counters in Prometheus text format (served by
+//!   [`crate::metrics_http`]);
 //! * [`escape`]: printing arbitrary bytes as one safe line;
 //! * [`throttle`]: rate-limited log lines for floods (refused clients, denied datagrams).
 //! * [`hexdump`]: `--hex`, traffic as offset / hex / ASCII on stderr.

@@ -2,7 +2,7 @@
 //! the same for `serve` and `relay`.
 
 use super::{Event, EventLog};
-use crate::transport::PeerAddr;
+use crate::endpoint::PeerAddr;
 use crate::transport::client_cert::ClientIdentity;
 
 /// The span every diagnostic line of one connection is logged under:

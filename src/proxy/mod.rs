@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
 use crate::access::OverLimit;
-use crate::access::gate::{self, Gate, Guarded, SourceCounts};
+use crate::access::gate::{self, ClientAddress, Gate, GateConfig, SourceCounts};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::obs::{Event, EventLog};
@@ -321,30 +321,23 @@ pub(crate) struct Shared {
     pub sources: Arc<SourceCounts>,
 }
 
-impl Guarded for Shared {
-    fn access(&self) -> &AccessPolicy {
-        &self.options.access
-    }
-    fn max_conns(&self) -> Option<usize> {
-        self.options.max_conns
-    }
-    fn proxied(&self) -> bool {
-        self.options.proxy_protocol.is_on()
-    }
-    fn denied(&self) -> &AtomicU64 {
-        &self.stats.denied
-    }
-    fn refused(&self) -> &AtomicU64 {
-        &self.stats.refused
-    }
-    fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
-    }
-    fn late_gate(&self) -> &Mutex<Gate> {
-        &self.late_gate
-    }
-    fn sources(&self) -> &Arc<SourceCounts> {
-        &self.sources
+impl Shared {
+    /// What the gate needs of this listener: its rules and limits, and where it counts.
+    pub(crate) fn gate_config(&self) -> GateConfig<'_> {
+        GateConfig {
+            access: &self.options.access,
+            max_conns: self.options.max_conns,
+            client_address: if self.options.proxy_protocol.is_on() {
+                ClientAddress::ProxyHeader
+            } else {
+                ClientAddress::Socket
+            },
+            denied: &self.stats.denied,
+            refused: &self.stats.refused,
+            shutdown: &self.shutdown,
+            late_gate: &self.late_gate,
+            sources: &self.sources,
+        }
     }
 }
 

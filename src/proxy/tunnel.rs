@@ -30,14 +30,15 @@ use super::http::{self, HttpError, Status};
 use super::rules::DestinationVerdict;
 use super::socks::{self, Command, Credentials, Destination, Method, Parsed, Reply, SocksError};
 use super::udp;
-use crate::access::gate::{self, Gate, Guarded};
+use crate::access::acceptor::{Acceptor, Admitted};
+use crate::endpoint::PeerAddr;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::span::{connection_span, record_client, record_socket_peer};
 use crate::obs::throttle::connection_line;
 use crate::relay::copy::pipe;
 use crate::relay::splice::{Counters, PlainSocket, Splicer};
-use crate::transport::{Backoff, PeerAddr, Stream, StreamListener, is_per_connection};
+use crate::transport::{Stream, StreamListener};
 
 /// Bytes read at a time during the handshake: more than any SOCKS message, a slice of a
 /// CONNECT head.
@@ -46,49 +47,40 @@ const HANDSHAKE_READ: usize = 4096;
 /// Accepts clients until shutdown, one tracked task each; the gate closes denied clients
 /// and, with `--max-conns-mode refuse`, clients over the limit.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
-    let slots = shared.slots.clone();
-    let mut gate = Gate::default();
-    let mut next_id: u64 = 0;
-    let mut backoff = Backoff::default();
-    loop {
-        let Some(reserved) =
-            gate::reserve_slot(shared.options.over_limit, slots.as_ref(), &**shared).await
-        else {
+    let acceptor = Acceptor {
+        listener: &listener,
+        gate: shared.gate_config(),
+        slots: shared.slots.as_ref(),
+        over_limit: shared.options.over_limit,
+        connections: &shared.stats.connections,
+    };
+    acceptor
+        .run(1.., |admitted| take_client(admitted, shared))
+        .await;
+}
+
+/// An admitted client: served in a tracked task of its own, holding its slot.
+fn take_client(admitted: Admitted, shared: &Arc<Shared>) {
+    let Admitted {
+        stream,
+        peer,
+        slot,
+        id,
+    } = admitted;
+    let span = connection_span(id);
+    let stream = match stream.into_tokio() {
+        Ok(stream) => stream,
+        Err(e) => {
+            span.in_scope(|| tracing::warn!("cannot watch the connection: {e}"));
             return;
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = shared.shutdown.triggered() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff.reset();
-                let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) else {
-                    continue;
-                };
-                next_id += 1;
-                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let task_shared = Arc::clone(shared);
-                let id = next_id;
-                let task = async move {
-                    serve_client(stream, peer, id, &task_shared).await;
-                    drop(slot);
-                };
-                shared.shutdown.spawn(task.instrument(connection_span(id)));
-            }
-            Err(e) if is_per_connection(&e) => {
-                tracing::debug!("a connection failed before it was accepted: {e}");
-            }
-            Err(e) => {
-                let pause = backoff.after(&e);
-                tokio::select! {
-                    () = shared.shutdown.triggered() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
         }
-    }
+    };
+    let task_shared = Arc::clone(shared);
+    let task = async move {
+        serve_client(stream, peer, id, &task_shared).await;
+        drop(slot);
+    };
+    shared.shutdown.spawn(task.instrument(span));
 }
 
 /// Which protocol a client speaks, from its first byte.
@@ -529,7 +521,7 @@ async fn serve_client(mut stream: Stream, socket_peer: PeerAddr, conn: u64, shar
         None => return,
     };
     record_client(&span, proxied, &peer);
-    let Some(_per_source) = shared.admit_late(&peer) else {
+    let Some(_per_source) = shared.gate_config().admit_late(&peer) else {
         return;
     };
     shared.stats.active.fetch_add(1, Ordering::Relaxed);

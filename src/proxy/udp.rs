@@ -18,9 +18,10 @@ use tokio::net::UdpSocket;
 use super::Shared;
 use super::socks::{self, Destination, Reply};
 use super::tunnel::{Delivered, End, Refusal, allowed_addresses, resolve};
+use crate::endpoint::PeerAddr;
 use crate::idle::Activity;
 use crate::obs::throttle::connection_line;
-use crate::transport::{MAX_DATAGRAM, PeerAddr, Stream};
+use crate::transport::{MAX_DATAGRAM, Stream};
 
 /// Most destinations one association remembers (for replies) and names it caches: a
 /// client spraying datagrams at many addresses cannot grow them without bound.

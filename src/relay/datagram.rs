@@ -28,11 +28,12 @@ use tokio::time::Instant;
 use super::{FlowStats, RelayOptions, Shared};
 use crate::access::gate::Gate;
 use crate::access::{PerSourceLimit, source_of};
+use crate::endpoint::PeerAddr;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Direction;
 use crate::obs::throttle::{Admit, LogThrottle};
-use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
+use crate::transport::{DatagramSocket, MAX_DATAGRAM};
 
 /// One client's session.
 struct Session {
@@ -156,7 +157,10 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut gate = Gate::default();
     loop {
-        let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
+        let Some((len, peer)) = gate
+            .next_admitted(&socket, &mut buf, &shared.gate_config())
+            .await
+        else {
             break;
         };
         let datagram = &buf[..len];

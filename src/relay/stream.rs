@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::copy::pipe;
-use crate::access::gate::{self, Gate, Guarded};
+use crate::access::acceptor::{Acceptor, Admitted};
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
@@ -30,60 +30,45 @@ use crate::obs::span::{
 use crate::obs::throttle::connection_line;
 use crate::transport::client_cert::ClientIdentity;
 use crate::transport::proxy;
-use crate::transport::{
-    Backoff, PeerAddr, Stream, StreamListener, connect_stream, connect_stream_prefixed,
-    is_per_connection,
-};
+use crate::transport::{PeerAddr, Stream, StreamListener, connect_stream, connect_stream_prefixed};
 
 /// Accepts clients until shutdown, one tracked task each; denied clients and, with
 /// `--max-conns-mode refuse`, clients over the limit are closed at once.
 pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) {
-    let slots = shared.slots.clone();
-    let mut gate = Gate::default();
-    let mut next_id: u64 = 0;
-    let mut backoff = Backoff::default();
-    loop {
-        let Some(reserved) =
-            gate::reserve_slot(shared.options.over_limit, slots.as_ref(), &**shared).await
-        else {
+    let acceptor = Acceptor {
+        listener: &listener,
+        gate: shared.gate_config(),
+        slots: shared.slots.as_ref(),
+        over_limit: shared.options.over_limit,
+        connections: &shared.stats.connections,
+    };
+    acceptor
+        .run(1.., |admitted| take_client(admitted, shared))
+        .await;
+}
+
+/// An admitted client: relayed in a tracked task of its own, holding its slot.
+fn take_client(admitted: Admitted, shared: &Arc<Shared>) {
+    let Admitted {
+        stream,
+        peer,
+        slot,
+        id,
+    } = admitted;
+    let span = connection_span(id);
+    let stream = match stream.into_tokio() {
+        Ok(stream) => stream,
+        Err(e) => {
+            span.in_scope(|| tracing::warn!("cannot watch the connection: {e}"));
             return;
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = shared.shutdown.triggered() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff.reset();
-                let Some(slot) = gate.let_in(&peer, reserved, slots.as_ref(), &**shared) else {
-                    // Denied, or over the limit in refuse mode: closed at once (dropping
-                    // the stream sends our FIN).
-                    continue;
-                };
-                next_id += 1;
-                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let task_shared = Arc::clone(shared);
-                let id = next_id;
-                let span = connection_span(id);
-                let task = async move {
-                    relay_connection(stream, peer, id, &task_shared).await;
-                    drop(slot);
-                };
-                shared.shutdown.spawn(task.instrument(span));
-            }
-            Err(e) if is_per_connection(&e) => {
-                tracing::debug!("a connection failed before it was accepted: {e}");
-            }
-            Err(e) => {
-                let pause = backoff.after(&e);
-                tokio::select! {
-                    () = shared.shutdown.triggered() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
         }
-    }
+    };
+    let task_shared = Arc::clone(shared);
+    let task = async move {
+        relay_connection(stream, peer, id, &task_shared).await;
+        drop(slot);
+    };
+    shared.shutdown.spawn(task.instrument(span));
 }
 
 /// Why a relayed connection ended.
@@ -146,7 +131,7 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         }
     };
     record_client(&span, proxied, &peer);
-    let Some(_per_source) = shared.admit_late(&peer) else {
+    let Some(_per_source) = shared.gate_config().admit_late(&peer) else {
         // Closed at once: dropping the stream sends our FIN.
         return;
     };

@@ -2,8 +2,8 @@
 //! the `message` event that shows it.
 
 use super::Shared;
+use crate::endpoint::PeerAddr;
 use crate::obs::Event;
-use crate::transport::PeerAddr;
 
 /// Answers one message and emits its `message` event (unless messages are not shown);
 /// returns the answer, in at most two pieces, for the caller to send.

@@ -29,9 +29,10 @@ use crate::obs::throttle::{Admit, LogThrottle};
 use crate::obs::{ErrorKind, Event, Tally};
 use socket2::SockAddr;
 
+use crate::endpoint::PeerAddr;
 use crate::transport::batch::{self, RecvBatch};
 use crate::transport::datagram_cred;
-use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr, StdDatagram};
+use crate::transport::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 /// Programs run at once for `--exec` on a datagram endpoint when `--max-conns` is not set.
 pub const DEFAULT_PROGRAMS: usize = 64;
@@ -272,7 +273,7 @@ fn answer_batch(
             let peer = sender
                 .as_socket()
                 .map_or_else(|| PeerAddr::Unix(Box::new(sender.clone())), PeerAddr::Ip);
-            if !gate.admit(&peer, "datagram", shared) {
+            if !gate.admit(&peer, "datagram", &shared.gate_config()) {
                 continue;
             }
             if shows_messages {
@@ -342,16 +343,21 @@ async fn exec_loop(socket: DatagramSocket, spec: &ExecSpec, shared: &Arc<Shared>
     // One per loop, shared by its programs' tasks (see AmplificationGuard).
     let guard = AmplificationGuard::at(local, shared).map(|g| Arc::new(std::sync::Mutex::new(g)));
     loop {
-        let Some((len, peer)) = gate.next_admitted(&socket, &mut buf, &**shared).await else {
+        let Some((len, peer)) = gate
+            .next_admitted(&socket, &mut buf, &shared.gate_config())
+            .await
+        else {
             break;
         };
         let slot = match limits.over_limit {
-            OverLimit::Wait => match gate::wait_for_slot(slots.as_ref(), &**shared).await {
-                Some(slot) => slot,
-                None => break,
-            },
+            OverLimit::Wait => {
+                match gate::wait_for_slot(slots.as_ref(), &shared.gate_config()).await {
+                    Some(slot) => slot,
+                    None => break,
+                }
+            }
             OverLimit::Refuse => {
-                match gate.try_slot(slots.as_ref(), &peer, "datagram", &**shared) {
+                match gate.try_slot(slots.as_ref(), &peer, "datagram", &shared.gate_config()) {
                     Some(slot) => slot,
                     None => continue,
                 }

@@ -6,10 +6,10 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::Shared;
+use crate::endpoint::PeerAddr;
 use crate::error::Error;
 use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, Tally};
-use crate::transport::PeerAddr;
 
 /// Why a connection ended.
 #[derive(Debug)]

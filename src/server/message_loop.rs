@@ -28,10 +28,10 @@ use tokio_util::sync::WaitForCancellationFuture;
 use super::answer::answer_message;
 use super::end::{End, report_end};
 use super::{AfterReply, Shared};
+use crate::endpoint::PeerAddr;
 use crate::error::Error;
 use crate::framing::{FrameSpan, Framer, Framing};
 use crate::obs::{Event, Tally};
-use crate::transport::PeerAddr;
 
 /// Serves one connection from its first byte to the end, then logs and counts how it
 /// ended.

@@ -23,14 +23,22 @@
 //!   datagram runs the program in a task of its own.
 //!
 //! The stream engines share what makes them behave alike: the gate
-//! (`access::gate`: `--allow`/`--deny`, `--max-conns` and its mode), counting and
-//! back-off on `accept` ([`accept`]), the answer to a message and its event
-//! ([`answer`]), and how a connection's end is logged, counted and reported ([`end`]).
+//! (`access::gate`: `--allow`/`--deny`, `--max-conns` and its mode), back-off on
+//! `accept` (`transport::Backoff`), the answer to a message and its event ([`answer`]),
+//! and how a connection's end is logged, counted and reported ([`end`]).
+//!
+//! The task engine, the relay and the proxy accept through one acceptor
+//! ([`crate::access::acceptor`]: slot, accept, gate, count), each with its own handler
+//! for an admitted connection. The lane accepts in its own loop
+//! (`lane_shard`'s `Acceptor::accept_ready`) for one reason: its thread has no async
+//! runtime. It waits in its own epoll set, where the listener is one more descriptor
+//! beside its connections, so an accepted connection is answered on the spot on that
+//! thread; the acceptor is a future, and driving it there would take a runtime and a
+//! hand-off per connection. Its loop applies the same gate and back-off.
 //!
 //! Flow: [`Server::bind`] → [`Server::run`] → one engine per shard until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].
 
-mod accept;
 mod answer;
 mod datagram;
 mod end;
@@ -49,13 +57,12 @@ use lane::busy_poll;
 pub use limits::{Amplification, Limits, OverLimit};
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use crate::access::AccessPolicy;
-use crate::access::gate::{self, Gate, Guarded, SourceCounts};
+use crate::access::gate::{self, ClientAddress, Gate, GateConfig, SourceCounts};
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, Room};
 use crate::behaviour::exec::ExecSpec;
@@ -194,30 +201,23 @@ impl Shared {
     }
 }
 
-impl Guarded for Shared {
-    fn access(&self) -> &AccessPolicy {
-        &self.options.access
-    }
-    fn max_conns(&self) -> Option<usize> {
-        self.options.limits.max_conns
-    }
-    fn proxied(&self) -> bool {
-        self.options.layers.proxy.is_on()
-    }
-    fn denied(&self) -> &AtomicU64 {
-        &self.stats.denied
-    }
-    fn refused(&self) -> &AtomicU64 {
-        &self.stats.refused
-    }
-    fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
-    }
-    fn late_gate(&self) -> &std::sync::Mutex<Gate> {
-        &self.late_gate
-    }
-    fn sources(&self) -> &Arc<SourceCounts> {
-        &self.sources
+impl Shared {
+    /// What the gate needs of this listener: its rules and limits, and where it counts.
+    pub(crate) fn gate_config(&self) -> GateConfig<'_> {
+        GateConfig {
+            access: &self.options.access,
+            max_conns: self.options.limits.max_conns,
+            client_address: if self.options.layers.proxy.is_on() {
+                ClientAddress::ProxyHeader
+            } else {
+                ClientAddress::Socket
+            },
+            denied: &self.stats.denied,
+            refused: &self.stats.refused,
+            shutdown: &self.shutdown,
+            late_gate: &self.late_gate,
+            sources: &self.sources,
+        }
     }
 }
 

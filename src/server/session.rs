@@ -22,17 +22,18 @@ use tracing::Instrument;
 use super::end::EndSeverity as Severity;
 use super::message_loop::serve_connection;
 use super::{Handler, Shared};
-use crate::access::gate::{Guarded, Slot};
+use crate::access::gate::Slot;
 use crate::behaviour::chat::{self, ChatEnd, ChatReport};
 use crate::behaviour::exec::{self, ClientInfo, ExecEnd, ExecReport, ExecSpec};
+use crate::endpoint::PeerAddr;
 use crate::error::Error;
 use crate::obs::span::{
     announce_client_certificate, connection_span, record_client, record_socket_peer,
 };
 use crate::obs::throttle::connection_line;
 use crate::obs::{ErrorKind, Event, Tally};
+use crate::transport::Stream;
 use crate::transport::client_cert::ClientIdentity;
-use crate::transport::{PeerAddr, Stream};
 
 /// How one connection-level session ended, ready for the log and the `closed` event.
 struct Outcome {
@@ -105,7 +106,7 @@ async fn prepare_and_serve(
         }
     };
     record_client(&span, proxied, &peer);
-    let Some(_per_source) = shared.admit_late(&peer) else {
+    let Some(_per_source) = shared.gate_config().admit_late(&peer) else {
         return;
     };
     if proxied {

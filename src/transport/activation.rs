@@ -7,8 +7,8 @@
 //! inherits the environment does not take them), `LISTEN_FDNAMES` optionally names them.
 //! The `sd-notify` crate reads these (strictly, and marks the descriptors close-on-exec so
 //! `--exec` programs never inherit the listener); this module checks that the socket is
-//! of the kind the endpoint asks for and turns it into a [`StreamListener`] or
-//! [`DatagramSocket`].
+//! of the kind the endpoint asks for and hands it back, ready to listen on; the listener
+//! and datagram modules wrap it as they wrap a socket they bind.
 //!
 //! Why: systemd holds the port while sockit restarts (clients queue in the backlog instead
 //! of being refused), sockit can listen on port 443 without privileges, and the unit file
@@ -22,21 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, SockRef, Socket, Type};
 
-use super::datagram::DatagramSocket;
-use super::listener::StreamListener;
 use crate::endpoint::{Delivery, Endpoint};
 use crate::error::{Error, Result};
-
-/// Where a listening socket comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ListenSource {
-    /// Create and bind it at the endpoint's address.
-    #[default]
-    Bind,
-    /// `--systemd`: take the one socket systemd passed (`LISTEN_FDS`); the endpoint only
-    /// names the protocol to speak on it.
-    Systemd,
-}
 
 /// The passed descriptors are owned once: a second taker would close them twice.
 static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -133,59 +120,55 @@ fn check_kind(
     ))
 }
 
-/// The passed socket as a stream listener; made non-blocking, and put in the listening
-/// state if the launcher did not (systemd always does).
+/// The passed socket, ready to accept: non-blocking, and put in the listening state if
+/// the launcher did not (systemd always does). The caller wraps it as the listener of
+/// its domain ([`Socket::domain`]).
 ///
 /// # Errors
 /// As [`take`], plus [`Error::Listen`] if it cannot listen.
-pub(crate) fn stream_listener(endpoint: &Endpoint, backlog: u32) -> Result<StreamListener> {
+pub(crate) fn stream_socket(endpoint: &Endpoint, backlog: u32) -> Result<Socket> {
     let socket = take(endpoint)?;
-    let listen_error = |source| Error::Listen {
-        endpoint: endpoint.clone(),
-        source,
-    };
-    socket.set_nonblocking(true).map_err(listen_error)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| listen_error(endpoint, source))?;
     if !socket.is_listener().unwrap_or(true) {
         socket
             .listen(i32::try_from(backlog).unwrap_or(i32::MAX))
-            .map_err(listen_error)?;
+            .map_err(|source| listen_error(endpoint, source))?;
     }
-    let listener = if socket.domain().map_err(listen_error)? == Domain::UNIX {
-        let std_listener: std::os::unix::net::UnixListener = socket.into();
-        // No path guard: the socket file belongs to systemd, which removes it.
-        StreamListener::Unix(
-            super::listener::watch(std_listener).map_err(listen_error)?,
-            None,
-        )
-    } else {
-        let std_listener: std::net::TcpListener = socket.into();
-        StreamListener::Tcp(super::listener::watch(std_listener).map_err(listen_error)?)
-    };
-    Ok(listener)
+    Ok(socket)
 }
 
-/// The passed socket as a datagram socket, non-blocking.
+/// The passed socket, non-blocking, for the caller to wrap as the datagram socket of its
+/// domain.
 ///
 /// # Errors
-/// As [`take`].
-pub(crate) fn datagram_socket(endpoint: &Endpoint) -> Result<DatagramSocket> {
+/// As [`take`], plus [`Error::Listen`] if it cannot be made non-blocking.
+pub(crate) fn datagram_socket(endpoint: &Endpoint) -> Result<Socket> {
     let socket = take(endpoint)?;
-    let listen_error = |source| Error::Listen {
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| listen_error(endpoint, source))?;
+    Ok(socket)
+}
+
+/// Whether a passed socket is a Unix-domain one (otherwise IP).
+///
+/// # Errors
+/// [`Error::Listen`] when the kernel cannot say.
+pub(crate) fn is_unix(socket: &Socket, endpoint: &Endpoint) -> Result<bool> {
+    let domain = socket
+        .domain()
+        .map_err(|source| listen_error(endpoint, source))?;
+    Ok(domain == Domain::UNIX)
+}
+
+/// The error for a passed socket that cannot be set up to listen.
+pub(crate) fn listen_error(endpoint: &Endpoint, source: std::io::Error) -> Error {
+    Error::Listen {
         endpoint: endpoint.clone(),
         source,
-    };
-    socket.set_nonblocking(true).map_err(listen_error)?;
-    let bound = if socket.domain().map_err(listen_error)? == Domain::UNIX {
-        let std_socket: std::os::unix::net::UnixDatagram = socket.into();
-        DatagramSocket::Unix(
-            tokio::net::UnixDatagram::from_std(std_socket).map_err(listen_error)?,
-            None,
-        )
-    } else {
-        let std_socket: std::net::UdpSocket = socket.into();
-        DatagramSocket::Udp(tokio::net::UdpSocket::from_std(std_socket).map_err(listen_error)?)
-    };
-    Ok(bound)
+    }
 }
 
 /// Tells systemd (`Type=notify`) that sockit is ready to serve. A no-op elsewhere; a

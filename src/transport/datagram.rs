@@ -13,17 +13,17 @@ use socket2::{SockAddr, SockRef, Type};
 use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
-use super::activation::{self, ListenSource};
+use super::activation;
+use super::connect::ConnectOptions;
 use super::datagram_cred;
 use super::errors::{connect_error, ip_listen_error};
 use super::listener::host_port;
 use super::proxy_client::UdpAssociation;
 use super::retry::connect_with_retry;
-use super::sockopt::{ListenOptions, SocketOptions, udp_client, udp_socket};
-use super::stream::ConnectOptions;
+use super::sockopt::{ListenOptions, ListenSource, SocketOptions, udp_client, udp_socket};
 use super::unix_path::{self, UnixPathGuard};
-use super::{PeerAddr, abstract_path, unix_peer, unix_sockaddr};
-use crate::endpoint::{Delivery, Endpoint, HostPort, UnixAddr};
+use super::{abstract_path, unix_peer, unix_sockaddr};
+use crate::endpoint::{Delivery, Endpoint, HostPort, PeerAddr, UnixAddr};
 use crate::error::{Error, Result};
 
 /// The largest UDP payload over IPv4 (65,535 − 8-byte UDP header − 20-byte IP header).
@@ -52,7 +52,7 @@ impl DatagramSocket {
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<DatagramSocket> {
         let socket =
             if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Datagram {
-                activation::datagram_socket(endpoint)?
+                passed_socket(endpoint)?
             } else {
                 DatagramSocket::bind_own(endpoint, opts).await?
             };
@@ -379,6 +379,27 @@ async fn bind_udp(
         host: hp.host_text(),
         reason: "no addresses".into(),
     }))
+}
+
+/// The datagram socket systemd passed, as the socket of its domain.
+///
+/// # Errors
+/// As [`activation::datagram_socket`].
+fn passed_socket(endpoint: &Endpoint) -> Result<DatagramSocket> {
+    let socket = activation::datagram_socket(endpoint)?;
+    let listen_error = |source| activation::listen_error(endpoint, source);
+    if activation::is_unix(&socket, endpoint)? {
+        let std_socket: std::os::unix::net::UnixDatagram = socket.into();
+        Ok(DatagramSocket::Unix(
+            UnixDatagram::from_std(std_socket).map_err(listen_error)?,
+            None,
+        ))
+    } else {
+        let std_socket: std::net::UdpSocket = socket.into();
+        Ok(DatagramSocket::Udp(
+            UdpSocket::from_std(std_socket).map_err(listen_error)?,
+        ))
+    }
 }
 
 /// Binds a Unix datagram socket, replacing a stale file but never a live one.

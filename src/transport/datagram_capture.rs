@@ -32,7 +32,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::hexdump::Direction;
+use super::direction::Direction;
 
 /// How many peers' files are open at once, at most (three descriptors each).
 pub const OPEN_PEERS: usize = 64;

@@ -36,34 +36,8 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::datagram_capture::DatagramFiles;
+pub use super::direction::Direction;
 use super::pcap::{Flow, Pcap};
-
-/// Which way bytes went, from sockit's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// sockit wrote them to the peer (`>`).
-    Sent,
-    /// sockit read them from the peer (`<`).
-    Received,
-}
-
-impl Direction {
-    /// The marker at the start of every line of a chunk.
-    fn marker(self) -> char {
-        match self {
-            Direction::Sent => '>',
-            Direction::Received => '<',
-        }
-    }
-
-    /// "sent N bytes to" / "received N bytes from".
-    fn words(self) -> (&'static str, &'static str) {
-        match self {
-            Direction::Sent => ("sent", "to"),
-            Direction::Received => ("received", "from"),
-        }
-    }
-}
 
 /// Where hex dumps are written. Cheap to clone; clones share the writer and its lock.
 #[derive(Clone)]

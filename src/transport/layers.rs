@@ -13,11 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Stream;
 use super::hexdump::{Capture, HexDump, Tap};
 use super::pcap::Pcap;
 use super::proxy::{self, ProxyProtocol};
 use super::tls::{HANDSHAKE_TIMEOUT, ServerTls};
-use super::{PeerAddr, Stream};
+use crate::endpoint::PeerAddr;
 use crate::error::Result;
 
 /// The layers every accepted connection goes through, decided once at start.

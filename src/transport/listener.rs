@@ -15,15 +15,15 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use socket2::SockAddr;
 use tokio::io::unix::AsyncFd;
 
-use super::activation::{self, ListenSource};
+use super::activation;
 use super::errors::ip_listen_error;
-use super::sockopt::{ListenOptions, tcp_listener};
+use super::sockopt::{ListenOptions, ListenSource, tcp_listener};
 use super::std_stream::StdStream;
 use super::stream::Stream;
 use super::syscall::accept_nonblocking;
 use super::unix_path::{self, UnixPathGuard};
-use super::{PeerAddr, unix_sockaddr};
-use crate::endpoint::{Delivery, Endpoint, Host, HostPort, UnixAddr};
+use super::unix_sockaddr;
+use crate::endpoint::{Delivery, Endpoint, Host, HostPort, PeerAddr, UnixAddr};
 use crate::error::{Error, Result};
 
 /// A socket accepting stream connections, of whichever transport the endpoint named.
@@ -59,7 +59,7 @@ impl StreamListener {
     /// [`Error::HostNotFound`] or [`Error::Listen`], each naming the address.
     pub async fn bind(endpoint: &Endpoint, opts: &ListenOptions) -> Result<StreamListener> {
         if opts.source == ListenSource::Systemd && endpoint.delivery() == Delivery::Stream {
-            return activation::stream_listener(endpoint, opts.backlog);
+            return passed_listener(endpoint, opts.backlog);
         }
         match endpoint {
             Endpoint::Tcp(hp) | Endpoint::Tls(hp) => bind_tcp(endpoint, hp, opts).await,
@@ -129,6 +129,28 @@ impl StreamListener {
                 }
             }
         }
+    }
+}
+
+/// The listening socket systemd passed, as the listener of its domain.
+///
+/// # Errors
+/// As [`activation::stream_socket`].
+fn passed_listener(endpoint: &Endpoint, backlog: u32) -> Result<StreamListener> {
+    let socket = activation::stream_socket(endpoint, backlog)?;
+    let listen_error = |source| activation::listen_error(endpoint, source);
+    if activation::is_unix(&socket, endpoint)? {
+        let std_listener: std::os::unix::net::UnixListener = socket.into();
+        // No path guard: the socket file belongs to systemd, which removes it.
+        Ok(StreamListener::Unix(
+            watch(std_listener).map_err(listen_error)?,
+            None,
+        ))
+    } else {
+        let std_listener: std::net::TcpListener = socket.into();
+        Ok(StreamListener::Tcp(
+            watch(std_listener).map_err(listen_error)?,
+        ))
     }
 }
 

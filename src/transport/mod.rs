@@ -4,7 +4,8 @@
 //! never with a concrete socket type:
 //!
 //! * [`StreamListener`] accepts [`Stream`]s (TCP, Unix stream; TLS after the handshake);
-//! * [`Stream`] is one connected byte stream (`AsyncRead + AsyncWrite`);
+//! * [`Stream`] is one connected byte stream (`AsyncRead + AsyncWrite`), made by
+//!   accepting or by [`connect_stream`];
 //! * [`Layers`] reads the PROXY protocol header ([`proxy`]), then wraps an accepted stream
 //!   in TLS and the `--hex` tap;
 //! * [`tls`] holds both sides of TLS (certificates, verification, error wording);
@@ -13,6 +14,11 @@
 //! * [`DatagramSocket`] sends and receives whole messages (UDP, Unix datagram);
 //! * [`proxy_client`] reaches a target through SOCKS and HTTP CONNECT proxies (`--proxy`);
 //! * [`activation`] takes a listening socket from systemd instead of binding one.
+//!
+//! Inside, imports point one way (a test checks it): socket options and system calls at
+//! the bottom; `activation` hands back a plain socket that the listener and datagram
+//! modules wrap; `tls` builds on [`Stream`]; dialling TCP (`dial`) sits below both
+//! connecting and the proxy client, and connecting builds on them and on `tls`.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
 //! (`127.0.0.1:50738`, `[::1]:50738`, `/path`, `@name`).
@@ -24,9 +30,12 @@ pub mod activation;
 mod backoff;
 pub mod batch;
 pub mod client_cert;
+mod connect;
 mod datagram;
 pub mod datagram_capture;
 pub mod datagram_cred;
+mod dial;
+mod direction;
 mod errors;
 pub mod hexdump;
 mod layers;
@@ -43,21 +52,24 @@ mod syscall;
 pub mod tls;
 mod unix_path;
 
-pub use activation::ListenSource;
 pub use backoff::{Backoff, is_per_connection};
+pub use connect::{ConnectOptions, connect_stream, connect_stream_prefixed};
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
 pub use layers::Layers;
 pub use listener::{StdListener, StreamListener};
 pub use proxy::ProxyProtocol;
 pub use retry::{Attempts, Retry};
-pub use sockopt::{Broadcast, Carrier, Keepalive, ListenOptions, Nagle, SocketOptions, Source};
+pub use sockopt::{
+    Broadcast, Carrier, Keepalive, ListenOptions, ListenSource, Nagle, SocketOptions, Source,
+};
 pub use std_stream::StdStream;
-pub use stream::{ConnectOptions, Stream, connect_stream, connect_stream_prefixed};
+pub use stream::Stream;
 pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
-use std::fmt;
-use std::net::SocketAddr;
+/// Who is on the other end: an endpoint-tier type, named here too for code that takes
+/// everything about a connection from transport.
+pub use crate::endpoint::PeerAddr;
 
 use socket2::SockAddr;
 
@@ -92,83 +104,6 @@ impl Bound {
                 (Bound::Datagram(socket), local)
             }
         })
-    }
-}
-
-/// Who is on the other end of a connection or sent a datagram.
-///
-/// Datagram servers send their reply back to this address, so it keeps the full socket
-/// address (for Unix sockets, the raw `sockaddr_un`). Comparable and hashable, so it can
-/// key per-peer state (the relay's datagram sessions).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub enum PeerAddr {
-    /// An IPv4 or IPv6 peer.
-    Ip(SocketAddr),
-    /// A Unix-domain peer: a path, an abstract name, or unnamed. Boxed: a `sockaddr_un`
-    /// is 110 bytes, and every connection task carries its peer.
-    Unix(Box<SockAddr>),
-}
-
-impl PeerAddr {
-    /// The peer's IP address, for access control and logs; `None` for Unix peers.
-    pub fn ip(&self) -> Option<std::net::IpAddr> {
-        match self {
-            PeerAddr::Ip(addr) => Some(addr.ip()),
-            PeerAddr::Unix(_) => None,
-        }
-    }
-}
-
-impl PeerAddr {
-    /// Appends the address as [`Display`](fmt::Display) would, without the formatting
-    /// machinery for the common IPv4 case: per-message log lines print it every time.
-    pub fn push_to(&self, out: &mut String) {
-        match self {
-            PeerAddr::Ip(std::net::SocketAddr::V4(addr)) => {
-                let mut digits = itoa::Buffer::new();
-                for (i, octet) in addr.ip().octets().iter().enumerate() {
-                    if i > 0 {
-                        out.push('.');
-                    }
-                    out.push_str(digits.format(*octet));
-                }
-                out.push(':');
-                out.push_str(digits.format(addr.port()));
-            }
-            other => {
-                use std::fmt::Write;
-                // Writing to a String cannot fail.
-                let _ = write!(out, "{other}");
-            }
-        }
-    }
-}
-
-impl fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PeerAddr::Ip(addr) => write!(f, "{addr}"),
-            // A client picks its own Unix address, so its bytes are escaped as message
-            // bodies are (`\n`, `\u{1b}`, `\xff`): a name holding a newline or a
-            // terminal escape can neither forge a log line nor colour the terminal.
-            PeerAddr::Unix(addr) => {
-                use std::os::unix::ffi::OsStrExt;
-                let path = addr.as_pathname().filter(|p| !p.as_os_str().is_empty());
-                if let Some(path) = path {
-                    f.write_str(&crate::escape::escaped(path.as_os_str().as_bytes()))
-                } else if let Some(name) = addr.as_abstract_namespace() {
-                    write!(f, "@{}", crate::escape::escaped(name))
-                } else {
-                    f.write_str("(unnamed)")
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Debug for PeerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
     }
 }
 
@@ -210,34 +145,4 @@ fn abstract_path(name: &[u8]) -> std::path::PathBuf {
     bytes.push(0);
     bytes.extend_from_slice(name);
     std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn push_to_prints_what_display_prints() {
-        let peers = [
-            PeerAddr::Ip("127.0.0.1:50738".parse().unwrap_or_else(|e| panic!("{e}"))),
-            PeerAddr::Ip("255.0.10.9:0".parse().unwrap_or_else(|e| panic!("{e}"))),
-            PeerAddr::Ip("[::1]:8000".parse().unwrap_or_else(|e| panic!("{e}"))),
-            PeerAddr::Unix(Box::new(
-                SockAddr::unix("/tmp/x.sock").unwrap_or_else(|e| panic!("{e}")),
-            )),
-        ];
-        for peer in peers {
-            let mut fast = String::new();
-            peer.push_to(&mut fast);
-            assert_eq!(fast, peer.to_string());
-        }
-    }
-
-    #[test]
-    fn a_unix_peer_name_cannot_break_a_line_or_colour_the_terminal() {
-        let forged = SockAddr::unix("/tmp/a\nsummary: 0 connections\x1b[31m.sock")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let shown = PeerAddr::Unix(Box::new(forged)).to_string();
-        assert_eq!(shown, "/tmp/a\\nsummary: 0 connections\\u{1b}[31m.sock");
-    }
 }

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::hexdump::Direction;
+use super::direction::Direction;
 
 /// `LINKTYPE_RAW`: each packet starts with its IPv4 or IPv6 header.
 const LINKTYPE_RAW: u32 = 101;

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, Interest};
 
-use super::{PeerAddr, Stream};
+use super::Stream;
+use crate::endpoint::PeerAddr;
 use crate::error::{Error, Result};
 
 /// The v2 header's fixed 12-byte signature.

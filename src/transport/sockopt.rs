@@ -8,9 +8,19 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 
-use super::activation::ListenSource;
 use crate::endpoint::{Endpoint, Host};
 use crate::error::Error;
+
+/// Where a listening socket comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenSource {
+    /// Create and bind it at the endpoint's address.
+    #[default]
+    Bind,
+    /// `--systemd`: take the one socket systemd passed (`LISTEN_FDS`); the endpoint only
+    /// names the protocol to speak on it.
+    Systemd,
+}
 
 /// How a listening socket is created: the knobs `std`/`tokio` do not expose.
 #[derive(Debug, Clone)]

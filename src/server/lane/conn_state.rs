@@ -4,12 +4,13 @@
 
 use std::io;
 
+use crate::endpoint::PeerAddr;
 use crate::error::Error;
 use crate::obs::{Event, EventLog, Tally};
 use crate::server::answer::answer_message;
 use crate::server::end::{End, report_end};
 use crate::server::{AfterReply, Shared, THE_CLIENT};
-use crate::transport::{PeerAddr, StdStream};
+use crate::transport::StdStream;
 
 /// A lane connection's exchange so far: what it counted, the part of an answer the
 /// socket has not taken yet, and whether it was announced and answered.
@@ -185,9 +186,9 @@ mod tests {
     use std::time::Duration;
 
     use super::{FirstTurn, serve_now};
-    use crate::endpoint::Endpoint;
+    use crate::endpoint::{Endpoint, PeerAddr};
     use crate::server::{AfterReply, ServeOptions, Shared};
-    use crate::transport::{PeerAddr, StdStream};
+    use crate::transport::StdStream;
 
     /// A client connected over loopback, and the server's non-blocking end of it.
     fn pair() -> (TcpStream, StdStream, PeerAddr) {

@@ -37,12 +37,12 @@ use super::busy_poll::BusyPoll;
 use super::conn_state::{ConnState, answer_now};
 use crate::access::gate::Slot;
 use crate::behaviour::Responder;
-use crate::endpoint::Delivery;
+use crate::endpoint::{Delivery, PeerAddr};
 use crate::error::Error;
 use crate::obs::Tally;
 use crate::server::end::{End, report_end};
 use crate::server::{AfterReply, Shared, THE_CLIENT};
-use crate::transport::{PeerAddr, StdStream};
+use crate::transport::StdStream;
 
 /// Ready connections taken from the epoll set per wake-up.
 const EVENTS_PER_TURN: usize = 256;
@@ -602,11 +602,11 @@ mod tests {
     use super::FastLane;
     use crate::access::gate::Slot;
     use crate::behaviour::Responder;
-    use crate::endpoint::Endpoint;
+    use crate::endpoint::{Endpoint, PeerAddr};
     use crate::obs::{StatsBoard, Summary};
     use crate::server::lane::conn_state::ConnState;
     use crate::server::{ServeOptions, Shared};
-    use crate::transport::{PeerAddr, StdStream};
+    use crate::transport::StdStream;
 
     /// The longest any test waits for the lane to get somewhere.
     const PATIENCE: Duration = Duration::from_secs(10);

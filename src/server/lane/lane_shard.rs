@@ -8,9 +8,9 @@
 //! top of the lane's own `epoll_wait` (`bench/RESULTS.md`, the design choices table).
 //! Here the thread sleeps in the lane's `epoll_wait` itself, as the C server does.
 //!
-//! On Linux the thread also takes a descriptor table of its own, as a process of its own
-//! would ([`super::own_table`]): no reference counting per system call, no table lock
-//! shared with the other shards.
+//! Built with the `own-table` feature, the thread also takes a descriptor table of its
+//! own, as a process of its own would ([`super::own_table`]): no reference counting per
+//! system call, no table lock shared with the other shards.
 //!
 //! The rules are the accept loop's ([`crate::server::tasks`]) and the lane's: `--max-conns` in
 //! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
@@ -22,6 +22,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -31,10 +32,10 @@ use super::conn_state::{self, FirstTurn};
 use super::fast_lane::{FastLane, LISTENER, WAKER};
 use super::own_table;
 use crate::access::gate::{Gate, Slot};
-use crate::server::accept::{Backoff, count_connection, is_per_connection};
+use crate::endpoint::PeerAddr;
 use crate::server::{OverLimit, Shared};
 use crate::shutdown::Shutdown;
-use crate::transport::{PeerAddr, StdListener, StdStream};
+use crate::transport::{Backoff, StdListener, StdStream, is_per_connection};
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
 const SLOT_RETRY: Duration = Duration::from_millis(5);
@@ -67,8 +68,8 @@ pub(crate) struct LaneThread {
     waker: Waker,
     /// The descriptors the thread took along (see [`handed_over`]).
     handed: Vec<RawFd>,
-    /// Whether the thread took a descriptor table of its own.
-    table: std::sync::mpsc::Receiver<bool>,
+    /// Whether the thread took a descriptor table of its own (its proof, if it did).
+    table: std::sync::mpsc::Receiver<Option<own_table::OwnTable>>,
     /// The thread, joined once it has drained.
     thread: std::thread::JoinHandle<()>,
 }
@@ -135,8 +136,8 @@ impl LaneThread {
             thread,
         } = self;
         let mut done = tokio::task::spawn_blocking(move || {
-            if table.recv() == Ok(true) {
-                own_table::close_handed_over(&handed);
+            if let Ok(Some(taken)) = table.recv() {
+                own_table::close_handed_over(&handed, taken);
             }
             // A thread that panicked has ended too.
             let _ = thread.join();
@@ -308,7 +309,10 @@ impl<'a> Acceptor<'a> {
                 Ok((stream, peer)) => {
                     self.backoff.reset();
                     let slots = self.shared.slots.as_ref();
-                    if let Some(slot) = self.gate.let_in(&peer, reserved, slots, &**self.shared) {
+                    if let Some(slot) =
+                        self.gate
+                            .let_in(&peer, reserved, slots, &self.shared.gate_config())
+                    {
                         self.take(stream, peer, slot, lane);
                     }
                     // Otherwise denied, or over the limit in refuse mode: closed at once.
@@ -345,7 +349,8 @@ impl<'a> Acceptor<'a> {
     /// handed to the lane.
     fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
         let shared = &**self.shared;
-        let id = count_connection(shared, &mut self.ids);
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let id = self.ids.next().unwrap_or_default();
         match conn_state::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
             FirstTurn::Done => {}
             FirstTurn::Continue(state) => lane.adopt(stream, peer, id, slot, state),

@@ -8,13 +8,13 @@
 //! * [`lane_shard`]: the shard's thread, its acceptor and its drain;
 //! * [`fast_lane`]: the connections in the epoll set, served without tasks;
 //! * [`conn_state`]: one connection's state, and the non-blocking steps that answer it;
-//! * [`own_table`]: the thread's own descriptor table;
+//! * [`own_table`]: the thread's own descriptor table (the `own-table` feature);
 //! * [`busy_poll`]: `--busy-poll`'s adaptive polling window (shared with the datagram
 //!   answer loop).
 //!
-//! What it shares with the task engine lives one level up: accepting
-//! ([`super::accept`]), answering a message ([`super::answer`]) and how a connection
-//! ended ([`super::end`]).
+//! What it shares with the task engine lives elsewhere: the gate and back-off on
+//! `accept` (`access::gate`, `transport::Backoff`), answering a message
+//! ([`super::answer`]) and how a connection ended ([`super::end`]).
 
 pub(super) mod busy_poll;
 mod conn_state;

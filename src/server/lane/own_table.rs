@@ -22,31 +22,59 @@
 //! longer has. The rule that remains for the thread's code: use no descriptor that
 //! another thread opens after the thread started (there is none today: its events go to
 //! the writer thread through a channel).
+//!
+//! Opt-in: built only with the `own-table` Cargo feature (`cargo build --release
+//! --features own-table`), so that a default build makes no `unshare` call and the lane's
+//! gain from it can be measured by building both. Without the feature, [`take_own`] leaves
+//! the thread on the process's table and hands out no [`OwnTable`].
+//!
+//! The contract the types hold: closing numbers in the caller's table
+//! ([`close_handed_over`]) takes an [`OwnTable`], which only [`take_own`] makes, on the
+//! thread that took its own table, and which is spent by the closing.
 
 use std::os::fd::RawFd;
 
+/// Proof that a lane thread has a descriptor table of its own, holding its own copies of
+/// the descriptors it took along: only [`take_own`] makes one, and closing the caller's
+/// copies ([`close_handed_over`]) spends it.
+#[derive(Debug)]
+pub(crate) struct OwnTable {
+    /// Private: no other code can claim a table was taken.
+    _taken: (),
+}
+
 /// Gives the calling thread its own descriptor table holding only `keep`, the standard
-/// streams and the wake-up descriptors (see the module docs). `false` where that is not
-/// possible (no `/proc`; a sandbox that forbids `unshare`): the thread
-/// then goes on sharing the process's table.
-pub(crate) fn take_own(keep: &[RawFd]) -> bool {
-    linux::take_own(keep)
+/// streams and the wake-up descriptors (see the module docs). `None` where that is not
+/// possible (no `/proc`; a sandbox that forbids `unshare`) or not built in (the
+/// `own-table` feature): the thread then goes on sharing the process's table.
+pub(crate) fn take_own(keep: &[RawFd]) -> Option<OwnTable> {
+    #[cfg(feature = "own-table")]
+    {
+        linux::take_own(keep).then_some(OwnTable { _taken: () })
+    }
+    #[cfg(not(feature = "own-table"))]
+    {
+        let _ = keep;
+        None
+    }
 }
 
 /// Closes `fds` in the calling thread's table: the caller's copies of what it handed to
-/// a thread that [`take_own`] succeeded on. Only for numbers whose owners moved to that
+/// the thread whose [`OwnTable`] this is. Only for numbers whose owners moved to that
 /// thread: in this table nothing owns them any more.
-pub(crate) fn close_handed_over(fds: &[RawFd]) {
+pub(crate) fn close_handed_over(fds: &[RawFd], taken: OwnTable) {
+    let OwnTable { _taken: () } = taken;
     for &fd in fds {
-        // SAFETY: the objects that own these descriptors moved to the shard's thread,
-        // which holds them in its own table now; here the numbers are orphans that
-        // nothing reads, writes or closes.
+        // SAFETY: `taken` proves the thread holding these descriptors' owners has its own
+        // table with its own copies; the caller handed those owners over (by value) to
+        // it, so here the numbers are orphans that nothing reads, writes or closes.
         unsafe {
             libc::close(fd);
         }
     }
 }
 
+#[cfg(feature = "own-table")]
 mod linux {
     use std::io;
     use std::os::fd::RawFd;
@@ -127,7 +155,7 @@ mod linux {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "own-table"))]
 mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
@@ -147,7 +175,7 @@ mod tests {
         keep: Vec<RawFd>,
         check: impl FnOnce() -> T + Send + 'static,
     ) -> (bool, T) {
-        std::thread::spawn(move || (take_own(&keep), check()))
+        std::thread::spawn(move || (take_own(&keep).is_some(), check()))
             .join()
             .unwrap_or_else(|_| panic!("the thread with its own table panicked"))
     }
@@ -178,7 +206,7 @@ mod tests {
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
-            let _ = ready_tx.send(take_own(&[]));
+            let _ = ready_tx.send(take_own(&[]).is_some());
             let _ = done_rx.recv_timeout(Duration::from_secs(10));
         });
         let owned = ready_rx
@@ -213,5 +241,18 @@ mod tests {
         });
         assert!(owned);
         assert_eq!(blocked, [true, true, true, false]);
+    }
+}
+
+#[cfg(all(test, not(feature = "own-table")))]
+mod tests_without_the_feature {
+    use super::take_own;
+
+    #[test]
+    fn a_default_build_leaves_every_thread_on_the_process_table() {
+        let taken = std::thread::spawn(|| take_own(&[]).is_some())
+            .join()
+            .unwrap_or_else(|_| panic!("the thread panicked"));
+        assert!(!taken, "no own table without the own-table feature");
     }
 }

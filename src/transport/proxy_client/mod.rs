@@ -26,8 +26,8 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
+use super::dial::connect_tcp;
 use super::sockopt::SocketOptions;
-use super::stream::connect_tcp;
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::error::{Error, Result};
 
