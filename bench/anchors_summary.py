@@ -4,8 +4,9 @@
 Input: raw.tsv lines of `rep<TAB>case<TAB>relay<TAB>key=value ...` (the load's figures plus
 srv_busy, the relay core's busy share over the run). Output: a Markdown table with, per case
 and relay, the median operations per second, the median relay µs per operation, their
-ranges, and the ratio of the relay's CPU per operation to the anchor's (HAProxy, or nginx
-where HAProxy has no row): below 1.0 the relay spends less CPU per operation than the anchor.
+ranges, and the ratio of the relay's CPU per operation to the anchor's (the first of the
+ANCHOR arguments with a row in that case; default HAProxy, then nginx): below 1.0 the relay
+spends less CPU per operation than the anchor.
 """
 
 import statistics
@@ -30,21 +31,22 @@ def median_and_range(values):
     return statistics.median(values), min(values), max(values)
 
 
-def anchor_of(relays):
-    for name in ("haproxy", "nginx"):
+def anchor_of(relays, preference):
+    for name in preference:
         if name in relays:
             return name
     return None
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: anchors_summary.py raw.tsv")
+    if len(sys.argv) < 2:
+        sys.exit("usage: anchors_summary.py raw.tsv [ANCHOR ...]")
     runs = load(sys.argv[1])
+    preference = sys.argv[2:] or ["haproxy", "nginx"]
     print("| case | relay | ops/s (median) | relay µs/op (median) | µs/op range | µs/op ÷ anchor's | runs |")
     print("|---|---|---|---|---|---|---|")
     for case, relays in runs.items():
-        anchor = anchor_of(relays)
+        anchor = anchor_of(relays, preference)
         anchor_cost = None
         if anchor:
             anchor_cost = median_and_range([srv_us_per_op(r) for r in relays[anchor]])[0]
