@@ -419,12 +419,12 @@ fn a_flood_of_udp_source_ports_cannot_lock_new_clients_out_of_a_relay() {
             relay.report()
         );
     }
-    let m = crate::ops::scrape(&metrics);
-    assert!(
-        m.count("sockit_relay_connections_active", "udp") <= 1024,
-        "{}",
-        m.text
-    );
+    // An evicted session's socket closes when its task ends, a moment after the new
+    // session opened, so the gauge may pass 1,024 briefly; a table that really grew
+    // past its cap never comes back under it.
+    let m = scrape_until(&relay, &metrics, "the sessions to settle at the cap", |m| {
+        m.count("sockit_relay_connections_active", "udp") <= 1024
+    });
     assert!(
         m.count("sockit_relay_sessions_evicted_total", "udp") >= 1100 + 10 - 1024,
         "{}",
