@@ -583,8 +583,8 @@ pub struct ServeArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent (the replies) and .received (from the client). On
-    /// udp:// and unixgram: each sender also gets conn<N>_<peer>.datagrams, one line per
+    /// direction: `conn<N>_<peer>.sent` (the replies) and .received (from the client). On
+    /// udp:// and unixgram: each sender also gets `conn<N>_<peer>.datagrams`, one line per
     /// datagram (time, direction, offset, length). Connections are then served one
     /// task each, not by the fast lane.
     #[arg(long, value_name = "DIR")]
@@ -724,7 +724,7 @@ const LOCAL_SOCKET: &str = "Local socket (source address and options)";
 #[derive(Debug, Args)]
 pub struct SocketArgs {
     /// Bind this local address and/or port before connecting: ADDR, ADDR:PORT,
-    /// [IPv6]:PORT or :PORT (nc -s ADDR -p PORT). Its family must be the target's.
+    /// `[IPv6]:PORT` or :PORT (nc -s ADDR -p PORT). Its family must be the target's.
     #[arg(long, help_heading = LOCAL_SOCKET, value_name = "ADDR[:PORT]", value_parser = parse_source)]
     pub source: Option<crate::transport::Source>,
 
@@ -990,8 +990,8 @@ pub struct ConnectArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
-    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// direction: `conn<N>_<peer>.sent` and `conn<N>_<peer>.received`. On udp:// and
+    /// unixgram: each peer also gets `conn<N>_<peer>.datagrams`, one line per datagram
     /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
@@ -1034,8 +1034,8 @@ pub struct ListenArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
-    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// direction: `conn<N>_<peer>.sent` and `conn<N>_<peer>.received`. On udp:// and
+    /// unixgram: each peer also gets `conn<N>_<peer>.datagrams`, one line per datagram
     /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
@@ -1140,8 +1140,8 @@ pub struct RelayArgs {
     pub hex: bool,
 
     /// Write each client connection's bytes to files in DIR (created if missing), one
-    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it). On
-    /// udp:// and unixgram: each client also gets conn<N>_<peer>.datagrams, one line per
+    /// per direction: `conn<N>_<peer>.sent` (to the client) and .received (from it). On
+    /// udp:// and unixgram: each client also gets `conn<N>_<peer>.datagrams`, one line per
     /// datagram (time, direction, offset, length).
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,

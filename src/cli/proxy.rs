@@ -40,12 +40,12 @@ pub struct ProxyArgs {
     pub listen: String,
 
     /// Allow tunnels to this destination range, optionally only to these ports
-    /// (CIDR[:PORTS], e.g. 127.0.0.0/8, 10.0.0.5:22, [::1]:8000-8010; repeatable). With
+    /// (`CIDR[:PORTS]`, e.g. 127.0.0.0/8, 10.0.0.5:22, `[::1]:8000-8010`; repeatable). With
     /// any --allow-to, only those destinations are allowed.
     #[arg(long, value_name = "CIDR[:PORTS]", value_parser = parse_rule)]
     pub allow_to: Vec<DestinationRule>,
 
-    /// Never allow tunnels to this destination range (CIDR[:PORTS]; repeatable); wins
+    /// Never allow tunnels to this destination range (`CIDR[:PORTS]`; repeatable); wins
     /// over --allow-to.
     #[arg(long, value_name = "CIDR[:PORTS]", value_parser = parse_rule)]
     pub deny_to: Vec<DestinationRule>,
