@@ -1,5 +1,7 @@
 //! The command-line front end: arguments ([`args`]) → typed configuration ([`config`]) →
-//! the library call for the chosen command ([`run`]).
+//! the library call for the chosen command ([`run`]). Below `args` and the commands'
+//! own argument files (`proxy`, `bench`…) sit what they share: the flag value parsers
+//! ([`values`]) and the access-control group ([`access_args`]).
 
 pub mod access_args;
 pub mod args;
