@@ -17,11 +17,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::endpoint::{Endpoint, PeerAddr};
 use crate::error::{Error, Result};
 use crate::obs::metrics::CONTENT_TYPE;
-use crate::transport::{ListenOptions, Stream, StreamListener};
+use crate::transport::{Backoff, ListenOptions, Stream, StreamListener, is_per_connection};
 
 /// Produces the exposition text on each scrape.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
@@ -87,7 +88,10 @@ impl MetricsEndpoint {
             Endpoint::Tcp(hp) => tracing::info!("metrics: http://{hp}/metrics"),
             other => tracing::info!("metrics: GET /metrics on {other}"),
         }
-        let task = tokio::spawn(accept_scrapes(self.listener, render));
+        // The span names this listener in its accept warnings, apart from the server's
+        // (an error-level span, so it shows at every --log-level).
+        let span = tracing::error_span!("metrics");
+        let task = tokio::spawn(accept_scrapes(self.listener, render).instrument(span));
         MetricsHandle { task, local }
     }
 }
@@ -143,13 +147,21 @@ async fn accept_scrapes(listener: StreamListener, render: Render) {
     let waiting = Arc::new(Waiting::default());
     let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
     let mut next_id = 0u64;
+    let mut backoff = Backoff::default();
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff.reset();
+                accepted
+            }
+            Err(e) if is_per_connection(&e) => {
+                tracing::debug!("a scraper's connection failed before it was accepted: {e}");
+                continue;
+            }
             Err(e) => {
-                tracing::debug!("metrics: accept failed: {e}");
-                // EMFILE and friends: do not spin; the main server's accept loop logs them.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // EMFILE and friends: pause as every accept loop does, scrapes in
+                // flight carry on.
+                tokio::time::sleep(backoff.after(&e)).await;
                 continue;
             }
         };

@@ -4,8 +4,8 @@
 //! Each load-generator thread records into its own current-interval histogram (an
 //! [`IntervalRecorder`] beside its totals, so the hot path stays lock-free: one comparison
 //! with the next boundary, one more histogram increment). When an exchange completes past
-//! the boundary, or when the thread's [`keep_pace`] ticker passes it, the thread ships the
-//! finished interval over a channel. Each thread ships exactly one histogram per interval,
+//! the boundary, or when the thread's [`keep_pace`](super::latencies::keep_pace) ticker
+//! passes it, the thread ships the finished interval over a channel. Each thread ships exactly one histogram per interval,
 //! in order, so an [`IntervalSink`] on the main task knows an interval is complete once
 //! every thread has shipped it; it then adds them up, writes the log line at once (a long
 //! run's log can be read while it runs, and Ctrl-C loses nothing) and keeps a short
@@ -20,12 +20,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
-use super::Window;
 use super::histogram::LatencyHistogram;
 use super::hlog::HlogWriter;
-use super::measure::SharedLatency;
 use crate::error::{Error, Result};
 
 /// The interval when none is given: one second, HdrHistogram's usual.
@@ -163,32 +161,6 @@ impl IntervalRecorder {
     /// Ships the last interval, at the end of the thread's run.
     pub fn finish(mut self) {
         self.ship();
-    }
-}
-
-/// Moves the thread's recorder past each interval boundary of the measured span as it
-/// passes, so intervals without exchanges are shipped too; never returns (it is dropped
-/// with the run).
-pub async fn keep_pace(latency: SharedLatency, window: Window, every: Duration) {
-    let mut index = 1u64;
-    loop {
-        let boundary = u32::try_from(index)
-            .ok()
-            .and_then(|k| every.checked_mul(k))
-            .map(|offset| window.measure_from + offset)
-            .filter(|at| *at < window.end);
-        let Some(boundary) = boundary else {
-            std::future::pending::<()>().await;
-            return;
-        };
-        sleep_until(boundary).await;
-        // Never already borrowed: borrows do not span an await (see SharedLatency).
-        if let Ok(mut latencies) = latency.try_borrow_mut()
-            && let Some(recorder) = latencies.intervals.as_mut()
-        {
-            recorder.advance_to(index);
-        }
-        index += 1;
     }
 }
 

@@ -30,13 +30,13 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::histogram::LatencyHistogram;
+use super::latencies::{Latencies, SharedLatency};
 use super::progress::ProgressSlot;
 use super::window::Window;
 use crate::error::Error;
@@ -184,23 +184,6 @@ impl FailureCounts {
         self.mismatch += other.mismatch;
         self.other += other.other;
     }
-}
-
-/// The latency histogram the connections of one thread share. They run on that thread
-/// one at a time and borrow it only for one synchronous `record`, so a `RefCell` is all
-/// the coordination needed, and a run keeps one histogram per thread rather than one per
-/// connection (tens of kilobytes each).
-pub type SharedLatency = Rc<RefCell<Latencies>>;
-
-/// The two histograms of a thread: exchanges during the rate ramp, and after it.
-#[derive(Debug, Default)]
-pub struct Latencies {
-    /// Exchanges completed in the steady state (the whole measured span without a ramp).
-    pub steady: LatencyHistogram,
-    /// Exchanges completed in the measured span while the rate was still ramping up.
-    pub ramp: LatencyHistogram,
-    /// With `--hlog` or `--plot`: every exchange of the measured span, per interval.
-    pub intervals: Option<super::intervals::IntervalRecorder>,
 }
 
 /// What one connection (or, once added up, a whole run) measured.

@@ -12,9 +12,10 @@
 //!
 //! Modules: [`measure`] decides when requests go out (closed or open loop), times them and
 //! tallies one connection, behind the [`measure::Driver`] trait; [`driver`] implements that
-//! trait over real sockets; [`histogram`] holds latencies; [`report`] turns the tallies
-//! into a [`Report`] (human table, JSON, merge); [`progress`] draws the bar; [`window`]
-//! is the run's time line, which both measure and the bar read.
+//! trait over real sockets; [`histogram`] holds latencies, and [`latencies`] the ones a
+//! thread's connections share; [`report`] turns the tallies into a [`Report`] (human
+//! table, JSON, merge); [`progress`] draws the bar; [`window`] is the run's time line,
+//! which both measure and the bar read.
 //!
 //! Any payload ([`driver::Messages`]) and reply rule ([`driver::ReplyMatcher`]) run over
 //! the stream patterns; open loop takes a total rate, optionally ramped up
@@ -37,6 +38,7 @@ pub mod flow_stats;
 pub mod histogram;
 pub mod hlog;
 pub mod intervals;
+pub mod latencies;
 pub mod measure;
 pub mod pacer;
 pub mod plot;
@@ -68,7 +70,8 @@ use crate::transport::{ConnectOptions, MAX_DATAGRAM};
 use driver::{
     DatagramDriver, EchoDriver, HelloDriver, Messages, ReplyEnd, ReplyMatcher, StreamDriver, Target,
 };
-use measure::{Measured, Plan, SharedLatency, run_connection};
+use latencies::SharedLatency;
+use measure::{Measured, Plan, run_connection};
 use progress::{Progress, RateUnit};
 use tokio_util::sync::CancellationToken;
 use window::Window;
@@ -888,7 +891,7 @@ async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
             let collected = collect(tasks, window.end + STOP_GRACE);
             match &recording {
                 Some(recording) => {
-                    let ticker = intervals::keep_pace(latency.clone(), window, recording.every);
+                    let ticker = latencies::keep_pace(latency.clone(), window, recording.every);
                     tokio::select! {
                         measured = collected => measured,
                         () = ticker => Measured::default(),

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipnet::IpNet;
 
-use crate::access::parse_range;
+use super::access_args::{AccessArgs, LIMITS};
+use super::values::{
+    parse_amplification, parse_duration, parse_fingerprint, parse_mode, parse_size,
+};
 use crate::behaviour::exec::ExecStderr;
 use crate::obs::LogFormat;
 use crate::relay::{CopyMode, RelayOptions};
-use crate::server::{Amplification, OverLimit};
+use crate::server::Amplification;
 
 const ABOUT: &str =
     "A socket toolkit: the note's TCP/UDP hello demo, never blocked, over every transport.";
@@ -430,8 +432,6 @@ pub struct CompletionsArgs {
 
 /// Help heading for the flags choosing what a server does.
 const MODES: &str = "Modes (one per server)";
-/// Help heading for access control, limits and timeouts.
-const LIMITS: &str = "Access and limits";
 /// Help heading for metrics, load balancers and socket activation.
 const PRODUCTION: &str = "Running in production";
 
@@ -583,8 +583,8 @@ pub struct ServeArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent (the replies) and .received (from the client). On
-    /// udp:// and unixgram: each sender also gets conn<N>_<peer>.datagrams, one line per
+    /// direction: `conn<N>_<peer>.sent` (the replies) and .received (from the client). On
+    /// udp:// and unixgram: each sender also gets `conn<N>_<peer>.datagrams`, one line per
     /// datagram (time, direction, offset, length). Connections are then served one
     /// task each, not by the fast lane.
     #[arg(long, value_name = "DIR")]
@@ -611,46 +611,6 @@ pub struct ServeArgs {
     /// binding; ENDPOINT then only names the protocol: tcp, tls, udp, unix:PATH, unixgram:PATH.
     #[arg(long, help_heading = PRODUCTION)]
     pub systemd: bool,
-}
-
-/// Access control and the connection limit, the same for every listening command
-/// (`serve`, `relay`) so the flags, their help and their meaning never drift apart.
-#[derive(Debug, Args)]
-pub struct AccessArgs {
-    /// Let in only clients inside this range (CIDR or single address; repeatable). Unix
-    /// socket clients are not filtered.
-    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
-    pub allow: Vec<IpNet>,
-
-    /// Turn away clients inside this range (repeatable); deny wins over --allow. A denied
-    /// connection is closed at once, a denied datagram dropped; both are logged.
-    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range)]
-    pub deny: Vec<IpNet>,
-
-    /// Most connections served (or relayed) at once [default: no limit for serve, 4096 for a
-    /// stream relay]. `serve --exec`: programs running at once (default 100 on streams, as
-    /// ncat; 64 on datagrams); datagram relays cap clients with --max-sessions.
-    #[arg(long, help_heading = LIMITS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_conns: Option<u64>,
-
-    /// What a client arriving over --max-conns gets: wait in the kernel backlog until a
-    /// slot frees, or be accepted and closed at once (counted as refused) [default: wait].
-    /// Needs a limit: --max-conns, or the default one of a stream relay or serve --exec.
-    #[arg(long, help_heading = LIMITS, value_enum, value_name = "MODE")]
-    pub max_conns_mode: Option<OverLimit>,
-
-    /// Most connections one source (an IPv4 address, an IPv6 /64) holds at once; further
-    /// ones are closed at once and counted as refused. Datagram relays: sessions per
-    /// source. "0": no limit [default: 256, loopback clients exempt; a value given here
-    /// applies to loopback too].
-    #[arg(long, help_heading = LIMITS, value_name = "N")]
-    pub max_conns_per_source: Option<u64>,
-
-    /// Believe --proxy-protocol headers only from this range (repeatable): your load
-    /// balancers. A connection from anywhere else is closed unread and logged.
-    #[arg(long, help_heading = LIMITS, value_name = "CIDR", value_parser = parse_range,
-          requires = "proxy_protocol")]
-    pub proxy_from: Vec<IpNet>,
 }
 
 /// Who may open a listening Unix socket (`serve`, `relay`, `listen`): the socket file's
@@ -764,7 +724,7 @@ const LOCAL_SOCKET: &str = "Local socket (source address and options)";
 #[derive(Debug, Args)]
 pub struct SocketArgs {
     /// Bind this local address and/or port before connecting: ADDR, ADDR:PORT,
-    /// [IPv6]:PORT or :PORT (nc -s ADDR -p PORT). Its family must be the target's.
+    /// `[IPv6]:PORT` or :PORT (nc -s ADDR -p PORT). Its family must be the target's.
     #[arg(long, help_heading = LOCAL_SOCKET, value_name = "ADDR[:PORT]", value_parser = parse_source)]
     pub source: Option<crate::transport::Source>,
 
@@ -1030,8 +990,8 @@ pub struct ConnectArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
-    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// direction: `conn<N>_<peer>.sent` and `conn<N>_<peer>.received`. On udp:// and
+    /// unixgram: each peer also gets `conn<N>_<peer>.datagrams`, one line per datagram
     /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
@@ -1074,8 +1034,8 @@ pub struct ListenArgs {
     pub hex: bool,
 
     /// Write each connection's bytes to files in DIR (created if missing), one per
-    /// direction: conn<N>_<peer>.sent and conn<N>_<peer>.received. On udp:// and
-    /// unixgram: each peer also gets conn<N>_<peer>.datagrams, one line per datagram
+    /// direction: `conn<N>_<peer>.sent` and `conn<N>_<peer>.received`. On udp:// and
+    /// unixgram: each peer also gets `conn<N>_<peer>.datagrams`, one line per datagram
     /// (time, direction, offset, length), so datagram boundaries are kept.
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
@@ -1180,8 +1140,8 @@ pub struct RelayArgs {
     pub hex: bool,
 
     /// Write each client connection's bytes to files in DIR (created if missing), one
-    /// per direction: conn<N>_<peer>.sent (to the client) and .received (from it). On
-    /// udp:// and unixgram: each client also gets conn<N>_<peer>.datagrams, one line per
+    /// per direction: `conn<N>_<peer>.sent` (to the client) and .received (from it). On
+    /// udp:// and unixgram: each client also gets `conn<N>_<peer>.datagrams`, one line per
     /// datagram (time, direction, offset, length).
     #[arg(long, value_name = "DIR")]
     pub capture: Option<PathBuf>,
@@ -1455,122 +1415,15 @@ pub struct MergeArgs {
     pub plot: Option<std::path::PathBuf>,
 }
 
-/// Parses a `--pin` fingerprint.
-pub fn parse_fingerprint(text: &str) -> Result<crate::transport::tls::Fingerprint, String> {
-    text.parse()
-        .map_err(|e: crate::transport::tls::FingerprintError| e.to_string())
-}
-
-/// Parses a rate in requests per second: a positive number.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err("write a number of requests per second above 0, such as 1000 or 2.5".into()),
-    }
-}
-
-/// Parses `--amplification-limit`: a factor of at least 1, or "off".
-///
-/// # Errors
-/// A message saying what is accepted.
-pub fn parse_amplification(text: &str) -> Result<Amplification, String> {
-    match text.trim() {
-        "off" => Ok(Amplification::Off),
-        factor => match factor.parse::<u32>() {
-            Ok(k) if k >= 1 => Ok(Amplification::Factor(k)),
-            _ => Err(format!(
-                "{factor:?} is not a factor; write a whole number of at least 1 (3 is QUIC's) or off"
-            )),
-        },
-    }
-}
-
-/// Parses a file mode in octal ("0600", "600", "0o660").
-pub fn parse_mode(text: &str) -> Result<u32, String> {
-    let digits = text.trim().trim_start_matches("0o");
-    match u32::from_str_radix(digits, 8) {
-        Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err("write the mode in octal, such as 0600 or 0660".into()),
-    }
-}
-
-/// Parses a byte count: digits, optionally followed by K, M or G (powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, ""),
-    };
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?}: write a byte count such as 65536, 64K or 16M"
-            ));
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| "write a byte count such as 65536, 64K or 16M".to_string())
-}
-
-/// Parses "5s", "250ms", "1m30s"; a bare number is seconds; "0" means zero.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = text.parse::<f64>()
-        && seconds.is_finite()
-        && seconds >= 0.0
-    {
-        return Ok(Duration::from_secs_f64(seconds));
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (write a duration such as 500ms, 5s or 2m)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::OverLimit;
     use clap::CommandFactory;
 
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn sizes_take_binary_suffixes_and_modes_are_octal() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64K"), Ok(64 * 1024));
-        assert_eq!(parse_size("16MiB"), Ok(16 * 1024 * 1024));
-        assert_eq!(parse_size("0"), Ok(0));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("M").is_err());
-        assert_eq!(parse_mode("0600"), Ok(0o600));
-        assert_eq!(parse_mode("660"), Ok(0o660));
-        assert!(parse_mode("0900").is_err());
-        assert!(parse_mode("77777").is_err());
-    }
-
-    #[test]
-    fn durations_accept_units_and_bare_seconds() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::config::{client_target, client_tls};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::args::parse_duration;
+use super::values::parse_duration;
 use crate::bench::driver::{ReplyEnd, ReplyMatcher};
 use crate::bench::intervals::LatencyLog;
 use crate::bench::plot::PlotFile;

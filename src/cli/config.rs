@@ -9,10 +9,10 @@ use bytes::Bytes;
 
 use crate::access::{AccessPolicy, PerSourceLimit};
 
+use super::access_args::AccessArgs;
 use super::args::{
-    AccessArgs, ClientCertArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs,
-    RelayArgs, RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs,
-    UnixSocketArgs,
+    ClientCertArgs, ConnectArgs, FramingArgs, FramingChoice, ListenArgs, ProbeArgs, RelayArgs,
+    RetryArgs, SendArgs, ServeArgs, SocketArgs, TlsClientArgs, TlsServerArgs, UnixSocketArgs,
 };
 use crate::behaviour::Responder;
 use crate::behaviour::chat::{ChatOptions, SenderRate};

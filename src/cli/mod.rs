@@ -1,6 +1,9 @@
 //! The command-line front end: arguments ([`args`]) → typed configuration ([`config`]) →
-//! the library call for the chosen command ([`run`]).
+//! the library call for the chosen command ([`run`]). Below `args` and the commands'
+//! own argument files (`proxy`, `bench`…) sit what they share: the flag value parsers
+//! ([`values`]) and the access-control group ([`access_args`]).
 
+pub mod access_args;
 pub mod args;
 pub mod bench;
 pub mod config;
@@ -8,6 +11,7 @@ pub mod docs;
 pub mod proxy;
 pub mod proxy_client;
 pub mod throughput;
+pub mod values;
 
 pub use args::Cli;
 
@@ -41,7 +45,7 @@ pub async fn run(cli: Cli, events: &EventLog) -> Result<()> {
         Command::Connect(args) => connect(args.into_config()?).await,
         Command::Listen(args) => listen(args.into_config()?).await,
         Command::Relay(args) => relay(args.into_config()?, &cli.global, events).await,
-        Command::Proxy(args) => proxy::run(args.into_config()?, &cli.global, events).await,
+        Command::Proxy(args) => proxy::run(args.into_config()?, cli.global.log, events).await,
         Command::Probe(args) => probe(args.into_config()?, &cli.global).await,
         Command::Bench(args) => bench::run(args, &cli.global).await,
         Command::Version => print_version(),

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::args::{AccessArgs, GlobalArgs, parse_duration};
+use super::access_args::AccessArgs;
+use super::values::parse_duration;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::metrics_http;
-use crate::obs::EventLog;
+use crate::obs::{EventLog, LogFormat};
 use crate::proxy::rules::{DestinationRule, parse_rule};
 use crate::proxy::{CredentialStore, DestinationPolicy, Proxy, ProxyOptions};
 use crate::relay::{CopyMode, RelayOptions};
@@ -39,12 +40,12 @@ pub struct ProxyArgs {
     pub listen: String,
 
     /// Allow tunnels to this destination range, optionally only to these ports
-    /// (CIDR[:PORTS], e.g. 127.0.0.0/8, 10.0.0.5:22, [::1]:8000-8010; repeatable). With
+    /// (`CIDR[:PORTS]`, e.g. 127.0.0.0/8, 10.0.0.5:22, `[::1]:8000-8010`; repeatable). With
     /// any --allow-to, only those destinations are allowed.
     #[arg(long, value_name = "CIDR[:PORTS]", value_parser = parse_rule)]
     pub allow_to: Vec<DestinationRule>,
 
-    /// Never allow tunnels to this destination range (CIDR[:PORTS]; repeatable); wins
+    /// Never allow tunnels to this destination range (`CIDR[:PORTS]`; repeatable); wins
     /// over --allow-to.
     #[arg(long, value_name = "CIDR[:PORTS]", value_parser = parse_rule)]
     pub deny_to: Vec<DestinationRule>,
@@ -179,7 +180,7 @@ impl ProxyArgs {
 ///
 /// # Errors
 /// Bind and metrics errors; a running proxy's per-client failures are logged, not returned.
-pub async fn run(config: ProxyConfig, global: &GlobalArgs, events: &EventLog) -> Result<()> {
+pub async fn run(config: ProxyConfig, log: LogFormat, events: &EventLog) -> Result<()> {
     let proxy = Proxy::bind(&config.listen, config.options.clone()).await?;
     tracing::info!("proxying on {}", proxy.local_endpoint());
     let _metrics = match &config.metrics {
@@ -194,7 +195,7 @@ pub async fn run(config: ProxyConfig, global: &GlobalArgs, events: &EventLog) ->
     activation::notify_ready();
     let summary = proxy.run(events.clone(), shutdown).await;
     events.flush();
-    super::print_summary(&summary, global.log);
+    super::print_summary(&summary, log);
     Ok(())
 }
 

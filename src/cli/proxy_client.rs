@@ -16,7 +16,7 @@ const PROXY: &str = "Proxy (SOCKS, HTTP CONNECT)";
 #[derive(Debug, Args)]
 pub struct ProxyClientArgs {
     /// Connect through this proxy: socks5://, socks5h:// (the proxy resolves the name),
-    /// socks4://, socks4a:// or http:// (CONNECT), as SCHEME://[USER:PASSWORD@]HOST[:PORT]
+    /// socks4://, socks4a:// or http:// (CONNECT), as `SCHEME://[USER:PASSWORD@]HOST[:PORT]`
     /// [default port: 1080 SOCKS, 3128 HTTP]. Repeat to chain proxies, first to last.
     /// tls:// runs end to end through it; udp:// needs one socks5 proxy (UDP ASSOCIATE).
     #[arg(long, help_heading = PROXY, value_name = "URL")]

@@ -1,5 +1,5 @@
 //! `sockit listen`: the listening half of nc (`nc -l 9000 > file`). It accepts a client
-//! and wires it to stdin and stdout exactly as [`connect`](super::connect) wires a server:
+//! and wires it to stdin and stdout exactly as [`connect`](mod@super::connect) wires a server:
 //! the client's bytes go to stdout unchanged, stdin goes to the client, and the half-close
 //! rules are connect's own (the same code runs the conversation):
 //!

@@ -8,7 +8,8 @@
 //!   destinations denied by default) and [`credentials`] (`--credentials FILE`).
 //! * I/O: [`tunnel`] runs one client: handshake under a time limit, the destination
 //!   judged and reached, the reply, then the relay's copy path (buffers or splice, the
-//!   same as `sockit relay`); [`udp`] carries a SOCKS5 UDP ASSOCIATE.
+//!   same as `sockit relay`); [`udp`] carries a SOCKS5 UDP ASSOCIATE. Both judge
+//!   addresses through [`destination`] and end in an [`outcome`].
 //!
 //! Clients pass the same gate as `serve` and `relay` (`--allow`, `--deny`,
 //! `--max-conns`, `--max-conns-per-source`, `--proxy-protocol`). Every client that
@@ -19,7 +20,9 @@
 //! then cut them.
 
 pub mod credentials;
+mod destination;
 pub mod http;
+mod outcome;
 pub mod rules;
 pub mod socks;
 mod tunnel;

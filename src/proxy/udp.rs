@@ -16,8 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 use super::Shared;
+use super::destination::{allowed_addresses, resolve};
+use super::outcome::{Delivered, End, Refusal};
 use super::socks::{self, Destination, Reply};
-use super::tunnel::{Delivered, End, Refusal, allowed_addresses, resolve};
 use crate::endpoint::PeerAddr;
 use crate::idle::Activity;
 use crate::obs::throttle::connection_line;

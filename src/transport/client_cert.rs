@@ -14,14 +14,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore};
 
+use super::certs::{Fingerprint, check_validity, provider, read_certificates, read_private_key};
 use super::stream::Stream;
-use super::tls::{Fingerprint, check_validity, pem_error, provider, read_certificates};
 use crate::error::{Error, Result};
 
 /// Whether a TLS server asks its clients for a certificate, and which it accepts.
@@ -168,20 +167,6 @@ impl ClientCertFiles {
         let key = read_private_key(&self.key, key_flag)?;
         Ok((chain, key))
     }
-}
-
-/// The private key in a PEM file, or an error naming the flag and the file.
-///
-/// # Errors
-/// [`Error::TlsSetup`] when the file is unreadable or holds no private key.
-pub(super) fn read_private_key(path: &Path, flag: &str) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| Error::TlsSetup {
-        what: format!("{flag} {}", path.display()),
-        reason: format!(
-            "{}; it must be a PEM private key (BEGIN PRIVATE KEY, BEGIN EC/RSA PRIVATE KEY)",
-            pem_error(&e)
-        ),
-    })
 }
 
 /// Who a verified TLS client is, from its certificate. Every text is escaped (control

@@ -17,7 +17,8 @@
 //!
 //! Inside, imports point one way (a test checks it): socket options and system calls at
 //! the bottom; `activation` hands back a plain socket that the listener and datagram
-//! modules wrap; `tls` builds on [`Stream`]; dialling TCP (`dial`) sits below both
+//! modules wrap; `tls` and `client_cert` build on `certs` (PEM files, fingerprints,
+//! validity) and `tls` on [`Stream`]; dialling TCP (`dial`) sits below both
 //! connecting and the proxy client, and connecting builds on them and on `tls`.
 //!
 //! Each peer is named by a [`PeerAddr`], printed the same way everywhere
@@ -29,6 +30,7 @@
 pub mod activation;
 mod backoff;
 pub mod batch;
+mod certs;
 pub mod client_cert;
 mod connect;
 mod datagram;

@@ -26,14 +26,15 @@ use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::PeerAddr;
-use super::client_cert::{ClientAuth, ClientCertFiles, client_verifier, read_private_key};
+pub use super::certs::{Fingerprint, FingerprintError};
+use super::certs::{check_validity, provider, read_certificates, read_private_key};
+use super::client_cert::{ClientAuth, ClientCertFiles, client_verifier};
 use super::stream::Stream;
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::error::{Error, Result};
@@ -43,45 +44,6 @@ use crate::error::{alert_words, debug_words, explain_server_alert};
 /// slow network, short enough that a client that connects and says nothing frees its
 /// task (its only cost, since the handshake never blocks the accept loop).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The crypto back end every config uses.
-pub(super) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The SHA-256 digest of a certificate (DER), the value people compare by eye.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of a DER-encoded certificate.
-    pub fn of(cert: &CertificateDer<'_>) -> Fingerprint {
-        let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(digest.as_ref());
-        Fingerprint(bytes)
-    }
-}
-
-/// `AB:CD:…`, uppercase with colons: the form `openssl x509 -fingerprint -sha256` prints,
-/// so the two can be compared directly.
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, byte) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{byte:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
 
 /// Where a server's certificate came from: the user's files or made at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,35 +306,6 @@ fn server_config(
     })
 }
 
-/// Every certificate in a PEM file, or an error naming the flag and the file.
-pub(super) fn read_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let fail = |reason: String| Error::TlsSetup {
-        what: format!("{flag} {}", path.display()),
-        reason,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(pem_error(&e)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(pem_error(&e)))?;
-    if certs.is_empty() {
-        return Err(fail(
-            "no certificate in it; it must hold PEM blocks starting with -----BEGIN CERTIFICATE-----"
-                .into(),
-        ));
-    }
-    Ok(certs)
-}
-
-/// A PEM reading error in words (the file error's own text for I/O problems).
-pub(super) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
-    use rustls::pki_types::pem::Error as PemError;
-    match e {
-        PemError::Io(io) => io.to_string(),
-        PemError::NoItemsFound => "no PEM item of the expected kind in it".into(),
-        other => format!("it is not valid PEM ({})", debug_words(other)),
-    }
-}
-
 /// What a client checks the server's certificate against (and how its rejections are
 /// worded: each names the remedy that fits).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,37 +380,6 @@ impl ClientTlsOptions {
             resumption: Resumption::On,
             client_cert: None,
         }
-    }
-}
-
-/// Why a fingerprint given with `--pin` does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a SHA-256 fingerprint; write the 64 hex digits, with or without colons, as sockit and `openssl x509 -fingerprint -sha256` print them"
-)]
-pub struct FingerprintError(String);
-
-impl std::str::FromStr for Fingerprint {
-    type Err = FingerprintError;
-
-    /// `8A:92:…` (as sockit and openssl print it) or 64 hex digits in either case.
-    fn from_str(text: &str) -> Result<Fingerprint, FingerprintError> {
-        let fail = || FingerprintError(text.to_string());
-        let trimmed = text.trim();
-        let digits = trimmed
-            .strip_prefix("sha256 Fingerprint=")
-            .or_else(|| trimmed.strip_prefix("SHA256 Fingerprint="))
-            .unwrap_or(trimmed);
-        let hex: Vec<u8> = digits.bytes().filter(|b| *b != b':').collect();
-        if hex.len() != 64 {
-            return Err(fail());
-        }
-        let mut bytes = [0u8; 32];
-        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
-            let pair = std::str::from_utf8(pair).map_err(|_| fail())?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| fail())?;
-        }
-        Ok(Fingerprint(bytes))
     }
 }
 
@@ -785,39 +687,6 @@ impl CheckedTrust {
     }
 }
 
-/// A certificate trusted as it is (given in `--ca` or `--client-ca`) must still be in
-/// date.
-///
-/// # Errors
-/// The rustls error for a certificate that is expired, not yet valid, or malformed.
-pub(super) fn check_validity(
-    end_entity: &CertificateDer<'_>,
-    now: UnixTime,
-) -> Result<(), rustls::Error> {
-    let (_, cert) = x509_parser::parse_x509_certificate(end_entity.as_ref())
-        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-    let validity = cert.validity();
-    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let unix = |t: i64| UnixTime::since_unix_epoch(Duration::from_secs(t.max(0).unsigned_abs()));
-    if now_secs < validity.not_before.timestamp() {
-        return Err(rustls::Error::InvalidCertificate(
-            CertificateError::NotValidYetContext {
-                time: now,
-                not_before: unix(validity.not_before.timestamp()),
-            },
-        ));
-    }
-    if now_secs > validity.not_after.timestamp() {
-        return Err(rustls::Error::InvalidCertificate(
-            CertificateError::ExpiredContext {
-                time: now,
-                not_after: unix(validity.not_after.timestamp()),
-            },
-        ));
-    }
-    Ok(())
-}
-
 impl ServerCertVerifier for CheckedTrust {
     fn verify_server_cert(
         &self,
@@ -1102,14 +971,6 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_prints_like_openssl() {
-        let fp = Fingerprint([0xab; 32]);
-        let text = fp.to_string();
-        assert_eq!(text.len(), 32 * 3 - 1);
-        assert!(text.starts_with("AB:AB:"));
-    }
-
-    #[test]
     fn self_signed_names_skip_wildcards_and_keep_the_host() {
         assert_eq!(
             self_signed_names(&hp("0.0.0.0:1")),
@@ -1153,16 +1014,6 @@ mod tests {
         for text in [unknown, alert] {
             assert!(!text.contains('\n'));
         }
-    }
-
-    #[test]
-    fn fingerprints_parse_as_printed_or_as_lowercase_hex() {
-        let fp = Fingerprint([0x8a; 32]);
-        let printed = fp.to_string();
-        assert_eq!(printed.parse::<Fingerprint>().ok(), Some(fp.clone()));
-        assert_eq!("8a".repeat(32).parse::<Fingerprint>().ok(), Some(fp));
-        assert!("8A:92".parse::<Fingerprint>().is_err());
-        assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
     }
 
     /// A self-signed certificate trusted as it is must still be in date and name the host.

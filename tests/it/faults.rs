@@ -104,7 +104,6 @@ fn a_thousand_silent_clients_delay_nobody() {
 
 #[test]
 fn out_of_descriptors_the_server_backs_off_keeps_serving_and_recovers() {
-    use std::os::unix::process::CommandExt;
     /// Descriptors the server may hold: a few for itself, the rest for clients.
     const LIMIT: u64 = 48;
     /// More clients than that, so `accept` fails with EMFILE.
@@ -121,19 +120,7 @@ fn out_of_descriptors_the_server_backs_off_keeps_serving_and_recovers() {
         "--backlog",
         "256",
     ]);
-    // SAFETY: setrlimit is async-signal-safe and only changes the child's own limit.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: LIMIT,
-                rlim_max: LIMIT,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_descriptors(&mut cmd, LIMIT);
     let mut server = Proc::spawn(cmd, false);
     let addr = server.listening();
     let pid = server.pid();
@@ -192,6 +179,69 @@ fn out_of_descriptors_the_server_backs_off_keeps_serving_and_recovers() {
         "{}",
         server.report()
     );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success(), "{}", server.report());
+}
+
+/// Caps the descriptors the child started by `cmd` may hold at `limit`.
+fn limit_descriptors(cmd: &mut std::process::Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and only changes the child's own limit.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Issue 17: the `--metrics` listener's accept loop backs off on EMFILE with the shared
+/// back-off, as the server's own loops do, and its warning names it; once descriptors
+/// free up, a scraper that waited in the backlog is answered.
+#[test]
+fn out_of_descriptors_the_metrics_endpoint_backs_off_and_names_itself() {
+    /// Descriptors the server may hold: a few for itself, the rest for clients.
+    const LIMIT: u64 = 48;
+    /// More clients than that, so every `accept` fails with EMFILE.
+    const FLOOD: usize = 80;
+    raise_nofile(4096);
+    let mut cmd = sockit_command(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--echo",
+        "--idle-timeout",
+        "0",
+        "--backlog",
+        "256",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    limit_descriptors(&mut cmd, LIMIT);
+    let mut server = Proc::spawn(cmd, false);
+    let addr = server.listening();
+    let metrics = metrics_addr(&server);
+
+    let flood: Vec<TcpStream> = (0..FLOOD).map(|_| connect(&addr)).collect();
+    stderr_line(&server, "the server's EMFILE warning", |l| {
+        l.contains("accept failed")
+    });
+    let scraper = std::thread::spawn(move || crate::ops::http_get(&metrics, "/metrics"));
+    let warning = stderr_line(&server, "the metrics listener's EMFILE warning", |l| {
+        l.contains("metrics: accept failed")
+    });
+    assert!(warning.contains("out of file descriptors"), "{warning}");
+
+    drop(flood);
+    let (head, _) = scraper
+        .join()
+        .unwrap_or_else(|_| panic!("the scrape failed\n{}", server.report()));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success(), "{}", server.report());
 }
