@@ -11,14 +11,6 @@ pub fn parse_fingerprint(text: &str) -> Result<crate::transport::tls::Fingerprin
         .map_err(|e: crate::transport::tls::FingerprintError| e.to_string())
 }
 
-/// Parses a rate in requests per second: a positive number.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err("write a number of requests per second above 0, such as 1000 or 2.5".into()),
-    }
-}
-
 /// Parses `--amplification-limit`: a factor of at least 1, or "off".
 ///
 /// # Errors
