@@ -526,14 +526,27 @@ pub enum PeerAddr {
     /// A Unix-domain peer: a path, an abstract name, or unnamed. Boxed: a `sockaddr_un`
     /// is 110 bytes, and every connection task carries its peer.
     Unix(Box<SockAddr>),
+    /// A target reached through `--proxy`, as the user named it (`db.internal:5432`): the
+    /// socket's own peer is the proxy, and the name may be resolved by the proxy only.
+    /// Boxed, as `Unix` is, to keep the common `Ip` case small.
+    Named(Box<HostPort>),
 }
 
 impl PeerAddr {
-    /// The peer's IP address, for access control and logs; `None` for Unix peers.
+    /// The peer's IP address, for access control and logs; `None` for Unix peers and
+    /// named targets.
     pub fn ip(&self) -> Option<std::net::IpAddr> {
         match self {
             PeerAddr::Ip(addr) => Some(addr.ip()),
-            PeerAddr::Unix(_) => None,
+            PeerAddr::Unix(_) | PeerAddr::Named(_) => None,
+        }
+    }
+
+    /// The target `hp` as a peer: its address when it is an IP literal, else its name.
+    pub fn target(hp: &HostPort) -> PeerAddr {
+        match hp.host {
+            Host::Ip(ip) => PeerAddr::Ip(SocketAddr::new(ip, hp.port)),
+            Host::ScopedV6 { .. } | Host::Name(_) => PeerAddr::Named(Box::new(hp.clone())),
         }
     }
 }
@@ -581,6 +594,7 @@ impl fmt::Display for PeerAddr {
                     f.write_str("(unnamed)")
                 }
             }
+            PeerAddr::Named(hp) => write!(f, "{hp}"),
         }
     }
 }
@@ -823,5 +837,22 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let shown = PeerAddr::Unix(Box::new(forged)).to_string();
         assert_eq!(shown, "/tmp/a\\nsummary: 0 connections\\u{1b}[31m.sock");
+    }
+
+    #[test]
+    fn a_proxied_target_is_named_as_written_or_by_its_ip_literal() {
+        let target = |text: &str| match parse(text) {
+            Endpoint::Tcp(hp) => PeerAddr::target(&hp),
+            other => panic!("not tcp: {other}"),
+        };
+        assert_eq!(
+            target("tcp://db.internal:5432").to_string(),
+            "db.internal:5432"
+        );
+        assert_eq!(target("tcp://db.internal:5432").ip(), None);
+        assert_eq!(
+            target("tcp://[::1]:80"),
+            PeerAddr::Ip("[::1]:80".parse().unwrap_or_else(|e| panic!("{e}")))
+        );
     }
 }

@@ -3,15 +3,22 @@
 //!
 //! [`MetricsEndpoint`] is a deliberately tiny HTTP/1.1 responder on its own listener:
 //! `GET /metrics` (or `HEAD`) gets the text, anything else a short error, and every
-//! response closes the connection. It has its own limits (a short read deadline, a
-//! request-head size, and idle connections evicted oldest-first for newcomers), so neither
-//! a stuck scraper nor a crowd of idle connections can tie it up or lock a scraper out.
+//! response closes the connection. A TCP connection reaches it only once its first bytes
+//! have come (or its silence outlasts the read deadline). It has its own limits (a short read deadline, a
+//! request-head size, and connections that have sent nothing evicted oldest-first for
+//! newcomers), so neither a stuck scraper nor a crowd of idle connections, even one that
+//! reconnects the moment it is closed, can tie it up or lock a scraper out.
 //!
 //! It sits with the commands, above transport and obs: it listens on a socket, and the
 //! encoder below it stays pure text.
 
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use socket2::SockRef;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
@@ -28,7 +35,9 @@ use crate::transport::{Backoff, ListenOptions, Stream, StreamListener, is_per_co
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Connections still sending their request head, at most. A newcomer over this evicts
-/// the one that has waited longest, so idle connections can never lock a scraper out.
+/// the one that has waited longest without sending a byte (only when every one has sent
+/// part of a request, the one waiting longest), so idle connections can never lock a
+/// scraper out.
 const MAX_WAITING: usize = 16;
 /// Responses being written at once; a request over this is closed unanswered. A response
 /// fits in the socket buffer, so a slot is held only for the moment of writing it.
@@ -72,6 +81,7 @@ impl MetricsEndpoint {
             )));
         }
         let listener = StreamListener::bind(endpoint, &ListenOptions::default()).await?;
+        defer_accept_until_data(&listener);
         let local = listener.local_endpoint(endpoint);
         Ok(MetricsEndpoint { listener, local })
     }
@@ -96,6 +106,36 @@ impl MetricsEndpoint {
     }
 }
 
+/// Asks the kernel to hand a TCP connection to `accept` only once its first bytes have
+/// come, waiting up to [`REQUEST_TIMEOUT`] (`TCP_DEFER_ACCEPT`): a client that connects
+/// and sends nothing does not reach the waiting queue in that time, so idle connections,
+/// even ones that reconnect the moment they are closed, cannot churn a scraper out of it.
+/// Best effort: where the option is refused, the queue's bound and eviction still hold.
+fn defer_accept_until_data(listener: &StreamListener) {
+    let StreamListener::Tcp(tcp) = listener else {
+        return;
+    };
+    let seconds = libc::c_int::try_from(REQUEST_TIMEOUT.as_secs()).unwrap_or(libc::c_int::MAX);
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: setsockopt reads `len` bytes from `seconds`, a live `c_int` on the stack;
+    // the descriptor is the listener's own, open for the whole call.
+    let set = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const seconds).cast(),
+            len,
+        )
+    };
+    if set != 0 {
+        tracing::debug!(
+            "metrics: TCP_DEFER_ACCEPT refused: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Binds `at` and serves `render`'s text there: the one call `serve` and `relay` make.
 ///
 /// # Errors
@@ -104,25 +144,38 @@ pub async fn expose(at: &Endpoint, render: Render) -> Result<MetricsHandle> {
     Ok(MetricsEndpoint::bind(at).await?.spawn(render))
 }
 
-/// The connections waiting for their request head, oldest first: each with a token that
-/// evicts it.
+/// A waiting connection's place in [`Waiting`]: how the queue evicts it, and whether it
+/// has sent request bytes, which spares it while silent connections are there to evict.
+#[derive(Default)]
+struct Ticket {
+    /// Cancelled to evict the connection.
+    evict: CancellationToken,
+    /// Set at the first request byte read.
+    spoke: AtomicBool,
+}
+
+/// The connections waiting for their request head, oldest first.
 #[derive(Default)]
 struct Waiting {
-    queue: std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>,
+    queue: std::sync::Mutex<std::collections::VecDeque<(u64, Arc<Ticket>)>>,
 }
 
 impl Waiting {
-    /// Adds connection `id`; evicts the oldest waiting one when [`MAX_WAITING`] are waiting.
-    fn admit(&self, id: u64) -> CancellationToken {
-        let token = CancellationToken::new();
+    /// Adds connection `id`. When [`MAX_WAITING`] are waiting, first evicts the oldest that
+    /// has sent nothing, or the oldest of all when each has sent part of a request.
+    fn admit(&self, id: u64) -> Arc<Ticket> {
+        let ticket = Arc::new(Ticket::default());
         let mut queue = self.lock();
-        if queue.len() >= MAX_WAITING
-            && let Some((_, oldest)) = queue.pop_front()
-        {
-            oldest.cancel();
+        if queue.len() >= MAX_WAITING {
+            let silent = queue
+                .iter()
+                .position(|(_, t)| !t.spoke.load(Ordering::Acquire));
+            if let Some((_, evicted)) = queue.remove(silent.unwrap_or(0)) {
+                evicted.evict.cancel();
+            }
         }
-        queue.push_back((id, token.clone()));
-        token
+        queue.push_back((id, Arc::clone(&ticket)));
+        ticket
     }
 
     /// Removes connection `id` (its request arrived, or it ended).
@@ -131,9 +184,7 @@ impl Waiting {
     }
 
     /// The queue; a panic while holding it leaves it consistent (single push/pop/retain).
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Arc<Ticket>)>> {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -189,33 +240,14 @@ async fn answer_scrape(
     mut stream: Stream,
     peer: &PeerAddr,
     render: &Render,
-    evicted: &CancellationToken,
+    ticket: &Ticket,
     waiting: &Waiting,
     id: u64,
     answering: &Semaphore,
 ) -> std::io::Result<()> {
-    let head = tokio::select! {
-        () = evicted.cancelled() => {
-            return Err(std::io::Error::other(format!(
-                "{peer} sent no request while newer connections waited; closed"
-            )));
-        }
-        head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)) => head,
-    };
+    let head = read_request(&mut stream, peer, ticket).await;
     waiting.release(id);
-    let head = match head {
-        Ok(head) => head?,
-        Err(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "{peer} sent no request within {}s",
-                    REQUEST_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-    };
-    let response = match head {
+    let response = match head? {
         Head::Complete(request_line) => respond(&request_line, render),
         Head::TooLarge => response(431, "text/plain", "request header too large\n", true),
         Head::Closed => return Ok(()),
@@ -251,20 +283,82 @@ enum Head {
     Closed,
 }
 
-/// Reads up to the end of the request head (`\r\n\r\n`).
-async fn read_head(stream: &mut Stream) -> std::io::Result<Head> {
+/// What ended one wait for request bytes.
+enum Wait {
+    /// The head was read (or the read failed or timed out).
+    Read(std::result::Result<std::io::Result<Head>, tokio::time::error::Elapsed>),
+    /// The queue evicted the connection for a newcomer.
+    Evicted,
+}
+
+/// Reads the request head within [`REQUEST_TIMEOUT`], unless the queue evicts the
+/// connection first. An evicted connection whose request bytes have arrived but were not
+/// read yet (its task had not run) is a scraper, not an idle client: it is kept.
+async fn read_request(
+    stream: &mut Stream,
+    peer: &PeerAddr,
+    ticket: &Ticket,
+) -> std::io::Result<Head> {
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
     let mut buf = Vec::with_capacity(1024);
+    let mut evictable = true;
+    let read = loop {
+        let reading = tokio::time::timeout_at(deadline, read_head(stream, &mut buf, &ticket.spoke));
+        let wait = tokio::select! {
+            () = ticket.evict.cancelled(), if evictable => Wait::Evicted,
+            read = reading => Wait::Read(read),
+        };
+        match wait {
+            Wait::Read(read) => break read,
+            Wait::Evicted if has_unread_bytes(stream) => evictable = false,
+            Wait::Evicted => {
+                return Err(std::io::Error::other(format!(
+                    "{peer} sent no request while newer connections waited; closed"
+                )));
+            }
+        }
+    };
+    read.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "{peer} sent no request within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ))
+    })
+}
+
+/// Whether bytes have arrived on `stream` that nobody has read yet (a peek; never waits).
+fn has_unread_bytes(stream: &Stream) -> bool {
+    let mut byte = [MaybeUninit::uninit()];
+    let peeked = match stream {
+        Stream::Tcp(s) => SockRef::from(s).peek(&mut byte),
+        Stream::Unix(s) => SockRef::from(s).peek(&mut byte),
+        Stream::Tls(s) => SockRef::from(s.get_ref().0).peek(&mut byte),
+    };
+    matches!(peeked, Ok(1..))
+}
+
+/// Reads up to the end of the request head (`\r\n\r\n`) into `buf`, which keeps what
+/// was read if this is cancelled (so reading can resume); sets `spoke` at the first byte.
+async fn read_head(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    spoke: &AtomicBool,
+) -> std::io::Result<Head> {
     let mut chunk = [0u8; 1024];
     loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(Head::Closed);
         }
+        spoke.store(true, Ordering::Release);
         buf.extend_from_slice(&chunk[..n]);
-        if memchr::memmem::find(&buf, b"\r\n\r\n").is_some()
-            || memchr::memmem::find(&buf, b"\n\n").is_some()
+        if memchr::memmem::find(buf, b"\r\n\r\n").is_some()
+            || memchr::memmem::find(buf, b"\n\n").is_some()
         {
-            let line_end = memchr::memchr(b'\n', &buf).unwrap_or(buf.len());
+            let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
             let line = String::from_utf8_lossy(&buf[..line_end]).trim().to_string();
             return Ok(Head::Complete(line));
         }
@@ -346,5 +440,22 @@ mod tests {
             post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"),
             "{post}"
         );
+    }
+
+    #[test]
+    fn a_newcomer_evicts_the_oldest_silent_connection_never_one_that_spoke() {
+        let waiting = Waiting::default();
+        let tickets: Vec<_> = (1..=MAX_WAITING as u64)
+            .map(|id| waiting.admit(id))
+            .collect();
+        tickets[0].spoke.store(true, Ordering::Release);
+        waiting.admit(100);
+        assert!(!tickets[0].evict.is_cancelled(), "evicted one that spoke");
+        assert!(
+            tickets[1].evict.is_cancelled(),
+            "the oldest silent one stayed"
+        );
+        assert!(tickets[2..].iter().all(|t| !t.evict.is_cancelled()));
+        assert_eq!(waiting.lock().len(), MAX_WAITING);
     }
 }

@@ -32,12 +32,13 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::endpoint::{Delivery, Endpoint};
+use crate::endpoint::{Delivery, Endpoint, PeerAddr};
 use crate::error::{Error, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Capture, Direction, HexDump, Tap};
 use crate::transport::pcap::Pcap;
-use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, connect_stream};
+use crate::transport::proxy_client::ProxyChain;
+use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, Stream, connect_stream};
 
 /// After stdin ends on a datagram endpoint, how long to keep printing replies once none
 /// has come: long enough for a reply over a slow link, short enough for scripts.
@@ -203,9 +204,8 @@ where
     match endpoint.delivery() {
         Delivery::Stream => {
             let stream = connect_stream(endpoint, options.connect.clone()).await?;
-            let peer = stream
-                .peer_addr()
-                .map_or_else(|_| endpoint.to_string(), |p| p.to_string());
+            let peer = stream_peer(&stream, endpoint, &options.connect.proxies)
+                .map_or_else(|| endpoint.to_string(), |p| p.to_string());
             tracing::debug!("connected to {peer}");
             let flow = options.pcap.as_ref().and_then(|_| stream.pcap_flow());
             let stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone())
@@ -221,6 +221,19 @@ where
             let socket = DatagramSocket::connect_with_options(endpoint, &options.connect).await?;
             talk_datagrams(&socket, endpoint, options, input, output).await
         }
+    }
+}
+
+/// Whom a client names as its peer in logs, events, `--hex` and capture files: through
+/// `--proxy` the target (the socket's own peer is the proxy), else the socket's peer.
+pub(crate) fn stream_peer(
+    stream: &Stream,
+    endpoint: &Endpoint,
+    proxies: &ProxyChain,
+) -> Option<PeerAddr> {
+    match endpoint {
+        Endpoint::Tcp(hp) | Endpoint::Tls(hp) if !proxies.is_empty() => Some(PeerAddr::target(hp)),
+        _ => stream.peer_addr().ok(),
     }
 }
 

@@ -26,8 +26,12 @@
 //! ignored (logged at debug level). After stdin ends, datagrams are still printed until
 //! none has come for the idle timeout ([`DATAGRAM_LINGER`] by default). With
 //! `--keep-open` every sender is a peer: each one's datagrams go to stdout and stdin
-//! goes to all of them.
+//! goes to all of them. At most [`MAX_DATAGRAM_PEERS`] are kept (the default of a datagram
+//! relay's `--max-sessions`): a new sender then takes the place of the peer heard from
+//! longest ago, as a relay's session table does, so a flood of source ports churns its own
+//! entries and neither grows memory nor locks a later sender out.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +42,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 
 use super::connect::{DATAGRAM_LINGER, Ended, Input, InteractiveOptions, talk_stream};
@@ -45,9 +50,14 @@ use crate::endpoint::{Endpoint, PeerAddr};
 use crate::error::{Error, ExitStatus, Result};
 use crate::idle::Activity;
 use crate::obs::hexdump::{Capture, Direction, Tap};
+use crate::obs::throttle::{Admit, LogThrottle, connection_line};
 use crate::shutdown::Shutdown;
 use crate::transport::client_cert::ClientIdentity;
 use crate::transport::{self, Bound, DatagramSocket, Layers, MAX_DATAGRAM};
+
+/// Most datagram peers a `--keep-open` listener keeps at once (as a datagram relay's
+/// default `--max-sessions`); at the cap a new sender replaces the peer idle longest.
+pub const MAX_DATAGRAM_PEERS: usize = 1024;
 
 /// How many clients a listener takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -673,7 +683,7 @@ where
     let hex = options.interactive.hex.as_ref();
     let idle_timeout = options.interactive.idle_timeout;
     let activity = Activity::new();
-    let mut peers: Vec<PeerAddr> = Vec::new();
+    let mut peers = Peers::default();
     let mut report = ListenReport::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut input_open = true;
@@ -692,7 +702,7 @@ where
         tokio::select! {
             chunk = input.recv(), if input_open && !peers.is_empty() => match chunk {
                 Some(Ok(chunk)) => {
-                    send_to_peers(socket, &peers, &chunk, options).await.map_err(|e| {
+                    send_to_peers(socket, peers.addresses(), &chunk, options).await.map_err(|e| {
                         undelivered(e.to_string(), &report, e.exit_status())
                     })?;
                     report.sent += (chunk.len() * peers.len()) as u64;
@@ -710,13 +720,13 @@ where
                     doing: "receiving a datagram".into(),
                     source,
                 })?;
-                if !peers.contains(&from) {
-                    if clients == Clients::One && !peers.is_empty() {
-                        tracing::debug!("ignoring {n} bytes from {from}: the peer is {}", peers[0]);
+                if !peers.heard_from(&from) {
+                    if let (Clients::One, Some(first)) = (clients, peers.any()) {
+                        tracing::debug!("ignoring {n} bytes from {from}: the peer is {first}");
                         continue;
                     }
-                    tracing::info!("{from} is a peer");
-                    peers.push(from.clone());
+                    connection_line(|suffix| tracing::info!("{from} is a peer{suffix}"));
+                    peers.add(from.clone());
                     report.clients += 1;
                 }
                 if let Some(hex) = hex {
@@ -749,6 +759,74 @@ where
     }
 }
 
+/// The datagram peers of a listener, each with when it was last heard from, capped at
+/// [`MAX_DATAGRAM_PEERS`].
+#[derive(Default)]
+struct Peers {
+    /// Peer → the moment its last datagram came.
+    last_heard: HashMap<PeerAddr, Instant>,
+    /// Log lines for peers forgotten to make room.
+    forgotten_log: LogThrottle,
+}
+
+impl Peers {
+    /// Notes a datagram from `peer`; whether it is already a peer.
+    fn heard_from(&mut self, peer: &PeerAddr) -> bool {
+        match self.last_heard.get_mut(peer) {
+            Some(last) => {
+                *last = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes `peer` on, first forgetting the peer idle longest when the cap is reached.
+    fn add(&mut self, peer: PeerAddr) {
+        if self.last_heard.len() >= MAX_DATAGRAM_PEERS
+            && let Some(idlest) = self.idlest()
+        {
+            self.last_heard.remove(&idlest);
+            if let admit @ Admit::Log { .. } = self.forgotten_log.admit(Instant::now()) {
+                tracing::info!(
+                    "forgot the peer {idlest}, idle longest, for a new peer {peer}: \
+                     {MAX_DATAGRAM_PEERS} peers is the most listen keeps{}",
+                    admit.suffix()
+                );
+            }
+        }
+        self.last_heard.insert(peer, Instant::now());
+    }
+
+    /// The peer heard from longest ago.
+    fn idlest(&self) -> Option<PeerAddr> {
+        self.last_heard
+            .iter()
+            .min_by_key(|(_, last)| **last)
+            .map(|(peer, _)| peer.clone())
+    }
+
+    /// One of the peers (the only one without `--keep-open`).
+    fn any(&self) -> Option<&PeerAddr> {
+        self.last_heard.keys().next()
+    }
+
+    /// Whether nobody has sent a datagram yet.
+    fn is_empty(&self) -> bool {
+        self.last_heard.is_empty()
+    }
+
+    /// How many peers stdin goes to.
+    fn len(&self) -> usize {
+        self.last_heard.len()
+    }
+
+    /// Every peer, for a broadcast.
+    fn addresses(&self) -> impl Iterator<Item = &PeerAddr> {
+        self.last_heard.keys()
+    }
+}
+
 /// `--pcap`: one datagram between this UDP socket and `peer`.
 fn record_pcap(
     socket: &DatagramSocket,
@@ -767,7 +845,7 @@ fn record_pcap(
 /// Sends one chunk of stdin to every peer as one datagram each.
 async fn send_to_peers(
     socket: &DatagramSocket,
-    peers: &[PeerAddr],
+    peers: impl Iterator<Item = &PeerAddr>,
     datagram: &[u8],
     options: &ListenerOptions,
 ) -> Result<()> {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use super::connect::stream_peer;
 use crate::endpoint::{Delivery, Endpoint, PeerAddr};
 use crate::error::{Error, Result};
 use crate::framing::{Framer, Framing};
@@ -140,11 +141,10 @@ async fn send_stream(
 ) -> Result<SendReport> {
     let connect = connect_options(options);
     let stream = connect_stream(endpoint, connect).await?;
-    let peer = stream
-        .peer_addr()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|_| endpoint.to_string());
-    let peer_addr = stream.peer_addr().ok();
+    let peer_addr = stream_peer(&stream, endpoint, &options.proxies);
+    let peer = peer_addr
+        .as_ref()
+        .map_or_else(|| endpoint.to_string(), |p| p.to_string());
     let stream = Tap::maybe(stream, options.hex.as_ref(), peer.clone());
     let mut replies = ReplyReader::new(stream, options, &peer);
     let wire = wire_message(options);

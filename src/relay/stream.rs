@@ -118,8 +118,8 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
     let span = tracing::Span::current();
     let proxied = layers.proxy.is_on();
     record_socket_peer(&span, proxied, &socket_peer);
-    let peer = match layers.client_address(&mut accepted, &socket_peer).await {
-        Ok(Some(peer)) => peer,
+    let (peer, destination) = match layers.client_addresses(&mut accepted, &socket_peer).await {
+        Ok(Some(addresses)) => (addresses.peer, addresses.destination),
         Ok(None) => {
             tracing::debug!("closed before sending a PROXY header (a health check?)");
             return;
@@ -146,7 +146,7 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
     shared.stats.active.fetch_add(1, Ordering::Relaxed);
     shared.events.emit(Event::Connected { conn, peer: &peer });
     let delivered = Delivered::default();
-    let end = relay(accepted, &peer, conn, shared, &delivered).await;
+    let end = relay(accepted, &peer, destination, conn, shared, &delivered).await;
     let reason = end.reason();
     let to_target = delivered.to_target.load(Ordering::Relaxed);
     let to_client = delivered.to_client.load(Ordering::Relaxed);
@@ -168,16 +168,18 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
     shared.stats.active.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The relaying itself; returns how it ended.
+/// The relaying itself; returns how it ended. `destination` is where the client
+/// connected to when a PROXY header named it (else this relay's own address is).
 async fn relay(
     accepted: Stream,
     peer: &PeerAddr,
+    destination: Option<SocketAddr>,
     conn: u64,
     shared: &Shared,
     delivered: &Delivered,
 ) -> End {
     let options = &shared.options;
-    let local = local_address(&accepted);
+    let local = destination.or_else(|| local_address(&accepted));
     let client = match options.layers.wrap_accepted(accepted, peer, conn).await {
         Ok(client) => client,
         Err(e) => return End::Handshake(e),
@@ -217,7 +219,8 @@ async fn relay(
 }
 
 /// Connects to the target and, with `--send-proxy`, sends the PROXY header naming the
-/// client (and `local`, the address it reached) before anything else, TLS included.
+/// client (and `local`, the address it reached: the one an incoming PROXY header named,
+/// or this relay's own) before anything else, TLS included.
 async fn connect_target(
     options: &super::RelayOptions,
     peer: &PeerAddr,

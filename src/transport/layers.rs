@@ -85,6 +85,28 @@ impl Layers {
         }
     }
 
+    /// [`Layers::client_address`], with the destination the PROXY header names (where the
+    /// client connected to at the balancer), for a relay's `--send-proxy` to pass on.
+    /// Without `--proxy-protocol`, or for a header naming no addresses, no destination.
+    ///
+    /// # Errors
+    /// As [`Layers::client_address`].
+    pub async fn client_addresses(
+        &self,
+        stream: &mut Stream,
+        socket_peer: &PeerAddr,
+    ) -> Result<Option<proxy::HeaderAddresses>> {
+        match self.proxy {
+            ProxyProtocol::Off => Ok(Some(proxy::HeaderAddresses {
+                peer: socket_peer.clone(),
+                destination: None,
+            })),
+            ProxyProtocol::Required { timeout } => {
+                proxy::read_header_addresses(stream, socket_peer, timeout).await
+            }
+        }
+    }
+
     /// Runs the TLS handshake if configured, then wraps the stream in the hex tap (a
     /// pass-through without `--hex` or `--capture`).
     ///

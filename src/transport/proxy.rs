@@ -81,8 +81,14 @@ impl ProxyProtocol {
 /// Who the header says the connection is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// The real client: the source address of a `PROXY` header.
-    Client(SocketAddr),
+    /// The real client: the addresses of a `PROXY` header.
+    Client {
+        /// The client's own address.
+        source: SocketAddr,
+        /// The address the client connected to (at the balancer), which a relay's
+        /// `--send-proxy` passes on.
+        destination: SocketAddr,
+    },
     /// v2 `LOCAL`: the balancer speaking for itself (a health check); use the socket peer.
     Local,
     /// v1 `UNKNOWN`, or v2 without IP addresses: the balancer does not know; use the
@@ -146,12 +152,14 @@ fn parse_v1(bytes: &[u8]) -> Parsed {
     match ppp::v1::Header::try_from(line) {
         Ok(header) => {
             let origin = match header.addresses {
-                ppp::v1::Addresses::Tcp4(a) => {
-                    Origin::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
-                ppp::v1::Addresses::Tcp6(a) => {
-                    Origin::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
+                ppp::v1::Addresses::Tcp4(a) => Origin::Client {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
+                ppp::v1::Addresses::Tcp6(a) => Origin::Client {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
                 ppp::v1::Addresses::Unknown => Origin::Unknown,
             };
             Parsed::Complete {
@@ -194,12 +202,14 @@ fn parse_v2(bytes: &[u8]) -> Parsed {
         Ok(header) => {
             let origin = match (header.command, header.addresses) {
                 (ppp::v2::Command::Local, _) => Origin::Local,
-                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => {
-                    Origin::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
-                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => {
-                    Origin::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => Origin::Client {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => Origin::Client {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                },
                 (ppp::v2::Command::Proxy, _) => Origin::Unknown,
             };
             Parsed::Complete {
@@ -340,6 +350,30 @@ pub async fn read_header(
     socket_peer: &PeerAddr,
     timeout: Duration,
 ) -> Result<Option<PeerAddr>> {
+    let addresses = read_header_addresses(stream, socket_peer, timeout).await?;
+    Ok(addresses.map(|addresses| addresses.peer))
+}
+
+/// What a PROXY header says about a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderAddresses {
+    /// The client: the header's source, or the socket's own peer when the header names
+    /// none (v1 `UNKNOWN`, v2 `LOCAL`).
+    pub peer: PeerAddr,
+    /// Where the client connected to, when the header names it: what a relay's
+    /// `--send-proxy` passes on as the destination instead of its own address.
+    pub destination: Option<SocketAddr>,
+}
+
+/// [`read_header`], with the destination the header names as well.
+///
+/// # Errors
+/// As [`read_header`].
+pub async fn read_header_addresses(
+    stream: &mut Stream,
+    socket_peer: &PeerAddr,
+    timeout: Duration,
+) -> Result<Option<HeaderAddresses>> {
     let reading = read_header_untimed(stream, socket_peer);
     let origin = match tokio::time::timeout(timeout, reading).await {
         Ok(origin) => origin?,
@@ -352,8 +386,17 @@ pub async fn read_header(
         }
     };
     Ok(origin.map(|origin| match origin {
-        Origin::Client(addr) => PeerAddr::Ip(addr),
-        Origin::Local | Origin::Unknown => socket_peer.clone(),
+        Origin::Client {
+            source,
+            destination,
+        } => HeaderAddresses {
+            peer: PeerAddr::Ip(source),
+            destination: Some(destination),
+        },
+        Origin::Local | Origin::Unknown => HeaderAddresses {
+            peer: socket_peer.clone(),
+            destination: None,
+        },
     }))
 }
 
@@ -490,8 +533,12 @@ mod tests {
         bytes
     }
 
-    fn client(text: &str) -> Origin {
-        Origin::Client(text.parse().unwrap_or_else(|e| panic!("{text}: {e}")))
+    fn client(source: &str, destination: &str) -> Origin {
+        let addr = |text: &str| text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        Origin::Client {
+            source: addr(source),
+            destination: addr(destination),
+        }
     }
 
     #[test]
@@ -500,7 +547,7 @@ mod tests {
         assert_eq!(
             parse(line),
             Parsed::Complete {
-                origin: client("192.0.2.7:40000"),
+                origin: client("192.0.2.7:40000", "198.51.100.1:443"),
                 len: line.len() - 5
             }
         );
@@ -508,7 +555,7 @@ mod tests {
         assert_eq!(
             parse(line),
             Parsed::Complete {
-                origin: client("[2001:db8::7]:40000"),
+                origin: client("[2001:db8::7]:40000", "[2001:db8::1]:443"),
                 len: line.len()
             }
         );
@@ -565,7 +612,7 @@ mod tests {
         assert_eq!(
             parse(&header),
             Parsed::Complete {
-                origin: client("192.0.2.7:40000"),
+                origin: client("192.0.2.7:40000", "198.51.100.1:443"),
                 len: header.len()
             }
         );
@@ -575,7 +622,7 @@ mod tests {
         v6[32..34].copy_from_slice(&7000u16.to_be_bytes());
         assert!(matches!(
             parse(&v2(1, 0x21, &v6, &[])),
-            Parsed::Complete { origin, .. } if origin == client("[::1]:7000")
+            Parsed::Complete { origin, .. } if origin == client("[::1]:7000", "[::2]:0")
         ));
         assert!(matches!(
             parse(&v2(0, 0x00, &[], &[])),
@@ -619,7 +666,7 @@ mod tests {
                 assert_eq!(
                     parse(&header),
                     Parsed::Complete {
-                        origin: client(seen),
+                        origin: client(seen, &destination.to_string()),
                         len
                     },
                     "{version:?} {source} {destination}"

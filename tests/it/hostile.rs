@@ -45,6 +45,105 @@ fn fifty_idle_metrics_connections_do_not_starve_a_scraper() {
     drop(idle);
 }
 
+/// 50 idle clients, kept by one thread, each reconnecting as soon as it is closed, until
+/// `stop` (or a bounded number of rounds); returns how many times they connected.
+fn reconnect_idly(addr: &str, stop: &AtomicBool) -> usize {
+    use std::io::Read;
+    let connect = || {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_nonblocking(true).ok()?;
+        Some(stream)
+    };
+    let mut clients: Vec<Option<TcpStream>> = (0..50).map(|_| connect()).collect();
+    let mut connects = clients.iter().flatten().count();
+    let mut byte = [0u8; 1];
+    for _ in 0..1_000_000 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut idle_round = true;
+        for client in &mut clients {
+            let closed = match client {
+                Some(stream) => match stream.read(&mut byte) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                },
+                None => true,
+            };
+            if closed {
+                *client = connect();
+                connects += 1;
+                idle_round = false;
+            }
+        }
+        if idle_round {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    connects
+}
+
+/// A scrape sent in two writes (request line, then the headers), as a slow scraper does;
+/// returns the response.
+fn scrape_in_two_writes(addr: &str) -> String {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(20));
+    let mut response = Vec::new();
+    if stream.write_all(b"Host: x\r\n\r\n").is_ok() {
+        let _ = stream.read_to_end(&mut response);
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+// Issue 20, item 6: 50 idle clients that reconnect the moment they are closed (each
+// newcomer evicting a waiting connection) must not push a scraper out: 20 scrapes in a
+// row, curl's and slow ones sent in two writes, all succeed.
+#[test]
+fn reconnecting_idle_metrics_clients_do_not_evict_scrapers() {
+    let mut server = Proc::sockit(&["serve", "tcp://127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    server.listening();
+    let metrics = metrics_addr(&server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (addr, stop) = (metrics.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || reconnect_idly(&addr, &stop))
+    };
+    let mut failures = Vec::new();
+    for round in 0..20 {
+        let (code, body) = curl_metrics(&metrics);
+        if code != Some(0) || !body.contains("sockit_connections_accepted_total") {
+            failures.push(format!("curl scrape {round}: exit {code:?}, body {body:?}"));
+        }
+        let slow = scrape_in_two_writes(&metrics);
+        if !slow.starts_with("HTTP/1.1 200 OK") {
+            failures.push(format!("slow scrape {round}: {slow:?}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reconnects = flood
+        .join()
+        .unwrap_or_else(|_| panic!("the flood thread panicked"));
+    assert!(
+        failures.is_empty(),
+        "{} of 40 scrapes failed ({reconnects} idle connects):\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        server.report()
+    );
+    assert!(
+        reconnects >= 50,
+        "the idle clients did not connect: {reconnects}"
+    );
+}
+
 /// A client whose kernel receive buffer is small (4 KiB), so what it does not read stays
 /// in the server, not in the kernel.
 fn connect_small_window(addr: &str) -> TcpStream {

@@ -783,3 +783,84 @@ fn udp_listener_receives_from_nc_u() {
     assert!(status.success(), "{status}\n{stderr}");
     assert_eq!(out, "over udp");
 }
+
+/// Issue 20 (hostile clients), `listen udp://… --keep-open`: a flood from 1,100 source
+/// ports does not grow the peer list past its 1,024 cap (the idlest are forgotten, and
+/// stdin goes to at most 1,024 peers), and an honest sender after the flood still gets its
+/// bytes on stdout and stdin's broadcast.
+#[test]
+fn udp_keep_open_peers_stay_bounded_under_a_source_port_flood() {
+    const FLOOD: usize = 1_100;
+    const CAP: usize = 1_024;
+    let (mut listening, endpoint) = Background::listen(
+        &["udp://127.0.0.1:0", "--keep-open"],
+        Stdio::piped(),
+        Stdio::piped(),
+    );
+    let addr = host_port(&endpoint);
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut stdout) = listening.child.stdout.take() {
+        let sink = Arc::clone(&printed);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                if let Ok(mut all) = sink.lock() {
+                    all.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+    }
+    let wait_printed = |what: &str, pred: &dyn Fn(&[u8]) -> bool| {
+        let deadline = Instant::now() + TIMEOUT;
+        while !printed.lock().map(|p| pred(&p)).unwrap_or(false) {
+            assert!(Instant::now() < deadline, "stdout never showed {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    let mut flood = Vec::with_capacity(FLOOD);
+    for sent in 1..=FLOOD {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        socket
+            .send_to(b"f", &addr)
+            .unwrap_or_else(|e| panic!("{e}"));
+        flood.push(socket);
+        // In steps, so the listener's receive buffer never overflows.
+        if sent % 64 == 0 || sent == FLOOD {
+            wait_printed("the flood", &|p| p.len() >= sent);
+        }
+    }
+    let honest = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    honest
+        .set_read_timeout(Some(TIMEOUT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    honest
+        .send_to(b"honest", &addr)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_printed("the honest bytes", &|p| p.ends_with(b"honest"));
+    listening
+        .stdin()
+        .write_all(b"to all\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    listening.stdin().flush().unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 64];
+    let n = honest.recv(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&buf[..n], b"to all\n");
+    // After the exit every send of the broadcast is done: count who got it.
+    crate::util::send_signal(&listening.child, libc::SIGTERM);
+    let (status, stderr) = listening.finish();
+    assert!(status.success(), "{status}\n{stderr}");
+    let reached = flood
+        .iter()
+        .filter(|socket| {
+            socket
+                .set_nonblocking(true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            socket.recv(&mut buf).is_ok()
+        })
+        .count();
+    assert!(
+        reached < CAP,
+        "stdin reached {reached} flood peers, more than the cap of {CAP} (with the honest one)"
+    );
+    assert!(stderr.contains("forgot the peer"), "{stderr}");
+}

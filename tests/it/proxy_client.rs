@@ -701,3 +701,77 @@ fn udp_through_a_proxy_without_udp_associate_is_refused_in_words() {
     );
     assert_fails(&chained, 2, &["exactly one --proxy"]);
 }
+
+/// Through `--proxy`, `send` and `connect` name the target, not the proxy, as their peer:
+/// in `--log json` events, in the `--hex` header and in `--capture` file names.
+#[test]
+fn through_a_proxy_events_hex_and_captures_name_the_target() {
+    let (_server, port) = echo_server();
+    let proxy = Peer::microsocks(None);
+    let proxy_port = format!(":{}", proxy.port);
+    let cases = [
+        (
+            format!("tcp://localhost:{port}"),
+            proxy.url("socks5h", None),
+        ),
+        (format!("tcp://127.0.0.1:{port}"), proxy.url("socks5", None)),
+    ];
+    for (target, via) in &cases {
+        let named = target.trim_start_matches("tcp://");
+        let output = send_through(target, &[via], &["--log", "json", "--hex"]);
+        assert_echoed_json(&output);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let events: Vec<&str> = stdout.lines().filter(|l| l.contains("\"event\"")).collect();
+        assert!(!events.is_empty(), "{}", describe(&output));
+        for event in events {
+            assert!(
+                event.contains(&format!("\"peer\":\"{named}\"")),
+                "{event}\n{}",
+                describe(&output)
+            );
+        }
+        assert!(
+            stderr.contains(&format!("sent 13 bytes to {named}")),
+            "{}",
+            describe(&output)
+        );
+        assert!(!stderr.contains(&proxy_port), "{}", describe(&output));
+    }
+    let capture = scratch();
+    let dir = capture.path().to_string_lossy().into_owned();
+    let target = format!("tcp://localhost:{port}");
+    let proxy_url = proxy.url("socks5h", None);
+    let connect = ["connect", &target, "--proxy", &proxy_url, "--capture", &dir];
+    let output = run_sockit(&connect, Some(b"ping\n"));
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let mut names: Vec<String> = std::fs::read_dir(capture.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            format!("conn1_localhost_{port}.received"),
+            format!("conn1_localhost_{port}.sent")
+        ],
+        "{}",
+        describe(&output)
+    );
+}
+
+/// Asserts `send --log json` succeeded and its `received` event holds the echo.
+fn assert_echoed_json(output: &Output) {
+    assert_eq!(code(output), 0, "{}", describe(output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("\"event\":\"received\"")
+                && l.contains("\"data\":\"hello through\"")),
+        "{}",
+        describe(output)
+    );
+}

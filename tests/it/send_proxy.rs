@@ -396,3 +396,79 @@ fn relay_takes_max_conns_mode_without_max_conns() {
         describe(&out)
     );
 }
+
+/// Relays `incoming` (a PROXY header and a payload) through `relay --proxy-protocol
+/// --send-proxy VERSION` to a plain listener; returns every byte the target received.
+fn relayed_to_target(version: &str, incoming: &[u8]) -> Vec<u8> {
+    let target = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let target_addr = target.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let target_side = thread::spawn(move || {
+        let (mut stream, _) = target.accept().unwrap_or_else(|e| panic!("{e}"));
+        stream.set_read_timeout(Some(TIMEOUT)).ok();
+        let mut received = Vec::new();
+        stream
+            .read_to_end(&mut received)
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream.write_all(b"done").unwrap_or_else(|e| panic!("{e}"));
+        received
+    });
+    let target_arg = format!("tcp://{target_addr}");
+    let mut relay = Proc::sockit(&[
+        "relay",
+        "tcp://127.0.0.1:0",
+        &target_arg,
+        "--proxy-protocol",
+        "--proxy-from",
+        "127.0.0.0/8",
+        "--send-proxy",
+        version,
+    ]);
+    let relay_addr = relay.listening();
+    let mut balancer = TcpStream::connect(&relay_addr).unwrap_or_else(|e| panic!("{e}"));
+    balancer.set_read_timeout(Some(TIMEOUT)).ok();
+    balancer
+        .write_all(incoming)
+        .unwrap_or_else(|e| panic!("{e}"));
+    balancer
+        .shutdown(NetShutdown::Write)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut back = Vec::new();
+    balancer
+        .read_to_end(&mut back)
+        .unwrap_or_else(|e| panic!("{e}\n{}", relay.report()));
+    assert_eq!(back, b"done", "{}", relay.report());
+    target_side
+        .join()
+        .unwrap_or_else(|_| panic!("the target panicked"))
+}
+
+/// The destination an incoming PROXY header named (where the client connected to at the
+/// balancer) is the destination passed on, not the relay's own address: v1 in, v2 out,
+/// and v2 (IPv6) in, v1 out.
+#[test]
+fn the_destination_an_incoming_header_named_is_passed_on() {
+    let received = relayed_to_target(
+        "v2",
+        b"PROXY TCP4 198.51.100.7 192.0.2.1 4000 80\r\npayload",
+    );
+    let mut expected = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    expected.extend_from_slice(&[198, 51, 100, 7, 192, 0, 2, 1]);
+    expected.extend_from_slice(&4000u16.to_be_bytes());
+    expected.extend_from_slice(&80u16.to_be_bytes());
+    expected.extend_from_slice(b"payload");
+    assert_eq!(received, expected);
+
+    let mut v2_in = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    let source: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap_or_else(|e| panic!("{e}"));
+    let destination: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}"));
+    v2_in.extend_from_slice(&source.octets());
+    v2_in.extend_from_slice(&destination.octets());
+    v2_in.extend_from_slice(&4000u16.to_be_bytes());
+    v2_in.extend_from_slice(&443u16.to_be_bytes());
+    v2_in.extend_from_slice(b"payload");
+    let received = relayed_to_target("v1", &v2_in);
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        "PROXY TCP6 2001:db8::7 2001:db8::1 4000 443\r\npayload"
+    );
+}
