@@ -23,11 +23,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::OverLimit;
 use super::gate::{self, Gate, GateConfig, Slot};
 use crate::endpoint::PeerAddr;
-use crate::transport::{Backoff, StdStream, StreamListener, is_per_connection};
+use crate::obs::span::connection_span;
+use crate::shutdown::Shutdown;
+use crate::transport::{Backoff, StdStream, Stream, StreamListener, is_per_connection};
 
 /// A connection the gate let in, for the handler.
 #[derive(Debug)]
@@ -41,6 +44,39 @@ pub(crate) struct Admitted {
     pub slot: Slot,
     /// Its connection id, for its span and events.
     pub id: u64,
+}
+
+impl Admitted {
+    /// Serves the connection in a task `shutdown` tracks, inside the connection's span:
+    /// the stream is registered with the runtime, `serve` runs on it, and the slot is held
+    /// until `serve` ends. A stream the runtime cannot watch is logged and dropped, and the
+    /// accept loop goes on. The relay and the proxy hand their clients over this way.
+    pub fn serve_in_task<F, Fut>(self, shutdown: &Shutdown, serve: F)
+    where
+        F: FnOnce(Stream, PeerAddr, u64) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Admitted {
+            stream,
+            peer,
+            slot,
+            id,
+        } = self;
+        let span = connection_span(id);
+        let stream = match stream.into_tokio() {
+            Ok(stream) => stream,
+            Err(e) => {
+                span.in_scope(|| tracing::warn!("cannot watch the connection: {e}"));
+                return;
+            }
+        };
+        let served = serve(stream, peer, id);
+        let task = async move {
+            served.await;
+            drop(slot);
+        };
+        shutdown.spawn(task.instrument(span));
+    }
 }
 
 /// One listener's accept loop: what it accepts on, how it admits, where it counts.

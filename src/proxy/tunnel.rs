@@ -23,7 +23,6 @@ use bytes::{Buf, BufMut, BytesMut};
 use futures_util::future::try_join;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 use super::Shared;
 use super::destination::{allowed_addresses, resolve};
@@ -35,7 +34,7 @@ use crate::access::acceptor::{Acceptor, Admitted};
 use crate::endpoint::PeerAddr;
 use crate::idle::Activity;
 use crate::obs::Event;
-use crate::obs::span::{connection_span, record_client, record_socket_peer};
+use crate::obs::span::{record_client, record_socket_peer};
 use crate::obs::throttle::connection_line;
 use crate::relay::copy::pipe;
 use crate::relay::splice::{Counters, PlainSocket, Splicer};
@@ -62,26 +61,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
 
 /// An admitted client: served in a tracked task of its own, holding its slot.
 fn take_client(admitted: Admitted, shared: &Arc<Shared>) {
-    let Admitted {
-        stream,
-        peer,
-        slot,
-        id,
-    } = admitted;
-    let span = connection_span(id);
-    let stream = match stream.into_tokio() {
-        Ok(stream) => stream,
-        Err(e) => {
-            span.in_scope(|| tracing::warn!("cannot watch the connection: {e}"));
-            return;
-        }
-    };
     let task_shared = Arc::clone(shared);
-    let task = async move {
+    admitted.serve_in_task(&shared.shutdown, |stream, peer, id| async move {
         serve_client(stream, peer, id, &task_shared).await;
-        drop(slot);
-    };
-    shared.shutdown.spawn(task.instrument(span));
+    });
 }
 
 /// Which protocol a client speaks, from its first byte.

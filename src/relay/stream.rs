@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures_util::future::try_join;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::Instrument;
 
 use super::Shared;
 use super::copy::pipe;
@@ -24,9 +23,7 @@ use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::obs::span::{
-    announce_client_certificate, connection_span, record_client, record_socket_peer,
-};
+use crate::obs::span::{announce_client_certificate, record_client, record_socket_peer};
 use crate::obs::throttle::connection_line;
 use crate::transport::client_cert::ClientIdentity;
 use crate::transport::proxy;
@@ -49,26 +46,10 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
 
 /// An admitted client: relayed in a tracked task of its own, holding its slot.
 fn take_client(admitted: Admitted, shared: &Arc<Shared>) {
-    let Admitted {
-        stream,
-        peer,
-        slot,
-        id,
-    } = admitted;
-    let span = connection_span(id);
-    let stream = match stream.into_tokio() {
-        Ok(stream) => stream,
-        Err(e) => {
-            span.in_scope(|| tracing::warn!("cannot watch the connection: {e}"));
-            return;
-        }
-    };
     let task_shared = Arc::clone(shared);
-    let task = async move {
+    admitted.serve_in_task(&shared.shutdown, |stream, peer, id| async move {
         relay_connection(stream, peer, id, &task_shared).await;
-        drop(slot);
-    };
-    shared.shutdown.spawn(task.instrument(span));
+    });
 }
 
 /// Why a relayed connection ended.
