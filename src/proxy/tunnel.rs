@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use futures_util::future::try_join;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,8 +35,8 @@ use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::span::{record_client, record_socket_peer};
 use crate::obs::throttle::connection_line;
-use crate::relay::copy::pipe;
-use crate::relay::splice::{Counters, PlainSocket, Splicer};
+use crate::relay::copy::{Counters, pipe_both_ways};
+use crate::relay::splice::{PlainSocket, Splicer};
 use crate::transport::{Stream, StreamListener};
 
 /// Bytes read at a time during the handshake: more than any SOCKS message, a slice of a
@@ -558,24 +557,19 @@ async fn copy_both_ways(
             Err(e) => tracing::debug!("no pipes for splice ({e}); copying through buffers"),
         }
     }
-    let buffer = options.buffer_size;
-    let (mut client_reader, mut client_writer) = tokio::io::split(client);
-    let (mut target_reader, mut target_writer) = tokio::io::split(target);
-    let upstream = pipe(
-        &mut client_reader,
-        &mut target_writer,
-        buffer,
-        &delivered.to_target,
-        &stats.to_target,
+    pipe_both_ways(
+        client,
+        target,
+        options.buffer_size,
+        Counters {
+            delivered: &delivered.to_target,
+            totals: &stats.to_target,
+        },
+        Counters {
+            delivered: &delivered.to_client,
+            totals: &stats.to_client,
+        },
         activity,
-    );
-    let downstream = pipe(
-        &mut target_reader,
-        &mut client_writer,
-        buffer,
-        &delivered.to_client,
-        &stats.to_client,
-        activity,
-    );
-    try_join(upstream, downstream).await.map(|_| ())
+    )
+    .await
 }

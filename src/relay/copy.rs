@@ -103,6 +103,55 @@ where
     to.shutdown().await
 }
 
+/// The per-connection and relay-wide counters of one direction.
+pub(crate) struct Counters<'a> {
+    /// This connection's bytes delivered, for its `closed` event.
+    pub delivered: &'a AtomicU64,
+    /// The relay's totals for the direction.
+    pub totals: &'a FlowStats,
+}
+
+/// Copies both ways at once, one growing buffer per direction ([`pipe`]), until both
+/// directions have ended and passed their end on: the buffered copy of the relay and of
+/// the proxy's tunnels.
+///
+/// # Errors
+/// The first read or write error of either direction.
+pub(crate) async fn pipe_both_ways<C, T>(
+    client: C,
+    target: T,
+    buffer_size: usize,
+    to_target: Counters<'_>,
+    to_client: Counters<'_>,
+    activity: &Activity,
+) -> io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_reader, mut client_writer) = tokio::io::split(client);
+    let (mut target_reader, mut target_writer) = tokio::io::split(target);
+    let upstream = pipe(
+        &mut client_reader,
+        &mut target_writer,
+        buffer_size,
+        to_target.delivered,
+        to_target.totals,
+        activity,
+    );
+    let downstream = pipe(
+        &mut target_reader,
+        &mut client_writer,
+        buffer_size,
+        to_client.delivered,
+        to_client.totals,
+        activity,
+    );
+    futures_util::future::try_join(upstream, downstream)
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use rustix::pipe::{self, PipeFlags, SpliceFlags};
@@ -40,7 +40,7 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::copy::FlowStats;
+use super::copy::Counters;
 use crate::idle::Activity;
 use crate::transport::Stream;
 
@@ -201,14 +201,6 @@ pub(crate) struct Splicer {
     downstream: Pipe,
     /// The most either direction holds: `--buffer`.
     limit: usize,
-}
-
-/// The per-connection and relay-wide counters of one direction.
-pub(crate) struct Counters<'a> {
-    /// This connection's bytes delivered, for its `closed` event.
-    pub delivered: &'a AtomicU64,
-    /// The relay's totals for the direction.
-    pub totals: &'a FlowStats,
 }
 
 impl Splicer {
@@ -451,6 +443,8 @@ impl Flow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::copy::FlowStats;
+    use std::sync::atomic::AtomicU64;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]

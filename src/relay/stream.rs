@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::future::try_join;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
-use super::copy::pipe;
+use super::copy::{Counters, pipe_both_ways};
 use crate::access::acceptor::{Acceptor, Admitted};
 use crate::error::Error;
 use crate::idle::Activity;
@@ -256,7 +255,7 @@ fn try_splice<'a>(
     activity: &'a Activity,
 ) -> Option<impl Future<Output = std::io::Result<()>> + 'a> {
     use super::CopyMode;
-    use super::splice::{Counters, PlainSocket, Splicer};
+    use super::splice::{PlainSocket, Splicer};
     let options = &shared.options;
     if options.copy != CopyMode::Splice || options.layers.hex.is_some() || options.capture.is_some()
     {
@@ -288,7 +287,7 @@ fn try_splice<'a>(
     ))
 }
 
-/// The default copy: one growing buffer per direction ([`pipe`]).
+/// The default copy: one growing buffer per direction ([`pipe_both_ways`]).
 async fn copy_buffered<C, T>(
     client: C,
     target: T,
@@ -300,25 +299,20 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let buffer = shared.options.buffer_size;
     let stats = &shared.stats;
-    let (mut client_reader, mut client_writer) = tokio::io::split(client);
-    let (mut target_reader, mut target_writer) = tokio::io::split(target);
-    let upstream = pipe(
-        &mut client_reader,
-        &mut target_writer,
-        buffer,
-        &delivered.to_target,
-        &stats.to_target,
+    pipe_both_ways(
+        client,
+        target,
+        shared.options.buffer_size,
+        Counters {
+            delivered: &delivered.to_target,
+            totals: &stats.to_target,
+        },
+        Counters {
+            delivered: &delivered.to_client,
+            totals: &stats.to_client,
+        },
         activity,
-    );
-    let downstream = pipe(
-        &mut target_reader,
-        &mut client_writer,
-        buffer,
-        &delivered.to_client,
-        &stats.to_client,
-        activity,
-    );
-    try_join(upstream, downstream).await.map(|_| ())
+    )
+    .await
 }
