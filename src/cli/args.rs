@@ -516,7 +516,7 @@ pub struct ServeArgs {
     pub chat_bytes_rate: u64,
 
     /// Close each connection after its first reply, as the note's server does.
-    #[arg(long, help_heading = MODES, conflicts_with_all = ["exec", "sh_exec", "chat"])]
+    #[arg(long, help_heading = MODES, conflicts_with_all = ["exec", "sh_exec", "chat", "discard", "perf"])]
     pub close: bool,
 
     /// Who may connect and how many at once.

@@ -153,7 +153,7 @@ impl ServeOptions {
     /// Whether this server's connections or datagrams are served by a loop that waits in
     /// the kernel itself (the fast lane, the datagram answer loop), which is where
     /// `--busy-poll` applies: reply, echo and discard, on streams only with raw framing
-    /// and no TLS, hex or PROXY layer.
+    /// and no TLS, hex, capture, pcap or PROXY layer.
     pub fn waits_in_kernel(&self, delivery: Delivery) -> bool {
         match delivery {
             Delivery::Datagram => !matches!(self.mode, ServeMode::Exec(_) | ServeMode::Perf),
@@ -311,7 +311,8 @@ impl Server {
         if !options.busy_poll.is_zero() && !options.waits_in_kernel(endpoint.delivery()) {
             tracing::warn!(
                 "--busy-poll has no effect on this server: it applies to reply, echo and \
-                 discard (on streams without TLS, --hex, --proxy-protocol or line framing); \
+                 discard (on streams without TLS, --hex, --capture, --pcap, \
+                 --proxy-protocol or line framing); \
                  serving as usual"
             );
         }

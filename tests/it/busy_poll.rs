@@ -100,3 +100,27 @@ fn where_polling_does_not_apply_the_server_says_so_and_serves() {
         .unwrap_or_else(|e| panic!("{e}\n{}", server.report()));
     assert_eq!(&reply, b"ping\n");
 }
+
+/// A capture layer also keeps the server off the fast lane; the warning names it, so a
+/// user who asked for both knows which flag is the reason.
+#[test]
+fn the_no_effect_warning_names_capture_as_a_reason() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let capture = dir.path().join("capture");
+    let capture = capture.to_string_lossy();
+    let server = Proc::sockit(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--echo",
+        "--busy-poll",
+        "100us",
+        "-q",
+        "--capture",
+        &capture,
+    ]);
+    let warning = stderr_line(&server, "the no-effect warning", |l| {
+        l.contains("--busy-poll has no effect")
+    });
+    assert!(warning.contains("--capture"), "{warning}");
+    assert!(warning.contains("--pcap"), "{warning}");
+}

@@ -875,3 +875,17 @@ fn an_idle_close_is_counted_apart_from_errors() {
         );
     }
 }
+
+/// `--close` closes after the first reply; the modes that send no replies (`--discard`)
+/// or that are a throughput test (`--perf`) would ignore it, so asking for both is a
+/// usage error rather than a flag silently dropped.
+#[test]
+fn close_with_a_mode_that_never_replies_is_a_usage_error() {
+    for mode in ["--discard", "--perf"] {
+        let output = run_sockit(&["serve", "tcp://127.0.0.1:0", mode, "--close"], None);
+        assert_eq!(code(&output), 2, "{mode}: {}", describe(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--close"), "{mode}: {stderr}");
+        assert!(stderr.contains(mode), "{mode}: {stderr}");
+    }
+}
