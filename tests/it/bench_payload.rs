@@ -397,10 +397,15 @@ fn a_rate_ramp_reports_its_latency_apart_from_the_steady_state() {
         .ramp
         .clone()
         .unwrap_or_else(|| panic!("no ramp\n{run}"));
-    // 400/s reached linearly over 1 s: 200 in the ramp, then 400 in the steady second.
-    assert!((190..=200).contains(&ramp.exchanges), "{run}");
+    // 400/s reached linearly over 1 s: 200 due in the ramp, then 400 in the steady
+    // second, 600 in all. An exchange is filed by when it completes, so on a busy machine
+    // a few due just before the ramp's end complete after it and move from one count to
+    // the other; their sum is what the timetable fixes.
+    let total = ramp.exchanges + report.exchanges;
+    assert!((585..=600).contains(&total), "{run}");
+    assert!((170..=200).contains(&ramp.exchanges), "{run}");
     assert_eq!(ramp.latency_us.count, ramp.exchanges, "{run}");
-    assert!((390..=400).contains(&report.exchanges), "{run}");
+    assert!((385..=430).contains(&report.exchanges), "{run}");
     assert_eq!(report.latency_us.count, report.exchanges, "{run}");
     assert!(run.contains("ramp latency"), "{run}");
 }
