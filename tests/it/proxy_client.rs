@@ -425,6 +425,42 @@ fn tls_runs_end_to_end_through_proxies_and_checks_the_targets_name() {
     assert_fails(&output, 7, &["wrong name", "localhost"]);
 }
 
+/// The SHA-256 fingerprint a sockit TLS server printed on stderr.
+fn printed_fingerprint(server: &Proc) -> String {
+    let stderr = crate::peers::wait_for_stderr(server, "SHA-256 fingerprint ");
+    stderr
+        .split("SHA-256 fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no fingerprint in\n{stderr}"))
+}
+
+#[test]
+fn a_pinned_fingerprint_is_checked_end_to_end_through_a_chain_with_sockit_proxy() {
+    // The default self-signed certificate: only a pin (or --insecure) can trust it.
+    let mut server = Proc::sockit(&["serve", "tls://127.0.0.1:0", "--echo"]);
+    let target = format!("tls://{}", server.listening());
+    let fingerprint = printed_fingerprint(&server);
+    let mut first = Proc::sockit(&["proxy", "tcp://127.0.0.1:0", "--allow-to", "127.0.0.0/8"]);
+    let first = format!("socks5://{}", first.listening());
+    let second = Peer::microsocks(None);
+    let chain = [first.as_str(), &second.url("socks5h", None)];
+
+    assert_echoed(&send_through(&target, &chain, &["--pin", &fingerprint]));
+    let lowercase_hex = fingerprint.replace(':', "").to_lowercase();
+    assert_echoed(&send_through(&target, &chain, &["--pin", &lowercase_hex]));
+
+    // Another server's fingerprint is refused, naming the one the target has: the pin is
+    // checked against the target at the end of the chain, not against a proxy.
+    let mut other = Proc::sockit(&["serve", "tls://127.0.0.1:0", "--echo"]);
+    let _ = other.listening();
+    let other_fingerprint = printed_fingerprint(&other);
+    assert_ne!(other_fingerprint, fingerprint, "two servers, one key");
+    let output = send_through(&target, &chain, &["--pin", &other_fingerprint]);
+    assert_fails(&output, 7, &["matches no --pin", &fingerprint]);
+}
+
 #[test]
 fn relay_and_bench_reach_their_target_through_a_proxy() {
     let (_server, port) = echo_server();
