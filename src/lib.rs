@@ -19,8 +19,8 @@
 //!   connection for everything else on streams, the batched datagram answer loop, and a
 //!   program per datagram; limits;
 //! * [`access`]: `--allow` / `--deny` rules (pure), the gate that applies them and
-//!   `--max-conns`, and the accept loop around it, shared by `serve`, `relay` and
-//!   `proxy`;
+//!   `--max-conns`, the admission step every accept loop takes (the fast lane's too),
+//!   and the async accept loop around it that `serve`, `relay` and `proxy` share;
 //! * [`client`]: the note's client (`send`), the interactive client (`connect`) and the
 //!   listener wired to stdin/stdout (`listen`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);

@@ -104,6 +104,18 @@ fn a_thousand_silent_clients_delay_nobody() {
 
 #[test]
 fn out_of_descriptors_the_server_backs_off_keeps_serving_and_recovers() {
+    out_of_descriptors_backs_off_keeps_serving_and_recovers("line");
+}
+
+/// The same on the fast lane (raw framing), whose accept loop waits in its own epoll set.
+#[test]
+fn out_of_descriptors_the_fast_lane_backs_off_keeps_serving_and_recovers() {
+    out_of_descriptors_backs_off_keeps_serving_and_recovers("raw");
+}
+
+/// Floods a `serve --echo` with `--framing framing` past its descriptor limit: it warns,
+/// pauses accepting without spinning, keeps serving its client, and recovers.
+fn out_of_descriptors_backs_off_keeps_serving_and_recovers(framing: &str) {
     /// Descriptors the server may hold: a few for itself, the rest for clients.
     const LIMIT: u64 = 48;
     /// More clients than that, so `accept` fails with EMFILE.
@@ -113,7 +125,7 @@ fn out_of_descriptors_the_server_backs_off_keeps_serving_and_recovers() {
         "serve",
         "tcp://127.0.0.1:0",
         "--framing",
-        "line",
+        framing,
         "--echo",
         "--idle-timeout",
         "0",

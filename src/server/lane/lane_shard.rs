@@ -12,17 +12,17 @@
 //! own, as a process of its own would ([`super::own_table`]): no reference counting per
 //! system call, no table lock shared with the other shards.
 //!
-//! The rules are the accept loop's ([`crate::server::tasks`]) and the lane's: `--max-conns` in
-//! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
-//! clients; a slot freed by another thread is noticed within [`SLOT_RETRY`]), refuse
-//! mode accepts and closes; denied clients are closed at once; resource errors on
-//! `accept` back off; shutdown closes the listener, finishes pending answers within the
-//! grace period, then closes what is left.
+//! Its acceptor admits by the rules every accept loop shares
+//! ([`crate::access::admission`]: slot before `accept` in wait mode, gate, count, back-off
+//! after resource errors) and only waits its own way: the listener is one more
+//! descriptor in the epoll set, and at the `--max-conns` limit (wait mode) a slot freed
+//! by another thread is noticed within [`SLOT_RETRY`]. An admitted connection is answered
+//! on the spot on this thread, then joins the lane. Shutdown closes the listener,
+//! finishes pending answers within the grace period, then closes what is left.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -31,11 +31,10 @@ use mio::{Interest, Waker};
 use super::conn_state::{self, FirstTurn};
 use super::fast_lane::{FastLane, LISTENER, WAKER};
 use super::own_table;
-use crate::access::gate::{Gate, Slot};
-use crate::endpoint::PeerAddr;
-use crate::server::{OverLimit, Shared};
+use crate::access::admission::{Admission, Admitted, NextAccept, Outcome};
+use crate::server::Shared;
 use crate::shutdown::Shutdown;
-use crate::transport::{Backoff, StdListener, StdStream, is_per_connection};
+use crate::transport::StdListener;
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
 const SLOT_RETRY: Duration = Duration::from_millis(5);
@@ -181,7 +180,7 @@ fn prepare(lane: &FastLane, listener: &StdListener) -> io::Result<Waker> {
 /// takes a lock, which the note's one-shot exchange would otherwise pay twice per
 /// connection.
 fn run(listener: StdListener, mut lane: FastLane, shared: &Arc<Shared>, grace: Duration) {
-    let mut acceptor = Acceptor::new(listener, shared);
+    let mut acceptor = Acceptor::new(listener, shared, shared.ids.iter());
     loop {
         match lane.turn(acceptor.wake_by()) {
             Ok(woken) => {
@@ -225,44 +224,40 @@ fn drain(lane: &mut FastLane, grace: Duration) {
     }
 }
 
-/// What the acceptor holds before `accept` with `--max-conns`.
-enum Reservation {
-    /// Wait mode: a slot, taken for the next client.
-    Reserved(Slot),
-    /// Wait mode at the limit: no slot free, so no `accept` for now.
-    NoneFree,
-    /// No limit, or refuse mode: nothing is taken before `accept`.
-    NotNeeded,
-}
-
-/// The listening side of a lane shard.
-struct Acceptor<'a> {
+/// The listening side of a lane shard: the shared admission rules ([`Admission`]) and
+/// this loop's own way of waiting (the listener's edge in the epoll set, a retry time).
+struct Acceptor<'a, I> {
     listener: StdListener,
     shared: &'a Arc<Shared>,
-    gate: Gate,
-    ids: Box<dyn Iterator<Item = u64> + Send + 'a>,
+    /// Slot, gate, count, ids and back-off: the rules every accept loop applies.
+    admission: Admission<'a, I>,
     /// The accept loop's read buffer, reused for every first message.
     scratch: Vec<u8>,
     /// The listener may have connections queued (its edge came, or a turn stopped early).
     pending: bool,
     /// When to try again after a pause (a resource error, or no free slot).
     retry_at: Option<Instant>,
-    /// The pause after resource errors on `accept`.
-    backoff: Backoff,
 }
 
-impl<'a> Acceptor<'a> {
-    fn new(listener: StdListener, shared: &'a Arc<Shared>) -> Acceptor<'a> {
+impl<'a, I: Iterator<Item = u64>> Acceptor<'a, I> {
+    /// The acceptor of `listener`, admitting by `shared`'s rules and numbering from
+    /// `ids`.
+    fn new(listener: StdListener, shared: &'a Arc<Shared>, ids: I) -> Acceptor<'a, I> {
+        let admission = Admission::new(
+            shared.gate_config(),
+            shared.slots.as_ref(),
+            shared.options.limits.over_limit,
+            &shared.stats.connections,
+            ids,
+        );
         Acceptor {
             listener,
             shared,
-            gate: Gate::default(),
-            ids: Box::new(shared.ids.iter()),
+            admission,
             scratch: Vec::new(),
             // Clients may have queued before the thread started.
             pending: true,
             retry_at: None,
-            backoff: Backoff::default(),
         }
     }
 
@@ -296,36 +291,20 @@ impl<'a> Acceptor<'a> {
             self.retry_at = None;
         }
         for _ in 0..ACCEPTS_PER_TURN {
-            let reserved = match self.reserve() {
-                Reservation::Reserved(slot) => Some(slot),
-                Reservation::NotNeeded => None,
-                Reservation::NoneFree => {
-                    // At the limit: the backlog holds the clients until a slot frees.
-                    self.retry_at = Some(Instant::now() + SLOT_RETRY);
-                    return;
-                }
-            };
-            match self.listener.accept_now() {
-                Ok((stream, peer)) => {
-                    self.backoff.reset();
-                    let slots = self.shared.slots.as_ref();
-                    if let Some(slot) =
-                        self.gate
-                            .let_in(&peer, reserved, slots, &self.shared.gate_config())
-                    {
-                        self.take(stream, peer, slot, lane);
-                    }
-                    // Otherwise denied, or over the limit in refuse mode: closed at once.
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if self.admission.reserve() == NextAccept::AtLimit {
+                // The backlog holds the clients until a slot frees.
+                self.retry_at = Some(Instant::now() + SLOT_RETRY);
+                return;
+            }
+            match self.admission.admit(self.listener.accept_now()) {
+                Outcome::Admitted(admitted) => self.take(admitted, lane),
+                Outcome::TurnedAway | Outcome::Skipped => {}
+                Outcome::NoneQueued => {
                     self.pending = false;
                     return;
                 }
-                Err(e) if is_per_connection(&e) => {
-                    tracing::debug!("a connection failed before it was accepted: {e}");
-                }
-                Err(e) => {
-                    self.retry_at = Some(Instant::now() + self.backoff.after(&e));
+                Outcome::BackOff(pause) => {
+                    self.retry_at = Some(Instant::now() + pause);
                     return;
                 }
             }
@@ -333,25 +312,16 @@ impl<'a> Acceptor<'a> {
         // More may be queued: the lane's connections get their turn first.
     }
 
-    /// In `--max-conns-mode wait`, a slot taken before `accept`, if one is free;
-    /// otherwise nothing to reserve (the gate judges the client once accepted).
-    fn reserve(&self) -> Reservation {
-        match (&self.shared.slots, self.shared.options.limits.over_limit) {
-            (Some(slots), OverLimit::Wait) => match Arc::clone(slots).try_acquire_owned() {
-                Ok(permit) => Reservation::Reserved(Slot::from(permit)),
-                Err(_) => Reservation::NoneFree,
-            },
-            _ => Reservation::NotNeeded,
-        }
-    }
-
     /// An admitted connection: answered on the spot if its first message is there, then
     /// handed to the lane.
-    fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
-        let shared = &**self.shared;
-        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        let id = self.ids.next().unwrap_or_default();
-        match conn_state::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
+    fn take(&mut self, admitted: Admitted, lane: &mut FastLane) {
+        let Admitted {
+            stream,
+            peer,
+            slot,
+            id,
+        } = admitted;
+        match conn_state::serve_now(&stream, &peer, id, self.shared, &mut self.scratch) {
             FirstTurn::Done => {}
             FirstTurn::Continue(state) => lane.adopt(stream, peer, id, slot, state),
         }
