@@ -30,7 +30,7 @@ use mio::{Interest, Waker};
 
 use super::conn_state::{self, FirstTurn};
 use super::fast_lane::{FastLane, LISTENER, WAKER};
-use super::own_table;
+use super::own_table::{CallerCopies, Descriptors, Handover, ThreadBound};
 use crate::access::admission::{Admission, Admitted, NextAccept, Outcome};
 use crate::server::Shared;
 use crate::shutdown::Shutdown;
@@ -65,10 +65,9 @@ pub(crate) async fn serve(
 pub(crate) struct LaneThread {
     /// Wakes the thread's wait, for shutdown.
     waker: Waker,
-    /// The descriptors the thread took along (see [`handed_over`]).
-    handed: Vec<RawFd>,
-    /// Whether the thread took a descriptor table of its own (its proof, if it did).
-    table: std::sync::mpsc::Receiver<Option<own_table::OwnTable>>,
+    /// The caller's copies of what the thread took along, sent once the thread has a
+    /// descriptor table of its own (`None` if it shares the process's).
+    copies: std::sync::mpsc::Receiver<Option<CallerCopies>>,
     /// The thread, joined once it has drained.
     thread: std::thread::JoinHandle<()>,
 }
@@ -92,9 +91,11 @@ pub(crate) fn start(
             return Ok(None);
         }
     };
-    let handed = handed_over(&listener, &lane);
-    let keep = handed.clone();
-    let (table_tx, table) = std::sync::mpsc::sync_channel(1);
+    let handover = Handover::new(LaneParts {
+        listener: Some(listener),
+        lane,
+    });
+    let (copies_tx, copies) = std::sync::mpsc::sync_channel(1);
     let worker_shared = Arc::clone(shared);
     // A thread of its own rather than the runtime's blocking pool: the thread changes
     // its descriptor table, so it must not go back to a pool that would run other work
@@ -102,14 +103,14 @@ pub(crate) fn start(
     let spawned = std::thread::Builder::new()
         .name("sockit-lane".into())
         .spawn(move || {
-            let _ = table_tx.send(own_table::take_own(&keep));
-            run(listener, lane, &worker_shared, grace);
+            let (parts, caller_copies) = handover.take_own();
+            let _ = copies_tx.send(caller_copies);
+            run(parts, &worker_shared, grace);
         });
     match spawned {
         Ok(thread) => Ok(Some(LaneThread {
             waker,
-            handed,
-            table,
+            copies,
             thread,
         })),
         Err(e) => {
@@ -130,13 +131,12 @@ impl LaneThread {
     pub(crate) async fn finish(self, shutdown: &Shutdown) {
         let LaneThread {
             waker,
-            handed,
-            table,
+            copies,
             thread,
         } = self;
         let mut done = tokio::task::spawn_blocking(move || {
-            if let Ok(Some(taken)) = table.recv() {
-                own_table::close_handed_over(&handed, taken);
+            if let Ok(Some(copies)) = copies.recv() {
+                copies.close();
             }
             // A thread that panicked has ended too.
             let _ = thread.join();
@@ -154,14 +154,22 @@ impl LaneThread {
     }
 }
 
-/// The descriptors the shard's thread takes along (its listener and its epoll set), by
-/// number: the copies left in the caller's table are closed once the thread has a table
-/// of its own, or they would keep the listener open after the thread closed it.
-fn handed_over(listener: &StdListener, lane: &FastLane) -> Vec<RawFd> {
-    use std::os::fd::AsRawFd;
-    let mut fds = vec![listener.as_raw_fd()];
-    fds.extend(lane.descriptors());
-    fds
+/// What a shard's thread serves with: its listener and its lane (the epoll set). Handed
+/// over whole ([`Handover`]), so the descriptors its table keeps, and the caller's
+/// copies it closes, are read from these owners.
+struct LaneParts {
+    /// The listener, until shutdown closes it (before the drain).
+    listener: Option<StdListener>,
+    /// The connections and the epoll set.
+    lane: FastLane,
+}
+
+impl Descriptors for LaneParts {
+    fn descriptors(&self) -> Vec<RawFd> {
+        use std::os::fd::AsRawFd;
+        let listener = self.listener.iter().map(AsRawFd::as_raw_fd);
+        listener.chain(self.lane.descriptors()).collect()
+    }
 }
 
 /// Registers the listener and a waker in the lane's epoll set.
@@ -179,8 +187,12 @@ fn prepare(lane: &FastLane, listener: &StdListener) -> io::Result<Waker> {
 /// asked for, and an early wake stays pending until the first wait): asking the token
 /// takes a lock, which the note's one-shot exchange would otherwise pay twice per
 /// connection.
-fn run(listener: StdListener, mut lane: FastLane, shared: &Arc<Shared>, grace: Duration) {
-    let mut acceptor = Acceptor::new(listener, shared, shared.ids.iter());
+fn run(mut parts: ThreadBound<LaneParts>, shared: &Arc<Shared>, grace: Duration) {
+    let LaneParts { listener, lane } = &mut *parts;
+    let Some(listening) = listener.as_ref() else {
+        return;
+    };
+    let mut acceptor = Acceptor::new(listening, shared, shared.ids.iter());
     loop {
         match lane.turn(acceptor.wake_by()) {
             Ok(woken) => {
@@ -195,12 +207,13 @@ fn run(listener: StdListener, mut lane: FastLane, shared: &Arc<Shared>, grace: D
                 break;
             }
         }
-        acceptor.accept_ready(&mut lane);
+        acceptor.accept_ready(lane);
     }
     // Closing the listener first: new clients are refused while the rest drains (once
     // every thread's copy of it is closed).
-    acceptor.close(&lane);
-    drain(&mut lane, grace);
+    acceptor.stop(lane);
+    *listener = None;
+    drain(lane, grace);
 }
 
 /// After shutdown: pending answers go out within `grace`, then every connection ends.
@@ -227,7 +240,7 @@ fn drain(lane: &mut FastLane, grace: Duration) {
 /// The listening side of a lane shard: the shared admission rules ([`Admission`]) and
 /// this loop's own way of waiting (the listener's edge in the epoll set, a retry time).
 struct Acceptor<'a, I> {
-    listener: StdListener,
+    listener: &'a StdListener,
     shared: &'a Arc<Shared>,
     /// Slot, gate, count, ids and back-off: the rules every accept loop applies.
     admission: Admission<'a, I>,
@@ -242,7 +255,7 @@ struct Acceptor<'a, I> {
 impl<'a, I: Iterator<Item = u64>> Acceptor<'a, I> {
     /// The acceptor of `listener`, admitting by `shared`'s rules and numbering from
     /// `ids`.
-    fn new(listener: StdListener, shared: &'a Arc<Shared>, ids: I) -> Acceptor<'a, I> {
+    fn new(listener: &'a StdListener, shared: &'a Arc<Shared>, ids: I) -> Acceptor<'a, I> {
         let admission = Admission::new(
             shared.gate_config(),
             shared.slots.as_ref(),
@@ -271,8 +284,8 @@ impl<'a, I: Iterator<Item = u64>> Acceptor<'a, I> {
         }
     }
 
-    /// Takes the listener out of the epoll set and closes this thread's copy.
-    fn close(self, lane: &FastLane) {
+    /// Takes the listener out of the epoll set (the caller then closes it).
+    fn stop(self, lane: &FastLane) {
         use std::os::fd::AsRawFd;
         let fd = self.listener.as_raw_fd();
         // Closing the descriptor would not remove it while other threads hold copies.
