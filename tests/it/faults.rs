@@ -223,10 +223,15 @@ fn out_of_descriptors_the_metrics_endpoint_backs_off_and_names_itself() {
     /// More clients than that, so every `accept` fails with EMFILE.
     const FLOOD: usize = 80;
     raise_nofile(4096);
+    // Line framing: the connections live in the process's descriptor table, as the
+    // metrics listener does (a fast-lane thread built with `own-table` has a table, and
+    // so a descriptor limit, of its own).
     let mut cmd = sockit_command(&[
         "serve",
         "tcp://127.0.0.1:0",
         "--echo",
+        "--framing",
+        "line",
         "--idle-timeout",
         "0",
         "--backlog",
