@@ -281,8 +281,8 @@ mod tests {
 
     /// The calling thread's blocked signals, from `/proc`.
     fn blocked_signals() -> u64 {
-        let status = std::fs::read_to_string("/proc/thread-self/status")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let status =
+            std::fs::read_to_string("/proc/thread-self/status").unwrap_or_else(|e| panic!("{e}"));
         status
             .lines()
             .find_map(|line| line.strip_prefix("SigBlk:"))
