@@ -5,7 +5,7 @@
 //! nothing stops everyone. Here nothing that serves a client waits for it: a silent, slow
 //! or hostile client costs its own state and nothing else.
 //!
-//! A server runs one of four engines, chosen by its endpoint and [`ServeMode`] (one per
+//! A server runs one of five engines, chosen by its endpoint and [`ServeMode`] (one per
 //! shard; [`Server::run_threads`] runs several shards, each on its own thread):
 //!
 //! * **the fast lane** ([`lane::serve`]): reply, echo and discard on streams with raw
@@ -14,13 +14,16 @@
 //!   no task and no reactor ([`lane`]);
 //! * **a task per connection** ([`tasks::accept_loop`], then [`session::serve_accepted`]
 //!   in each connection's task): every other stream server (line framing, TLS, `--hex`,
-//!   `--proxy-protocol`, `--exec`, `--chat`). The per-message modes run
-//!   [`message_loop`]; exec and chat run in [`crate::behaviour`];
+//!   `--proxy-protocol`, `--exec`, `--chat`, `--perf`). The per-message modes run
+//!   [`message_loop`]; exec and chat run in [`crate::behaviour`], `--perf` in [`perf`];
 //! * **the datagram answer loop** ([`datagram::receive_loop`]): reply, echo and discard on
 //!   datagram endpoints, a thread waiting in `recvmmsg(2)` that answers each sender at
 //!   its own address;
 //! * **a program per datagram** ([`datagram::receive_loop`] with `--exec`): each
-//!   datagram runs the program in a task of its own.
+//!   datagram runs the program in a task of its own;
+//! * **the flow receiver** ([`datagram::receive_loop`] with `--perf`, then
+//!   [`perf_udp::receive_flows`]): a task measuring each UDP sender's flow and reporting
+//!   it back when the flow ends.
 //!
 //! The stream engines share what makes them behave alike: one acceptor's admission
 //! rules ([`crate::access::admission`]: the `--max-conns` slot before `accept` in wait
