@@ -135,10 +135,10 @@ impl Acceptor<'_> {
                         return Poll::Ready(Wake::Stop);
                     }
                 }
-                if !std::task::ready!(wait_out(&mut hold, &mut admission, cx)) {
-                    return Poll::Ready(Wake::Stop);
+                match std::task::ready!(wait_out(&mut hold, &mut admission, cx)) {
+                    Go::Accept => self.listener.poll_accept_std(cx).map(Wake::Accepted),
+                    Go::Stop => Poll::Ready(Wake::Stop),
                 }
-                self.listener.poll_accept_std(cx).map(Wake::Accepted)
             })
             .await;
             let accepted = match wake {
@@ -154,26 +154,33 @@ impl Acceptor<'_> {
     }
 }
 
-/// Ready with `true` when the loop may accept: no pause is on and (wait mode) a slot is
-/// held; `false` if the slots' semaphore was closed. Polls `hold` and, at the limit,
-/// starts a wait for a slot in it.
+/// What the loop does once nothing holds it back.
+enum Go {
+    /// Accept: no pause is on and (wait mode) a slot is held.
+    Accept,
+    /// Stop: the slots' semaphore was closed.
+    Stop,
+}
+
+/// Ready when nothing holds the loop back any more (see [`Go`]). Polls `hold` and, at
+/// the limit, starts a wait for a slot in it.
 fn wait_out<'a, I: Iterator<Item = u64>>(
     hold: &mut Option<Hold<'a>>,
     admission: &mut Admission<'a, I>,
     cx: &mut Context<'_>,
-) -> Poll<bool> {
+) -> Poll<Go> {
     loop {
         if let Some(waiting) = hold {
             match std::task::ready!(waiting.as_mut().poll(cx)) {
                 Resume::Paused => {}
                 Resume::Slot(slot) => admission.hold(slot),
-                Resume::Closed => return Poll::Ready(false),
+                Resume::Closed => return Poll::Ready(Go::Stop),
             }
             *hold = None;
         }
         match (admission.reserve(), admission.slots()) {
             (NextAccept::AtLimit, Some(slots)) => *hold = Some(Box::pin(slot_freed(slots))),
-            _ => return Poll::Ready(true),
+            _ => return Poll::Ready(Go::Accept),
         }
     }
 }
