@@ -4,8 +4,10 @@
 //! and `--max-conns-per-source N`, asked about one address at a time. [`gate`] applies it (and `--max-conns`) for `serve` and `relay`
 //! alike: an accept loop closes a denied connection at once, a datagram loop drops a
 //! denied sender's datagrams, and both count and log the refusal (rate-limited).
-//! [`acceptor`] is the accept loop `serve`, `relay` and `proxy` share: slot, accept,
-//! gate, count, then the caller's handler.
+//! [`admission`] is what every accept loop (the fast lane's, the task engine's, the
+//! relay's, the proxy's) applies around `accept`: slot, gate, count, back-off;
+//! [`acceptor`] is the async loop around it that `serve`'s task engine, `relay` and
+//! `proxy` share.
 //!
 //! Precedence, in order:
 //! 1. an address inside any `--deny` range is denied (deny always wins);
@@ -19,6 +21,7 @@
 //! protect a Unix socket with file permissions instead.
 
 pub(crate) mod acceptor;
+pub(crate) mod admission;
 pub(crate) mod gate;
 mod over_limit;
 

@@ -15,9 +15,11 @@ pub fn escape_into(out: &mut String, bytes: &[u8]) {
         acc | !(0x20..0x7f).contains(&b) | (b == b'\\')
     });
     if !needs_escaping {
-        // SAFETY: every byte is printable ASCII (checked just above), hence valid UTF-8.
-        out.push_str(unsafe { std::str::from_utf8_unchecked(bytes) });
-        return;
+        // Printable ASCII is valid UTF-8: this always succeeds, on std's ASCII fast path.
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            out.push_str(text);
+            return;
+        }
     }
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {

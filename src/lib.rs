@@ -13,14 +13,14 @@
 //! * [`framing`]: a byte stream → messages;
 //! * [`behaviour`]: a message → its answer (reply, echo, discard), or a whole connection
 //!   → a program (`--exec`) or the chat room (`--chat`);
-//! * [`server`]: thread-per-core shards, each running one of four engines (its module
+//! * [`server`]: thread-per-core shards, each running one of five engines (its module
 //!   doc names them and their entry points): the fast lane (`server/lane/`, a thread per
 //!   shard waiting in its own epoll set, each message answered on the spot), a task per
-//!   connection for everything else on streams, the batched datagram answer loop, and a
-//!   program per datagram; limits;
+//!   connection for everything else on streams, the batched datagram answer loop, a
+//!   program per datagram, and the `--perf` flow receiver on datagrams; limits;
 //! * [`access`]: `--allow` / `--deny` rules (pure), the gate that applies them and
-//!   `--max-conns`, and the accept loop around it, shared by `serve`, `relay` and
-//!   `proxy`;
+//!   `--max-conns`, the admission step every accept loop takes (the fast lane's too),
+//!   and the async accept loop around it that `serve`, `relay` and `proxy` share;
 //! * [`client`]: the note's client (`send`), the interactive client (`connect`) and the
 //!   listener wired to stdin/stdout (`listen`);
 //! * [`relay`]: accept on one endpoint, forward each client to another (`relay`);
@@ -35,6 +35,14 @@
 //! * [`metrics_http`]: `--metrics`, that text served over HTTP at `/metrics`;
 //! * [`escape`]: bytes → printable text for logs and events (control characters escaped);
 //! * [`error`]: every failure with its message and exit code.
+//!
+//! Layers, highest first: a module imports only from its own layer or lower ones, and
+//! the modules of one folder import one another without a cycle (`tests/it/layers.rs`
+//! fails otherwise, and when this line and its tiers disagree):
+//!
+//! `cli` → `bench` `relay` `server` `client` `probe` `proxy` `metrics_http` → `access`
+//! `behaviour` `obs` → `transport` → `endpoint` `framing` `error` `escape` `shutdown`
+//! `idle` `build_info`.
 
 // The module docs are a map for whoever works on the crate, so they name private modules
 // too (`cargo doc --document-private-items` resolves those links).

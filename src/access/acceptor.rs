@@ -1,24 +1,19 @@
-//! The accept loop that `serve` (a task per connection), `relay` and `proxy` share: take
-//! a slot, accept, pass the gate, count the connection, hand it to the caller's handler,
-//! repeat.
+//! The async accept loop of `serve`'s task engine, `relay` and `proxy`: take a slot,
+//! accept, pass the gate, count the connection, hand it to the caller's handler, repeat.
 //!
-//! With `--max-conns-mode wait` (the default) the slot is taken *before* `accept` (as
-//! mini-redis does): at the connection limit the loop stops accepting and the kernel
-//! backlog holds further clients, instead of accepting sockets nobody can serve. With
-//! `refuse`, every client is accepted and one that finds no free slot is closed at once.
-//! A client the access rules deny is closed at once in either mode. A failed incoming
-//! connection is skipped; a resource error on `accept` (out of descriptors) pauses
-//! accepting ([`Backoff`]) while the clients already in are served.
+//! What is admitted, and when accepting pauses, is [`Admission`]'s (the rules every
+//! accept loop applies, the fast lane's included; see [`super::admission`]). This loop
+//! adds only the async way of waiting: for the listener, for shutdown, for the end of a
+//! back-off pause, and (`--max-conns-mode wait` at the limit) for a slot to free.
 //!
 //! What happens to an admitted connection is the caller's: the handler gets it with its
-//! slot and its id, and usually spawns a task for it. (The fast lane accepts in its own
-//! epoll loop instead; `server/mod.rs` says why.)
+//! slot and its id, and usually spawns a task for it ([`Admitted::serve_in_task`]).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,25 +21,13 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::OverLimit;
-use super::gate::{self, Gate, GateConfig, Slot};
+pub(crate) use super::admission::Admitted;
+use super::admission::{Admission, NextAccept, Outcome};
+use super::gate::{GateConfig, Slot};
 use crate::endpoint::PeerAddr;
 use crate::obs::span::connection_span;
 use crate::shutdown::Shutdown;
-use crate::transport::{Backoff, StdStream, Stream, StreamListener, is_per_connection};
-
-/// A connection the gate let in, for the handler.
-#[derive(Debug)]
-pub(crate) struct Admitted {
-    /// The connection, not yet registered with a runtime (the handler registers it where
-    /// it serves it).
-    pub stream: StdStream,
-    /// Who connected (the socket's peer; with `--proxy-protocol`, the load balancer).
-    pub peer: PeerAddr,
-    /// Its `--max-conns` permit and per-source share, held while it is served.
-    pub slot: Slot,
-    /// Its connection id, for its span and events.
-    pub id: u64,
-}
+use crate::transport::{StdStream, Stream, StreamListener};
 
 impl Admitted {
     /// Serves the connection in a task `shutdown` tracks, inside the connection's span:
@@ -97,25 +80,46 @@ pub(crate) struct Acceptor<'a> {
 enum Wake {
     /// Shutdown was asked for.
     Stop,
-    /// A connection was accepted (with its slot reserved in wait mode), or accept failed.
-    Accepted(Option<Slot>, io::Result<(StdStream, PeerAddr)>),
+    /// `accept` gave a connection, or failed.
+    Accepted(io::Result<(StdStream, PeerAddr)>),
+}
+
+/// What the loop waits for before its next `accept`, besides shutdown: a back-off
+/// pause, or (wait mode at the limit) a free slot. Boxed, and made only then, so a round
+/// with neither costs nothing.
+type Hold<'a> = Pin<Box<dyn Future<Output = Resume> + Send + 'a>>;
+
+/// How a [`Hold`] ended.
+enum Resume {
+    /// The pause is over.
+    Paused,
+    /// A slot freed up, taken for the next client.
+    Slot(Slot),
+    /// The semaphore was closed (it never is): treated as shutdown.
+    Closed,
 }
 
 impl Acceptor<'_> {
     /// Accepts connections until shutdown, each admitted one counted, given the next of
-    /// `ids` and passed to `handle`.
+    /// `ids` and passed to `handle`. The admission rules are [`Admission`]'s; this loop
+    /// only waits (for the listener, a pause or a slot) the async way.
     pub(crate) async fn run(
         self,
-        mut ids: impl Iterator<Item = u64>,
+        ids: impl Iterator<Item = u64>,
         mut handle: impl FnMut(Admitted),
     ) {
-        let mut gate = Gate::default();
-        let mut backoff = Backoff::default();
         let shutdown = self.gate.shutdown;
+        let mut admission = Admission::new(
+            self.gate,
+            self.slots,
+            self.over_limit,
+            self.connections,
+            ids,
+        );
         let stop = shutdown.cancelled();
         tokio::pin!(stop);
         let mut stop_watched = false;
-        let mut admission = self.admission(Duration::ZERO);
+        let mut hold: Option<Hold<'_>> = None;
         loop {
             // Polled by hand rather than with `select!`: shutdown is registered for once
             // and then only checked, and the listener keeps its registration between
@@ -131,104 +135,66 @@ impl Acceptor<'_> {
                         return Poll::Ready(Wake::Stop);
                     }
                 }
-                match admission.poll_ticket(cx) {
-                    Poll::Ready(None) => return Poll::Ready(Wake::Stop),
-                    Poll::Ready(Some(())) => {
-                        if let Poll::Ready(accepted) = self.listener.poll_accept_std(cx) {
-                            return Poll::Ready(Wake::Accepted(admission.take_slot(), accepted));
-                        }
-                    }
-                    Poll::Pending => {}
+                match std::task::ready!(wait_out(&mut hold, &mut admission, cx)) {
+                    Go::Accept => self.listener.poll_accept_std(cx).map(Wake::Accepted),
+                    Go::Stop => Poll::Ready(Wake::Stop),
                 }
-                Poll::Pending
             })
             .await;
-            let (reserved, accepted) = match wake {
+            let accepted = match wake {
                 Wake::Stop => break,
-                Wake::Accepted(reserved, accepted) => (reserved, accepted),
+                Wake::Accepted(accepted) => accepted,
             };
-            let pause = match accepted {
-                Ok((stream, peer)) => {
-                    backoff.reset();
-                    if let Some(slot) = gate.let_in(&peer, reserved, self.slots, &self.gate) {
-                        self.connections.fetch_add(1, Ordering::Relaxed);
-                        let id = ids.next().unwrap_or_default();
-                        handle(Admitted {
-                            stream,
-                            peer,
-                            slot,
-                            id,
-                        });
-                    }
-                    // Otherwise denied, or over the limit in refuse mode: closed at once
-                    // (dropping the stream sends our FIN).
-                    Duration::ZERO
-                }
-                Err(e) if is_per_connection(&e) => {
-                    tracing::debug!("a connection failed before it was accepted: {e}");
-                    Duration::ZERO
-                }
-                Err(e) => backoff.after(&e),
-            };
-            admission = self.admission(pause);
-        }
-    }
-
-    /// What must happen before the next `accept`, after a pause of `pause`.
-    fn admission(&self, pause: Duration) -> Admission<'_> {
-        Admission::new(pause, self.over_limit, self.slots, self.gate)
-    }
-}
-
-/// What must happen before the next `accept`: usually nothing (and then it costs
-/// nothing); after a resource error, a back-off pause; with `--max-conns` in wait mode,
-/// a reserved slot.
-enum Admission<'a> {
-    /// Accept now, with this slot (reserved in wait mode; `None` otherwise).
-    Open(Option<Slot>),
-    /// Pausing or waiting for a slot; the future gives `None` if shutdown came first.
-    Waiting(Pin<Box<dyn Future<Output = Option<Option<Slot>>> + Send + 'a>>),
-}
-
-impl<'a> Admission<'a> {
-    fn new(
-        pause: Duration,
-        over_limit: OverLimit,
-        slots: Option<&'a Arc<Semaphore>>,
-        config: GateConfig<'a>,
-    ) -> Admission<'a> {
-        let reserves = over_limit == OverLimit::Wait && slots.is_some();
-        if pause.is_zero() && !reserves {
-            return Admission::Open(None);
-        }
-        Admission::Waiting(Box::pin(async move {
-            if !pause.is_zero() {
-                tokio::select! {
-                    biased;
-                    () = config.shutdown.triggered() => return None,
-                    () = tokio::time::sleep(pause) => {}
-                }
+            match admission.admit(accepted) {
+                Outcome::Admitted(admitted) => handle(admitted),
+                Outcome::BackOff(pause) => hold = Some(Box::pin(pause_for(pause))),
+                Outcome::TurnedAway | Outcome::Skipped | Outcome::NoneQueued => {}
             }
-            gate::reserve_slot(over_limit, slots, &config).await
-        }))
+        }
     }
+}
 
-    /// Ready when accepting may go ahead; `None` on shutdown.
-    fn poll_ticket(&mut self, cx: &mut Context<'_>) -> Poll<Option<()>> {
-        if let Admission::Waiting(waiting) = self {
+/// What the loop does once nothing holds it back.
+enum Go {
+    /// Accept: no pause is on and (wait mode) a slot is held.
+    Accept,
+    /// Stop: the slots' semaphore was closed.
+    Stop,
+}
+
+/// Ready when nothing holds the loop back any more (see [`Go`]). Polls `hold` and, at
+/// the limit, starts a wait for a slot in it.
+fn wait_out<'a, I: Iterator<Item = u64>>(
+    hold: &mut Option<Hold<'a>>,
+    admission: &mut Admission<'a, I>,
+    cx: &mut Context<'_>,
+) -> Poll<Go> {
+    loop {
+        if let Some(waiting) = hold {
             match std::task::ready!(waiting.as_mut().poll(cx)) {
-                Some(reserved) => *self = Admission::Open(reserved),
-                None => return Poll::Ready(None),
+                Resume::Paused => {}
+                Resume::Slot(slot) => admission.hold(slot),
+                Resume::Closed => return Poll::Ready(Go::Stop),
             }
+            *hold = None;
         }
-        Poll::Ready(Some(()))
+        match (admission.reserve(), admission.slots()) {
+            (NextAccept::AtLimit, Some(slots)) => *hold = Some(Box::pin(slot_freed(slots))),
+            _ => return Poll::Ready(Go::Accept),
+        }
     }
+}
 
-    /// The slot reserved for the connection just accepted.
-    fn take_slot(&mut self) -> Option<Slot> {
-        match self {
-            Admission::Open(reserved) => reserved.take(),
-            Admission::Waiting(_) => None,
-        }
+/// A back-off pause.
+async fn pause_for(pause: Duration) -> Resume {
+    tokio::time::sleep(pause).await;
+    Resume::Paused
+}
+
+/// The next free slot of `slots`.
+async fn slot_freed(slots: &Arc<Semaphore>) -> Resume {
+    match Arc::clone(slots).acquire_owned().await {
+        Ok(permit) => Resume::Slot(Slot::from(permit)),
+        Err(_) => Resume::Closed,
     }
 }

@@ -295,7 +295,7 @@ impl Gate {
     /// logged). Its address must pass the rules and its source must be under
     /// `--max-conns-per-source` (with `--proxy-protocol` both wait for the real client's
     /// address: [`GateConfig::admit_late`]), and it needs a slot in `--max-conns`: the one
-    /// reserved before `accept` ([`reserve_slot`], mode wait), or one taken now (mode
+    /// reserved before `accept` ([`super::admission::Admission::reserve`], mode wait), or one taken now (mode
     /// refuse).
     pub(crate) fn let_in(
         &mut self,
@@ -379,20 +379,6 @@ impl Gate {
 /// The semaphore behind `--max-conns`, or `None` without a limit.
 pub(crate) fn slots_for(max_conns: Option<usize>) -> Option<Arc<Semaphore>> {
     max_conns.map(|n| Arc::new(Semaphore::new(n)))
-}
-
-/// Before `accept`: in `--max-conns-mode wait`, waits for a slot (so at the limit the
-/// kernel backlog holds new clients); in `refuse` mode reserves nothing (`Some(None)`), as
-/// [`Gate::let_in`] decides after `accept`. `None`: shutdown came first.
-pub(crate) async fn reserve_slot(
-    over_limit: crate::access::OverLimit,
-    slots: Option<&Arc<Semaphore>>,
-    config: &GateConfig<'_>,
-) -> Option<Option<Slot>> {
-    match over_limit {
-        crate::access::OverLimit::Wait => wait_for_slot(slots, config).await.map(Some),
-        crate::access::OverLimit::Refuse => Some(None),
-    }
 }
 
 /// Waits for a slot, or for shutdown (`None`). Without a limit, never waits.

@@ -636,11 +636,7 @@ async fn cpu_used_while_measuring(
 /// CPU time (user + system) of every thread of this process, from `/proc/self/task`
 /// (empty where that is not available).
 fn thread_cpu_times() -> Vec<(u64, Duration)> {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let Ok(ticks_per_second) = u64::try_from(ticks_per_second) else {
-        return Vec::new();
-    };
+    let ticks_per_second = rustix::param::clock_ticks_per_second();
     if ticks_per_second == 0 {
         return Vec::new();
     }

@@ -5,7 +5,7 @@
 //! nothing stops everyone. Here nothing that serves a client waits for it: a silent, slow
 //! or hostile client costs its own state and nothing else.
 //!
-//! A server runs one of four engines, chosen by its endpoint and [`ServeMode`] (one per
+//! A server runs one of five engines, chosen by its endpoint and [`ServeMode`] (one per
 //! shard; [`Server::run_threads`] runs several shards, each on its own thread):
 //!
 //! * **the fast lane** ([`lane::serve`]): reply, echo and discard on streams with raw
@@ -14,27 +14,30 @@
 //!   no task and no reactor ([`lane`]);
 //! * **a task per connection** ([`tasks::accept_loop`], then [`session::serve_accepted`]
 //!   in each connection's task): every other stream server (line framing, TLS, `--hex`,
-//!   `--proxy-protocol`, `--exec`, `--chat`). The per-message modes run
-//!   [`message_loop`]; exec and chat run in [`crate::behaviour`];
+//!   `--proxy-protocol`, `--exec`, `--chat`, `--perf`). The per-message modes run
+//!   [`message_loop`]; exec and chat run in [`crate::behaviour`], `--perf` in [`perf`];
 //! * **the datagram answer loop** ([`datagram::receive_loop`]): reply, echo and discard on
 //!   datagram endpoints, a thread waiting in `recvmmsg(2)` that answers each sender at
 //!   its own address;
 //! * **a program per datagram** ([`datagram::receive_loop`] with `--exec`): each
-//!   datagram runs the program in a task of its own.
+//!   datagram runs the program in a task of its own;
+//! * **the flow receiver** ([`datagram::receive_loop`] with `--perf`, then
+//!   [`perf_udp::receive_flows`]): a task measuring each UDP sender's flow and reporting
+//!   it back when the flow ends.
 //!
-//! The stream engines share what makes them behave alike: the gate
-//! (`access::gate`: `--allow`/`--deny`, `--max-conns` and its mode), back-off on
-//! `accept` (`transport::Backoff`), the answer to a message and its event ([`answer`]),
-//! and how a connection's end is logged, counted and reported ([`end`]).
+//! The stream engines share what makes them behave alike: one acceptor's admission
+//! rules ([`crate::access::admission`]: the `--max-conns` slot before `accept` in wait
+//! mode, the gate with `--allow`/`--deny` and refuse mode, the count and id, back-off on
+//! resource errors), the answer to a message and its event ([`answer`]), and how a
+//! connection's end is logged, counted and reported ([`end`]).
 //!
-//! The task engine, the relay and the proxy accept through one acceptor
-//! ([`crate::access::acceptor`]: slot, accept, gate, count), each with its own handler
-//! for an admitted connection. The lane accepts in its own loop
-//! (`lane_shard`'s `Acceptor::accept_ready`) for one reason: its thread has no async
-//! runtime. It waits in its own epoll set, where the listener is one more descriptor
-//! beside its connections, so an accepted connection is answered on the spot on that
-//! thread; the acceptor is a future, and driving it there would take a runtime and a
-//! hand-off per connection. Its loop applies the same gate and back-off.
+//! Every accept loop (the lane's, the task engine's, the relay's and the proxy's) admits
+//! through that one [`Admission`](crate::access::admission::Admission) step and differs
+//! only in how it waits. The task engine, the relay and the proxy wait the async way
+//! ([`crate::access::acceptor`]), each with its own handler for an admitted connection.
+//! The lane's thread has no async runtime: it waits in its own epoll set, where the
+//! listener is one more descriptor beside its connections, so an admitted connection is
+//! answered on the spot on that thread.
 //!
 //! Flow: [`Server::bind`] → [`Server::run`] → one engine per shard until the
 //! [`Shutdown`] fires → drain (bounded by [`Limits::grace`]) → [`Summary`].

@@ -12,7 +12,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(5);
 
 /// The pause after resource errors on `accept` (out of descriptors and the like): from
 /// [`MIN_BACKOFF`], doubling up to [`MAX_BACKOFF`], back to the start after a success.
-/// Every accept loop uses it (the lane's, the task engine's, the relay's).
+/// Every accept loop uses it: the server's, the relay's and the proxy's through their
+/// shared admission step (`access::admission`), the `--metrics` endpoint's directly.
 #[derive(Debug)]
 pub struct Backoff(Duration);
 

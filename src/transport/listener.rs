@@ -342,10 +342,14 @@ fn bind_unix(endpoint: &Endpoint, addr: &UnixAddr, opts: &ListenOptions) -> Resu
 mod tests {
     use std::io::Write;
 
-    use super::StreamListener;
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    use super::{StdListener, StreamListener};
     use crate::endpoint::{Endpoint, UnixAddr};
     use crate::error::Error;
     use crate::transport::ListenOptions;
+    use crate::transport::StdStream;
 
     fn endpoint(text: &str) -> Endpoint {
         text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
@@ -404,5 +408,60 @@ mod tests {
         let (_std, guard) = listener.into_std().unwrap_or_else(|e| panic!("{e}"));
         drop(guard);
         assert!(!path.exists(), "the socket file outlived its server");
+    }
+
+    async fn bind(text: &str, opts: &ListenOptions) -> StreamListener {
+        StreamListener::bind(&endpoint(text), opts)
+            .await
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    /// The TCP port `listener` got.
+    fn port(listener: &StreamListener) -> u16 {
+        let local = listener.local_endpoint(&endpoint("tcp://127.0.0.1:0"));
+        local.host_port().map_or(0, |hp| hp.port)
+    }
+
+    #[tokio::test]
+    async fn a_detached_listener_accepts_without_waiting_and_says_when_nothing_is_queued() {
+        let listener = bind("tcp://127.0.0.1:0", &ListenOptions::default()).await;
+        let port = port(&listener);
+        let (detached, guard) = listener.into_std().unwrap_or_else(|e| panic!("{e}"));
+        assert!(guard.is_none(), "a TCP listener has no file to remove");
+        let nothing = detached.accept_now().map(|_| ());
+        assert_eq!(
+            nothing.map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        let _client =
+            std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        let (stream, _) = detached.accept_now().unwrap_or_else(|e| panic!("{e}"));
+        let StdStream::Tcp(stream) = stream else {
+            panic!("a TCP listener accepted a Unix stream");
+        };
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(&mut &stream, &mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "accepted connections are non-blocking"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sibling_with_reuse_port_is_a_socket_of_its_own_on_the_same_port() {
+        let opts = ListenOptions {
+            reuse_port: true,
+            ..ListenOptions::default()
+        };
+        let listener = bind("tcp://127.0.0.1:0", &opts).await;
+        let port = port(&listener);
+        let (first, _) = listener.into_std().unwrap_or_else(|e| panic!("{e}"));
+        let sibling = first.sibling(&opts).unwrap_or_else(|e| panic!("{e}"));
+        let (StdListener::Tcp(a), StdListener::Tcp(b)) = (&first, &sibling) else {
+            panic!("TCP listeners expected");
+        };
+        assert_ne!(a.as_raw_fd(), b.as_raw_fd());
+        let local = b.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(local.port(), port);
     }
 }

@@ -136,28 +136,9 @@ impl Multicast {
 /// `IP_MULTICAST_IF` by interface index (`struct ip_mreqn`), which socket2 sets only by
 /// address.
 fn set_multicast_index_v4(socket: &SockRef<'_>, index: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let request = libc::ip_mreqn {
-        imr_multiaddr: libc::in_addr { s_addr: 0 },
-        imr_address: libc::in_addr { s_addr: 0 },
-        imr_ifindex: i32::try_from(index).unwrap_or(0),
-    };
-    // SAFETY: the fd is open (borrowed by `socket`); `request` is a valid ip_mreqn of the
-    // length passed.
-    let status = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MULTICAST_IF,
-            (&raw const request).cast(),
-            std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
-        )
-    };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let any = Ipv4Addr::UNSPECIFIED;
+    rustix::net::sockopt::set_ip_multicast_if_with_ifindex(&**socket, &any, &any, index)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -104,6 +104,18 @@ fn a_thousand_silent_clients_delay_nobody() {
 
 #[test]
 fn out_of_descriptors_the_server_backs_off_keeps_serving_and_recovers() {
+    out_of_descriptors_backs_off_keeps_serving_and_recovers("line");
+}
+
+/// The same on the fast lane (raw framing), whose accept loop waits in its own epoll set.
+#[test]
+fn out_of_descriptors_the_fast_lane_backs_off_keeps_serving_and_recovers() {
+    out_of_descriptors_backs_off_keeps_serving_and_recovers("raw");
+}
+
+/// Floods a `serve --echo` with `--framing framing` past its descriptor limit: it warns,
+/// pauses accepting without spinning, keeps serving its client, and recovers.
+fn out_of_descriptors_backs_off_keeps_serving_and_recovers(framing: &str) {
     /// Descriptors the server may hold: a few for itself, the rest for clients.
     const LIMIT: u64 = 48;
     /// More clients than that, so `accept` fails with EMFILE.
@@ -113,7 +125,7 @@ fn out_of_descriptors_the_server_backs_off_keeps_serving_and_recovers() {
         "serve",
         "tcp://127.0.0.1:0",
         "--framing",
-        "line",
+        framing,
         "--echo",
         "--idle-timeout",
         "0",
@@ -211,10 +223,15 @@ fn out_of_descriptors_the_metrics_endpoint_backs_off_and_names_itself() {
     /// More clients than that, so every `accept` fails with EMFILE.
     const FLOOD: usize = 80;
     raise_nofile(4096);
+    // Line framing: the connections live in the process's descriptor table, as the
+    // metrics listener does (a fast-lane thread built with `own-table` has a table, and
+    // so a descriptor limit, of its own).
     let mut cmd = sockit_command(&[
         "serve",
         "tcp://127.0.0.1:0",
         "--echo",
+        "--framing",
+        "line",
         "--idle-timeout",
         "0",
         "--backlog",

@@ -431,3 +431,58 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         .keys()
         .find_map(|start| visit(start, graph, &mut Vec::new(), &mut done))
 }
+
+/// The module map in `src/lib.rs` tells the truth: it names every module, and its
+/// layers line lists [`TIERS`], highest first.
+#[test]
+fn the_crate_map_names_every_module_and_the_tiers() {
+    let lib = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub mod ")?.strip_suffix(';'))
+        .collect();
+    for module in &modules {
+        let listed = format!("//! * [`{module}`]");
+        let listed_as_mod = format!("//! * [`{module}`](mod@{module})");
+        assert!(
+            lib.contains(&listed) || lib.contains(&listed_as_mod),
+            "src/lib.rs's map does not list `{module}`"
+        );
+    }
+    let layers_line: String = lib
+        .lines()
+        .skip_while(|line| !line.starts_with("//! `cli` →"))
+        .take_while(|line| line.starts_with("//! ") && !line.trim_end().ends_with("//!"))
+        .map(|line| line.trim_start_matches("//! "))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let named: Vec<Vec<String>> = layers_line
+        .trim_end_matches('.')
+        .split('→')
+        .map(|tier| {
+            let mut names: Vec<String> = tier
+                .split_whitespace()
+                .map(|name| name.trim_matches('`').to_string())
+                .collect();
+            names.sort();
+            names
+        })
+        .collect();
+    let expected: Vec<Vec<String>> = TIERS
+        .iter()
+        .rev()
+        .map(|tier| {
+            let mut names: Vec<String> = tier.iter().map(|name| (*name).to_string()).collect();
+            names.sort();
+            names
+        })
+        .collect();
+    assert_eq!(named, expected, "src/lib.rs's layers line against TIERS");
+    let tiered: BTreeSet<&str> = TIERS.iter().flat_map(|tier| tier.iter().copied()).collect();
+    let declared: BTreeSet<&str> = modules.iter().copied().collect();
+    assert_eq!(
+        tiered, declared,
+        "TIERS against the modules src/lib.rs declares"
+    );
+}

@@ -12,17 +12,17 @@
 //! own, as a process of its own would ([`super::own_table`]): no reference counting per
 //! system call, no table lock shared with the other shards.
 //!
-//! The rules are the accept loop's ([`crate::server::tasks`]) and the lane's: `--max-conns` in
-//! wait mode takes a slot before accepting (at the limit the kernel backlog holds new
-//! clients; a slot freed by another thread is noticed within [`SLOT_RETRY`]), refuse
-//! mode accepts and closes; denied clients are closed at once; resource errors on
-//! `accept` back off; shutdown closes the listener, finishes pending answers within the
-//! grace period, then closes what is left.
+//! Its acceptor admits by the rules every accept loop shares
+//! ([`crate::access::admission`]: slot before `accept` in wait mode, gate, count, back-off
+//! after resource errors) and only waits its own way: the listener is one more
+//! descriptor in the epoll set, and at the `--max-conns` limit (wait mode) a slot freed
+//! by another thread is noticed within [`SLOT_RETRY`]. An admitted connection is answered
+//! on the spot on this thread, then joins the lane. Shutdown closes the listener,
+//! finishes pending answers within the grace period, then closes what is left.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -30,12 +30,11 @@ use mio::{Interest, Waker};
 
 use super::conn_state::{self, FirstTurn};
 use super::fast_lane::{FastLane, LISTENER, WAKER};
-use super::own_table;
-use crate::access::gate::{Gate, Slot};
-use crate::endpoint::PeerAddr;
-use crate::server::{OverLimit, Shared};
+use super::own_table::{CallerCopies, Descriptors, Handover, ThreadBound};
+use crate::access::admission::{Admission, Admitted, NextAccept, Outcome};
+use crate::server::Shared;
 use crate::shutdown::Shutdown;
-use crate::transport::{Backoff, StdListener, StdStream, is_per_connection};
+use crate::transport::StdListener;
 
 /// How soon a shard at the `--max-conns` limit (wait mode) looks for a free slot again.
 const SLOT_RETRY: Duration = Duration::from_millis(5);
@@ -66,10 +65,9 @@ pub(crate) async fn serve(
 pub(crate) struct LaneThread {
     /// Wakes the thread's wait, for shutdown.
     waker: Waker,
-    /// The descriptors the thread took along (see [`handed_over`]).
-    handed: Vec<RawFd>,
-    /// Whether the thread took a descriptor table of its own (its proof, if it did).
-    table: std::sync::mpsc::Receiver<Option<own_table::OwnTable>>,
+    /// The caller's copies of what the thread took along, sent once the thread has a
+    /// descriptor table of its own (`None` if it shares the process's).
+    copies: std::sync::mpsc::Receiver<Option<CallerCopies>>,
     /// The thread, joined once it has drained.
     thread: std::thread::JoinHandle<()>,
 }
@@ -93,9 +91,11 @@ pub(crate) fn start(
             return Ok(None);
         }
     };
-    let handed = handed_over(&listener, &lane);
-    let keep = handed.clone();
-    let (table_tx, table) = std::sync::mpsc::sync_channel(1);
+    let handover = Handover::new(LaneParts {
+        listener: Some(listener),
+        lane,
+    });
+    let (copies_tx, copies) = std::sync::mpsc::sync_channel(1);
     let worker_shared = Arc::clone(shared);
     // A thread of its own rather than the runtime's blocking pool: the thread changes
     // its descriptor table, so it must not go back to a pool that would run other work
@@ -103,14 +103,14 @@ pub(crate) fn start(
     let spawned = std::thread::Builder::new()
         .name("sockit-lane".into())
         .spawn(move || {
-            let _ = table_tx.send(own_table::take_own(&keep));
-            run(listener, lane, &worker_shared, grace);
+            let (parts, caller_copies) = handover.take_own();
+            let _ = copies_tx.send(caller_copies);
+            run(parts, &worker_shared, grace);
         });
     match spawned {
         Ok(thread) => Ok(Some(LaneThread {
             waker,
-            handed,
-            table,
+            copies,
             thread,
         })),
         Err(e) => {
@@ -131,13 +131,12 @@ impl LaneThread {
     pub(crate) async fn finish(self, shutdown: &Shutdown) {
         let LaneThread {
             waker,
-            handed,
-            table,
+            copies,
             thread,
         } = self;
         let mut done = tokio::task::spawn_blocking(move || {
-            if let Ok(Some(taken)) = table.recv() {
-                own_table::close_handed_over(&handed, taken);
+            if let Ok(Some(copies)) = copies.recv() {
+                copies.close();
             }
             // A thread that panicked has ended too.
             let _ = thread.join();
@@ -155,14 +154,22 @@ impl LaneThread {
     }
 }
 
-/// The descriptors the shard's thread takes along (its listener and its epoll set), by
-/// number: the copies left in the caller's table are closed once the thread has a table
-/// of its own, or they would keep the listener open after the thread closed it.
-fn handed_over(listener: &StdListener, lane: &FastLane) -> Vec<RawFd> {
-    use std::os::fd::AsRawFd;
-    let mut fds = vec![listener.as_raw_fd()];
-    fds.extend(lane.descriptors());
-    fds
+/// What a shard's thread serves with: its listener and its lane (the epoll set). Handed
+/// over whole ([`Handover`]), so the descriptors its table keeps, and the caller's
+/// copies it closes, are read from these owners.
+struct LaneParts {
+    /// The listener, until shutdown closes it (before the drain).
+    listener: Option<StdListener>,
+    /// The connections and the epoll set.
+    lane: FastLane,
+}
+
+impl Descriptors for LaneParts {
+    fn descriptors(&self) -> Vec<RawFd> {
+        use std::os::fd::AsRawFd;
+        let listener = self.listener.iter().map(AsRawFd::as_raw_fd);
+        listener.chain(self.lane.descriptors()).collect()
+    }
 }
 
 /// Registers the listener and a waker in the lane's epoll set.
@@ -180,8 +187,12 @@ fn prepare(lane: &FastLane, listener: &StdListener) -> io::Result<Waker> {
 /// asked for, and an early wake stays pending until the first wait): asking the token
 /// takes a lock, which the note's one-shot exchange would otherwise pay twice per
 /// connection.
-fn run(listener: StdListener, mut lane: FastLane, shared: &Arc<Shared>, grace: Duration) {
-    let mut acceptor = Acceptor::new(listener, shared);
+fn run(mut parts: ThreadBound<LaneParts>, shared: &Arc<Shared>, grace: Duration) {
+    let LaneParts { listener, lane } = &mut *parts;
+    let Some(listening) = listener.as_ref() else {
+        return;
+    };
+    let mut acceptor = Acceptor::new(listening, shared, shared.ids.iter());
     loop {
         match lane.turn(acceptor.wake_by()) {
             Ok(woken) => {
@@ -196,12 +207,13 @@ fn run(listener: StdListener, mut lane: FastLane, shared: &Arc<Shared>, grace: D
                 break;
             }
         }
-        acceptor.accept_ready(&mut lane);
+        acceptor.accept_ready(lane);
     }
     // Closing the listener first: new clients are refused while the rest drains (once
     // every thread's copy of it is closed).
-    acceptor.close(&lane);
-    drain(&mut lane, grace);
+    acceptor.stop(lane);
+    *listener = None;
+    drain(lane, grace);
 }
 
 /// After shutdown: pending answers go out within `grace`, then every connection ends.
@@ -225,44 +237,40 @@ fn drain(lane: &mut FastLane, grace: Duration) {
     }
 }
 
-/// What the acceptor holds before `accept` with `--max-conns`.
-enum Reservation {
-    /// Wait mode: a slot, taken for the next client.
-    Reserved(Slot),
-    /// Wait mode at the limit: no slot free, so no `accept` for now.
-    NoneFree,
-    /// No limit, or refuse mode: nothing is taken before `accept`.
-    NotNeeded,
-}
-
-/// The listening side of a lane shard.
-struct Acceptor<'a> {
-    listener: StdListener,
+/// The listening side of a lane shard: the shared admission rules ([`Admission`]) and
+/// this loop's own way of waiting (the listener's edge in the epoll set, a retry time).
+struct Acceptor<'a, I> {
+    listener: &'a StdListener,
     shared: &'a Arc<Shared>,
-    gate: Gate,
-    ids: Box<dyn Iterator<Item = u64> + Send + 'a>,
+    /// Slot, gate, count, ids and back-off: the rules every accept loop applies.
+    admission: Admission<'a, I>,
     /// The accept loop's read buffer, reused for every first message.
     scratch: Vec<u8>,
     /// The listener may have connections queued (its edge came, or a turn stopped early).
     pending: bool,
     /// When to try again after a pause (a resource error, or no free slot).
     retry_at: Option<Instant>,
-    /// The pause after resource errors on `accept`.
-    backoff: Backoff,
 }
 
-impl<'a> Acceptor<'a> {
-    fn new(listener: StdListener, shared: &'a Arc<Shared>) -> Acceptor<'a> {
+impl<'a, I: Iterator<Item = u64>> Acceptor<'a, I> {
+    /// The acceptor of `listener`, admitting by `shared`'s rules and numbering from
+    /// `ids`.
+    fn new(listener: &'a StdListener, shared: &'a Arc<Shared>, ids: I) -> Acceptor<'a, I> {
+        let admission = Admission::new(
+            shared.gate_config(),
+            shared.slots.as_ref(),
+            shared.options.limits.over_limit,
+            &shared.stats.connections,
+            ids,
+        );
         Acceptor {
             listener,
             shared,
-            gate: Gate::default(),
-            ids: Box::new(shared.ids.iter()),
+            admission,
             scratch: Vec::new(),
             // Clients may have queued before the thread started.
             pending: true,
             retry_at: None,
-            backoff: Backoff::default(),
         }
     }
 
@@ -276,8 +284,8 @@ impl<'a> Acceptor<'a> {
         }
     }
 
-    /// Takes the listener out of the epoll set and closes this thread's copy.
-    fn close(self, lane: &FastLane) {
+    /// Takes the listener out of the epoll set (the caller then closes it).
+    fn stop(self, lane: &FastLane) {
         use std::os::fd::AsRawFd;
         let fd = self.listener.as_raw_fd();
         // Closing the descriptor would not remove it while other threads hold copies.
@@ -296,36 +304,20 @@ impl<'a> Acceptor<'a> {
             self.retry_at = None;
         }
         for _ in 0..ACCEPTS_PER_TURN {
-            let reserved = match self.reserve() {
-                Reservation::Reserved(slot) => Some(slot),
-                Reservation::NotNeeded => None,
-                Reservation::NoneFree => {
-                    // At the limit: the backlog holds the clients until a slot frees.
-                    self.retry_at = Some(Instant::now() + SLOT_RETRY);
-                    return;
-                }
-            };
-            match self.listener.accept_now() {
-                Ok((stream, peer)) => {
-                    self.backoff.reset();
-                    let slots = self.shared.slots.as_ref();
-                    if let Some(slot) =
-                        self.gate
-                            .let_in(&peer, reserved, slots, &self.shared.gate_config())
-                    {
-                        self.take(stream, peer, slot, lane);
-                    }
-                    // Otherwise denied, or over the limit in refuse mode: closed at once.
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if self.admission.reserve() == NextAccept::AtLimit {
+                // The backlog holds the clients until a slot frees.
+                self.retry_at = Some(Instant::now() + SLOT_RETRY);
+                return;
+            }
+            match self.admission.admit(self.listener.accept_now()) {
+                Outcome::Admitted(admitted) => self.take(admitted, lane),
+                Outcome::TurnedAway | Outcome::Skipped => {}
+                Outcome::NoneQueued => {
                     self.pending = false;
                     return;
                 }
-                Err(e) if is_per_connection(&e) => {
-                    tracing::debug!("a connection failed before it was accepted: {e}");
-                }
-                Err(e) => {
-                    self.retry_at = Some(Instant::now() + self.backoff.after(&e));
+                Outcome::BackOff(pause) => {
+                    self.retry_at = Some(Instant::now() + pause);
                     return;
                 }
             }
@@ -333,25 +325,16 @@ impl<'a> Acceptor<'a> {
         // More may be queued: the lane's connections get their turn first.
     }
 
-    /// In `--max-conns-mode wait`, a slot taken before `accept`, if one is free;
-    /// otherwise nothing to reserve (the gate judges the client once accepted).
-    fn reserve(&self) -> Reservation {
-        match (&self.shared.slots, self.shared.options.limits.over_limit) {
-            (Some(slots), OverLimit::Wait) => match Arc::clone(slots).try_acquire_owned() {
-                Ok(permit) => Reservation::Reserved(Slot::from(permit)),
-                Err(_) => Reservation::NoneFree,
-            },
-            _ => Reservation::NotNeeded,
-        }
-    }
-
     /// An admitted connection: answered on the spot if its first message is there, then
     /// handed to the lane.
-    fn take(&mut self, stream: StdStream, peer: PeerAddr, slot: Slot, lane: &mut FastLane) {
-        let shared = &**self.shared;
-        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        let id = self.ids.next().unwrap_or_default();
-        match conn_state::serve_now(&stream, &peer, id, shared, &mut self.scratch) {
+    fn take(&mut self, admitted: Admitted, lane: &mut FastLane) {
+        let Admitted {
+            stream,
+            peer,
+            slot,
+            id,
+        } = admitted;
+        match conn_state::serve_now(&stream, &peer, id, self.shared, &mut self.scratch) {
             FirstTurn::Done => {}
             FirstTurn::Continue(state) => lane.adopt(stream, peer, id, slot, state),
         }

@@ -12,8 +12,8 @@
 //! * [`busy_poll`]: `--busy-poll`'s adaptive polling window (shared with the datagram
 //!   answer loop).
 //!
-//! What it shares with the task engine lives elsewhere: the gate and back-off on
-//! `accept` (`access::gate`, `transport::Backoff`), answering a message
+//! What it shares with the task engine lives elsewhere: the admission rules of an
+//! accept loop (`access::admission`: slot, gate, count, back-off), answering a message
 //! ([`super::answer`]) and how a connection ended ([`super::end`]).
 
 pub(super) mod busy_poll;
