@@ -40,8 +40,8 @@ impl Unreachable {
     }
 }
 
-/// Why a client was refused before its tunnel opened; each has one reply (by [`Stage`])
-/// and one log line.
+/// Why a client was refused before its tunnel opened; each has one reply (by the tunnel's
+/// `Stage`) and one log line.
 #[derive(Debug)]
 pub(crate) enum Refusal {
     /// The first byte is neither 0x05, 0x04 nor a letter.

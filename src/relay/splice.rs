@@ -20,6 +20,10 @@
 //! * **Counts.** [`FlowStats::read`] grows on each splice in, [`FlowStats::written`] on
 //!   each splice out; their difference is what the pipes hold now, and
 //!   [`FlowStats::peak_buffered`] the most one pipe ever held.
+//!
+//! [`FlowStats::read`]: super::copy::FlowStats::read
+//! [`FlowStats::written`]: super::copy::FlowStats::written
+//! [`FlowStats::peak_buffered`]: super::copy::FlowStats::peak_buffered
 //! * **Half-close.** When the source ends (splice returns 0) and the pipe is empty, the
 //!   destination's sending side is shut down.
 //! * **Idle tracking.** Every splice that moves bytes touches the [`Activity`].
