@@ -23,7 +23,6 @@ use hdrhistogram::serialization::interval_log::{
 };
 
 use super::histogram::LatencyHistogram;
-use super::report::ReportError;
 use crate::error::{Error, Result};
 
 /// The legend line of HdrHistogram's own writer, which readers skip.
@@ -129,6 +128,11 @@ impl HlogWriter {
     }
 }
 
+/// Why an interval log could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LogError(String);
+
 /// An interval log read back: all its intervals added into one histogram.
 #[derive(Debug, Clone, Default)]
 pub struct IntervalLog {
@@ -148,10 +152,10 @@ impl IntervalLog {
     /// Reads an interval log and adds up its intervals' histograms.
     ///
     /// # Errors
-    /// [`ReportError::Unreadable`] naming the first line that is not part of an interval
+    /// [`LogError`] naming the first line that is not part of an interval
     /// log, the interval whose histogram does not decode, or a text with neither a
     /// header nor an interval.
-    pub fn parse(text: &[u8]) -> std::result::Result<IntervalLog, ReportError> {
+    pub fn parse(text: &[u8]) -> std::result::Result<IntervalLog, LogError> {
         let mut log = IntervalLog::default();
         let mut entries = 0_u64;
         for entry in IntervalLogIterator::new(text) {
@@ -160,7 +164,7 @@ impl IntervalLog {
                 Ok(LogEntry::Interval(interval)) => interval,
                 Ok(LogEntry::StartTime(_) | LogEntry::BaseTime(_)) => continue,
                 Err(LogIteratorError::ParseError { offset }) => {
-                    return Err(ReportError::Unreadable(format!(
+                    return Err(LogError(format!(
                         "not a JSON report, and line {} is not part of an interval log (--hlog)",
                         line_at(text, offset)
                     )));
@@ -169,7 +173,7 @@ impl IntervalLog {
             log.intervals += 1;
             let histogram =
                 LatencyHistogram::decode(interval.encoded_histogram()).map_err(|e| {
-                    ReportError::Unreadable(format!(
+                    LogError(format!(
                         "interval {} of the interval log: {e}",
                         log.intervals
                     ))
@@ -177,7 +181,7 @@ impl IntervalLog {
             log.latency.add(&histogram);
         }
         if entries == 0 {
-            return Err(ReportError::Unreadable(
+            return Err(LogError(
                 "neither a JSON report nor an interval log (no header, no interval)".into(),
             ));
         }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::{self, LatencyHistogram};
-use super::hlog::IntervalLog;
 use super::measure::{FailureCounts, Measured};
 use super::{BenchOptions, Ending, LoadgenCpu, Pattern, RunSpan};
 
@@ -230,16 +229,17 @@ pub struct LatencyMerge {
 }
 
 impl LatencyMerge {
-    /// Adds up the logs.
-    pub fn of_logs(logs: &[IntervalLog]) -> LatencyMerge {
+    /// Adds up the logs, each given as its intervals' summed histogram and how many
+    /// intervals it held.
+    pub fn of_logs(logs: &[(&LatencyHistogram, u64)]) -> LatencyMerge {
         let mut sum = LatencyHistogram::new();
-        for log in logs {
-            sum.add(&log.latency);
+        for (latency, _) in logs {
+            sum.add(latency);
         }
         LatencyMerge {
             format: LATENCY_FORMAT.into(),
             logs: logs.len() as u64,
-            intervals: logs.iter().map(|l| l.intervals).sum(),
+            intervals: logs.iter().map(|(_, intervals)| intervals).sum(),
             latency_us: LatencyFigures::of(&sum),
             histogram: EncodedHistogram::of(&sum),
         }

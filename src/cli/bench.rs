@@ -17,9 +17,7 @@ use crate::bench::hlog::IntervalLog;
 use crate::bench::intervals::LatencyLog;
 use crate::bench::plot::PlotFile;
 use crate::bench::report::{EncodedHistogram, LatencyMerge};
-use crate::bench::{
-    self, BenchOptions, Load, Outcome, Pattern, ProgressDisplay, Report, ReportError,
-};
+use crate::bench::{self, BenchOptions, Load, Outcome, Pattern, ProgressDisplay, Report};
 use crate::error::{Error, Result};
 
 /// A validated `bench` command.
@@ -445,7 +443,7 @@ fn merge(args: MergeArgs) -> Result<()> {
 }
 
 /// A file `bench merge` cannot use, and why.
-fn unusable(path: &Path, error: &ReportError) -> Error {
+fn unusable(path: &Path, error: &impl std::fmt::Display) -> Error {
     Error::BenchReport {
         path: path.display().to_string(),
         reason: error.to_string(),
@@ -455,7 +453,8 @@ fn unusable(path: &Path, error: &ReportError) -> Error {
 /// `bench merge` of interval logs: their histograms added up, the latency printed (and
 /// maybe written as JSON and plotted).
 fn merge_logs(args: &MergeArgs, logs: &[IntervalLog]) -> Result<()> {
-    let merged = LatencyMerge::of_logs(logs);
+    let summed: Vec<_> = logs.iter().map(|l| (&l.latency, l.intervals)).collect();
+    let merged = LatencyMerge::of_logs(&summed);
     if let Some(path) = &args.plot {
         let runs: Vec<_> = args
             .files
