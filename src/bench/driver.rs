@@ -220,12 +220,15 @@ impl From<io::Error> for ReplyFailure {
 }
 
 /// One connection's reply buffer: reused for every reply; bytes received after the end
-/// of a reply (a delimiter or a match) are kept for the next one.
+/// of a reply (a byte count, a delimiter or a match) are kept for the next one.
 #[derive(Debug)]
 struct Reply {
     /// Exact and first-read replies: a fixed buffer. Delimited and matched replies: the
     /// bytes received so far.
     buffer: Vec<u8>,
+    /// Exact replies: bytes read past the end of the last reply, at the front of
+    /// `buffer`: the start of the next one.
+    carried: usize,
 }
 
 impl Reply {
@@ -233,19 +236,21 @@ impl Reply {
     fn new(matcher: &ReplyMatcher, longest: usize) -> Reply {
         let size = match matcher.end {
             ReplyEnd::FirstRead => FIRST_READ_SIZE,
-            ReplyEnd::Bytes(n) => n.max(1),
-            ReplyEnd::SameAsRequest => longest.max(1),
+            // Room past the reply, so that a read that leaves the socket empty shows it.
+            ReplyEnd::Bytes(n) => n.max(FIRST_READ_SIZE),
+            ReplyEnd::SameAsRequest => longest.max(FIRST_READ_SIZE),
             ReplyEnd::Until(_) | ReplyEnd::Match => 0,
         };
         Reply {
             buffer: vec![0; size],
+            carried: 0,
         }
     }
 
     /// Reads one reply to a request of `sent` bytes as `matcher` says, then checks it.
-    async fn read<R: AsyncRead + Unpin>(
+    async fn read(
         &mut self,
-        reader: &mut R,
+        reader: &mut Stream,
         matcher: &ReplyMatcher,
         sent: usize,
     ) -> std::result::Result<(), ReplyFailure> {
@@ -285,22 +290,40 @@ impl Reply {
             }
             _ => Ok(()),
         };
-        if matches!(matcher.end, ReplyEnd::Until(_) | ReplyEnd::Match) {
-            self.buffer.drain(..end);
+        match matcher.end {
+            ReplyEnd::Until(_) | ReplyEnd::Match => drop(self.buffer.drain(..end)),
+            ReplyEnd::Bytes(_) | ReplyEnd::SameAsRequest => {
+                self.buffer.copy_within(end..end + self.carried, 0);
+            }
+            ReplyEnd::FirstRead => {}
         }
         verdict
     }
 
-    /// Reads exactly `n` bytes into the front of the buffer; returns `n`.
-    async fn read_exact<R: AsyncRead + Unpin>(
-        &mut self,
-        reader: &mut R,
-        n: usize,
-    ) -> io::Result<usize> {
+    /// Reads exactly `n` bytes into the front of the buffer (after any carried from the
+    /// last reply); returns `n`. Each read takes as much as the socket holds; bytes past
+    /// `n` are carried to the next reply. A read that leaves the socket empty is noted
+    /// ([`Stream::note_drained`]), so the next reply is awaited without a read that
+    /// would find nothing.
+    async fn read_exact(&mut self, reader: &mut Stream, n: usize) -> io::Result<usize> {
         if self.buffer.len() < n {
             self.buffer.resize(n, 0);
         }
-        reader.read_exact(&mut self.buffer[..n]).await?;
+        let mut filled = std::mem::take(&mut self.carried);
+        let mut drained = false;
+        while filled < n {
+            let room = self.buffer.len() - filled;
+            let got = reader.read(&mut self.buffer[filled..]).await?;
+            if got == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            filled += got;
+            drained = got < room;
+        }
+        if drained {
+            reader.note_drained();
+        }
+        self.carried = filled - n;
         Ok(n)
     }
 
@@ -334,6 +357,7 @@ impl Reply {
 
     /// Forgets bytes kept from a connection that is being dropped.
     fn forget(&mut self, matcher: &ReplyMatcher) {
+        self.carried = 0;
         if matches!(matcher.end, ReplyEnd::Until(_) | ReplyEnd::Match) {
             self.buffer.clear();
         }

@@ -8,6 +8,9 @@
 //! its length in seconds, its slowest latency, and its histogram, compressed (V2 +
 //! DEFLATE, base64). Values are microseconds, as in the JSON report. The lines are written as each interval ends, so the file can be read while a
 //! run goes on.
+//!
+//! [`IntervalLog::parse`] reads such a file back, every interval added up, for
+//! `sockit bench merge`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::serialization::V2DeflateSerializer;
-use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, LogIteratorError,
+};
 
 use super::histogram::LatencyHistogram;
 use crate::error::{Error, Result};
@@ -123,6 +128,73 @@ impl HlogWriter {
     }
 }
 
+/// Why an interval log could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LogError(String);
+
+/// An interval log read back: all its intervals added into one histogram.
+#[derive(Debug, Clone, Default)]
+pub struct IntervalLog {
+    /// How many interval lines the log holds.
+    pub intervals: u64,
+    /// The sum of their histograms.
+    pub latency: LatencyHistogram,
+}
+
+impl IntervalLog {
+    /// Whether a file's text is meant as an interval log rather than a JSON report:
+    /// anything that does not open with `{`.
+    pub fn is_meant(text: &[u8]) -> bool {
+        text.trim_ascii_start().first() != Some(&b'{')
+    }
+
+    /// Reads an interval log and adds up its intervals' histograms.
+    ///
+    /// # Errors
+    /// [`LogError`] naming the first line that is not part of an interval
+    /// log, the interval whose histogram does not decode, or a text with neither a
+    /// header nor an interval.
+    pub fn parse(text: &[u8]) -> std::result::Result<IntervalLog, LogError> {
+        let mut log = IntervalLog::default();
+        let mut entries = 0_u64;
+        for entry in IntervalLogIterator::new(text) {
+            entries += 1;
+            let interval = match entry {
+                Ok(LogEntry::Interval(interval)) => interval,
+                Ok(LogEntry::StartTime(_) | LogEntry::BaseTime(_)) => continue,
+                Err(LogIteratorError::ParseError { offset }) => {
+                    return Err(LogError(format!(
+                        "not a JSON report, and line {} is not part of an interval log (--hlog)",
+                        line_at(text, offset)
+                    )));
+                }
+            };
+            log.intervals += 1;
+            let histogram =
+                LatencyHistogram::decode(interval.encoded_histogram()).map_err(|e| {
+                    LogError(format!(
+                        "interval {} of the interval log: {e}",
+                        log.intervals
+                    ))
+                })?;
+            log.latency.add(&histogram);
+        }
+        if entries == 0 {
+            return Err(LogError(
+                "neither a JSON report nor an interval log (no header, no interval)".into(),
+            ));
+        }
+        Ok(log)
+    }
+}
+
+/// The 1-based line number of a byte offset.
+fn line_at(text: &[u8], offset: usize) -> usize {
+    let before = &text[..offset.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +238,60 @@ mod tests {
             matches!(&error, Some(Error::Usage(m)) if m.starts_with("cannot write --hlog")),
             "{error:?}"
         );
+    }
+
+    /// A log of two intervals, 1500 µs and 20 µs × 2, as the writer makes it.
+    fn two_interval_log() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("run.hlog");
+        let mut log = HlogWriter::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let second = Duration::from_secs(1);
+        log.begin(SystemTime::UNIX_EPOCH, "tcp://127.0.0.1:9", second)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut first = LatencyHistogram::new();
+        first.record(Duration::from_micros(1500));
+        let mut second_one = LatencyHistogram::new();
+        second_one.record(Duration::from_micros(20));
+        second_one.record(Duration::from_micros(20));
+        log.write(&first, Duration::ZERO, second)
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.write(&second_one, second, second)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(log);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_log_reads_back_as_the_sum_of_its_intervals() {
+        let text = two_interval_log();
+        assert!(IntervalLog::is_meant(&text));
+        let log = IntervalLog::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(log.intervals, 2);
+        assert_eq!(log.latency.count(), 3);
+        assert_eq!(log.latency.percentiles().max, Duration::from_micros(1500));
+    }
+
+    #[test]
+    fn a_corrupt_log_names_the_line_or_the_interval() {
+        let mut text = two_interval_log();
+        text.extend_from_slice(b"garbage\n");
+        let lines = text.iter().filter(|&&b| b == b'\n').count();
+        let error = IntervalLog::parse(&text).err().map(|e| e.to_string());
+        assert_eq!(
+            error,
+            Some(format!(
+                "not a JSON report, and line {lines} is not part of an interval log (--hlog)"
+            ))
+        );
+        let broken = b"0.000,1.000,1.000,HISTFAAAAbad\n";
+        let error = IntervalLog::parse(broken).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("interval 1 of the interval log: ")),
+            "{error:?}"
+        );
+        assert!(IntervalLog::parse(b"").is_err());
+        assert!(!IntervalLog::is_meant(b"  {\"format\": 1}"));
     }
 }

@@ -208,6 +208,71 @@ pub struct EncodedHistogram {
     pub data: String,
 }
 
+/// The value of [`LatencyMerge::format`].
+pub const LATENCY_FORMAT: &str = "sockit-bench-latency/1";
+
+/// Interval logs (`--hlog`) merged: the latency of every interval of every log added
+/// up. A log holds no counts or rates besides its histograms, so this is all a merge of
+/// logs can say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyMerge {
+    /// Names this layout.
+    pub format: String,
+    /// How many logs were added up.
+    pub logs: u64,
+    /// How many intervals they held.
+    pub intervals: u64,
+    /// Latency figures of the sum (`count`: the exchanges recorded).
+    pub latency_us: LatencyFigures,
+    /// The summed histogram, as in [`Report::histogram`].
+    pub histogram: EncodedHistogram,
+}
+
+impl LatencyMerge {
+    /// Adds up the logs, each given as its intervals' summed histogram and how many
+    /// intervals it held.
+    pub fn of_logs(logs: &[(&LatencyHistogram, u64)]) -> LatencyMerge {
+        let mut sum = LatencyHistogram::new();
+        for (latency, _) in logs {
+            sum.add(latency);
+        }
+        LatencyMerge {
+            format: LATENCY_FORMAT.into(),
+            logs: logs.len() as u64,
+            intervals: logs.iter().map(|(_, intervals)| intervals).sum(),
+            latency_us: LatencyFigures::of(&sum),
+            histogram: EncodedHistogram::of(&sum),
+        }
+    }
+
+    /// The human table: what was merged, then the latency lines of a report.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, value: String| {
+            let _ = writeln!(out, "{label:<18}{value}");
+        };
+        line(
+            "merged",
+            format!("{} interval logs, {} intervals", self.logs, self.intervals),
+        );
+        line("exchanges", self.latency_us.count.to_string());
+        if self.latency_us.count == 0 {
+            line("latency", "n/a (no exchange recorded)".into());
+        } else {
+            for (label, value) in self.latency_us.rows() {
+                line(label, value);
+            }
+        }
+        out
+    }
+
+    /// As pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // Strings, numbers and plain structs only: it always serializes.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
 /// Why reports could not be merged or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
@@ -260,6 +325,23 @@ impl LatencyFigures {
             mean: p.mean.as_secs_f64() * 1e6,
             stdev: p.stdev.as_secs_f64() * 1e6,
         }
+    }
+
+    /// The table's latency lines: label and value.
+    fn rows(&self) -> [(&'static str, String); 8] {
+        [
+            ("latency min", micros(self.min)),
+            ("latency p50", micros(self.p50)),
+            ("latency p90", micros(self.p90)),
+            ("latency p99", micros(self.p99)),
+            ("latency p99.9", micros(self.p99_9)),
+            ("latency p99.99", micros(self.p99_99)),
+            ("latency max", micros(self.max)),
+            (
+                "latency mean",
+                format!("{} ± {}", micros_f(self.mean), micros_f(self.stdev)),
+            ),
+        ]
     }
 }
 
@@ -609,22 +691,9 @@ impl Report {
         if self.pattern != Pattern::Stream && self.latency_us.count == 0 {
             line("latency", "n/a (no exchange completed)".into());
         } else if self.pattern != Pattern::Stream {
-            let l = &self.latency_us;
-            for (label, value) in [
-                ("latency min", l.min),
-                ("latency p50", l.p50),
-                ("latency p90", l.p90),
-                ("latency p99", l.p99),
-                ("latency p99.9", l.p99_9),
-                ("latency p99.99", l.p99_99),
-                ("latency max", l.max),
-            ] {
-                line(label, micros(value));
+            for (label, value) in self.latency_us.rows() {
+                line(label, value);
             }
-            line(
-                "latency mean",
-                format!("{} ± {}", micros_f(l.mean), micros_f(l.stdev)),
-            );
         }
         let e = &self.errors;
         line(

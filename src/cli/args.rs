@@ -300,6 +300,7 @@ const MERGE_EXAMPLES: &str = "\
 Examples:
   sockit bench merge a.json b.json                 print the combined report
   sockit bench merge host1.json host2.json --json all.json
+  sockit bench merge host1.hlog host2.hlog         latency of interval logs (--hlog)
 
 Throughputs and counts are summed and histograms added (percentiles come from the sum,
 never averaged): for runs taken at the same time against one server from several machines.
@@ -308,7 +309,9 @@ Give every run the same --start-at so they measure the same span (clocks kept by
   for h in load1 load2 load3; do
     ssh $h sockit bench tcp://server:9000 -p echo --start-at $at --json $h.json &
   done; wait                                       then copy the files here and:
-  sockit bench merge load1.json load2.json load3.json";
+  sockit bench merge load1.json load2.json load3.json
+Interval logs (--hlog) merge too: every interval of every log is added into one histogram
+and its percentiles printed (a log holds no counts or rates, so only the latency).";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -1393,7 +1396,8 @@ const THROUGHPUT: &str = "Throughput tests (against serve --perf)";
 /// `sockit bench` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Combine JSON reports of simultaneous runs: throughputs summed, histograms added.
+    /// Combine JSON reports (or interval logs) of simultaneous runs: throughputs summed,
+    /// histograms added.
     #[command(after_help = MERGE_EXAMPLES)]
     Merge(MergeArgs),
 }
@@ -1401,7 +1405,8 @@ pub enum BenchCommand {
 /// `sockit bench merge`.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// Reports written by `sockit bench --json`.
+    /// Reports written by `sockit bench --json`, or interval logs written by `--hlog`
+    /// (all of one kind).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<std::path::PathBuf>,
 

@@ -12,8 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::values::parse_duration;
 use crate::bench::driver::{ReplyEnd, ReplyMatcher};
+use crate::bench::histogram::LatencyHistogram;
+use crate::bench::hlog::IntervalLog;
 use crate::bench::intervals::LatencyLog;
 use crate::bench::plot::PlotFile;
+use crate::bench::report::{EncodedHistogram, LatencyMerge};
 use crate::bench::{self, BenchOptions, Load, Outcome, Pattern, ProgressDisplay, Report};
 use crate::error::{Error, Result};
 
@@ -388,83 +391,134 @@ async fn stop_on_interrupt(mut interrupt: tokio::signal::unix::Signal, stop: Can
     }
 }
 
-/// `sockit bench merge`: read the reports, add them up, print (and maybe write) the sum.
+/// `sockit bench merge`: read the reports (or interval logs), add them up, print (and
+/// maybe write) the sum.
 fn merge(args: MergeArgs) -> Result<()> {
-    let mut reports = Vec::with_capacity(args.files.len());
+    let mut texts = Vec::with_capacity(args.files.len());
     for path in &args.files {
-        reports.push(read_report(path)?);
+        texts.push(read_merge_input(path)?);
+    }
+    let logs_given = texts.iter().filter(|t| IntervalLog::is_meant(t)).count();
+    if logs_given == texts.len() {
+        let mut logs = Vec::with_capacity(texts.len());
+        for (path, text) in args.files.iter().zip(&texts) {
+            logs.push(IntervalLog::parse(text).map_err(|e| unusable(path, &e))?);
+        }
+        return merge_logs(&args, &logs);
+    }
+    if logs_given > 0 {
+        return Err(Error::BenchReport {
+            path: joined(&args.files),
+            reason: "cannot merge JSON reports with interval logs; merge the JSON reports, \
+                     or the interval logs of the same runs"
+                .into(),
+        });
+    }
+    let mut reports = Vec::with_capacity(texts.len());
+    for (path, text) in args.files.iter().zip(&texts) {
+        reports.push(
+            Report::from_json(&String::from_utf8_lossy(text)).map_err(|e| unusable(path, &e))?,
+        );
     }
     let merged = Report::merge(&reports).map_err(|e| Error::BenchReport {
-        path: args
-            .files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        path: joined(&args.files),
         reason: e.to_string(),
     })?;
     if let Some(path) = &args.plot {
-        plot_comparison(path, &args.files, &reports, &merged)?;
+        let mut runs = Vec::with_capacity(reports.len());
+        for (file, report) in args.files.iter().zip(&reports) {
+            runs.push((file.display().to_string(), decode(file, &report.histogram)?));
+        }
+        let title = format!(
+            "sockit bench merge: {} runs of {} against {}",
+            merged.runs, merged.pattern, merged.target
+        );
+        PlotFile::create(path)?.write_comparison(
+            &title,
+            &runs,
+            &decode(path, &merged.histogram)?,
+        )?;
     }
     publish(&merged, args.json.as_deref())
 }
 
-/// `bench merge --plot`: each run's percentile spectrum, named by its file, and the sum's.
-fn plot_comparison(
-    path: &Path,
-    files: &[PathBuf],
-    reports: &[Report],
-    merged: &Report,
-) -> Result<()> {
-    let plot = PlotFile::create(path)?;
-    let decode = |file: &Path, report: &Report| {
-        report.histogram.decode().map_err(|e| Error::BenchReport {
-            path: file.display().to_string(),
-            reason: e.to_string(),
-        })
-    };
-    let mut runs = Vec::with_capacity(reports.len());
-    for (file, report) in files.iter().zip(reports) {
-        runs.push((file.display().to_string(), decode(file, report)?));
+/// A file `bench merge` cannot use, and why.
+fn unusable(path: &Path, error: &impl std::fmt::Display) -> Error {
+    Error::BenchReport {
+        path: path.display().to_string(),
+        reason: error.to_string(),
     }
-    let sum = decode(path, merged)?;
-    let title = format!(
-        "sockit bench merge: {} runs of {} against {}",
-        merged.runs, merged.pattern, merged.target
-    );
-    plot.write_comparison(&title, &runs, &sum)
 }
 
-/// Reads one report file.
-fn read_report(path: &Path) -> Result<Report> {
-    let bad = |reason: String| Error::BenchReport {
+/// `bench merge` of interval logs: their histograms added up, the latency printed (and
+/// maybe written as JSON and plotted).
+fn merge_logs(args: &MergeArgs, logs: &[IntervalLog]) -> Result<()> {
+    let summed: Vec<_> = logs.iter().map(|l| (&l.latency, l.intervals)).collect();
+    let merged = LatencyMerge::of_logs(&summed);
+    if let Some(path) = &args.plot {
+        let runs: Vec<_> = args
+            .files
+            .iter()
+            .zip(logs)
+            .map(|(file, log)| (file.display().to_string(), log.latency.clone()))
+            .collect();
+        let title = format!("sockit bench merge: {} interval logs", merged.logs);
+        PlotFile::create(path)?.write_comparison(
+            &title,
+            &runs,
+            &decode(path, &merged.histogram)?,
+        )?;
+    }
+    publish_text_and_json(&merged.to_text(), &merged.to_json(), args.json.as_deref())
+}
+
+/// The files' names, comma-separated, for an error about all of them.
+fn joined(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Decodes a report's histogram; a failure names the file.
+fn decode(file: &Path, histogram: &EncodedHistogram) -> Result<LatencyHistogram> {
+    histogram.decode().map_err(|e| Error::BenchReport {
+        path: file.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads one file given to `bench merge`: a JSON report or an interval log.
+fn read_merge_input(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::BenchReport {
         path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        bad(format!(
-            "cannot read it ({e}); give a file written by `sockit bench --json`"
-        ))
-    })?;
-    Report::from_json(&text).map_err(|e| bad(e.to_string()))
+        reason: format!(
+            "cannot read it ({e}); give a file written by `sockit bench --json` or `--hlog`"
+        ),
+    })
 }
 
 /// Prints the table (stdout, or stderr when the JSON goes to stdout) and writes the JSON.
 fn publish(report: &Report, json: Option<&Path>) -> Result<()> {
-    let table = report.to_text();
+    publish_text_and_json(&report.to_text(), &report.to_json(), json)
+}
+
+/// Prints `table` (stdout, or stderr when the JSON goes to stdout) and writes `json`.
+fn publish_text_and_json(table: &str, json_text: &str, json: Option<&Path>) -> Result<()> {
     match json {
         Some(path) if path == Path::new("-") => {
             crate::obs::logging::to_stderr(format_args!("{table}"));
-            write_stdout(&format!("{}\n", report.to_json()))
+            write_stdout(&format!("{json_text}\n"))
         }
         Some(path) => {
-            write_stdout(&table)?;
-            std::fs::write(path, format!("{}\n", report.to_json())).map_err(|source| Error::Io {
+            write_stdout(table)?;
+            std::fs::write(path, format!("{json_text}\n")).map_err(|source| Error::Io {
                 doing: format!("writing the JSON report to {}", path.display()),
                 source,
             })
         }
-        None => write_stdout(&table),
+        None => write_stdout(table),
     }
 }
 

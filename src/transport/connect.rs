@@ -143,15 +143,15 @@ async fn connect_once(
             ))),
         }
     };
-    let doing = if options.proxies.is_empty() {
-        format!("connecting to {endpoint}")
-    } else {
-        format!("connecting to {endpoint} through {}", options.proxies)
-    };
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| Error::Timeout {
-            doing,
+            // Built only on a timeout: a connection per exchange allocates nothing here.
+            doing: if options.proxies.is_empty() {
+                format!("connecting to {endpoint}")
+            } else {
+                format!("connecting to {endpoint} through {}", options.proxies)
+            },
             after: timeout,
         })?
 }

@@ -531,12 +531,12 @@ pub(crate) fn tcp_client(
     target: SocketAddr,
     options: &SocketOptions,
 ) -> crate::Result<tokio::net::TcpSocket> {
+    // Non-blocking from the start: no fcntl calls per socket.
     let socket = Socket::new(
         Domain::for_address(target),
-        Type::STREAM,
+        Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )
-    .and_then(|s| s.set_nonblocking(true).map(|()| s))
     .map_err(|e| local_error("a TCP socket".into(), &e, Flag::Other))?;
     options.apply(&SockRef::from(&socket), target, Carrier::Tcp)?;
     Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
@@ -551,12 +551,12 @@ pub(crate) fn udp_client(
     target: SocketAddr,
     options: &SocketOptions,
 ) -> crate::Result<std::net::UdpSocket> {
+    // Non-blocking from the start: no fcntl calls per socket.
     let socket = Socket::new(
         Domain::for_address(target),
-        Type::DGRAM,
+        Type::DGRAM.nonblocking(),
         Some(Protocol::UDP),
     )
-    .and_then(|s| s.set_nonblocking(true).map(|()| s))
     .map_err(|e| local_error("a UDP socket".into(), &e, Flag::Other))?;
     let sockref = SockRef::from(&socket);
     options.apply(&sockref, target, Carrier::Udp)?;

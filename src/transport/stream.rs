@@ -29,6 +29,22 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Tells the runtime that a read has just left nothing in the socket (it returned
+    /// fewer bytes than asked for), so the next read waits for the kernel's next "data
+    /// arrived" event instead of first trying a read that would find nothing: a
+    /// request-reply client saves one system call per exchange. A newer event is never
+    /// lost: the runtime only forgets the readiness it had reported before this call.
+    /// TLS keeps decrypted bytes of its own, so nothing changes there.
+    pub fn note_drained(&self) {
+        let nothing = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        // The closure's WouldBlock is the point (it clears the readiness); no I/O happens.
+        let _ = match self {
+            Stream::Tcp(tcp) => tcp.try_io(tokio::io::Interest::READABLE, nothing),
+            Stream::Unix(unix) => unix.try_io(tokio::io::Interest::READABLE, nothing),
+            Stream::Tls(_) => Ok(()),
+        };
+    }
+
     /// Both ends as a `--pcap` flow (TCP and TLS; a Unix stream has no IP addresses).
     pub fn pcap_flow(&self) -> Option<super::pcap::Flow> {
         let tcp = match self {

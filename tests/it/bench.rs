@@ -571,3 +571,50 @@ fn usage_errors_name_the_fix() {
         assert!(help.contains(needle), "{needle:?} missing from --help");
     }
 }
+
+/// Echo replies that arrive in pieces, or ahead of their request (the server answers the
+/// first message twice, so the stream stays one reply ahead), are each taken as one whole
+/// reply: a reply read together with the start of the next one carries it over.
+#[test]
+fn echo_replies_split_or_ahead_are_counted_whole() {
+    let server = ThreadServer::start(|mut conn| {
+        let _ = conn.set_nodelay(true);
+        let mut request = [0u8; 64];
+        let mut first = true;
+        while conn.read_exact(&mut request).is_ok() {
+            let mut reply = request.to_vec();
+            if first {
+                reply.extend_from_slice(&request);
+                first = false;
+            }
+            let (head, tail) = reply.split_at(10);
+            let sent = conn
+                .write_all(head)
+                .and_then(|()| conn.flush())
+                .and_then(|()| conn.write_all(tail));
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    let dir = scratch();
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "2",
+            "--size",
+            "64",
+            "-d",
+            "500ms",
+            "--warmup",
+            "0",
+        ],
+        &dir.path().join("run.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 10, "{run}");
+    assert_eq!(report.errors.total, 0, "{run}");
+}

@@ -428,3 +428,117 @@ fn ctrl_c_during_the_warm_up_says_measuring_had_not_begun() {
     );
     assert!(!stderr.contains("still waiting"), "{described}");
 }
+
+/// Runs `sockit bench merge ARGS --json -` and parses the JSON it prints.
+fn merge_json(files: &[&str]) -> serde_json::Value {
+    let mut args = vec!["bench", "merge"];
+    args.extend_from_slice(files);
+    args.extend_from_slice(&["--json", "-"]);
+    let output = run_sockit(&args, None);
+    let described = describe(&output);
+    assert_eq!(code(&output), 0, "{described}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}\n{described}"))
+}
+
+/// `bench merge` of two runs' interval logs adds every interval: the count is the two
+/// runs' exchanges, and the percentiles are those of merging the same runs' JSON reports.
+#[test]
+fn merging_interval_logs_gives_the_json_merge_latency() {
+    let server = echo_server();
+    let dir = scratch();
+    let mut jsons = Vec::new();
+    let mut hlogs = Vec::new();
+    let mut exchanges = 0;
+    for name in ["a", "b"] {
+        let hlog = dir
+            .path()
+            .join(format!("{name}.hlog"))
+            .display()
+            .to_string();
+        let json = dir.path().join(format!("{name}.json"));
+        let (status, report, run) = bench(
+            &[
+                &server.endpoint(),
+                "-p",
+                "echo",
+                "-c",
+                "2",
+                "-d",
+                "1200ms",
+                "--warmup",
+                "100ms",
+                "--hlog-interval",
+                "500ms",
+                "--hlog",
+                &hlog,
+            ],
+            &json,
+        );
+        assert_eq!(status, 0, "{run}");
+        assert!(report.exchanges > 0, "{run}");
+        exchanges += report.exchanges;
+        jsons.push(json.display().to_string());
+        hlogs.push(hlog);
+    }
+    let from_logs = merge_json(&[&hlogs[0], &hlogs[1]]);
+    let from_reports = merge_json(&[&jsons[0], &jsons[1]]);
+    let context = format!("{from_logs:#}\n{from_reports:#}");
+    assert_eq!(from_logs["logs"], 2, "{context}");
+    // 1.2 s in intervals of 0.5 s: three per run.
+    assert_eq!(from_logs["intervals"], 6, "{context}");
+    assert_eq!(from_logs["latency_us"]["count"], exchanges, "{context}");
+    assert_eq!(
+        from_logs["latency_us"], from_reports["latency_us"],
+        "{context}"
+    );
+    let table = run_sockit(&["bench", "merge", &hlogs[0], &hlogs[1]], None);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("latency p99"), "{}", describe(&table));
+    assert!(
+        text.contains(&format!("exchanges         {exchanges}\n")),
+        "{}",
+        describe(&table)
+    );
+}
+
+/// A corrupt interval log, or one mixed with JSON reports, is one line and exit 2.
+#[test]
+fn corrupt_interval_log_is_one_line_exit_2() {
+    let dir = scratch();
+    let good = dir.path().join("good.hlog");
+    std::fs::write(
+        &good,
+        "#[StartTime: 1700000000.000 (seconds since epoch)]\n\
+         \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let garbage = dir.path().join("garbage.hlog");
+    std::fs::write(
+        &garbage,
+        "#[StartTime: 1700000000.000]\nnot a histogram line\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bad_data = dir.path().join("bad.hlog");
+    std::fs::write(&bad_data, "0.000,1.000,5.000,HISTFAAAAnot-base64!\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let json = dir.path().join("run.json");
+    std::fs::write(&json, "{\"format\": \"sockit-bench/1\"}").unwrap_or_else(|e| panic!("{e}"));
+    let path = |p: &Path| p.display().to_string();
+    for (files, says) in [
+        (vec![path(&good), path(&garbage)], "line 2 is not part of"),
+        (vec![path(&bad_data)], "interval 1 of the interval log"),
+        (
+            vec![path(&good), path(&json)],
+            "cannot merge JSON reports with",
+        ),
+    ] {
+        let mut args = vec!["bench", "merge"];
+        args.extend(files.iter().map(String::as_str));
+        let output = run_sockit(&args, None);
+        let described = describe(&output);
+        assert_eq!(code(&output), 2, "{described}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{described}");
+        assert!(stderr.contains(says), "{described}");
+    }
+}
