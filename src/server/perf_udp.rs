@@ -19,12 +19,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, AsRawFd};
+
+use socket2::{SockAddr, SockRef};
+
 use super::Shared;
 use crate::bench::flow_stats::FlowStats;
 use crate::bench::wire::{DATAGRAM_HEADER, DatagramHeader, DatagramKind};
-use crate::obs::Stats;
 use crate::obs::throttle::{Admit, LogThrottle};
-use crate::transport::{DatagramSocket, MAX_DATAGRAM, PeerAddr};
+use crate::obs::{Stats, Tally};
+use crate::transport::batch::{self, RecvBatch};
+use crate::transport::{MAX_DATAGRAM, PeerAddr, StdDatagram};
 
 /// Flows measured at once; datagrams of more are dropped.
 pub const MAX_FLOWS: usize = 1024;
@@ -35,8 +40,11 @@ pub const FLOW_IDLE: Duration = Duration::from_secs(10);
 /// How long an ended flow's report stays to answer a repeated end.
 pub const REPORT_KEPT: Duration = Duration::from_secs(10);
 
-/// Datagrams taken per wake-up before the loop looks at its timers again.
-const BATCH: usize = 64;
+/// The receive buffer of a `serve --perf` datagram socket when `--recv-buffer` does
+/// not choose one: room for about 3,000 datagrams of 1,400 bytes (the kernel doubles
+/// it), so a burst the receiver is late for waits in the socket rather than being lost
+/// there; the kernel caps it at `net.core.rmem_max`.
+pub const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// How often idle flows are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -47,8 +55,9 @@ type FlowKey = (PeerAddr, u64);
 /// One flow being measured.
 struct Flow {
     stats: FlowStats,
-    /// When it started, the receiver's clock base for arrival times.
-    started: Instant,
+    /// When it started on the receiver's wall clock (ns since the Unix epoch): the base
+    /// of its arrival times.
+    started_ns: u64,
     /// The last datagram's arrival, for the idle sweep.
     last_seen: Instant,
     /// The counters of the shard that started it, whose `active` it holds.
@@ -79,23 +88,48 @@ enum Answer {
 }
 
 impl FlowTable {
-    /// Takes one datagram from `peer`, arrived at `now`.
-    fn take(&self, datagram: &[u8], peer: &PeerAddr, now: Instant, shared: &Shared) -> Answer {
-        let Some(header) = DatagramHeader::read(datagram) else {
-            return Answer::Nothing;
-        };
-        let key = (peer.clone(), header.flow);
+    /// Takes one received batch, arrived by `now` (the idle sweep's clock); returns the
+    /// reports to send, each with its sender. One lock for the whole batch.
+    fn take_batch(
+        &self,
+        batch: &RecvBatch,
+        now: Instant,
+        tally: &mut Tally,
+        shared: &Shared,
+    ) -> Vec<(Vec<u8>, SockAddr)> {
+        let mut reports = Vec::new();
         let Ok(mut tables) = self.state.lock() else {
-            return Answer::Nothing;
+            return reports;
         };
-        match header.kind {
-            DatagramKind::Data => {
-                tables.record(key, &header, datagram.len(), now, shared);
-                Answer::Nothing
+        for i in 0..batch.len() {
+            let datagram = batch.datagram(i);
+            let Some(header) = DatagramHeader::read(datagram) else {
+                continue;
+            };
+            let sender = batch.sender(i);
+            let peer = sender
+                .as_socket()
+                .map_or_else(|| PeerAddr::Unix(Box::new(sender.clone())), PeerAddr::Ip);
+            let key = (peer, header.flow);
+            match header.kind {
+                DatagramKind::Data => {
+                    let arrival = Arrival {
+                        at_ns: batch.arrival_ns(i).unwrap_or_else(wall_clock_ns),
+                        now,
+                    };
+                    tables.record(key, &header, datagram.len(), arrival, shared);
+                    tally.messages += 1;
+                    tally.bytes_in += datagram.len() as u64;
+                }
+                DatagramKind::End => {
+                    if let Answer::Report(report) = tables.end(key, header.flow, now) {
+                        reports.push((report, sender));
+                    }
+                }
+                DatagramKind::Report => {}
             }
-            DatagramKind::End => tables.end(key, header.flow, now),
-            DatagramKind::Report => Answer::Nothing,
         }
+        reports
     }
 
     /// Forgets flows silent for `idle` and reports kept past [`REPORT_KEPT`].
@@ -131,9 +165,10 @@ impl Tables {
         key: FlowKey,
         header: &DatagramHeader,
         len: usize,
-        now: Instant,
+        arrival: Arrival,
         shared: &Shared,
     ) {
+        let now = arrival.now;
         if !self.live.contains_key(&key) {
             if self.live.len() >= MAX_FLOWS {
                 let throttle = self
@@ -152,14 +187,12 @@ impl Tables {
             let interval_ns = u64::from(header.interval_ms) * 1_000_000;
             // The receiver's clock starts so that the first arrival reads as its send
             // time: transit is then relative, which is all jitter needs.
-            let started = now
-                .checked_sub(Duration::from_nanos(header.sent_ns))
-                .unwrap_or(now);
+            let started_ns = arrival.at_ns.saturating_sub(header.sent_ns);
             self.live.insert(
                 key.clone(),
                 Flow {
                     stats: FlowStats::new(interval_ns),
-                    started,
+                    started_ns,
                     last_seen: now,
                     counters: Arc::clone(&shared.stats),
                 },
@@ -168,16 +201,10 @@ impl Tables {
             shared.stats.active.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(flow) = self.live.get_mut(&key) {
-            let received_ns =
-                u64::try_from(now.duration_since(flow.started).as_nanos()).unwrap_or(u64::MAX);
+            let received_ns = arrival.at_ns.saturating_sub(flow.started_ns);
             flow.stats
                 .record(header.seq, len as u64, header.sent_ns, received_ns);
             flow.last_seen = now;
-            shared.stats.messages.fetch_add(1, Ordering::Relaxed);
-            shared
-                .stats
-                .bytes_in
-                .fetch_add(len as u64, Ordering::Relaxed);
         }
     }
 
@@ -224,57 +251,128 @@ fn report_datagram(flow_id: u64, stats: &FlowStats) -> Vec<u8> {
     }
 }
 
-/// Receives throughput datagrams until shutdown, answering ends with reports.
+/// When a datagram arrived.
+#[derive(Clone, Copy)]
+struct Arrival {
+    /// The kernel's stamp (or the wall clock), ns since the Unix epoch: for jitter.
+    at_ns: u64,
+    /// The batch's monotonic time: for the idle sweep.
+    now: Instant,
+}
+
+/// The wall clock in ns since the Unix epoch, for a datagram the kernel did not stamp.
+fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Receives throughput datagrams until shutdown, answering ends with reports, on a
+/// thread of its own that waits in `recvmmsg(2)` (the reasons are those of the answer
+/// loop in [`super::datagram`]); this task only stops it at shutdown.
+///
+/// The socket is made blocking, which holds for every thread's copy of it: that is safe
+/// because in this mode no thread registers it with a runtime.
 pub(crate) async fn receive_flows(
-    socket: DatagramSocket,
+    socket: StdDatagram,
     flows: &Arc<FlowTable>,
     shared: &Arc<Shared>,
 ) {
-    let mut buffer = vec![0u8; MAX_DATAGRAM + 1];
     let idle = shared
         .options
         .limits
         .idle_timeout
         .map_or(FLOW_IDLE, |limit| limit.min(FLOW_IDLE));
-    let mut sweep = tokio::time::interval(SWEEP_EVERY.min(idle).max(Duration::from_millis(100)));
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shared.shutdown.triggered() => return,
-            _ = sweep.tick() => flows.sweep(Instant::now(), idle),
-            readable = socket.readable() => {
-                if let Err(e) = readable {
-                    tracing::debug!("waiting for datagrams failed: {e}");
-                    continue;
-                }
-                take_queued(&socket, &mut buffer, flows, shared).await;
-            }
+    let prepared = socket.try_clone().and_then(|stopper| {
+        prepare(&socket, idle, shared)?;
+        Ok(stopper)
+    });
+    let stopper = match prepared {
+        Ok(stopper) => stopper,
+        Err(e) => {
+            tracing::error!("cannot set up the throughput receiver: {e}");
+            shared.shutdown.trigger();
+            return;
         }
+    };
+    let worker_flows = Arc::clone(flows);
+    let worker_shared = Arc::clone(shared);
+    let mut worker = tokio::task::spawn_blocking(move || {
+        measure_until_stopped(&socket, &worker_flows, &worker_shared, idle);
+    });
+    let finished = tokio::select! {
+        () = shared.shutdown.triggered() => false,
+        _ = &mut worker => true,
+    };
+    if !finished {
+        stopper.stop_receivers();
+        let _ = worker.await;
     }
 }
 
-/// Takes the datagrams queued on the socket, up to [`BATCH`] of them per wake-up, so a
-/// busy flow costs one trip through the reactor per batch rather than per datagram.
-async fn take_queued(
-    socket: &DatagramSocket,
-    buffer: &mut [u8],
-    flows: &FlowTable,
-    shared: &Shared,
-) {
-    for _ in 0..BATCH {
-        let (n, peer) = match socket.try_recv_from(buffer) {
-            Ok(got) => got,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                tracing::debug!("receiving a datagram failed: {e}");
-                return;
+/// Makes the socket blocking with a receive timeout (so the idle sweep runs when no
+/// datagram comes), asks for arrival stamps, and gives it [`RECEIVE_BUFFER`] unless
+/// `--recv-buffer` chose a size.
+fn prepare(socket: &StdDatagram, idle: Duration, shared: &Shared) -> std::io::Result<()> {
+    socket.set_blocking()?;
+    let sock = SockRef::from(socket);
+    sock.set_read_timeout(Some(sweep_every(idle)))?;
+    if shared.options.listen.accepted.recv_buffer.is_none() {
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = sock.set_recv_buffer_size(RECEIVE_BUFFER);
+    }
+    if let StdDatagram::Udp(_) = socket
+        && let Err(e) = batch::enable_arrival_times(socket.as_fd().as_raw_fd())
+    {
+        tracing::debug!("no arrival stamps from the kernel ({e}); reading the clock instead");
+    }
+    Ok(())
+}
+
+/// How often idle flows are looked for.
+fn sweep_every(idle: Duration) -> Duration {
+    SWEEP_EVERY.min(idle).max(Duration::from_millis(100))
+}
+
+/// The receive loop: take a batch, record it, answer ends, sweep idle flows now and
+/// then, until shutdown.
+fn measure_until_stopped(socket: &StdDatagram, flows: &FlowTable, shared: &Shared, idle: Duration) {
+    let fd = socket.as_fd().as_raw_fd();
+    let mut batch = RecvBatch::new();
+    let mut tally = Tally::default();
+    let every = sweep_every(idle);
+    let mut next_sweep = Instant::now() + every;
+    loop {
+        let received = batch.receive_waiting(fd);
+        if shared.shutdown.is_triggered() {
+            break;
+        }
+        let now = Instant::now();
+        match received {
+            Ok(_) => {
+                for (report, to) in flows.take_batch(&batch, now, &mut tally, shared) {
+                    if let Err(e) = SockRef::from(socket).send_to(&report, &to) {
+                        tracing::info!("cannot send a flow's report to its sender: {e}");
+                    }
+                }
+                shared.stats.absorb(&mut tally);
             }
-        };
-        let answer = flows.take(&buffer[..n], &peer, Instant::now(), shared);
-        if let Answer::Report(report) = answer
-            && let Err(e) = socket.send_to(&report, &peer).await
-        {
-            tracing::info!("cannot send a flow's report to its sender: {e}");
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                tracing::debug!("receiving datagrams failed: {e}");
+                // A lasting failure must not spin.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if now >= next_sweep {
+            flows.sweep(now, idle);
+            next_sweep = now + every;
         }
     }
 }

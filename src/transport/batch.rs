@@ -39,6 +39,9 @@ pub struct RecvBatch {
     controls: Box<[CredControl; BATCH]>,
     /// The credentials each datagram carried, if any.
     creds: [Option<SenderCred>; BATCH],
+    /// When each datagram arrived, ns since the Unix epoch (only on a socket with
+    /// `SO_TIMESTAMPNS`: see [`enable_arrival_times`]).
+    arrivals: [Option<u64>; BATCH],
     /// How many slots the last receive filled.
     count: usize,
 }
@@ -53,6 +56,7 @@ impl RecvBatch {
             lens: [0; BATCH],
             controls: Box::new([CredControl::new(); BATCH]),
             creds: [None; BATCH],
+            arrivals: [None; BATCH],
             count: 0,
         }
     }
@@ -83,6 +87,12 @@ impl RecvBatch {
     /// `SO_PASSCRED`: see [`super::datagram_cred`]).
     pub fn sender_cred(&self, i: usize) -> Option<SenderCred> {
         self.creds[i]
+    }
+
+    /// When datagram `i` arrived, in ns since the Unix epoch, as the kernel stamped it
+    /// (only on a socket made to by [`enable_arrival_times`]).
+    pub fn arrival_ns(&self, i: usize) -> Option<u64> {
+        self.arrivals[i]
     }
 
     /// Waits for a datagram on `fd` (a blocking socket), then takes it and whatever else is
@@ -140,6 +150,7 @@ impl RecvBatch {
             self.lens[i] = header.msg_len as usize;
             self.addr_lens[i] = header.msg_hdr.msg_namelen;
             self.creds[i] = sender_cred(&header.msg_hdr);
+            self.arrivals[i] = arrival_ns(&header.msg_hdr);
         }
         self.count = count;
         Ok(count)
@@ -150,6 +161,54 @@ impl Default for RecvBatch {
     fn default() -> RecvBatch {
         RecvBatch::new()
     }
+}
+
+/// Asks the kernel to stamp every datagram `fd` receives with its arrival time
+/// (`SO_TIMESTAMPNS`), read back with [`RecvBatch::arrival_ns`]: a receiver that takes a
+/// batch at once then knows when each datagram came without reading the clock for each.
+///
+/// # Errors
+/// When the kernel refuses the option.
+pub fn enable_arrival_times(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a live c_int of the size given.
+    let status = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The arrival time in a received message's control data (`SCM_TIMESTAMPNS`), ns since
+/// the Unix epoch.
+fn arrival_ns(header: &libc::msghdr) -> Option<u64> {
+    if header.msg_control.is_null() || header.msg_controllen == 0 {
+        return None;
+    }
+    // SAFETY: `header` came back from recvmmsg with msg_control pointing at a live buffer
+    // of msg_controllen bytes; the CMSG_* macros stay within it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let at: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let seconds = u64::try_from(at.tv_sec).ok()?;
+                let nanos = u64::try_from(at.tv_nsec).ok()?;
+                return seconds.checked_mul(1_000_000_000)?.checked_add(nanos);
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    None
 }
 
 /// Sends `replies` (bytes, destination) on a blocking socket in one system call, at most
@@ -230,6 +289,25 @@ mod tests {
         assert_eq!(&buf[..n], b"one");
         let n = b.recv(&mut buf)?;
         assert_eq!(&buf[..n], b"two");
+        Ok(())
+    }
+
+    #[test]
+    fn arrival_times_come_with_each_datagram_when_asked_for() -> io::Result<()> {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        enable_arrival_times(server.as_raw_fd())?;
+        let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        client.send_to(b"stamped", server.local_addr()?)?;
+        let mut batch = RecvBatch::new();
+        assert_eq!(batch.receive_waiting(server.as_raw_fd())?, 1);
+        let arrival = batch.arrival_ns(0);
+        assert!(
+            arrival.is_some_and(|at| at >= before),
+            "{arrival:?} vs {before}"
+        );
         Ok(())
     }
 

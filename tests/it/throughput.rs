@@ -113,6 +113,61 @@ fn reverse_runs_over_tcp_ipv6_tls_and_unix() {
     reverse_run(&format!("unix:{}", path.display()), &[]);
 }
 
+/// A reverse run with intervals over `endpoint`: the final report carries the sending
+/// side's (the server's) TCP_INFO for each interval.
+fn reverse_run_reports_the_senders_tcp_info(endpoint: &str, client: &[&str]) {
+    let (_server, addr, _) = perf_server(endpoint, &[]);
+    let scheme = endpoint
+        .split_once("://")
+        .map_or("tcp", |(scheme, _)| scheme);
+    let target = format!("{scheme}://{addr}");
+    let mut args = vec![
+        "bench", &target, "-R", "-d", "600ms", "-i", "200ms", "--json", "-",
+    ];
+    args.extend_from_slice(client);
+    let output = run_sockit(&args, None);
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let stream = &final_report(&output.stdout)["streams"][0];
+    assert_eq!(stream["direction"], "down", "{}", describe(&output));
+    let sender = stream["sender_intervals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        sender.len(),
+        3,
+        "one reading per interval: {}",
+        describe(&output)
+    );
+    for interval in &sender {
+        assert!(interval["retransmits"].is_u64(), "{interval}");
+        assert!(u(&interval["cwnd_bytes"]) > 0, "{interval}");
+        assert!(u(&interval["srtt_us"]) > 0, "{interval}");
+    }
+    // The server sent the bytes, so its socket's acknowledged count covers what the
+    // client received in the measured span.
+    let acked = sender.last().map_or(0, |last| u(&last["bytes_acked"]));
+    assert!(acked >= u(&stream["bytes"]), "{acked} acked: {stream}");
+    assert!(stream["retransmits"].is_u64(), "{stream}");
+    assert!(stream["interval_cwnd_bytes"]["max"].is_f64(), "{stream}");
+    // The text report shows them too.
+    let text_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--json" && *a != "-")
+        .collect();
+    let text = run_sockit(&text_args, None);
+    assert_eq!(code(&text), 0, "{}", describe(&text));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("sender interval   3:  retr"), "{stdout}");
+}
+
+#[test]
+fn a_reverse_run_with_intervals_reports_the_servers_tcp_info_over_tcp_and_tls() {
+    reverse_run_reports_the_senders_tcp_info("tcp://127.0.0.1:0", &[]);
+    reverse_run_reports_the_senders_tcp_info("tls://127.0.0.1:0", &["--insecure"]);
+}
+
 #[test]
 fn bidir_measures_both_directions_and_the_latency_probe_reports_percentiles() {
     let (_server, addr, _) = perf_server("tcp://127.0.0.1:0", &[]);
