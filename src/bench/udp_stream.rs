@@ -1,9 +1,11 @@
 //! UDP throughput tests at a set bitrate (iperf3 `-u -b`) against `sockit serve --perf`.
 //!
 //! Each flow is a thread with a connected socket of its own that sends `--size`-byte
-//! datagrams on the [`Pacer`]'s schedule, each stamped with a [`DatagramHeader`] (flow id,
-//! sequence number, send time). It records how far each send landed from its due time;
-//! the report gives the 99th percentile of that error. At the end it sends an `End`
+//! datagrams on the [`Pacer`]'s schedule, in small batches of one `sendmmsg(2)` each
+//! ([`Pacer::batch`]: the datagrams due within 100 µs), each stamped with a
+//! [`DatagramHeader`] (flow id, sequence number, send time: one clock reading per
+//! batch). It records how far each datagram left from its due time; the report gives
+//! the 99th percentile of that error. At the end it sends an `End`
 //! datagram (repeated until answered, a few times at most) and reads back the server's
 //! [`FlowReport`]: loss, duplicates, reordering and jitter, in total and per interval, so
 //! the user sees one report with both sides.

@@ -24,9 +24,13 @@ const SLOT: usize = MAX_DATAGRAM.div_ceil(4096) * 4096;
 
 /// Buffers for one batch of received datagrams and their senders' addresses.
 ///
-/// Plain data only (no pointers), so a task holding it can move between threads; the
-/// kernel's header arrays are built on the stack for each call.
+/// The kernel's header arrays are built once, pointing into the batch's own heap
+/// buffers, so a receive only resets the lengths the kernel writes back.
 pub struct RecvBatch {
+    /// The kernel's headers, one per slot (they point into the boxes below).
+    headers: Box<[libc::mmsghdr; BATCH]>,
+    /// One buffer descriptor per slot.
+    iovecs: Box<[libc::iovec; BATCH]>,
     /// `BATCH` slots of `SLOT` bytes.
     slots: Vec<u8>,
     /// Sender of each datagram.
@@ -49,7 +53,12 @@ pub struct RecvBatch {
 impl RecvBatch {
     /// Empty buffers for one batch.
     pub fn new() -> RecvBatch {
-        RecvBatch {
+        let mut batch = RecvBatch {
+            // SAFETY: iovec and mmsghdr are plain C structs; zeroed is a valid initial
+            // value (null pointers and zero lengths until filled in below).
+            headers: Box::new(unsafe { std::mem::zeroed() }),
+            // SAFETY: as above.
+            iovecs: Box::new(unsafe { std::mem::zeroed() }),
             slots: vec![0; BATCH * SLOT],
             addrs: Box::new(std::array::from_fn(|_| SockAddrStorage::zeroed())),
             addr_lens: [0; BATCH],
@@ -58,7 +67,19 @@ impl RecvBatch {
             creds: [None; BATCH],
             arrivals: [None; BATCH],
             count: 0,
+        };
+        let base = batch.slots.as_mut_ptr();
+        for i in 0..BATCH {
+            // SAFETY: slot i lies within `slots`, which holds BATCH * SLOT bytes.
+            batch.iovecs[i].iov_base = unsafe { base.add(i * SLOT) }.cast();
+            batch.iovecs[i].iov_len = SLOT;
+            let header = &mut batch.headers[i].msg_hdr;
+            header.msg_name = std::ptr::from_mut(&mut batch.addrs[i]).cast();
+            header.msg_iov = &mut batch.iovecs[i];
+            header.msg_iovlen = 1;
+            batch.controls[i].attach(header);
         }
+        batch
     }
 
     /// How many datagrams the last receive returned.
@@ -114,28 +135,19 @@ impl RecvBatch {
     }
 
     fn receive(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
-        // SAFETY: iovec and mmsghdr are plain C structs; zeroed is a valid initial value.
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: likewise for mmsghdr (null pointers and zero lengths until filled in).
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        let base = self.slots.as_mut_ptr();
-        for i in 0..BATCH {
-            // SAFETY: slot i lies within `slots`, which holds BATCH * SLOT bytes.
-            iovecs[i].iov_base = unsafe { base.add(i * SLOT) }.cast();
-            iovecs[i].iov_len = SLOT;
-            let header = &mut headers[i].msg_hdr;
-            header.msg_name = std::ptr::from_mut(&mut self.addrs[i]).cast();
-            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_iov = &mut iovecs[i];
-            header.msg_iovlen = 1;
-            self.controls[i].attach(header);
+        for (header, control) in self.headers.iter_mut().zip(self.controls.iter_mut()) {
+            // The kernel writes back how much of the address and control room it used.
+            header.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            control.attach(&mut header.msg_hdr);
         }
-        // SAFETY: every header points at live buffers owned by `self` or this frame, each
-        // with its true length; the kernel writes at most that much.
+        // SAFETY: every header points at live buffers owned by `self` (heap allocations
+        // that do not move while it lives), each with its true length; the kernel writes
+        // at most that much.
         let received = unsafe {
             libc::recvmmsg(
                 fd,
-                headers.as_mut_ptr(),
+                self.headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 flags,
                 std::ptr::null_mut(),
@@ -146,7 +158,7 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let count = received as usize;
-        for (i, header) in headers[..count].iter().enumerate() {
+        for (i, header) in self.headers[..count].iter().enumerate() {
             self.lens[i] = header.msg_len as usize;
             self.addr_lens[i] = header.msg_hdr.msg_namelen;
             self.creds[i] = sender_cred(&header.msg_hdr);
@@ -156,6 +168,11 @@ impl RecvBatch {
         Ok(count)
     }
 }
+
+// SAFETY: the raw pointers in `headers` and `iovecs` point only into the batch's own
+// heap buffers (`slots`, `addrs`, `controls`, `iovecs`), which move with it and are
+// touched only through `&mut self`: sending the batch to another thread sends all of it.
+unsafe impl Send for RecvBatch {}
 
 impl Default for RecvBatch {
     fn default() -> RecvBatch {
