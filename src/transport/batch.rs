@@ -75,6 +75,7 @@ impl RecvBatch {
             batch.iovecs[i].iov_len = SLOT;
             let header = &mut batch.headers[i].msg_hdr;
             header.msg_name = std::ptr::from_mut(&mut batch.addrs[i]).cast();
+            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_iov = &mut batch.iovecs[i];
             header.msg_iovlen = 1;
             batch.controls[i].attach(header);
@@ -135,8 +136,10 @@ impl RecvBatch {
     }
 
     fn receive(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
-        for (header, control) in self.headers.iter_mut().zip(self.controls.iter_mut()) {
-            // The kernel writes back how much of the address and control room it used.
+        // The kernel wrote back how much of the address and control room it used, in the
+        // headers of the datagrams it returned last time: those get their room back.
+        let used = self.headers.iter_mut().zip(self.controls.iter_mut());
+        for (header, control) in used.take(self.count) {
             header.msg_hdr.msg_namelen =
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             control.attach(&mut header.msg_hdr);
@@ -154,6 +157,7 @@ impl RecvBatch {
             )
         };
         if received < 0 {
+            // A failed receive fills no header.
             self.count = 0;
             return Err(io::Error::last_os_error());
         }
@@ -306,6 +310,23 @@ mod tests {
         assert_eq!(&buf[..n], b"one");
         let n = b.recv(&mut buf)?;
         assert_eq!(&buf[..n], b"two");
+        Ok(())
+    }
+
+    #[test]
+    fn every_receive_of_a_reused_batch_names_the_senders() -> io::Result<()> {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let mut batch = RecvBatch::new();
+        for round in 0..3 {
+            let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            for _ in 0..=round {
+                client.send_to(b"again", server.local_addr()?)?;
+            }
+            assert_eq!(batch.receive_waiting(server.as_raw_fd())?, round + 1);
+            for i in 0..=round {
+                assert_eq!(batch.sender(i).as_socket(), Some(client.local_addr()?));
+            }
+        }
         Ok(())
     }
 
