@@ -111,15 +111,18 @@ impl FlowTable {
         let Ok(mut tables) = self.state.lock() else {
             return reports;
         };
+        // The sender of the datagram before, reused while the senders are the same.
+        let mut peer: Option<PeerAddr> = None;
         for i in 0..batch.len() {
             let datagram = batch.datagram(i);
             let Some(header) = DatagramHeader::read(datagram) else {
                 continue;
             };
-            let sender = batch.sender(i);
-            let peer = sender
-                .as_socket()
-                .map_or_else(|| PeerAddr::Unix(Box::new(sender.clone())), PeerAddr::Ip);
+            let known = i > 0 && batch.same_sender(i, i - 1);
+            let peer = match peer.as_ref().filter(|_| known) {
+                Some(peer) => peer.clone(),
+                None => peer.insert(peer_of(&batch.sender(i))).clone(),
+            };
             let key = (peer, header.flow);
             match header.kind {
                 DatagramKind::Data => {
@@ -133,7 +136,7 @@ impl FlowTable {
                 }
                 DatagramKind::End => {
                     if let Answer::Report(report) = tables.end(key, header.flow, now) {
-                        reports.push((report, sender));
+                        reports.push((report, batch.sender(i)));
                     }
                 }
                 DatagramKind::Report => {}
@@ -212,43 +215,58 @@ impl Tables {
         shared: &Shared,
     ) {
         let now = arrival.now;
-        if self.hot_flow(&key).is_none() {
-            if self.flows() >= MAX_FLOWS {
-                let throttle = self
-                    .full_log
-                    .get_or_insert_with(|| LogThrottle::new(1, Duration::from_secs(10)));
-                let admit = throttle.admit(tokio::time::Instant::from_std(now));
-                if let Admit::Log { .. } = admit {
-                    tracing::warn!(
-                        "dropping datagrams of a new UDP flow: {MAX_FLOWS} flows are being \
-                         measured already{}",
-                        admit.suffix()
-                    );
-                }
-                return;
-            }
-            let interval_ns = u64::from(header.interval_ms) * 1_000_000;
-            // The receiver's clock starts so that the first arrival reads as its send
-            // time: transit is then relative, which is all jitter needs.
-            let started_ns = arrival.at_ns.saturating_sub(header.sent_ns);
-            self.make_hot(
-                key.clone(),
-                Flow {
-                    stats: FlowStats::new(interval_ns),
-                    started_ns,
-                    last_seen: now,
-                    counters: Arc::clone(&shared.stats),
-                },
-            );
-            shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-            shared.stats.active.fetch_add(1, Ordering::Relaxed);
+        if self.hot_flow(&key).is_none() && !self.start(key, header, arrival, shared) {
+            return;
         }
-        if let Some(flow) = self.hot_flow(&key) {
+        // The flow of `key` is the hot one now.
+        if let Some((_, flow)) = self.hot.as_mut() {
             let received_ns = arrival.at_ns.saturating_sub(flow.started_ns);
             flow.stats
                 .record(header.seq, len as u64, header.sent_ns, received_ns);
             flow.last_seen = now;
         }
+    }
+
+    /// Starts measuring the flow of `key` (made the hot one); `false` when the table is
+    /// full.
+    fn start(
+        &mut self,
+        key: FlowKey,
+        header: &DatagramHeader,
+        arrival: Arrival,
+        shared: &Shared,
+    ) -> bool {
+        let now = arrival.now;
+        if self.flows() >= MAX_FLOWS {
+            let throttle = self
+                .full_log
+                .get_or_insert_with(|| LogThrottle::new(1, Duration::from_secs(10)));
+            let admit = throttle.admit(tokio::time::Instant::from_std(now));
+            if let Admit::Log { .. } = admit {
+                tracing::warn!(
+                    "dropping datagrams of a new UDP flow: {MAX_FLOWS} flows are being \
+                     measured already{}",
+                    admit.suffix()
+                );
+            }
+            return false;
+        }
+        let interval_ns = u64::from(header.interval_ms) * 1_000_000;
+        // The receiver's clock starts so that the first arrival reads as its send
+        // time: transit is then relative, which is all jitter needs.
+        let started_ns = arrival.at_ns.saturating_sub(header.sent_ns);
+        self.make_hot(
+            key,
+            Flow {
+                stats: FlowStats::new(interval_ns),
+                started_ns,
+                last_seen: now,
+                counters: Arc::clone(&shared.stats),
+            },
+        );
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     fn end(&mut self, key: FlowKey, flow_id: u64, now: Instant) -> Answer {
@@ -292,6 +310,13 @@ fn report_datagram(flow_id: u64, stats: &FlowStats) -> Vec<u8> {
         let keep = report.intervals.len() / 2;
         report.intervals.truncate(keep);
     }
+}
+
+/// The peer a sender's address names.
+fn peer_of(sender: &SockAddr) -> PeerAddr {
+    sender
+        .as_socket()
+        .map_or_else(|| PeerAddr::Unix(Box::new(sender.clone())), PeerAddr::Ip)
 }
 
 /// When a datagram arrived.

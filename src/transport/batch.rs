@@ -105,6 +105,20 @@ impl RecvBatch {
         unsafe { SockAddr::new(std::ptr::read(&self.addrs[i]), self.addr_lens[i]) }
     }
 
+    /// Whether datagrams `i` and `j` came from the same address (a byte comparison, so a
+    /// receiver can skip decoding an address it has just decoded).
+    pub fn same_sender(&self, i: usize, j: usize) -> bool {
+        self.addr_lens[i] == self.addr_lens[j] && self.address_bytes(i) == self.address_bytes(j)
+    }
+
+    /// The bytes of datagram `i`'s sender address, as the kernel wrote them.
+    fn address_bytes(&self, i: usize) -> &[u8] {
+        let len = (self.addr_lens[i] as usize).min(std::mem::size_of::<SockAddrStorage>());
+        // SAFETY: the storage is plain bytes of at least `size_of::<SockAddrStorage>()`,
+        // and `len` is capped at that.
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(&self.addrs[i]).cast::<u8>(), len) }
+    }
+
     /// The credentials the kernel attached to datagram `i` (only on a Unix socket with
     /// `SO_PASSCRED`: see [`super::datagram_cred`]).
     pub fn sender_cred(&self, i: usize) -> Option<SenderCred> {
@@ -296,6 +310,7 @@ mod tests {
             "a large datagram is not truncated"
         );
         assert_eq!(batch.sender(0).as_socket(), Some(a.local_addr()?));
+        assert!(!batch.same_sender(0, 1), "two senders told apart");
         let to_a = batch.sender(0);
         let to_b = batch.sender(1);
         let replies = [(&b"one"[..], &to_a), (&b"two"[..], &to_b)];
@@ -325,6 +340,7 @@ mod tests {
             assert_eq!(batch.receive_waiting(server.as_raw_fd())?, round + 1);
             for i in 0..=round {
                 assert_eq!(batch.sender(i).as_socket(), Some(client.local_addr()?));
+                assert!(batch.same_sender(i, 0));
             }
         }
         Ok(())

@@ -144,10 +144,22 @@ fn reverse_run_reports_the_senders_tcp_info(endpoint: &str, client: &[&str]) {
         assert!(u(&interval["cwnd_bytes"]) > 0, "{interval}");
         assert!(u(&interval["srtt_us"]) > 0, "{interval}");
     }
-    // The server sent the bytes, so its socket's acknowledged count covers what the
-    // client received in the measured span.
-    let acked = sender.last().map_or(0, |last| u(&last["bytes_acked"]));
-    assert!(acked >= u(&stream["bytes"]), "{acked} acked: {stream}");
+    // The readings are the sending socket's: the bytes the client read in the first two
+    // intervals were read before it asked for the third reading, so that reading's
+    // acknowledged count covers them (a receiving socket's would be a few bytes).
+    let text = String::from_utf8_lossy(&output.stdout);
+    let read_before: u64 = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["type"] == "interval")
+        .take(2)
+        .map(|record| u(&record["streams"][0]["bytes"]))
+        .sum();
+    let acked: Vec<u64> = sender.iter().map(|i| u(&i["bytes_acked"])).collect();
+    assert!(
+        read_before > 0 && acked[2] >= read_before,
+        "{acked:?} vs {read_before}: {stream}"
+    );
     assert!(stream["retransmits"].is_u64(), "{stream}");
     assert!(stream["interval_cwnd_bytes"]["max"].is_f64(), "{stream}");
     // The text report shows them too.
