@@ -235,9 +235,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 /// Reads `TCP_INFO` once for `asks` bytes the client sent (one reading per byte, up to
 /// [`wire::MAX_SENDER_READINGS`]); nothing without a TCP socket.
 fn take_readings(tcp: Option<&OwnedFd>, asks: usize, readings: &mut Vec<TcpInfo>) {
-    let Some(info) = tcp.and_then(|fd| tcp_info::read(fd.as_fd())) else {
-        return;
-    };
     let room = wire::MAX_SENDER_READINGS.saturating_sub(readings.len());
-    readings.extend(std::iter::repeat_n(info, asks.min(room)));
+    if room == 0 {
+        return;
+    }
+    if let Some(info) = tcp.and_then(|fd| tcp_info::read(fd.as_fd())) {
+        readings.extend(std::iter::repeat_n(info, asks.min(room)));
+    }
 }
