@@ -310,6 +310,52 @@ fn a_udp_flow_at_a_bitrate_gets_the_receivers_figures_back() {
     });
 }
 
+/// The receive buffer (`rb` of `ss -uamn`) of the UDP socket bound to `port`, as soon as
+/// it reads `want` (the server sets it when its receive thread starts), or the last
+/// reading after a bounded wait.
+fn udp_receive_buffer(port: &str, want: u64) -> Option<u64> {
+    let mut seen = None;
+    for _ in 0..100 {
+        let output = std::process::Command::new("ss")
+            .args(["-uamnH", &format!("sport = :{port}")])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ss: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout);
+        seen = text.find(",rb").and_then(|at| {
+            let digits: String = text[at + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        });
+        if seen == Some(want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen
+}
+
+#[test]
+fn a_perf_udp_socket_has_a_large_receive_buffer_unless_told_otherwise() {
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    // The kernel doubles what it is asked for, up to twice rmem_max.
+    let want = 2 * (4u64 << 20).min(rmem_max);
+    let (_server, addr, _) = perf_server("udp://127.0.0.1:0", &[]);
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    assert_eq!(
+        udp_receive_buffer(&port, want),
+        Some(want),
+        "rmem_max {rmem_max}"
+    );
+    let (_server, addr, _) = perf_server("udp://127.0.0.1:0", &["--recv-buffer", "65536"]);
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    assert_eq!(udp_receive_buffer(&port, 131_072), Some(131_072));
+}
+
 #[test]
 fn the_pacer_sends_a_thousand_datagrams_at_10_mbits_on_schedule() -> std::io::Result<()> {
     let receiver = UdpSocket::bind("127.0.0.1:0")?;
