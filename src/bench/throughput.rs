@@ -11,7 +11,11 @@
 //! file descriptor, so the data path never stops for a report.
 //!
 //! At the end an `up` connection half-closes and reads the server's count of what
-//! arrived; a `down` connection half-closes, and the server stops sending and closes.
+//! arrived; a `down` connection half-closes, and the server stops sending, sends its
+//! socket's `TCP_INFO` readings (one per interval: the ticker has the connection send a
+//! byte at each interval's end, and the server reads `TCP_INFO` when that byte comes),
+//! and closes. The final report then gives the sender's retransmits, window and RTT for
+//! down streams too.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +39,10 @@ use crate::transport::{ConnectOptions, Stream, connect_stream};
 /// How long the end of a connection may take: the server's count of an `up`
 /// connection, the close of a `down` one.
 const CLOSING_TIME: Duration = Duration::from_secs(5);
+
+/// The longest `sent` line a client takes (the server keeps at most
+/// [`wire::MAX_SENDER_READINGS`] readings, a few hundred bytes each).
+const SENT_LINE_LIMIT: usize = 4 << 20;
 
 /// Time between two latency probes: 100 round trips a second.
 const PROBE_GAP: Duration = Duration::from_millis(10);
@@ -103,6 +111,17 @@ struct Lane {
     last_info: Option<TcpInfo>,
     /// Its interval figures so far.
     intervals: Vec<StreamInterval>,
+    /// Down: how the ticker asks the server for a `TCP_INFO` reading at each interval's
+    /// end.
+    asks: Option<Arc<ReadingAsks>>,
+}
+
+/// A down connection's asks for the server's `TCP_INFO` readings: the ticker counts one
+/// per interval and wakes the connection's task, which sends a byte per ask.
+#[derive(Default)]
+struct ReadingAsks {
+    asked: AtomicU64,
+    wake: tokio::sync::Notify,
 }
 
 /// How a connection's task ended.
@@ -112,6 +131,8 @@ struct LaneEnd {
     server_received: Option<u64>,
     /// The failure that stopped it early.
     error: Option<Error>,
+    /// Down: the server's `TCP_INFO` readings, one per interval.
+    sender_readings: Vec<TcpInfo>,
 }
 
 /// The latency probe's round trips: this interval's and the whole test's.
@@ -171,6 +192,8 @@ pub async fn run(
     let mut tasks = Vec::with_capacity(streams.len());
     for (index, (stream, role)) in streams.into_iter().zip(roles).enumerate() {
         let bytes = Arc::new(AtomicU64::new(0));
+        let asks = (role == StreamRole::Down).then(|| Arc::new(ReadingAsks::default()));
+        let task_asks = asks.clone();
         lanes.push(Lane {
             number: index + 1,
             role,
@@ -179,12 +202,16 @@ pub async fn run(
             last_bytes: 0,
             last_info: None,
             intervals: Vec::new(),
+            asks,
         });
         let chunk = options.chunk;
         let finish = finish.clone();
         tasks.push(tokio::spawn(async move {
             match role {
-                StreamRole::Down => receive(stream, &bytes, &finish, chunk).await,
+                StreamRole::Down => {
+                    let asks = task_asks.unwrap_or_default();
+                    receive(stream, &bytes, &finish, chunk, &asks).await
+                }
                 _ => send(stream, &bytes, &finish, chunk).await,
             }
         }));
@@ -208,6 +235,7 @@ pub async fn run(
     for (lane, task) in lanes.iter().zip(tasks) {
         let lane_end = task.await.unwrap_or_else(|e| LaneEnd {
             server_received: None,
+            sender_readings: Vec::new(),
             error: Some(Error::Io {
                 doing: "running a throughput connection".into(),
                 source: std::io::Error::other(e.to_string()),
@@ -266,12 +294,26 @@ fn summarize(lane: &Lane, ended: &LaneEnd, measured: Duration) -> StreamSummary 
         interval_srtt_us: None,
         interval_rttvar_us: None,
         interval_delivery_rate: None,
+        sender_intervals: sender_intervals(&ended.sender_readings),
         udp: None,
         error: ended.error.as_ref().map(ToString::to_string),
     };
     let intervals: Vec<&StreamInterval> = lane.intervals.iter().collect();
     summary.spread_over(&intervals);
     summary
+}
+
+/// The intervals' `TCP_INFO` figures from readings at each interval's end.
+fn sender_intervals(readings: &[TcpInfo]) -> Vec<TcpInterval> {
+    let mut before = None;
+    readings
+        .iter()
+        .map(|now| {
+            let interval = TcpInterval::between(before, *now);
+            before = Some(now);
+            interval
+        })
+        .collect()
 }
 
 /// A rate from a byte count over a span.
@@ -331,6 +373,10 @@ fn interval_record(
         let now = lane.bytes.load(Ordering::Relaxed);
         let bytes = now.saturating_sub(lane.last_bytes);
         lane.last_bytes = now;
+        if let Some(asks) = &lane.asks {
+            asks.asked.fetch_add(1, Ordering::Relaxed);
+            asks.wake.notify_one();
+        }
         let info = lane
             .socket
             .as_ref()
@@ -367,8 +413,9 @@ fn interval_record(
 }
 
 /// A duplicate of a TCP connection's socket (TLS: the socket under it), so the ticker
-/// reads `TCP_INFO` while the task owns the stream; `None` for Unix sockets.
-fn duplicate_socket(stream: &Stream) -> Option<OwnedFd> {
+/// (or the server's `down` side) reads `TCP_INFO` while the task owns the stream; `None`
+/// for Unix sockets.
+pub(crate) fn duplicate_socket(stream: &Stream) -> Option<OwnedFd> {
     let fd: BorrowedFd<'_> = match stream {
         Stream::Tcp(tcp) => tcp.as_fd(),
         Stream::Tls(tls) => tls.get_ref().0.as_fd(),
@@ -448,27 +495,36 @@ async fn send(
     match tokio::time::timeout(CLOSING_TIME, closing).await {
         Ok(Ok(line)) => LaneEnd {
             server_received: wire::parse_received(&line),
-            error: None,
+            ..LaneEnd::default()
         },
         Ok(Err(e)) => failed(e, "while reading the server's count"),
         Err(_) => LaneEnd::default(),
     }
 }
 
-/// Down: reads until `finish`, then half-closes and lets the server close.
+/// Down: reads until `finish`, sending a byte for each of the ticker's asks (the server
+/// reads its `TCP_INFO` then); then half-closes and reads the server's readings after
+/// the last filler.
 async fn receive(
     mut stream: Stream,
     bytes: &AtomicU64,
     finish: &CancellationToken,
     chunk: usize,
+    asks: &ReadingAsks,
 ) -> LaneEnd {
     let mut buffer = vec![0u8; chunk];
+    let mut answered = 0u64;
     let deadline = finish.cancelled();
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             biased;
             () = &mut deadline => break,
+            () = asks.wake.notified() => {
+                if let Err(e) = ask_for_readings(&mut stream, asks, &mut answered).await {
+                    return failed(e, "while asking for the server's TCP_INFO");
+                }
+            }
             read = stream.read(&mut buffer) => match read {
                 Ok(0) => return failed(std::io::ErrorKind::UnexpectedEof.into(), "while receiving"),
                 Ok(n) => { bytes.fetch_add(n as u64, Ordering::Relaxed); }
@@ -477,20 +533,66 @@ async fn receive(
         }
     }
     let closing = async {
+        ask_for_readings(&mut stream, asks, &mut answered).await?;
         stream.shutdown().await?;
-        while stream.read(&mut buffer).await? > 0 {}
-        std::io::Result::Ok(())
+        read_sent_line(&mut stream, &mut buffer).await
     };
     // What arrives after the end is not counted; a slow close is not a failure.
-    let _ = tokio::time::timeout(CLOSING_TIME, closing).await;
-    LaneEnd::default()
+    let sender_readings = match tokio::time::timeout(CLOSING_TIME, closing).await {
+        Ok(Ok(tail)) => wire::parse_sent(&tail).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    LaneEnd {
+        sender_readings,
+        ..LaneEnd::default()
+    }
+}
+
+/// Sends one byte per ask not yet answered.
+async fn ask_for_readings(
+    stream: &mut Stream,
+    asks: &ReadingAsks,
+    answered: &mut u64,
+) -> std::io::Result<()> {
+    let asked = asks.asked.load(Ordering::Relaxed);
+    while *answered < asked {
+        let n = (asked - *answered).min(64) as usize;
+        stream.write_all(&[b'?'; 64][..n]).await?;
+        *answered += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads to the server's EOF; returns what came from the first newline on (the `sent`
+/// line after the filler), at most [`SENT_LINE_LIMIT`] bytes of it.
+async fn read_sent_line(stream: &mut Stream, buffer: &mut [u8]) -> std::io::Result<Vec<u8>> {
+    let mut tail: Option<Vec<u8>> = None;
+    loop {
+        let n = stream.read(buffer).await?;
+        if n == 0 {
+            return Ok(tail.unwrap_or_default());
+        }
+        let got = &buffer[..n];
+        match &mut tail {
+            Some(tail) => {
+                let room = SENT_LINE_LIMIT.saturating_sub(tail.len());
+                tail.extend_from_slice(&got[..n.min(room)]);
+            }
+            None => {
+                if let Some(at) = memchr::memchr(b'\n', got) {
+                    let rest = &got[at..];
+                    tail = Some(rest[..rest.len().min(SENT_LINE_LIMIT)].to_vec());
+                }
+            }
+        }
+    }
 }
 
 /// A connection that failed mid-test.
 fn failed(source: std::io::Error, during: &str) -> LaneEnd {
     LaneEnd {
-        server_received: None,
         error: Some(Error::exchange(source, "the server", during)),
+        ..LaneEnd::default()
     }
 }
 

@@ -181,6 +181,11 @@ pub struct StreamSummary {
     /// Per interval: the kernel's delivery rate, bytes/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_delivery_rate: Option<Spread>,
+    /// Down streams: the sending socket's `TCP_INFO` per interval, as the server read
+    /// it at each interval's end and sent back at the end of the test (the client's
+    /// socket only receives, so its window and RTT say nothing about this data).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sender_intervals: Vec<TcpInterval>,
     /// UDP: what the sender did and what the receiver saw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp: Option<UdpSummary>,
@@ -190,12 +195,16 @@ pub struct StreamSummary {
 }
 
 impl StreamSummary {
-    /// Fills the per-interval spreads from the stream's interval records.
+    /// Fills the per-interval spreads from the stream's interval records: the `TCP_INFO`
+    /// figures from the sending side's readings (the client's for up streams, the
+    /// server's in [`StreamSummary::sender_intervals`] for down streams).
     pub fn spread_over(&mut self, intervals: &[&StreamInterval]) {
-        let sending = self.direction == StreamRole::Up;
-        let tcp = || intervals.iter().filter(|_| sending).filter_map(|i| i.tcp);
-        self.retransmits = (sending && intervals.iter().any(|i| i.tcp.is_some()))
-            .then(|| tcp().map(|t| t.retransmits).sum());
+        let sender: Vec<TcpInterval> = match self.direction {
+            StreamRole::Up => intervals.iter().filter_map(|i| i.tcp).collect(),
+            _ => self.sender_intervals.clone(),
+        };
+        let tcp = || sender.iter();
+        self.retransmits = (!sender.is_empty()).then(|| tcp().map(|t| t.retransmits).sum());
         self.interval_bits_per_second = Spread::of(intervals.iter().map(|i| i.bits_per_second));
         self.interval_retransmits = Spread::of(tcp().map(|t| t.retransmits as f64));
         self.interval_cwnd_bytes = Spread::of(tcp().map(|t| t.info.cwnd_bytes as f64));
@@ -294,29 +303,10 @@ impl IntervalRecord {
             // A receiving socket's window, RTT and retransmits describe the other
             // direction's ACKs, not this data: shown for sending streams only (they stay
             // in the JSON).
+            // (Down streams: the server's readings come back at the end, in the final
+            // table.)
             if let Some(t) = s.tcp.as_ref().filter(|_| s.direction == StreamRole::Up) {
-                let _ = write!(
-                    out,
-                    "  retr {:>3}  cwnd {:>10}  rtt {:.2}/{:.2} ms",
-                    t.retransmits,
-                    bytes(t.info.cwnd_bytes as f64),
-                    t.info.srtt_us as f64 / 1000.0,
-                    t.info.rttvar_us as f64 / 1000.0
-                );
-                if let Some(r) = t.info.delivery_rate {
-                    let _ = write!(out, "  delivery {}", rate(r as f64 * 8.0));
-                }
-                if let (Some(rw), Some(sb)) = (
-                    t.rwnd_limited_us_in_interval,
-                    t.sndbuf_limited_us_in_interval,
-                ) {
-                    let _ = write!(
-                        out,
-                        "  rwnd-limited {:.0} ms  sndbuf-limited {:.0} ms",
-                        rw as f64 / 1000.0,
-                        sb as f64 / 1000.0
-                    );
-                }
+                out.push_str(&tcp_text(t));
             }
             if let Some(d) = s.datagrams {
                 let _ = write!(out, "  {d} datagrams");
@@ -390,6 +380,9 @@ impl ThroughputReport {
                 let _ = write!(out, "  retr {retransmits}");
             }
             out.push('\n');
+            for (i, t) in s.sender_intervals.iter().enumerate() {
+                let _ = writeln!(out, "      sender interval {:>3}:{}", i + 1, tcp_text(t));
+            }
             if let Some(udp) = &s.udp {
                 out.push_str(&udp_text(udp));
             }
@@ -422,6 +415,35 @@ impl ThroughputReport {
         }
         out
     }
+}
+
+/// An interval's `TCP_INFO` figures as text: retransmits, window, RTT and, where the
+/// kernel has them, delivery rate and limited time.
+fn tcp_text(t: &TcpInterval) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "  retr {:>3}  cwnd {:>10}  rtt {:.2}/{:.2} ms",
+        t.retransmits,
+        bytes(t.info.cwnd_bytes as f64),
+        t.info.srtt_us as f64 / 1000.0,
+        t.info.rttvar_us as f64 / 1000.0
+    );
+    if let Some(r) = t.info.delivery_rate {
+        let _ = write!(out, "  delivery {}", rate(r as f64 * 8.0));
+    }
+    if let (Some(rw), Some(sb)) = (
+        t.rwnd_limited_us_in_interval,
+        t.sndbuf_limited_us_in_interval,
+    ) {
+        let _ = write!(
+            out,
+            "  rwnd-limited {:.0} ms  sndbuf-limited {:.0} ms",
+            rw as f64 / 1000.0,
+            sb as f64 / 1000.0
+        );
+    }
+    out
 }
 
 /// The UDP lines of a stream: sender, receiver, and the receiver's intervals.

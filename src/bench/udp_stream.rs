@@ -1,9 +1,11 @@
 //! UDP throughput tests at a set bitrate (iperf3 `-u -b`) against `sockit serve --perf`.
 //!
 //! Each flow is a thread with a connected socket of its own that sends `--size`-byte
-//! datagrams on the [`Pacer`]'s schedule, each stamped with a [`DatagramHeader`] (flow id,
-//! sequence number, send time). It records how far each send landed from its due time;
-//! the report gives the 99th percentile of that error. At the end it sends an `End`
+//! datagrams on the [`Pacer`]'s schedule, in small batches of one `sendmmsg(2)` each
+//! ([`Pacer::batch`]: the datagrams due within 100 µs), each stamped with a
+//! [`DatagramHeader`] (flow id, sequence number, send time: one clock reading per
+//! batch). It records how far each datagram left from its due time; the report gives
+//! the 99th percentile of that error. At the end it sends an `End`
 //! datagram (repeated until answered, a few times at most) and reads back the server's
 //! [`FlowReport`]: loss, duplicates, reordering and jitter, in total and per interval, so
 //! the user sees one report with both sides.
@@ -16,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::flow_stats::FlowReport;
 use super::histogram::LatencyHistogram;
-use super::pacer::Pacer;
+use super::pacer::{MAX_BATCH, Pacer};
 use super::throughput::bits_per_second;
 use super::throughput_report::{
     IntervalRecord, StreamInterval, StreamSummary, ThroughputReport, UdpSummary,
@@ -24,7 +26,9 @@ use super::throughput_report::{
 use super::wire::{DATAGRAM_HEADER, DatagramHeader, DatagramKind, StreamRole};
 use std::net::SocketAddr;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Result};
@@ -215,6 +219,7 @@ pub fn run_blocking(
             interval_srtt_us: None,
             interval_rttvar_us: None,
             interval_delivery_rate: None,
+            sender_intervals: Vec::new(),
             udp: Some(UdpSummary {
                 sent: ended.sent,
                 pacing_error_p99_us: pacing.p99.as_secs_f64() * 1e6,
@@ -332,6 +337,47 @@ impl BlockingSocket {
         }
     }
 
+    /// Sends `datagrams`, back-to-back datagrams of `size` bytes (at most
+    /// [`MAX_BATCH`]), in one `sendmmsg(2)`; returns how many went.
+    fn send_batch(&self, datagrams: &[u8], size: usize) -> std::io::Result<usize> {
+        let group = match self {
+            BlockingSocket::Group { group, .. } => Some(SockAddr::from(*group)),
+            _ => None,
+        };
+        let fd = match self {
+            BlockingSocket::Udp(s) => s.as_raw_fd(),
+            BlockingSocket::Group { socket, .. } => socket.as_raw_fd(),
+            BlockingSocket::Unix { socket, .. } => socket.as_raw_fd(),
+        };
+        // SAFETY: plain C structs; zeroed is a valid initial value.
+        let mut iovecs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: likewise for mmsghdr (null pointers and zero lengths until filled in).
+        let mut headers: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        let mut count = 0;
+        for (i, datagram) in datagrams.chunks(size).take(MAX_BATCH).enumerate() {
+            iovecs[i].iov_base = datagram.as_ptr().cast_mut().cast();
+            iovecs[i].iov_len = datagram.len();
+            let header = &mut headers[i].msg_hdr;
+            if let Some(to) = &group {
+                header.msg_name = to.as_ptr().cast_mut().cast();
+                header.msg_namelen = to.len();
+            }
+            header.msg_iov = &mut iovecs[i];
+            header.msg_iovlen = 1;
+            count = i + 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        // SAFETY: every header points at live, correctly sized buffers that the kernel
+        // only reads.
+        let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, 0) };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(sent as usize)
+    }
+
     fn recv(&self, buffer: &mut [u8], wait: Duration) -> std::io::Result<usize> {
         match self {
             BlockingSocket::Udp(s) => {
@@ -362,60 +408,34 @@ fn send_flow(
     let interval_ms = options
         .interval
         .map_or(0, |i| u32::try_from(i.as_millis()).unwrap_or(u32::MAX));
-    let pacer = Pacer::new(start, options.bitrate, options.size);
-    let mut datagram = super::filler(options.size).to_vec();
-    let mut pacing = LatencyHistogram::new();
-    let mut sent_per_interval = Vec::new();
-    let mut sent = 0u64;
+    let mut sending = Sending::new(options, start, interval_ms);
     let mut error = None;
-    while let Some(due) = pacer.due(sent).filter(|due| *due < end) {
-        if !wait_unless_stopped(due, stop) {
+    let end_ns = sending.start_ns + u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX);
+    while let Some(first_due) = sending
+        .pacer
+        .due_ns(sending.start_ns, sending.sent)
+        .filter(|due| *due < end_ns)
+    {
+        let count = sending.batch_before(end_ns);
+        // The batch leaves when its middle datagram is due.
+        let middle = sending
+            .pacer
+            .due_ns(sending.start_ns, sending.sent + (count as u64 - 1) / 2)
+            .unwrap_or(first_due);
+        if !wait_unless_stopped(middle, stop) {
             break;
         }
-        let now = Instant::now();
-        let sent_ns = u64::try_from(now.duration_since(start).as_nanos()).unwrap_or(u64::MAX);
-        DatagramHeader {
-            kind: DatagramKind::Data,
-            flow,
-            seq: sent,
-            sent_ns,
-            interval_ms,
-        }
-        .write(&mut datagram);
-        match socket.send(&datagram) {
-            Ok(_) => {}
-            // A full socket buffer (ENOBUFS) drops this datagram: counted as sent and
-            // lost, as the receiver will see it.
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                error = Some(Error::Refused {
+        if let Err(e) = sending.send_batch(socket, flow, count, counters) {
+            error = Some(match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => Error::Refused {
                     endpoint: options.endpoint.clone(),
-                });
-                break;
-            }
-            Err(e) => {
-                error = Some(Error::exchange(
-                    e,
-                    options.endpoint.to_string(),
-                    "while sending datagrams",
-                ));
-                break;
-            }
+                },
+                _ => Error::exchange(e, options.endpoint.to_string(), "while sending datagrams"),
+            });
+            break;
         }
-        pacing.record(now.duration_since(due));
-        if interval_ms > 0 {
-            let index = (sent_ns / (u64::from(interval_ms) * 1_000_000)) as usize;
-            if sent_per_interval.len() <= index {
-                sent_per_interval.resize(index + 1, 0);
-            }
-            sent_per_interval[index] += 1;
-        }
-        sent += 1;
-        counters
-            .bytes
-            .fetch_add(options.size as u64, Ordering::Relaxed);
-        counters.datagrams.fetch_add(1, Ordering::Relaxed);
     }
+    let sent = sending.sent;
     let mut receivers = match error {
         None => ask_for_report(socket, flow, sent),
         Some(_) => Vec::new(),
@@ -432,24 +452,141 @@ fn send_flow(
     let receiver = (!receivers.is_empty()).then(|| receivers.remove(0));
     FlowEnd {
         sent,
-        sent_per_interval,
-        pacing,
+        sent_per_interval: sending.sent_per_interval,
+        pacing: sending.pacing,
         receiver,
         more_receivers: receivers,
         error,
     }
 }
 
-/// Waits for `due` in slices, so a stop (Ctrl-C) is seen within [`STOP_CHECK`] even at
-/// a slow rate; returns `false` when stopped.
-fn wait_unless_stopped(due: Instant, stop: &CancellationToken) -> bool {
-    while due.saturating_duration_since(Instant::now()) > STOP_CHECK {
+/// A sender's state: the schedule, the batch's datagrams and what was sent.
+struct Sending {
+    pacer: Pacer,
+    /// The schedule's start on the monotonic clock, ns.
+    start_ns: u64,
+    /// Room for a batch: [`Pacer::batch`] datagrams of `size` bytes, back to back.
+    datagrams: Vec<u8>,
+    size: usize,
+    interval_ms: u32,
+    pacing: LatencyHistogram,
+    sent_per_interval: Vec<u64>,
+    /// Datagrams sent (and the next one's sequence number).
+    sent: u64,
+}
+
+impl Sending {
+    fn new(options: &UdpStreamOptions, start: Instant, interval_ms: u32) -> Sending {
+        Pacer::tighten_timer_slack();
+        let pacer = Pacer::new(start, options.bitrate, options.size);
+        let one = super::filler(options.size);
+        Sending {
+            pacer,
+            start_ns: pacer.start_ns(),
+            datagrams: one.repeat(pacer.batch()),
+            size: options.size,
+            interval_ms,
+            pacing: LatencyHistogram::new(),
+            sent_per_interval: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// How many of the next batch are due before `end_ns` (at least 1).
+    fn batch_before(&self, end_ns: u64) -> usize {
+        let mut count = self.pacer.batch();
+        while count > 1
+            && self
+                .pacer
+                .due_ns(self.start_ns, self.sent + count as u64 - 1)
+                .is_none_or(|due| due >= end_ns)
+        {
+            count -= 1;
+        }
+        count
+    }
+
+    /// Stamps the next `count` datagrams with one clock reading and sends them in one
+    /// system call; records each one's pacing error.
+    ///
+    /// # Errors
+    /// A send error other than a full buffer (a datagram the kernel drops for want of
+    /// buffer space, ENOBUFS, is counted as sent and lost, as the receiver sees it).
+    fn send_batch(
+        &mut self,
+        socket: &BlockingSocket,
+        flow: u64,
+        count: usize,
+        counters: &FlowCounters,
+    ) -> std::io::Result<()> {
+        let now_ns = super::pacer::monotonic_ns();
+        let sent_ns = now_ns.saturating_sub(self.start_ns);
+        for (j, datagram) in self
+            .datagrams
+            .chunks_exact_mut(self.size)
+            .take(count)
+            .enumerate()
+        {
+            DatagramHeader {
+                kind: DatagramKind::Data,
+                flow,
+                seq: self.sent + j as u64,
+                sent_ns,
+                interval_ms: self.interval_ms,
+            }
+            .write(datagram);
+        }
+        let mut done = 0;
+        while done < count {
+            let batch = &self.datagrams[done * self.size..count * self.size];
+            match socket.send_batch(batch, self.size) {
+                Ok(n) => done += n.max(1),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => done += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        for j in 0..count as u64 {
+            let due = self
+                .pacer
+                .due_ns(self.start_ns, self.sent + j)
+                .unwrap_or(now_ns);
+            self.pacing
+                .record(Duration::from_nanos(now_ns.abs_diff(due)));
+        }
+        if self.interval_ms > 0 {
+            let index = (sent_ns / (u64::from(self.interval_ms) * 1_000_000)) as usize;
+            if self.sent_per_interval.len() <= index {
+                self.sent_per_interval.resize(index + 1, 0);
+            }
+            self.sent_per_interval[index] += count as u64;
+        }
+        self.sent += count as u64;
+        counters
+            .bytes
+            .fetch_add((count * self.size) as u64, Ordering::Relaxed);
+        counters
+            .datagrams
+            .fetch_add(count as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Waits until the monotonic clock reads `due_ns`, in slices at first, so a stop
+/// (Ctrl-C) is seen within [`STOP_CHECK`] even at a slow rate; returns `false` when
+/// stopped.
+fn wait_unless_stopped(due_ns: u64, stop: &CancellationToken) -> bool {
+    let check = STOP_CHECK.as_nanos() as u64;
+    loop {
+        let now = super::pacer::monotonic_ns();
+        if due_ns.saturating_sub(now) <= check {
+            break;
+        }
         if stop.is_cancelled() {
             return false;
         }
         std::thread::sleep(STOP_CHECK);
     }
-    Pacer::wait_until(due);
+    Pacer::sleep_until_ns(due_ns);
     !stop.is_cancelled()
 }
 

@@ -16,7 +16,14 @@
 //! ...data...
 //! up only, after the client's EOF:
 //! server: SOCKIT-PERF/1 received <bytes>\n
+//! down only: each byte the client sends (one per interval) asks the server to read
+//! the sending socket's TCP_INFO then; after the client's EOF the filler stops and
+//! server: \nSOCKIT-PERF/1 sent <JSON array of those readings>\n
 //! ```
+//!
+//! The filler is letters only, so the newline that opens the `sent` line marks where
+//! the filler ends. That line carries the sender's view of a `down` connection
+//! (retransmits, congestion window, RTT), which only the server's socket has.
 //!
 //! A connection that does not open with the greeting is treated as `--discard` treats it
 //! (counted and dropped), so `bench --pattern stream` without throughput flags works
@@ -115,6 +122,30 @@ pub fn parse_received(line: &[u8]) -> Option<u64> {
     let rest = line.strip_prefix(GREETING)?.strip_prefix(b"received ")?;
     let text = std::str::from_utf8(rest).ok()?;
     text.trim_end().parse().ok()
+}
+
+/// The most `TCP_INFO` readings a server keeps for one `down` connection (one per
+/// interval; further asks are ignored).
+pub const MAX_SENDER_READINGS: usize = 4096;
+
+/// The line a server sends after a `down` connection's EOF: a newline (the end of the
+/// filler), then its `TCP_INFO` readings.
+pub fn sent_line(readings: &[TcpInfo]) -> Vec<u8> {
+    let mut line = b"\n".to_vec();
+    line.extend_from_slice(GREETING);
+    line.extend_from_slice(b"sent ");
+    line.extend_from_slice(&serde_json::to_vec(readings).unwrap_or_else(|_| b"[]".to_vec()));
+    line.push(b'\n');
+    line
+}
+
+/// The readings in what followed the filler of a `down` connection (from its newline
+/// on), if it is a `sent` line.
+pub fn parse_sent(tail: &[u8]) -> Option<Vec<TcpInfo>> {
+    let line = tail.strip_prefix(b"\n")?;
+    let rest = line.strip_prefix(GREETING)?.strip_prefix(b"sent ")?;
+    let end = memchr::memchr(b'\n', rest)?;
+    serde_json::from_slice(&rest[..end]).ok()
 }
 
 /// Marks a throughput datagram.
@@ -219,9 +250,25 @@ impl DatagramHeader {
     }
 }
 
+use super::tcp_info::TcpInfo;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_lines_round_trip_and_follow_the_filler() {
+        let readings = [TcpInfo {
+            total_retrans: 4,
+            cwnd_bytes: 65_000,
+            srtt_us: 30,
+            ..TcpInfo::default()
+        }];
+        let line = sent_line(&readings);
+        assert_eq!(parse_sent(&line), Some(readings.to_vec()));
+        assert!(!crate::bench::filler(1000).contains(&b'\n'));
+        assert_eq!(parse_sent(b"\nSOCKIT-PERF/1 received 5\n"), None);
+    }
 
     #[test]
     fn openings_are_told_apart() {

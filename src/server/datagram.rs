@@ -47,13 +47,7 @@ pub(crate) async fn receive_loop(socket: StdDatagram, shared: &Arc<Shared>) {
                 shared.shutdown.trigger();
             }
         },
-        Handler::Perf(flows) => match socket.into_tokio() {
-            Ok(socket) => super::perf_udp::receive_flows(socket, flows, shared).await,
-            Err(e) => {
-                tracing::error!("a server thread cannot register its socket: {e}");
-                shared.shutdown.trigger();
-            }
-        },
+        Handler::Perf(flows) => super::perf_udp::receive_flows(socket, flows, shared).await,
         // `Server::bind` refuses chat on datagram endpoints.
         Handler::Respond | Handler::Chat(_) => respond_loop(socket, shared).await,
     }

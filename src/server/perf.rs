@@ -7,11 +7,13 @@
 //! task, so one server measures any number of test clients at once, each separately, and
 //! a client that vanishes ends only its own connection.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::end::End;
+use crate::bench::tcp_info::{self, TcpInfo};
 use crate::bench::wire::{self, Opening, StreamRole};
 use crate::error::Error;
 use crate::obs::Tally;
@@ -25,8 +27,11 @@ const CHUNK: usize = 128 * 1024;
 const NO_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// Serves one stream connection of `serve --perf`; returns how it ended and its counts.
+/// `tcp` is a copy of the connection's TCP socket (under TLS too), whose `TCP_INFO` a
+/// `down` connection reports back; `None` for Unix sockets.
 pub(crate) async fn serve_stream<S>(
     stream: S,
+    tcp: Option<&OwnedFd>,
     idle: Option<Duration>,
     shutdown: &Shutdown,
 ) -> (End, Tally)
@@ -38,6 +43,7 @@ where
         tally: Tally::default(),
         idle: idle.unwrap_or(NO_IDLE),
         buffer: vec![0; CHUNK],
+        tcp,
     };
     let end = tokio::select! {
         end = session.run() => end,
@@ -47,7 +53,7 @@ where
 }
 
 /// One connection's state.
-struct Session<S> {
+struct Session<'t, S> {
     stream: S,
     /// What was read and written.
     tally: Tally,
@@ -55,9 +61,11 @@ struct Session<S> {
     idle: Duration,
     /// Read buffer, reused.
     buffer: Vec<u8>,
+    /// A copy of the TCP socket, for `TCP_INFO`.
+    tcp: Option<&'t OwnedFd>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Reads the opening, then serves the role it asks for.
     async fn run(&mut self) -> End {
         let mut filled = 0;
@@ -159,18 +167,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         End::PeerClosed
     }
 
-    /// `down`: sends filler until the client half-closes (or goes away).
+    /// `down`: sends filler until the client half-closes (or goes away), reading
+    /// `TCP_INFO` for each byte the client sends; after the EOF, sends those readings.
     async fn send_until_eof(&mut self) -> End {
         let filler = crate::bench::filler(CHUNK);
         let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
         let mut probe = [0u8; 512];
         let idle = self.idle;
         let mut sent = 0u64;
+        let mut readings: Vec<TcpInfo> = Vec::new();
+        let tcp = self.tcp;
         let end = loop {
             tokio::select! {
                 read = reader.read(&mut probe) => match read {
                     Ok(0) => break End::PeerClosed,
-                    Ok(n) => self.tally.bytes_in += n as u64,
+                    Ok(n) => {
+                        self.tally.bytes_in += n as u64;
+                        take_readings(tcp, n, &mut readings);
+                    }
                     Err(e) => break End::Failed(Error::exchange(e, super::THE_CLIENT, "during a throughput test")),
                 },
                 written = tokio::time::timeout(idle, writer.write(&filler)) => match written {
@@ -183,6 +197,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         self.tally.bytes_out += sent;
         if matches!(end, End::PeerClosed) {
+            let line = wire::sent_line(&readings);
+            if let Ok(Ok(())) = tokio::time::timeout(idle, writer.write_all(&line)).await {
+                self.tally.bytes_out += line.len() as u64;
+            }
             let _ = writer.shutdown().await;
         }
         end
@@ -211,5 +229,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(_) => return End::NotReading(self.idle),
             }
         }
+    }
+}
+
+/// Reads `TCP_INFO` once for `asks` bytes the client sent (one reading per byte, up to
+/// [`wire::MAX_SENDER_READINGS`]); nothing without a TCP socket.
+fn take_readings(tcp: Option<&OwnedFd>, asks: usize, readings: &mut Vec<TcpInfo>) {
+    let room = wire::MAX_SENDER_READINGS.saturating_sub(readings.len());
+    if room == 0 {
+        return;
+    }
+    if let Some(info) = tcp.and_then(|fd| tcp_info::read(fd.as_fd())) {
+        readings.extend(std::iter::repeat_n(info, asks.min(room)));
     }
 }

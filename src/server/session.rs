@@ -16,7 +16,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::os::fd::OwnedFd;
 use tokio::io::{AsyncRead, AsyncWrite};
+
 use tracing::Instrument;
 
 use super::end::EndSeverity as Severity;
@@ -55,6 +57,14 @@ pub(crate) async fn serve_accepted(
     slot: Slot,
 ) {
     let passthrough = shared.options.layers.is_passthrough();
+    let tcp = match shared.handler {
+        Handler::Perf(_) => crate::bench::throughput::duplicate_socket(&stream),
+        _ => None,
+    };
+    let origin = Origin {
+        tcp: tcp.as_ref(),
+        ..Origin::default()
+    };
     if passthrough && matches!(shared.handler, Handler::Respond) {
         // The common case, kept lean: the socket itself (no header, no wrapper) and no
         // span (creating one costs more than a hello exchange); the per-message loop
@@ -63,7 +73,7 @@ pub(crate) async fn serve_accepted(
     } else if passthrough {
         let span = connection_span(conn);
         record_socket_peer(&span, false, &socket_peer);
-        handle_connection(stream, &socket_peer, conn, &shared, Origin::default())
+        handle_connection(stream, &socket_peer, conn, &shared, origin)
             .instrument(span)
             .await;
     } else {
@@ -75,7 +85,7 @@ pub(crate) async fn serve_accepted(
             socket_peer,
             conn,
             &shared,
-            span.clone(),
+            (span.clone(), origin.tcp),
         ));
         task.instrument(span).await;
     }
@@ -88,7 +98,7 @@ async fn prepare_and_serve(
     socket_peer: PeerAddr,
     conn: u64,
     shared: &Shared,
-    span: tracing::Span,
+    (span, tcp): (tracing::Span, Option<&OwnedFd>),
 ) {
     let layers = &shared.options.layers;
     let proxied = layers.proxy.is_on();
@@ -126,6 +136,7 @@ async fn prepare_and_serve(
             let origin = Origin {
                 via: proxied.then_some(&socket_peer),
                 certificate: certificate.as_ref(),
+                tcp,
             };
             handle_connection(stream, &peer, conn, shared, origin).await;
         }
@@ -156,6 +167,8 @@ pub(crate) struct Origin<'a> {
     via: Option<&'a PeerAddr>,
     /// With `--client-ca`: the client's verified certificate.
     certificate: Option<&'a ClientIdentity>,
+    /// `serve --perf`: a copy of the TCP socket under the stream, for `TCP_INFO`.
+    tcp: Option<&'a OwnedFd>,
 }
 
 /// Serves one connection with the server's behaviour.
@@ -221,7 +234,7 @@ pub(crate) async fn handle_connection<S>(
             begin(peer, conn, shared);
             let idle = shared.options.limits.idle_timeout;
             let (ended, mut tally) =
-                super::perf::serve_stream(stream, idle, &shared.shutdown).await;
+                super::perf::serve_stream(stream, origin.tcp, idle, &shared.shutdown).await;
             super::end::report_end(&ended, peer, conn, &tally, shared);
             shared.stats.absorb(&mut tally);
             shared.stats.active.fetch_sub(1, Ordering::Relaxed);

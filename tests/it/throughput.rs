@@ -113,6 +113,73 @@ fn reverse_runs_over_tcp_ipv6_tls_and_unix() {
     reverse_run(&format!("unix:{}", path.display()), &[]);
 }
 
+/// A reverse run with intervals over `endpoint`: the final report carries the sending
+/// side's (the server's) TCP_INFO for each interval.
+fn reverse_run_reports_the_senders_tcp_info(endpoint: &str, client: &[&str]) {
+    let (_server, addr, _) = perf_server(endpoint, &[]);
+    let scheme = endpoint
+        .split_once("://")
+        .map_or("tcp", |(scheme, _)| scheme);
+    let target = format!("{scheme}://{addr}");
+    let mut args = vec![
+        "bench", &target, "-R", "-d", "600ms", "-i", "200ms", "--json", "-",
+    ];
+    args.extend_from_slice(client);
+    let output = run_sockit(&args, None);
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let stream = &final_report(&output.stdout)["streams"][0];
+    assert_eq!(stream["direction"], "down", "{}", describe(&output));
+    let sender = stream["sender_intervals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        sender.len(),
+        3,
+        "one reading per interval: {}",
+        describe(&output)
+    );
+    for interval in &sender {
+        assert!(interval["retransmits"].is_u64(), "{interval}");
+        assert!(u(&interval["cwnd_bytes"]) > 0, "{interval}");
+        assert!(u(&interval["srtt_us"]) > 0, "{interval}");
+    }
+    // The readings are the sending socket's: the bytes the client read in the first two
+    // intervals were read before it asked for the third reading, so that reading's
+    // acknowledged count covers them (a receiving socket's would be a few bytes).
+    let text = String::from_utf8_lossy(&output.stdout);
+    let read_before: u64 = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["type"] == "interval")
+        .take(2)
+        .map(|record| u(&record["streams"][0]["bytes"]))
+        .sum();
+    let acked: Vec<u64> = sender.iter().map(|i| u(&i["bytes_acked"])).collect();
+    assert!(
+        read_before > 0 && acked[2] >= read_before,
+        "{acked:?} vs {read_before}: {stream}"
+    );
+    assert!(stream["retransmits"].is_u64(), "{stream}");
+    assert!(stream["interval_cwnd_bytes"]["max"].is_f64(), "{stream}");
+    // The text report shows them too.
+    let text_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--json" && *a != "-")
+        .collect();
+    let text = run_sockit(&text_args, None);
+    assert_eq!(code(&text), 0, "{}", describe(&text));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("sender interval   3:  retr"), "{stdout}");
+}
+
+#[test]
+fn a_reverse_run_with_intervals_reports_the_servers_tcp_info_over_tcp_and_tls() {
+    reverse_run_reports_the_senders_tcp_info("tcp://127.0.0.1:0", &[]);
+    reverse_run_reports_the_senders_tcp_info("tls://127.0.0.1:0", &["--insecure"]);
+}
+
 #[test]
 fn bidir_measures_both_directions_and_the_latency_probe_reports_percentiles() {
     let (_server, addr, _) = perf_server("tcp://127.0.0.1:0", &[]);
@@ -241,6 +308,52 @@ fn a_udp_flow_at_a_bitrate_gets_the_receivers_figures_back() {
         m.count("sockit_connections_active", "udp") == 0
             && m.count("sockit_connections_accepted_total", "udp") == 1
     });
+}
+
+/// The receive buffer (`rb` of `ss -uamn`) of the UDP socket bound to `port`, as soon as
+/// it reads `want` (the server sets it when its receive thread starts), or the last
+/// reading after a bounded wait.
+fn udp_receive_buffer(port: &str, want: u64) -> Option<u64> {
+    let mut seen = None;
+    for _ in 0..100 {
+        let output = std::process::Command::new("ss")
+            .args(["-uamnH", &format!("sport = :{port}")])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ss: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout);
+        seen = text.find(",rb").and_then(|at| {
+            let digits: String = text[at + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        });
+        if seen == Some(want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen
+}
+
+#[test]
+fn a_perf_udp_socket_has_a_large_receive_buffer_unless_told_otherwise() {
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    // The kernel doubles what it is asked for, up to twice rmem_max.
+    let want = 2 * (4u64 << 20).min(rmem_max);
+    let (_server, addr, _) = perf_server("udp://127.0.0.1:0", &[]);
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    assert_eq!(
+        udp_receive_buffer(&port, want),
+        Some(want),
+        "rmem_max {rmem_max}"
+    );
+    let (_server, addr, _) = perf_server("udp://127.0.0.1:0", &["--recv-buffer", "65536"]);
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    assert_eq!(udp_receive_buffer(&port, 131_072), Some(131_072));
 }
 
 #[test]
