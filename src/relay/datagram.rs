@@ -212,9 +212,12 @@ fn record_pcap(
     direction: Direction,
     datagram: &[u8],
 ) {
-    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) =
-        (&shared.options.layers.pcap, listener.local_ip(), peer)
-    {
+    // The listener's address is asked for only when there is a capture: it costs a
+    // system call per datagram.
+    let Some(pcap) = &shared.options.layers.pcap else {
+        return;
+    };
+    if let (Some(local), PeerAddr::Ip(peer)) = (listener.local_ip(), peer) {
         pcap.datagram(local, *peer, direction, datagram);
     }
 }

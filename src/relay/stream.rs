@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Shared;
 use super::copy::{Counters, pipe_both_ways};
+use super::watch::work_or_watch;
 use crate::access::acceptor::{Acceptor, Admitted};
 use crate::error::Error;
 use crate::idle::Activity;
@@ -159,7 +160,11 @@ async fn relay(
     delivered: &Delivered,
 ) -> End {
     let options = &shared.options;
-    let local = destination.or_else(|| local_address(&accepted));
+    // Only a PROXY header sent to the target names it (and asking costs a system call).
+    let local = match options.send_proxy {
+        Some(_) => destination.or_else(|| local_address(&accepted)),
+        None => None,
+    };
     let client = match options.layers.wrap_accepted(accepted, peer, conn).await {
         Ok(client) => client,
         Err(e) => return End::Handshake(e),
@@ -186,15 +191,18 @@ async fn relay(
     };
     let activity = Activity::new();
     let copying = copy_both_ways(client, target, shared, delivered, &activity);
-    tokio::select! {
-        result = copying => match result {
-            Ok(()) => End::Closed,
-            Err(e) => End::Failed(Error::exchange(e, peer.to_string(), "while relaying")),
-        },
-        () = activity.quiet_for(options.idle_timeout) => {
-            End::Idle(options.idle_timeout.unwrap_or_default())
+    let watching = async {
+        tokio::select! {
+            () = activity.quiet_for(options.idle_timeout) => {
+                End::Idle(options.idle_timeout.unwrap_or_default())
+            }
+            () = shared.grace_expired() => End::Shutdown,
         }
-        () = shared.grace_expired() => End::Shutdown,
+    };
+    match work_or_watch(copying, watching).await {
+        Ok(Ok(())) => End::Closed,
+        Ok(Err(e)) => End::Failed(Error::exchange(e, peer.to_string(), "while relaying")),
+        Err(end) => end,
     }
 }
 
