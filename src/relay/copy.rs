@@ -191,7 +191,9 @@ impl<'a> Leg<'a> {
                     .totals
                     .written
                     .fetch_add(n as u64, Ordering::Release);
-                self.counters.delivered.fetch_add(n as u64, Ordering::Relaxed);
+                self.counters
+                    .delivered
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 let written = written + n;
                 if written < self.buf.len() {
                     self.step = Step::Writing { written };

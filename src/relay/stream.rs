@@ -9,6 +9,7 @@
 //! connection ends.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -172,14 +173,17 @@ async fn relay(
     if let Some(identity) = ClientIdentity::of(client.get_ref()) {
         announce_client_certificate(&identity, peer, conn, &shared.events);
     }
-    let client = match client.with_capture(options.capture.as_ref(), conn, &peer.to_string()) {
-        Ok(client) => client,
-        Err(source) => {
-            return End::Failed(Error::Io {
-                doing: format!("creating the capture files of {peer}"),
-                source,
-            });
-        }
+    let client = match &options.capture {
+        None => client,
+        Some(capture) => match client.with_capture(Some(capture), conn, &peer.to_string()) {
+            Ok(client) => client,
+            Err(source) => {
+                return End::Failed(Error::Io {
+                    doing: format!("creating the capture files of {peer}"),
+                    source,
+                });
+            }
+        },
     };
     let connecting = connect_target(options, peer, local);
     let target = tokio::select! {
@@ -199,7 +203,7 @@ async fn relay(
             () = shared.grace_expired() => End::Shutdown,
         }
     };
-    match work_or_watch(copying, watching).await {
+    match work_or_watch(pin!(copying), pin!(watching)).await {
         Ok(Ok(())) => End::Closed,
         Ok(Err(e)) => End::Failed(Error::exchange(e, peer.to_string(), "while relaying")),
         Err(end) => end,

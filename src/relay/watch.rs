@@ -7,7 +7,7 @@
 //! makes a message cost the copy alone.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -36,7 +36,13 @@ impl Wake for WatchersWaker {
 
 /// Runs `work` until it completes (`Ok`) or until `watch` does first (`Err`); `watch`
 /// is polled once at the start and then only when it has been woken.
-pub(crate) async fn work_or_watch<W, G>(work: W, watch: G) -> Result<W::Output, G::Output>
+///
+/// Both are taken pinned where the caller holds them, so a large `work` (a connection's
+/// whole copy) is not moved into a second future.
+pub(crate) async fn work_or_watch<W, G>(
+    mut work: Pin<&mut W>,
+    mut watch: Pin<&mut G>,
+) -> Result<W::Output, G::Output>
 where
     W: Future,
     G: Future,
@@ -46,8 +52,6 @@ where
         task: AtomicWaker::new(),
     });
     let watchers_waker = Waker::from(Arc::clone(&watchers));
-    let mut work = pin!(work);
-    let mut watch = pin!(watch);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(done) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(done));
@@ -69,13 +73,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::pin;
     use std::time::Duration;
 
     #[tokio::test]
     async fn the_watcher_ends_work_that_never_completes() {
         let ended = work_or_watch(
-            std::future::pending::<()>(),
-            tokio::time::sleep(Duration::from_millis(10)),
+            pin!(std::future::pending::<()>()),
+            pin!(tokio::time::sleep(Duration::from_millis(10))),
         )
         .await;
         assert!(ended.is_err(), "the watcher's wake-up was lost");
@@ -89,7 +94,7 @@ mod tests {
             tokio::task::yield_now().await;
             let _ = tx.send(7);
         });
-        let ended = work_or_watch(work, std::future::pending::<()>()).await;
+        let ended = work_or_watch(pin!(work), pin!(std::future::pending::<()>())).await;
         assert_eq!(ended, Ok(7));
         let _ = sending.await;
     }

@@ -143,15 +143,18 @@ async fn connect_once(
             ))),
         }
     };
-    let doing = if options.proxies.is_empty() {
-        format!("connecting to {endpoint}")
-    } else {
-        format!("connecting to {endpoint} through {}", options.proxies)
+    // Put in words only when it is needed: formatting costs more than a loopback connect.
+    let doing = || {
+        if options.proxies.is_empty() {
+            format!("connecting to {endpoint}")
+        } else {
+            format!("connecting to {endpoint} through {}", options.proxies)
+        }
     };
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| Error::Timeout {
-            doing,
+            doing: doing(),
             after: timeout,
         })?
 }
