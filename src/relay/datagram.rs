@@ -19,12 +19,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::watch::Watchers;
 use super::{FlowStats, RelayOptions, Shared};
 use crate::access::gate::Gate;
 use crate::access::{PerSourceLimit, source_of};
@@ -156,12 +158,22 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let mut opener = Opener::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut gate = Gate::default();
+    let gate_config = shared.gate_config();
+    // Registered once, and polled only when it fires, not again for every datagram.
+    let shutdown = pin!(shared.shutdown.triggered());
+    let mut stopping = Watchers::new(shutdown);
     loop {
-        let Some((len, peer)) = gate
-            .next_admitted(&socket, &mut buf, &shared.gate_config())
-            .await
-        else {
-            break;
+        let received = match stopping.run(pin!(socket.recv_from(&mut buf))).await {
+            Ok(received) => received,
+            Err(()) => break,
+        };
+        let (len, peer) = match received {
+            Ok((len, peer)) if gate.admit(&peer, "datagram", &gate_config) => (len, peer),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!("receive failed: {e}");
+                continue;
+            }
         };
         let datagram = &buf[..len];
         if let Some(hex) = &shared.options.layers.hex {
@@ -336,16 +348,24 @@ async fn carry_replies(
         .unwrap_or(RelayOptions::DEFAULT_SESSION_IDLE);
     let peer_text = peer.to_string();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let reason = loop {
-        let received = tokio::select! {
-            received = session.target.recv(&mut buf) => received,
+    // Registered once for the session's life, and polled only when one of them fires,
+    // not again for every reply.
+    let watching = pin!(async {
+        tokio::select! {
             () = session.activity.quiet_for(Some(idle)) => {
-                break format!("idle for {}", humantime::format_duration(idle));
+                format!("idle for {}", humantime::format_duration(idle))
             }
             () = session.evicted.notified() => {
-                break "evicted, idle longest, to make room for a new client".to_string();
+                "evicted, idle longest, to make room for a new client".to_string()
             }
-            () = shared.shutdown.triggered() => break "relay shutting down".to_string(),
+            () = shared.shutdown.triggered() => "relay shutting down".to_string(),
+        }
+    });
+    let mut watchers = Watchers::new(watching);
+    let reason = loop {
+        let received = match watchers.run(pin!(session.target.recv(&mut buf))).await {
+            Ok(received) => received,
+            Err(reason) => break reason,
         };
         let len = match received {
             Ok(len) => len,

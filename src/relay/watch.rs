@@ -19,7 +19,7 @@ use futures_util::task::AtomicWaker;
 struct WatchersWaker {
     /// Set by a wake-up of the watchers, cleared when they are polled.
     woken: AtomicBool,
-    /// The task running [`work_or_watch`].
+    /// The task running the work.
     task: AtomicWaker,
 }
 
@@ -34,40 +34,70 @@ impl Wake for WatchersWaker {
     }
 }
 
+/// Watchers that several pieces of work in turn are raced against (a datagram session
+/// receives one reply after another under the same idle timer and shutdown signal); the
+/// watchers stay registered between them.
+pub(crate) struct Watchers<'a, G: Future> {
+    /// What is watched for, pinned where the caller holds it.
+    watch: Pin<&'a mut G>,
+    /// Whether the watchers were woken, and the task to wake.
+    flag: Arc<WatchersWaker>,
+    /// The waker the watchers are polled with: `flag`'s.
+    waker: Waker,
+}
+
+impl<'a, G: Future> Watchers<'a, G> {
+    /// Watchers over `watch`, polled at the first [`Watchers::run`].
+    pub(crate) fn new(watch: Pin<&'a mut G>) -> Watchers<'a, G> {
+        let flag = Arc::new(WatchersWaker {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = Waker::from(Arc::clone(&flag));
+        Watchers { watch, flag, waker }
+    }
+
+    /// Runs `work` until it completes (`Ok`) or until the watchers do first (`Err`; do
+    /// not run anything under them after that). The watchers are polled only when they
+    /// have been woken.
+    pub(crate) async fn run<W: Future>(
+        &mut self,
+        mut work: Pin<&mut W>,
+    ) -> Result<W::Output, G::Output> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            // Registered before the flag is read, so a wake-up between the two is not lost.
+            self.flag.task.register(cx.waker());
+            if self.flag.woken.swap(false, Ordering::AcqRel)
+                && let Poll::Ready(seen) = self
+                    .watch
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&self.waker))
+            {
+                return Poll::Ready(Err(seen));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Runs `work` until it completes (`Ok`) or until `watch` does first (`Err`); `watch`
 /// is polled once at the start and then only when it has been woken.
 ///
 /// Both are taken pinned where the caller holds them, so a large `work` (a connection's
 /// whole copy) is not moved into a second future.
 pub(crate) async fn work_or_watch<W, G>(
-    mut work: Pin<&mut W>,
-    mut watch: Pin<&mut G>,
+    work: Pin<&mut W>,
+    watch: Pin<&mut G>,
 ) -> Result<W::Output, G::Output>
 where
     W: Future,
     G: Future,
 {
-    let watchers = Arc::new(WatchersWaker {
-        woken: AtomicBool::new(true),
-        task: AtomicWaker::new(),
-    });
-    let watchers_waker = Waker::from(Arc::clone(&watchers));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(done) = work.as_mut().poll(cx) {
-            return Poll::Ready(Ok(done));
-        }
-        // Registered before the flag is read, so a wake-up between the two is not lost.
-        watchers.task.register(cx.waker());
-        if watchers.woken.swap(false, Ordering::AcqRel)
-            && let Poll::Ready(seen) = watch
-                .as_mut()
-                .poll(&mut Context::from_waker(&watchers_waker))
-        {
-            return Poll::Ready(Err(seen));
-        }
-        Poll::Pending
-    })
-    .await
+    Watchers::new(watch).run(work).await
 }
 
 #[cfg(test)]
