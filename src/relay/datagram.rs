@@ -163,7 +163,7 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let shutdown = pin!(shared.shutdown.triggered());
     let mut stopping = Watchers::new(shutdown);
     loop {
-        let received = match stopping.run(pin!(socket.recv_from(&mut buf))).await {
+        let received = match stopping.run(pin!(fast::recv_from(&socket, &mut buf))).await {
             Ok(received) => received,
             Err(()) => break,
         };
@@ -195,7 +195,7 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
             },
         };
         session.activity.touch();
-        match session.target.send(datagram).await {
+        match fast::send(&session.target, datagram).await {
             Ok(_) => {
                 count_forwarded(&shared.stats.to_target, len);
                 session.to_target.fetch_add(len as u64, Ordering::Relaxed);
@@ -363,7 +363,10 @@ async fn carry_replies(
     });
     let mut watchers = Watchers::new(watching);
     let reason = loop {
-        let received = match watchers.run(pin!(session.target.recv(&mut buf))).await {
+        let received = match watchers
+            .run(pin!(fast::recv(&session.target, &mut buf)))
+            .await
+        {
             Ok(received) => received,
             Err(reason) => break reason,
         };
@@ -379,7 +382,7 @@ async fn carry_replies(
         if let Some(hex) = &shared.options.layers.hex {
             hex.datagram(Direction::Sent, &peer_text, &buf[..len]);
         }
-        if let Err(e) = listener.send_to(&buf[..len], &peer).await {
+        if let Err(e) = fast::send_to(&listener, &buf[..len], &peer).await {
             tracing::debug!(session = session.id, %peer, "could not send a reply: {e}");
             shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -401,4 +404,69 @@ async fn carry_replies(
         bytes_out: session.to_client.load(Ordering::Relaxed),
         reason: &reason,
     });
+}
+
+/// The relay's per-datagram socket calls for UDP: receives through tokio's poll
+/// functions, which keep one waker per socket and direction, rather than its async ones,
+/// which queue a waiter for every call; sends tried at once, and waited for only when the
+/// socket is full. Other sockets take [`DatagramSocket`]'s own calls.
+///
+/// A receive this way must have one task receiving on the socket (the waker slot is
+/// shared): the receive loop on the listener, a session's task on its target socket.
+mod fast {
+    use std::io;
+
+    use tokio::io::ReadBuf;
+
+    use crate::endpoint::PeerAddr;
+    use crate::transport::DatagramSocket;
+
+    /// A datagram and its sender, on a socket only the calling task receives on.
+    pub(super) async fn recv_from(
+        socket: &DatagramSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, PeerAddr)> {
+        let DatagramSocket::Udp(udp) = socket else {
+            return socket.recv_from(buf).await;
+        };
+        let mut window = ReadBuf::new(buf);
+        let from = std::future::poll_fn(|cx| udp.poll_recv_from(cx, &mut window)).await?;
+        Ok((window.filled().len(), PeerAddr::Ip(from)))
+    }
+
+    /// A datagram from the connected peer, on a socket only the calling task receives on.
+    pub(super) async fn recv(socket: &DatagramSocket, buf: &mut [u8]) -> io::Result<usize> {
+        let DatagramSocket::Udp(udp) = socket else {
+            return socket.recv(buf).await;
+        };
+        let mut window = ReadBuf::new(buf);
+        std::future::poll_fn(|cx| udp.poll_recv(cx, &mut window)).await?;
+        Ok(window.filled().len())
+    }
+
+    /// Sends to the connected peer.
+    pub(super) async fn send(socket: &DatagramSocket, datagram: &[u8]) -> io::Result<usize> {
+        if let DatagramSocket::Udp(udp) = socket {
+            match udp.try_send(datagram) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return sent,
+            }
+        }
+        socket.send(datagram).await
+    }
+
+    /// Sends to `peer` (any number of tasks may send on the socket).
+    pub(super) async fn send_to(
+        socket: &DatagramSocket,
+        datagram: &[u8],
+        peer: &PeerAddr,
+    ) -> io::Result<usize> {
+        if let (DatagramSocket::Udp(udp), PeerAddr::Ip(addr)) = (socket, peer) {
+            match udp.try_send_to(datagram, *addr) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return sent,
+            }
+        }
+        socket.send_to(datagram, peer).await
+    }
 }
