@@ -185,13 +185,16 @@ async fn relay(
             }
         },
     };
+    // One wait for the end of the grace period, registered once for the connect and the
+    // copy alike.
+    let mut grace = pin!(shared.grace_expired());
     let connecting = connect_target(options, peer, local);
     let target = tokio::select! {
         target = connecting => match target {
             Ok(target) => target,
             Err(e) => return End::Target(e),
         },
-        () = shared.grace_expired() => return End::Shutdown,
+        () = grace.as_mut() => return End::Shutdown,
     };
     let activity = Activity::new();
     let copying = copy_both_ways(client, target, shared, delivered, &activity);
@@ -200,7 +203,7 @@ async fn relay(
             () = activity.quiet_for(options.idle_timeout) => {
                 End::Idle(options.idle_timeout.unwrap_or_default())
             }
-            () = shared.grace_expired() => End::Shutdown,
+            () = grace.as_mut() => End::Shutdown,
         }
     };
     match work_or_watch(pin!(copying), pin!(watching)).await {
