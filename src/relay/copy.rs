@@ -63,6 +63,17 @@ pub(crate) struct Counters<'a> {
     pub totals: &'a FlowStats,
 }
 
+/// How the second direction to end passes its end on, the first having passed its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastEnd {
+    /// Shuts down the sending side, as the first did: a TLS stream sends its
+    /// close_notify, a tap records the end.
+    Shutdown,
+    /// Leaves it to the close that follows at once: on a plain socket close(2) sends the
+    /// same FIN, and one system call per connection is saved.
+    Close,
+}
+
 /// Where one direction of a copy stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -130,6 +141,7 @@ impl<'a> Leg<'a> {
         cx: &mut Context<'_>,
         from: &mut R,
         to: &mut W,
+        ending: LastEnd,
         activity: &Activity,
     ) -> Poll<io::Result<()>>
     where
@@ -138,7 +150,7 @@ impl<'a> Leg<'a> {
     {
         let mut moved = false;
         let outcome = loop {
-            match self.poll_step(cx, from, to) {
+            match self.poll_step(cx, from, to, ending) {
                 Poll::Ready(Ok(Progress::Moved)) => moved = true,
                 Poll::Ready(Ok(Progress::Finished)) => break Poll::Ready(Ok(())),
                 Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
@@ -151,12 +163,13 @@ impl<'a> Leg<'a> {
         outcome
     }
 
-    /// One step: a read, a write, or the shutdown.
+    /// One step: a read, a write, or passing the end on (`ending` says how).
     fn poll_step<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut R,
         to: &mut W,
+        ending: LastEnd,
     ) -> Poll<io::Result<Progress>>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -204,7 +217,9 @@ impl<'a> Leg<'a> {
                 Poll::Ready(Ok(Progress::Moved))
             }
             Step::Ending => {
-                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                if ending == LastEnd::Shutdown {
+                    ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                }
                 self.step = Step::Done;
                 Poll::Ready(Ok(Progress::Finished))
             }
@@ -246,7 +261,7 @@ where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut leg = Leg::new(buffer_size, Counters { delivered, totals });
-    std::future::poll_fn(|cx| leg.poll_copy(cx, from, to, activity)).await
+    std::future::poll_fn(|cx| leg.poll_copy(cx, from, to, LastEnd::Shutdown, activity)).await
 }
 
 /// Copies both ways at once, one growing buffer per direction ([`Leg`]), until both
@@ -254,7 +269,8 @@ where
 /// the proxy's tunnels.
 ///
 /// One future drives both directions over the two streams; a wake-up moves whatever
-/// either direction can.
+/// either direction can. The first direction to end always shuts its destination's
+/// sending side down; the second does as `last_end` says.
 ///
 /// # Errors
 /// The first read or write error of either direction.
@@ -264,6 +280,7 @@ pub(crate) async fn pipe_both_ways<C, T>(
     buffer_size: usize,
     to_target: Counters<'_>,
     to_client: Counters<'_>,
+    last_end: LastEnd,
     activity: &Activity,
 ) -> io::Result<()>
 where
@@ -272,9 +289,18 @@ where
 {
     let mut upstream = Leg::new(buffer_size, to_target);
     let mut downstream = Leg::new(buffer_size, to_client);
+    let ending = |other: &Leg<'_>| {
+        if other.step == Step::Done {
+            last_end
+        } else {
+            LastEnd::Shutdown
+        }
+    };
     std::future::poll_fn(|cx| {
-        let up = upstream.poll_copy(cx, &mut client, &mut target, activity)?;
-        let down = downstream.poll_copy(cx, &mut target, &mut client, activity)?;
+        let up_ending = ending(&downstream);
+        let up = upstream.poll_copy(cx, &mut client, &mut target, up_ending, activity)?;
+        let down_ending = ending(&upstream);
+        let down = downstream.poll_copy(cx, &mut target, &mut client, down_ending, activity)?;
         if up.is_ready() && down.is_ready() {
             Poll::Ready(Ok(()))
         } else {
@@ -313,6 +339,43 @@ mod tests {
         assert_eq!(delivered.load(Ordering::Relaxed), payload.len() as u64);
         assert_eq!(totals.buffered(), 0);
         assert!(totals.peak_buffered.load(Ordering::Relaxed) <= 1000);
+        Ok(())
+    }
+
+    /// With [`LastEnd::Close`], both ends still reach the far sides once the copy is over
+    /// (the streams' close carries the second one), with every byte before them.
+    #[tokio::test]
+    async fn closing_instead_of_the_last_shutdown_still_ends_both_sides() -> io::Result<()> {
+        let (mut client_far, client) = tokio::io::duplex(1024);
+        let (target, mut target_far) = tokio::io::duplex(1024);
+        let totals = FlowStats::default();
+        let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+        let activity = Activity::new();
+        client_far.write_all(b"request").await?;
+        client_far.shutdown().await?;
+        target_far.write_all(b"reply").await?;
+        target_far.shutdown().await?;
+        pipe_both_ways(
+            client,
+            target,
+            1024,
+            Counters {
+                delivered: &up,
+                totals: &totals,
+            },
+            Counters {
+                delivered: &down,
+                totals: &totals,
+            },
+            LastEnd::Close,
+            &activity,
+        )
+        .await?;
+        let (mut to_client, mut to_target) = (Vec::new(), Vec::new());
+        client_far.read_to_end(&mut to_client).await?;
+        target_far.read_to_end(&mut to_target).await?;
+        assert_eq!(to_client, b"reply");
+        assert_eq!(to_target, b"request");
         Ok(())
     }
 

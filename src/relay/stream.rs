@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use super::Shared;
-use super::copy::{Counters, pipe_both_ways};
+use super::copy::{Counters, LastEnd, pipe_both_ways};
 use super::watch::work_or_watch;
 use crate::access::acceptor::{Acceptor, Admitted};
 use crate::error::Error;
@@ -303,18 +301,15 @@ fn try_splice<'a>(
 }
 
 /// The default copy: one growing buffer per direction ([`pipe_both_ways`]).
-async fn copy_buffered<C, T>(
-    client: C,
-    target: T,
+async fn copy_buffered(
+    client: Tap<Stream>,
+    target: Stream,
     shared: &Shared,
     delivered: &Delivered,
     activity: &Activity,
-) -> std::io::Result<()>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
+) -> std::io::Result<()> {
     let stats = &shared.stats;
+    let last_end = last_end_of(&client, &target, shared);
     pipe_both_ways(
         client,
         target,
@@ -327,7 +322,24 @@ where
             delivered: &delivered.to_client,
             totals: &stats.to_client,
         },
+        last_end,
         activity,
     )
     .await
+}
+
+/// How the copy passes the second end on: two plain sockets with nothing tapping the
+/// bytes are simply closed (the close sends the FIN a shutdown would); anything else is
+/// shut down (TLS sends close_notify, a tap records the end).
+fn last_end_of(client: &Tap<Stream>, target: &Stream, shared: &Shared) -> LastEnd {
+    use super::splice::PlainSocket;
+    let options = &shared.options;
+    let layers = &options.layers;
+    let tapped = layers.hex.is_some() || layers.pcap.is_some() || options.capture.is_some();
+    let plain = PlainSocket::of(client.get_ref()).is_some() && PlainSocket::of(target).is_some();
+    if plain && !tapped {
+        LastEnd::Close
+    } else {
+        LastEnd::Shutdown
+    }
 }
