@@ -58,7 +58,9 @@ impl Admitted {
             served.await;
             drop(slot);
         };
-        shutdown.spawn(task.instrument(span));
+        // Boxed: a connection's future is large, and the runtime moves a task's future
+        // several times between spawn and completion; a box is moved in one word.
+        shutdown.spawn(Box::pin(task.instrument(span)));
     }
 }
 

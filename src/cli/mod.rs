@@ -208,7 +208,14 @@ async fn relay(config: config::RelayConfig, global: &GlobalArgs, events: &EventL
     };
     let shutdown = signal_shutdown()?;
     activation::notify_ready();
-    let summary = relay.run(events.clone(), shutdown).await;
+    // On a worker of the runtime, not on the thread `main` blocks on: the accept (or
+    // receive) loop then shares a thread with the connections it hands out, so a new
+    // client or a datagram costs no wake-up of a second thread.
+    let relaying = tokio::spawn(relay.run(events.clone(), shutdown));
+    let summary = relaying.await.map_err(|e| Error::Io {
+        doing: "relaying".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     events.flush();
     print_summary(&summary, global.log);
     Ok(())

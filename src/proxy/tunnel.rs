@@ -35,7 +35,7 @@ use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::span::{record_client, record_socket_peer};
 use crate::obs::throttle::connection_line;
-use crate::relay::copy::{Counters, pipe_both_ways};
+use crate::relay::copy::{Counters, LastEnd, pipe_both_ways};
 use crate::relay::splice::{PlainSocket, Splicer};
 use crate::transport::{Stream, StreamListener};
 
@@ -569,6 +569,7 @@ async fn copy_both_ways(
             delivered: &delivered.to_client,
             totals: &stats.to_client,
         },
+        LastEnd::Shutdown,
         activity,
     )
     .await

@@ -19,12 +19,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::watch::Watchers;
 use super::{FlowStats, RelayOptions, Shared};
 use crate::access::gate::Gate;
 use crate::access::{PerSourceLimit, source_of};
@@ -156,12 +158,22 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
     let mut opener = Opener::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut gate = Gate::default();
+    let gate_config = shared.gate_config();
+    // Registered once, and polled only when it fires, not again for every datagram.
+    let shutdown = pin!(shared.shutdown.triggered());
+    let mut stopping = Watchers::new(shutdown);
     loop {
-        let Some((len, peer)) = gate
-            .next_admitted(&socket, &mut buf, &shared.gate_config())
-            .await
-        else {
-            break;
+        let received = match stopping.run(pin!(fast::recv_from(&socket, &mut buf))).await {
+            Ok(received) => received,
+            Err(()) => break,
+        };
+        let (len, peer) = match received {
+            Ok((len, peer)) if gate.admit(&peer, "datagram", &gate_config) => (len, peer),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!("receive failed: {e}");
+                continue;
+            }
         };
         let datagram = &buf[..len];
         if let Some(hex) = &shared.options.layers.hex {
@@ -183,7 +195,7 @@ pub(crate) async fn receive_loop(socket: DatagramSocket, shared: &Arc<Shared>) {
             },
         };
         session.activity.touch();
-        match session.target.send(datagram).await {
+        match fast::send(&session.target, datagram).await {
             Ok(_) => {
                 count_forwarded(&shared.stats.to_target, len);
                 session.to_target.fetch_add(len as u64, Ordering::Relaxed);
@@ -212,9 +224,12 @@ fn record_pcap(
     direction: Direction,
     datagram: &[u8],
 ) {
-    if let (Some(pcap), Some(local), PeerAddr::Ip(peer)) =
-        (&shared.options.layers.pcap, listener.local_ip(), peer)
-    {
+    // The listener's address is asked for only when there is a capture: it costs a
+    // system call per datagram.
+    let Some(pcap) = &shared.options.layers.pcap else {
+        return;
+    };
+    if let (Some(local), PeerAddr::Ip(peer)) = (listener.local_ip(), peer) {
         pcap.datagram(local, *peer, direction, datagram);
     }
 }
@@ -333,16 +348,27 @@ async fn carry_replies(
         .unwrap_or(RelayOptions::DEFAULT_SESSION_IDLE);
     let peer_text = peer.to_string();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let reason = loop {
-        let received = tokio::select! {
-            received = session.target.recv(&mut buf) => received,
+    // Registered once for the session's life, and polled only when one of them fires,
+    // not again for every reply.
+    let watching = pin!(async {
+        tokio::select! {
             () = session.activity.quiet_for(Some(idle)) => {
-                break format!("idle for {}", humantime::format_duration(idle));
+                format!("idle for {}", humantime::format_duration(idle))
             }
             () = session.evicted.notified() => {
-                break "evicted, idle longest, to make room for a new client".to_string();
+                "evicted, idle longest, to make room for a new client".to_string()
             }
-            () = shared.shutdown.triggered() => break "relay shutting down".to_string(),
+            () = shared.shutdown.triggered() => "relay shutting down".to_string(),
+        }
+    });
+    let mut watchers = Watchers::new(watching);
+    let reason = loop {
+        let received = match watchers
+            .run(pin!(fast::recv(&session.target, &mut buf)))
+            .await
+        {
+            Ok(received) => received,
+            Err(reason) => break reason,
         };
         let len = match received {
             Ok(len) => len,
@@ -356,7 +382,7 @@ async fn carry_replies(
         if let Some(hex) = &shared.options.layers.hex {
             hex.datagram(Direction::Sent, &peer_text, &buf[..len]);
         }
-        if let Err(e) = listener.send_to(&buf[..len], &peer).await {
+        if let Err(e) = fast::send_to(&listener, &buf[..len], &peer).await {
             tracing::debug!(session = session.id, %peer, "could not send a reply: {e}");
             shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -378,4 +404,69 @@ async fn carry_replies(
         bytes_out: session.to_client.load(Ordering::Relaxed),
         reason: &reason,
     });
+}
+
+/// The relay's per-datagram socket calls for UDP: receives through tokio's poll
+/// functions, which keep one waker per socket and direction, rather than its async ones,
+/// which queue a waiter for every call; sends tried at once, and waited for only when the
+/// socket is full. Other sockets take [`DatagramSocket`]'s own calls.
+///
+/// A receive this way must have one task receiving on the socket (the waker slot is
+/// shared): the receive loop on the listener, a session's task on its target socket.
+mod fast {
+    use std::io;
+
+    use tokio::io::ReadBuf;
+
+    use crate::endpoint::PeerAddr;
+    use crate::transport::DatagramSocket;
+
+    /// A datagram and its sender, on a socket only the calling task receives on.
+    pub(super) async fn recv_from(
+        socket: &DatagramSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, PeerAddr)> {
+        let DatagramSocket::Udp(udp) = socket else {
+            return socket.recv_from(buf).await;
+        };
+        let mut window = ReadBuf::new(buf);
+        let from = std::future::poll_fn(|cx| udp.poll_recv_from(cx, &mut window)).await?;
+        Ok((window.filled().len(), PeerAddr::Ip(from)))
+    }
+
+    /// A datagram from the connected peer, on a socket only the calling task receives on.
+    pub(super) async fn recv(socket: &DatagramSocket, buf: &mut [u8]) -> io::Result<usize> {
+        let DatagramSocket::Udp(udp) = socket else {
+            return socket.recv(buf).await;
+        };
+        let mut window = ReadBuf::new(buf);
+        std::future::poll_fn(|cx| udp.poll_recv(cx, &mut window)).await?;
+        Ok(window.filled().len())
+    }
+
+    /// Sends to the connected peer.
+    pub(super) async fn send(socket: &DatagramSocket, datagram: &[u8]) -> io::Result<usize> {
+        if let DatagramSocket::Udp(udp) = socket {
+            match udp.try_send(datagram) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return sent,
+            }
+        }
+        socket.send(datagram).await
+    }
+
+    /// Sends to `peer` (any number of tasks may send on the socket).
+    pub(super) async fn send_to(
+        socket: &DatagramSocket,
+        datagram: &[u8],
+        peer: &PeerAddr,
+    ) -> io::Result<usize> {
+        if let (DatagramSocket::Udp(udp), PeerAddr::Ip(addr)) = (socket, peer) {
+            match udp.try_send_to(datagram, *addr) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return sent,
+            }
+        }
+        socket.send_to(datagram, peer).await
+    }
 }

@@ -33,6 +33,7 @@ pub(crate) mod copy;
 mod datagram;
 pub(crate) mod splice;
 mod stream;
+mod watch;
 
 pub use copy::FlowStats;
 

@@ -9,14 +9,14 @@
 //! connection ends.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use super::Shared;
-use super::copy::{Counters, pipe_both_ways};
+use super::copy::{Counters, LastEnd, pipe_both_ways};
+use super::watch::work_or_watch;
 use crate::access::acceptor::{Acceptor, Admitted};
 use crate::error::Error;
 use crate::idle::Activity;
@@ -159,7 +159,11 @@ async fn relay(
     delivered: &Delivered,
 ) -> End {
     let options = &shared.options;
-    let local = destination.or_else(|| local_address(&accepted));
+    // Only a PROXY header sent to the target names it (and asking costs a system call).
+    let local = match options.send_proxy {
+        Some(_) => destination.or_else(|| local_address(&accepted)),
+        None => None,
+    };
     let client = match options.layers.wrap_accepted(accepted, peer, conn).await {
         Ok(client) => client,
         Err(e) => return End::Handshake(e),
@@ -167,34 +171,43 @@ async fn relay(
     if let Some(identity) = ClientIdentity::of(client.get_ref()) {
         announce_client_certificate(&identity, peer, conn, &shared.events);
     }
-    let client = match client.with_capture(options.capture.as_ref(), conn, &peer.to_string()) {
-        Ok(client) => client,
-        Err(source) => {
-            return End::Failed(Error::Io {
-                doing: format!("creating the capture files of {peer}"),
-                source,
-            });
-        }
+    let client = match &options.capture {
+        None => client,
+        Some(capture) => match client.with_capture(Some(capture), conn, &peer.to_string()) {
+            Ok(client) => client,
+            Err(source) => {
+                return End::Failed(Error::Io {
+                    doing: format!("creating the capture files of {peer}"),
+                    source,
+                });
+            }
+        },
     };
+    // One wait for the end of the grace period, registered once for the connect and the
+    // copy alike.
+    let mut grace = pin!(shared.grace_expired());
     let connecting = connect_target(options, peer, local);
     let target = tokio::select! {
         target = connecting => match target {
             Ok(target) => target,
             Err(e) => return End::Target(e),
         },
-        () = shared.grace_expired() => return End::Shutdown,
+        () = grace.as_mut() => return End::Shutdown,
     };
     let activity = Activity::new();
     let copying = copy_both_ways(client, target, shared, delivered, &activity);
-    tokio::select! {
-        result = copying => match result {
-            Ok(()) => End::Closed,
-            Err(e) => End::Failed(Error::exchange(e, peer.to_string(), "while relaying")),
-        },
-        () = activity.quiet_for(options.idle_timeout) => {
-            End::Idle(options.idle_timeout.unwrap_or_default())
+    let watching = async {
+        tokio::select! {
+            () = activity.quiet_for(options.idle_timeout) => {
+                End::Idle(options.idle_timeout.unwrap_or_default())
+            }
+            () = grace.as_mut() => End::Shutdown,
         }
-        () = shared.grace_expired() => End::Shutdown,
+    };
+    match work_or_watch(pin!(copying), pin!(watching)).await {
+        Ok(Ok(())) => End::Closed,
+        Ok(Err(e)) => End::Failed(Error::exchange(e, peer.to_string(), "while relaying")),
+        Err(end) => end,
     }
 }
 
@@ -288,18 +301,15 @@ fn try_splice<'a>(
 }
 
 /// The default copy: one growing buffer per direction ([`pipe_both_ways`]).
-async fn copy_buffered<C, T>(
-    client: C,
-    target: T,
+async fn copy_buffered(
+    client: Tap<Stream>,
+    target: Stream,
     shared: &Shared,
     delivered: &Delivered,
     activity: &Activity,
-) -> std::io::Result<()>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
+) -> std::io::Result<()> {
     let stats = &shared.stats;
+    let last_end = last_end_of(&client, &target, shared);
     pipe_both_ways(
         client,
         target,
@@ -312,7 +322,24 @@ where
             delivered: &delivered.to_client,
             totals: &stats.to_client,
         },
+        last_end,
         activity,
     )
     .await
+}
+
+/// How the copy passes the second end on: two plain sockets with nothing tapping the
+/// bytes are simply closed (the close sends the FIN a shutdown would); anything else is
+/// shut down (TLS sends close_notify, a tap records the end).
+fn last_end_of(client: &Tap<Stream>, target: &Stream, shared: &Shared) -> LastEnd {
+    use super::splice::PlainSocket;
+    let options = &shared.options;
+    let layers = &options.layers;
+    let tapped = layers.hex.is_some() || layers.pcap.is_some() || options.capture.is_some();
+    let plain = PlainSocket::of(client.get_ref()).is_some() && PlainSocket::of(target).is_some();
+    if plain && !tapped {
+        LastEnd::Close
+    } else {
+        LastEnd::Shutdown
+    }
 }

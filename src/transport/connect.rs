@@ -143,15 +143,18 @@ async fn connect_once(
             ))),
         }
     };
+    // Put in words only when it is needed: formatting costs more than a loopback connect.
+    let doing = || {
+        if options.proxies.is_empty() {
+            format!("connecting to {endpoint}")
+        } else {
+            format!("connecting to {endpoint} through {}", options.proxies)
+        }
+    };
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| Error::Timeout {
-            // Built only on a timeout: a connection per exchange allocates nothing here.
-            doing: if options.proxies.is_empty() {
-                format!("connecting to {endpoint}")
-            } else {
-                format!("connecting to {endpoint} through {}", options.proxies)
-            },
+            doing: doing(),
             after: timeout,
         })?
 }

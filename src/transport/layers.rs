@@ -125,6 +125,10 @@ impl Layers {
             Some(tls) => tls.accept(stream, peer, self.handshake_timeout).await?,
             None => stream,
         };
+        if self.hex.is_none() && self.pcap.is_none() && self.capture.is_none() {
+            // Nothing watches the bytes, so there is no label to put in words.
+            return Ok(Tap::maybe(stream, None, String::new()));
+        }
         let label = format!("{peer} (conn {conn})");
         Tap::maybe(stream, self.hex.as_ref(), label.clone())
             .with_pcap(self.pcap.as_ref(), flow, &label)
