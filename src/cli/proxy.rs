@@ -193,7 +193,15 @@ pub async fn run(config: ProxyConfig, log: LogFormat, events: &EventLog) -> Resu
     };
     let shutdown = super::signal_shutdown()?;
     activation::notify_ready();
-    let summary = proxy.run(events.clone(), shutdown).await;
+    // On a worker of the runtime, as the relay's loop: the accept loop then shares a
+    // thread with the tunnels it hands out, so a new client costs no wake-up of a second
+    // thread.
+    let summary = tokio::spawn(proxy.run(events.clone(), shutdown))
+        .await
+        .map_err(|e| Error::Io {
+            doing: "proxying".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     events.flush();
     super::print_summary(&summary, log);
     Ok(())
