@@ -3,7 +3,7 @@
 
 use std::io;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use tokio::net::{TcpStream, UnixStream};
 
@@ -115,10 +115,10 @@ impl StdStream {
 impl AsFd for StdStream {
     #[inline]
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the descriptor stays open as long as `self`, which the result borrows.
-        // (std's own `as_fd` is not inlined across crates; `as_raw_fd` is, and this is
-        // on the per-message path.)
-        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
+        match self {
+            StdStream::Tcp(s) => s.as_fd(),
+            StdStream::Unix(s) => s.as_fd(),
+        }
     }
 }
 
