@@ -34,10 +34,7 @@ CAPTURE=${CAPTURE:-1}
 command -v tcpdump >/dev/null || CAPTURE=0
 command -v iperf3 >/dev/null || { echo "iperf3 is not installed (apt-get install iperf3)"; exit 2; }
 mkdir -p "$WORKDIR"
-if [ -z "${SOCKIT:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q) || exit 1
-  SOCKIT="$ROOT/target/release/sockit"
-fi
+use_release_sockit
 LIMIT=$((DUR + 30))
 
 # CPU seconds (user + system) a process has used so far.

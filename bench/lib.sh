@@ -1,5 +1,4 @@
-# bench/lib.sh - helpers shared by bench/compare.sh, bench/relay.sh and bench/pairs.sh
-# (sourced, not run).
+# bench/lib.sh - helpers shared by the scripts in bench/ (sourced, not run).
 
 # "busy total" jiffies of CPU $1.
 cpu_ticks() {
@@ -66,4 +65,28 @@ wanted() {
 # The busy share (0 to 1) of a CPU between two cpu_ticks readings.
 busy_share() {
   echo "$1 $2" | awk '{d = $4 - $2; printf "%.4f", (d > 0 ? ($3 - $1) / d : 0)}'
+}
+
+# Sets SOCKIT to this repository's release build, building it, unless SOCKIT is given;
+# stops the script when there is no binary there. Needs ROOT.
+use_release_sockit() {
+  if [ -z "${SOCKIT:-}" ]; then
+    (cd "$ROOT" && cargo build --release -q) || exit 1
+    SOCKIT=${CARGO_TARGET_DIR:-$ROOT/target}/release/sockit
+  fi
+  [ -x "$SOCKIT" ] || { echo "no sockit binary at $SOCKIT" >&2; exit 1; }
+}
+
+# Stops the script unless PEERS holds the measuring stick's C sources.
+require_stick() {
+  local f
+  for f in loadgen.c refserver.c; do
+    [ -f "$PEERS/$f" ] || { echo "no $PEERS/$f: set PEERS to the measuring stick's directory (../shared/peers)" >&2; exit 1; }
+  done
+}
+
+# Compiles the stick's C load generator and C reference server into OUT.
+build_stick() {
+  cc -O2 -o "$OUT/loadgen" "$PEERS/loadgen.c" || exit 1
+  cc -O2 -o "$OUT/refserver" "$PEERS/refserver.c" || exit 1
 }

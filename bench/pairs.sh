@@ -41,19 +41,12 @@ WORKDIR=${WORKDIR:-${TMPDIR:-/tmp}/sockit-pairs}
 OUT=$WORKDIR/out
 HOST=127.0.0.1
 
-for f in loadgen.c refserver.c; do
-  [ -f "$PEERS/$f" ] || { echo "no $PEERS/$f: set PEERS to the measuring stick's directory (../shared/peers)" >&2; exit 1; }
-done
-if [ -z "${SOCKIT:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q) || exit 1
-  SOCKIT=${CARGO_TARGET_DIR:-$ROOT/target}/release/sockit
-fi
-[ -x "$SOCKIT" ] || { echo "no sockit binary at $SOCKIT" >&2; exit 1; }
+require_stick
+use_release_sockit
 
 rm -rf "$OUT"
 mkdir -p "$OUT/logs"
-cc -O2 -o "$OUT/loadgen" "$PEERS/loadgen.c" || exit 1
-cc -O2 -o "$OUT/refserver" "$PEERS/refserver.c" || exit 1
+build_stick
 RAW=$OUT/raw.tsv
 : >"$RAW"
 

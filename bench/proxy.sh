@@ -48,11 +48,7 @@ if ! command -v microsocks >/dev/null || ! command -v danted >/dev/null; then
       { echo "could not install microsocks and dante-server" >&2; exit 1; }
   fi
 fi
-if [ -z "${SOCKIT:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q) || exit 1
-  SOCKIT=${CARGO_TARGET_DIR:-$ROOT/target}/release/sockit
-fi
-[ -x "$SOCKIT" ] || { echo "no sockit binary at $SOCKIT" >&2; exit 1; }
+use_release_sockit
 rm -rf "$OUT"
 mkdir -p "$OUT/logs"
 RAW=$OUT/raw.tsv
