@@ -16,9 +16,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use crate::error::debug_words;
 use crate::error::{Error, Result};
 
-/// The crypto back end every config uses.
+/// The crypto back end every config uses: ring, or aws-lc-rs with the `aws-lc` feature.
+#[cfg(not(feature = "aws-lc"))]
 pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The crypto back end every config uses: aws-lc-rs, chosen by the `aws-lc` feature.
+#[cfg(feature = "aws-lc")]
+pub(super) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The SHA-256 digest of a certificate (DER), the value people compare by eye.
