@@ -33,7 +33,7 @@ use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use crate::endpoint::{Endpoint, Host};
 use crate::error::{Error, Result};
 use crate::transport::Carrier;
-use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM};
+use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, batch};
 
 /// How many times the end of a flow is sent before giving up on the receiver's report.
 const END_TRIES: u32 = 10;
@@ -349,33 +349,11 @@ impl BlockingSocket {
             BlockingSocket::Group { socket, .. } => socket.as_raw_fd(),
             BlockingSocket::Unix { socket, .. } => socket.as_raw_fd(),
         };
-        // SAFETY: plain C structs; zeroed is a valid initial value.
-        let mut iovecs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: likewise for mmsghdr (null pointers and zero lengths until filled in).
-        let mut headers: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-        let mut count = 0;
-        for (i, datagram) in datagrams.chunks(size).take(MAX_BATCH).enumerate() {
-            iovecs[i].iov_base = datagram.as_ptr().cast_mut().cast();
-            iovecs[i].iov_len = datagram.len();
-            let header = &mut headers[i].msg_hdr;
-            if let Some(to) = &group {
-                header.msg_name = to.as_ptr().cast_mut().cast();
-                header.msg_namelen = to.len();
-            }
-            header.msg_iov = &mut iovecs[i];
-            header.msg_iovlen = 1;
-            count = i + 1;
-        }
-        if count == 0 {
-            return Ok(0);
-        }
-        // SAFETY: every header points at live, correctly sized buffers that the kernel
-        // only reads.
-        let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, 0) };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(sent as usize)
+        let datagrams = datagrams
+            .chunks(size)
+            .take(MAX_BATCH)
+            .map(|datagram| (datagram, group.as_ref()));
+        batch::send_batch_waiting(fd, datagrams)
     }
 
     fn recv(&self, buffer: &mut [u8], wait: Duration) -> std::io::Result<usize> {

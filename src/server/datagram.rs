@@ -300,7 +300,7 @@ fn answer_batch(
         let bytes = responder
             .answer(batch.datagram(*slot), &[])
             .map_or(&[][..], |[reply, _]| reply);
-        (bytes, to)
+        (bytes, Some(to))
     };
     let mut done = 0;
     while done < to_send.len() {

@@ -246,8 +246,9 @@ fn arrival_ns(header: &libc::msghdr) -> Option<u64> {
     None
 }
 
-/// Sends `replies` (bytes, destination) on a blocking socket in one system call, at most
-/// [`BATCH`] per call, waiting while the send buffer is full.
+/// Sends `replies` (bytes, and a destination unless the socket is connected) on a
+/// blocking socket in one system call, at most [`BATCH`] per call, waiting while the
+/// send buffer is full.
 ///
 /// Returns how many went (fewer than given when one failed after the first).
 ///
@@ -255,7 +256,7 @@ fn arrival_ns(header: &libc::msghdr) -> Option<u64> {
 /// An error on the first reply, so the caller can skip it and go on.
 pub fn send_batch_waiting<'a>(
     fd: RawFd,
-    replies: impl Iterator<Item = (&'a [u8], &'a SockAddr)>,
+    replies: impl Iterator<Item = (&'a [u8], Option<&'a SockAddr>)>,
 ) -> io::Result<usize> {
     // SAFETY: plain C structs; zeroed is a valid initial value.
     let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
@@ -266,8 +267,10 @@ pub fn send_batch_waiting<'a>(
         iovecs[i].iov_base = bytes.as_ptr().cast_mut().cast();
         iovecs[i].iov_len = bytes.len();
         let header = &mut headers[i].msg_hdr;
-        header.msg_name = to.as_ptr().cast_mut().cast();
-        header.msg_namelen = to.len();
+        if let Some(to) = to {
+            header.msg_name = to.as_ptr().cast_mut().cast();
+            header.msg_namelen = to.len();
+        }
         header.msg_iov = &mut iovecs[i];
         header.msg_iovlen = 1;
         count = i + 1;
@@ -313,7 +316,7 @@ mod tests {
         assert!(!batch.same_sender(0, 1), "two senders told apart");
         let to_a = batch.sender(0);
         let to_b = batch.sender(1);
-        let replies = [(&b"one"[..], &to_a), (&b"two"[..], &to_b)];
+        let replies = [(&b"one"[..], Some(&to_a)), (&b"two"[..], Some(&to_b))];
         assert_eq!(
             send_batch_waiting(server.as_raw_fd(), replies.into_iter())?,
             2
