@@ -160,6 +160,47 @@ struct SenderWatch {
     line: Vec<u8>,
 }
 
+/// The test's watches: being opened beside the test (the server may hold a connection
+/// beyond its `--max-conns` back, and the data must not wait for that), then open.
+enum Watches {
+    /// The task opening them.
+    Opening(tokio::task::JoinHandle<Result<Vec<SenderWatch>>>),
+    /// Open (empty: none, or they could not be opened).
+    Open(Vec<SenderWatch>),
+}
+
+impl Watches {
+    /// The open watches (`None` while they are being opened). A failure to open them
+    /// is said once, and the test goes on without the senders' live figures.
+    async fn ready(&mut self) -> Option<&mut Vec<SenderWatch>> {
+        if let Watches::Opening(task) = self
+            && task.is_finished()
+        {
+            let opened = match task.await {
+                Ok(Ok(watches)) => watches,
+                Ok(Err(e)) => {
+                    tracing::warn!("the interval lines go without the sender's TCP_INFO: {e}");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            *self = Watches::Open(opened);
+        }
+        match self {
+            Watches::Open(watches) => Some(watches),
+            Watches::Opening(_) => None,
+        }
+    }
+
+    /// Ends the watches (see [`close_watches`]); stops the opening if it is still going.
+    async fn close(self) {
+        match self {
+            Watches::Opening(task) => task.abort(),
+            Watches::Open(watches) => close_watches(watches).await,
+        }
+    }
+}
+
 /// How a connection's task ended.
 #[derive(Debug, Default)]
 struct LaneEnd {
@@ -228,8 +269,10 @@ pub async fn run(
         }
     }
     let mut watches = match options.interval {
-        Some(_) => open_watches(options, &tokens).await?,
-        None => Vec::new(),
+        Some(_) if !tokens.is_empty() => {
+            Watches::Opening(tokio::spawn(open_watches(options.clone(), tokens)))
+        }
+        _ => Watches::Open(Vec::new()),
     };
     let probe = match options.latency {
         true => Some(open(options, &StreamRole::Ping.greeting()).await?.0),
@@ -282,7 +325,7 @@ pub async fn run(
     )
     .await;
     finish.cancel();
-    close_watches(watches).await;
+    watches.close().await;
     let measured = ended.saturating_duration_since(start);
     let mut first_error = None;
     let mut summaries = Vec::with_capacity(lanes.len());
@@ -384,7 +427,7 @@ pub fn bits_per_second(bytes: u64, span: Duration) -> f64 {
 /// when the measured span ended.
 async fn tick(
     options: &ThroughputOptions,
-    (lanes, watches): (&mut [Lane], &mut Vec<SenderWatch>),
+    (lanes, watches): (&mut [Lane], &mut Watches),
     times: &Mutex<ProbeTimes>,
     (start, end): (Instant, Instant),
     finish: &CancellationToken,
@@ -401,6 +444,8 @@ async fn tick(
             () = finish.cancelled() => Instant::now().min(boundary),
         };
         if let Some(every) = options.interval {
+            let mut none_yet = Vec::new();
+            let watches = watches.ready().await.unwrap_or(&mut none_yet);
             ask_senders(watches).await;
             let mut record = interval_record(lanes, times, options.latency, start, from, to);
             let wait = SENDER_WAIT.min(every / 2);
@@ -533,13 +578,13 @@ async fn open(options: &ThroughputOptions, greeting: &[u8]) -> Result<(Stream, O
 /// # Errors
 /// As [`open`].
 async fn open_watches(
-    options: &ThroughputOptions,
-    tokens: &[(usize, u64)],
+    options: ThroughputOptions,
+    tokens: Vec<(usize, u64)>,
 ) -> Result<Vec<SenderWatch>> {
     let mut watches = Vec::new();
     for group in tokens.chunks(wire::MAX_WATCHED) {
         let named: Vec<u64> = group.iter().map(|(_, token)| *token).collect();
-        let (stream, _) = open(options, &wire::watch_line(&named)).await?;
+        let (stream, _) = open(&options, &wire::watch_line(&named)).await?;
         watches.push(SenderWatch {
             stream: BufReader::new(stream),
             lanes: group.iter().map(|(lane, _)| *lane).collect(),

@@ -220,6 +220,31 @@ fn a_reverse_runs_live_interval_records_carry_the_senders_tcp_info_over_tcp_and_
 }
 
 #[test]
+fn a_server_full_to_its_max_conns_holds_back_only_the_watch_not_the_test() {
+    let (_server, addr, _) = perf_server("tcp://127.0.0.1:0", &["--max-conns", "1"]);
+    let target = format!("tcp://{addr}");
+    let output = run_sockit(
+        &[
+            "bench",
+            &target,
+            "-R",
+            "-d",
+            "600ms",
+            "-i",
+            "200ms",
+            "--timeout",
+            "1s",
+            "--json",
+            "-",
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let stream = &final_report(&output.stdout)["streams"][0];
+    assert!(u(&stream["bytes"]) > 0, "{}", describe(&output));
+}
+
+#[test]
 fn a_reverse_runs_live_text_lines_show_the_senders_window() {
     let (_server, addr, _) = perf_server("tcp://127.0.0.1:0", &[]);
     let target = format!("tcp://{addr}");
