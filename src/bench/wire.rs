@@ -13,7 +13,7 @@
 //! client: SOCKIT-PERF/1 down\n      (the server sends filler until the client's EOF)
 //! client: SOCKIT-PERF/1 ping\n      (the server echoes: the latency probe)
 //! server: SOCKIT-PERF/1 ok\n
-//!         (down over TCP: SOCKIT-PERF/1 ok <token>\n, 16 hex digits naming the
+//!         (down over TCP or TLS: SOCKIT-PERF/1 ok <token>\n, 16 hex digits naming the
 //!         connection for a watch, below)
 //! ...data...
 //! up only, after the client's EOF:

@@ -36,7 +36,7 @@ const CHUNK: usize = 128 * 1024;
 const NO_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// The most down connections the server's [`Watchlist`] holds at once (each is an open
-/// connection, so the connection limit bounds it first; past this one a down
+/// connection, so the connection limit bounds it first; past it a down
 /// connection gets no token and its client no live sender figures).
 const MAX_WATCHABLE: usize = 65_536;
 
