@@ -25,7 +25,8 @@ pub struct Latencies {
     pub steady: LatencyHistogram,
     /// Exchanges completed in the measured span while the rate was still ramping up.
     pub ramp: LatencyHistogram,
-    /// With `--hlog` or `--plot`: every exchange of the measured span, per interval.
+    /// With `--hlog` or `--plot`: every exchange of the measured span, per interval (the
+    /// ramp's apart).
     pub intervals: Option<IntervalRecorder>,
 }
 

@@ -36,6 +36,7 @@ use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::histogram::LatencyHistogram;
+use super::intervals::Phase;
 use super::latencies::{Latencies, SharedLatency};
 use super::progress::ProgressSlot;
 use super::window::Window;
@@ -249,20 +250,22 @@ impl Measured {
             let took = done.saturating_duration_since(times.started);
             // Never already borrowed: borrows do not span an await (see SharedLatency).
             let mut histograms = latency.try_borrow_mut().ok();
-            if window.is_steady(done) {
+            let phase = if window.is_steady(done) {
                 self.exchanges += 1;
                 self.bytes += bytes;
                 if let Some(h) = histograms.as_mut() {
                     h.steady.record(took);
                 }
+                Phase::Steady
             } else {
                 self.ramp_exchanges += 1;
                 if let Some(h) = histograms.as_mut() {
                     h.ramp.record(took);
                 }
-            }
+                Phase::Ramp
+            };
             if let Some(recorder) = histograms.as_mut().and_then(|h| h.intervals.as_mut()) {
-                recorder.record(done, took);
+                recorder.record(done, took, phase);
             }
             self.max_send_lag = self.max_send_lag.max(times.lag);
         }
