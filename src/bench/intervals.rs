@@ -5,7 +5,7 @@
 //! [`IntervalRecorder`] beside its totals, so the hot path stays lock-free: one comparison
 //! with the next boundary, one more histogram increment). When an exchange completes past
 //! the boundary, or when the thread's [`keep_pace`](super::latencies::keep_pace) ticker
-//! passes it, the thread ships the finished interval over a channel. Each thread ships exactly one histogram per interval,
+//! passes it (on the lane, its sweep), the thread ships the finished interval over a channel. Each thread ships exactly one histogram per interval,
 //! in order, so an [`IntervalSink`] on the main task knows an interval is complete once
 //! every thread has shipped it; it then adds them up, writes the log line at once (a long
 //! run's log can be read while it runs, and Ctrl-C loses nothing) and keeps a short

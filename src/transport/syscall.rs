@@ -15,7 +15,7 @@ use socket2::SockAddr;
 /// ever cancelled, so the brackets buy nothing; what skipping them gains is measured in
 /// `bench/RESULTS.md` (the design choices table).
 #[inline]
-pub(super) fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let (received, _) = rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())?;
     Ok(received)
 }
@@ -23,7 +23,7 @@ pub(super) fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Resu
 /// send(2) with `MSG_NOSIGNAL` (a closed peer is an `EPIPE` error, not a signal) as the
 /// bare system call, for the reason [`recv_uncancellable`] gives.
 #[inline]
-pub(super) fn send_uncancellable(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_uncancellable(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(rustix::net::send(
         fd,
         buf,
