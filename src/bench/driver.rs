@@ -574,10 +574,11 @@ impl DatagramDriver {
 }
 
 /// Waits for one datagram on a connected socket and checks it with `check`, reading it
-/// into the thread's shared buffer.
+/// into the thread's shared buffer. A refusal (ICMP port unreachable) is the error it
+/// returns, as soon as it comes.
 async fn receive_datagram<T>(socket: &DatagramSocket, check: impl Fn(&[u8]) -> T) -> io::Result<T> {
     loop {
-        socket.readable().await?;
+        socket.readable_or_failed().await?;
         let received = DATAGRAM_BUFFER.with(|buffer| {
             // The borrow lasts for this one non-blocking call only (see DATAGRAM_BUFFER).
             let mut buffer = buffer.borrow_mut();

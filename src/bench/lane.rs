@@ -53,8 +53,8 @@ use super::{BenchOptions, Pattern};
 use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
 use crate::error::Error;
 use crate::transport::{
-    MAX_DATAGRAM, SocketOptions, connect_error, recv_uncancellable, send_uncancellable,
-    tcp_client_socket, udp_client,
+    MAX_DATAGRAM, SocketOptions, close_uncancellable, connect_error, connect_uncancellable,
+    recv_uncancellable, send_uncancellable, tcp_client_socket, udp_client,
 };
 
 /// How often timeouts, paused connections, interval boundaries and the progress bar are
@@ -179,9 +179,9 @@ impl LaneTarget {
         };
         match &self.wire {
             Wire::Tcp(addr) => {
-                let socket = tcp_client_socket(*addr, &self.socket)?;
-                begun(socket.connect(&SockAddr::from(*addr)))?;
-                Ok(socket.into())
+                let socket = OwnedFd::from(tcp_client_socket(*addr, &self.socket)?);
+                begun(connect_uncancellable(socket.as_fd(), addr))?;
+                Ok(socket)
             }
             Wire::Unix(path) => {
                 let socket =
@@ -229,9 +229,8 @@ struct Conn {
     socket: Option<OwnedFd>,
     /// Where it stands.
     phase: Phase,
-    /// When the exchange (or the connect) under way times out.
-    deadline: Instant,
-    /// When the exchange under way counts from.
+    /// When the exchange under way counts from (echo's untimed connect: when it began);
+    /// the timeout runs from here too.
     started: Instant,
     /// The request under way: its place in the run's messages.
     request: usize,
@@ -260,7 +259,6 @@ impl Conn {
         Conn {
             socket: None,
             phase: Phase::Idle,
-            deadline: now,
             started: now,
             request: 0,
             next: 0,
@@ -448,20 +446,20 @@ impl Lane {
 
     /// Times out what waited too long, resumes paused connections, updates the bar.
     fn sweep(&mut self, now: Instant) {
+        let timeout = self.share.timeout;
         for index in 0..self.conns.len() {
             let conn = &self.conns[index];
+            let late = now.saturating_duration_since(conn.started) >= timeout;
             match conn.phase {
                 Phase::Paused(until) if now >= until => self.begin(index, now),
-                Phase::Connecting if now >= conn.deadline => {
+                Phase::Connecting if late => {
                     let error = Error::Timeout {
                         doing: format!("connecting to {}", self.share.target.endpoint),
                         after: self.share.timeout,
                     };
                     self.fail_prepare(index, now, error);
                 }
-                Phase::Sending | Phase::Receiving if now >= conn.deadline => {
-                    self.time_out(index, now)
-                }
+                Phase::Sending | Phase::Receiving if late => self.time_out(index, now),
                 _ => {}
             }
             let conn = &self.conns[index];
@@ -531,7 +529,7 @@ impl Lane {
                 Ok(()) => {
                     let conn = &mut self.conns[index];
                     conn.phase = Phase::Connecting;
-                    conn.deadline = now + self.share.timeout;
+                    conn.started = now;
                 }
                 Err(error) => self.fail_prepare(index, now, error),
             },
@@ -597,7 +595,6 @@ impl Lane {
         conn.measured.send(&self.window, now);
         conn.measured.in_flight = Some(now);
         conn.started = now;
-        conn.deadline = now + self.share.timeout;
         conn.request = conn.next % count;
         conn.next = (conn.request + 1) % count;
         conn.written = 0;
@@ -815,7 +812,9 @@ impl Lane {
     /// carried.
     fn drop_socket(&mut self, index: usize) {
         let conn = &mut self.conns[index];
-        conn.socket = None;
+        if let Some(socket) = conn.socket.take() {
+            close_uncancellable(socket);
+        }
         conn.carried = 0;
         conn.filled = 0;
         conn.readable = false;

@@ -69,7 +69,9 @@ pub use sockopt::{
 pub(crate) use sockopt::{tcp_client_socket, udp_client};
 pub use std_stream::StdStream;
 pub use stream::Stream;
-pub(crate) use syscall::{recv_uncancellable, send_uncancellable};
+pub(crate) use syscall::{
+    close_uncancellable, connect_uncancellable, recv_uncancellable, send_uncancellable,
+};
 pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 /// Who is on the other end: an endpoint-tier type, named here too for code that takes

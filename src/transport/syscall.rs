@@ -31,6 +31,24 @@ pub(crate) fn send_uncancellable(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<u
     )?)
 }
 
+/// close(2) as the bare system call, for the reason [`recv_uncancellable`] gives (glibc's
+/// `close` is a cancellation point too): a load generator that opens a connection per
+/// exchange closes one per exchange.
+pub(crate) fn close_uncancellable(fd: OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor was owned, so nothing else uses or closes it.
+    unsafe { rustix::io::close(fd.into_raw_fd()) }
+}
+
+/// connect(2) as the bare system call (no cancellation bookkeeping, no conversion into a
+/// `sockaddr_storage`), for the reason [`recv_uncancellable`] gives.
+pub(crate) fn connect_uncancellable(
+    fd: BorrowedFd<'_>,
+    addr: &std::net::SocketAddr,
+) -> io::Result<()> {
+    Ok(rustix::net::connect(fd, addr)?)
+}
+
 /// `accept(2)`s one connection, already non-blocking, in one system call (`accept4`).
 pub(super) fn accept_nonblocking(listener: &impl AsFd) -> io::Result<(OwnedFd, SockAddr)> {
     let fd = listener.as_fd().as_raw_fd();

@@ -114,3 +114,41 @@ fn a_server_closing_mid_run_counts_alike_on_both_engines() {
     }
     assert_eq!(codes[0].0, codes[1].0, "{}\n{}", codes[0].1, codes[1].1);
 }
+
+/// Datagrams to a port nobody listens on: the ICMP "port unreachable" comes back as a
+/// refusal, counted alike by both engines, with the same exit code.
+#[test]
+fn datagrams_to_a_closed_port_are_refused_on_both_engines() {
+    let port = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        socket.local_addr().map(|a| a.port()).unwrap_or(1)
+    };
+    let endpoint = format!("udp://127.0.0.1:{port}");
+    let dir = scratch();
+    let mut codes = Vec::new();
+    for engine in ["lane", "tasks"] {
+        let (status, report, run) = bench(
+            &[
+                &endpoint,
+                "-c",
+                "2",
+                "-d",
+                "300ms",
+                "--warmup",
+                "0",
+                "--timeout",
+                "200ms",
+                "--engine",
+                engine,
+            ],
+            &dir.path().join(format!("{engine}.json")),
+        );
+        assert_eq!(engine_of(&report), engine, "{run}");
+        assert!(report.errors.refused > 0, "{run}");
+        assert_eq!(report.errors.total, report.errors.refused, "{run}");
+        assert_eq!(report.exchanges, 0, "{run}");
+        codes.push((status, run));
+    }
+    assert_eq!(codes[0].0, 4, "{}", codes[0].1);
+    assert_eq!(codes[0].0, codes[1].0, "{}\n{}", codes[0].1, codes[1].1);
+}
