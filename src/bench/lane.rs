@@ -1,5 +1,5 @@
-//! The bench lane: the plain closed-loop patterns driven from one epoll set per thread,
-//! without a task, a future or a runtime wake-up per connection.
+//! The bench lane: the plain patterns driven from one epoll set per thread, without a
+//! task, a future or a runtime wake-up per connection.
 //!
 //! Why it exists: with a task per connection, every exchange pays tokio's wake-up,
 //! scheduling and readiness bookkeeping, timer and future moves on top of the system
@@ -9,17 +9,21 @@
 //! every ready connection with a read and the next request's write.
 //!
 //! What it drives is decided in one place, [`LaneTarget::of`] (through
-//! [`super::BenchOptions::engine`]): `hello`, `echo` and `udp` in closed loop over TCP or
-//! UDP to an IP address, or a Unix stream socket by path; replies that end at the first
-//! read or at a byte count; no TLS, proxy, first message, regex, rate or connect ramp.
-//! Everything else runs on the task engine ([`super::measure`]), which is also the
-//! reference: the lane keeps its rules exactly:
+//! [`super::BenchOptions::engine`]): `hello`, `echo` and `udp` over TCP or UDP to an IP
+//! address, or a Unix stream socket by path; replies that end at the first read or at a
+//! byte count; no TLS, proxy, first message or regex. Closed and open loop, rate and
+//! connect ramps alike. Everything else runs on the task engine ([`super::measure`]),
+//! which is also the reference: the lane keeps its rules exactly:
 //!
-//! * latency counts from the send (for `hello`, from before the connect); an exchange
-//!   belongs to the measured span by its completion;
+//! * closed loop: latency counts from the send (for `hello`, from before the connect);
+//!   open loop: each connection follows its [`Schedule`], and a request counts from its
+//!   due time when it goes out late, from the wake-up at it otherwise (the
+//!   coordinated-omission correction of `measure::open_loop_start`); an exchange belongs
+//!   to the measured span by its completion;
 //! * a failure is counted by kind when it happens (the [`super::measure::Measured`] of its
 //!   connection, the same tally the tasks keep), the connection is dropped and tried again
-//!   after [`ERROR_PAUSE`]; a reply slower than the timeout is a timeout, and the
+//!   after [`ERROR_PAUSE`] (open loop: at the next due time); a reply slower than the
+//!   timeout (from its send) is a timeout, and the
 //!   connection (or datagram socket) is replaced at once, so a late reply is never taken
 //!   for the next one's;
 //! * bytes read past an exact reply are the next reply's start; a datagram is one reply.
@@ -27,10 +31,14 @@
 //! Per exchange: one clock read per event, the system calls (and for `hello` the socket's
 //! creation, connect and registration), a histogram increment. No allocation: the reply
 //! buffer is one per thread (only reply lengths are needed, never their bytes, outside a
-//! datagram's check). Timeouts, paused connections, the interval log's boundaries and the
-//! progress bar are looked after by a sweep every [`TICK`].
+//! datagram's check). Due times, pauses and a connect ramp's openings wait in one heap of
+//! timers, whose earliest bounds the wait in the epoll set (a millisecond's resolution,
+//! as tokio's timers); timeouts, the interval log's boundaries and the progress bar are
+//! looked after by a sweep every [`TICK`].
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -46,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{FIRST_READ_SIZE, ReplyEnd, Target};
 use super::intervals::Recording;
 use super::latencies::{Latencies, interval_boundary};
-use super::measure::{ERROR_PAUSE, ExchangeTimes, FailureKind, Load, Measured};
+use super::measure::{ERROR_PAUSE, ExchangeTimes, FailureKind, Load, Measured, Plan, Schedule};
 use super::progress::ProgressSlot;
 use super::window::Window;
 use super::{BenchOptions, Pattern};
@@ -57,8 +65,8 @@ use crate::transport::{
     recv_uncancellable, send_uncancellable, tcp_client_socket, udp_client,
 };
 
-/// How often timeouts, paused connections, interval boundaries and the progress bar are
-/// looked at (and the longest a wait in the epoll set lasts).
+/// How often timeouts, interval boundaries and the progress bar are looked at (and the
+/// longest a wait in the epoll set lasts).
 const TICK: Duration = Duration::from_millis(5);
 /// Ready connections taken from the epoll set per wait.
 const EVENTS_PER_WAIT: usize = 512;
@@ -105,18 +113,12 @@ pub struct LaneTarget {
 }
 
 impl LaneTarget {
-    /// The rule that sends a run to the lane: closed loop, a plain transport, a plain
-    /// reply. The reason it does not fit otherwise.
+    /// The rule that sends a run to the lane: a plain transport, a plain reply (any load:
+    /// closed or open loop, ramps). The reason it does not fit otherwise.
     ///
     /// # Errors
     /// The first option the lane does not drive, in words.
     pub fn of(options: &BenchOptions) -> Result<LaneTarget, Unfit> {
-        if options.load != Load::Closed {
-            return Err("a request rate (--rate, --rate-per-conn, --ramp-up)");
-        }
-        if options.connect_rate.is_some() {
-            return Err("--connect-rate");
-        }
         if !options.proxies.is_empty() {
             return Err("--proxy");
         }
@@ -209,8 +211,13 @@ enum Phase {
     Sending,
     /// The reply is being read.
     Receiving,
-    /// After a failure, until this instant (closed loop's pause).
+    /// After a failure, until this instant (closed loop's pause; open loop: none, the
+    /// next request is due by the timetable).
     Paused(Instant),
+    /// Open loop: the next request is due at this instant.
+    Due(Instant),
+    /// A connect ramp: the connection opens at this instant.
+    Opening(Instant),
 }
 
 /// What a step of reading or writing came to.
@@ -229,9 +236,18 @@ struct Conn {
     socket: Option<OwnedFd>,
     /// Where it stands.
     phase: Phase,
-    /// When the exchange under way counts from (echo's untimed connect: when it began);
-    /// the timeout runs from here too.
+    /// When the exchange under way counts from: its send (closed loop), its due time or
+    /// the wake-up at it (open loop, as `measure::open_loop_start`).
     started: Instant,
+    /// When the exchange under way went out (echo's untimed connect: when it began): the
+    /// timeout runs from here.
+    sent: Instant,
+    /// Open loop: the latency origin and due time of the request about to go out.
+    origin: Option<(Instant, Instant)>,
+    /// Open loop: how long after its due time the request under way went out.
+    lag: Duration,
+    /// The connection's timetable.
+    schedule: Schedule,
     /// The request under way: its place in the run's messages.
     request: usize,
     /// The next message's place.
@@ -255,11 +271,15 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(progress: Option<ProgressSlot>, now: Instant) -> Conn {
+    fn new(progress: Option<ProgressSlot>, schedule: Schedule, now: Instant) -> Conn {
         Conn {
             socket: None,
             phase: Phase::Idle,
             started: now,
+            sent: now,
+            origin: None,
+            lag: Duration::ZERO,
+            schedule,
             request: 0,
             next: 0,
             written: 0,
@@ -281,8 +301,11 @@ pub(super) struct LaneShare {
     pub(super) lane: LaneTarget,
     /// The endpoint, the messages, the reply rule: shared with the task engine's drivers.
     pub(super) target: Target,
-    /// How long a reply (or a connect) may take.
-    pub(super) timeout: Duration,
+    /// Loop, connection count, timeout, ramps.
+    pub(super) plan: Plan,
+    /// The run-wide numbers of this thread's connections (their places in the
+    /// timetable).
+    pub(super) indices: Vec<usize>,
     /// Cancelled to end the run early (Ctrl-C).
     pub(super) stop: CancellationToken,
     /// With `--hlog` or `--plot`: where finished intervals go.
@@ -321,6 +344,9 @@ struct Lane {
     latency: RefCell<Latencies>,
     /// Connections that used their turn and may have more to do.
     again: Vec<usize>,
+    /// When waiting connections wake (due times, pauses, connect ramp), earliest first;
+    /// an entry whose connection has moved on is skipped.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
 /// Runs one thread's connections on the lane for the whole window and returns what they
@@ -338,10 +364,27 @@ pub(super) fn run(
         latencies.intervals = Some(recording.recorder(window.measure_from));
     }
     let now = Instant::now();
+    let plan = share.plan;
+    let conns = share
+        .indices
+        .iter()
+        .zip(slots)
+        .map(|(&index, slot)| {
+            let schedule = Schedule::new(
+                plan.load,
+                window.start,
+                index,
+                plan.connections,
+                plan.ramp_up,
+            );
+            Conn::new(slot, schedule, now)
+        })
+        .collect();
     let mut lane = Lane {
         window,
         registry,
-        conns: slots.into_iter().map(|slot| Conn::new(slot, now)).collect(),
+        conns,
+        timers: BinaryHeap::new(),
         scratch: vec![0; room],
         room,
         latency: RefCell::new(latencies),
@@ -362,7 +405,16 @@ impl Lane {
         }
         let now = Instant::now();
         for index in 0..self.conns.len() {
-            self.begin(index, now);
+            let opens = self
+                .share
+                .plan
+                .connection_start(&self.window, self.share.indices[index]);
+            self.conns[index].schedule.skip_to(opens);
+            if opens > now {
+                self.wait(index, Phase::Opening(opens), opens);
+            } else {
+                self.begin(index, now);
+            }
         }
         let every = self.share.intervals.as_ref().map(|r| r.every);
         let mut boundary = 1_u64;
@@ -382,8 +434,11 @@ impl Lane {
                 }
                 next_tick = now + TICK;
             }
+            self.wake_timers(now);
+            let next_timer = self.timers.peek().map_or(next_tick, |t| t.0.0);
             let wait = if self.again.is_empty() {
                 next_tick
+                    .min(next_timer)
                     .min(self.window.end)
                     .saturating_duration_since(now)
             } else {
@@ -431,8 +486,11 @@ impl Lane {
     /// histograms.
     fn finish(self, ended: Instant) -> Measured {
         let mut total = Measured::default();
+        let from = self.window.measure_from;
         for mut conn in self.conns {
             conn.measured.end_at(ended, conn.progress.as_ref());
+            conn.measured.unsent = conn.schedule.remaining_between(from, ended);
+            conn.measured.due = conn.schedule.due_between(from, ended);
             total.absorb(conn.measured);
         }
         let mut latencies = self.latency.into_inner();
@@ -446,16 +504,15 @@ impl Lane {
 
     /// Times out what waited too long, resumes paused connections, updates the bar.
     fn sweep(&mut self, now: Instant) {
-        let timeout = self.share.timeout;
+        let timeout = self.share.plan.timeout;
         for index in 0..self.conns.len() {
             let conn = &self.conns[index];
-            let late = now.saturating_duration_since(conn.started) >= timeout;
+            let late = now.saturating_duration_since(conn.sent) >= timeout;
             match conn.phase {
-                Phase::Paused(until) if now >= until => self.begin(index, now),
                 Phase::Connecting if late => {
                     let error = Error::Timeout {
                         doing: format!("connecting to {}", self.share.target.endpoint),
-                        after: self.share.timeout,
+                        after: timeout,
                     };
                     self.fail_prepare(index, now, error);
                 }
@@ -505,12 +562,63 @@ impl Lane {
         self.again.push(index);
     }
 
-    /// Begins the connection's next exchange (closed loop: at once).
+    /// Puts the connection to sleep in `phase` until `at`.
+    fn wait(&mut self, index: usize, phase: Phase, at: Instant) {
+        self.conns[index].phase = phase;
+        self.timers.push(Reverse((at, index)));
+    }
+
+    /// Wakes the connections whose time has come (a bounded number per turn, so that a
+    /// backlog of failing requests cannot keep the thread from its epoll set).
+    fn wake_timers(&mut self, now: Instant) {
+        for _ in 0..self.conns.len().saturating_mul(2).max(1) {
+            let Some(&Reverse((at, index))) = self.timers.peek() else {
+                return;
+            };
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let now = Instant::now();
+            match self.conns[index].phase {
+                Phase::Due(due) if due == at => {
+                    self.conns[index].origin = Some((now, due));
+                    self.go(index, now);
+                }
+                Phase::Opening(opens) | Phase::Paused(opens) if opens == at => {
+                    self.begin(index, now)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Begins the connection's next exchange: at once in closed loop, at its due time
+    /// in open loop (at once when that has passed, its latency counting from it).
     fn begin(&mut self, index: usize, now: Instant) {
         if now >= self.window.end {
             self.conns[index].phase = Phase::Idle;
             return;
         }
+        let conn = &mut self.conns[index];
+        match conn.schedule.next_due() {
+            None => {}
+            Some(due) if due >= self.window.end => {
+                conn.phase = Phase::Idle;
+                return;
+            }
+            Some(due) if now < due => {
+                self.wait(index, Phase::Due(due), due);
+                return;
+            }
+            Some(due) => conn.origin = Some((due, due)),
+        }
+        self.go(index, now);
+    }
+
+    /// Gets the connection ready if it is not (echo and udp connect, untimed) and sends
+    /// the request; hello connects inside the timed exchange.
+    fn go(&mut self, index: usize, now: Instant) {
         let conn = &self.conns[index];
         match self.share.lane.pattern {
             Pattern::Hello => {
@@ -529,7 +637,7 @@ impl Lane {
                 Ok(()) => {
                     let conn = &mut self.conns[index];
                     conn.phase = Phase::Connecting;
-                    conn.started = now;
+                    conn.sent = now;
                 }
                 Err(error) => self.fail_prepare(index, now, error),
             },
@@ -591,10 +699,16 @@ impl Lane {
     fn start_exchange(&mut self, index: usize, now: Instant) {
         let count = self.share.target.messages.each.len().max(1);
         let conn = &mut self.conns[index];
+        let (started, lag) = match conn.origin.take() {
+            Some((started, due)) => (started, now.saturating_duration_since(due)),
+            None => (now, Duration::ZERO),
+        };
         conn.measured.ready(now);
         conn.measured.send(&self.window, now);
-        conn.measured.in_flight = Some(now);
-        conn.started = now;
+        conn.measured.in_flight = Some(started);
+        conn.started = started;
+        conn.sent = now;
+        conn.lag = lag;
         conn.request = conn.next % count;
         conn.next = (conn.request + 1) % count;
         conn.written = 0;
@@ -757,7 +871,7 @@ impl Lane {
         conn.measured.in_flight = None;
         let times = ExchangeTimes {
             started: conn.started,
-            lag: Duration::ZERO,
+            lag: conn.lag,
         };
         conn.measured
             .succeed(&self.window, times, now, bytes, &self.latency);
@@ -782,6 +896,7 @@ impl Lane {
     /// as the task engine counts a failed `prepare`.
     fn fail_prepare(&mut self, index: usize, now: Instant, error: Error) {
         let conn = &mut self.conns[index];
+        conn.origin = None;
         conn.measured.send(&self.window, now);
         conn.measured
             .fail(&self.window, now, FailureKind::of(&error), || error);
@@ -790,7 +905,7 @@ impl Lane {
 
     /// No reply in time: a timeout, and a fresh connection at once.
     fn time_out(&mut self, index: usize, now: Instant) {
-        let after = self.share.timeout;
+        let after = self.share.plan.timeout;
         let conn = &mut self.conns[index];
         conn.measured.in_flight = None;
         conn.measured
@@ -802,10 +917,16 @@ impl Lane {
         self.begin(index, now);
     }
 
-    /// Drops the connection and waits [`ERROR_PAUSE`] before the next try.
+    /// Drops the connection; the next try comes after [`ERROR_PAUSE`] in closed loop,
+    /// when the timetable says in open loop (through the timers either way, so a run of
+    /// failures never recurses).
     fn pause(&mut self, index: usize, now: Instant) {
         self.drop_socket(index);
-        self.conns[index].phase = Phase::Paused(now + ERROR_PAUSE);
+        let until = match self.share.plan.load {
+            Load::Closed => now + ERROR_PAUSE,
+            Load::Open { .. } => now,
+        };
+        self.wait(index, Phase::Paused(until), until);
     }
 
     /// Closes the socket (which takes it out of the epoll set) and forgets what it

@@ -101,7 +101,7 @@ pub struct Plan {
 
 impl Plan {
     /// When connection `index` begins: the start, or its place in the connect ramp.
-    fn connection_start(&self, window: &Window, index: usize) -> Instant {
+    pub(super) fn connection_start(&self, window: &Window, index: usize) -> Instant {
         match self.connect_rate {
             Some(rate) if rate > 0.0 => window.start + Duration::from_secs_f64(index as f64 / rate),
             _ => window.start,

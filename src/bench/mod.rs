@@ -171,8 +171,8 @@ pub fn filler(size: usize) -> Bytes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
-    /// One epoll set per thread, no task per connection ([`lane`]): the plain
-    /// closed-loop patterns, at the C load generator's cost per exchange.
+    /// One epoll set per thread, no task per connection ([`lane`]): the plain patterns,
+    /// at the C load generator's cost per exchange.
     Lane,
     /// One tokio task per connection ([`measure`] over [`driver`]): every pattern and
     /// option.
@@ -298,9 +298,9 @@ impl BenchOptions {
     }
 
     /// The one place a run's engine is chosen. The [`lane`] drives what it can
-    /// ([`lane::LaneTarget::of`]: hello, echo and udp in closed loop over TCP or UDP to
-    /// an IP address or a Unix stream path, replies ending at the first read or a byte
-    /// count, no TLS, proxy, first message, regex, rate or connect ramp), unless
+    /// ([`lane::LaneTarget::of`]: hello, echo and udp over TCP or UDP to an IP address or
+    /// a Unix stream path, replies ending at the first read or a byte count, no TLS,
+    /// proxy, first message or regex; any load, rate and ramps included), unless
     /// `--engine tasks`; everything else runs on the tasks, which do every option.
     ///
     /// # Errors
@@ -841,7 +841,7 @@ impl Engine {
             .name(format!("sockit-bench-{number}"))
             .spawn(move || {
                 if share.lane.is_some() {
-                    run_lane_thread(share, ready_tx, start_rx, done_tx);
+                    run_lane_thread(share, mine, (ready_tx, start_rx, done_tx));
                     return;
                 }
                 let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -904,9 +904,12 @@ impl Engine {
 /// delivers their results.
 fn run_lane_thread(
     share: Share,
-    ready: tokio::sync::oneshot::Sender<std::io::Result<()>>,
-    go: std::sync::mpsc::Receiver<Start>,
-    done: tokio::sync::oneshot::Sender<Measured>,
+    indices: Vec<usize>,
+    (ready, go, done): (
+        tokio::sync::oneshot::Sender<std::io::Result<()>>,
+        std::sync::mpsc::Receiver<Start>,
+        tokio::sync::oneshot::Sender<Measured>,
+    ),
 ) {
     let Some(target) = share.lane else { return };
     let set = match lane::LanePoll::new() {
@@ -924,7 +927,8 @@ fn run_lane_thread(
     let lane_share = lane::LaneShare {
         lane: target,
         target: share.target,
-        timeout: share.plan.timeout,
+        plan: share.plan,
+        indices,
         stop: share.stop,
         intervals: share.intervals,
     };

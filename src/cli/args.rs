@@ -1350,8 +1350,9 @@ pub struct BenchArgs {
     pub start_at: Option<String>,
 
     /// What drives the connections: `lane` (one epoll set per thread: hello, echo and udp
-    /// in closed loop over plain TCP, UDP or Unix streams), `tasks` (a task per
-    /// connection: every option), or `auto` (the lane when the run fits it).
+    /// over plain TCP or UDP to an IP address or Unix stream paths, without TLS, proxy,
+    /// first message or regex), `tasks` (a task per connection: every option), or `auto`
+    /// (the lane when the run fits it).
     #[arg(long, value_enum, value_name = "ENGINE", default_value = "auto")]
     pub engine: crate::bench::EngineChoice,
 

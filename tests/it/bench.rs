@@ -197,41 +197,45 @@ fn reply_delay_is_measured_in_open_loop() {
     assert!((80..=110).contains(&report.exchanges), "{run}");
 }
 
-/// The coordinated-omission check: a 500 ms stall, 400 ms into the run.
+/// The coordinated-omission check: a 500 ms stall, 400 ms into the run, on both engines.
 #[test]
 fn a_stall_shows_in_open_loop_and_hides_in_closed_loop() {
-    let stall = Some((Duration::from_millis(400), Duration::from_millis(500)));
-    let dir = scratch();
-    let common = [
-        "-p", "echo", "-s", "16", "-c", "2", "-d", "1500ms", "--warmup", "0",
-    ];
+    for engine in ENGINES {
+        let stall = Some((Duration::from_millis(400), Duration::from_millis(500)));
+        let dir = scratch();
+        let common = [
+            "-p", "echo", "-s", "16", "-c", "2", "-d", "1500ms", "--warmup", "0", "--engine",
+            engine,
+        ];
 
-    let server = echo_server(Duration::ZERO, stall);
-    let endpoint = server.endpoint();
-    let mut args = vec![endpoint.as_str()];
-    args.extend_from_slice(&common);
-    let (status, closed, closed_run) = bench(&args, &dir.path().join("closed.json"));
-    assert_eq!(status, 0, "{closed_run}");
-    drop(server);
+        let server = echo_server(Duration::ZERO, stall);
+        let endpoint = server.endpoint();
+        let mut args = vec![endpoint.as_str()];
+        args.extend_from_slice(&common);
+        let (status, closed, closed_run) = bench(&args, &dir.path().join("closed.json"));
+        assert_eq!(status, 0, "{closed_run}");
+        drop(server);
 
-    let server = echo_server(Duration::ZERO, stall);
-    let endpoint = server.endpoint();
-    let mut args = vec![endpoint.as_str(), "--rate", "200"];
-    args.extend_from_slice(&common);
-    let (status, open, open_run) = bench(&args, &dir.path().join("open.json"));
-    assert_eq!(status, 0, "{open_run}");
+        let server = echo_server(Duration::ZERO, stall);
+        let endpoint = server.endpoint();
+        let mut args = vec![endpoint.as_str(), "--rate", "200"];
+        args.extend_from_slice(&common);
+        let (status, open, open_run) = bench(&args, &dir.path().join("open.json"));
+        assert_eq!(status, 0, "{open_run}");
 
-    // Closed loop: each connection waits out the stall once; every other sample is fast.
-    assert!(closed.latency_us.max >= ms(450), "{closed_run}");
-    assert!(
-        closed.exchanges >= 100,
-        "too few samples to judge\n{closed_run}"
-    );
-    assert!(closed.latency_us.p90 < ms(100), "{closed_run}");
-    // Open loop: every request due during the stall waited for it (a third of the run).
-    assert!(open.latency_us.p90 >= ms(200), "{open_run}");
-    assert!(open.latency_us.p99 >= ms(400), "{open_run}");
-    assert!(open.latency_us.p50 < ms(100), "{open_run}");
+        // Closed loop: each connection waits out the stall once; every other sample is fast.
+        assert!(closed.latency_us.max >= ms(450), "{closed_run}");
+        assert!(
+            closed.exchanges >= 100,
+            "too few samples to judge\n{closed_run}"
+        );
+        assert!(closed.latency_us.p90 < ms(100), "{closed_run}");
+        // Open loop: every request due during the stall waited for it (a third of the run).
+        assert!(open.latency_us.p90 >= ms(200), "{open_run}");
+        assert!(open.latency_us.p99 >= ms(400), "{open_run}");
+        assert!(open.latency_us.p50 < ms(100), "{open_run}");
+        assert_eq!(engine_of(&open), engine, "{open_run}");
+    }
 }
 
 /// On both engines (see `bench_engine`).

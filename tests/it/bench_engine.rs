@@ -11,17 +11,18 @@ use std::time::Duration;
 use crate::bench::{ThreadServer, bench, echo_server, engine_of, scratch};
 use crate::util::{code, run_sockit};
 
-/// A run that fits the lane gets it; a rate, a delimited reply, a host name or
-/// `--engine tasks` get the tasks.
+/// A run that fits the lane gets it (a rate too); a first message, a delimited reply, a
+/// host name or `--engine tasks` get the tasks.
 #[test]
 fn the_engine_follows_the_one_rule() {
     let server = echo_server(Duration::ZERO, None);
     let endpoint = server.endpoint();
     let named = format!("tcp://localhost:{}", server.addr.port());
     let dir = scratch();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&[&endpoint], "lane"),
-        (&[&endpoint, "--rate", "200"], "tasks"),
+        (&[&endpoint, "--rate", "200"], "lane"),
+        (&[&endpoint, "--first-message", "hi"], "tasks"),
         (&[&endpoint, "--reply-until", "a"], "tasks"),
         (&[&named], "tasks"),
         (&[&endpoint, "--engine", "tasks"], "tasks"),
@@ -48,7 +49,14 @@ fn engine_lane_refuses_a_run_it_cannot_drive_before_connecting() {
     let endpoint = format!("tcp://{addr}");
     let output = run_sockit(
         &[
-            "bench", &endpoint, "-p", "echo", "--engine", "lane", "--rate", "100",
+            "bench",
+            &endpoint,
+            "-p",
+            "echo",
+            "--engine",
+            "lane",
+            "--first-message",
+            "hi",
         ],
         None,
     );
@@ -56,7 +64,7 @@ fn engine_lane_refuses_a_run_it_cannot_drive_before_connecting() {
     assert_eq!(code(&output), 2, "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("--engine lane does not drive a request rate"),
+        stderr.contains("--engine lane does not drive --first-message"),
         "{stderr}"
     );
     let accepted = listener.accept().map(|_| ()).map_err(|e| e.kind());
