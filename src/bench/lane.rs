@@ -505,9 +505,11 @@ impl Lane {
     /// Times out what waited too long, resumes paused connections, updates the bar.
     fn sweep(&mut self, now: Instant) {
         let timeout = self.share.plan.timeout;
+        // Whatever went out at or before this is late: one comparison per connection.
+        let cutoff = now.checked_sub(timeout);
         for index in 0..self.conns.len() {
             let conn = &self.conns[index];
-            let late = now.saturating_duration_since(conn.sent) >= timeout;
+            let late = cutoff.is_some_and(|cutoff| conn.sent <= cutoff);
             match conn.phase {
                 Phase::Connecting if late => {
                     let error = Error::Timeout {
