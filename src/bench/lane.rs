@@ -258,7 +258,8 @@ struct Conn {
     filled: usize,
     /// Bytes read past the end of the last reply: the start of the next one.
     carried: usize,
-    /// The socket may have data to read (an edge came, or the last read filled its room).
+    /// The socket may have data to read (an edge came, or the last read filled its room);
+    /// with bytes carried from the last reply (`filled` > 0) the reply is read on as well.
     readable: bool,
     /// The socket may take data (an edge came, or it never refused any).
     writable: bool,
@@ -553,7 +554,7 @@ impl Lane {
             match conn.phase {
                 Phase::Connecting if conn.writable => self.connected(index, now),
                 Phase::Sending if conn.writable => self.write(index, now),
-                Phase::Receiving if conn.readable => {
+                Phase::Receiving if conn.readable || conn.filled > 0 => {
                     if !self.read(index, now) {
                         return;
                     }
@@ -748,7 +749,9 @@ impl Lane {
         match outcome {
             Turn::Done => {
                 conn.phase = Phase::Receiving;
-                if conn.readable {
+                // Bytes carried from the last reply may already complete this one, and
+                // no edge would come for them.
+                if conn.readable || conn.filled > 0 {
                     self.again.push(index);
                 }
             }

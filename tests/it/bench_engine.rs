@@ -160,3 +160,50 @@ fn datagrams_to_a_closed_port_are_refused_on_both_engines() {
     assert_eq!(codes[0].0, 4, "{}", codes[0].1);
     assert_eq!(codes[0].0, codes[1].0, "{}\n{}", codes[0].1, codes[1].1);
 }
+
+/// A server that answers the first message twice in one write, then nothing more: the
+/// second reply is already in when the second message goes out, so that exchange
+/// completes at once on both engines (no edge of the socket announces it); the third
+/// times out and the connection starts over.
+#[test]
+fn a_reply_already_received_completes_the_next_exchange_on_both_engines() {
+    let server = ThreadServer::start(|mut conn| {
+        let mut request = [0u8; 64];
+        if conn.read_exact(&mut request).is_err() {
+            return;
+        }
+        let twice = [request, request].concat();
+        if conn.write_all(&twice).is_err() {
+            return;
+        }
+        // Read (and never answer) until the client gives up.
+        let mut sink = [0u8; 64];
+        while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let dir = scratch();
+    for engine in ["lane", "tasks"] {
+        let (_, report, run) = bench(
+            &[
+                &server.endpoint(),
+                "-p",
+                "echo",
+                "-c",
+                "1",
+                "-d",
+                "1s",
+                "--warmup",
+                "0",
+                "--timeout",
+                "200ms",
+                "--engine",
+                engine,
+            ],
+            &dir.path().join(format!("{engine}.json")),
+        );
+        assert_eq!(engine_of(&report), engine, "{run}");
+        assert!(report.errors.timeout >= 2, "{run}");
+        assert_eq!(report.errors.total, report.errors.timeout, "{run}");
+        // Two exchanges per connection, one timeout each (the last may be cut short).
+        assert!(report.exchanges + 2 >= 2 * report.errors.timeout, "{run}");
+    }
+}
