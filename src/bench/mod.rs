@@ -492,9 +492,10 @@ pub struct RunSpan {
 
 /// Runs a benchmark to its end and reports what it measured.
 ///
-/// The connections are shared out over [`BenchOptions::threads`] threads, each running
-/// its own single-threaded tokio runtime (as wrk does): a connection's task never moves
-/// between cores and its wake-ups never cross threads. Everything starts together once
+/// The connections are shared out over [`BenchOptions::threads`] threads, each waiting in
+/// its own epoll set ([`lane`]) or running its own single-threaded tokio runtime (as wrk
+/// does), as [`BenchOptions::engine`] decides: a connection never moves between cores and
+/// its wake-ups never cross threads. Everything starts together once
 /// every thread is ready, and stops by itself after `warmup + duration`; failures of
 /// single exchanges are counted, not returned.
 ///
@@ -817,11 +818,12 @@ struct Start {
     slots: Vec<Option<progress::ProgressSlot>>,
 }
 
-/// One thread running a share of the connections on its own single-threaded runtime.
+/// One thread running a share of the connections in its own epoll set (the lane) or on
+/// its own single-threaded runtime (the tasks).
 struct Engine {
     /// Which connections are this thread's.
     indices: Vec<usize>,
-    /// Reports that the runtime is built (or why it is not).
+    /// Reports that the epoll set or the runtime is made (or why it is not).
     ready: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
     /// Gives the go.
     start: std::sync::mpsc::Sender<Start>,
@@ -830,8 +832,8 @@ struct Engine {
 }
 
 impl Engine {
-    /// Starts thread `number` for the connections `indices`; it builds its runtime and
-    /// waits for [`Engine::start`].
+    /// Starts thread `number` for the connections `indices`; it makes its epoll set (the
+    /// lane) or builds its runtime, and waits for [`Engine::start`].
     fn spawn(number: usize, share: Share, indices: Vec<usize>) -> Result<Engine> {
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let (start, start_rx) = std::sync::mpsc::channel::<Start>();
