@@ -712,8 +712,12 @@ impl Lane {
         conn.started = started;
         conn.sent = now;
         conn.lag = lag;
-        conn.request = conn.next % count;
-        conn.next = (conn.request + 1) % count;
+        conn.request = conn.next.min(count - 1);
+        conn.next = if conn.request + 1 < count {
+            conn.request + 1
+        } else {
+            0
+        };
         conn.written = 0;
         conn.filled = conn.carried;
         conn.phase = Phase::Sending;
@@ -846,6 +850,8 @@ impl Lane {
         conn.readable = false;
         let target = &self.share.target;
         let verdict = match recv_uncancellable(socket.as_fd(), &mut self.scratch) {
+            // Any datagram is the reply (the lane takes no regex).
+            Ok(_) if self.share.lane.length == ReplyLength::FirstRead => Ok(0),
             Ok(n) => {
                 let sent = target.messages.each[conn.request].len();
                 target.datagram_verdict(&self.scratch[..n], sent)
@@ -946,5 +952,60 @@ impl Lane {
         conn.readable = false;
         conn.writable = false;
         conn.phase = Phase::Idle;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::measure::Load;
+
+    fn options(endpoint: &str, pattern: Pattern) -> BenchOptions {
+        let endpoint: Endpoint = endpoint.parse().unwrap_or_else(|e| panic!("{e}"));
+        BenchOptions::new(endpoint, Some(pattern))
+    }
+
+    fn unfit(options: &BenchOptions) -> Option<Unfit> {
+        LaneTarget::of(options).err()
+    }
+
+    #[test]
+    fn the_plain_patterns_fit_at_any_load() {
+        let mut echo = options("tcp://127.0.0.1:9", Pattern::Echo);
+        assert_eq!(unfit(&echo), None);
+        echo.load = Load::Open { rate: 100.0 };
+        echo.connect_rate = Some(10.0);
+        assert_eq!(unfit(&echo), None);
+        assert_eq!(unfit(&options("udp://[::1]:9", Pattern::Udp)), None);
+        let unix = options("unix:/tmp/sockit-lane-test.sock", Pattern::Hello);
+        assert_eq!(unfit(&unix), None);
+    }
+
+    #[test]
+    fn what_the_lane_does_not_drive_is_named() {
+        let cases = [
+            (options("tls://127.0.0.1:9", Pattern::Echo), "TLS"),
+            (options("tcp://localhost:9", Pattern::Echo), "a host name"),
+            (
+                options("tcp://127.0.0.1:9", Pattern::Stream),
+                "the stream pattern",
+            ),
+            (
+                options("unixgram:/tmp/x.sock", Pattern::Udp),
+                "Unix datagram",
+            ),
+        ];
+        for (options, reason) in cases {
+            let got = unfit(&options);
+            assert!(got.is_some_and(|u| u.contains(reason)), "{got:?}");
+        }
+        let mut first = options("tcp://127.0.0.1:9", Pattern::Echo);
+        first.messages.first = Some(bytes::Bytes::from_static(b"hi"));
+        assert_eq!(unfit(&first), Some("--first-message"));
+        let mut until = options("tcp://127.0.0.1:9", Pattern::Echo);
+        until.reply = super::super::driver::ReplyMatcher::ending(ReplyEnd::Until(
+            bytes::Bytes::from_static(b"\n"),
+        ));
+        assert_eq!(unfit(&until), Some("--reply-until"));
     }
 }
