@@ -348,6 +348,9 @@ struct Lane {
     /// When waiting connections wake (due times, pauses, connect ramp), earliest first;
     /// an entry whose connection has moved on is skipped.
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// This thread's CPU time when the measured span began (read at the first tick in
+    /// it); the thread ends before the run's end is read, so it measures its own.
+    cpu_at_measure_start: Option<Duration>,
 }
 
 /// Runs one thread's connections on the lane for the whole window and returns what they
@@ -391,6 +394,7 @@ pub(super) fn run(
         latency: RefCell::new(latencies),
         again: Vec::new(),
         share,
+        cpu_at_measure_start: None,
     };
     let ended = lane.drive(&mut poll);
     lane.finish(ended)
@@ -429,6 +433,9 @@ impl Lane {
                 return now;
             }
             if now >= next_tick {
+                if self.cpu_at_measure_start.is_none() && now >= self.window.measure_from {
+                    self.cpu_at_measure_start = super::this_thread_cpu_time();
+                }
                 self.sweep(now);
                 if let Some(every) = every {
                     boundary = self.pass_boundaries(now, every, boundary);
@@ -497,6 +504,10 @@ impl Lane {
         let mut latencies = self.latency.into_inner();
         if let Some(recorder) = latencies.intervals.take() {
             recorder.finish();
+        }
+        if let (Some(start), Some(end)) = (self.cpu_at_measure_start, super::this_thread_cpu_time())
+        {
+            total.thread_cpu = end.saturating_sub(start);
         }
         total.latency = latencies.steady;
         total.ramp_latency = latencies.ramp;

@@ -221,6 +221,10 @@ pub struct Measured {
     pub in_flight_at_end: u64,
     /// How long the oldest of those had been waiting.
     pub oldest_in_flight: Duration,
+    /// CPU time of the busiest thread that measured its own over the measured span (the
+    /// lane's threads do, since they end before the run's end is read): the largest
+    /// thread's, not a sum.
+    pub thread_cpu: Duration,
     /// Open loop: requests due in the window that never went out (the connection was
     /// still behind schedule at the end).
     pub unsent: u64,
@@ -339,6 +343,7 @@ impl Measured {
         self.max_send_lag = self.max_send_lag.max(other.max_send_lag);
         self.in_flight_at_end += other.in_flight_at_end;
         self.oldest_in_flight = self.oldest_in_flight.max(other.oldest_in_flight);
+        self.thread_cpu = self.thread_cpu.max(other.thread_cpu);
         self.unsent += other.unsent;
         self.completed_total += other.completed_total;
         self.bytes_total += other.bytes_total;

@@ -605,7 +605,7 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
     let loadgen = LoadgenCpu {
         threads,
         cpu,
-        busiest_thread,
+        busiest_thread: busiest_thread.max(measured.thread_cpu).min(cpu),
     };
     let mut report = Report::of_run(options, &measured, loadgen, span);
     report.engine = Some(engine);
@@ -710,6 +710,20 @@ fn thread_cpu_times() -> Vec<(u64, Duration)> {
             ))
         })
         .collect()
+}
+
+/// CPU time (user + system) of the calling thread, from `/proc/thread-self/stat` (`None`
+/// where that is not available): for threads that end before the run's end is read.
+pub(super) fn this_thread_cpu_time() -> Option<Duration> {
+    let ticks_per_second = rustix::param::clock_ticks_per_second();
+    if ticks_per_second == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let ticks = stat_cpu_ticks(&stat)?;
+    Some(Duration::from_micros(
+        ticks.saturating_mul(1_000_000) / ticks_per_second,
+    ))
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/…/stat` line, in clock ticks. The command

@@ -207,3 +207,36 @@ fn a_reply_already_received_completes_the_next_exchange_on_both_engines() {
         assert!(report.exchanges + 2 >= 2 * report.errors.timeout, "{run}");
     }
 }
+
+/// The lane's threads end before the run's end is read, so each measures its own CPU: the
+/// report's busiest-thread figure is that of a thread that did the work, not zero.
+#[test]
+fn the_lanes_busiest_thread_reports_the_cpu_it_used() {
+    let server = echo_server(Duration::ZERO, None);
+    let endpoint = server.endpoint();
+    let dir = scratch();
+    let argv = [
+        endpoint.as_str(),
+        "-p",
+        "echo",
+        "-c",
+        "4",
+        "--threads",
+        "1",
+        "-d",
+        "1s",
+        "--warmup",
+        "0",
+        "--engine",
+        "lane",
+    ];
+    let (status, report, run) = bench(&argv, &dir.path().join("cpu.json"));
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 100, "{run}");
+    assert!(
+        report.loadgen_busiest_thread_percent > 0.0,
+        "the lane thread drove {} exchanges but its CPU reads {} %\n{run}",
+        report.exchanges,
+        report.loadgen_busiest_thread_percent
+    );
+}
