@@ -106,6 +106,19 @@ pub struct Report {
     /// why in words.
     #[serde(default)]
     pub loadgen_limit: Option<LoadgenLimit>,
+    /// `tls://`: the TLS handshakes of the whole run, warm-up included, full and resumed
+    /// (merged: summed).
+    #[serde(default)]
+    pub tls_handshakes: Option<TlsHandshakes>,
+}
+
+/// How many TLS handshakes a run completed, by kind: shows whether sessions resumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    /// Full handshakes (the certificate sent and checked).
+    pub full: u64,
+    /// Resumed sessions.
+    pub resumed: u64,
 }
 
 /// The exchanges of a rate ramp, reported apart from the steady state.
@@ -486,6 +499,7 @@ impl Report {
             connected: measured.connected,
             all_connected_after_s: span.all_connected_after.map(|d| d.as_secs_f64()),
             loadgen_limit: None,
+            tls_handshakes: None,
         };
         report.loadgen_limit = report.limit();
         report
@@ -614,6 +628,13 @@ impl Report {
             (a, b) => a.or(b),
         };
         self.connected += other.connected;
+        self.tls_handshakes = match (self.tls_handshakes, other.tls_handshakes) {
+            (Some(a), Some(b)) => Some(TlsHandshakes {
+                full: a.full + b.full,
+                resumed: a.resumed + b.resumed,
+            }),
+            (a, b) => a.or(b),
+        };
         self.all_connected_after_s = match (self.all_connected_after_s, other.all_connected_after_s)
         {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -703,6 +724,15 @@ impl Report {
                 e.total, e.refused, e.reset, e.timeout, e.short_reply, e.mismatch, e.other
             ),
         );
+        if let Some(tls) = self.tls_handshakes {
+            line(
+                "tls handshakes",
+                format!(
+                    "{} resumed, {} full (the whole run, warm-up included)",
+                    tls.resumed, tls.full
+                ),
+            );
+        }
         if let Some(ramp) = &self.ramp {
             line(
                 "ramp",
@@ -1018,6 +1048,7 @@ mod tests {
             connected: 2,
             all_connected_after_s: Some(0.0),
             loadgen_limit: None,
+            tls_handshakes: None,
         }
     }
 
