@@ -244,7 +244,7 @@ fn drop_datagram(shared: &Shared) {
 fn count_forwarded(flow: &FlowStats, len: usize) {
     flow.read.fetch_add(len as u64, Ordering::Release);
     flow.written.fetch_add(len as u64, Ordering::Release);
-    flow.peak_buffered.fetch_max(len as u64, Ordering::Relaxed);
+    flow.note_held(len as u64);
 }
 
 /// The table, even if a task panicked while holding it (the table itself stays
