@@ -8,6 +8,7 @@
 //! free slot is closed at once (logged, counted). The slot is held until the relayed
 //! connection ends.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -86,13 +87,14 @@ enum End {
 }
 
 impl End {
-    fn reason(&self) -> String {
+    /// The reason in words; the usual ones are not allocated.
+    fn reason(&self) -> Cow<'static, str> {
         match self {
-            End::Closed => "closed by both sides".into(),
-            End::Idle(d) => format!("idle for {}", humantime::format_duration(*d)),
-            End::Shutdown => "relay shutting down".into(),
-            End::Handshake(e) | End::Failed(e) => e.to_string(),
-            End::Target(e) => format!("target unreachable: {e}"),
+            End::Closed => Cow::Borrowed("closed by both sides"),
+            End::Idle(d) => format!("idle for {}", humantime::format_duration(*d)).into(),
+            End::Shutdown => Cow::Borrowed("relay shutting down"),
+            End::Handshake(e) | End::Failed(e) => e.to_string().into(),
+            End::Target(e) => format!("target unreachable: {e}").into(),
         }
     }
 
