@@ -66,7 +66,6 @@ impl Activity {
 ///
 /// Through the C library's `clock_gettime` (its vDSO call), which also works under
 /// valgrind, where the vDSO is not mapped.
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn now_ms() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -79,14 +78,6 @@ fn now_ms() -> u64 {
     let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
     let millis = u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000_000;
     seconds.saturating_mul(1000).saturating_add(millis)
-}
-
-/// Milliseconds on the monotonic clock, counted from the first reading.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn now_ms() -> u64 {
-    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let origin = ORIGIN.get_or_init(std::time::Instant::now);
-    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for Activity {
