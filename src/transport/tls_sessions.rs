@@ -295,8 +295,9 @@ impl ClientSessionStore for SessionStore {
         let server = state.server(server_name.clone());
         let Some(age) = server.tickets.pop_back() else {
             // A handshake found no ticket: one more connection at once than the tickets
-            // kept could serve. Keep one more (the budget still bounds them all).
-            server.keep += 1;
+            // kept could serve. Keep one more, up to what the budget could hold (a server
+            // that never sends tickets would otherwise raise it without end).
+            server.keep = (server.keep + 1).min(self.budget / ENTRY_OVERHEAD);
             state.evict_to(self.budget);
             return None;
         };
