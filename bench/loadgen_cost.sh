@@ -15,7 +15,8 @@
 # Cases (arguments; default: all): echo (50 connections, 64 B), udp (32 outstanding),
 # hello (50 concurrent connect/send/reply/close).
 # env: PEERS, SOCKIT, WORKDIR (default ${TMPDIR:-/tmp}/sockit-loadgen-cost), LG_CPU, SRV_CPU
-#      as in bench/loadgen.sh; SHORT / LONG (default 1 / 2 s), DUR (strace, default 2 s).
+#      as in bench/loadgen.sh; SHORT / LONG (default 1 / 2 s), DUR (strace, default 2 s);
+#      SOCKIT_FLAGS: more flags for sockit bench (`--engine tasks` measures the task engine).
 # The callgrind profiles stay in $WORKDIR/out (callgrind_annotate FILE).
 set -u
 set -m
@@ -66,7 +67,7 @@ drive() {
   else
     # shellcheck disable=SC2086
     timeout 300 taskset -c "$LG_CPU" $WRAP "$SOCKIT" bench "$proto://$HOST:$port" $flags \
-      -d "${secs}s" --warmup "${WARMUP}s" --threads 1 --timeout 10s --json - 2>/dev/null |
+      -d "${secs}s" --warmup "${WARMUP}s" --threads 1 --timeout 10s ${SOCKIT_FLAGS:-} --json - 2>/dev/null |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["exchanges"])'
   fi
 }

@@ -34,7 +34,7 @@ use crate::transport::{ConnectOptions, DatagramSocket, MAX_DATAGRAM, Stream, con
 
 /// Most bytes one "first read" reply takes (the note reads 1024); a buffer of this size
 /// per connection keeps 10,000 connections within 40 MB.
-const FIRST_READ_SIZE: usize = 4096;
+pub(super) const FIRST_READ_SIZE: usize = 4096;
 
 thread_local! {
     /// One receive buffer per thread for every datagram socket on it, large enough for
@@ -157,7 +157,7 @@ pub struct Target {
 
 impl Target {
     /// An I/O error while talking to the target, named for what it means to a benchmark.
-    fn io_error(&self, source: io::Error, during: &str) -> Error {
+    pub(super) fn io_error(&self, source: io::Error, during: &str) -> Error {
         if source.kind() == io::ErrorKind::ConnectionRefused {
             return Error::Refused {
                 endpoint: (*self.endpoint).clone(),
@@ -200,6 +200,21 @@ impl Target {
                 doing: "waiting for the reply to the first message".into(),
                 after: self.connect.timeout,
             }),
+        }
+    }
+}
+
+impl Target {
+    /// The outcome of a datagram exchange whose request had `sent` bytes and whose reply
+    /// is `reply`: the payload bytes sent, or why the reply is refused.
+    pub(super) fn datagram_verdict(&self, reply: &[u8], sent: usize) -> Result<u64> {
+        match check_datagram(reply, &self.reply, sent) {
+            Ok(()) => Ok(sent as u64),
+            Err(ReplyFailure::Io(short)) => Err(Error::ClosedEarly {
+                peer: self.endpoint.to_string(),
+                during: format!("with {short}"),
+            }),
+            Err(mismatch) => Err(self.reply_error(mismatch, "")),
         }
     }
 }
@@ -569,10 +584,11 @@ impl DatagramDriver {
 }
 
 /// Waits for one datagram on a connected socket and checks it with `check`, reading it
-/// into the thread's shared buffer.
+/// into the thread's shared buffer. A refusal (ICMP port unreachable) is the error it
+/// returns, as soon as it comes.
 async fn receive_datagram<T>(socket: &DatagramSocket, check: impl Fn(&[u8]) -> T) -> io::Result<T> {
     loop {
-        socket.readable().await?;
+        socket.readable_or_failed().await?;
         let received = DATAGRAM_BUFFER.with(|buffer| {
             // The borrow lasts for this one non-blocking call only (see DATAGRAM_BUFFER).
             let mut buffer = buffer.borrow_mut();
@@ -646,17 +662,9 @@ impl Driver for DatagramDriver {
             .await
             .map_err(|e| target.io_error(e, "while sending a datagram"))?;
         let sent = request.len();
-        let verdict = receive_datagram(socket, |reply| check_datagram(reply, &target.reply, sent))
+        receive_datagram(socket, |reply| target.datagram_verdict(reply, sent))
             .await
-            .map_err(|e| target.io_error(e, "while waiting for the reply"))?;
-        match verdict {
-            Ok(()) => Ok(sent as u64),
-            Err(ReplyFailure::Io(short)) => Err(Error::ClosedEarly {
-                peer: target.endpoint.to_string(),
-                during: format!("with {short}"),
-            }),
-            Err(mismatch) => Err(target.reply_error(mismatch, "")),
-        }
+            .map_err(|e| target.io_error(e, "while waiting for the reply"))?
     }
 
     fn abandon(&mut self) {

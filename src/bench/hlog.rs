@@ -7,10 +7,12 @@
 //! line per interval: `start,length,max,HISTF…`: the interval's start from BaseTime and
 //! its length in seconds, its slowest latency, and its histogram, compressed (V2 +
 //! DEFLATE, base64). Values are microseconds, as in the JSON report. The lines are written as each interval ends, so the file can be read while a
-//! run goes on.
+//! run goes on. With `--ramp-up`, an interval's exchanges of the rate ramp go on a line
+//! of their own that opens with `Tag=ramp,` (see [`super::intervals::RAMP_TAG`]), so the
+//! untagged lines are the report's main histogram.
 //!
-//! [`IntervalLog::parse`] reads such a file back, every interval added up, for
-//! `sockit bench merge`.
+//! [`IntervalLog::parse`] reads such a file back, every untagged interval added up, for
+//! `sockit bench merge` (which merges the reports' main histograms).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{
-    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, LogIteratorError,
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, LogIteratorError, Tag,
 };
 
 use super::histogram::LatencyHistogram;
@@ -86,7 +88,7 @@ impl HlogWriter {
     }
 
     /// Writes one interval: its histogram, which began `start` after the log's start
-    /// and lasted `length`.
+    /// and lasted `length`, on a line tagged `tag` if given.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be written or the histogram encoded.
@@ -95,6 +97,7 @@ impl HlogWriter {
         histogram: &LatencyHistogram,
         start: Duration,
         length: Duration,
+        tag: Option<&str>,
     ) -> Result<()> {
         let mut log = IntervalLogWriterBuilder::new()
             .begin_log_with(&mut self.file, &mut self.serializer)
@@ -102,7 +105,8 @@ impl HlogWriter {
                 doing: format!("writing the interval log {}", self.path.display()),
                 source: e,
             })?;
-        let written = log.write_histogram(&histogram.inner(), start, length, None);
+        let tag = tag.and_then(Tag::new);
+        let written = log.write_histogram(&histogram.inner(), start, length, tag);
         drop(log);
         written.map_err(|e| Error::Io {
             doing: format!("writing the interval log {}", self.path.display()),
@@ -136,9 +140,10 @@ pub struct LogError(String);
 /// An interval log read back: all its intervals added into one histogram.
 #[derive(Debug, Clone, Default)]
 pub struct IntervalLog {
-    /// How many interval lines the log holds.
+    /// How many untagged interval lines the log holds.
     pub intervals: u64,
-    /// The sum of their histograms.
+    /// The sum of their histograms (a report's main histogram; tagged lines, such as the
+    /// rate ramp's, are left out).
     pub latency: LatencyHistogram,
 }
 
@@ -161,7 +166,8 @@ impl IntervalLog {
         for entry in IntervalLogIterator::new(text) {
             entries += 1;
             let interval = match entry {
-                Ok(LogEntry::Interval(interval)) => interval,
+                Ok(LogEntry::Interval(interval)) if interval.tag().is_none() => interval,
+                Ok(LogEntry::Interval(_)) => continue,
                 Ok(LogEntry::StartTime(_) | LogEntry::BaseTime(_)) => continue,
                 Err(LogIteratorError::ParseError { offset }) => {
                     return Err(LogError(format!(
@@ -210,9 +216,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut histogram = LatencyHistogram::new();
         histogram.record(Duration::from_micros(1500));
-        log.write(&histogram, Duration::ZERO, second)
+        log.write(&histogram, Duration::ZERO, second, None)
             .unwrap_or_else(|e| panic!("{e}"));
-        log.write(&LatencyHistogram::new(), second, second / 2)
+        log.write(&LatencyHistogram::new(), second, second / 2, None)
             .unwrap_or_else(|e| panic!("{e}"));
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -240,7 +246,8 @@ mod tests {
         );
     }
 
-    /// A log of two intervals, 1500 µs and 20 µs × 2, as the writer makes it.
+    /// A log of two intervals, 1500 µs and 20 µs × 2, as the writer makes it, and a
+    /// line tagged `ramp` beside the first.
     fn two_interval_log() -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("run.hlog");
@@ -253,9 +260,11 @@ mod tests {
         let mut second_one = LatencyHistogram::new();
         second_one.record(Duration::from_micros(20));
         second_one.record(Duration::from_micros(20));
-        log.write(&first, Duration::ZERO, second)
+        log.write(&first, Duration::ZERO, second, None)
             .unwrap_or_else(|e| panic!("{e}"));
-        log.write(&second_one, second, second)
+        log.write(&first, Duration::ZERO, second, Some("ramp"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.write(&second_one, second, second, None)
             .unwrap_or_else(|e| panic!("{e}"));
         drop(log);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"))
@@ -266,7 +275,8 @@ mod tests {
         let text = two_interval_log();
         assert!(IntervalLog::is_meant(&text));
         let log = IntervalLog::parse(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(log.intervals, 2);
+        assert!(String::from_utf8_lossy(&text).contains("\nTag=ramp,0.000,1.000,"));
+        assert_eq!(log.intervals, 2, "the tagged line is not counted");
         assert_eq!(log.latency.count(), 3);
         assert_eq!(log.latency.percentiles().max, Duration::from_micros(1500));
     }

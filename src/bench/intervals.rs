@@ -5,15 +5,18 @@
 //! [`IntervalRecorder`] beside its totals, so the hot path stays lock-free: one comparison
 //! with the next boundary, one more histogram increment). When an exchange completes past
 //! the boundary, or when the thread's [`keep_pace`](super::latencies::keep_pace) ticker
-//! passes it, the thread ships the finished interval over a channel. Each thread ships exactly one histogram per interval,
+//! passes it (on the lane, its sweep), the thread ships the finished interval over a channel. Each thread ships exactly one histogram per interval,
 //! in order, so an [`IntervalSink`] on the main task knows an interval is complete once
 //! every thread has shipped it; it then adds them up, writes the log line at once (a long
 //! run's log can be read while it runs, and Ctrl-C loses nothing) and keeps a short
 //! [`IntervalSummary`] for the plot.
 //!
 //! An exchange belongs to the interval in which it completed, as it belongs to the
-//! measured span by its completion time; so the intervals add up to exactly the run's
-//! histogram (the steady state's plus, with `--ramp-up`, the ramp's).
+//! measured span by its completion time. Each interval keeps the exchanges of the rate
+//! ramp (`--ramp-up`) apart from the steady state's, as the report does: the log's
+//! untagged lines add up to exactly the report's main histogram, and the ramp's go on
+//! lines tagged [`RAMP_TAG`], which HdrHistogram's tools leave out unless asked for
+//! them by tag. The plot's summaries count both (throughput over time shows the ramp).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,13 +72,58 @@ impl LatencyLog {
     }
 }
 
-/// One thread's histogram of one interval.
+/// The tag of the interval-log lines that hold the rate ramp's exchanges.
+pub const RAMP_TAG: &str = "ramp";
+
+/// Which histogram of the report an exchange belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// While the rate was still ramping up (`--ramp-up`): reported apart.
+    Ramp,
+    /// After the ramp (the whole measured span without one): the main figures.
+    Steady,
+}
+
+/// One interval's latencies, the steady state's and the ramp's apart.
+#[derive(Debug, Default)]
+pub struct IntervalHistograms {
+    /// Exchanges of the steady state.
+    pub steady: LatencyHistogram,
+    /// Exchanges during the rate ramp.
+    pub ramp: LatencyHistogram,
+}
+
+impl IntervalHistograms {
+    /// The histogram of `phase`.
+    #[inline]
+    fn of(&mut self, phase: Phase) -> &mut LatencyHistogram {
+        match phase {
+            Phase::Steady => &mut self.steady,
+            Phase::Ramp => &mut self.ramp,
+        }
+    }
+
+    /// Adds another thread's histograms of the same interval.
+    fn add(&mut self, other: &IntervalHistograms) {
+        self.steady.add(&other.steady);
+        self.ramp.add(&other.ramp);
+    }
+
+    /// Both together (what the plot draws).
+    fn both(&self) -> LatencyHistogram {
+        let mut both = self.steady.clone();
+        both.add(&self.ramp);
+        both
+    }
+}
+
+/// One thread's histograms of one interval.
 #[derive(Debug)]
 pub struct IntervalPart {
     /// Which interval: 0 is the first of the measured span.
     pub index: u64,
     /// The latencies of the exchanges this thread completed in it.
-    pub histogram: LatencyHistogram,
+    pub histograms: IntervalHistograms,
 }
 
 /// One thread's current interval: where its connections record, beside the run's totals.
@@ -90,7 +138,7 @@ pub struct IntervalRecorder {
     /// The end of that interval: a completion at or past it moves on.
     next_boundary: Instant,
     /// Its latencies so far.
-    current: LatencyHistogram,
+    current: IntervalHistograms,
     /// Where finished intervals go (the run's [`IntervalSink`]).
     out: mpsc::UnboundedSender<IntervalPart>,
 }
@@ -107,18 +155,19 @@ impl IntervalRecorder {
             every,
             index: 0,
             next_boundary: origin + every,
-            current: LatencyHistogram::new(),
+            current: IntervalHistograms::default(),
             out,
         }
     }
 
-    /// Records the latency of an exchange completed at `done` (inside the measured span).
+    /// Records the latency of an exchange of `phase` completed at `done` (inside the
+    /// measured span).
     #[inline]
-    pub fn record(&mut self, done: Instant, latency: Duration) {
+    pub fn record(&mut self, done: Instant, latency: Duration, phase: Phase) {
         if done >= self.next_boundary {
             self.advance_to(self.index_at(done));
         }
-        self.current.record(latency);
+        self.current.of(phase).record(latency);
     }
 
     /// The interval an instant falls in.
@@ -140,11 +189,11 @@ impl IntervalRecorder {
 
     /// Ships the current interval and starts the next.
     fn ship(&mut self) {
-        let histogram = std::mem::take(&mut self.current);
+        let histograms = std::mem::take(&mut self.current);
         // The sink is gone only when the run is being abandoned.
         let _ = self.out.send(IntervalPart {
             index: self.index,
-            histogram,
+            histograms,
         });
         self.index += 1;
     }
@@ -217,7 +266,7 @@ pub struct IntervalSink {
     /// How many threads ship each interval.
     threads: usize,
     /// Intervals some threads have shipped: their sum so far and how many did.
-    pending: BTreeMap<u64, (LatencyHistogram, usize)>,
+    pending: BTreeMap<u64, (IntervalHistograms, usize)>,
     /// The interval log, if asked for.
     hlog: Option<HlogWriter>,
     /// Every interval written so far.
@@ -265,8 +314,8 @@ impl IntervalSink {
         let entry = self
             .pending
             .entry(part.index)
-            .or_insert_with(|| (LatencyHistogram::new(), 0));
-        entry.0.add(&part.histogram);
+            .or_insert_with(|| (IntervalHistograms::default(), 0));
+        entry.0.add(&part.histograms);
         entry.1 += 1;
         while let Some(first) = self.pending.first_entry() {
             if first.get().1 < self.threads {
@@ -283,7 +332,8 @@ impl IntervalSink {
     /// and the first failure to write the log.
     pub fn finish(mut self, measured: Duration) -> (Vec<IntervalSummary>, Option<Error>) {
         for (index, (histogram, _)) in std::mem::take(&mut self.pending) {
-            if self.start_of(index) >= measured && histogram.count() == 0 {
+            let empty = histogram.steady.count() == 0 && histogram.ramp.count() == 0;
+            if self.start_of(index) >= measured && empty {
                 continue;
             }
             self.emit(index, &histogram, measured);
@@ -304,15 +354,17 @@ impl IntervalSink {
             .unwrap_or(Duration::MAX)
     }
 
-    /// Writes interval `index`, which lasted until `until` (from the origin) at most.
-    fn emit(&mut self, index: u64, histogram: &LatencyHistogram, until: Duration) {
+    /// Writes interval `index`, which lasted until `until` (from the origin) at most: the
+    /// ramp's exchanges, if any, on a line tagged [`RAMP_TAG`], then the steady state's.
+    fn emit(&mut self, index: u64, histograms: &IntervalHistograms, until: Duration) {
         let start = self.start_of(index);
         let length = until.saturating_sub(start).min(self.every);
-        let figures = histogram.percentiles();
+        let both = histograms.both();
+        let figures = both.percentiles();
         self.summaries.push(IntervalSummary {
             start,
             length,
-            count: histogram.count(),
+            count: both.count(),
             p50: figures.p50,
             p99: figures.p99,
             max: figures.max,
@@ -320,9 +372,14 @@ impl IntervalSink {
         if self.failed.is_some() {
             return;
         }
-        if let Some(log) = self.hlog.as_mut()
-            && let Err(e) = log.write(histogram, start, length)
-        {
+        let Some(log) = self.hlog.as_mut() else {
+            return;
+        };
+        let ramp = match histograms.ramp.count() {
+            0 => Ok(()),
+            _ => log.write(&histograms.ramp, start, length, Some(RAMP_TAG)),
+        };
+        if let Err(e) = ramp.and_then(|()| log.write(&histograms.steady, start, length, None)) {
             self.fail(e);
         }
     }
@@ -474,15 +531,15 @@ mod tests {
         let origin = Instant::now();
         let second = Duration::from_secs(1);
         let mut recorder = IntervalRecorder::new(origin, second, tx);
-        recorder.record(origin + Duration::from_millis(10), us(100));
-        recorder.record(origin + Duration::from_millis(999), us(200));
+        recorder.record(origin + Duration::from_millis(10), us(100), Phase::Steady);
+        recorder.record(origin + Duration::from_millis(999), us(200), Phase::Steady);
         // Nothing in interval 1; interval 2 gets one.
-        recorder.record(origin + Duration::from_millis(2500), us(300));
+        recorder.record(origin + Duration::from_millis(2500), us(300), Phase::Steady);
         recorder.finish();
         let parts: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         let shape: Vec<_> = parts
             .iter()
-            .map(|p| (p.index, p.histogram.count()))
+            .map(|p| (p.index, p.histograms.steady.count()))
             .collect();
         assert_eq!(shape, vec![(0, 2), (1, 0), (2, 1)]);
     }
@@ -502,7 +559,13 @@ mod tests {
             for &v in values {
                 histogram.record(us(v));
             }
-            IntervalPart { index, histogram }
+            IntervalPart {
+                index,
+                histograms: IntervalHistograms {
+                    steady: histogram,
+                    ramp: LatencyHistogram::new(),
+                },
+            }
         };
         tokio::time::advance(Duration::from_millis(1001)).await;
         sink.add(part(0, &[10, 20]));

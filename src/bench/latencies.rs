@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::time::sleep_until;
+use tokio::time::{Instant, sleep_until};
 
 use super::Window;
 use super::histogram::LatencyHistogram;
@@ -25,8 +25,18 @@ pub struct Latencies {
     pub steady: LatencyHistogram,
     /// Exchanges completed in the measured span while the rate was still ramping up.
     pub ramp: LatencyHistogram,
-    /// With `--hlog` or `--plot`: every exchange of the measured span, per interval.
+    /// With `--hlog` or `--plot`: every exchange of the measured span, per interval (the
+    /// ramp's apart).
     pub intervals: Option<IntervalRecorder>,
+}
+
+/// Where interval `index` of the measured span begins, if that is before its end.
+pub(super) fn interval_boundary(window: &Window, every: Duration, index: u64) -> Option<Instant> {
+    u32::try_from(index)
+        .ok()
+        .and_then(|k| every.checked_mul(k))
+        .map(|offset| window.measure_from + offset)
+        .filter(|at| *at < window.end)
 }
 
 /// Moves the thread's recorder past each interval boundary of the measured span as it
@@ -35,12 +45,7 @@ pub struct Latencies {
 pub async fn keep_pace(latency: SharedLatency, window: Window, every: Duration) {
     let mut index = 1u64;
     loop {
-        let boundary = u32::try_from(index)
-            .ok()
-            .and_then(|k| every.checked_mul(k))
-            .map(|offset| window.measure_from + offset)
-            .filter(|at| *at < window.end);
-        let Some(boundary) = boundary else {
+        let Some(boundary) = interval_boundary(&window, every, index) else {
             std::future::pending::<()>().await;
             return;
         };

@@ -36,6 +36,7 @@ use tokio::time::{Instant, Sleep, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::histogram::LatencyHistogram;
+use super::intervals::Phase;
 use super::latencies::{Latencies, SharedLatency};
 use super::progress::ProgressSlot;
 use super::window::Window;
@@ -100,7 +101,7 @@ pub struct Plan {
 
 impl Plan {
     /// When connection `index` begins: the start, or its place in the connect ramp.
-    fn connection_start(&self, window: &Window, index: usize) -> Instant {
+    pub(super) fn connection_start(&self, window: &Window, index: usize) -> Instant {
         match self.connect_rate {
             Some(rate) if rate > 0.0 => window.start + Duration::from_secs_f64(index as f64 / rate),
             _ => window.start,
@@ -228,14 +229,14 @@ pub struct Measured {
     /// Bytes sent since the start, warm-up included (for the progress bar).
     bytes_total: u64,
     /// The exchange waiting for its reply right now: when it counts from.
-    in_flight: Option<Instant>,
+    pub(super) in_flight: Option<Instant>,
 }
 
 impl Measured {
     /// Counts one completed exchange that finished at `done`; its latency goes into
     /// `latency`.
     #[inline]
-    fn succeed(
+    pub(super) fn succeed(
         &mut self,
         window: &Window,
         times: ExchangeTimes,
@@ -249,27 +250,29 @@ impl Measured {
             let took = done.saturating_duration_since(times.started);
             // Never already borrowed: borrows do not span an await (see SharedLatency).
             let mut histograms = latency.try_borrow_mut().ok();
-            if window.is_steady(done) {
+            let phase = if window.is_steady(done) {
                 self.exchanges += 1;
                 self.bytes += bytes;
                 if let Some(h) = histograms.as_mut() {
                     h.steady.record(took);
                 }
+                Phase::Steady
             } else {
                 self.ramp_exchanges += 1;
                 if let Some(h) = histograms.as_mut() {
                     h.ramp.record(took);
                 }
-            }
+                Phase::Ramp
+            };
             if let Some(recorder) = histograms.as_mut().and_then(|h| h.intervals.as_mut()) {
-                recorder.record(done, took);
+                recorder.record(done, took, phase);
             }
             self.max_send_lag = self.max_send_lag.max(times.lag);
         }
     }
 
     /// Notes that the connection got ready at `at`, the first time only.
-    fn ready(&mut self, at: Instant) {
+    pub(super) fn ready(&mut self, at: Instant) {
         if self.last_connected.is_none() {
             self.connected = 1;
             self.last_connected = Some(at);
@@ -278,14 +281,14 @@ impl Measured {
 
     /// Counts a request going out (or trying to) at `at`.
     #[inline]
-    fn send(&mut self, window: &Window, at: Instant) {
+    pub(super) fn send(&mut self, window: &Window, at: Instant) {
         if window.contains(at) {
             self.sent += 1;
         }
     }
 
     /// Counts one failure at `at`; `error` is only built if it is the run's first.
-    fn fail(
+    pub(super) fn fail(
         &mut self,
         window: &Window,
         at: Instant,
@@ -297,6 +300,24 @@ impl Measured {
         }
         if self.first_error.is_none() {
             self.first_error = Some(error());
+        }
+    }
+
+    /// Closes the connection's tally at `ended`: the exchange still waiting then, if
+    /// any, is counted as in flight; the progress bar gets the last totals.
+    pub(super) fn end_at(&mut self, ended: Instant, progress: Option<&ProgressSlot>) {
+        if let Some(started) = self.in_flight.take() {
+            self.in_flight_at_end = 1;
+            self.oldest_in_flight = ended.saturating_duration_since(started);
+        }
+        self.note_progress(progress);
+    }
+
+    /// Publishes the totals so far to the progress bar, if there is one.
+    #[inline]
+    pub(super) fn note_progress(&self, progress: Option<&ProgressSlot>) {
+        if let Some(slot) = progress {
+            slot.note(self.completed_total, self.bytes_total);
         }
     }
 
@@ -326,12 +347,12 @@ impl Measured {
 
 /// The instants of one exchange.
 #[derive(Debug, Clone, Copy)]
-struct ExchangeTimes {
+pub(super) struct ExchangeTimes {
     /// Latency counts from here: the send (closed loop), the due time or the wake-up
     /// (open loop, see [`open_loop_start`]).
-    started: Instant,
+    pub(super) started: Instant,
     /// Open loop: how long after its due time the request went out.
-    lag: Duration,
+    pub(super) lag: Duration,
 }
 
 /// One connection's timetable.
@@ -570,15 +591,9 @@ pub async fn run_connection<D: Driver>(
             () = work => window.end,
         }
     };
-    if let Some(started) = measured.in_flight.take() {
-        measured.in_flight_at_end = 1;
-        measured.oldest_in_flight = ended.saturating_duration_since(started);
-    }
+    measured.end_at(ended, progress.as_ref());
     measured.unsent = schedule.remaining_between(window.measure_from, ended);
     measured.due = schedule.due_between(window.measure_from, ended);
-    if let Some(slot) = &progress {
-        slot.note(measured.completed_total, measured.bytes_total);
-    }
     measured
 }
 
@@ -633,9 +648,7 @@ async fn drive<D: Driver>(
         match outcome {
             Some(Ok(bytes)) => {
                 measured.succeed(&window, times, done, bytes, latency);
-                if let Some(slot) = progress {
-                    slot.note(measured.completed_total, measured.bytes_total);
-                }
+                measured.note_progress(progress);
             }
             Some(Err(error)) => {
                 measured.fail(&window, done, FailureKind::of(&error), || error);

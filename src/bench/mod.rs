@@ -29,15 +29,17 @@
 //! [`wire`], reported by [`throughput_report`].
 //!
 //! Flow: [`BenchOptions`] → [`run`] (or [`run_until`], which a Ctrl-C ends early with a
-//! partial report): one tokio task per connection, each with its own driver and buffers,
-//! one histogram per thread → at the end the tasks' [`measure::Measured`] are added up →
-//! [`Report::of_run`].
+//! partial report): on each thread, either the [`lane`] (one epoll set, no task per
+//! connection) or one tokio task per connection, each with its own driver and buffers,
+//! as [`BenchOptions::engine`] decides; one histogram per thread → at the end the
+//! connections' [`measure::Measured`] are added up → [`Report::of_run`].
 
 pub mod driver;
 pub mod flow_stats;
 pub mod histogram;
 pub mod hlog;
 pub mod intervals;
+pub mod lane;
 pub mod latencies;
 pub mod measure;
 pub mod pacer;
@@ -165,6 +167,30 @@ pub fn filler(size: usize) -> Bytes {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
+/// Which engine drives a run's connections (reported in the JSON as `engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// One epoll set per thread, no task per connection ([`lane`]): the plain patterns,
+    /// at the C load generator's cost per exchange.
+    Lane,
+    /// One tokio task per connection ([`measure`] over [`driver`]): every pattern and
+    /// option.
+    Tasks,
+}
+
+/// `--engine`: which engine the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// The lane when the run fits it, the tasks otherwise (see [`BenchOptions::engine`]).
+    #[default]
+    Auto,
+    /// The lane; a run it cannot drive is refused, with the reason.
+    Lane,
+    /// The tasks, whatever the run (to compare the engines).
+    Tasks,
+}
+
 /// Whether to draw the progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressDisplay {
@@ -220,6 +246,8 @@ pub struct BenchOptions {
     /// When measuring begins on the wall clock (`--start-at`), the warm-up just before
     /// it; `None`: at once.
     pub start_at: Option<std::time::SystemTime>,
+    /// `--engine`: which engine drives the connections.
+    pub engine: EngineChoice,
 }
 
 /// A finished run: the report, and the first failure for the exit status.
@@ -265,6 +293,27 @@ impl BenchOptions {
             proxies: crate::transport::proxy_client::ProxyChain::default(),
             latency_log: None,
             start_at: None,
+            engine: EngineChoice::Auto,
+        }
+    }
+
+    /// The one place a run's engine is chosen. The [`lane`] drives what it can
+    /// ([`lane::LaneTarget::of`]: hello, echo and udp over TCP or UDP to an IP address or
+    /// a Unix stream path, replies ending at the first read or a byte count, no TLS,
+    /// proxy, first message or regex; any load, rate and ramps included), unless
+    /// `--engine tasks`; everything else runs on the tasks, which do every option.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for `--engine lane` on a run the lane cannot drive, saying why.
+    pub fn engine(&self) -> Result<(EngineKind, Option<lane::LaneTarget>)> {
+        let fit = lane::LaneTarget::of(self);
+        match (self.engine, fit) {
+            (EngineChoice::Tasks, _) => Ok((EngineKind::Tasks, None)),
+            (_, Ok(target)) => Ok((EngineKind::Lane, Some(target))),
+            (EngineChoice::Auto, Err(_)) => Ok((EngineKind::Tasks, None)),
+            (EngineChoice::Lane, Err(unfit)) => Err(Error::Usage(format!(
+                "--engine lane does not drive {unfit}; use --engine auto (or tasks)"
+            ))),
         }
     }
 
@@ -353,6 +402,7 @@ impl BenchOptions {
             return usage("a reply that ends at a regex match needs --reply-regex".into());
         }
         self.validate_ramps()?;
+        self.engine()?;
         if let Some(log) = &self.latency_log {
             log.validate(self.duration)?;
         }
@@ -442,9 +492,10 @@ pub struct RunSpan {
 
 /// Runs a benchmark to its end and reports what it measured.
 ///
-/// The connections are shared out over [`BenchOptions::threads`] threads, each running
-/// its own single-threaded tokio runtime (as wrk does): a connection's task never moves
-/// between cores and its wake-ups never cross threads. Everything starts together once
+/// The connections are shared out over [`BenchOptions::threads`] threads, each waiting in
+/// its own epoll set ([`lane`]) or running its own single-threaded tokio runtime (as wrk
+/// does), as [`BenchOptions::engine`] decides: a connection never moves between cores and
+/// its wake-ups never cross threads. Everything starts together once
 /// every thread is ready, and stops by itself after `warmup + duration`; failures of
 /// single exchanges are counted, not returned.
 ///
@@ -462,7 +513,10 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
 /// As [`run`].
 pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Result<Outcome> {
     options.validate()?;
+    let (engine, lane) = options.engine()?;
+    tracing::debug!("engine: {engine:?}");
     let mut share = Share {
+        lane,
         pattern: options.pattern,
         stop: stop.clone(),
         target: Target {
@@ -554,6 +608,7 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
         busiest_thread,
     };
     let mut report = Report::of_run(options, &measured, loadgen, span);
+    report.engine = Some(engine);
     report.tls_handshakes = options.tls.as_ref().map(|tls| {
         let counts = tls.handshakes();
         report::TlsHandshakes {
@@ -748,6 +803,8 @@ pub(crate) fn process_cpu_time() -> Duration {
 /// What every connection of a run needs, cloned into each thread.
 #[derive(Debug, Clone)]
 struct Share {
+    /// Set when the lane drives the run (see [`BenchOptions::engine`]).
+    lane: Option<lane::LaneTarget>,
     /// Which driver to build.
     pattern: Pattern,
     /// Cancelled to end the run early (Ctrl-C).
@@ -768,11 +825,12 @@ struct Start {
     slots: Vec<Option<progress::ProgressSlot>>,
 }
 
-/// One thread running a share of the connections on its own single-threaded runtime.
+/// One thread running a share of the connections in its own epoll set (the lane) or on
+/// its own single-threaded runtime (the tasks).
 struct Engine {
     /// Which connections are this thread's.
     indices: Vec<usize>,
-    /// Reports that the runtime is built (or why it is not).
+    /// Reports that the epoll set or the runtime is made (or why it is not).
     ready: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
     /// Gives the go.
     start: std::sync::mpsc::Sender<Start>,
@@ -781,8 +839,8 @@ struct Engine {
 }
 
 impl Engine {
-    /// Starts thread `number` for the connections `indices`; it builds its runtime and
-    /// waits for [`Engine::start`].
+    /// Starts thread `number` for the connections `indices`; it makes its epoll set (the
+    /// lane) or builds its runtime, and waits for [`Engine::start`].
     fn spawn(number: usize, share: Share, indices: Vec<usize>) -> Result<Engine> {
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let (start, start_rx) = std::sync::mpsc::channel::<Start>();
@@ -791,6 +849,10 @@ impl Engine {
         std::thread::Builder::new()
             .name(format!("sockit-bench-{number}"))
             .spawn(move || {
+                if share.lane.is_some() {
+                    run_lane_thread(share, mine, (ready_tx, start_rx, done_tx));
+                    return;
+                }
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -845,6 +907,41 @@ impl Engine {
         // A thread that is gone has already reported through `done`.
         let _ = self.start.send(Start { window, slots });
     }
+}
+
+/// A lane thread: makes its epoll set, waits for the go, drives its connections, and
+/// delivers their results.
+fn run_lane_thread(
+    share: Share,
+    indices: Vec<usize>,
+    (ready, go, done): (
+        tokio::sync::oneshot::Sender<std::io::Result<()>>,
+        std::sync::mpsc::Receiver<Start>,
+        tokio::sync::oneshot::Sender<Measured>,
+    ),
+) {
+    let Some(target) = share.lane else { return };
+    let set = match lane::LanePoll::new() {
+        Ok(set) => set,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    // The sender is dropped without a go if the run is abandoned.
+    let Ok(Start { window, slots }) = go.recv() else {
+        return;
+    };
+    let lane_share = lane::LaneShare {
+        lane: target,
+        target: share.target,
+        plan: share.plan,
+        indices,
+        stop: share.stop,
+        intervals: share.intervals,
+    };
+    let _ = done.send(lane::run(lane_share, set, window, slots));
 }
 
 /// Runs one thread's connections, one task each, and adds up their results.

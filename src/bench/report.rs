@@ -106,6 +106,10 @@ pub struct Report {
     /// why in words.
     #[serde(default)]
     pub loadgen_limit: Option<LoadgenLimit>,
+    /// Which engine drove the connections (merged: set only when every run used the
+    /// same one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<super::EngineKind>,
     /// `tls://`: the TLS handshakes of the whole run, warm-up included, full and resumed
     /// (merged: summed).
     #[serde(default)]
@@ -499,6 +503,7 @@ impl Report {
             connected: measured.connected,
             all_connected_after_s: span.all_connected_after.map(|d| d.as_secs_f64()),
             loadgen_limit: None,
+            engine: None,
             tls_handshakes: None,
         };
         report.loadgen_limit = report.limit();
@@ -589,6 +594,9 @@ impl Report {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
+        if self.engine != other.engine {
+            self.engine = None;
+        }
         self.connections += other.connections;
         self.size_bytes = self.size_bytes.max(other.size_bytes);
         self.warmup_s = self.warmup_s.max(other.warmup_s);
@@ -1048,6 +1056,7 @@ mod tests {
             connected: 2,
             all_connected_after_s: Some(0.0),
             loadgen_limit: None,
+            engine: None,
             tls_handshakes: None,
         }
     }

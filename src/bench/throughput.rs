@@ -16,13 +16,19 @@
 //! byte at each interval's end, and the server reads `TCP_INFO` when that byte comes),
 //! and closes. The final report then gives the sender's retransmits, window and RTT for
 //! down streams too.
+//!
+//! With `--interval`, the interval lines of down streams carry the sender's `TCP_INFO`
+//! while the test runs: the client opens a watch connection naming its down connections
+//! (by the tokens the server gave them), and at each interval's end the ticker asks on
+//! it and waits a bounded time for the server's readings. The data connections carry
+//! nothing for this, so the data path is untouched.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +40,7 @@ use super::throughput_report::{
 use super::wire::{self, StreamRole};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::transport::{ConnectOptions, Stream, connect_stream};
+use crate::transport::{ConnectOptions, Nagle, Stream, connect_stream};
 
 /// How long the end of a connection may take: the server's count of an `up`
 /// connection, the close of a `down` one.
@@ -49,6 +55,15 @@ const PROBE_GAP: Duration = Duration::from_millis(10);
 
 /// Bytes of one latency probe.
 const PROBE_SIZE: usize = 8;
+
+/// The longest `info` line a client takes from a watch ([`wire::MAX_WATCHED`]
+/// readings of a few hundred bytes each).
+const INFO_LINE_LIMIT: usize = 256 << 10;
+
+/// The longest the ticker waits for the sender's readings at an interval's end: an
+/// interval line is late by at most this (or half the interval, if shorter); readings
+/// that come later are dropped.
+const SENDER_WAIT: Duration = Duration::from_secs(1);
 
 /// Which way a stream test's bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +106,12 @@ pub struct ThroughputOptions {
     pub chunk: usize,
     /// Whether to run the latency probe alongside.
     pub latency: bool,
+    /// Nagle's algorithm on the data connections: on (as iperf3 has it) unless the user
+    /// asked for `--no-delay`. With `TCP_NODELAY` each 128 KiB write leaves its last few
+    /// bytes in a segment of their own, which the receiver acknowledges at once: more
+    /// segments and more ACKs per byte on both sides. The latency probe and the watch
+    /// keep [`ConnectOptions`]'s setting.
+    pub data_nagle: Nagle,
     /// Connect timeout, TLS client and socket options.
     pub connect: ConnectOptions,
 }
@@ -111,6 +132,8 @@ struct Lane {
     last_info: Option<TcpInfo>,
     /// Its interval figures so far.
     intervals: Vec<StreamInterval>,
+    /// Down: the server's `TCP_INFO` at the last interval's end, from the watch.
+    last_sender: Option<TcpInfo>,
     /// Down: how the ticker asks the server for a `TCP_INFO` reading at each interval's
     /// end.
     asks: Option<Arc<ReadingAsks>>,
@@ -122,6 +145,60 @@ struct Lane {
 struct ReadingAsks {
     asked: AtomicU64,
     wake: tokio::sync::Notify,
+}
+
+/// A watch connection: the server answers each ask with the `TCP_INFO` of the down
+/// connections it names ([`wire`]).
+struct SenderWatch {
+    /// The connection, buffered for its lines.
+    stream: BufReader<Stream>,
+    /// The lanes (indices into the test's lanes) it names, in the order named.
+    lanes: Vec<usize>,
+    /// Asks sent so far; an answer for fewer is stale.
+    asked: u64,
+    /// A line being read (kept across a timeout).
+    line: Vec<u8>,
+}
+
+/// The test's watches: being opened beside the test (the server may hold a connection
+/// beyond its `--max-conns` back, and the data must not wait for that), then open.
+enum Watches {
+    /// The task opening them.
+    Opening(tokio::task::JoinHandle<Result<Vec<SenderWatch>>>),
+    /// Open (empty: none, or they could not be opened).
+    Open(Vec<SenderWatch>),
+}
+
+impl Watches {
+    /// The open watches (`None` while they are being opened). A failure to open them
+    /// is said once, and the test goes on without the senders' live figures.
+    async fn ready(&mut self) -> Option<&mut Vec<SenderWatch>> {
+        if let Watches::Opening(task) = self
+            && task.is_finished()
+        {
+            let opened = match task.await {
+                Ok(Ok(watches)) => watches,
+                Ok(Err(e)) => {
+                    tracing::warn!("the interval lines go without the sender's TCP_INFO: {e}");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            *self = Watches::Open(opened);
+        }
+        match self {
+            Watches::Open(watches) => Some(watches),
+            Watches::Opening(_) => None,
+        }
+    }
+
+    /// Ends the watches (see [`close_watches`]); stops the opening if it is still going.
+    async fn close(self) {
+        match self {
+            Watches::Opening(task) => task.abort(),
+            Watches::Open(watches) => close_watches(watches).await,
+        }
+    }
 }
 
 /// How a connection's task ended.
@@ -176,11 +253,29 @@ pub async fn run(
 ) -> Result<(ThroughputReport, Option<Error>)> {
     let roles = options.direction.roles(options.streams);
     let mut streams = Vec::with_capacity(roles.len());
-    for role in &roles {
-        streams.push(open(options, *role).await?);
+    let mut tokens = Vec::new();
+    for (index, role) in roles.iter().enumerate() {
+        let (stream, token) = open(options, &role.greeting()).await?;
+        set_nagle(&stream, options.data_nagle).map_err(|e| {
+            Error::exchange(
+                e,
+                options.endpoint.to_string(),
+                "while setting up a throughput connection",
+            )
+        })?;
+        streams.push(stream);
+        if let Some(token) = token {
+            tokens.push((index, token));
+        }
     }
+    let mut watches = match options.interval {
+        Some(_) if !tokens.is_empty() => {
+            Watches::Opening(tokio::spawn(open_watches(options.clone(), tokens)))
+        }
+        _ => Watches::Open(Vec::new()),
+    };
     let probe = match options.latency {
-        true => Some(open(options, StreamRole::Ping).await?),
+        true => Some(open(options, &StreamRole::Ping.greeting()).await?.0),
         false => None,
     };
     let cpu_before = super::process_cpu_time();
@@ -202,6 +297,7 @@ pub async fn run(
             last_bytes: 0,
             last_info: None,
             intervals: Vec::new(),
+            last_sender: None,
             asks,
         });
         let chunk = options.chunk;
@@ -221,7 +317,7 @@ pub async fn run(
         probe.map(|stream| tokio::spawn(run_probe(stream, Arc::clone(&times), finish.clone())));
     let ended = tick(
         options,
-        &mut lanes,
+        (&mut lanes, &mut watches),
         &times,
         (start, end),
         &finish,
@@ -229,6 +325,7 @@ pub async fn run(
     )
     .await;
     finish.cancel();
+    watches.close().await;
     let measured = ended.saturating_duration_since(start);
     let mut first_error = None;
     let mut summaries = Vec::with_capacity(lanes.len());
@@ -330,7 +427,7 @@ pub fn bits_per_second(bytes: u64, span: Duration) -> f64 {
 /// when the measured span ended.
 async fn tick(
     options: &ThroughputOptions,
-    lanes: &mut [Lane],
+    (lanes, watches): (&mut [Lane], &mut Watches),
     times: &Mutex<ProbeTimes>,
     (start, end): (Instant, Instant),
     finish: &CancellationToken,
@@ -346,8 +443,14 @@ async fn tick(
             () = tokio::time::sleep_until(boundary) => boundary,
             () = finish.cancelled() => Instant::now().min(boundary),
         };
-        if options.interval.is_some() {
-            let record = interval_record(lanes, times, options.latency, start, from, to);
+        if let Some(every) = options.interval {
+            let mut none_yet = Vec::new();
+            let watches = watches.ready().await.unwrap_or(&mut none_yet);
+            ask_senders(watches).await;
+            let mut record = interval_record(lanes, times, options.latency, start, from, to);
+            let wait = SENDER_WAIT.min(every / 2);
+            let readings = sender_readings(watches, Instant::now() + wait).await;
+            attach_sender_readings(&mut record, lanes, readings);
             on_interval(&record);
         }
         if to >= end || finish.is_cancelled() {
@@ -389,6 +492,7 @@ fn interval_record(
             bytes,
             bits_per_second: bits_per_second(bytes, span),
             tcp,
+            sender_tcp: None,
             datagrams: None,
         };
         lane.intervals.push(figures.clone());
@@ -424,12 +528,24 @@ pub(crate) fn duplicate_socket(stream: &Stream) -> Option<OwnedFd> {
     fd.try_clone_to_owned().ok()
 }
 
-/// Connects and greets the server as `role`; returns once it has agreed.
-async fn open(options: &ThroughputOptions, role: StreamRole) -> Result<Stream> {
+/// Sets Nagle's algorithm on a TCP connection (TLS: on the socket under it); nothing on
+/// a Unix socket.
+fn set_nagle(stream: &Stream, nagle: Nagle) -> std::io::Result<()> {
+    let tcp = match stream {
+        Stream::Tcp(tcp) => tcp,
+        Stream::Tls(tls) => tls.get_ref().0,
+        Stream::Unix(_) => return Ok(()),
+    };
+    tcp.set_nodelay(nagle == Nagle::Off)
+}
+
+/// Connects and sends `greeting` (a role's, or a watch line); returns once the server
+/// has agreed, with the token it gave the connection (down connections over TCP).
+async fn open(options: &ThroughputOptions, greeting: &[u8]) -> Result<(Stream, Option<u64>)> {
     let endpoint = &options.endpoint;
     let mut stream = connect_stream(endpoint, options.connect.clone()).await?;
     let greet = async {
-        stream.write_all(&role.greeting()).await?;
+        stream.write_all(greeting).await?;
         read_line(&mut stream).await
     };
     let not_perf = || Error::ClosedEarly {
@@ -437,8 +553,10 @@ async fn open(options: &ThroughputOptions, role: StreamRole) -> Result<Stream> {
         during: "before agreeing to a throughput test; is it `sockit serve --perf`?".into(),
     };
     match tokio::time::timeout(options.connect.timeout, greet).await {
-        Ok(Ok(line)) if line == wire::ACCEPTED => Ok(stream),
-        Ok(Ok(_)) => Err(not_perf()),
+        Ok(Ok(line)) => match wire::parse_accepted(&line) {
+            Some(token) => Ok((stream, token)),
+            None => Err(not_perf()),
+        },
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(not_perf()),
         Ok(Err(e)) => Err(Error::exchange(
             e,
@@ -452,6 +570,146 @@ async fn open(options: &ThroughputOptions, role: StreamRole) -> Result<Stream> {
             after: options.connect.timeout,
         }),
     }
+}
+
+/// Opens the watches of the down connections that have tokens (`(lane index, token)`),
+/// [`wire::MAX_WATCHED`] to a watch.
+///
+/// # Errors
+/// As [`open`].
+async fn open_watches(
+    options: ThroughputOptions,
+    tokens: Vec<(usize, u64)>,
+) -> Result<Vec<SenderWatch>> {
+    let mut watches = Vec::new();
+    for group in tokens.chunks(wire::MAX_WATCHED) {
+        let named: Vec<u64> = group.iter().map(|(_, token)| *token).collect();
+        let (stream, _) = open(&options, &wire::watch_line(&named)).await?;
+        watches.push(SenderWatch {
+            stream: BufReader::new(stream),
+            lanes: group.iter().map(|(lane, _)| *lane).collect(),
+            asked: 0,
+            line: Vec::new(),
+        });
+    }
+    Ok(watches)
+}
+
+/// Asks every watch for the senders' readings now (one byte each); a watch that fails
+/// is dropped (its streams' lines then lack the sender's figures).
+async fn ask_senders(watches: &mut Vec<SenderWatch>) {
+    let mut kept = Vec::with_capacity(watches.len());
+    for mut watch in watches.drain(..) {
+        let ask = tokio::time::timeout(SENDER_WAIT, watch.stream.get_mut().write_all(b"?"));
+        if let Ok(Ok(())) = ask.await {
+            watch.asked += 1;
+            kept.push(watch);
+        }
+    }
+    *watches = kept;
+}
+
+/// The readings the watches answer by `deadline`, as `(lane index, reading)`; a watch
+/// that fails or answers nonsense is dropped, one that is late keeps its place (its
+/// late answer is skipped next time).
+async fn sender_readings(
+    watches: &mut Vec<SenderWatch>,
+    deadline: Instant,
+) -> Vec<(usize, TcpInfo)> {
+    let mut readings = Vec::new();
+    let mut kept = Vec::with_capacity(watches.len());
+    for mut watch in watches.drain(..) {
+        match tokio::time::timeout_at(deadline, watch_answer(&mut watch)).await {
+            Ok(Ok(answer)) => {
+                let named = watch.lanes.iter().zip(answer);
+                readings.extend(named.filter_map(|(lane, info)| Some((*lane, info?))));
+                kept.push(watch);
+            }
+            Ok(Err(_)) => {}
+            Err(_) => kept.push(watch),
+        }
+    }
+    *watches = kept;
+    readings
+}
+
+/// Reads a watch's lines until the answer to its latest ask (older ones are skipped).
+async fn watch_answer(watch: &mut SenderWatch) -> std::io::Result<Vec<Option<TcpInfo>>> {
+    loop {
+        read_bounded_line(&mut watch.stream, &mut watch.line, INFO_LINE_LIMIT).await?;
+        let parsed = wire::parse_info(&watch.line);
+        watch.line.clear();
+        match parsed {
+            Some((asks, readings)) if asks >= watch.asked => return Ok(readings),
+            Some(_) => {}
+            None => return Err(std::io::ErrorKind::InvalidData.into()),
+        }
+    }
+}
+
+/// Appends one line (with its newline) to `line`, at most `limit` bytes of it; safe to
+/// cancel and call again with the same `line`.
+async fn read_bounded_line(
+    stream: &mut BufReader<Stream>,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<()> {
+    loop {
+        let available = stream.fill_buf().await?;
+        if available.is_empty() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let (taken, done) = match memchr::memchr(b'\n', available) {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        line.extend_from_slice(&available[..taken]);
+        stream.consume(taken);
+        if done {
+            return Ok(());
+        }
+        if line.len() > limit {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+    }
+}
+
+/// Puts the senders' readings into the interval's record and the lanes' figures.
+fn attach_sender_readings(
+    record: &mut IntervalRecord,
+    lanes: &mut [Lane],
+    readings: Vec<(usize, TcpInfo)>,
+) {
+    for (index, info) in readings {
+        let Some(lane) = lanes.get_mut(index) else {
+            continue;
+        };
+        let figures = TcpInterval::between(lane.last_sender.as_ref(), info);
+        lane.last_sender = Some(info);
+        if let Some(kept) = lane.intervals.last_mut() {
+            kept.sender_tcp = Some(figures);
+        }
+        if let Some(line) = record.streams.iter_mut().find(|s| s.stream == lane.number) {
+            line.sender_tcp = Some(figures);
+        }
+    }
+}
+
+/// Ends the watches: half-closes each and reads to the server's close, so neither side
+/// is left with unread bytes (a reset); bounded by [`CLOSING_TIME`].
+async fn close_watches(watches: Vec<SenderWatch>) {
+    let closing = async {
+        for mut watch in watches {
+            if watch.stream.get_mut().shutdown().await.is_ok() {
+                let mut rest = Vec::new();
+                let _ = (&mut watch.stream)
+                    .take(INFO_LINE_LIMIT as u64 * 4)
+                    .read_to_end(&mut rest)
+                    .await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSING_TIME, closing).await;
 }
 
 /// Reads one control line, byte by byte so nothing after it is taken (it is data).
@@ -638,4 +896,27 @@ async fn run_probe(
     }
     let _ = stream.shutdown().await;
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nagle_is_set_on_the_tcp_socket_and_unix_is_left_alone() -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        client.set_nodelay(true)?;
+        let stream = Stream::Tcp(client);
+        set_nagle(&stream, Nagle::On)?;
+        let Stream::Tcp(tcp) = &stream else {
+            unreachable!("built as TCP above");
+        };
+        assert!(!tcp.nodelay()?);
+        set_nagle(&stream, Nagle::Off)?;
+        assert!(tcp.nodelay()?);
+        let (unix, _other) = tokio::net::UnixStream::pair()?;
+        set_nagle(&Stream::Unix(unix), Nagle::On)?;
+        Ok(())
+    }
 }

@@ -24,9 +24,14 @@ pub struct StreamInterval {
     pub bytes: u64,
     /// The same as a rate.
     pub bits_per_second: f64,
-    /// TCP only: the kernel's view at the interval's end.
+    /// TCP only: the kernel's view at the interval's end, of the client's socket.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpInterval>,
+    /// Down streams over TCP: the sending socket's view (the server's), read at the
+    /// interval's end through the test's watch connection. The client's own socket only
+    /// receives, so its window and RTT say nothing about this data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender_tcp: Option<TcpInterval>,
     /// UDP only: datagrams sent in the interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datagrams: Option<u64>,
@@ -301,11 +306,13 @@ impl IntervalRecord {
                 rate(s.bits_per_second)
             );
             // A receiving socket's window, RTT and retransmits describe the other
-            // direction's ACKs, not this data: shown for sending streams only (they stay
-            // in the JSON).
-            // (Down streams: the server's readings come back at the end, in the final
-            // table.)
-            if let Some(t) = s.tcp.as_ref().filter(|_| s.direction == StreamRole::Up) {
+            // direction's ACKs, not this data: the sending socket's are shown (down
+            // streams: the server's), the client's stay in the JSON.
+            let sender = match s.direction {
+                StreamRole::Up => s.tcp.as_ref(),
+                _ => s.sender_tcp.as_ref(),
+            };
+            if let Some(t) = sender {
                 out.push_str(&tcp_text(t));
             }
             if let Some(d) = s.datagrams {

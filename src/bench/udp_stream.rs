@@ -665,6 +665,7 @@ fn tick(
                     bytes,
                     bits_per_second: bits_per_second(bytes, span),
                     tcp: None,
+                    sender_tcp: None,
                     datagrams: Some(datagrams),
                 }
             })

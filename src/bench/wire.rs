@@ -13,6 +13,8 @@
 //! client: SOCKIT-PERF/1 down\n      (the server sends filler until the client's EOF)
 //! client: SOCKIT-PERF/1 ping\n      (the server echoes: the latency probe)
 //! server: SOCKIT-PERF/1 ok\n
+//!         (down over TCP or TLS: SOCKIT-PERF/1 ok <token>\n, 16 hex digits naming the
+//!         connection for a watch, below)
 //! ...data...
 //! up only, after the client's EOF:
 //! server: SOCKIT-PERF/1 received <bytes>\n
@@ -24,6 +26,23 @@
 //! The filler is letters only, so the newline that opens the `sent` line marks where
 //! the filler ends. That line carries the sender's view of a `down` connection
 //! (retransmits, congestion window, RTT), which only the server's socket has.
+//!
+//! **Watching the sender live.** The `sent` line comes at the end; for the interval
+//! lines of a run, the client opens one more connection (per [`MAX_WATCHED`] down
+//! connections) that names the down connections by their tokens. Each byte the client
+//! sends on it (one per interval) makes the server read `TCP_INFO` of each named socket
+//! at once and answer one line, the readings in the order named (`null` for a
+//! connection that has ended):
+//!
+//! ```text
+//! client: SOCKIT-PERF/1 watch <token> <token> ...\n
+//! server: SOCKIT-PERF/1 ok\n
+//! client: ?                          (one byte per interval)
+//! server: SOCKIT-PERF/1 info <asks so far> <JSON array of readings>\n
+//! ```
+//!
+//! The data connections carry nothing extra, so the data path's speed is untouched,
+//! and a watch that is slow or gone costs the live lines their sender figures only.
 //!
 //! A connection that does not open with the greeting is treated as `--discard` treats it
 //! (counted and dropped), so `bench --pattern stream` without throughput flags works
@@ -40,8 +59,12 @@
 pub const GREETING: &[u8] = b"SOCKIT-PERF/1 ";
 
 /// The longest control line either side accepts (a guard against a peer that never
-/// sends a newline).
-pub const MAX_CONTROL_LINE: usize = 128;
+/// sends a newline); a watch line naming [`MAX_WATCHED`] tokens fits.
+pub const MAX_CONTROL_LINE: usize = 2048;
+
+/// The most down connections one watch names: what the server keeps per watch is
+/// bounded, and a test with more down connections opens more watches.
+pub const MAX_WATCHED: usize = 64;
 
 /// What a stream connection to `serve --perf` is for, from the client's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -77,8 +100,57 @@ impl StreamRole {
 /// The server's answer to a greeting.
 pub const ACCEPTED: &[u8] = b"SOCKIT-PERF/1 ok\n";
 
+/// The server's answer to a `down` greeting over TCP: [`ACCEPTED`] with the token that
+/// names the connection in a watch line.
+pub fn accepted_with_token(token: u64) -> String {
+    format!("SOCKIT-PERF/1 ok {token:016x}\n")
+}
+
+/// What a server's answer to a greeting says: `None` if it is not an acceptance, else
+/// the connection's token if it came with one.
+pub fn parse_accepted(line: &[u8]) -> Option<Option<u64>> {
+    let rest = line.strip_prefix(GREETING)?.strip_prefix(b"ok")?;
+    let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let token = std::str::from_utf8(rest.strip_prefix(b" ")?).ok()?;
+    u64::from_str_radix(token, 16).ok().map(Some)
+}
+
+/// The line that opens a watch of the down connections named by `tokens` (at most
+/// [`MAX_WATCHED`]).
+pub fn watch_line(tokens: &[u64]) -> Vec<u8> {
+    let mut line = GREETING.to_vec();
+    line.extend_from_slice(b"watch");
+    for token in tokens.iter().take(MAX_WATCHED) {
+        line.extend_from_slice(format!(" {token:016x}").as_bytes());
+    }
+    line.push(b'\n');
+    line
+}
+
+/// The server's answer to the `asks`-th byte on a watch: the readings of the watched
+/// sockets, in the order the watch line named them.
+pub fn info_line(asks: u64, readings: &[Option<TcpInfo>]) -> Vec<u8> {
+    let mut line = GREETING.to_vec();
+    line.extend_from_slice(format!("info {asks} ").as_bytes());
+    line.extend_from_slice(&serde_json::to_vec(readings).unwrap_or_else(|_| b"[]".to_vec()));
+    line.push(b'\n');
+    line
+}
+
+/// The ask count and readings of an `info` line, if it is one.
+pub fn parse_info(line: &[u8]) -> Option<(u64, Vec<Option<TcpInfo>>)> {
+    let rest = line.strip_prefix(GREETING)?.strip_prefix(b"info ")?;
+    let space = memchr::memchr(b' ', rest)?;
+    let asks = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+    let readings = serde_json::from_slice(rest[space + 1..].trim_ascii_end()).ok()?;
+    Some((asks, readings))
+}
+
 /// What the first bytes of a connection say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opening {
     /// Not a greeting: a plain sender, to be discarded.
     Plain,
@@ -86,6 +158,8 @@ pub enum Opening {
     Incomplete,
     /// A full greeting line of `len` bytes (with its newline) asking for `role`.
     Greeting { role: StreamRole, len: usize },
+    /// A full watch line of `len` bytes naming down connections by their tokens.
+    Watch { tokens: Vec<u64>, len: usize },
     /// A greeting with a role this server does not know.
     Unknown,
 }
@@ -103,13 +177,37 @@ pub fn parse_opening(bytes: &[u8]) -> Opening {
         return Opening::Incomplete;
     };
     let word = &bytes[GREETING.len().min(end)..end];
-    let role = match word.strip_suffix(b"\r").unwrap_or(word) {
+    let word = word.strip_suffix(b"\r").unwrap_or(word);
+    if let Some(names) = word.strip_prefix(b"watch") {
+        return match parse_tokens(names) {
+            Some(tokens) => Opening::Watch {
+                tokens,
+                len: end + 1,
+            },
+            None => Opening::Unknown,
+        };
+    }
+    let role = match word {
         b"up" => StreamRole::Up,
         b"down" => StreamRole::Down,
         b"ping" => StreamRole::Ping,
         _ => return Opening::Unknown,
     };
     Opening::Greeting { role, len: end + 1 }
+}
+
+/// The tokens of a watch line (after the word `watch`): one to [`MAX_WATCHED`] of them,
+/// each after a space.
+fn parse_tokens(names: &[u8]) -> Option<Vec<u64>> {
+    let text = std::str::from_utf8(names).ok()?;
+    if !text.starts_with(' ') {
+        return None;
+    }
+    let tokens: Vec<u64> = text
+        .split_ascii_whitespace()
+        .map(|t| u64::from_str_radix(t, 16).ok())
+        .collect::<Option<_>>()?;
+    (!tokens.is_empty() && tokens.len() <= MAX_WATCHED).then_some(tokens)
 }
 
 /// The line the server sends after an `up` connection's EOF.
@@ -289,8 +387,43 @@ mod tests {
         assert_eq!(parse_opening(&long), Opening::Unknown);
     }
 
+    #[test]
+    fn watches_name_their_connections_and_info_lines_round_trip() {
+        assert_eq!(
+            parse_accepted(accepted_with_token(0xab).as_bytes()),
+            Some(Some(0xab))
+        );
+        assert_eq!(parse_accepted(ACCEPTED), Some(None));
+        assert_eq!(parse_accepted(b"SOCKIT-PERF/1 received 3\n"), None);
+        let line = watch_line(&[1, u64::MAX]);
+        assert_eq!(
+            parse_opening(&line),
+            Opening::Watch {
+                tokens: vec![1, u64::MAX],
+                len: line.len()
+            }
+        );
+        assert_eq!(parse_opening(b"SOCKIT-PERF/1 watch\n"), Opening::Unknown);
+        assert_eq!(parse_opening(b"SOCKIT-PERF/1 watch zz\n"), Opening::Unknown);
+        let too_many = watch_line(&[7; MAX_WATCHED]);
+        assert!(too_many.len() < MAX_CONTROL_LINE);
+        let mut over = too_many[..too_many.len() - 1].to_vec();
+        over.extend_from_slice(b" 8\n");
+        assert_eq!(parse_opening(&over), Opening::Unknown);
+        let readings = [
+            Some(TcpInfo {
+                cwnd_bytes: 10,
+                ..TcpInfo::default()
+            }),
+            None,
+        ];
+        let info = info_line(3, &readings);
+        assert_eq!(parse_info(&info), Some((3, readings.to_vec())));
+        assert_eq!(parse_info(b"SOCKIT-PERF/1 info x []\n"), None);
+    }
+
     impl Opening {
-        fn is_greeting(self) -> bool {
+        fn is_greeting(&self) -> bool {
             matches!(self, Opening::Greeting { .. })
         }
     }

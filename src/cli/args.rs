@@ -1349,6 +1349,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "TIME")]
     pub start_at: Option<String>,
 
+    /// What drives the connections: `lane` (one epoll set per thread: hello, echo and udp
+    /// over plain TCP or UDP to an IP address or Unix stream paths, without TLS, proxy,
+    /// first message or regex), `tasks` (a task per connection: every option), or `auto`
+    /// (the lane when the run fits it).
+    #[arg(long, value_enum, value_name = "ENGINE", default_value = "auto")]
+    pub engine: crate::bench::EngineChoice,
+
     /// Throughput test, server → client (iperf3 -R); needs `sockit serve --perf`.
     #[arg(short = 'R', long, help_heading = THROUGHPUT, conflicts_with = "bidir")]
     pub reverse: bool,

@@ -87,6 +87,7 @@ impl BenchArgs {
         if let Some(text) = &self.start_at {
             options.start_at = Some(bench::start::parse_start_time(text)?);
         }
+        options.engine = self.engine;
         let json_on_stdout = self.json.as_deref() == Some(Path::new("-"));
         options.progress = if std::io::stdout().is_terminal() && !json_on_stdout {
             ProgressDisplay::Bar

@@ -47,7 +47,7 @@ pub(crate) async fn receive_loop(socket: StdDatagram, shared: &Arc<Shared>) {
                 shared.shutdown.trigger();
             }
         },
-        Handler::Perf(flows) => super::perf_udp::receive_flows(socket, flows, shared).await,
+        Handler::Perf(flows, _) => super::perf_udp::receive_flows(socket, flows, shared).await,
         // `Server::bind` refuses chat on datagram endpoints.
         Handler::Respond | Handler::Chat(_) => respond_loop(socket, shared).await,
     }

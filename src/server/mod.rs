@@ -248,8 +248,9 @@ pub(crate) enum Handler {
     Exec(ExecSpec),
     /// The chat room every connection joins, on whichever thread it is served.
     Chat(Arc<Room>),
-    /// Throughput tests; the UDP flows of every shard in one table.
-    Perf(Arc<perf_udp::FlowTable>),
+    /// Throughput tests; the UDP flows of every shard in one table, and the down
+    /// connections a watch may read.
+    Perf(Arc<perf_udp::FlowTable>, Arc<perf::Watchlist>),
 }
 
 impl Handler {
@@ -259,7 +260,9 @@ impl Handler {
             Handler::Respond => Handler::Respond,
             Handler::Exec(spec) => Handler::Exec(spec.clone()),
             Handler::Chat(room) => Handler::Chat(Arc::clone(room)),
-            Handler::Perf(flows) => Handler::Perf(Arc::clone(flows)),
+            Handler::Perf(flows, watchlist) => {
+                Handler::Perf(Arc::clone(flows), Arc::clone(watchlist))
+            }
         }
     }
 
@@ -268,7 +271,7 @@ impl Handler {
             ServeMode::Respond => Handler::Respond,
             ServeMode::Exec(spec) => Handler::Exec(spec.clone()),
             ServeMode::Chat(options) => Handler::Chat(Arc::new(Room::new(*options))),
-            ServeMode::Perf => Handler::Perf(Arc::default()),
+            ServeMode::Perf => Handler::Perf(Arc::default(), Arc::default()),
         }
     }
 }

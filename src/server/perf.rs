@@ -6,8 +6,17 @@
 //! open with the greeting is discarded as `--discard` would. Every connection is its own
 //! task, so one server measures any number of test clients at once, each separately, and
 //! a client that vanishes ends only its own connection.
+//!
+//! A `down` connection over TCP is entered in the server's [`Watchlist`] for as long as
+//! it lasts, under a random token the client learns in the answer to its greeting; a
+//! `watch` connection naming such tokens gets the senders' `TCP_INFO` once per interval
+//! while the test runs.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,12 +35,76 @@ const CHUNK: usize = 128 * 1024;
 /// How long the server waits for a silent client when `--idle-timeout` is off.
 const NO_IDLE: Duration = Duration::from_secs(24 * 3600);
 
+/// The most down connections the server's [`Watchlist`] holds at once (each is an open
+/// connection, so the connection limit bounds it first; past it a down
+/// connection gets no token and its client no live sender figures).
+const MAX_WATCHABLE: usize = 65_536;
+
+/// The down connections of every test being served, by token, so a watch connection
+/// can read their sockets' `TCP_INFO` while they send. An entry lives exactly as long as
+/// its connection: a copy of its socket (shared, not duplicated again).
+#[derive(Default)]
+pub(crate) struct Watchlist {
+    sockets: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// Mixed into each token, so two tokens of one server never repeat a seed.
+    issued: AtomicU64,
+}
+
+impl Watchlist {
+    /// Enters a down connection's socket; `None` when the list is full. The entry goes
+    /// when the returned guard is dropped.
+    fn enter(&self, socket: &Arc<OwnedFd>) -> Option<Entry<'_>> {
+        let mut sockets = self.sockets.lock().ok()?;
+        if sockets.len() >= MAX_WATCHABLE {
+            return None;
+        }
+        // A random key per call (std's RandomState), so tokens cannot be guessed from
+        // one another; a repeat, astronomically unlikely, is drawn again.
+        let token = loop {
+            let seed = self.issued.fetch_add(1, Ordering::Relaxed);
+            let token = std::collections::hash_map::RandomState::new().hash_one(seed);
+            if !sockets.contains_key(&token) {
+                break token;
+            }
+        };
+        sockets.insert(token, Arc::clone(socket));
+        Some(Entry { list: self, token })
+    }
+
+    /// The current `TCP_INFO` of the socket under `token`; `None` once it has gone.
+    fn reading(&self, token: u64) -> Option<TcpInfo> {
+        let socket = self.sockets.lock().ok()?.get(&token).cloned()?;
+        tcp_info::read(socket.as_fd())
+    }
+
+    /// How many down connections are entered (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sockets.lock().map_or(0, |s| s.len())
+    }
+}
+
+/// A down connection's place in the [`Watchlist`], removed on drop.
+struct Entry<'w> {
+    list: &'w Watchlist,
+    token: u64,
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut sockets) = self.list.sockets.lock() {
+            sockets.remove(&self.token);
+        }
+    }
+}
+
 /// Serves one stream connection of `serve --perf`; returns how it ended and its counts.
 /// `tcp` is a copy of the connection's TCP socket (under TLS too), whose `TCP_INFO` a
 /// `down` connection reports back; `None` for Unix sockets.
 pub(crate) async fn serve_stream<S>(
     stream: S,
-    tcp: Option<&OwnedFd>,
+    tcp: Option<&Arc<OwnedFd>>,
+    watchlist: &Watchlist,
     idle: Option<Duration>,
     shutdown: &Shutdown,
 ) -> (End, Tally)
@@ -44,6 +117,7 @@ where
         idle: idle.unwrap_or(NO_IDLE),
         buffer: vec![0; CHUNK],
         tcp,
+        watchlist,
     };
     let end = tokio::select! {
         end = session.run() => end,
@@ -62,7 +136,9 @@ struct Session<'t, S> {
     /// Read buffer, reused.
     buffer: Vec<u8>,
     /// A copy of the TCP socket, for `TCP_INFO`.
-    tcp: Option<&'t OwnedFd>,
+    tcp: Option<&'t Arc<OwnedFd>>,
+    /// Where down connections are entered and watches look them up.
+    watchlist: &'t Watchlist,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
@@ -98,15 +174,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     self.tally.bytes_in = (filled - len) as u64;
                     break role;
                 }
+                Opening::Watch { tokens, len } => {
+                    if let Err(end) = self.write(wire::ACCEPTED).await {
+                        return end;
+                    }
+                    // Bytes after the watch line are asks already.
+                    return self.watch(&tokens, (filled - len) as u64).await;
+                }
             }
         };
-        if let Err(end) = self.write(wire::ACCEPTED).await {
+        let watchlist = self.watchlist;
+        let entry = match (role, self.tcp) {
+            (StreamRole::Down, Some(socket)) => watchlist.enter(socket),
+            _ => None,
+        };
+        let answer = match &entry {
+            Some(entry) => wire::accepted_with_token(entry.token).into_bytes(),
+            None => wire::ACCEPTED.to_vec(),
+        };
+        if let Err(end) = self.write(&answer).await {
             return end;
         }
-        match role {
+        let end = match role {
             StreamRole::Up => self.receive_then_report().await,
             StreamRole::Down => self.send_until_eof().await,
             StreamRole::Ping => self.echo().await,
+        };
+        drop(entry);
+        end
+    }
+
+    /// `watch`: for every byte (or batch of bytes) the client sends, one `info` line
+    /// with the `TCP_INFO` of each watched down connection, read then; `asks` counts the
+    /// bytes already read past the watch line.
+    async fn watch(&mut self, tokens: &[u64], mut asks: u64) -> End {
+        let mut answered = 0;
+        loop {
+            if asks > answered {
+                let readings: Vec<Option<TcpInfo>> = tokens
+                    .iter()
+                    .map(|token| self.watchlist.reading(*token))
+                    .collect();
+                if let Err(end) = self.write(&wire::info_line(asks, &readings)).await {
+                    return end;
+                }
+                answered = asks;
+            }
+            match self.read_some(0).await {
+                Ok(0) => return End::PeerClosed,
+                Ok(n) => {
+                    self.tally.bytes_in += n as u64;
+                    asks += n as u64;
+                }
+                Err(end) => return end,
+            }
         }
     }
 
@@ -169,14 +290,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 
     /// `down`: sends filler until the client half-closes (or goes away), reading
     /// `TCP_INFO` for each byte the client sends; after the EOF, sends those readings.
+    ///
+    /// Nagle's algorithm goes back on for this bulk sender (accepted sockets have
+    /// `TCP_NODELAY`, right for small answers): with it off, each write's last few bytes
+    /// would leave in a segment of their own and be acknowledged at once. The close
+    /// sends what is held back.
     async fn send_until_eof(&mut self) -> End {
+        if let Some(socket) = self.tcp {
+            // Only the segment sizes depend on it; the test runs either way.
+            let _ = socket2::SockRef::from(socket.as_ref()).set_tcp_nodelay(false);
+        }
         let filler = crate::bench::filler(CHUNK);
         let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
         let mut probe = [0u8; 512];
         let idle = self.idle;
         let mut sent = 0u64;
         let mut readings: Vec<TcpInfo> = Vec::new();
-        let tcp = self.tcp;
+        let tcp = self.tcp.map(AsRef::as_ref);
         let end = loop {
             tokio::select! {
                 read = reader.read(&mut probe) => match read {
@@ -241,5 +371,83 @@ fn take_readings(tcp: Option<&OwnedFd>, asks: usize, readings: &mut Vec<TcpInfo>
     }
     if let Some(info) = tcp.and_then(|fd| tcp_info::read(fd.as_fd())) {
         readings.extend(std::iter::repeat_n(info, asks.min(room)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// Reads one line from a raw client socket, byte by byte.
+    async fn read_line(client: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        while line.last() != Some(&b'\n') && line.len() < wire::MAX_CONTROL_LINE {
+            line.push(client.read_u8().await?);
+        }
+        Ok(line)
+    }
+
+    #[tokio::test]
+    async fn a_down_connection_sends_with_nagle_on_and_is_watchable_while_it_lasts()
+    -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (server, _) = listener.accept().await?;
+        server.set_nodelay(true)?;
+        let socket = Arc::new(server.as_fd().try_clone_to_owned()?);
+        let watchlist = Watchlist::default();
+        let shutdown = Shutdown::new();
+        let serving = serve_stream(server, Some(&socket), &watchlist, None, &shutdown);
+        let client_side = async {
+            client.write_all(&StreamRole::Down.greeting()).await?;
+            let answer = read_line(&mut client).await?;
+            let token = wire::parse_accepted(&answer).flatten();
+            let mut filler = [0u8; 1024];
+            client.read_exact(&mut filler).await?;
+            // Filler is flowing, so the sender has set its socket up.
+            let nodelay = socket2::SockRef::from(socket.as_ref()).tcp_nodelay()?;
+            let watched = token.and_then(|t| watchlist.reading(t));
+            client.shutdown().await?;
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await?;
+            Ok::<_, std::io::Error>((token, nodelay, watched))
+        };
+        let ((end, _), outcome) = tokio::join!(serving, client_side);
+        let (token, nodelay, watched) = outcome?;
+        assert!(matches!(end, End::PeerClosed), "{end:?}");
+        assert!(token.is_some(), "a down connection over TCP gets a token");
+        assert!(!nodelay, "the bulk sender has Nagle's algorithm on");
+        assert!(watched.is_some_and(|info| info.cwnd_bytes > 0));
+        assert_eq!(watchlist.len(), 0, "the entry goes with the connection");
+        Ok(())
+    }
+
+    #[test]
+    fn a_down_connection_leaves_the_watchlist_when_it_ends() -> std::io::Result<()> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let _client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        let socket = Arc::new(OwnedFd::from(server));
+        let watchlist = Watchlist::default();
+        let first = watchlist.enter(&socket);
+        let second = watchlist.enter(&socket);
+        let (Some(first), Some(second)) = (first, second) else {
+            panic!("the watchlist refused an entry");
+        };
+        assert_ne!(first.token, second.token);
+        assert!(
+            watchlist
+                .reading(first.token)
+                .is_some_and(|i| i.snd_mss > 0)
+        );
+        assert_eq!(watchlist.len(), 2);
+        let token = first.token;
+        drop(first);
+        assert_eq!(watchlist.len(), 1);
+        assert!(watchlist.reading(token).is_none());
+        drop(second);
+        assert_eq!(watchlist.len(), 0);
+        Ok(())
     }
 }

@@ -58,7 +58,7 @@ pub(crate) async fn serve_accepted(
 ) {
     let passthrough = shared.options.layers.is_passthrough();
     let tcp = match shared.handler {
-        Handler::Perf(_) => crate::bench::throughput::duplicate_socket(&stream),
+        Handler::Perf(..) => crate::bench::throughput::duplicate_socket(&stream).map(Arc::new),
         _ => None,
     };
     let origin = Origin {
@@ -98,7 +98,7 @@ async fn prepare_and_serve(
     socket_peer: PeerAddr,
     conn: u64,
     shared: &Shared,
-    (span, tcp): (tracing::Span, Option<&OwnedFd>),
+    (span, tcp): (tracing::Span, Option<&Arc<OwnedFd>>),
 ) {
     let layers = &shared.options.layers;
     let proxied = layers.proxy.is_on();
@@ -168,7 +168,7 @@ pub(crate) struct Origin<'a> {
     /// With `--client-ca`: the client's verified certificate.
     certificate: Option<&'a ClientIdentity>,
     /// `serve --perf`: a copy of the TCP socket under the stream, for `TCP_INFO`.
-    tcp: Option<&'a OwnedFd>,
+    tcp: Option<&'a Arc<OwnedFd>>,
 }
 
 /// Serves one connection with the server's behaviour.
@@ -230,11 +230,12 @@ pub(crate) async fn handle_connection<S>(
             .await;
             end(chat_outcome(&report), peer, conn, shared);
         }
-        Handler::Perf(_) => {
+        Handler::Perf(_, watchlist) => {
             begin(peer, conn, shared);
             let idle = shared.options.limits.idle_timeout;
             let (ended, mut tally) =
-                super::perf::serve_stream(stream, origin.tcp, idle, &shared.shutdown).await;
+                super::perf::serve_stream(stream, origin.tcp, watchlist, idle, &shared.shutdown)
+                    .await;
             super::end::report_end(&ended, peer, conn, &tally, shared);
             shared.stats.absorb(&mut tally);
             shared.stats.active.fetch_sub(1, Ordering::Relaxed);

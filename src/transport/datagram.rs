@@ -168,6 +168,31 @@ impl DatagramSocket {
         }
     }
 
+    /// Waits until a datagram can be read; returns the socket's error instead if it has
+    /// one to report first (on a connected socket, an ICMP "port unreachable": the peer
+    /// refused). Cancel-safe.
+    pub async fn readable_or_failed(&self) -> io::Result<()> {
+        let wanted = Interest::READABLE | Interest::ERROR;
+        let (ready, pending) = match self {
+            DatagramSocket::Udp(s) => {
+                let ready = s.ready(wanted).await?;
+                (ready, ready.is_error().then(|| s.take_error()))
+            }
+            DatagramSocket::Unix(s, _) => {
+                let ready = s.ready(wanted).await?;
+                (ready, ready.is_error().then(|| s.take_error()))
+            }
+            DatagramSocket::Socks(s) => return s.readable().await,
+        };
+        match pending {
+            Some(Ok(Some(error)) | Err(error)) => Err(error),
+            _ if ready.is_readable() => Ok(()),
+            _ => Err(io::Error::other(
+                "the socket reported an error and then none",
+            )),
+        }
+    }
+
     /// Sends one datagram to `peer` (a server's reply).
     pub async fn send_to(&self, buf: &[u8], peer: &PeerAddr) -> io::Result<usize> {
         match (self, peer) {

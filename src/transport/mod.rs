@@ -59,6 +59,7 @@ pub use backoff::{Backoff, is_per_connection};
 pub use connect::{ConnectOptions, connect_stream, connect_stream_prefixed};
 pub use datagram::{DatagramSocket, MAX_DATAGRAM, StdDatagram};
 
+pub(crate) use errors::connect_error;
 pub use layers::Layers;
 pub use listener::{StdListener, StreamListener};
 pub use proxy::ProxyProtocol;
@@ -66,8 +67,12 @@ pub use retry::{Attempts, Retry};
 pub use sockopt::{
     Broadcast, Carrier, Keepalive, ListenOptions, ListenSource, Nagle, SocketOptions, Source,
 };
+pub(crate) use sockopt::{tcp_client_socket, udp_client};
 pub use std_stream::StdStream;
 pub use stream::Stream;
+pub(crate) use syscall::{
+    close_uncancellable, connect_uncancellable, recv_uncancellable, send_uncancellable,
+};
 pub use unix_path::{PeerCredAllow, UnixFilePerms, UnixPathGuard};
 
 /// Who is on the other end: an endpoint-tier type, named here too for code that takes

@@ -546,10 +546,24 @@ pub(crate) fn tcp_client(
     target: SocketAddr,
     options: &SocketOptions,
 ) -> crate::Result<tokio::net::TcpSocket> {
+    let socket = tcp_client_socket(target, options)?;
+    Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+}
+
+/// A non-blocking client TCP socket for `target` with `options` set (and `--source`
+/// bound), not yet connected: what [`tcp_client`] hands to tokio, and what a load
+/// generator that waits in its own epoll set connects itself.
+///
+/// # Errors
+/// [`Error::LocalSocket`] when an option or the source address is refused.
+pub(crate) fn tcp_client_socket(
+    target: SocketAddr,
+    options: &SocketOptions,
+) -> crate::Result<Socket> {
     let socket = nonblocking_socket(Domain::for_address(target), Type::STREAM, Protocol::TCP)
         .map_err(|e| local_error("a TCP socket".into(), &e, Flag::Other))?;
     options.apply(&SockRef::from(&socket), target, Carrier::Tcp)?;
-    Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+    Ok(socket)
 }
 
 /// Creates a client UDP socket for `target` with `options` set and bound (to

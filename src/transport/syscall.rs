@@ -15,7 +15,7 @@ use socket2::SockAddr;
 /// ever cancelled, so the brackets buy nothing; what skipping them gains is measured in
 /// `bench/RESULTS.md` (the design choices table).
 #[inline]
-pub(super) fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let (received, _) = rustix::net::recv(fd, buf, rustix::net::RecvFlags::empty())?;
     Ok(received)
 }
@@ -23,12 +23,30 @@ pub(super) fn recv_uncancellable(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Resu
 /// send(2) with `MSG_NOSIGNAL` (a closed peer is an `EPIPE` error, not a signal) as the
 /// bare system call, for the reason [`recv_uncancellable`] gives.
 #[inline]
-pub(super) fn send_uncancellable(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_uncancellable(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(rustix::net::send(
         fd,
         buf,
         rustix::net::SendFlags::NOSIGNAL,
     )?)
+}
+
+/// close(2) as the bare system call, for the reason [`recv_uncancellable`] gives (glibc's
+/// `close` is a cancellation point too): a load generator that opens a connection per
+/// exchange closes one per exchange.
+pub(crate) fn close_uncancellable(fd: OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor was owned, so nothing else uses or closes it.
+    unsafe { rustix::io::close(fd.into_raw_fd()) }
+}
+
+/// connect(2) as the bare system call (no cancellation bookkeeping, no conversion into a
+/// `sockaddr_storage`), for the reason [`recv_uncancellable`] gives.
+pub(crate) fn connect_uncancellable(
+    fd: BorrowedFd<'_>,
+    addr: &std::net::SocketAddr,
+) -> io::Result<()> {
+    Ok(rustix::net::connect(fd, addr)?)
 }
 
 /// `accept(2)`s one connection, already non-blocking, in one system call (`accept4`).

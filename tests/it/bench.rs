@@ -113,6 +113,17 @@ pub(crate) fn bench(args: &[&str], json: &Path) -> (i32, Report, String) {
     (code(&output), report, described)
 }
 
+/// Both engines, for the tests of failures that each must count alike.
+const ENGINES: [&str; 2] = ["lane", "tasks"];
+
+/// The engine a report names, as `--engine` spells it.
+pub(crate) fn engine_of(report: &Report) -> String {
+    serde_json::to_value(report.engine)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Milliseconds as the report's microseconds.
 fn ms(n: u64) -> u64 {
     n * 1000
@@ -186,205 +197,239 @@ fn reply_delay_is_measured_in_open_loop() {
     assert!((80..=110).contains(&report.exchanges), "{run}");
 }
 
-/// The coordinated-omission check: a 500 ms stall, 400 ms into the run.
+/// The coordinated-omission check: a 500 ms stall, 400 ms into the run, on both engines.
 #[test]
 fn a_stall_shows_in_open_loop_and_hides_in_closed_loop() {
-    let stall = Some((Duration::from_millis(400), Duration::from_millis(500)));
-    let dir = scratch();
-    let common = [
-        "-p", "echo", "-s", "16", "-c", "2", "-d", "1500ms", "--warmup", "0",
-    ];
+    for engine in ENGINES {
+        let stall = Some((Duration::from_millis(400), Duration::from_millis(500)));
+        let dir = scratch();
+        let common = [
+            "-p", "echo", "-s", "16", "-c", "2", "-d", "1500ms", "--warmup", "0", "--engine",
+            engine,
+        ];
 
-    let server = echo_server(Duration::ZERO, stall);
-    let endpoint = server.endpoint();
-    let mut args = vec![endpoint.as_str()];
-    args.extend_from_slice(&common);
-    let (status, closed, closed_run) = bench(&args, &dir.path().join("closed.json"));
-    assert_eq!(status, 0, "{closed_run}");
-    drop(server);
+        let server = echo_server(Duration::ZERO, stall);
+        let endpoint = server.endpoint();
+        let mut args = vec![endpoint.as_str()];
+        args.extend_from_slice(&common);
+        let (status, closed, closed_run) = bench(&args, &dir.path().join("closed.json"));
+        assert_eq!(status, 0, "{closed_run}");
+        drop(server);
 
-    let server = echo_server(Duration::ZERO, stall);
-    let endpoint = server.endpoint();
-    let mut args = vec![endpoint.as_str(), "--rate", "200"];
-    args.extend_from_slice(&common);
-    let (status, open, open_run) = bench(&args, &dir.path().join("open.json"));
-    assert_eq!(status, 0, "{open_run}");
+        let server = echo_server(Duration::ZERO, stall);
+        let endpoint = server.endpoint();
+        let mut args = vec![endpoint.as_str(), "--rate", "200"];
+        args.extend_from_slice(&common);
+        let (status, open, open_run) = bench(&args, &dir.path().join("open.json"));
+        assert_eq!(status, 0, "{open_run}");
 
-    // Closed loop: each connection waits out the stall once; every other sample is fast.
-    assert!(closed.latency_us.max >= ms(450), "{closed_run}");
-    assert!(
-        closed.exchanges >= 100,
-        "too few samples to judge\n{closed_run}"
-    );
-    assert!(closed.latency_us.p90 < ms(100), "{closed_run}");
-    // Open loop: every request due during the stall waited for it (a third of the run).
-    assert!(open.latency_us.p90 >= ms(200), "{open_run}");
-    assert!(open.latency_us.p99 >= ms(400), "{open_run}");
-    assert!(open.latency_us.p50 < ms(100), "{open_run}");
+        // Closed loop: each connection waits out the stall once; every other sample is fast.
+        assert!(closed.latency_us.max >= ms(450), "{closed_run}");
+        assert!(
+            closed.exchanges >= 100,
+            "too few samples to judge\n{closed_run}"
+        );
+        assert!(closed.latency_us.p90 < ms(100), "{closed_run}");
+        // Open loop: every request due during the stall waited for it (a third of the run).
+        assert!(open.latency_us.p90 >= ms(200), "{open_run}");
+        assert!(open.latency_us.p99 >= ms(400), "{open_run}");
+        assert!(open.latency_us.p50 < ms(100), "{open_run}");
+        assert_eq!(engine_of(&open), engine, "{open_run}");
+    }
 }
 
+/// On both engines (see `bench_engine`).
 #[test]
 fn refused_when_nothing_listens() {
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        listener.local_addr().map(|a| a.port()).unwrap_or(1)
-    };
-    let dir = scratch();
-    let (status, report, run) = bench(
-        &[
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "2",
-            "-d",
-            "500ms",
-            "--warmup",
-            "0",
-        ],
-        &dir.path().join("refused.json"),
-    );
-    assert_eq!(status, 4, "exit code of 'refused'\n{run}");
-    assert!(report.errors.refused > 0, "{run}");
-    assert_eq!(report.errors.total, report.errors.refused, "{run}");
-    assert_eq!(report.exchanges, 0, "{run}");
-    assert!(run.contains("connection refused"), "{run}");
+    for engine in ENGINES {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+            listener.local_addr().map(|a| a.port()).unwrap_or(1)
+        };
+        let dir = scratch();
+        let (status, report, run) = bench(
+            &[
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "2",
+                "-d",
+                "500ms",
+                "--warmup",
+                "0",
+                "--engine",
+                engine,
+            ],
+            &dir.path().join("refused.json"),
+        );
+        assert_eq!(status, 4, "exit code of 'refused'\n{run}");
+        assert!(report.errors.refused > 0, "{run}");
+        assert_eq!(report.errors.total, report.errors.refused, "{run}");
+        assert_eq!(report.exchanges, 0, "{run}");
+        assert_eq!(engine_of(&report), engine, "{run}");
+        assert!(run.contains("connection refused"), "{run}");
+    }
 }
 
+/// On both engines (see `bench_engine`).
 #[test]
 fn silent_server_times_out() {
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = Arc::clone(&held);
-    let server = ThreadServer::start(move |conn| {
-        if let Ok(mut all) = keep.lock() {
-            all.push(conn); // never answer, never close
-        }
-    });
-    let dir = scratch();
-    let (status, report, run) = bench(
-        &[
-            &server.endpoint(),
-            "-c",
-            "2",
-            "-d",
-            "1s",
-            "--warmup",
-            "0",
-            "--timeout",
-            "200ms",
-        ],
-        &dir.path().join("timeout.json"),
-    );
-    assert_eq!(status, 5, "exit code of 'timed out'\n{run}");
-    assert!(report.errors.timeout >= 4, "{run}");
-    assert_eq!(report.exchanges, 0, "{run}");
+    for engine in ENGINES {
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = Arc::clone(&held);
+        let server = ThreadServer::start(move |conn| {
+            if let Ok(mut all) = keep.lock() {
+                all.push(conn); // never answer, never close
+            }
+        });
+        let dir = scratch();
+        let (status, report, run) = bench(
+            &[
+                &server.endpoint(),
+                "-c",
+                "2",
+                "-d",
+                "1s",
+                "--warmup",
+                "0",
+                "--engine",
+                engine,
+                "--timeout",
+                "200ms",
+            ],
+            &dir.path().join("timeout.json"),
+        );
+        assert_eq!(status, 5, "exit code of 'timed out'\n{run}");
+        assert!(report.errors.timeout >= 4, "{run}");
+        assert_eq!(report.exchanges, 0, "{run}");
+        assert_eq!(engine_of(&report), engine, "{run}");
+    }
 }
 
+/// On both engines (see `bench_engine`).
 #[test]
 fn closing_without_a_reply_is_a_short_reply() {
-    let server = ThreadServer::start(|mut conn| {
-        let mut buf = [0u8; 64];
-        let _ = conn.read(&mut buf);
-        // Close without answering.
-    });
-    let dir = scratch();
-    let (status, report, run) = bench(
-        &[
-            &server.endpoint(),
-            "-c",
-            "2",
-            "-d",
-            "500ms",
-            "--warmup",
-            "0",
-        ],
-        &dir.path().join("short.json"),
-    );
-    assert_eq!(status, 1, "{run}");
-    assert!(report.errors.short_reply > 0, "{run}");
-    assert_eq!(report.exchanges, 0, "{run}");
+    for engine in ENGINES {
+        let server = ThreadServer::start(|mut conn| {
+            let mut buf = [0u8; 64];
+            let _ = conn.read(&mut buf);
+            // Close without answering.
+        });
+        let dir = scratch();
+        let (status, report, run) = bench(
+            &[
+                &server.endpoint(),
+                "-c",
+                "2",
+                "-d",
+                "500ms",
+                "--warmup",
+                "0",
+                "--engine",
+                engine,
+            ],
+            &dir.path().join("short.json"),
+        );
+        assert_eq!(status, 1, "{run}");
+        assert!(report.errors.short_reply > 0, "{run}");
+        assert_eq!(report.exchanges, 0, "{run}");
+        assert_eq!(engine_of(&report), engine, "{run}");
+    }
 }
 
+/// On both engines (see `bench_engine`).
 #[test]
 fn an_abortive_close_is_a_reset() {
-    let server = ThreadServer::start(|mut conn| {
-        let mut buf = [0u8; 64];
-        let _ = conn.read(&mut buf);
-        // SO_LINGER 0: close sends RST instead of FIN.
-        let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
-    });
-    let dir = scratch();
-    let (status, report, run) = bench(
-        &[
-            &server.endpoint(),
-            "-p",
-            "echo",
-            "-c",
-            "2",
-            "-d",
-            "500ms",
-            "--warmup",
-            "0",
-        ],
-        &dir.path().join("reset.json"),
-    );
-    assert_eq!(status, 1, "{run}");
-    assert!(report.errors.reset > 0, "{run}");
-    assert_eq!(report.exchanges, 0, "{run}");
+    for engine in ENGINES {
+        let server = ThreadServer::start(|mut conn| {
+            let mut buf = [0u8; 64];
+            let _ = conn.read(&mut buf);
+            // SO_LINGER 0: close sends RST instead of FIN.
+            let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
+        });
+        let dir = scratch();
+        let (status, report, run) = bench(
+            &[
+                &server.endpoint(),
+                "-p",
+                "echo",
+                "-c",
+                "2",
+                "-d",
+                "500ms",
+                "--warmup",
+                "0",
+                "--engine",
+                engine,
+            ],
+            &dir.path().join("reset.json"),
+        );
+        assert_eq!(status, 1, "{run}");
+        assert!(report.errors.reset > 0, "{run}");
+        assert_eq!(report.exchanges, 0, "{run}");
+        assert_eq!(engine_of(&report), engine, "{run}");
+    }
 }
 
+/// On both engines (see `bench_engine`).
 #[test]
 fn lost_datagrams_are_counted() {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU64::new(0));
-    let (stopping, count) = (Arc::clone(&stop), Arc::clone(&answered));
-    let server = thread::spawn(move || {
-        let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
-        let mut buf = [0u8; 2048];
-        let mut seen = 0u64;
-        while !stopping.load(Ordering::Relaxed) {
-            let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-                continue;
-            };
-            seen += 1;
-            // Answer every other datagram; drop the rest.
-            if seen.is_multiple_of(2) {
-                let _ = socket.send_to(&buf[..n], peer);
-                count.fetch_add(1, Ordering::Relaxed);
+    for engine in ENGINES {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let (stopping, count) = (Arc::clone(&stop), Arc::clone(&answered));
+        let server = thread::spawn(move || {
+            let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut buf = [0u8; 2048];
+            let mut seen = 0u64;
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                seen += 1;
+                // Answer every other datagram; drop the rest.
+                if seen.is_multiple_of(2) {
+                    let _ = socket.send_to(&buf[..n], peer);
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-    });
-    let dir = scratch();
-    let (status, report, run) = bench(
-        &[
-            &format!("udp://{addr}"),
-            "-c",
-            "4",
-            "-d",
-            "1s",
-            "--warmup",
-            "0",
-            "--timeout",
-            "100ms",
-        ],
-        &dir.path().join("loss.json"),
-    );
-    stop.store(true, Ordering::Relaxed);
-    let _ = server.join();
-    assert_eq!(status, 0, "{run}");
-    let lost = report
-        .lost
-        .unwrap_or_else(|| panic!("no loss figures\n{run}"));
-    assert!(lost.lost > 0 && report.exchanges > 0, "{run}");
-    assert_eq!(lost.lost, report.errors.timeout, "{run}");
-    assert!(
-        lost.percent > 20.0 && lost.percent < 80.0,
-        "half the datagrams were dropped\n{run}"
-    );
-    assert!(
-        answered.load(Ordering::Relaxed) >= report.exchanges,
-        "{run}"
-    );
+        });
+        let dir = scratch();
+        let (status, report, run) = bench(
+            &[
+                &format!("udp://{addr}"),
+                "-c",
+                "4",
+                "-d",
+                "1s",
+                "--warmup",
+                "0",
+                "--engine",
+                engine,
+                "--timeout",
+                "100ms",
+            ],
+            &dir.path().join("loss.json"),
+        );
+        stop.store(true, Ordering::Relaxed);
+        let _ = server.join();
+        assert_eq!(status, 0, "{run}");
+        let lost = report
+            .lost
+            .unwrap_or_else(|| panic!("no loss figures\n{run}"));
+        assert!(lost.lost > 0 && report.exchanges > 0, "{run}");
+        assert_eq!(engine_of(&report), engine, "{run}");
+        assert_eq!(lost.lost, report.errors.timeout, "{run}");
+        assert!(
+            lost.percent > 20.0 && lost.percent < 80.0,
+            "half the datagrams were dropped\n{run}"
+        );
+        assert!(
+            answered.load(Ordering::Relaxed) >= report.exchanges,
+            "{run}"
+        );
+    }
 }
 
 /// Serves `endpoint` with `sockit serve` and benchmarks it with `pattern`.

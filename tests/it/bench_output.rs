@@ -135,6 +135,64 @@ fn hlog_read_by_python_hdrhistogram_matches_the_report() {
     assert!(text.contains("1.000,0.500,"), "{text}");
 }
 
+/// Reads an interval log with the Python `hdrhistogram` package and prints the total
+/// count of its untagged lines and of those tagged `ramp`.
+const HLOG_TAG_COUNTER: &str = r#"
+import json, sys
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
+reader = HistogramLogReader(sys.argv[1], HdrHistogram(1, 24 * 3600 * 1000000, 3))
+counts = {}
+while True:
+    interval = reader.get_next_interval_histogram()
+    if interval is None:
+        break
+    tag = interval.get_tag() or "untagged"
+    counts[tag] = counts.get(tag, 0) + interval.get_total_count()
+print(json.dumps(counts))
+"#;
+
+/// With `--ramp-up`, the report keeps the ramp's exchanges out of its main histogram;
+/// the interval log does the same: its untagged lines count the main figures' exchanges,
+/// and lines tagged `ramp` the ramp's.
+#[test]
+fn hlog_keeps_the_ramp_on_tagged_lines_as_the_report_does() {
+    let server = echo_server();
+    let dir = scratch();
+    let hlog = dir.path().join("ramp.hlog");
+    let hlog_arg = hlog.display().to_string();
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "2",
+            "--rate",
+            "400",
+            "--ramp-up",
+            "600ms",
+            "-d",
+            "1s",
+            "--warmup",
+            "100ms",
+            "--hlog-interval",
+            "250ms",
+            "--hlog",
+            &hlog_arg,
+        ],
+        &dir.path().join("ramp.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    let ramp = report.ramp.as_ref().map_or(0, |r| r.exchanges);
+    assert!(ramp > 0 && report.exchanges > 0, "{run}");
+    let text = std::fs::read_to_string(&hlog).unwrap_or_else(|e| panic!("{e}\n{run}"));
+    let counts = python_json(HLOG_TAG_COUNTER, &hlog);
+    let context = format!("{counts}\n{text}\n{run}");
+    assert_eq!(counts["untagged"], report.exchanges, "{context}");
+    assert_eq!(counts["ramp"], ramp, "{context}");
+}
+
 #[test]
 fn plot_is_an_svg_with_every_series_that_renders() {
     let server = echo_server();

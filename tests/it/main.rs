@@ -4,6 +4,7 @@
 
 mod access;
 mod bench;
+mod bench_engine;
 mod bench_output;
 mod bench_payload;
 mod busy_poll;

@@ -180,6 +180,82 @@ fn a_reverse_run_with_intervals_reports_the_servers_tcp_info_over_tcp_and_tls() 
     reverse_run_reports_the_senders_tcp_info("tls://127.0.0.1:0", &["--insecure"]);
 }
 
+/// A long reverse run over `endpoint` with short intervals: its live NDJSON interval
+/// records carry the sending socket's (the server's) TCP_INFO while the run goes.
+fn live_interval_records_carry_the_senders_tcp_info(endpoint: &str, client: &[&str]) {
+    let (_server, addr, _) = perf_server(endpoint, &[]);
+    let scheme = endpoint
+        .split_once("://")
+        .map_or("tcp", |(scheme, _)| scheme);
+    let target = format!("{scheme}://{addr}");
+    let mut args = vec![
+        "bench", &target, "-R", "-c", "2", "-d", "60s", "-i", "200ms", "--json", "-",
+    ];
+    args.extend_from_slice(client);
+    let mut bench = Proc::sockit(&args);
+    for _ in 0..3 {
+        let line =
+            bench.wait_for_line("an interval record", |l| l.contains(r#""type":"interval""#));
+        let record: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let streams = record["streams"].as_array().cloned().unwrap_or_default();
+        assert_eq!(streams.len(), 2, "{line}");
+        for stream in &streams {
+            let sender = &stream["sender_tcp"];
+            assert!(u(&sender["cwnd_bytes"]) > 0, "{line}");
+            assert!(u(&sender["srtt_us"]) > 0, "{line}");
+            assert!(sender["retransmits"].is_u64(), "{line}");
+        }
+    }
+    // Three intervals of a 60 s run: these records came while it was running.
+    assert!(bench.is_running(), "{}", bench.report());
+    bench.signal(libc::SIGINT);
+    let status = bench.wait_exit();
+    assert!(status.success(), "{}", bench.report());
+}
+
+#[test]
+fn a_reverse_runs_live_interval_records_carry_the_senders_tcp_info_over_tcp_and_tls() {
+    live_interval_records_carry_the_senders_tcp_info("tcp://127.0.0.1:0", &[]);
+    live_interval_records_carry_the_senders_tcp_info("tls://127.0.0.1:0", &["--insecure"]);
+}
+
+#[test]
+fn a_server_full_to_its_max_conns_holds_back_only_the_watch_not_the_test() {
+    let (_server, addr, _) = perf_server("tcp://127.0.0.1:0", &["--max-conns", "1"]);
+    let target = format!("tcp://{addr}");
+    let output = run_sockit(
+        &[
+            "bench",
+            &target,
+            "-R",
+            "-d",
+            "600ms",
+            "-i",
+            "200ms",
+            "--timeout",
+            "1s",
+            "--json",
+            "-",
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    let stream = &final_report(&output.stdout)["streams"][0];
+    assert!(u(&stream["bytes"]) > 0, "{}", describe(&output));
+}
+
+#[test]
+fn a_reverse_runs_live_text_lines_show_the_senders_window() {
+    let (_server, addr, _) = perf_server("tcp://127.0.0.1:0", &[]);
+    let target = format!("tcp://{addr}");
+    let mut bench = Proc::sockit(&["bench", &target, "-R", "-d", "60s", "-i", "200ms"]);
+    let line = bench.wait_for_line("an interval line", |l| l.starts_with("[  1]"));
+    assert!(line.contains(" down ") && line.contains("cwnd"), "{line}");
+    bench.signal(libc::SIGINT);
+    let status = bench.wait_exit();
+    assert!(status.success(), "{}", bench.report());
+}
+
 #[test]
 fn bidir_measures_both_directions_and_the_latency_probe_reports_percentiles() {
     let (_server, addr, _) = perf_server("tcp://127.0.0.1:0", &[]);
