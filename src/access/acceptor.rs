@@ -25,16 +25,30 @@ pub(crate) use super::admission::Admitted;
 use super::admission::{Admission, NextAccept, Outcome};
 use super::gate::{GateConfig, Slot};
 use crate::endpoint::PeerAddr;
-use crate::obs::span::connection_span;
+use crate::obs::span::{connection_span, in_connection_span};
 use crate::shutdown::Shutdown;
 use crate::transport::{StdStream, Stream, StreamListener};
 
+/// Whether a connection's task runs inside its `conn` span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskSpan {
+    /// Entered on every poll: lines logged anywhere below (TLS, PROXY header, taps, debug
+    /// lines) name the connection.
+    Entered,
+    /// None for the task: the handler logs its few lines through
+    /// [`crate::obs::span::in_connection_span`], which makes the span for the line. Making
+    /// and entering a span costs more than relaying a small message, so a connection
+    /// that logs nothing pays nothing.
+    PerLine,
+}
+
 impl Admitted {
-    /// Serves the connection in a task `shutdown` tracks, inside the connection's span:
-    /// the stream is registered with the runtime, `serve` runs on it, and the slot is held
-    /// until `serve` ends. A stream the runtime cannot watch is logged and dropped, and the
-    /// accept loop goes on. The relay and the proxy hand their clients over this way.
-    pub fn serve_in_task<F, Fut>(self, shutdown: &Shutdown, serve: F)
+    /// Serves the connection in a task `shutdown` tracks, inside the connection's span
+    /// when `span` says so: the stream is registered with the runtime, `serve` runs on
+    /// it, and the slot is held until `serve` ends. A stream the runtime cannot watch is
+    /// logged and dropped, and the accept loop goes on. The relay and the proxy hand
+    /// their clients over this way.
+    pub fn serve_in_task<F, Fut>(self, shutdown: &Shutdown, span: TaskSpan, serve: F)
     where
         F: FnOnce(Stream, PeerAddr, u64) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -45,11 +59,12 @@ impl Admitted {
             slot,
             id,
         } = self;
-        let span = connection_span(id);
         let stream = match stream.into_tokio() {
             Ok(stream) => stream,
             Err(e) => {
-                span.in_scope(|| tracing::warn!("cannot watch the connection: {e}"));
+                in_connection_span(id, &peer, || {
+                    tracing::warn!("cannot watch the connection: {e}");
+                });
                 return;
             }
         };
@@ -60,7 +75,14 @@ impl Admitted {
         };
         // Boxed: a connection's future is large, and the runtime moves a task's future
         // several times between spawn and completion; a box is moved in one word.
-        shutdown.spawn(Box::pin(task.instrument(span)));
+        match span {
+            TaskSpan::Entered => {
+                shutdown.spawn(Box::pin(task.instrument(connection_span(id))));
+            }
+            TaskSpan::PerLine => {
+                shutdown.spawn(Box::pin(task));
+            }
+        }
     }
 }
 

@@ -423,11 +423,21 @@ impl Driver for HelloDriver {
             .await
             .map_err(|f| target.reply_error(f, "before the whole reply arrived"))?;
         self.reply.forget(&target.reply);
+        close_tls(&mut stream).await;
         Ok(request.len() as u64)
     }
 
     fn abandon(&mut self) {
         self.reply.forget(&self.target.reply);
+    }
+}
+
+/// Ends a TLS connection with a close_notify alert: an OpenSSL server (HAProxy, nginx,
+/// stunnel, `s_server`) forgets the session of a connection that ends without one, and
+/// the next connection could not resume it. A failure here costs the exchange nothing.
+async fn close_tls(stream: &mut Stream) {
+    if matches!(stream, Stream::Tls(_)) {
+        let _ = stream.shutdown().await;
     }
 }
 

@@ -609,6 +609,13 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
     };
     let mut report = Report::of_run(options, &measured, loadgen, span);
     report.engine = Some(engine);
+    report.tls_handshakes = options.tls.as_ref().map(|tls| {
+        let counts = tls.handshakes();
+        report::TlsHandshakes {
+            full: counts.full,
+            resumed: counts.resumed,
+        }
+    });
     let (intervals, hlog_error) = match interval_run {
         Some(run) => run.finish(measured_span).await,
         None => (Vec::new(), None),

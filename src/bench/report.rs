@@ -110,6 +110,19 @@ pub struct Report {
     /// same one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<super::EngineKind>,
+    /// `tls://`: the TLS handshakes of the whole run, warm-up included, full and resumed
+    /// (merged: summed).
+    #[serde(default)]
+    pub tls_handshakes: Option<TlsHandshakes>,
+}
+
+/// How many TLS handshakes a run completed, by kind: shows whether sessions resumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    /// Full handshakes (the certificate sent and checked).
+    pub full: u64,
+    /// Resumed sessions.
+    pub resumed: u64,
 }
 
 /// The exchanges of a rate ramp, reported apart from the steady state.
@@ -491,6 +504,7 @@ impl Report {
             all_connected_after_s: span.all_connected_after.map(|d| d.as_secs_f64()),
             loadgen_limit: None,
             engine: None,
+            tls_handshakes: None,
         };
         report.loadgen_limit = report.limit();
         report
@@ -622,6 +636,13 @@ impl Report {
             (a, b) => a.or(b),
         };
         self.connected += other.connected;
+        self.tls_handshakes = match (self.tls_handshakes, other.tls_handshakes) {
+            (Some(a), Some(b)) => Some(TlsHandshakes {
+                full: a.full + b.full,
+                resumed: a.resumed + b.resumed,
+            }),
+            (a, b) => a.or(b),
+        };
         self.all_connected_after_s = match (self.all_connected_after_s, other.all_connected_after_s)
         {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -711,6 +732,15 @@ impl Report {
                 e.total, e.refused, e.reset, e.timeout, e.short_reply, e.mismatch, e.other
             ),
         );
+        if let Some(tls) = self.tls_handshakes {
+            line(
+                "tls handshakes",
+                format!(
+                    "{} resumed, {} full (the whole run, warm-up included)",
+                    tls.resumed, tls.full
+                ),
+            );
+        }
         if let Some(ramp) = &self.ramp {
             line(
                 "ramp",
@@ -1027,6 +1057,7 @@ mod tests {
             all_connected_after_s: Some(0.0),
             loadgen_limit: None,
             engine: None,
+            tls_handshakes: None,
         }
     }
 

@@ -29,7 +29,7 @@ use super::http::{self, Status};
 use super::outcome::{Delivered, End, Refusal, Unreachable};
 use super::socks::{self, Command, Credentials, Destination, Method, Parsed, Reply};
 use super::udp;
-use crate::access::acceptor::{Acceptor, Admitted};
+use crate::access::acceptor::{Acceptor, Admitted, TaskSpan};
 use crate::endpoint::PeerAddr;
 use crate::idle::Activity;
 use crate::obs::Event;
@@ -61,9 +61,13 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
 /// An admitted client: served in a tracked task of its own, holding its slot.
 fn take_client(admitted: Admitted, shared: &Arc<Shared>) {
     let task_shared = Arc::clone(shared);
-    admitted.serve_in_task(&shared.shutdown, |stream, peer, id| async move {
-        serve_client(stream, peer, id, &task_shared).await;
-    });
+    admitted.serve_in_task(
+        &shared.shutdown,
+        TaskSpan::Entered,
+        |stream, peer, id| async move {
+            serve_client(stream, peer, id, &task_shared).await;
+        },
+    );
 }
 
 /// Which protocol a client speaks, from its first byte.

@@ -41,6 +41,15 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
+    /// Notes that one connection holds `bytes` now, for [`FlowStats::peak_buffered`]. A
+    /// plain load first: the peak is almost always higher already, and a read costs less
+    /// than the locked compare-and-swap of `fetch_max`.
+    pub fn note_held(&self, bytes: u64) {
+        if bytes > self.peak_buffered.load(Ordering::Relaxed) {
+            self.peak_buffered.fetch_max(bytes, Ordering::Relaxed);
+        }
+    }
+
     /// Bytes read but not yet written, over all connections.
     pub fn buffered(&self) -> u64 {
         // Written is only ever increased after the matching read, so read ≥ written; load
@@ -190,7 +199,7 @@ impl<'a> Leg<'a> {
                 } else {
                     let totals = self.counters.totals;
                     totals.read.fetch_add(n as u64, Ordering::Release);
-                    totals.peak_buffered.fetch_max(n as u64, Ordering::Relaxed);
+                    totals.note_held(n as u64);
                     self.step = Step::Writing { written: 0 };
                 }
                 Poll::Ready(Ok(Progress::Moved))

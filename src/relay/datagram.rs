@@ -57,9 +57,46 @@ struct Session {
 #[derive(Default)]
 struct Table {
     /// The sessions.
-    by_peer: HashMap<PeerAddr, Arc<Session>>,
+    by_peer: HashMap<PeerAddr, Arc<Session>, KeyHasher>,
     /// Sessions per source (Unix-socket clients have no source and are not counted).
-    per_source: HashMap<IpAddr, usize>,
+    per_source: HashMap<IpAddr, usize, KeyHasher>,
+}
+
+/// The session table's hasher, looked up with every datagram: foldhash, a few multiplies
+/// per address where std's SipHash takes rounds over every byte.
+///
+/// The keys are addresses a hostile sender chooses, so the seeds come from the operating
+/// system's randomness (drawn through std's `RandomState`, whose keys it supplies), not
+/// from foldhash's own address-and-clock seed: colliding addresses cannot be worked out
+/// in advance. Even a sender that found some could only slow lookups within a table of
+/// at most `--max-sessions` entries.
+#[derive(Clone)]
+struct KeyHasher(foldhash::fast::SeedableRandomState);
+
+impl Default for KeyHasher {
+    fn default() -> KeyHasher {
+        static SHARED: std::sync::OnceLock<foldhash::SharedSeed> = std::sync::OnceLock::new();
+        let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(random_u64()));
+        KeyHasher(foldhash::fast::SeedableRandomState::with_seed(
+            random_u64(),
+            shared,
+        ))
+    }
+}
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
+
+/// 64 bits the operating system's randomness decides: a SipHash under std's
+/// `RandomState` keys, which come from it.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u64)
 }
 
 /// Why a session was evicted, for the log line.
@@ -244,7 +281,7 @@ fn drop_datagram(shared: &Shared) {
 fn count_forwarded(flow: &FlowStats, len: usize) {
     flow.read.fetch_add(len as u64, Ordering::Release);
     flow.written.fetch_add(len as u64, Ordering::Release);
-    flow.peak_buffered.fetch_max(len as u64, Ordering::Relaxed);
+    flow.note_held(len as u64);
 }
 
 /// The table, even if a task panicked while holding it (the table itself stays
@@ -468,5 +505,23 @@ mod fast {
             }
         }
         socket.send_to(datagram, peer).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    /// Each table draws its own seeds: the same address hashes differently in two of
+    /// them (a collision found against one says nothing about the other).
+    #[test]
+    fn every_table_hashes_with_seeds_of_its_own() {
+        let peer = PeerAddr::Ip("192.0.2.7:40000".parse().unwrap_or_else(|e| panic!("{e}")));
+        let one = KeyHasher::default();
+        let other = KeyHasher::default();
+        assert_eq!(one.hash_one(&peer), one.hash_one(&peer));
+        assert_ne!(one.hash_one(&peer), other.hash_one(&peer));
     }
 }

@@ -381,9 +381,7 @@ impl Flow<'_> {
                 self.held += n;
                 let totals = self.counters.totals;
                 totals.read.fetch_add(n as u64, Ordering::Release);
-                totals
-                    .peak_buffered
-                    .fetch_max(self.held as u64, Ordering::Relaxed);
+                totals.note_held(self.held as u64);
                 self.activity.touch();
             }
             Ok(Filled::Stuck) => {

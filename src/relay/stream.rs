@@ -8,6 +8,7 @@
 //! free slot is closed at once (logged, counted). The slot is held until the relayed
 //! connection ends.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -17,12 +18,14 @@ use std::time::Duration;
 use super::Shared;
 use super::copy::{Counters, LastEnd, pipe_both_ways};
 use super::watch::work_or_watch;
-use crate::access::acceptor::{Acceptor, Admitted};
+use crate::access::acceptor::{Acceptor, Admitted, TaskSpan};
 use crate::error::Error;
 use crate::idle::Activity;
 use crate::obs::Event;
 use crate::obs::hexdump::Tap;
-use crate::obs::span::{announce_client_certificate, record_client, record_socket_peer};
+use crate::obs::span::{
+    announce_client_certificate, in_connection_span, record_client, record_socket_peer,
+};
 use crate::obs::throttle::connection_line;
 use crate::transport::client_cert::ClientIdentity;
 use crate::transport::proxy;
@@ -46,9 +49,25 @@ pub(crate) async fn accept_loop(listener: StreamListener, shared: &Arc<Shared>) 
 /// An admitted client: relayed in a tracked task of its own, holding its slot.
 fn take_client(admitted: Admitted, shared: &Arc<Shared>) {
     let task_shared = Arc::clone(shared);
-    admitted.serve_in_task(&shared.shutdown, |stream, peer, id| async move {
+    let span = task_span(&shared.options);
+    admitted.serve_in_task(&shared.shutdown, span, |stream, peer, id| async move {
         relay_connection(stream, peer, id, &task_shared).await;
     });
+}
+
+/// Whether a connection's task needs its span entered: when something below the relay
+/// may log about it (TLS on either side, a PROXY header, a tap or capture), or when debug
+/// lines are shown. Otherwise the relay's own lines make the span as they are logged,
+/// and they read the same.
+fn task_span(options: &super::RelayOptions) -> TaskSpan {
+    let plain = options.layers.is_passthrough()
+        && options.capture.is_none()
+        && options.connect.tls.is_none();
+    if plain && tracing::level_filters::LevelFilter::current() < tracing::Level::DEBUG {
+        TaskSpan::PerLine
+    } else {
+        TaskSpan::Entered
+    }
 }
 
 /// Why a relayed connection ended.
@@ -68,13 +87,14 @@ enum End {
 }
 
 impl End {
-    fn reason(&self) -> String {
+    /// The reason in words; the usual ones are not allocated.
+    fn reason(&self) -> Cow<'static, str> {
         match self {
-            End::Closed => "closed by both sides".into(),
-            End::Idle(d) => format!("idle for {}", humantime::format_duration(*d)),
-            End::Shutdown => "relay shutting down".into(),
-            End::Handshake(e) | End::Failed(e) => e.to_string(),
-            End::Target(e) => format!("target unreachable: {e}"),
+            End::Closed => Cow::Borrowed("closed by both sides"),
+            End::Idle(d) => format!("idle for {}", humantime::format_duration(*d)).into(),
+            End::Shutdown => Cow::Borrowed("relay shutting down"),
+            End::Handshake(e) | End::Failed(e) => e.to_string().into(),
+            End::Target(e) => format!("target unreachable: {e}").into(),
         }
     }
 
@@ -106,7 +126,9 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
         }
         Err(e) => {
             shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-            connection_line(|more| tracing::warn!("closing connection: {e}{more}"));
+            in_connection_span(conn, &socket_peer, || {
+                connection_line(|more| tracing::warn!("closing connection: {e}{more}"));
+            });
             return;
         }
     };
@@ -132,11 +154,17 @@ async fn relay_connection(mut accepted: Stream, socket_peer: PeerAddr, conn: u64
     let to_client = delivered.to_client.load(Ordering::Relaxed);
     if end.is_error() {
         shared.stats.errors.fetch_add(1, Ordering::Relaxed);
-        connection_line(|more| tracing::warn!("{reason}{more}"));
+        in_connection_span(conn, &peer, || {
+            connection_line(|more| tracing::warn!("{reason}{more}"));
+        });
     }
-    tracing::debug!(
-        "relay closed: {to_target} bytes to target, {to_client} bytes to client ({reason})"
-    );
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        in_connection_span(conn, &peer, || {
+            tracing::debug!(
+                "relay closed: {to_target} bytes to target, {to_client} bytes to client ({reason})"
+            );
+        });
+    }
     shared.events.emit(Event::Closed {
         conn,
         peer: &peer,

@@ -136,7 +136,10 @@ async fn connect_once(
                 };
                 let mut tcp = connect_tcp_maybe_proxied(endpoint, hp, options).await?;
                 send_prefix(&mut tcp, endpoint, prefix).await?;
-                tls.handshake(tcp, endpoint, hp).await
+                // Boxed: the handshake's future is the largest part of a connect, and
+                // every plain connect's future (a relay holds one per connection) would
+                // otherwise be that large.
+                Box::pin(tls.handshake(tcp, endpoint, hp)).await
             }
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Usage(format!(
                 "{endpoint} is a datagram endpoint, not a stream"
@@ -168,7 +171,9 @@ async fn connect_tcp_maybe_proxied(
     if options.proxies.is_empty() {
         connect_tcp(endpoint, hp, &options.socket).await
     } else {
-        open_tunnel(&options.proxies, hp, &options.socket).await
+        // Boxed, as the TLS handshake is: only a connect through proxies pays for the
+        // tunnel's large future.
+        Box::pin(open_tunnel(&options.proxies, hp, &options.socket)).await
     }
 }
 

@@ -52,6 +52,7 @@ mod std_stream;
 mod stream;
 mod syscall;
 pub mod tls;
+mod tls_sessions;
 mod unix_path;
 
 pub use backoff::{Backoff, is_per_connection};

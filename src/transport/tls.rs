@@ -22,6 +22,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -36,6 +37,7 @@ pub use super::certs::{Fingerprint, FingerprintError};
 use super::certs::{check_validity, provider, read_certificates, read_private_key};
 use super::client_cert::{ClientAuth, ClientCertFiles, client_verifier};
 use super::stream::Stream;
+use super::tls_sessions::SessionStore;
 use crate::endpoint::{Endpoint, Host, HostPort};
 use crate::error::{Error, Result};
 use crate::error::{alert_words, debug_words, explain_server_alert};
@@ -344,6 +346,25 @@ pub enum Resumption {
     Off,
 }
 
+/// How many handshakes a [`ClientTls`] completed, by kind: what `bench` reports to show
+/// that resumption works.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeCounts {
+    /// Full handshakes (certificate sent and checked).
+    pub full: u64,
+    /// Resumed sessions (TLS 1.3 tickets, TLS 1.2 session IDs or tickets).
+    pub resumed: u64,
+}
+
+/// The shared counters behind [`HandshakeCounts`].
+#[derive(Debug, Default)]
+struct HandshakeCounters {
+    /// Full handshakes.
+    full: AtomicU64,
+    /// Resumed ones.
+    resumed: AtomicU64,
+}
+
 /// Everything that decides how a client checks servers, as the command line gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientTlsOptions {
@@ -396,6 +417,11 @@ pub struct ClientTls {
 struct SharedClient {
     /// Holds the one `ClientConfig` (and its session cache).
     connector: TlsConnector,
+    /// The session store inside the config (none with `--no-resume`), told the size of
+    /// each server's certificate chain so it charges its tickets what they hold.
+    sessions: Option<Arc<SessionStore>>,
+    /// Handshakes completed, full and resumed, for reports.
+    handshakes: HandshakeCounters,
     /// What the certificate is checked against, for messages.
     trust: Trust,
     /// `--server-name`, already checked to be a valid name.
@@ -433,6 +459,11 @@ impl ClientTls {
     /// [`Error::TlsSetup`] when the CA file is unreadable or empty, or the system has no
     /// trusted roots; [`Error::Usage`] for a malformed `--server-name`.
     pub fn with_options(options: ClientTlsOptions) -> Result<ClientTls> {
+        ClientTls::build(options, SessionStore::DEFAULT_BUDGET)
+    }
+
+    /// [`ClientTls::with_options`], with a session store of `session_budget` bytes.
+    fn build(options: ClientTlsOptions, session_budget: usize) -> Result<ClientTls> {
         let server_name = options
             .server_name
             .as_deref()
@@ -476,9 +507,17 @@ impl ClientTls {
                     })?
             }
         };
-        if options.resumption == Resumption::Off {
-            config.resumption = rustls::client::Resumption::disabled();
-        }
+        let sessions = match options.resumption {
+            Resumption::Off => {
+                config.resumption = rustls::client::Resumption::disabled();
+                None
+            }
+            Resumption::On => {
+                let store = Arc::new(SessionStore::new(session_budget));
+                config.resumption = rustls::client::Resumption::store(store.clone());
+                Some(store)
+            }
+        };
         tracing::debug!(
             "tls: client configuration built (trust: {}, {} pins, resumption {:?}, client certificate: {})",
             options.trust,
@@ -493,6 +532,8 @@ impl ClientTls {
         Ok(ClientTls {
             shared: Arc::new(SharedClient {
                 connector: TlsConnector::from(Arc::new(config)),
+                sessions,
+                handshakes: HandshakeCounters::default(),
                 trust: options.trust,
                 server_name,
             }),
@@ -531,8 +572,9 @@ impl ClientTls {
         hp: &HostPort,
     ) -> Result<Stream> {
         let name = self.server_name_for(hp)?;
-        match self.shared.connector.connect(name, tcp).await {
+        match self.shared.connector.connect(name.clone(), tcp).await {
             Ok(tls) => {
+                self.count_session(&name, tls.get_ref().1);
                 self.log_session(endpoint, tls.get_ref().1);
                 Ok(Stream::Tls(Box::new(tls.into())))
             }
@@ -540,6 +582,28 @@ impl ClientTls {
                 peer: endpoint.to_string(),
                 reason: explain(&e, Side::Client(&self.shared.trust)),
             }),
+        }
+    }
+
+    /// The handshakes this client (and its clones) completed so far, full and resumed.
+    pub fn handshakes(&self) -> HandshakeCounts {
+        HandshakeCounts {
+            full: self.shared.handshakes.full.load(Ordering::Relaxed),
+            resumed: self.shared.handshakes.resumed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a completed handshake by kind, and after a full one tells the session store
+    /// how large the server's certificate chain is.
+    fn count_session(&self, name: &ServerName<'static>, session: &rustls::ClientConnection) {
+        let counters = &self.shared.handshakes;
+        if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            counters.resumed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        counters.full.fetch_add(1, Ordering::Relaxed);
+        if let (Some(store), Some(chain)) = (&self.shared.sessions, session.peer_certificates()) {
+            store.note_chain(name, chain.iter().map(|cert| cert.len()).sum());
         }
     }
 
@@ -1086,6 +1150,138 @@ mod tests {
         assert_eq!(
             debug_words(&webpki::Error::UnsupportedCriticalExtension),
             "unsupported critical extension"
+        );
+    }
+
+    /// A loopback TLS server (self-signed) that writes one byte on every connection
+    /// after its handshake, so a client that reads it has also read the session tickets
+    /// sent before it.
+    async fn ticket_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        use tokio::io::AsyncWriteExt;
+        let tls = ServerTls::self_signed(&hp("127.0.0.1:0"), &ClientAuth::None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let peer = PeerAddr::Ip(peer);
+                    if let Ok(mut stream) =
+                        tls.accept(Stream::Tcp(tcp), &peer, HANDSHAKE_TIMEOUT).await
+                    {
+                        let _ = stream.write_all(b"x").await;
+                        let _ = stream.shutdown().await;
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    /// One exchange as `bench --pattern hello` makes it: connect, handshake, read the
+    /// server's byte, close.
+    async fn one_exchange(client: &ClientTls, addr: std::net::SocketAddr) {
+        use tokio::io::AsyncReadExt;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let endpoint = Endpoint::Tls(hp(&addr.to_string()));
+        let mut stream = client
+            .handshake(tcp, &endpoint, &hp(&addr.to_string()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut byte = [0u8; 1];
+        stream
+            .read_exact(&mut byte)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Issue 23: many connections starting their handshakes at the same moment each find
+    /// a ticket, round after round; only the very first round is full.
+    #[tokio::test]
+    async fn concurrent_handshakes_all_resume_after_the_first_round() {
+        const CONNECTIONS: usize = 20;
+        const ROUNDS: u64 = 4;
+        let (addr, server) = ticket_server().await;
+        let client = ClientTls::new(Trust::Insecure, None).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..ROUNDS {
+            // Every ClientHello of a round is built before any ticket of it arrives.
+            let round = (0..CONNECTIONS).map(|_| one_exchange(&client, addr));
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                futures_util::future::join_all(round),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("a round of handshakes took over 20 s"));
+        }
+        server.abort();
+        let counts = client.handshakes();
+        assert_eq!(
+            counts,
+            HandshakeCounts {
+                full: CONNECTIONS as u64,
+                resumed: CONNECTIONS as u64 * (ROUNDS - 1),
+            }
+        );
+    }
+
+    /// The session store holds no more than its budget, and no more tickets than the
+    /// handshakes have needed at once.
+    #[tokio::test]
+    async fn the_session_store_keeps_to_its_budget_and_to_what_is_needed() {
+        let (addr, server) = ticket_server().await;
+        let name = ServerName::IpAddress(addr.ip().into());
+        let roomy = ClientTls::new(Trust::Insecure, None).unwrap_or_else(|e| panic!("{e}"));
+        let small = ClientTls::build(ClientTlsOptions::new(Trust::Insecure), 4096)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..12 {
+            let both = async {
+                one_exchange(&roomy, addr).await;
+                one_exchange(&small, addr).await;
+            };
+            tokio::time::timeout(Duration::from_secs(20), both)
+                .await
+                .unwrap_or_else(|_| panic!("an exchange took over 20 s"));
+            let small_store = small
+                .shared
+                .sessions
+                .as_ref()
+                .unwrap_or_else(|| panic!("no store"));
+            assert!(small_store.bytes() <= 4096, "{}", small_store.bytes());
+        }
+        server.abort();
+        let roomy_store = roomy
+            .shared
+            .sessions
+            .as_ref()
+            .unwrap_or_else(|| panic!("no store"));
+        // One connection at a time: 2 tickets arrive per handshake and 1 is used; the
+        // store keeps 8 plus the one handshake that found none.
+        assert_eq!(roomy_store.tickets_for(&name), 9);
+        assert_eq!(
+            roomy.handshakes(),
+            HandshakeCounts {
+                full: 1,
+                resumed: 11
+            }
+        );
+        // A small budget still resumes: it keeps the newest tickets.
+        let small_store = small
+            .shared
+            .sessions
+            .as_ref()
+            .unwrap_or_else(|| panic!("no store"));
+        assert!(small_store.tickets_for(&name) >= 1);
+        assert_eq!(
+            small.handshakes(),
+            HandshakeCounts {
+                full: 1,
+                resumed: 11
+            }
         );
     }
 }

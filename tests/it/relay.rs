@@ -610,27 +610,64 @@ fn mixing_stream_and_datagram_is_a_usage_error() {
 }
 
 /// The target is down: the client is closed, the failure logged in one line, counted,
-/// and the relay goes on serving.
+/// and the relay goes on serving. The line names the connection by its `conn{id peer}`
+/// span whether the task runs inside the span (debug lines shown) or makes it for the
+/// line alone (the lean path), in text and in JSON.
 #[test]
 fn an_unreachable_target_closes_the_client_and_is_logged() {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut relay = Proc::sockit(&[
-        "relay",
-        "tcp://127.0.0.1:0",
-        &format!("tcp://127.0.0.1:{port}"),
-        "-q",
-    ]);
-    let relay_addr = relay.listening();
-    let mut stream = TcpStream::connect(&relay_addr).unwrap_or_else(|e| panic!("{e}"));
-    stream.set_read_timeout(Some(TIMEOUT)).ok();
-    let mut buf = [0u8; 1];
-    assert_eq!(
-        stream.read(&mut buf).unwrap_or(0),
-        0,
-        "the client must be closed"
-    );
-    crate::peers::wait_for_stderr(&relay, "target unreachable: connection refused");
+    let target = format!("tcp://127.0.0.1:{port}");
+    for (format, level) in [("text", "warn"), ("json", "warn"), ("text", "debug")] {
+        let mut relay = Proc::sockit(&[
+            "relay",
+            "tcp://127.0.0.1:0",
+            &target,
+            "--log",
+            format,
+            "--log-level",
+            level,
+        ]);
+        // With --log, the listening line is a log line: `listening endpoint=tcp://…`.
+        let line = relay.wait_for_line("listening", |l| l.contains("listening"));
+        let relay_addr: String = line
+            .rsplit("tcp://")
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | ':'))
+            .collect();
+        let mut stream = TcpStream::connect(&relay_addr).unwrap_or_else(|e| panic!("{e}"));
+        let client = stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream.set_read_timeout(Some(TIMEOUT)).ok();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            stream.read(&mut buf).unwrap_or(0),
+            0,
+            "the client must be closed"
+        );
+        let stderr =
+            crate::peers::wait_for_stderr(&relay, "target unreachable: connection refused");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("target unreachable"))
+            .unwrap_or_default();
+        if format == "json" {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert_eq!(value["span"]["name"], "conn", "{line}");
+            assert_eq!(value["span"]["id"], 1, "{line}");
+            assert_eq!(value["span"]["peer"], client.as_str(), "{line}");
+        } else {
+            assert!(
+                line.contains(&format!("conn{{id=1 peer={client}}}: ")),
+                "{line}"
+            );
+        }
+    }
 }

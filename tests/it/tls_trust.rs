@@ -142,6 +142,115 @@ fn bench_builds_the_tls_client_once_and_resumes_sessions() {
     assert!(!stderr.contains("TLS session resumed"), "{stderr}");
 }
 
+/// Issue 23: 20 connections, each opening a new TLS connection per exchange, resume
+/// nearly every handshake (rustls' own store keeps 8 tickets per server, and resumed
+/// about a third); the report counts full and resumed handshakes.
+#[test]
+fn bench_with_many_connections_resumes_nearly_every_handshake() {
+    const CONNECTIONS: u64 = 20;
+    let mut server = Proc::sockit(&["serve", "tls://127.0.0.1:0", "-q"]);
+    let target = format!("tls://{}", server.listening());
+    let connections = CONNECTIONS.to_string();
+    let output = run_sockit(
+        &[
+            "bench",
+            &target,
+            "-d",
+            "2s",
+            "--timeout",
+            "10s",
+            "--warmup",
+            "0",
+            "-c",
+            &connections,
+            "--insecure",
+            "--json",
+            "-",
+        ],
+        None,
+    );
+    let report = Report::from_json(&String::from_utf8_lossy(&output.stdout)).ok();
+    let exchanges = assert_clean_run(&output, report.as_ref());
+    let tls = report
+        .and_then(|r| r.tls_handshakes)
+        .unwrap_or_else(|| panic!("no tls_handshakes in the report\n{}", describe(&output)));
+    assert!(
+        tls.full + tls.resumed >= exchanges,
+        "{tls:?}, {exchanges} exchanges"
+    );
+    // Each connection's first handshake is full; while those first ones run, a newcomer
+    // may take a ticket another connection then misses: at most one more per connection.
+    assert!(
+        tls.full <= 2 * CONNECTIONS,
+        "{tls:?}, {exchanges} exchanges\n{}",
+        describe(&output)
+    );
+}
+
+/// Issue 23: against a TLS 1.2-only server without tickets (`openssl s_server -tls1_2
+/// -no_ticket`), every connection reuses the session ID of the first full handshake.
+#[test]
+fn bench_resumes_tls12_session_ids_with_openssl_s_server() {
+    const CONNECTIONS: u64 = 4;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (cert, key) = openssl_self_signed(dir.path());
+    let mut server = spawn_peer(
+        "openssl",
+        &[
+            "s_server",
+            "-rev",
+            "-tls1_2",
+            "-no_ticket",
+            "-cert",
+            &cert.to_string_lossy(),
+            "-key",
+            &key.to_string_lossy(),
+            "-accept",
+            "127.0.0.1:0",
+        ],
+        false,
+    );
+    let line = server.wait_for_line("ACCEPT", |l| l.starts_with("ACCEPT "));
+    let port = line.rsplit(':').next().unwrap_or_default().to_string();
+    let connections = CONNECTIONS.to_string();
+    let output = run_sockit(
+        &[
+            "bench",
+            &format!("tls://localhost:{port}"),
+            "-d",
+            "2s",
+            "--timeout",
+            "10s",
+            "--warmup",
+            "0",
+            "-c",
+            &connections,
+            // s_server -rev answers each line with the line reversed.
+            "--message",
+            "hello\n",
+            "--reply-until",
+            "\\n",
+            "--ca",
+            &cert.to_string_lossy(),
+            "--json",
+            "-",
+        ],
+        None,
+    );
+    let report = Report::from_json(&String::from_utf8_lossy(&output.stdout)).ok();
+    let exchanges = assert_clean_run(&output, report.as_ref());
+    let tls = report
+        .and_then(|r| r.tls_handshakes)
+        .unwrap_or_else(|| panic!("no tls_handshakes in the report\n{}", describe(&output)));
+    // Only the handshakes started before the first one finished are full.
+    assert!(
+        tls.full <= CONNECTIONS && tls.resumed >= 1,
+        "{tls:?}, {exchanges} exchanges\n{}\n{}",
+        describe(&output),
+        server.report()
+    );
+}
+
 /// The certificate of issue 19, made as its text says.
 fn openssl_self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
