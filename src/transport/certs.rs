@@ -28,6 +28,24 @@ pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Stateless session tickets from the same crypto back end: the server keeps nothing per
+/// session, so every client it has seen can resume however many there are (a session
+/// cache holds 256 and turns the rest to full handshakes), as HAProxy and nginx do by
+/// default. The ticket keys are random and replaced every 6 hours.
+#[cfg(not(feature = "aws-lc"))]
+pub(super) fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    rustls::crypto::ring::Ticketer::new()
+}
+
+/// Stateless session tickets from the same crypto back end: the server keeps nothing per
+/// session, so every client it has seen can resume however many there are (a session
+/// cache holds 256 and turns the rest to full handshakes), as HAProxy and nginx do by
+/// default. The ticket keys are random and replaced every 6 hours.
+#[cfg(feature = "aws-lc")]
+pub(super) fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    rustls::crypto::aws_lc_rs::Ticketer::new()
+}
+
 /// The SHA-256 digest of a certificate (DER), the value people compare by eye.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Fingerprint([u8; 32]);

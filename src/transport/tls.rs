@@ -283,8 +283,8 @@ fn self_signed_names(listen: &HostPort) -> Vec<String> {
 }
 
 /// A server config with our provider, safe protocol versions, client certificates as
-/// `clients` says, and rustls' default session cache (TLS 1.2 session IDs and TLS 1.3
-/// stateful tickets, 256 sessions).
+/// `clients` says, stateless session tickets (TLS 1.3, and TLS 1.2 clients that ask for
+/// them) and rustls' default session cache for TLS 1.2 session IDs (256 sessions).
 ///
 /// The outer error is a `--client-ca` that cannot be used; the inner one the rustls
 /// error for the certificate and key, for the caller to word.
@@ -300,12 +300,16 @@ fn server_config(
         Ok(builder) => builder,
         Err(e) => return Ok(Err(e)),
     };
-    Ok(match verifier {
+    let config = match verifier {
         Some(verifier) => builder
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key),
         None => builder.with_no_client_auth().with_single_cert(chain, key),
-    })
+    };
+    Ok(config.and_then(|mut config| {
+        config.ticketer = super::certs::ticketer()?;
+        Ok(config)
+    }))
 }
 
 /// What a client checks the server's certificate against (and how its rejections are
@@ -1227,6 +1231,27 @@ mod tests {
                 resumed: CONNECTIONS as u64 * (ROUNDS - 1),
             }
         );
+    }
+
+    /// More clients than a server session cache holds (256, two tickets each) all resume:
+    /// the server's tickets are stateless.
+    #[tokio::test]
+    async fn a_server_resumes_more_clients_than_a_session_cache_would_hold() {
+        const CLIENTS: usize = 200;
+        let (addr, server) = ticket_server().await;
+        let clients: Vec<ClientTls> = (0..CLIENTS)
+            .map(|_| ClientTls::new(Trust::Insecure, None).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for _ in 0..2 {
+            for client in &clients {
+                tokio::time::timeout(Duration::from_secs(20), one_exchange(client, addr))
+                    .await
+                    .unwrap_or_else(|_| panic!("an exchange took over 20 s"));
+            }
+        }
+        server.abort();
+        let resumed: u64 = clients.iter().map(|c| c.handshakes().resumed).sum();
+        assert_eq!(resumed, CLIENTS as u64, "second handshakes that resumed");
     }
 
     /// The session store holds no more than its budget, and no more tickets than the
