@@ -113,6 +113,23 @@ pub(crate) fn bench(args: &[&str], json: &Path) -> (i32, Report, String) {
     (code(&output), report, described)
 }
 
+/// `sockit bench ENDPOINT EXTRA… -c 2 -d 500ms --warmup 0 --engine ENGINE --json FILE`: a
+/// short run of two connections on one engine, for the tests of how each engine counts a
+/// failure.
+pub(crate) fn short_run_on(
+    engine: &str,
+    endpoint: &str,
+    extra: &[&str],
+    json: &Path,
+) -> (i32, Report, String) {
+    let mut argv = vec![endpoint];
+    argv.extend_from_slice(extra);
+    argv.extend_from_slice(&[
+        "-c", "2", "-d", "500ms", "--warmup", "0", "--engine", engine,
+    ]);
+    bench(&argv, json)
+}
+
 /// Both engines, for the tests of failures that each must count alike.
 const ENGINES: [&str; 2] = ["lane", "tasks"];
 
@@ -247,18 +264,10 @@ fn refused_when_nothing_listens() {
             listener.local_addr().map(|a| a.port()).unwrap_or(1)
         };
         let dir = scratch();
-        let (status, report, run) = bench(
-            &[
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "2",
-                "-d",
-                "500ms",
-                "--warmup",
-                "0",
-                "--engine",
-                engine,
-            ],
+        let (status, report, run) = short_run_on(
+            engine,
+            &format!("127.0.0.1:{port}"),
+            &[],
             &dir.path().join("refused.json"),
         );
         assert_eq!(status, 4, "exit code of 'refused'\n{run}");
@@ -315,18 +324,10 @@ fn closing_without_a_reply_is_a_short_reply() {
             // Close without answering.
         });
         let dir = scratch();
-        let (status, report, run) = bench(
-            &[
-                &server.endpoint(),
-                "-c",
-                "2",
-                "-d",
-                "500ms",
-                "--warmup",
-                "0",
-                "--engine",
-                engine,
-            ],
+        let (status, report, run) = short_run_on(
+            engine,
+            &server.endpoint(),
+            &[],
             &dir.path().join("short.json"),
         );
         assert_eq!(status, 1, "{run}");
@@ -347,20 +348,10 @@ fn an_abortive_close_is_a_reset() {
             let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
         });
         let dir = scratch();
-        let (status, report, run) = bench(
-            &[
-                &server.endpoint(),
-                "-p",
-                "echo",
-                "-c",
-                "2",
-                "-d",
-                "500ms",
-                "--warmup",
-                "0",
-                "--engine",
-                engine,
-            ],
+        let (status, report, run) = short_run_on(
+            engine,
+            &server.endpoint(),
+            &["-p", "echo"],
             &dir.path().join("reset.json"),
         );
         assert_eq!(status, 1, "{run}");

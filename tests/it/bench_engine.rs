@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::bench::{ThreadServer, bench, echo_server, engine_of, scratch};
+use crate::bench::{ThreadServer, bench, echo_server, engine_of, scratch, short_run_on};
 use crate::util::{code, run_sockit};
 
 /// A run that fits the lane gets it (a rate too); a first message, a delimited reply, a
@@ -97,20 +97,10 @@ fn a_server_closing_mid_run_counts_alike_on_both_engines() {
     let dir = scratch();
     let mut codes = Vec::new();
     for engine in ["lane", "tasks"] {
-        let (status, report, run) = bench(
-            &[
-                &server.endpoint(),
-                "-p",
-                "echo",
-                "-c",
-                "2",
-                "-d",
-                "500ms",
-                "--warmup",
-                "0",
-                "--engine",
-                engine,
-            ],
+        let (status, report, run) = short_run_on(
+            engine,
+            &server.endpoint(),
+            &["-p", "echo"],
             &dir.path().join(format!("{engine}.json")),
         );
         assert_eq!(engine_of(&report), engine, "{run}");
