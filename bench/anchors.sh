@@ -145,7 +145,8 @@ CASES=(
 WANTED=("$@")
 
 # The load for one run; prints the C load generator's key=value line (or the same keys
-# from sockit bench's JSON report for the TLS cases).
+# from sockit bench's JSON report for the TLS cases, with `resumed`: the percentage of
+# handshakes that resumed a session, which shows the tls-resume case measures what it says).
 run_load() {
   local case=$1 mode=$2 conc=$3 size=$4 port=$5 log=$6
   case $mode in
@@ -155,7 +156,7 @@ run_load() {
       SSL_CERT_FILE=$OUT/cert.pem timeout $((DUR + 20)) taskset -c "$LG_CPU" "$SOCKIT" bench \
         "tls://localhost:$port" --pattern "$pattern" -c "$conc" --size "$size" -d "${DUR}s" \
         --warmup 0.5s $resume --json "$OUT/last.json" >>"$log" 2>&1
-      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"done={d['exchanges']} rate={d['exchanges']/$DUR:.1f} errors={sum(d.get('errors_by_kind',{}).values())}\")" \
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); h=d.get('tls_handshakes') or {}; n=h.get('full',0)+h.get('resumed',0); print(f\"done={d['exchanges']} rate={d['exchanges']/$DUR:.1f} errors={d.get('errors',{}).get('total',0)} resumed={100*h.get('resumed',0)/n if n else 0:.1f}\")" \
         "$OUT/last.json" 2>>"$log"
       rm -f "$OUT/last.json" ;;
     *)

@@ -6,7 +6,8 @@ srv_busy, the relay core's busy share over the run). Output: a Markdown table wi
 and relay, the median operations per second, the median relay µs per operation, their
 ranges, and the ratio of the relay's CPU per operation to the anchor's (the first of the
 ANCHOR arguments with a row in that case; default HAProxy, then nginx): below 1.0 the relay
-spends less CPU per operation than the anchor.
+spends less CPU per operation than the anchor. For the TLS cases, the median share of
+handshakes that resumed a session (from `sockit bench`'s report) is given too.
 """
 
 import statistics
@@ -43,8 +44,8 @@ def main():
         sys.exit("usage: anchors_summary.py raw.tsv [ANCHOR ...]")
     runs = load(sys.argv[1])
     preference = sys.argv[2:] or ["haproxy", "nginx"]
-    print("| case | relay | ops/s (median) | relay µs/op (median) | µs/op range | µs/op ÷ anchor's | runs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | relay | ops/s (median) | relay µs/op (median) | µs/op range | µs/op ÷ anchor's | resumed | runs |")
+    print("|---|---|---|---|---|---|---|---|")
     for case, relays in runs.items():
         anchor = anchor_of(relays, preference)
         anchor_cost = None
@@ -57,7 +58,9 @@ def main():
             rate_text = f"{rate:,.0f}" if rate else "failed"
             cost_text = f"{cost:.1f}" if cost else "–"
             range_text = f"{low:.1f}–{high:.1f}" if cost else "–"
-            print(f"| {case} | {relay} | {rate_text} | {cost_text} | {range_text} | {ratio} | {len(results)} |")
+            resumed = median_and_range([r.get("resumed") for r in results])[0]
+            resumed_text = f"{resumed:.0f} %" if resumed is not None else "–"
+            print(f"| {case} | {relay} | {rate_text} | {cost_text} | {range_text} | {ratio} | {resumed_text} | {len(results)} |")
 
 
 if __name__ == "__main__":
