@@ -40,7 +40,7 @@ use super::throughput_report::{
 use super::wire::{self, StreamRole};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::transport::{ConnectOptions, Nagle, Stream, connect_stream};
+use crate::transport::{ConnectOptions, Stream, connect_stream};
 
 /// How long the end of a connection may take: the server's count of an `up`
 /// connection, the close of a `down` one.
@@ -106,12 +106,6 @@ pub struct ThroughputOptions {
     pub chunk: usize,
     /// Whether to run the latency probe alongside.
     pub latency: bool,
-    /// Nagle's algorithm on the data connections: on (as iperf3 has it) unless the user
-    /// asked for `--no-delay`. With `TCP_NODELAY` each 128 KiB write leaves its last few
-    /// bytes in a segment of their own, which the receiver acknowledges at once: more
-    /// segments and more ACKs per byte on both sides. The latency probe and the watch
-    /// keep [`ConnectOptions`]'s setting.
-    pub data_nagle: Nagle,
     /// Connect timeout, TLS client and socket options.
     pub connect: ConnectOptions,
 }
@@ -256,13 +250,6 @@ pub async fn run(
     let mut tokens = Vec::new();
     for (index, role) in roles.iter().enumerate() {
         let (stream, token) = open(options, &role.greeting()).await?;
-        set_nagle(&stream, options.data_nagle).map_err(|e| {
-            Error::exchange(
-                e,
-                options.endpoint.to_string(),
-                "while setting up a throughput connection",
-            )
-        })?;
         streams.push(stream);
         if let Some(token) = token {
             tokens.push((index, token));
@@ -526,17 +513,6 @@ pub(crate) fn duplicate_socket(stream: &Stream) -> Option<OwnedFd> {
         Stream::Unix(_) => return None,
     };
     fd.try_clone_to_owned().ok()
-}
-
-/// Sets Nagle's algorithm on a TCP connection (TLS: on the socket under it); nothing on
-/// a Unix socket.
-fn set_nagle(stream: &Stream, nagle: Nagle) -> std::io::Result<()> {
-    let tcp = match stream {
-        Stream::Tcp(tcp) => tcp,
-        Stream::Tls(tls) => tls.get_ref().0,
-        Stream::Unix(_) => return Ok(()),
-    };
-    tcp.set_nodelay(nagle == Nagle::Off)
 }
 
 /// Connects and sends `greeting` (a role's, or a watch line); returns once the server
@@ -896,27 +872,4 @@ async fn run_probe(
     }
     let _ = stream.shutdown().await;
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn nagle_is_set_on_the_tcp_socket_and_unix_is_left_alone() -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
-        client.set_nodelay(true)?;
-        let stream = Stream::Tcp(client);
-        set_nagle(&stream, Nagle::On)?;
-        let Stream::Tcp(tcp) = &stream else {
-            unreachable!("built as TCP above");
-        };
-        assert!(!tcp.nodelay()?);
-        set_nagle(&stream, Nagle::Off)?;
-        assert!(tcp.nodelay()?);
-        let (unix, _other) = tokio::net::UnixStream::pair()?;
-        set_nagle(&Stream::Unix(unix), Nagle::On)?;
-        Ok(())
-    }
 }

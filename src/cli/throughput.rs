@@ -17,7 +17,7 @@ use crate::bench::throughput_report::{IntervalRecord, ThroughputReport};
 use crate::bench::udp_stream::{self, UdpStreamOptions};
 use crate::endpoint::Delivery;
 use crate::error::{Error, Result};
-use crate::transport::{ConnectOptions, Nagle};
+use crate::transport::ConnectOptions;
 use tokio_util::sync::CancellationToken;
 
 /// Default write (and read) size of a TCP throughput stream: 128 KiB.
@@ -101,10 +101,6 @@ impl BenchArgs {
                     interval: self.interval,
                     chunk: size.unwrap_or(STREAM_CHUNK),
                     latency: self.latency,
-                    data_nagle: match self.socket.no_delay {
-                        true => Nagle::Off,
-                        false => Nagle::On,
-                    },
                     connect,
                 })))
             }
@@ -261,33 +257,5 @@ impl Output {
                 source,
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::args::{Cli, Command};
-    use clap::Parser;
-
-    /// The data connections' Nagle setting for a `bench` command line.
-    fn data_nagle(args: &[&str]) -> Option<Nagle> {
-        let cli = Cli::try_parse_from(args).ok()?;
-        let Command::Bench(bench) = cli.command else {
-            return None;
-        };
-        match bench.throughput_test().ok()?? {
-            ThroughputTest::Streams(options) => Some(options.data_nagle),
-            ThroughputTest::Datagrams(_) => None,
-        }
-    }
-
-    #[test]
-    fn bulk_data_connections_leave_nagle_on_unless_told_no_delay() {
-        let base = ["sockit", "bench", "tcp://127.0.0.1:9", "-i", "1s"];
-        assert_eq!(data_nagle(&base), Some(Nagle::On));
-        let mut told = base.to_vec();
-        told.push("--no-delay");
-        assert_eq!(data_nagle(&told), Some(Nagle::Off));
     }
 }

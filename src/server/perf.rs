@@ -290,16 +290,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 
     /// `down`: sends filler until the client half-closes (or goes away), reading
     /// `TCP_INFO` for each byte the client sends; after the EOF, sends those readings.
-    ///
-    /// Nagle's algorithm goes back on for this bulk sender (accepted sockets have
-    /// `TCP_NODELAY`, right for small answers): with it off, each write's last few bytes
-    /// would leave in a segment of their own and be acknowledged at once. The close
-    /// sends what is held back.
     async fn send_until_eof(&mut self) -> End {
-        if let Some(socket) = self.tcp {
-            // Only the segment sizes depend on it; the test runs either way.
-            let _ = socket2::SockRef::from(socket.as_ref()).set_tcp_nodelay(false);
-        }
         let filler = crate::bench::filler(CHUNK);
         let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
         let mut probe = [0u8; 512];
@@ -377,51 +368,6 @@ fn take_readings(tcp: Option<&OwnedFd>, asks: usize, readings: &mut Vec<TcpInfo>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
-
-    /// Reads one line from a raw client socket, byte by byte.
-    async fn read_line(client: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
-        let mut line = Vec::new();
-        while line.last() != Some(&b'\n') && line.len() < wire::MAX_CONTROL_LINE {
-            line.push(client.read_u8().await?);
-        }
-        Ok(line)
-    }
-
-    #[tokio::test]
-    async fn a_down_connection_sends_with_nagle_on_and_is_watchable_while_it_lasts()
-    -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
-        let (server, _) = listener.accept().await?;
-        server.set_nodelay(true)?;
-        let socket = Arc::new(server.as_fd().try_clone_to_owned()?);
-        let watchlist = Watchlist::default();
-        let shutdown = Shutdown::new();
-        let serving = serve_stream(server, Some(&socket), &watchlist, None, &shutdown);
-        let client_side = async {
-            client.write_all(&StreamRole::Down.greeting()).await?;
-            let answer = read_line(&mut client).await?;
-            let token = wire::parse_accepted(&answer).flatten();
-            let mut filler = [0u8; 1024];
-            client.read_exact(&mut filler).await?;
-            // Filler is flowing, so the sender has set its socket up.
-            let nodelay = socket2::SockRef::from(socket.as_ref()).tcp_nodelay()?;
-            let watched = token.and_then(|t| watchlist.reading(t));
-            client.shutdown().await?;
-            let mut rest = Vec::new();
-            client.read_to_end(&mut rest).await?;
-            Ok::<_, std::io::Error>((token, nodelay, watched))
-        };
-        let ((end, _), outcome) = tokio::join!(serving, client_side);
-        let (token, nodelay, watched) = outcome?;
-        assert!(matches!(end, End::PeerClosed), "{end:?}");
-        assert!(token.is_some(), "a down connection over TCP gets a token");
-        assert!(!nodelay, "the bulk sender has Nagle's algorithm on");
-        assert!(watched.is_some_and(|info| info.cwnd_bytes > 0));
-        assert_eq!(watchlist.len(), 0, "the entry goes with the connection");
-        Ok(())
-    }
 
     #[test]
     fn a_down_connection_leaves_the_watchlist_when_it_ends() -> std::io::Result<()> {
