@@ -21,8 +21,8 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -430,7 +430,14 @@ struct SharedClient {
     trust: Trust,
     /// `--server-name`, already checked to be a valid name.
     server_name: Option<ServerName<'static>>,
+    /// Under `--insecure`, the unverified certificates already announced: each is said
+    /// once per command, not once per connection (`bench` opens thousands).
+    announced: Mutex<Vec<Fingerprint>>,
 }
+
+/// How many distinct unverified certificates are announced at info level; a server that
+/// shows a new one on every connection is then logged at debug level only.
+const MAX_ANNOUNCED: usize = 16;
 
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -540,6 +547,7 @@ impl ClientTls {
                 handshakes: HandshakeCounters::default(),
                 trust: options.trust,
                 server_name,
+                announced: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -623,13 +631,29 @@ impl ClientTls {
         };
         let fingerprint = Fingerprint::of(leaf);
         match self.shared.trust {
-            Trust::Insecure => tracing::info!(
+            Trust::Insecure if self.first_announcement(&fingerprint) => tracing::info!(
                 "{endpoint}: certificate SHA-256 fingerprint {fingerprint} (NOT verified: --insecure)"
+            ),
+            Trust::Insecure => tracing::debug!(
+                "{endpoint}: full TLS handshake, certificate NOT verified, SHA-256 fingerprint {fingerprint}"
             ),
             _ => tracing::debug!(
                 "{endpoint}: full TLS handshake, certificate verified, SHA-256 fingerprint {fingerprint}"
             ),
         }
+    }
+
+    /// Whether `fingerprint` is an unverified certificate not yet announced (and there is
+    /// room to remember it).
+    fn first_announcement(&self, fingerprint: &Fingerprint) -> bool {
+        let Ok(mut announced) = self.shared.announced.lock() else {
+            return true;
+        };
+        if announced.contains(fingerprint) || announced.len() >= MAX_ANNOUNCED {
+            return false;
+        }
+        announced.push(fingerprint.clone());
+        true
     }
 
     /// The name to send as SNI and verify: `--server-name`, else the endpoint's host.

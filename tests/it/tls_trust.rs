@@ -93,6 +93,25 @@ fn bench_trusts_the_self_signed_server_with_insecure_or_its_pinned_fingerprint()
     );
 }
 
+/// `bench --insecure` opens a connection per exchange: the unverified certificate is
+/// announced once for the run, not once per handshake.
+#[test]
+fn bench_insecure_announces_the_unverified_certificate_once() {
+    let mut server = Proc::sockit(&["serve", "tls://127.0.0.1:0", "-q"]);
+    let target = format!("tls://{}", server.listening());
+    let (output, report) = bench(&target, &["-p", "hello", "--insecure", "--no-resume"]);
+    let exchanges = assert_clean_run(&output, report.as_ref());
+    assert!(exchanges > 2, "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let announced = stderr.matches("NOT verified: --insecure").count();
+    assert_eq!(
+        announced,
+        1,
+        "{exchanges} full handshakes, {announced} announcements\n{}",
+        describe(&output)
+    );
+}
+
 #[test]
 fn bench_trusts_a_ca_signed_server_with_ca() {
     let pki = Pki::new();
