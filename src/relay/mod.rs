@@ -4,7 +4,7 @@
 //! * Streams (any pair of `tcp://`, `tls://`, `unix:`): one task per client ([`stream`]):
 //!   TLS handshake if the listener is `tls://`, connect to the target (TLS client if the
 //!   target is `tls://`), then a copy each way: a buffer that grows with the traffic
-//!   ([`copy::pipe`]), or with `--copy splice`, between two plain sockets on Linux (TCP
+//!   ([`copy::pipe_both_ways`]), or with `--copy splice`, between two plain sockets on Linux (TCP
 //!   or Unix, no TLS, no `--hex`), splice(2) through a kernel pipe ([`splice`]): zero
 //!   copy, the bytes never enter user space. Both keep the same contract. When one side
 //!   ends its sending (FIN / close_notify), the relay shuts down the other side's

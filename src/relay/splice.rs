@@ -7,7 +7,7 @@
 //! whatever the pipe size (`bench/RESULTS.md`, relay throughput), so it is an option to
 //! measure on a real host, not the default.
 //!
-//! The contract is [`super::copy::pipe`]'s, unchanged:
+//! The contract is [`super::copy::pipe_both_ways`]'s, unchanged:
 //!
 //! * **Bounded memory.** The pipe is the direction's only buffer. It starts at Linux's
 //!   default size (64 KiB, less for a smaller `--buffer`) and grows with `F_SETPIPE_SZ`
