@@ -71,11 +71,8 @@ require_stick
 install_relays
 use_release_sockit
 
-rm -rf "$OUT"
-mkdir -p "$OUT/logs"
+fresh_out
 build_stick
-RAW=$OUT/raw.tsv
-: >"$RAW"
 
 # The terminators' certificate: for localhost and 127.0.0.1, an end-entity certificate the
 # load trusts through SSL_CERT_FILE.

@@ -70,10 +70,7 @@ if [ -z "${TOKIO_PLAIN:-}" ]; then
   TOKIO_PLAIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/plain_tokio
 fi
 
-rm -rf "$OUT"
-mkdir -p "$OUT/logs" "$OUT/json"
-RAW=$OUT/raw.tsv
-: >"$RAW"
+fresh_out json
 
 SOCAT_TCP="TCP4-LISTEN:\$PORT,bind=$HOST,fork,reuseaddr,backlog=128"
 # name | load | connections | protocol | server command ($PORT is filled in per run)

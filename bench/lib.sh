@@ -67,6 +67,17 @@ busy_share() {
   echo "$1 $2" | awk '{d = $4 - $2; printf "%.4f", (d > 0 ? ($3 - $1) / d : 0)}'
 }
 
+# Starts the run's output afresh: empties $OUT, makes $OUT/logs and the subdirectories of
+# $OUT named in the arguments, and sets RAW to an empty $OUT/raw.tsv. Needs OUT.
+fresh_out() {
+  rm -rf "$OUT"
+  mkdir -p "$OUT/logs"
+  local dir
+  for dir in "$@"; do mkdir -p "$OUT/$dir"; done
+  RAW=$OUT/raw.tsv
+  : >"$RAW"
+}
+
 # Sets SOCKIT to this repository's release build, building it, unless SOCKIT is given;
 # stops the script when there is no binary there. Needs ROOT.
 use_release_sockit() {

@@ -44,11 +44,8 @@ HOST=127.0.0.1
 require_stick
 use_release_sockit
 
-rm -rf "$OUT"
-mkdir -p "$OUT/logs"
+fresh_out
 build_stick
-RAW=$OUT/raw.tsv
-: >"$RAW"
 
 # case | loadgen mode | concurrency | size | proto | C server | sockit server ($P = port)
 CASES=(

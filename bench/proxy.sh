@@ -49,10 +49,7 @@ if ! command -v microsocks >/dev/null || ! command -v danted >/dev/null; then
   fi
 fi
 use_release_sockit
-rm -rf "$OUT"
-mkdir -p "$OUT/logs"
-RAW=$OUT/raw.tsv
-: >"$RAW"
+fresh_out
 
 # The command for proxy $1 on port $2 (case $3; $4 = the backend's port, for the relay).
 proxy_command() {

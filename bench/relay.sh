@@ -61,13 +61,10 @@ if [ -z "${SOCKIT:-}" ]; then
 fi
 [ -x "$SOCKIT" ] || { echo "no sockit binary at $SOCKIT" >&2; exit 1; }
 
-rm -rf "$OUT"
-mkdir -p "$OUT/logs" "$OUT/json"
+fresh_out json
 REF_RELAY=$OUT/ref-relay
 cc -O2 -pthread -o "$REF_RELAY" "$HERE/ref-relay.c" \
   || echo "WARNING: bench/ref-relay.c did not compile; the c-* cases will fail" >&2
-RAW=$OUT/raw.tsv
-: >"$RAW"
 
 # name | load | relay command ("" for direct; $A = the relay's port, $P = the server's)
 CASES=(
