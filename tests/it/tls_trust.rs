@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use sockit::bench::Report;
+use sockit::bench::report::TlsHandshakes;
 
 use crate::peers::{Pki, error_lines, run_peer, spawn_peer, wait_for_stderr};
 use crate::util::{Proc, code, describe, run_sockit};
@@ -59,6 +60,17 @@ fn assert_clean_run(output: &Output, report: Option<&Report>) -> u64 {
     assert!(report.exchanges > 0, "{}", describe(output));
     assert_eq!(report.errors.total, 0, "{}", describe(output));
     report.exchanges
+}
+
+/// Asserts a bench run (its JSON report on stdout) succeeded with exchanges and no error;
+/// returns its exchanges and its TLS handshake counts.
+fn clean_run_handshakes(output: &Output) -> (u64, TlsHandshakes) {
+    let report = Report::from_json(&String::from_utf8_lossy(&output.stdout)).ok();
+    let exchanges = assert_clean_run(output, report.as_ref());
+    let tls = report
+        .and_then(|r| r.tls_handshakes)
+        .unwrap_or_else(|| panic!("no tls_handshakes in the report\n{}", describe(output)));
+    (exchanges, tls)
 }
 
 /// Stderr contains no Rust `Debug` output.
@@ -188,11 +200,7 @@ fn bench_with_many_connections_resumes_nearly_every_handshake() {
         ],
         None,
     );
-    let report = Report::from_json(&String::from_utf8_lossy(&output.stdout)).ok();
-    let exchanges = assert_clean_run(&output, report.as_ref());
-    let tls = report
-        .and_then(|r| r.tls_handshakes)
-        .unwrap_or_else(|| panic!("no tls_handshakes in the report\n{}", describe(&output)));
+    let (exchanges, tls) = clean_run_handshakes(&output);
     assert!(
         tls.full + tls.resumed >= exchanges,
         "{tls:?}, {exchanges} exchanges"
@@ -256,11 +264,7 @@ fn bench_resumes_tls12_session_ids_with_openssl_s_server() {
         ],
         None,
     );
-    let report = Report::from_json(&String::from_utf8_lossy(&output.stdout)).ok();
-    let exchanges = assert_clean_run(&output, report.as_ref());
-    let tls = report
-        .and_then(|r| r.tls_handshakes)
-        .unwrap_or_else(|| panic!("no tls_handshakes in the report\n{}", describe(&output)));
+    let (exchanges, tls) = clean_run_handshakes(&output);
     // Only the handshakes started before the first one finished are full.
     assert!(
         tls.full <= CONNECTIONS && tls.resumed >= 1,
