@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::coarse_monotonic_ms as now_ms;
+
 /// When bytes last moved, in either direction. Shared by reference; atomics keep the
 /// future `Send` without a lock.
 ///
@@ -59,25 +61,6 @@ impl Activity {
             tokio::time::sleep((limit - quiet).max(Duration::from_millis(1))).await;
         }
     }
-}
-
-/// Milliseconds on the system's coarse monotonic clock: read from memory the kernel
-/// updates every tick (1 to 10 ms), without the hardware timer read of the precise clock.
-///
-/// Through the C library's `clock_gettime` (its vDSO call), which also works under
-/// valgrind, where the vDSO is not mapped.
-fn now_ms() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a live timespec for the C library to fill.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now);
-    }
-    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
-    let millis = u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000_000;
-    seconds.saturating_mul(1000).saturating_add(millis)
 }
 
 impl Default for Activity {

@@ -65,6 +65,7 @@ pub mod bench;
 pub mod build_info;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod endpoint;
 pub mod error;
 pub mod escape;

@@ -29,14 +29,16 @@
 //! * bytes read past an exact reply are the next reply's start; a datagram is one reply.
 //!
 //! Per exchange: one clock read per event, the system calls (and for `hello` the socket's
-//! creation, connect and registration), a histogram increment. No allocation: the reply
+//! creation, connect and registration), a histogram increment. Times are integers
+//! ([`Nanos`] on `CLOCK_MONOTONIC`, the clock of `Instant`): the run's window, timetables
+//! and timers are converted once ([`Clock`]), so that filing an exchange is a few
+//! integer comparisons, and a small latency one add ([`StagedHistogram`]). No allocation: the reply
 //! buffer is one per thread (only reply lengths are needed, never their bytes, outside a
 //! datagram's check). Due times, pauses and a connect ramp's openings wait in one heap of
 //! timers, whose earliest bounds the wait in the epoll set (a millisecond's resolution,
 //! as tokio's timers); timeouts, the interval log's boundaries and the progress bar are
 //! looked after by a sweep every [`TICK`].
 
-use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
@@ -52,12 +54,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{FIRST_READ_SIZE, ReplyEnd, Target};
-use super::intervals::Recording;
+use super::histogram::StagedHistogram;
+use super::intervals::{Phase as Filed, Recording};
 use super::latencies::{Latencies, interval_boundary};
-use super::measure::{ERROR_PAUSE, ExchangeTimes, FailureKind, Load, Measured, Plan, Schedule};
+use super::measure::{ERROR_PAUSE, FailureKind, Load, Measured, Plan, Schedule, phase_of};
 use super::progress::ProgressSlot;
 use super::window::Window;
 use super::{BenchOptions, Pattern};
+use crate::clock::monotonic_ns;
 use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
 use crate::error::Error;
 use crate::transport::{
@@ -76,6 +80,62 @@ const EXCHANGES_PER_TURN: usize = 8;
 
 /// Why a run does not fit the lane, in words for `--engine lane`.
 pub type Unfit = &'static str;
+
+/// Nanoseconds on `CLOCK_MONOTONIC` ([`monotonic_ns`]): every time the lane keeps.
+type Nanos = u64;
+
+/// The lane's clock, tied to `Instant` (the same clock) by one reading of each, so the
+/// run's instants convert to [`Nanos`] and back.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// An instant ...
+    instant: Instant,
+    /// ... and the same moment in nanoseconds.
+    nanos: Nanos,
+}
+
+impl Clock {
+    /// Ties the two clocks together now.
+    fn new() -> Clock {
+        Clock {
+            instant: Instant::now(),
+            nanos: monotonic_ns(),
+        }
+    }
+
+    /// The time now.
+    #[inline]
+    fn now() -> Nanos {
+        monotonic_ns()
+    }
+
+    /// An instant in nanoseconds.
+    fn nanos(&self, at: Instant) -> Nanos {
+        match at.checked_duration_since(self.instant) {
+            Some(after) => self.nanos.saturating_add(nanos_of(after)),
+            None => self
+                .nanos
+                .saturating_sub(nanos_of(self.instant.saturating_duration_since(at))),
+        }
+    }
+
+    /// Nanoseconds as an instant.
+    fn instant(&self, at: Nanos) -> Instant {
+        let instant = if at >= self.nanos {
+            self.instant
+                .checked_add(Duration::from_nanos(at - self.nanos))
+        } else {
+            self.instant
+                .checked_sub(Duration::from_nanos(self.nanos - at))
+        };
+        instant.unwrap_or(self.instant)
+    }
+}
+
+/// A duration in nanoseconds (saturating).
+fn nanos_of(duration: Duration) -> Nanos {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// Where the lane connects.
 #[derive(Debug, Clone)]
@@ -211,13 +271,13 @@ enum Phase {
     Sending,
     /// The reply is being read.
     Receiving,
-    /// After a failure, until this instant (closed loop's pause; open loop: none, the
+    /// After a failure, until this time (closed loop's pause; open loop: none, the
     /// next request is due by the timetable).
-    Paused(Instant),
-    /// Open loop: the next request is due at this instant.
-    Due(Instant),
-    /// A connect ramp: the connection opens at this instant.
-    Opening(Instant),
+    Paused(Nanos),
+    /// Open loop: the next request is due at this time.
+    Due(Nanos),
+    /// A connect ramp: the connection opens at this time.
+    Opening(Nanos),
 }
 
 /// What a step of reading or writing came to.
@@ -238,14 +298,14 @@ struct Conn {
     phase: Phase,
     /// When the exchange under way counts from: its send (closed loop), its due time or
     /// the wake-up at it (open loop, as `measure::open_loop_start`).
-    started: Instant,
+    started: Nanos,
     /// When the exchange under way went out (echo's untimed connect: when it began): the
     /// timeout runs from here.
-    sent: Instant,
+    sent: Nanos,
     /// Open loop: the latency origin and due time of the request about to go out.
-    origin: Option<(Instant, Instant)>,
+    origin: Option<(Nanos, Nanos)>,
     /// Open loop: how long after its due time the request under way went out.
-    lag: Duration,
+    lag: Nanos,
     /// The connection's timetable.
     schedule: Schedule,
     /// The request under way: its place in the run's messages.
@@ -272,14 +332,14 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(progress: Option<ProgressSlot>, schedule: Schedule, now: Instant) -> Conn {
+    fn new(progress: Option<ProgressSlot>, schedule: Schedule, now: Nanos) -> Conn {
         Conn {
             socket: None,
             phase: Phase::Idle,
             started: now,
             sent: now,
             origin: None,
-            lag: Duration::ZERO,
+            lag: 0,
             schedule,
             request: 0,
             next: 0,
@@ -334,20 +394,29 @@ impl LanePoll {
 /// One thread's connections and what driving them needs.
 struct Lane {
     share: LaneShare,
+    /// The run's time line ...
     window: Window,
+    /// ... on the lane's clock.
+    span: Window<Nanos>,
+    /// How the two convert.
+    clock: Clock,
+    /// The reply timeout.
+    timeout: Nanos,
     registry: Registry,
     conns: Vec<Conn>,
     /// The reply buffer of every connection: only lengths are kept between reads.
     scratch: Vec<u8>,
     /// The bytes one read may take.
     room: usize,
-    /// The thread's histograms (a `RefCell` because the tally's record takes one).
-    latency: RefCell<Latencies>,
+    /// The steady state's latencies.
+    steady: StagedHistogram,
+    /// The ramp's latencies and the interval recorder (its `steady` stays empty).
+    latency: Latencies,
     /// Connections that used their turn and may have more to do.
     again: Vec<usize>,
     /// When waiting connections wake (due times, pauses, connect ramp), earliest first;
     /// an entry whose connection has moved on is skipped.
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    timers: BinaryHeap<Reverse<(Nanos, usize)>>,
     /// This thread's CPU time when the measured span began (read at the first tick in
     /// it); the thread ends before the run's end is read, so it measures its own.
     cpu_at_measure_start: Option<Duration>,
@@ -367,7 +436,8 @@ pub(super) fn run(
     if let Some(recording) = &share.intervals {
         latencies.intervals = Some(recording.recorder(window.measure_from));
     }
-    let now = Instant::now();
+    let clock = Clock::new();
+    let now = Clock::now();
     let plan = share.plan;
     let conns = share
         .indices
@@ -386,12 +456,16 @@ pub(super) fn run(
         .collect();
     let mut lane = Lane {
         window,
+        span: window.map(|at| clock.nanos(at)),
+        clock,
+        timeout: nanos_of(plan.timeout),
         registry,
         conns,
         timers: BinaryHeap::new(),
         scratch: vec![0; room],
         room,
-        latency: RefCell::new(latencies),
+        steady: StagedHistogram::new(),
+        latency: latencies,
         again: Vec::new(),
         share,
         cpu_at_measure_start: None,
@@ -403,18 +477,19 @@ pub(super) fn run(
 impl Lane {
     /// Waits for the start, then drives every connection until the end (or the stop);
     /// returns when the run ended.
-    fn drive(&mut self, poll: &mut Poll) -> Instant {
+    fn drive(&mut self, poll: &mut Poll) -> Nanos {
         let mut events = Events::with_capacity(EVENTS_PER_WAIT);
         if let Some(stopped) = self.wait_for_start() {
-            return stopped;
+            return self.clock.nanos(stopped);
         }
-        let now = Instant::now();
+        let now = Clock::now();
         for index in 0..self.conns.len() {
-            let opens = self
+            let opens_at = self
                 .share
                 .plan
                 .connection_start(&self.window, self.share.indices[index]);
-            self.conns[index].schedule.skip_to(opens);
+            self.conns[index].schedule.skip_to(opens_at);
+            let opens = self.clock.nanos(opens_at);
             if opens > now {
                 self.wait(index, Phase::Opening(opens), opens);
             } else {
@@ -423,32 +498,31 @@ impl Lane {
         }
         let every = self.share.intervals.as_ref().map(|r| r.every);
         let mut boundary = 1_u64;
-        let mut next_tick = now + TICK;
+        let tick = nanos_of(TICK);
+        let mut next_tick = now + tick;
         loop {
-            let now = Instant::now();
-            if now >= self.window.end {
-                return self.window.end;
+            let now = Clock::now();
+            if now >= self.span.end {
+                return self.span.end;
             }
             if self.share.stop.is_cancelled() {
                 return now;
             }
             if now >= next_tick {
-                if self.cpu_at_measure_start.is_none() && now >= self.window.measure_from {
+                if self.cpu_at_measure_start.is_none() && now >= self.span.measure_from {
                     self.cpu_at_measure_start = super::this_thread_cpu_time();
                 }
                 self.sweep(now);
                 if let Some(every) = every {
                     boundary = self.pass_boundaries(now, every, boundary);
                 }
-                next_tick = now + TICK;
+                next_tick = now + tick;
             }
             self.wake_timers(now);
             let next_timer = self.timers.peek().map_or(next_tick, |t| t.0.0);
             let wait = if self.again.is_empty() {
-                next_tick
-                    .min(next_timer)
-                    .min(self.window.end)
-                    .saturating_duration_since(now)
+                let until = next_tick.min(next_timer).min(self.span.end);
+                Duration::from_nanos(until.saturating_sub(now))
             } else {
                 Duration::ZERO
             };
@@ -457,7 +531,7 @@ impl Lane {
                     continue;
                 }
                 tracing::warn!("the benchmark's epoll set failed: {e}");
-                return now.min(self.window.end);
+                return now.min(self.span.end);
             }
             for event in &events {
                 let index = event.token().0;
@@ -466,10 +540,10 @@ impl Lane {
                 };
                 conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
                 conn.writable |= event.is_writable() || event.is_error();
-                self.advance(index, Instant::now());
+                self.advance(index, Clock::now());
             }
             for index in std::mem::take(&mut self.again) {
-                self.advance(index, Instant::now());
+                self.advance(index, Clock::now());
             }
         }
     }
@@ -492,16 +566,20 @@ impl Lane {
 
     /// Closes every connection's tally at `ended` and adds them up, with the thread's
     /// histograms.
-    fn finish(self, ended: Instant) -> Measured {
+    fn finish(self, ended: Nanos) -> Measured {
         let mut total = Measured::default();
         let from = self.window.measure_from;
+        let ended = self.clock.instant(ended);
         for mut conn in self.conns {
+            if matches!(conn.phase, Phase::Sending | Phase::Receiving) {
+                conn.measured.in_flight = Some(self.clock.instant(conn.started));
+            }
             conn.measured.end_at(ended, conn.progress.as_ref());
             conn.measured.unsent = conn.schedule.remaining_between(from, ended);
             conn.measured.due = conn.schedule.due_between(from, ended);
             total.absorb(conn.measured);
         }
-        let mut latencies = self.latency.into_inner();
+        let mut latencies = self.latency;
         if let Some(recorder) = latencies.intervals.take() {
             recorder.finish();
         }
@@ -509,16 +587,16 @@ impl Lane {
         {
             total.thread_cpu = end.saturating_sub(start);
         }
-        total.latency = latencies.steady;
+        total.latency = self.steady.finish();
         total.ramp_latency = latencies.ramp;
         total
     }
 
     /// Times out what waited too long, resumes paused connections, updates the bar.
-    fn sweep(&mut self, now: Instant) {
+    fn sweep(&mut self, now: Nanos) {
         let timeout = self.share.plan.timeout;
         // Whatever went out at or before this is late: one comparison per connection.
-        let cutoff = now.checked_sub(timeout);
+        let cutoff = now.checked_sub(self.timeout);
         for index in 0..self.conns.len() {
             let conn = &self.conns[index];
             let late = cutoff.is_some_and(|cutoff| conn.sent <= cutoff);
@@ -540,12 +618,12 @@ impl Lane {
 
     /// Ships the intervals whose end has passed (as the task engine's ticker does);
     /// returns the next boundary's number.
-    fn pass_boundaries(&mut self, now: Instant, every: Duration, mut index: u64) -> u64 {
+    fn pass_boundaries(&mut self, now: Nanos, every: Duration, mut index: u64) -> u64 {
         while let Some(at) = interval_boundary(&self.window, every, index) {
-            if now < at {
+            if now < self.clock.nanos(at) {
                 break;
             }
-            if let Some(recorder) = self.latency.get_mut().intervals.as_mut() {
+            if let Some(recorder) = self.latency.intervals.as_mut() {
                 recorder.advance_to(index);
             }
             index += 1;
@@ -556,8 +634,8 @@ impl Lane {
     /// Does what the connection can do now, a few exchanges at most. Nothing once the
     /// window has ended: what was under way then stays in flight, as the task engine
     /// counts it.
-    fn advance(&mut self, index: usize, now: Instant) {
-        if now >= self.window.end {
+    fn advance(&mut self, index: usize, now: Nanos) {
+        if now >= self.span.end {
             return;
         }
         for _ in 0..EXCHANGES_PER_TURN {
@@ -577,14 +655,14 @@ impl Lane {
     }
 
     /// Puts the connection to sleep in `phase` until `at`.
-    fn wait(&mut self, index: usize, phase: Phase, at: Instant) {
+    fn wait(&mut self, index: usize, phase: Phase, at: Nanos) {
         self.conns[index].phase = phase;
         self.timers.push(Reverse((at, index)));
     }
 
     /// Wakes the connections whose time has come (a bounded number per turn, so that a
     /// backlog of failing requests cannot keep the thread from its epoll set).
-    fn wake_timers(&mut self, now: Instant) {
+    fn wake_timers(&mut self, now: Nanos) {
         for _ in 0..self.conns.len().saturating_mul(2).max(1) {
             let Some(&Reverse((at, index))) = self.timers.peek() else {
                 return;
@@ -593,7 +671,7 @@ impl Lane {
                 return;
             }
             self.timers.pop();
-            let now = Instant::now();
+            let now = Clock::now();
             match self.conns[index].phase {
                 Phase::Due(due) if due == at => {
                     self.conns[index].origin = Some((now, due));
@@ -609,15 +687,16 @@ impl Lane {
 
     /// Begins the connection's next exchange: at once in closed loop, at its due time
     /// in open loop (at once when that has passed, its latency counting from it).
-    fn begin(&mut self, index: usize, now: Instant) {
-        if now >= self.window.end {
+    fn begin(&mut self, index: usize, now: Nanos) {
+        if now >= self.span.end {
             self.conns[index].phase = Phase::Idle;
             return;
         }
+        let clock = self.clock;
         let conn = &mut self.conns[index];
-        match conn.schedule.next_due() {
+        match conn.schedule.next_due().map(|due| clock.nanos(due)) {
             None => {}
-            Some(due) if due >= self.window.end => {
+            Some(due) if due >= self.span.end => {
                 conn.phase = Phase::Idle;
                 return;
             }
@@ -632,7 +711,7 @@ impl Lane {
 
     /// Gets the connection ready if it is not (echo and udp connect, untimed) and sends
     /// the request; hello connects inside the timed exchange.
-    fn go(&mut self, index: usize, now: Instant) {
+    fn go(&mut self, index: usize, now: Nanos) {
         let conn = &self.conns[index];
         match self.share.lane.pattern {
             Pattern::Hello => {
@@ -685,7 +764,7 @@ impl Lane {
     }
 
     /// Echo: the connect finished (or failed); the first exchange goes out.
-    fn connected(&mut self, index: usize, now: Instant) {
+    fn connected(&mut self, index: usize, now: Nanos) {
         let conn = &self.conns[index];
         let failed = match &conn.socket {
             Some(socket) => match SockRef::from(socket).take_error() {
@@ -704,22 +783,23 @@ impl Lane {
     }
 
     /// Starts a timed exchange on a connected socket and writes its request.
-    fn send_next(&mut self, index: usize, now: Instant) {
+    fn send_next(&mut self, index: usize, now: Nanos) {
         self.start_exchange(index, now);
         self.write(index, now);
     }
 
     /// The instant an exchange counts from, and its request.
-    fn start_exchange(&mut self, index: usize, now: Instant) {
+    fn start_exchange(&mut self, index: usize, now: Nanos) {
         let count = self.share.target.messages.each.len().max(1);
         let conn = &mut self.conns[index];
         let (started, lag) = match conn.origin.take() {
-            Some((started, due)) => (started, now.saturating_duration_since(due)),
-            None => (now, Duration::ZERO),
+            Some((started, due)) => (started, now.saturating_sub(due)),
+            None => (now, 0),
         };
-        conn.measured.ready(now);
-        conn.measured.send(&self.window, now);
-        conn.measured.in_flight = Some(started);
+        if conn.measured.last_connected.is_none() {
+            conn.measured.ready(self.clock.instant(now));
+        }
+        conn.measured.send(&self.span, now);
         conn.started = started;
         conn.sent = now;
         conn.lag = lag;
@@ -735,7 +815,7 @@ impl Lane {
     }
 
     /// Writes what is left of the request; then the reply is awaited.
-    fn write(&mut self, index: usize, now: Instant) {
+    fn write(&mut self, index: usize, now: Nanos) {
         let messages = &self.share.target.messages;
         let conn = &mut self.conns[index];
         let Some(socket) = conn.socket.as_ref() else {
@@ -792,7 +872,7 @@ impl Lane {
 
     /// Reads what the socket holds of the reply; completes the exchange when it is all
     /// in. Returns whether the connection may go on at once.
-    fn read(&mut self, index: usize, now: Instant) -> bool {
+    fn read(&mut self, index: usize, now: Nanos) -> bool {
         if self.share.lane.pattern == Pattern::Udp {
             return self.read_datagram(index, now);
         }
@@ -853,7 +933,7 @@ impl Lane {
 
     /// Reads one datagram and judges it as the reply. A datagram socket is read once per
     /// edge: the reply comes after the request, with an edge of its own.
-    fn read_datagram(&mut self, index: usize, now: Instant) -> bool {
+    fn read_datagram(&mut self, index: usize, now: Nanos) -> bool {
         let conn = &mut self.conns[index];
         let Some(socket) = conn.socket.as_ref() else {
             return false;
@@ -887,16 +967,20 @@ impl Lane {
     }
 
     /// The exchange is done: counted, then the next one begins.
-    fn complete(&mut self, index: usize, now: Instant) {
+    fn complete(&mut self, index: usize, now: Nanos) {
         let bytes = self.share.target.messages.each[self.conns[index].request].len() as u64;
         let conn = &mut self.conns[index];
-        conn.measured.in_flight = None;
-        let times = ExchangeTimes {
-            started: conn.started,
-            lag: conn.lag,
+        let filed = phase_of(&self.span, now);
+        let lag = match conn.lag {
+            0 => Duration::ZERO,
+            lag => Duration::from_nanos(lag),
         };
-        conn.measured
-            .succeed(&self.window, times, now, bytes, &self.latency);
+        conn.measured.count_success(filed, bytes, lag);
+        if let Some(filed) = filed {
+            let took = now.saturating_sub(conn.started);
+            self.record(filed, took, now);
+        }
+        let conn = &mut self.conns[index];
         conn.phase = Phase::Idle;
         if self.share.lane.pattern == Pattern::Hello {
             self.drop_socket(index);
@@ -904,34 +988,46 @@ impl Lane {
         self.begin(index, now);
     }
 
+    /// Records the latency of an exchange that took `took` and completed at `done`, in
+    /// the histogram of its phase (and the interval log's).
+    #[inline]
+    fn record(&mut self, filed: Filed, took: Nanos, done: Nanos) {
+        match filed {
+            Filed::Steady => self.steady.record_nanos(took),
+            Filed::Ramp => self.latency.ramp.record(Duration::from_nanos(took)),
+        }
+        if let Some(recorder) = self.latency.intervals.as_mut() {
+            let done = self.clock.instant(done);
+            recorder.record(done, Duration::from_nanos(took), filed);
+        }
+    }
+
     /// A timed exchange failed: counted by kind, the connection dropped, the next try
     /// after the closed loop's pause.
-    fn fail_exchange(&mut self, index: usize, now: Instant, error: Error) {
+    fn fail_exchange(&mut self, index: usize, now: Nanos, error: Error) {
         let conn = &mut self.conns[index];
-        conn.measured.in_flight = None;
         conn.measured
-            .fail(&self.window, now, FailureKind::of(&error), || error);
+            .fail(&self.span, now, FailureKind::of(&error), || error);
         self.pause(index, now);
     }
 
     /// Getting ready (connecting) failed: counted as a request that went out and failed,
     /// as the task engine counts a failed `prepare`.
-    fn fail_prepare(&mut self, index: usize, now: Instant, error: Error) {
+    fn fail_prepare(&mut self, index: usize, now: Nanos, error: Error) {
         let conn = &mut self.conns[index];
         conn.origin = None;
-        conn.measured.send(&self.window, now);
+        conn.measured.send(&self.span, now);
         conn.measured
-            .fail(&self.window, now, FailureKind::of(&error), || error);
+            .fail(&self.span, now, FailureKind::of(&error), || error);
         self.pause(index, now);
     }
 
     /// No reply in time: a timeout, and a fresh connection at once.
-    fn time_out(&mut self, index: usize, now: Instant) {
+    fn time_out(&mut self, index: usize, now: Nanos) {
         let after = self.share.plan.timeout;
         let conn = &mut self.conns[index];
-        conn.measured.in_flight = None;
         conn.measured
-            .fail(&self.window, now, FailureKind::Timeout, || Error::Timeout {
+            .fail(&self.span, now, FailureKind::Timeout, || Error::Timeout {
                 doing: "waiting for a reply".into(),
                 after,
             });
@@ -942,10 +1038,10 @@ impl Lane {
     /// Drops the connection; the next try comes after [`ERROR_PAUSE`] in closed loop,
     /// when the timetable says in open loop (through the timers either way, so a run of
     /// failures never recurses).
-    fn pause(&mut self, index: usize, now: Instant) {
+    fn pause(&mut self, index: usize, now: Nanos) {
         self.drop_socket(index);
         let until = match self.share.plan.load {
-            Load::Closed => now + ERROR_PAUSE,
+            Load::Closed => now.saturating_add(nanos_of(ERROR_PAUSE)),
             Load::Open { .. } => now,
         };
         self.wait(index, Phase::Paused(until), until);

@@ -248,31 +248,41 @@ impl Measured {
         bytes: u64,
         latency: &RefCell<Latencies>,
     ) {
+        let phase = phase_of(window, done);
+        self.count_success(phase, bytes, times.lag);
+        let Some(phase) = phase else {
+            return;
+        };
+        let took = done.saturating_duration_since(times.started);
+        // Never already borrowed: borrows do not span an await (see SharedLatency).
+        let Ok(mut histograms) = latency.try_borrow_mut() else {
+            return;
+        };
+        match phase {
+            Phase::Steady => histograms.steady.record(took),
+            Phase::Ramp => histograms.ramp.record(took),
+        }
+        if let Some(recorder) = histograms.intervals.as_mut() {
+            recorder.record(done, took, phase);
+        }
+    }
+
+    /// Counts one completed exchange of `bytes` where it fell (`phase`: none outside the
+    /// measured span); `lag` is how late its request went out. The caller records its
+    /// latency.
+    #[inline]
+    pub(super) fn count_success(&mut self, phase: Option<Phase>, bytes: u64, lag: Duration) {
         self.completed_total += 1;
         self.bytes_total += bytes;
-        if window.contains(done) {
-            let took = done.saturating_duration_since(times.started);
-            // Never already borrowed: borrows do not span an await (see SharedLatency).
-            let mut histograms = latency.try_borrow_mut().ok();
-            let phase = if window.is_steady(done) {
+        match phase {
+            None => return,
+            Some(Phase::Steady) => {
                 self.exchanges += 1;
                 self.bytes += bytes;
-                if let Some(h) = histograms.as_mut() {
-                    h.steady.record(took);
-                }
-                Phase::Steady
-            } else {
-                self.ramp_exchanges += 1;
-                if let Some(h) = histograms.as_mut() {
-                    h.ramp.record(took);
-                }
-                Phase::Ramp
-            };
-            if let Some(recorder) = histograms.as_mut().and_then(|h| h.intervals.as_mut()) {
-                recorder.record(done, took, phase);
             }
-            self.max_send_lag = self.max_send_lag.max(times.lag);
+            Some(Phase::Ramp) => self.ramp_exchanges += 1,
         }
+        self.max_send_lag = self.max_send_lag.max(lag);
     }
 
     /// Notes that the connection got ready at `at`, the first time only.
@@ -285,17 +295,17 @@ impl Measured {
 
     /// Counts a request going out (or trying to) at `at`.
     #[inline]
-    pub(super) fn send(&mut self, window: &Window, at: Instant) {
+    pub(super) fn send<T: Copy + Ord>(&mut self, window: &Window<T>, at: T) {
         if window.contains(at) {
             self.sent += 1;
         }
     }
 
     /// Counts one failure at `at`; `error` is only built if it is the run's first.
-    pub(super) fn fail(
+    pub(super) fn fail<T: Copy + Ord>(
         &mut self,
-        window: &Window,
-        at: Instant,
+        window: &Window<T>,
+        at: T,
         kind: FailureKind,
         error: impl FnOnce() -> Error,
     ) {
@@ -347,6 +357,19 @@ impl Measured {
         self.unsent += other.unsent;
         self.completed_total += other.completed_total;
         self.bytes_total += other.bytes_total;
+    }
+}
+
+/// Where an exchange that completed at `done` falls: in the steady state, in the rate
+/// ramp, or (none) outside the measured span.
+#[inline]
+pub(super) fn phase_of<T: Copy + Ord>(window: &Window<T>, done: T) -> Option<Phase> {
+    if !window.contains(done) {
+        None
+    } else if window.is_steady(done) {
+        Some(Phase::Steady)
+    } else {
+        Some(Phase::Ramp)
     }
 }
 
