@@ -32,7 +32,10 @@
 //! creation, connect and registration), a histogram increment. Times are integers
 //! ([`Nanos`] on `CLOCK_MONOTONIC`, the clock of `Instant`): the run's window, timetables
 //! and timers are converted once ([`Clock`]), so that filing an exchange is a few
-//! integer comparisons, and a small latency one add ([`StagedHistogram`]). No allocation: the reply
+//! integer comparisons, and a small latency one add ([`StagedHistogram`]). The steps one
+//! exchange runs through (complete, begin, go, start, write, read, record) are inlined
+//! into each other: as calls, their entries and exits cost as much as their bodies. No
+//! allocation: the reply
 //! buffer is one per thread (only reply lengths are needed, never their bytes, outside a
 //! datagram's check). Due times, pauses and a connect ramp's openings wait in one heap of
 //! timers, whose earliest bounds the wait in the epoll set (a millisecond's resolution,
@@ -687,6 +690,7 @@ impl Lane {
 
     /// Begins the connection's next exchange: at once in closed loop, at its due time
     /// in open loop (at once when that has passed, its latency counting from it).
+    #[inline(always)]
     fn begin(&mut self, index: usize, now: Nanos) {
         if now >= self.span.end {
             self.conns[index].phase = Phase::Idle;
@@ -711,6 +715,7 @@ impl Lane {
 
     /// Gets the connection ready if it is not (echo and udp connect, untimed) and sends
     /// the request; hello connects inside the timed exchange.
+    #[inline(always)]
     fn go(&mut self, index: usize, now: Nanos) {
         let conn = &self.conns[index];
         match self.share.lane.pattern {
@@ -783,12 +788,14 @@ impl Lane {
     }
 
     /// Starts a timed exchange on a connected socket and writes its request.
+    #[inline(always)]
     fn send_next(&mut self, index: usize, now: Nanos) {
         self.start_exchange(index, now);
         self.write(index, now);
     }
 
     /// The instant an exchange counts from, and its request.
+    #[inline(always)]
     fn start_exchange(&mut self, index: usize, now: Nanos) {
         let count = self.share.target.messages.each.len().max(1);
         let conn = &mut self.conns[index];
@@ -815,6 +822,7 @@ impl Lane {
     }
 
     /// Writes what is left of the request; then the reply is awaited.
+    #[inline(always)]
     fn write(&mut self, index: usize, now: Nanos) {
         let messages = &self.share.target.messages;
         let conn = &mut self.conns[index];
@@ -872,6 +880,7 @@ impl Lane {
 
     /// Reads what the socket holds of the reply; completes the exchange when it is all
     /// in. Returns whether the connection may go on at once.
+    #[inline(always)]
     fn read(&mut self, index: usize, now: Nanos) -> bool {
         if self.share.lane.pattern == Pattern::Udp {
             return self.read_datagram(index, now);
@@ -893,6 +902,7 @@ impl Lane {
 
     /// Reads a stream reply until it is complete or the socket is empty; a reply that
     /// ends at a byte count leaves what came past it for the next one.
+    #[inline(always)]
     fn read_stream(&mut self, index: usize) -> Turn {
         let messages = &self.share.target.messages;
         let conn = &mut self.conns[index];
@@ -967,6 +977,7 @@ impl Lane {
     }
 
     /// The exchange is done: counted, then the next one begins.
+    #[inline(always)]
     fn complete(&mut self, index: usize, now: Nanos) {
         let bytes = self.share.target.messages.each[self.conns[index].request].len() as u64;
         let conn = &mut self.conns[index];
@@ -990,7 +1001,7 @@ impl Lane {
 
     /// Records the latency of an exchange that took `took` and completed at `done`, in
     /// the histogram of its phase (and the interval log's).
-    #[inline]
+    #[inline(always)]
     fn record(&mut self, filed: Filed, took: Nanos, done: Nanos) {
         match filed {
             Filed::Steady => self.steady.record_nanos(took),
