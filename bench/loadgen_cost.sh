@@ -5,7 +5,10 @@
 #
 # Instructions: each load generator runs under callgrind twice, for SHORT and LONG
 # measured seconds; (Ir(LONG) - Ir(SHORT)) / (exchanges(LONG) - exchanges(SHORT)) is the
-# cost of one more exchange, without start-up and report. Build sockit with symbols for
+# cost of one more exchange, without start-up and report. That difference is noisy (the
+# warm-up's exchanges vary from run to run) and leaves out work that grows faster than
+# the run (the C load generator sorts every latency at the end), so the whole LONG run's
+# Ir over all its exchanges (warm-up included, scaled as below) is shown beside it. Build sockit with symbols for
 # reading the profiles: CARGO_PROFILE_RELEASE_DEBUG=1 cargo build --release.
 # System calls: one run under strace -c -f; every call the process made (warm-up
 # included) over the exchanges of the whole run (the measured ones scaled by
@@ -77,8 +80,8 @@ instructions() {
   sed -n 's/^summary: \([0-9]*\).*/\1/p' "$1"
 }
 
-echo "| case | load generator | instructions/exchange | syscalls/exchange | top syscalls per exchange |"
-echo "|---|---|---:|---:|---|"
+echo "| case | load generator | instructions per added exchange | instructions/exchange, whole run | syscalls/exchange | top syscalls per exchange |"
+echo "|---|---|---:|---:|---:|---|"
 for line in "${CASES[@]}"; do
   IFS='|' read -r name mode conc size proto srv flags <<<"$line"
   wanted "$name" || continue
@@ -95,11 +98,13 @@ for line in "${CASES[@]}"; do
     ir=$(python3 -c 'import sys; a, b, x, y = map(float, sys.argv[1:]); print(f"{(b - a) / max(y - x, 1):.0f}")' \
       "$(instructions "$OUT/$name-$lg-$SHORT.callgrind")" "$(instructions "$OUT/$name-$lg-$LONG.callgrind")" \
       "${done_at[$SHORT]:-0}" "${done_at[$LONG]:-0}")
+    whole=$(python3 -c 'import sys; ir, done, secs, warm = map(float, sys.argv[1:]); print(f"{ir / max(done * (secs + warm) / secs, 1):.0f}")' \
+      "$(instructions "$OUT/$name-$lg-$LONG.callgrind")" "${done_at[$LONG]:-0}" "$LONG" "$WARMUP")
     WRAP="strace -c -f -o $OUT/$name-$lg.strace"
     measured=$(drive "$lg" "$DUR" "$port")
-    python3 - "$OUT/$name-$lg.strace" "${measured:-0}" "$DUR" "$WARMUP" "$name" "$lg" "$ir" <<'EOF'
+    python3 - "$OUT/$name-$lg.strace" "${measured:-0}" "$DUR" "$WARMUP" "$name" "$lg" "$ir" "$whole" <<'EOF'
 import sys
-path, measured, dur, warmup, name, lg, ir = sys.argv[1:]
+path, measured, dur, warmup, name, lg, ir, whole = sys.argv[1:]
 exchanges = float(measured) * (float(dur) + float(warmup)) / float(dur)
 calls, total = {}, 0
 for row in open(path):
@@ -109,7 +114,7 @@ for row in open(path):
         total += int(cols[3])
 per = lambda n: n / max(exchanges, 1)
 top = ", ".join(f"{k} {per(v):.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:6])
-print(f"| {name} | {lg} | {ir} | {per(total):.2f} | {top} |")
+print(f"| {name} | {lg} | {ir} | {whole} | {per(total):.2f} | {top} |")
 EOF
   done
   stop_group "$pid"
