@@ -880,7 +880,7 @@ impl Engine {
                 let _ = ready_tx.send(Ok(()));
                 // The sender is dropped without a go if the run is abandoned.
                 let Ok(go) = start_rx.recv() else { return };
-                let measured = runtime.block_on(run_share(share, mine, go));
+                let measured = runtime.block_on(run_share_timing_cpu(share, mine, go));
                 let _ = done_tx.send(measured);
             })
             .map_err(|source| Error::Io {
@@ -1021,6 +1021,26 @@ async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
     }
     measured.latency = latencies.steady;
     measured.ramp_latency = latencies.ramp;
+    measured
+}
+
+/// [`run_share`], with the thread's own CPU time over the measured span in
+/// [`Measured::thread_cpu`]: the thread ends about when the run does, often before the
+/// process-wide reading of every thread's CPU at the run's end can see it.
+async fn run_share_timing_cpu(share: Share, indices: Vec<usize>, go: Start) -> Measured {
+    let measure_from = go.window.measure_from;
+    // On this thread's own runtime, so the reading is this thread's.
+    let cpu_at_measure_start = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from).await;
+        this_thread_cpu_time()
+    });
+    let mut measured = run_share(share, indices, go).await;
+    if cpu_at_measure_start.is_finished()
+        && let Ok(Some(start)) = cpu_at_measure_start.await
+        && let Some(end) = this_thread_cpu_time()
+    {
+        measured.thread_cpu = end.saturating_sub(start);
+    }
     measured
 }
 
