@@ -600,3 +600,149 @@ fn corrupt_interval_log_is_one_line_exit_2() {
         assert!(stderr.contains(says), "{described}");
     }
 }
+
+/// Decodes a PNG as `rsvg-convert` writes it (8-bit RGB or RGBA, not interlaced) with the
+/// standard library alone and prints, as JSON, how many pixels that are not white lie in
+/// the outermost 3 pixels of each edge: text cut off at the picture's border leaves ink
+/// there.
+const PNG_EDGE_INK: &str = r#"
+import json, struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+pos, idat, width, height, bpp = 8, b"", 0, 0, 4
+while pos < len(data):
+    length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + length]
+    if kind == b"IHDR":
+        width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+        assert depth == 8 and colour in (2, 6), (depth, colour)
+        bpp = 4 if colour == 6 else 3
+    elif kind == b"IDAT":
+        idat += body
+    pos += 12 + length
+raw, stride, rows = zlib.decompress(idat), width * bpp, []
+prev = bytearray(stride)
+for y in range(height):
+    kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+    for i in range(stride):
+        a = line[i - bpp] if i >= bpp else 0
+        b, c = prev[i], (prev[i - bpp] if i >= bpp else 0)
+        if kind == 1: line[i] = (line[i] + a) & 255
+        elif kind == 2: line[i] = (line[i] + b) & 255
+        elif kind == 3: line[i] = (line[i] + (a + b) // 2) & 255
+        elif kind == 4:
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+    rows.append(line)
+    prev = line
+def ink(x, y):
+    pixel = rows[y][bpp * x:bpp * x + bpp]
+    return (bpp == 3 or pixel[3] > 0) and min(pixel[:3]) < 200
+edge = 3
+print(json.dumps({
+    "left": sum(ink(x, y) for y in range(height) for x in range(edge)),
+    "right": sum(ink(x, y) for y in range(height) for x in range(width - edge, width)),
+    "top": sum(ink(x, y) for x in range(width) for y in range(edge)),
+    "bottom": sum(ink(x, y) for x in range(width) for y in range(height - edge, height)),
+}))
+"#;
+
+/// Prints, as JSON, the colour of every drawn series line (2 px wide) of an SVG and its
+/// contrast ratio against white (WCAG: 3:1 is the least for lines to read).
+const SVG_LINE_CONTRAST: &str = r#"
+import json, sys
+import xml.etree.ElementTree as ET
+ns = "{http://www.w3.org/2000/svg}"
+def luminance(hex_colour):
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+root = ET.parse(sys.argv[1]).getroot()
+strokes = {p.get("stroke") for p in root.iter(ns + "polyline") if p.get("stroke-width") == "2"}
+print(json.dumps({s: round(1.05 / (luminance(s) + 0.05), 2) for s in sorted(strokes)}))
+"#;
+
+/// Renders an SVG with `rsvg-convert` and asserts that no ink touches the picture's
+/// border (a label cut off) and that every series line reads on the white background.
+fn assert_plot_reads_whole(svg: &Path, context: &str) {
+    let png = svg.with_extension("png");
+    let rendered = run_within_timeout(
+        "rsvg-convert",
+        &[svg.as_os_str(), "-o".as_ref(), png.as_os_str()],
+    );
+    assert!(rendered.status.success(), "{}", describe(&rendered));
+    let edges = python_json(PNG_EDGE_INK, &png);
+    for side in ["left", "right", "top", "bottom"] {
+        assert_eq!(
+            edges[side],
+            0,
+            "ink at the {side} border of {} (a cut-off label): {edges}\n{context}",
+            svg.display()
+        );
+    }
+    let contrasts = python_json(SVG_LINE_CONTRAST, svg);
+    let lines = contrasts.as_object().map(|o| o.len()).unwrap_or_default();
+    assert!(
+        lines >= 2,
+        "no series lines in {}: {contrasts}",
+        svg.display()
+    );
+    for (colour, ratio) in contrasts.as_object().into_iter().flatten() {
+        let ratio = ratio.as_f64().unwrap_or_default();
+        assert!(
+            ratio >= 3.0,
+            "the line {colour} has a contrast of {ratio}:1 on white in {}\n{context}",
+            svg.display()
+        );
+    }
+}
+
+/// The plot of a run and of a merge of three runs: the last percentile label ("99.99%"
+/// with over 1,000 exchanges) is drawn whole inside the picture, and no series line is a
+/// light colour that fades into the white background.
+#[test]
+fn plot_labels_stay_inside_the_picture_and_every_line_reads_on_white() {
+    let server = echo_server();
+    let dir = scratch();
+    let svg = dir.path().join("run.svg");
+    let svg_arg = svg.display().to_string();
+    let json = dir.path().join("run.json");
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "2",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--hlog-interval",
+            "250ms",
+            "--plot",
+            &svg_arg,
+        ],
+        &json,
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 1000, "too few exchanges to test: {run}");
+    assert_plot_reads_whole(&svg, &run);
+    let json_arg = json.display().to_string();
+    let merged_svg = dir.path().join("merged.svg");
+    let merged_arg = merged_svg.display().to_string();
+    let output = run_sockit(
+        &[
+            "bench",
+            "merge",
+            &json_arg,
+            &json_arg,
+            &json_arg,
+            "--plot",
+            &merged_arg,
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_plot_reads_whole(&merged_svg, &describe(&output));
+}
