@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::args::{BenchArgs, BenchCommand, GlobalArgs, MergeArgs};
 use super::config::{client_target, client_tls};
@@ -338,14 +339,33 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     }
     Err(outcome
         .first_error
-        .unwrap_or_else(|| Error::NothingMeasured {
-            measured: humantime::format_duration(config.options.duration).to_string(),
-            hint: format!(
-                "every request was still waiting at the end; check the server, or raise \
-             --duration (and --timeout, now {})",
-                humantime::format_duration(config.options.timeout)
+        .unwrap_or_else(|| nothing_measured(&outcome.report, &config.options)))
+}
+
+/// Why a run that met no failure measured nothing, over the span it measured: all of
+/// `--duration`, or the part before an interrupt.
+fn nothing_measured(report: &Report, options: &BenchOptions) -> Error {
+    let timeout = humantime::format_duration(options.timeout);
+    if report.partial {
+        let measured = Duration::from_millis((report.duration_s * 1e3).round() as u64);
+        return Error::NothingMeasured {
+            measured: format!(
+                "{} before the interrupt",
+                humantime::format_duration(measured)
             ),
-        }))
+            hint: format!(
+                "every request was still waiting when the run was stopped; check the server, \
+                 or let the run go on longer (--timeout is {timeout})"
+            ),
+        };
+    }
+    Error::NothingMeasured {
+        measured: humantime::format_duration(options.duration).to_string(),
+        hint: format!(
+            "every request was still waiting at the end; check the server, or raise \
+             --duration (and --timeout, now {timeout})"
+        ),
+    }
 }
 
 /// Whether the run was interrupted before its measured span began (in the warm-up, or

@@ -746,3 +746,47 @@ fn plot_labels_stay_inside_the_picture_and_every_line_reads_on_white() {
     assert_eq!(code(&output), 0, "{}", describe(&output));
     assert_plot_reads_whole(&merged_svg, &describe(&output));
 }
+
+/// Ctrl-C after measuring began, against a server that never answers: the one line says
+/// how long was measured before the interrupt, not the whole `--duration` the run never
+/// reached, and does not suggest raising `--duration`.
+#[test]
+fn ctrl_c_with_nothing_answered_names_the_span_measured_before_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let endpoint = format!(
+        "tcp://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    // Reads the requests and never answers; says when the first one arrives, which is
+    // when measuring has begun (no warm-up).
+    let (arrived, first_request) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+            let _ = arrived.send(());
+        }
+        // Held open until the run ends and closes it.
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let mut bench = Proc::sockit(&[
+        "bench", &endpoint, "-p", "echo", "-c", "1", "-d", "1h", "--warmup", "0", "-t", "1h",
+    ]);
+    first_request
+        .recv_timeout(TIMEOUT)
+        .unwrap_or_else(|e| panic!("no request arrived: {e}\n{}", bench.report()));
+    bench.signal(libc::SIGINT);
+    let status = bench.wait_exit();
+    let stderr = bench.stderr();
+    let described = format!("{status}\n{}", bench.report());
+    assert_eq!(status.code(), Some(1), "{described}");
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line\n{described}"));
+    assert!(error.contains("before the interrupt"), "{described}");
+    assert!(!error.contains("measured 1h"), "{described}");
+    assert!(!error.contains("--duration"), "{described}");
+}
