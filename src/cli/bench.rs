@@ -307,7 +307,7 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     }
     let plot = config.plot.as_deref().map(PlotFile::create).transpose()?;
     let stop = CancellationToken::new();
-    let interrupt = tokio::spawn(stop_on_interrupt(interrupt_signal()?, stop.clone()));
+    let interrupt = tokio::spawn(stop_on_signal(stop_signals()?, stop.clone()));
     let outcome = bench::run_until(&config.options, stop).await;
     interrupt.abort();
     let mut outcome = outcome?;
@@ -390,26 +390,48 @@ fn write_plot(outcome: &Outcome, plot: Option<PlotFile>) -> Result<()> {
     Ok(())
 }
 
-/// Listens for Ctrl-C (SIGINT) from now on, so a signal that arrives while the run
-/// starts up already ends it with a report, not the default abrupt exit.
+/// The signals that end a run early with a partial report: Ctrl-C (SIGINT), and SIGTERM
+/// and SIGHUP (`timeout`, a job runner, a closed terminal), which stop `serve` too.
+struct StopSignals {
+    /// SIGINT.
+    interrupt: tokio::signal::unix::Signal,
+    /// SIGTERM.
+    terminate: tokio::signal::unix::Signal,
+    /// SIGHUP.
+    hangup: tokio::signal::unix::Signal,
+}
+
+/// Listens for the [`StopSignals`] from now on, so one that arrives while the run starts
+/// up already ends it with a report, not the default abrupt exit.
 ///
 /// # Errors
-/// [`Error::Io`] if the signal handler cannot be installed.
-fn interrupt_signal() -> Result<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|source| {
-        Error::Io {
-            doing: "listening for Ctrl-C".into(),
+/// [`Error::Io`] if a signal handler cannot be installed.
+fn stop_signals() -> Result<StopSignals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|source| Error::Io {
+            doing: "listening for Ctrl-C and SIGTERM".into(),
             source,
-        }
+        })
+    };
+    Ok(StopSignals {
+        interrupt: listen(SignalKind::interrupt())?,
+        terminate: listen(SignalKind::terminate())?,
+        hangup: listen(SignalKind::hangup())?,
     })
 }
 
-/// Cancels `stop` on Ctrl-C (SIGINT), so the run ends early with a partial report.
-async fn stop_on_interrupt(mut interrupt: tokio::signal::unix::Signal, stop: CancellationToken) {
-    if interrupt.recv().await.is_some() {
-        tracing::warn!("interrupted: stopping the run and reporting what was measured so far");
-        stop.cancel();
-    }
+/// Cancels `stop` on the first of the [`StopSignals`], so the run ends early with a
+/// partial report.
+async fn stop_on_signal(mut signals: StopSignals, stop: CancellationToken) {
+    let name = tokio::select! {
+        Some(()) = signals.interrupt.recv() => "interrupted",
+        Some(()) = signals.terminate.recv() => "SIGTERM received",
+        Some(()) = signals.hangup.recv() => "SIGHUP received",
+        else => return,
+    };
+    tracing::warn!("{name}: stopping the run and reporting what was measured so far");
+    stop.cancel();
 }
 
 /// `sockit bench merge`: read the reports (or interval logs), add them up, print (and

@@ -439,6 +439,20 @@ fn a_rate_the_load_generator_cannot_reach_is_named_as_its_limit() {
 
 #[test]
 fn ctrl_c_prints_a_partial_report_with_its_histogram() {
+    a_stop_signal_prints_a_partial_report_with_its_histogram(libc::SIGINT);
+}
+
+/// SIGTERM (`timeout`, a job runner) and SIGHUP (a closed terminal) stop a run as Ctrl-C
+/// does: a partial report with its histogram, exit 0, as they stop `serve`.
+#[test]
+fn sigterm_and_sighup_print_a_partial_report_as_ctrl_c_does() {
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        a_stop_signal_prints_a_partial_report_with_its_histogram(signal);
+    }
+}
+
+/// Sends `signal` to a run in mid-measurement and checks its partial report.
+fn a_stop_signal_prints_a_partial_report_with_its_histogram(signal: i32) {
     let exchanged = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&exchanged);
     let server = ThreadServer::start(move |mut conn| {
@@ -467,9 +481,9 @@ fn ctrl_c_prints_a_partial_report_with_its_histogram() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    bench.signal(libc::SIGINT);
+    bench.signal(signal);
     let status = bench.wait_exit();
-    let described = format!("{status}\n{}", bench.report());
+    let described = format!("signal {signal}: {status}\n{}", bench.report());
     assert_eq!(status.code(), Some(0), "{described}");
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{e}\n{described}"));
     let report = Report::from_json(&text).unwrap_or_else(|e| panic!("{e}\n{described}"));
