@@ -291,8 +291,10 @@ impl Reply {
                 let Some(regex) = &matcher.regex else {
                     return Err(ReplyFailure::Mismatch("no regex to match".into()));
                 };
-                self.read_until(reader, |data, _| regex.find(data).map(|m| m.end()))
-                    .await?
+                // A reply holds at least one byte, whatever the regex can match.
+                let end =
+                    |data: &[u8], _| regex.find_iter(data).map(|m| m.end()).find(|&end| end > 0);
+                self.read_until(reader, end).await?
             }
         };
         let verdict = match &matcher.regex {

@@ -154,6 +154,11 @@ impl BenchArgs {
             options.reply.end = ReplyEnd::Until(delimiter);
         }
         if let Some(text) = &self.reply_regex {
+            if text.is_empty() {
+                return Err(Error::Usage(
+                    "--reply-regex is empty; give a pattern the replies must match".into(),
+                ));
+            }
             let regex = regex::bytes::Regex::new(text).map_err(|e| {
                 Error::Usage(format!(
                     "--reply-regex {text:?} is not a regex: {}",
@@ -161,6 +166,7 @@ impl BenchArgs {
                 ))
             })?;
             if self.reply_size.is_none() && self.reply_until.is_none() {
+                refuse_empty_match_as_end(&regex)?;
                 options.reply.end = ReplyEnd::Match;
             }
             options.reply = ReplyMatcher {
@@ -170,6 +176,21 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// Refuses a `--reply-regex` that is to end the replies but matches no bytes at all
+/// (`x*`, `^`): it would end every reply before anything arrived, and count exchanges
+/// the server never answered.
+fn refuse_empty_match_as_end(regex: &regex::bytes::Regex) -> Result<()> {
+    if !regex.is_match(b"") {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "--reply-regex {:?} matches an empty reply, so it cannot say where a reply ends; \
+         make it need at least one byte (such as \"x+\" for \"x*\"), or end the replies with \
+         --reply-until or --reply-size",
+        regex.as_str()
+    )))
 }
 
 /// The last line of a regex error ("unclosed group"), without its diagram.

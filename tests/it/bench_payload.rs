@@ -522,6 +522,9 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
         &["--first-message", ""],
         &["--reply-until", ""],
         &["--reply-regex", "(unclosed"],
+        &["--reply-regex", ""],
+        &["--reply-regex", "x*"],
+        &["--reply-regex", "^"],
         &["--rate", "0"],
         &["--rate", "-2"],
         &["--rate-per-conn", "0"],
@@ -571,5 +574,51 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
     assert!(
         matches!(&connected, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "a refused run connected: {connected:?}"
+    );
+}
+
+/// A `--reply-regex` that ends the replies completes an exchange only once a byte of its
+/// reply has arrived, even where the regex can match nothing (`\b` matches before the
+/// first byte): each completed exchange used up at least one byte the server sent.
+#[test]
+fn a_reply_regex_never_completes_an_exchange_without_a_reply_byte() {
+    let echoed = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&echoed);
+    let server = ThreadServer::start(move |mut conn| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            if conn.write_all(&buf[..n]).is_err() {
+                return;
+            }
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    let dir = scratch();
+    let endpoint = server.endpoint();
+    let (status, report, run) = bench(
+        &[
+            &endpoint,
+            "-p",
+            "echo",
+            "--message",
+            r"hi\n",
+            "--reply-regex",
+            r"\b",
+            "-c",
+            "1",
+            "-d",
+            "300ms",
+            "--warmup",
+            "0",
+        ],
+        &dir.path().join("regex.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 0, "{run}");
+    let echoed = echoed.load(Ordering::Relaxed);
+    assert!(
+        report.exchanges <= echoed,
+        "{} exchanges completed on {echoed} reply bytes\n{run}",
+        report.exchanges
     );
 }
