@@ -15,7 +15,7 @@ use super::values::parse_duration;
 use crate::bench::driver::{ReplyEnd, ReplyMatcher};
 use crate::bench::histogram::LatencyHistogram;
 use crate::bench::hlog::IntervalLog;
-use crate::bench::intervals::LatencyLog;
+use crate::bench::intervals::{LatencyLog, MIN_INTERVAL};
 use crate::bench::plot::PlotFile;
 use crate::bench::report::{EncodedHistogram, LatencyMerge};
 use crate::bench::{self, BenchOptions, Load, Outcome, Pattern, ProgressDisplay, Report};
@@ -78,6 +78,13 @@ impl BenchArgs {
                         "--ramp-up {text:?}: write a duration above 0, such as 2s or 500ms"
                     ))
                 })?;
+        }
+        // Checked even without --hlog or --plot, so a bad value never passes unseen.
+        if self.hlog_interval < MIN_INTERVAL {
+            return Err(Error::Usage(format!(
+                "--hlog-interval must be at least {}",
+                humantime::format_duration(MIN_INTERVAL)
+            )));
         }
         if self.hlog.is_some() || self.plot.is_some() {
             options.latency_log = Some(LatencyLog {
@@ -326,6 +333,9 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(threads) = global.threads {
         config.options.threads = usize::from(threads);
     }
+    if let Some(path) = config.json.as_deref() {
+        refuse_unwritable_json(path)?;
+    }
     let plot = config.plot.as_deref().map(PlotFile::create).transpose()?;
     let stop = CancellationToken::new();
     let interrupt = tokio::spawn(stop_on_signal(stop_signals()?, stop.clone()));
@@ -561,6 +571,24 @@ fn read_merge_input(path: &Path) -> Result<Vec<u8>> {
             "cannot read it ({e}); give a file written by `sockit bench --json` or `--hlog`"
         ),
     })
+}
+
+/// Refuses a `--json` file that cannot be written, before the run rather than after it
+/// (stdout, "-", always can be). The file is created (empty) if it was not there.
+///
+/// # Errors
+/// [`Error::Usage`] naming the file and why.
+fn refuse_unwritable_json(path: &Path) -> Result<()> {
+    if path == Path::new("-") {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::Usage(format!("cannot write --json {}: {e}", path.display())))
 }
 
 /// Prints the table (stdout, or stderr when the JSON goes to stdout) and writes the JSON.

@@ -514,6 +514,9 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
     std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
     let empty = empty.display().to_string();
     let missing = dir.path().join("missing").display().to_string();
+    let unwritable_json = dir.path().join("no-such-dir").join("run.json");
+    let unwritable_json = unwritable_json.display().to_string();
+    let directory = dir.path().display().to_string();
     let cases: &[&[&str]] = &[
         &["--message", ""],
         &["--message-file", &missing],
@@ -525,6 +528,9 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
         &["--reply-regex", ""],
         &["--reply-regex", "x*"],
         &["--reply-regex", "^"],
+        &["--hlog-interval", "0"],
+        &["--json", &unwritable_json],
+        &["--json", &directory],
         &["--rate", "0"],
         &["--rate", "-2"],
         &["--rate-per-conn", "0"],
