@@ -513,6 +513,7 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
 /// As [`run`].
 pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Result<Outcome> {
     options.validate()?;
+    check_target_resolves(options).await?;
     let (engine, lane) = options.engine()?;
     tracing::debug!("engine: {engine:?}");
     let mut share = Share {
@@ -626,6 +627,23 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
         intervals,
         hlog_error,
     })
+}
+
+/// Resolves the target's host name once before any traffic, so a name that does not
+/// resolve ends the run at once with the resolver's answer, not after a whole run of
+/// failed connections. Through a proxy the proxy may resolve it (socks5h, http), so it is
+/// left to the connections.
+///
+/// # Errors
+/// [`Error::HostNotFound`] when the name does not resolve.
+async fn check_target_resolves(options: &BenchOptions) -> Result<()> {
+    if !options.proxies.is_empty() {
+        return Ok(());
+    }
+    if let Some(host_port) = options.endpoint.host_port() {
+        host_port.resolve().await?;
+    }
+    Ok(())
 }
 
 /// Says on stderr what the run does now: the warm-up, then the measured span.
