@@ -732,6 +732,9 @@ impl Report {
                 e.total, e.refused, e.reset, e.timeout, e.short_reply, e.mismatch, e.other
             ),
         );
+        if let Some(words) = self.unconnected_words() {
+            line("connected", words);
+        }
         if let Some(tls) = self.tls_handshakes {
             line(
                 "tls handshakes",
@@ -827,6 +830,29 @@ impl Report {
             );
         }
         out
+    }
+
+    /// "only 981 of 5000 connections; …" when some connections never connected (out of
+    /// file descriptors, a server at its limit): the figures then come from fewer
+    /// connections than the pattern line says. `None` when all did, when none did (the
+    /// failure says why), and with `--connect-rate`, whose line counts them already.
+    fn unconnected_words(&self) -> Option<String> {
+        if self.connect_rate_per_s.is_some()
+            || self.connected == 0
+            || self.connected >= self.connections
+        {
+            return None;
+        }
+        let sockets = if self.pattern.is_datagram() {
+            "sockets"
+        } else {
+            "connections"
+        };
+        Some(format!(
+            "only {} of {} {sockets}; the others never connected (see the errors and the \
+             first failure)",
+            self.connected, self.connections
+        ))
     }
 
     /// "echo, 64-byte messages, 10 connections, closed loop".

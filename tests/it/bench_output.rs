@@ -790,3 +790,32 @@ fn ctrl_c_with_nothing_answered_names_the_span_measured_before_it() {
     assert!(!error.contains("measured 1h"), "{described}");
     assert!(!error.contains("--duration"), "{described}");
 }
+
+/// Out of file descriptors (`ulimit -n 64`, 200 connections asked): the table says how
+/// many connections the figures come from, not only the 200 of the pattern line.
+#[test]
+fn the_table_says_when_fewer_connections_connected_than_asked() {
+    let server = echo_server();
+    let endpoint = server.endpoint();
+    let bin = crate::util::sockit_bin();
+    let script = format!(
+        "ulimit -n 64 && exec '{}' bench {endpoint} -p echo -c 200 -d 500ms --warmup 0 \
+         --json -",
+        bin.display()
+    );
+    let output = run_within_timeout("sh", &["-c".as_ref(), script.as_ref()]);
+    let described = describe(&output);
+    assert_eq!(code(&output), 0, "{described}");
+    let report = Report::from_json(&String::from_utf8_lossy(&output.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{described}"));
+    assert!(
+        report.connected > 0 && report.connected < 200,
+        "the limit did not bite: {described}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = format!(
+        "connected         only {} of 200 connections;",
+        report.connected
+    );
+    assert!(stderr.contains(&said), "no {said:?}\n{described}");
+}
