@@ -628,3 +628,44 @@ fn a_reply_regex_never_completes_an_exchange_without_a_reply_byte() {
         report.exchanges
     );
 }
+
+/// The echo pattern's replies must repeat the request, not only match its length: a
+/// server that answers otherwise (here in capitals) counts as a mismatch with a hint to
+/// frame its replies, instead of exchanges that are no echo (and, when the lengths
+/// differ, a framing that drifts into pipelining and a rate many times the real one).
+/// On the tasks engine.
+#[test]
+fn an_echo_reply_that_does_not_repeat_the_request_is_a_mismatch() {
+    let server = ThreadServer::start(|mut conn| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            if conn.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = scratch();
+    let endpoint = server.endpoint();
+    let (status, report, run) = bench(
+        &[
+            &endpoint,
+            "-p",
+            "echo",
+            "--message",
+            r"ping\n",
+            "-c",
+            "1",
+            "-d",
+            "300ms",
+            "--warmup",
+            "0",
+            "--engine",
+            "tasks",
+        ],
+        &dir.path().join("not-echo.json"),
+    );
+    assert_eq!(status, 1, "{run}");
+    assert_eq!(report.exchanges, 0, "{run}");
+    assert!(report.errors.mismatch > 0, "{run}");
+    assert!(run.contains("is not an echo of the request"), "{run}");
+}
