@@ -33,8 +33,14 @@ pub struct Report {
     pub target_rate_per_s: Option<f64>,
     /// Connections (datagram sockets for `udp`), summed over merged runs.
     pub connections: u64,
-    /// Bytes per request, or per write when streaming.
+    /// Bytes per request, or per write when streaming; the longest when several
+    /// requests are sent in turn.
     pub size_bytes: u64,
+    /// The shortest request when several of different lengths are sent in turn
+    /// (`--message-file` with a delimiter), so the table does not give them all the
+    /// longest one's size; `None` when every request is `size_bytes` long.
+    #[serde(default)]
+    pub size_min_bytes: Option<u64>,
     /// Warm-up before measuring (the longest of merged runs).
     pub warmup_s: f64,
     /// The measured span (the longest of merged runs).
@@ -467,6 +473,7 @@ impl Report {
             target_rate_per_s: target_rate,
             connections: options.connections as u64,
             size_bytes: options.messages.longest() as u64,
+            size_min_bytes: shortest_if_shorter(&options.messages),
             warmup_s: options.warmup.as_secs_f64(),
             duration_s: seconds,
             runs: 1,
@@ -598,7 +605,9 @@ impl Report {
             self.engine = None;
         }
         self.connections += other.connections;
+        let shortest = self.shortest_size().min(other.shortest_size());
         self.size_bytes = self.size_bytes.max(other.size_bytes);
+        self.size_min_bytes = (shortest < self.size_bytes).then_some(shortest);
         self.warmup_s = self.warmup_s.max(other.warmup_s);
         self.duration_s = self.duration_s.max(other.duration_s);
         self.runs += other.runs;
@@ -872,10 +881,19 @@ impl Report {
             LoadMode::Closed => "closed loop".to_string(),
             LoadMode::Open => "open loop".to_string(),
         };
+        let size = match self.size_min_bytes {
+            Some(shortest) => format!("{shortest}- to {}-byte", self.size_bytes),
+            None => format!("{}-byte", self.size_bytes),
+        };
         format!(
-            "{what}, {}-byte {per}, {} {sockets}, {load}",
-            self.size_bytes, self.connections
+            "{what}, {size} {per}, {} {sockets}, {load}",
+            self.connections
         )
+    }
+
+    /// The shortest request's size.
+    fn shortest_size(&self) -> u64 {
+        self.size_min_bytes.unwrap_or(self.size_bytes)
     }
 
     /// "55% of each of 2 cores (busiest thread 60%)": the load generator's CPU per core,
@@ -1033,6 +1051,12 @@ fn trim(text: String) -> String {
     }
 }
 
+/// The shortest of the requests sent in turn, when it is shorter than the longest.
+fn shortest_if_shorter(messages: &super::driver::Messages) -> Option<u64> {
+    let shortest = messages.each.iter().map(bytes::Bytes::len).min()?;
+    (shortest < messages.longest()).then_some(shortest as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1050,6 +1074,7 @@ mod tests {
             target_rate_per_s: None,
             connections: 2,
             size_bytes: 16,
+            size_min_bytes: None,
             warmup_s: 1.0,
             duration_s: 2.0,
             runs: 1,

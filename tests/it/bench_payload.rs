@@ -192,6 +192,13 @@ fn a_message_file_sends_its_messages_in_turn_to_redis() {
     assert_eq!(status, 0, "{run}");
     assert!(report.exchanges >= 2, "{run}");
     assert_eq!(report.errors.total, 0, "{run}");
+    // The table gives both sizes, not the longest message's for all of them.
+    assert_eq!(
+        (report.size_min_bytes, report.size_bytes),
+        (Some(6), 29),
+        "{run}"
+    );
+    assert!(run.contains("echo, 6- to 29-byte messages,"), "{run}");
     // The first message really went: the key is there.
     let value = ask(redis.port, b"GET sockit-key\r\n");
     assert_eq!(
