@@ -872,11 +872,6 @@ impl Report {
             Pattern::Stream => ("stream", "writes"),
             Pattern::Udp => ("udp", "datagrams"),
         };
-        let sockets = if self.pattern.is_datagram() {
-            "sockets"
-        } else {
-            "connections"
-        };
         let load = match self.load {
             LoadMode::Closed => "closed loop".to_string(),
             LoadMode::Open => "open loop".to_string(),
@@ -886,9 +881,21 @@ impl Report {
             None => format!("{}-byte", self.size_bytes),
         };
         format!(
-            "{what}, {size} {per}, {} {sockets}, {load}",
-            self.connections
+            "{what}, {size} {per}, {}, {load}",
+            self.connections_in_words()
         )
+    }
+
+    /// "1 connection", "10 connections", "32 sockets" (datagrams): for the table and the
+    /// plot's title.
+    pub fn connections_in_words(&self) -> String {
+        let noun = match (self.pattern.is_datagram(), self.connections) {
+            (true, 1) => "socket",
+            (true, _) => "sockets",
+            (false, 1) => "connection",
+            (false, _) => "connections",
+        };
+        format!("{} {noun}", self.connections)
     }
 
     /// The shortest request's size.

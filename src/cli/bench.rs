@@ -413,8 +413,10 @@ fn write_plot(outcome: &Outcome, plot: Option<PlotFile>) -> Result<()> {
             source: std::io::Error::other(e.to_string()),
         })?;
         let title = format!(
-            "sockit bench {} ({}, {} connections)",
-            outcome.report.target, outcome.report.pattern, outcome.report.connections
+            "sockit bench {} ({}, {})",
+            outcome.report.target,
+            outcome.report.pattern,
+            outcome.report.connections_in_words()
         );
         plot.write(&title, &latency, &outcome.intervals)?;
     }

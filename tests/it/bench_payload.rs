@@ -198,7 +198,10 @@ fn a_message_file_sends_its_messages_in_turn_to_redis() {
         (Some(6), 29),
         "{run}"
     );
-    assert!(run.contains("echo, 6- to 29-byte messages,"), "{run}");
+    assert!(
+        run.contains("echo, 6- to 29-byte messages, 1 connection, closed loop"),
+        "{run}"
+    );
     // The first message really went: the key is there.
     let value = ask(redis.port, b"GET sockit-key\r\n");
     assert_eq!(
