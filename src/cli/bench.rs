@@ -86,6 +86,8 @@ impl BenchArgs {
                 humantime::format_duration(MIN_INTERVAL)
             )));
         }
+        refuse_stdout_path(self.hlog.as_deref(), "--hlog")?;
+        refuse_stdout_path(self.plot.as_deref(), "--plot")?;
         if self.hlog.is_some() || self.plot.is_some() {
             options.latency_log = Some(LatencyLog {
                 every: self.hlog_interval,
@@ -573,6 +575,18 @@ fn read_merge_input(path: &Path) -> Result<Vec<u8>> {
             "cannot read it ({e}); give a file written by `sockit bench --json` or `--hlog`"
         ),
     })
+}
+
+/// Refuses "-" for an option that writes only to a file (`--hlog`, `--plot`): with
+/// `--json`, "-" is stdout, so it is not silently taken as a file named "-".
+fn refuse_stdout_path(path: Option<&Path>, flag: &str) -> Result<()> {
+    if path != Some(Path::new("-")) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{flag} writes to a file, not to stdout (\"-\" is stdout only for --json); give a \
+         file name, such as ./- for a file named \"-\""
+    )))
 }
 
 /// Refuses a `--json` file that cannot be written, before the run rather than after it

@@ -539,6 +539,8 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
         &["--reply-regex", "x*"],
         &["--reply-regex", "^"],
         &["--hlog-interval", "0"],
+        &["--hlog", "-"],
+        &["--plot", "-"],
         &["--json", &unwritable_json],
         &["--json", &directory],
         &["--rate", "0"],
