@@ -276,7 +276,11 @@ impl LatencyMerge {
         };
         line(
             "merged",
-            format!("{} interval logs, {} intervals", self.logs, self.intervals),
+            format!(
+                "{}, {}",
+                counted(self.logs, "interval log"),
+                counted(self.intervals, "interval")
+            ),
         );
         line("exchanges", self.latency_us.count.to_string());
         if self.latency_us.count == 0 {
@@ -1055,6 +1059,16 @@ fn trim(text: String) -> String {
         text.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         text
+    }
+}
+
+/// "1 interval", "3 intervals": a count with its noun.
+fn counted(count: impl Into<u64>, noun: &str) -> String {
+    let count = count.into();
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
     }
 }
 

@@ -553,6 +553,17 @@ fn merging_interval_logs_gives_the_json_merge_latency() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("latency p99"), "{}", describe(&table));
     assert!(
+        text.contains("merged            2 interval logs, 6 intervals\n"),
+        "{}",
+        describe(&table)
+    );
+    let one = run_sockit(&["bench", "merge", &hlogs[0]], None);
+    assert!(
+        String::from_utf8_lossy(&one.stdout).contains("merged            1 interval log, 3 "),
+        "{}",
+        describe(&one)
+    );
+    assert!(
         text.contains(&format!("exchanges         {exchanges}\n")),
         "{}",
         describe(&table)
