@@ -563,6 +563,8 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
     };
     let window =
         Window::starting_at(start, options.warmup, options.duration).with_ramp(options.ramp_up);
+    // Before the progress bar is drawn, so the line does not land below a stale bar.
+    announce(options);
     let progress = match options.progress {
         ProgressDisplay::Bar => Some(Progress::start(
             options.connections,
@@ -582,7 +584,6 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
     for engine in &mut engines {
         engine.start(window, progress.as_ref());
     }
-    announce(options);
     let (cpu, busiest_thread, ended) = cpu_used_while_measuring(&window, &stop).await;
     let measured = gather(engines, ended + STOP_GRACE).await;
     if let Some(progress) = progress {

@@ -830,3 +830,55 @@ fn the_table_says_when_fewer_connections_connected_than_asked() {
     );
     assert!(stderr.contains(&said), "no {said:?}\n{described}");
 }
+
+/// Runs `tmux -S SOCKET ARGS` (a tmux server of the test's own).
+fn tmux(socket: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .args(["-f", "/dev/null"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tmux (is it installed?): {e}"))
+}
+
+/// In a terminal (a tmux pane) the progress bar is drawn below the "measuring for" line
+/// and erased at the end: no stale bar is left above that line in the scrollback.
+#[test]
+fn the_progress_bar_leaves_no_stale_frame_in_a_terminal() {
+    let server = echo_server();
+    let dir = scratch();
+    let socket = dir.path().join("tmux.sock");
+    let command = format!(
+        "'{}' bench {} -p echo -c 2 -d 500ms --warmup 0; echo \"bench exited $?\"; sleep 60",
+        crate::util::sockit_bin().display(),
+        server.endpoint()
+    );
+    let started = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &command,
+        ],
+    );
+    assert!(started.status.success(), "{started:?}");
+    let pane = || {
+        let output = tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let shown = crate::peers::poll_until("bench to finish in the pane", pane, || {
+        let shown = pane();
+        shown.contains("bench exited").then_some(shown)
+    });
+    let _ = tmux(&socket, &["kill-server"]);
+    assert!(shown.contains("bench exited 0"), "{shown}");
+    assert!(shown.contains("measuring for 500ms"), "{shown}");
+    assert!(!shown.contains('░'), "a stale progress bar:\n{shown}");
+}
