@@ -724,10 +724,11 @@ impl Report {
         line(
             "throughput",
             format!(
-                "{} sent ({}/s, {:.3} Gbit/s)",
+                "{} sent ({}/s, {})",
                 bytes(self.bytes as f64),
                 bytes(self.bytes_per_s),
-                self.gbit_per_s
+                // In the unit that fits: small requests read "37.50 kbit/s", not "0.000 Gbit/s".
+                super::throughput_report::rate(self.gbit_per_s * 1e9)
             ),
         );
         if self.pattern != Pattern::Stream && self.latency_us.count == 0 {

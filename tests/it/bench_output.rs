@@ -882,3 +882,37 @@ fn the_progress_bar_leaves_no_stale_frame_in_a_terminal() {
     assert!(shown.contains("measuring for 500ms"), "{shown}");
     assert!(!shown.contains('░'), "a stale progress bar:\n{shown}");
 }
+
+/// Small requests at a low rate: the throughput line gives the bit rate in a unit that
+/// shows it ("12.80 kbit/s"), not "0.000 Gbit/s".
+#[test]
+fn the_throughput_line_gives_the_bit_rate_in_a_unit_that_fits() {
+    let server = echo_server();
+    let dir = scratch();
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-s",
+            "16",
+            "-c",
+            "1",
+            "--rate",
+            "100",
+            "-d",
+            "500ms",
+            "--warmup",
+            "0",
+        ],
+        &dir.path().join("small.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 0, "{run}");
+    let throughput = run
+        .lines()
+        .find(|line| line.starts_with("throughput "))
+        .unwrap_or_else(|| panic!("no throughput line\n{run}"));
+    assert!(throughput.ends_with(" kbit/s)"), "{throughput}\n{run}");
+    assert!(!throughput.contains("0.000"), "{throughput}\n{run}");
+}
