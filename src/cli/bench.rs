@@ -472,6 +472,10 @@ async fn stop_on_signal(mut signals: StopSignals, stop: CancellationToken) {
 /// `sockit bench merge`: read the reports (or interval logs), add them up, print (and
 /// maybe write) the sum.
 fn merge(args: MergeArgs) -> Result<()> {
+    refuse_stdout_path(args.plot.as_deref(), "--plot")?;
+    if let Some(path) = args.json.as_deref() {
+        refuse_unwritable_json(path)?;
+    }
     let mut texts = Vec::with_capacity(args.files.len());
     for path in &args.files {
         texts.push(read_merge_input(path)?);

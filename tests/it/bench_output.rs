@@ -916,3 +916,42 @@ fn the_throughput_line_gives_the_bit_rate_in_a_unit_that_fits() {
     assert!(throughput.ends_with(" kbit/s)"), "{throughput}\n{run}");
     assert!(!throughput.contains("0.000"), "{throughput}\n{run}");
 }
+
+/// `bench merge` refuses `--plot -` and a `--json` file it cannot write in one line with
+/// exit 2, before printing the merged table, as `bench` does.
+#[test]
+fn merge_refuses_plot_to_stdout_and_an_unwritable_json_before_printing() {
+    let server = echo_server();
+    let dir = scratch();
+    let json = dir.path().join("run.json");
+    let (status, _, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "1",
+            "-d",
+            "200ms",
+            "--warmup",
+            "0",
+        ],
+        &json,
+    );
+    assert_eq!(status, 0, "{run}");
+    let json_arg = json.display().to_string();
+    let unwritable = dir.path().join("no-such-dir").join("merged.json");
+    let unwritable = unwritable.display().to_string();
+    for (flag, value, said) in [
+        ("--plot", "-", "--plot writes to a file"),
+        ("--json", unwritable.as_str(), "cannot write --json"),
+    ] {
+        let output = run_sockit(&["bench", "merge", &json_arg, flag, value], None);
+        let described = describe(&output);
+        assert_eq!(code(&output), 2, "{described}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{described}");
+        assert!(stderr.contains(said), "{described}");
+        assert!(output.stdout.is_empty(), "{described}");
+    }
+}
