@@ -594,7 +594,8 @@ fn refuse_stdout_path(path: Option<&Path>, flag: &str) -> Result<()> {
 }
 
 /// Refuses a `--json` file that cannot be written, before the run rather than after it
-/// (stdout, "-", always can be). The file is created (empty) if it was not there.
+/// (stdout, "-", always can be). Nothing is left behind: a file that was not there is
+/// created to try, then removed, so a run refused later leaves no empty report.
 ///
 /// # Errors
 /// [`Error::Usage`] naming the file and why.
@@ -602,13 +603,18 @@ fn refuse_unwritable_json(path: &Path) -> Result<()> {
     if path == Path::new("-") {
         return Ok(());
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map(drop)
-        .map_err(|e| Error::Usage(format!("cannot write --json {}: {e}", path.display())))
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    let created = !path.exists();
+    if created {
+        open.create_new(true);
+    }
+    open.open(path)
+        .map_err(|e| Error::Usage(format!("cannot write --json {}: {e}", path.display())))?;
+    if created {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// Prints the table (stdout, or stderr when the JSON goes to stdout) and writes the JSON.
