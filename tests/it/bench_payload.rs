@@ -527,6 +527,9 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
     let unwritable_json = dir.path().join("no-such-dir").join("run.json");
     let unwritable_json = unwritable_json.display().to_string();
     let directory = dir.path().display().to_string();
+    // Writable, but the run is refused for its --plot: no empty report may be left.
+    let fresh_json = dir.path().join("fresh.json");
+    let fresh_json_arg = fresh_json.display().to_string();
     let cases: &[&[&str]] = &[
         &["--message", ""],
         &["--message-file", &missing],
@@ -543,6 +546,7 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
         &["--plot", "-"],
         &["--json", &unwritable_json],
         &["--json", &directory],
+        &["--json", &fresh_json_arg, "--plot", &unwritable_json],
         &["--rate", "0"],
         &["--rate", "-2"],
         &["--rate-per-conn", "0"],
@@ -585,6 +589,7 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
             describe(&output)
         );
     }
+    assert!(!fresh_json.exists(), "a refused run left {fresh_json_arg}");
     listener
         .set_nonblocking(true)
         .unwrap_or_else(|e| panic!("{e}"));
