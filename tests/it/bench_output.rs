@@ -433,16 +433,23 @@ fn start_at_in_the_past_or_too_far_ahead_is_refused() {
         .unwrap_or_default()
         .as_secs();
     let past = (now - 10).to_string();
+    // Ahead, but not by the 10 s warm-up.
+    let soon = (now + 5).to_string();
     let far = (now + 25 * 3600).to_string();
     let cases: HashMap<&str, &str> = [
-        (past.as_str(), "too soon"),
+        (past.as_str(), "is in the past"),
+        ("1796620", "--start-at 1970-01-21T19:03:40Z is in the past"),
+        (soon.as_str(), "too soon"),
         (far.as_str(), "within 1day"),
         ("2026-13-01T00:00:00Z", "RFC 3339"),
     ]
     .into_iter()
     .collect();
     for (at, said) in cases {
-        let output = run_sockit(&["bench", &endpoint, "--start-at", at], None);
+        let output = run_sockit(
+            &["bench", &endpoint, "--warmup", "10s", "--start-at", at],
+            None,
+        );
         let described = describe(&output);
         assert_eq!(code(&output), 2, "{at}: {described}");
         let stderr = String::from_utf8_lossy(&output.stderr);
