@@ -47,6 +47,43 @@ thread_local! {
 /// mismatch rather than filling memory.
 pub const MAX_REPLY: usize = 1024 * 1024;
 
+/// What a reply answers, for a reply as long as what was sent
+/// ([`ReplyEnd::SameAsRequest`]): its length frames the reply, and the reply to a request
+/// must repeat it, or the server is no echo server and the framing would drift.
+#[derive(Debug, Clone, Copy)]
+enum Answering<'a> {
+    /// A request of the run: an echo of it is expected.
+    Request(&'a [u8]),
+    /// The first message (a login): only its length counts.
+    FirstMessage(usize),
+}
+
+impl Answering<'_> {
+    /// The length of what was sent.
+    fn len(self) -> usize {
+        match self {
+            Answering::Request(request) => request.len(),
+            Answering::FirstMessage(len) => len,
+        }
+    }
+
+    /// A mismatch unless `reply` repeats the request.
+    fn check_echo(self, reply: &[u8]) -> std::result::Result<(), ReplyFailure> {
+        match self {
+            Answering::Request(request) if reply != request => {
+                Err(ReplyFailure::Mismatch(format!(
+                    "{:?} is not an echo of the request {:?}; for a server that answers \
+                     otherwise, end the replies with --reply-until, --reply-size or \
+                     --reply-regex",
+                    String::from_utf8_lossy(&reply[..reply.len().min(80)]),
+                    String::from_utf8_lossy(&request[..request.len().min(80)]),
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Where a reply ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyEnd {
@@ -190,7 +227,7 @@ impl Target {
                 .await
                 .map_err(|e| self.io_error(e, "while sending the first message"))?;
             reply
-                .read(stream, &matcher, first.len())
+                .read(stream, &matcher, Answering::FirstMessage(first.len()))
                 .await
                 .map_err(|f| self.reply_error(f, "before replying to the first message"))
         };
@@ -262,12 +299,12 @@ impl Reply {
         }
     }
 
-    /// Reads one reply to a request of `sent` bytes as `matcher` says, then checks it.
+    /// Reads one reply to `answering` as `matcher` says, then checks it.
     async fn read(
         &mut self,
         reader: &mut Stream,
         matcher: &ReplyMatcher,
-        sent: usize,
+        answering: Answering<'_>,
     ) -> std::result::Result<(), ReplyFailure> {
         let end = match &matcher.end {
             ReplyEnd::FirstRead => {
@@ -278,7 +315,7 @@ impl Reply {
                 n
             }
             ReplyEnd::Bytes(n) => self.read_exact(reader, *n).await?,
-            ReplyEnd::SameAsRequest => self.read_exact(reader, sent).await?,
+            ReplyEnd::SameAsRequest => self.read_exact(reader, answering.len()).await?,
             ReplyEnd::Until(delimiter) => {
                 let found = |data: &[u8], from: usize| {
                     let from = from.saturating_sub(delimiter.len().saturating_sub(1));
@@ -291,11 +328,16 @@ impl Reply {
                 let Some(regex) = &matcher.regex else {
                     return Err(ReplyFailure::Mismatch("no regex to match".into()));
                 };
-                self.read_until(reader, |data, _| regex.find(data).map(|m| m.end()))
-                    .await?
+                // A reply holds at least one byte, whatever the regex can match.
+                let end =
+                    |data: &[u8], _| regex.find_iter(data).map(|m| m.end()).find(|&end| end > 0);
+                self.read_until(reader, end).await?
             }
         };
         let verdict = match &matcher.regex {
+            _ if matcher.end == ReplyEnd::SameAsRequest => {
+                answering.check_echo(&self.buffer[..end])
+            }
             Some(regex) if !regex.is_match(&self.buffer[..end]) => {
                 Err(ReplyFailure::Mismatch(format!(
                     "{:?} does not match --reply-regex {:?}",
@@ -419,7 +461,7 @@ impl Driver for HelloDriver {
             .await
             .map_err(|e| target.io_error(e, "while sending the request"))?;
         self.reply
-            .read(&mut stream, &target.reply, request.len())
+            .read(&mut stream, &target.reply, Answering::Request(request))
             .await
             .map_err(|f| target.reply_error(f, "before the whole reply arrived"))?;
         self.reply.forget(&target.reply);
@@ -491,7 +533,7 @@ impl Driver for EchoDriver {
             .await
             .map_err(|e| target.io_error(e, "while sending a message"))?;
         self.reply
-            .read(stream, &target.reply, request.len())
+            .read(stream, &target.reply, Answering::Request(request))
             .await
             .map_err(|f| target.reply_error(f, "before the whole reply arrived"))?;
         Ok(request.len() as u64)

@@ -513,6 +513,7 @@ pub async fn run(options: &BenchOptions) -> Result<Outcome> {
 /// As [`run`].
 pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Result<Outcome> {
     options.validate()?;
+    check_target_resolves(options).await?;
     let (engine, lane) = options.engine()?;
     tracing::debug!("engine: {engine:?}");
     let mut share = Share {
@@ -562,6 +563,8 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
     };
     let window =
         Window::starting_at(start, options.warmup, options.duration).with_ramp(options.ramp_up);
+    // Before the progress bar is drawn, so the line does not land below a stale bar.
+    announce(options);
     let progress = match options.progress {
         ProgressDisplay::Bar => Some(Progress::start(
             options.connections,
@@ -581,7 +584,6 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
     for engine in &mut engines {
         engine.start(window, progress.as_ref());
     }
-    announce(options);
     let (cpu, busiest_thread, ended) = cpu_used_while_measuring(&window, &stop).await;
     let measured = gather(engines, ended + STOP_GRACE).await;
     if let Some(progress) = progress {
@@ -626,6 +628,23 @@ pub async fn run_until(options: &BenchOptions, stop: CancellationToken) -> Resul
         intervals,
         hlog_error,
     })
+}
+
+/// Resolves the target's host name once before any traffic, so a name that does not
+/// resolve ends the run at once with the resolver's answer, not after a whole run of
+/// failed connections. Through a proxy the proxy may resolve it (socks5h, http), so it is
+/// left to the connections.
+///
+/// # Errors
+/// [`Error::HostNotFound`] when the name does not resolve.
+async fn check_target_resolves(options: &BenchOptions) -> Result<()> {
+    if !options.proxies.is_empty() {
+        return Ok(());
+    }
+    if let Some(host_port) = options.endpoint.host_port() {
+        host_port.resolve().await?;
+    }
+    Ok(())
 }
 
 /// Says on stderr what the run does now: the warm-up, then the measured span.
@@ -880,7 +899,7 @@ impl Engine {
                 let _ = ready_tx.send(Ok(()));
                 // The sender is dropped without a go if the run is abandoned.
                 let Ok(go) = start_rx.recv() else { return };
-                let measured = runtime.block_on(run_share(share, mine, go));
+                let measured = runtime.block_on(run_share_timing_cpu(share, mine, go));
                 let _ = done_tx.send(measured);
             })
             .map_err(|source| Error::Io {
@@ -1021,6 +1040,26 @@ async fn run_share(share: Share, indices: Vec<usize>, go: Start) -> Measured {
     }
     measured.latency = latencies.steady;
     measured.ramp_latency = latencies.ramp;
+    measured
+}
+
+/// [`run_share`], with the thread's own CPU time over the measured span in
+/// [`Measured::thread_cpu`]: the thread ends about when the run does, often before the
+/// process-wide reading of every thread's CPU at the run's end can see it.
+async fn run_share_timing_cpu(share: Share, indices: Vec<usize>, go: Start) -> Measured {
+    let measure_from = go.window.measure_from;
+    // On this thread's own runtime, so the reading is this thread's.
+    let cpu_at_measure_start = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from).await;
+        this_thread_cpu_time()
+    });
+    let mut measured = run_share(share, indices, go).await;
+    if cpu_at_measure_start.is_finished()
+        && let Ok(Some(start)) = cpu_at_measure_start.await
+        && let Some(end) = this_thread_cpu_time()
+    {
+        measured.thread_cpu = end.saturating_sub(start);
+    }
     measured
 }
 

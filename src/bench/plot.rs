@@ -41,6 +41,30 @@ const SIZE: (u32, u32) = (1000, 900);
 /// Points along the spectrum's x axis.
 const SPECTRUM_POINTS: u32 = 400;
 
+/// Room right of the spectrum's plotting area, so the last percentile label, centred on
+/// the axis's end ("99.9999%"), is drawn whole.
+const SPECTRUM_RIGHT_MARGIN: u32 = 40;
+
+/// The colour of the first spectrum (the run's, or the sum of merged runs).
+const FIRST_SERIES_COLOR: RGBColor = BLUE;
+
+/// The colours of further spectra (the merged runs, in turn): each stands out from the
+/// others and reads on the white background (contrast of 3:1 or more, none of the light
+/// yellows or greens of the usual palettes).
+const RUN_COLORS: [RGBColor; 8] = [
+    RGBColor(0xE4, 0x1A, 0x1C),
+    RGBColor(0x1A, 0x7F, 0x37),
+    RGBColor(0x98, 0x4E, 0xA3),
+    RGBColor(0xD5, 0x5E, 0x00),
+    RGBColor(0xA6, 0x56, 0x28),
+    RGBColor(0xE7, 0x29, 0x8A),
+    RGBColor(0x66, 0x66, 0x66),
+    RGBColor(0x00, 0x00, 0x00),
+];
+
+/// The colour of the throughput per interval: a dark green that reads on white.
+const THROUGHPUT_COLOR: RGBColor = RGBColor(0x1A, 0x7F, 0x37);
+
 /// The deepest percentile shown: 99.9999 %.
 const MAX_NINES: f64 = 6.0;
 
@@ -180,6 +204,7 @@ fn draw_spectrum(
     let mut chart = ChartBuilder::on(area)
         .caption("latency by percentile", ("sans-serif", 18))
         .margin(15)
+        .margin_right(SPECTRUM_RIGHT_MARGIN)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
@@ -191,10 +216,9 @@ fn draw_spectrum(
         .y_desc("latency (ms)")
         .draw()?;
     for (index, (name, points)) in lines.into_iter().enumerate() {
-        let color = if index == 0 {
-            BLUE.to_rgba()
-        } else {
-            Palette99::pick(index).to_rgba()
+        let color = match index.checked_sub(1) {
+            None => FIRST_SERIES_COLOR,
+            Some(run) => RUN_COLORS[run % RUN_COLORS.len()],
         };
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
@@ -272,9 +296,9 @@ fn draw_over_time(
     chart.configure_secondary_axes().y_desc("p99 (ms)").draw()?;
     let rates = steps(intervals.iter(), IntervalSummary::rate);
     chart
-        .draw_series(LineSeries::new(rates, GREEN.stroke_width(2)))?
+        .draw_series(LineSeries::new(rates, THROUGHPUT_COLOR.stroke_width(2)))?
         .label(SERIES_THROUGHPUT)
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], GREEN.stroke_width(2)));
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], THROUGHPUT_COLOR.stroke_width(2)));
     let p99s = steps(intervals.iter().filter(|i| i.count > 0), |i| ms(i.p99));
     chart
         .draw_secondary_series(LineSeries::new(p99s, RED.stroke_width(2)))?

@@ -33,8 +33,14 @@ pub struct Report {
     pub target_rate_per_s: Option<f64>,
     /// Connections (datagram sockets for `udp`), summed over merged runs.
     pub connections: u64,
-    /// Bytes per request, or per write when streaming.
+    /// Bytes per request, or per write when streaming; the longest when several
+    /// requests are sent in turn.
     pub size_bytes: u64,
+    /// The shortest request when several of different lengths are sent in turn
+    /// (`--message-file` with a delimiter), so the table does not give them all the
+    /// longest one's size; `None` when every request is `size_bytes` long.
+    #[serde(default)]
+    pub size_min_bytes: Option<u64>,
     /// Warm-up before measuring (the longest of merged runs).
     pub warmup_s: f64,
     /// The measured span (the longest of merged runs).
@@ -270,7 +276,11 @@ impl LatencyMerge {
         };
         line(
             "merged",
-            format!("{} interval logs, {} intervals", self.logs, self.intervals),
+            format!(
+                "{}, {}",
+                counted(self.logs, "interval log"),
+                counted(self.intervals, "interval")
+            ),
         );
         line("exchanges", self.latency_us.count.to_string());
         if self.latency_us.count == 0 {
@@ -467,6 +477,7 @@ impl Report {
             target_rate_per_s: target_rate,
             connections: options.connections as u64,
             size_bytes: options.messages.longest() as u64,
+            size_min_bytes: shortest_if_shorter(&options.messages),
             warmup_s: options.warmup.as_secs_f64(),
             duration_s: seconds,
             runs: 1,
@@ -598,7 +609,9 @@ impl Report {
             self.engine = None;
         }
         self.connections += other.connections;
+        let shortest = self.shortest_size().min(other.shortest_size());
         self.size_bytes = self.size_bytes.max(other.size_bytes);
+        self.size_min_bytes = (shortest < self.size_bytes).then_some(shortest);
         self.warmup_s = self.warmup_s.max(other.warmup_s);
         self.duration_s = self.duration_s.max(other.duration_s);
         self.runs += other.runs;
@@ -711,10 +724,11 @@ impl Report {
         line(
             "throughput",
             format!(
-                "{} sent ({}/s, {:.3} Gbit/s)",
+                "{} sent ({}/s, {})",
                 bytes(self.bytes as f64),
                 bytes(self.bytes_per_s),
-                self.gbit_per_s
+                // In the unit that fits: small requests read "37.50 kbit/s", not "0.000 Gbit/s".
+                super::throughput_report::rate(self.gbit_per_s * 1e9)
             ),
         );
         if self.pattern != Pattern::Stream && self.latency_us.count == 0 {
@@ -732,6 +746,9 @@ impl Report {
                 e.total, e.refused, e.reset, e.timeout, e.short_reply, e.mismatch, e.other
             ),
         );
+        if let Some(words) = self.unconnected_words() {
+            line("connected", words);
+        }
         if let Some(tls) = self.tls_handshakes {
             line(
                 "tls handshakes",
@@ -829,6 +846,29 @@ impl Report {
         out
     }
 
+    /// "only 981 of 5000 connections; …" when some connections never connected (out of
+    /// file descriptors, a server at its limit): the figures then come from fewer
+    /// connections than the pattern line says. `None` when all did, when none did (the
+    /// failure says why), and with `--connect-rate`, whose line counts them already.
+    fn unconnected_words(&self) -> Option<String> {
+        if self.connect_rate_per_s.is_some()
+            || self.connected == 0
+            || self.connected >= self.connections
+        {
+            return None;
+        }
+        let sockets = if self.pattern.is_datagram() {
+            "sockets"
+        } else {
+            "connections"
+        };
+        Some(format!(
+            "only {} of {} {sockets}; the others never connected (see the errors and the \
+             first failure)",
+            self.connected, self.connections
+        ))
+    }
+
     /// "echo, 64-byte messages, 10 connections, closed loop".
     fn describe_pattern(&self) -> String {
         let (what, per) = match self.pattern {
@@ -837,19 +877,35 @@ impl Report {
             Pattern::Stream => ("stream", "writes"),
             Pattern::Udp => ("udp", "datagrams"),
         };
-        let sockets = if self.pattern.is_datagram() {
-            "sockets"
-        } else {
-            "connections"
-        };
         let load = match self.load {
             LoadMode::Closed => "closed loop".to_string(),
             LoadMode::Open => "open loop".to_string(),
         };
+        let size = match self.size_min_bytes {
+            Some(shortest) => format!("{shortest}- to {}-byte", self.size_bytes),
+            None => format!("{}-byte", self.size_bytes),
+        };
         format!(
-            "{what}, {}-byte {per}, {} {sockets}, {load}",
-            self.size_bytes, self.connections
+            "{what}, {size} {per}, {}, {load}",
+            self.connections_in_words()
         )
+    }
+
+    /// "1 connection", "10 connections", "32 sockets" (datagrams): for the table and the
+    /// plot's title.
+    pub fn connections_in_words(&self) -> String {
+        let noun = match (self.pattern.is_datagram(), self.connections) {
+            (true, 1) => "socket",
+            (true, _) => "sockets",
+            (false, 1) => "connection",
+            (false, _) => "connections",
+        };
+        format!("{} {noun}", self.connections)
+    }
+
+    /// The shortest request's size.
+    fn shortest_size(&self) -> u64 {
+        self.size_min_bytes.unwrap_or(self.size_bytes)
     }
 
     /// "55% of each of 2 cores (busiest thread 60%)": the load generator's CPU per core,
@@ -1007,6 +1063,22 @@ fn trim(text: String) -> String {
     }
 }
 
+/// "1 interval", "3 intervals": a count with its noun.
+fn counted(count: impl Into<u64>, noun: &str) -> String {
+    let count = count.into();
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// The shortest of the requests sent in turn, when it is shorter than the longest.
+fn shortest_if_shorter(messages: &super::driver::Messages) -> Option<u64> {
+    let shortest = messages.each.iter().map(bytes::Bytes::len).min()?;
+    (shortest < messages.longest()).then_some(shortest as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1024,6 +1096,7 @@ mod tests {
             target_rate_per_s: None,
             connections: 2,
             size_bytes: 16,
+            size_min_bytes: None,
             warmup_s: 1.0,
             duration_s: 2.0,
             runs: 1,

@@ -48,6 +48,14 @@ pub fn parse_start_time(text: &str) -> Result<SystemTime> {
 /// # Errors
 /// [`Error::Usage`] saying how far off the time is.
 pub fn check_start_time(at: SystemTime, warmup: Duration, now: SystemTime) -> Result<()> {
+    if at < now {
+        // Said as the time it was read as: a mistyped number of seconds shows at once.
+        return Err(Error::Usage(format!(
+            "--start-at {} is in the past; give a time at least the {} warm-up ahead",
+            rfc3339(at),
+            humantime::format_duration(warmup)
+        )));
+    }
     let traffic = at.checked_sub(warmup).unwrap_or(SystemTime::UNIX_EPOCH);
     match traffic.duration_since(now) {
         Err(late) => Err(Error::Usage(format!(

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::args::{BenchArgs, BenchCommand, GlobalArgs, MergeArgs};
 use super::config::{client_target, client_tls};
@@ -14,7 +15,7 @@ use super::values::parse_duration;
 use crate::bench::driver::{ReplyEnd, ReplyMatcher};
 use crate::bench::histogram::LatencyHistogram;
 use crate::bench::hlog::IntervalLog;
-use crate::bench::intervals::LatencyLog;
+use crate::bench::intervals::{LatencyLog, MIN_INTERVAL};
 use crate::bench::plot::PlotFile;
 use crate::bench::report::{EncodedHistogram, LatencyMerge};
 use crate::bench::{self, BenchOptions, Load, Outcome, Pattern, ProgressDisplay, Report};
@@ -78,6 +79,15 @@ impl BenchArgs {
                     ))
                 })?;
         }
+        // Checked even without --hlog or --plot, so a bad value never passes unseen.
+        if self.hlog_interval < MIN_INTERVAL {
+            return Err(Error::Usage(format!(
+                "--hlog-interval must be at least {}",
+                humantime::format_duration(MIN_INTERVAL)
+            )));
+        }
+        refuse_stdout_path(self.hlog.as_deref(), "--hlog")?;
+        refuse_stdout_path(self.plot.as_deref(), "--plot")?;
         if self.hlog.is_some() || self.plot.is_some() {
             options.latency_log = Some(LatencyLog {
                 every: self.hlog_interval,
@@ -153,6 +163,11 @@ impl BenchArgs {
             options.reply.end = ReplyEnd::Until(delimiter);
         }
         if let Some(text) = &self.reply_regex {
+            if text.is_empty() {
+                return Err(Error::Usage(
+                    "--reply-regex is empty; give a pattern the replies must match".into(),
+                ));
+            }
             let regex = regex::bytes::Regex::new(text).map_err(|e| {
                 Error::Usage(format!(
                     "--reply-regex {text:?} is not a regex: {}",
@@ -160,6 +175,7 @@ impl BenchArgs {
                 ))
             })?;
             if self.reply_size.is_none() && self.reply_until.is_none() {
+                refuse_empty_match_as_end(&regex)?;
                 options.reply.end = ReplyEnd::Match;
             }
             options.reply = ReplyMatcher {
@@ -169,6 +185,21 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// Refuses a `--reply-regex` that is to end the replies but matches no bytes at all
+/// (`x*`, `^`): it would end every reply before anything arrived, and count exchanges
+/// the server never answered.
+fn refuse_empty_match_as_end(regex: &regex::bytes::Regex) -> Result<()> {
+    if !regex.is_match(b"") {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "--reply-regex {:?} matches an empty reply, so it cannot say where a reply ends; \
+         make it need at least one byte (such as \"x+\" for \"x*\"), or end the replies with \
+         --reply-until or --reply-size",
+        regex.as_str()
+    )))
 }
 
 /// The last line of a regex error ("unclosed group"), without its diagram.
@@ -304,9 +335,12 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(threads) = global.threads {
         config.options.threads = usize::from(threads);
     }
+    if let Some(path) = config.json.as_deref() {
+        refuse_unwritable_json(path)?;
+    }
     let plot = config.plot.as_deref().map(PlotFile::create).transpose()?;
     let stop = CancellationToken::new();
-    let interrupt = tokio::spawn(stop_on_interrupt(interrupt_signal()?, stop.clone()));
+    let interrupt = tokio::spawn(stop_on_signal(stop_signals()?, stop.clone()));
     let outcome = bench::run_until(&config.options, stop).await;
     interrupt.abort();
     let mut outcome = outcome?;
@@ -338,14 +372,33 @@ pub async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<()> {
     }
     Err(outcome
         .first_error
-        .unwrap_or_else(|| Error::NothingMeasured {
-            measured: humantime::format_duration(config.options.duration).to_string(),
-            hint: format!(
-                "every request was still waiting at the end; check the server, or raise \
-             --duration (and --timeout, now {})",
-                humantime::format_duration(config.options.timeout)
+        .unwrap_or_else(|| nothing_measured(&outcome.report, &config.options)))
+}
+
+/// Why a run that met no failure measured nothing, over the span it measured: all of
+/// `--duration`, or the part before an interrupt.
+fn nothing_measured(report: &Report, options: &BenchOptions) -> Error {
+    let timeout = humantime::format_duration(options.timeout);
+    if report.partial {
+        let measured = Duration::from_millis((report.duration_s * 1e3).round() as u64);
+        return Error::NothingMeasured {
+            measured: format!(
+                "{} before the interrupt",
+                humantime::format_duration(measured)
             ),
-        }))
+            hint: format!(
+                "every request was still waiting when the run was stopped; check the server, \
+                 or let the run go on longer (--timeout is {timeout})"
+            ),
+        };
+    }
+    Error::NothingMeasured {
+        measured: humantime::format_duration(options.duration).to_string(),
+        hint: format!(
+            "every request was still waiting at the end; check the server, or raise \
+             --duration (and --timeout, now {timeout})"
+        ),
+    }
 }
 
 /// Whether the run was interrupted before its measured span began (in the warm-up, or
@@ -362,39 +415,67 @@ fn write_plot(outcome: &Outcome, plot: Option<PlotFile>) -> Result<()> {
             source: std::io::Error::other(e.to_string()),
         })?;
         let title = format!(
-            "sockit bench {} ({}, {} connections)",
-            outcome.report.target, outcome.report.pattern, outcome.report.connections
+            "sockit bench {} ({}, {})",
+            outcome.report.target,
+            outcome.report.pattern,
+            outcome.report.connections_in_words()
         );
         plot.write(&title, &latency, &outcome.intervals)?;
     }
     Ok(())
 }
 
-/// Listens for Ctrl-C (SIGINT) from now on, so a signal that arrives while the run
-/// starts up already ends it with a report, not the default abrupt exit.
+/// The signals that end a run early with a partial report: Ctrl-C (SIGINT), and SIGTERM
+/// and SIGHUP (`timeout`, a job runner, a closed terminal), which stop `serve` too.
+struct StopSignals {
+    /// SIGINT.
+    interrupt: tokio::signal::unix::Signal,
+    /// SIGTERM.
+    terminate: tokio::signal::unix::Signal,
+    /// SIGHUP.
+    hangup: tokio::signal::unix::Signal,
+}
+
+/// Listens for the [`StopSignals`] from now on, so one that arrives while the run starts
+/// up already ends it with a report, not the default abrupt exit.
 ///
 /// # Errors
-/// [`Error::Io`] if the signal handler cannot be installed.
-fn interrupt_signal() -> Result<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|source| {
-        Error::Io {
-            doing: "listening for Ctrl-C".into(),
+/// [`Error::Io`] if a signal handler cannot be installed.
+fn stop_signals() -> Result<StopSignals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|source| Error::Io {
+            doing: "listening for Ctrl-C and SIGTERM".into(),
             source,
-        }
+        })
+    };
+    Ok(StopSignals {
+        interrupt: listen(SignalKind::interrupt())?,
+        terminate: listen(SignalKind::terminate())?,
+        hangup: listen(SignalKind::hangup())?,
     })
 }
 
-/// Cancels `stop` on Ctrl-C (SIGINT), so the run ends early with a partial report.
-async fn stop_on_interrupt(mut interrupt: tokio::signal::unix::Signal, stop: CancellationToken) {
-    if interrupt.recv().await.is_some() {
-        tracing::warn!("interrupted: stopping the run and reporting what was measured so far");
-        stop.cancel();
-    }
+/// Cancels `stop` on the first of the [`StopSignals`], so the run ends early with a
+/// partial report.
+async fn stop_on_signal(mut signals: StopSignals, stop: CancellationToken) {
+    let name = tokio::select! {
+        Some(()) = signals.interrupt.recv() => "interrupted",
+        Some(()) = signals.terminate.recv() => "SIGTERM received",
+        Some(()) = signals.hangup.recv() => "SIGHUP received",
+        else => return,
+    };
+    tracing::warn!("{name}: stopping the run and reporting what was measured so far");
+    stop.cancel();
 }
 
 /// `sockit bench merge`: read the reports (or interval logs), add them up, print (and
 /// maybe write) the sum.
 fn merge(args: MergeArgs) -> Result<()> {
+    refuse_stdout_path(args.plot.as_deref(), "--plot")?;
+    if let Some(path) = args.json.as_deref() {
+        refuse_unwritable_json(path)?;
+    }
     let mut texts = Vec::with_capacity(args.files.len());
     for path in &args.files {
         texts.push(read_merge_input(path)?);
@@ -498,6 +579,42 @@ fn read_merge_input(path: &Path) -> Result<Vec<u8>> {
             "cannot read it ({e}); give a file written by `sockit bench --json` or `--hlog`"
         ),
     })
+}
+
+/// Refuses "-" for an option that writes only to a file (`--hlog`, `--plot`): with
+/// `--json`, "-" is stdout, so it is not silently taken as a file named "-".
+fn refuse_stdout_path(path: Option<&Path>, flag: &str) -> Result<()> {
+    if path != Some(Path::new("-")) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{flag} writes to a file, not to stdout (\"-\" is stdout only for --json); give a \
+         file name, such as ./- for a file named \"-\""
+    )))
+}
+
+/// Refuses a `--json` file that cannot be written, before the run rather than after it
+/// (stdout, "-", always can be). Nothing is left behind: a file that was not there is
+/// created to try, then removed, so a run refused later leaves no empty report.
+///
+/// # Errors
+/// [`Error::Usage`] naming the file and why.
+fn refuse_unwritable_json(path: &Path) -> Result<()> {
+    if path == Path::new("-") {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    let created = !path.exists();
+    if created {
+        open.create_new(true);
+    }
+    open.open(path)
+        .map_err(|e| Error::Usage(format!("cannot write --json {}: {e}", path.display())))?;
+    if created {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// Prints the table (stdout, or stderr when the JSON goes to stdout) and writes the JSON.

@@ -279,6 +279,38 @@ fn refused_when_nothing_listens() {
     }
 }
 
+/// A host name that does not resolve (`.invalid` never does, and never leaves this
+/// host) ends the run at once: one line naming the name, exit 3, no report, instead of a
+/// whole `--duration` of failed connections counted as "other".
+#[test]
+fn a_name_that_does_not_resolve_ends_the_run_before_it_starts() {
+    let output = run_sockit(
+        &[
+            "bench",
+            "tcp://sockit-test.invalid:9",
+            "-p",
+            "echo",
+            "-d",
+            "2s",
+            "--warmup",
+            "0",
+        ],
+        None,
+    );
+    let described = describe(&output);
+    assert_eq!(code(&output), 3, "{described}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{described}");
+    assert!(
+        stderr.contains("could not resolve host \"sockit-test.invalid\""),
+        "{described}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "a report was printed\n{described}"
+    );
+}
+
 /// On both engines (see `bench_engine`).
 #[test]
 fn silent_server_times_out() {

@@ -433,16 +433,23 @@ fn start_at_in_the_past_or_too_far_ahead_is_refused() {
         .unwrap_or_default()
         .as_secs();
     let past = (now - 10).to_string();
+    // Ahead, but not by the 10 s warm-up.
+    let soon = (now + 5).to_string();
     let far = (now + 25 * 3600).to_string();
     let cases: HashMap<&str, &str> = [
-        (past.as_str(), "too soon"),
+        (past.as_str(), "is in the past"),
+        ("1796620", "--start-at 1970-01-21T19:03:40Z is in the past"),
+        (soon.as_str(), "too soon"),
         (far.as_str(), "within 1day"),
         ("2026-13-01T00:00:00Z", "RFC 3339"),
     ]
     .into_iter()
     .collect();
     for (at, said) in cases {
-        let output = run_sockit(&["bench", &endpoint, "--start-at", at], None);
+        let output = run_sockit(
+            &["bench", &endpoint, "--warmup", "10s", "--start-at", at],
+            None,
+        );
         let described = describe(&output);
         assert_eq!(code(&output), 2, "{at}: {described}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -553,6 +560,17 @@ fn merging_interval_logs_gives_the_json_merge_latency() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("latency p99"), "{}", describe(&table));
     assert!(
+        text.contains("merged            2 interval logs, 6 intervals\n"),
+        "{}",
+        describe(&table)
+    );
+    let one = run_sockit(&["bench", "merge", &hlogs[0]], None);
+    assert!(
+        String::from_utf8_lossy(&one.stdout).contains("merged            1 interval log, 3 "),
+        "{}",
+        describe(&one)
+    );
+    assert!(
         text.contains(&format!("exchanges         {exchanges}\n")),
         "{}",
         describe(&table)
@@ -598,5 +616,349 @@ fn corrupt_interval_log_is_one_line_exit_2() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim().lines().count(), 1, "{described}");
         assert!(stderr.contains(says), "{described}");
+    }
+}
+
+/// Decodes a PNG as `rsvg-convert` writes it (8-bit RGB or RGBA, not interlaced) with the
+/// standard library alone and prints, as JSON, how many pixels that are not white lie in
+/// the outermost 3 pixels of each edge: text cut off at the picture's border leaves ink
+/// there.
+const PNG_EDGE_INK: &str = r#"
+import json, struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+pos, idat, width, height, bpp = 8, b"", 0, 0, 4
+while pos < len(data):
+    length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + length]
+    if kind == b"IHDR":
+        width, height, depth, colour = struct.unpack(">IIBB", body[:10])
+        assert depth == 8 and colour in (2, 6), (depth, colour)
+        bpp = 4 if colour == 6 else 3
+    elif kind == b"IDAT":
+        idat += body
+    pos += 12 + length
+raw, stride, rows = zlib.decompress(idat), width * bpp, []
+prev = bytearray(stride)
+for y in range(height):
+    kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+    for i in range(stride):
+        a = line[i - bpp] if i >= bpp else 0
+        b, c = prev[i], (prev[i - bpp] if i >= bpp else 0)
+        if kind == 1: line[i] = (line[i] + a) & 255
+        elif kind == 2: line[i] = (line[i] + b) & 255
+        elif kind == 3: line[i] = (line[i] + (a + b) // 2) & 255
+        elif kind == 4:
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+    rows.append(line)
+    prev = line
+def ink(x, y):
+    pixel = rows[y][bpp * x:bpp * x + bpp]
+    return (bpp == 3 or pixel[3] > 0) and min(pixel[:3]) < 200
+edge = 3
+print(json.dumps({
+    "left": sum(ink(x, y) for y in range(height) for x in range(edge)),
+    "right": sum(ink(x, y) for y in range(height) for x in range(width - edge, width)),
+    "top": sum(ink(x, y) for x in range(width) for y in range(edge)),
+    "bottom": sum(ink(x, y) for x in range(width) for y in range(height - edge, height)),
+}))
+"#;
+
+/// Prints, as JSON, the colour of every drawn series line (2 px wide) of an SVG and its
+/// contrast ratio against white (WCAG: 3:1 is the least for lines to read).
+const SVG_LINE_CONTRAST: &str = r#"
+import json, sys
+import xml.etree.ElementTree as ET
+ns = "{http://www.w3.org/2000/svg}"
+def luminance(hex_colour):
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+root = ET.parse(sys.argv[1]).getroot()
+strokes = {p.get("stroke") for p in root.iter(ns + "polyline") if p.get("stroke-width") == "2"}
+print(json.dumps({s: round(1.05 / (luminance(s) + 0.05), 2) for s in sorted(strokes)}))
+"#;
+
+/// Renders an SVG with `rsvg-convert` and asserts that no ink touches the picture's
+/// border (a label cut off) and that every series line reads on the white background.
+fn assert_plot_reads_whole(svg: &Path, context: &str) {
+    let png = svg.with_extension("png");
+    let rendered = run_within_timeout(
+        "rsvg-convert",
+        &[svg.as_os_str(), "-o".as_ref(), png.as_os_str()],
+    );
+    assert!(rendered.status.success(), "{}", describe(&rendered));
+    let edges = python_json(PNG_EDGE_INK, &png);
+    for side in ["left", "right", "top", "bottom"] {
+        assert_eq!(
+            edges[side],
+            0,
+            "ink at the {side} border of {} (a cut-off label): {edges}\n{context}",
+            svg.display()
+        );
+    }
+    let contrasts = python_json(SVG_LINE_CONTRAST, svg);
+    let lines = contrasts.as_object().map(|o| o.len()).unwrap_or_default();
+    assert!(
+        lines >= 2,
+        "no series lines in {}: {contrasts}",
+        svg.display()
+    );
+    for (colour, ratio) in contrasts.as_object().into_iter().flatten() {
+        let ratio = ratio.as_f64().unwrap_or_default();
+        assert!(
+            ratio >= 3.0,
+            "the line {colour} has a contrast of {ratio}:1 on white in {}\n{context}",
+            svg.display()
+        );
+    }
+}
+
+/// The plot of a run and of a merge of three runs: the last percentile label ("99.99%"
+/// with over 1,000 exchanges) is drawn whole inside the picture, and no series line is a
+/// light colour that fades into the white background.
+#[test]
+fn plot_labels_stay_inside_the_picture_and_every_line_reads_on_white() {
+    let server = echo_server();
+    let dir = scratch();
+    let svg = dir.path().join("run.svg");
+    let svg_arg = svg.display().to_string();
+    let json = dir.path().join("run.json");
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "2",
+            "-d",
+            "1s",
+            "--warmup",
+            "0",
+            "--hlog-interval",
+            "250ms",
+            "--plot",
+            &svg_arg,
+        ],
+        &json,
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 1000, "too few exchanges to test: {run}");
+    assert_plot_reads_whole(&svg, &run);
+    let json_arg = json.display().to_string();
+    let merged_svg = dir.path().join("merged.svg");
+    let merged_arg = merged_svg.display().to_string();
+    let output = run_sockit(
+        &[
+            "bench",
+            "merge",
+            &json_arg,
+            &json_arg,
+            &json_arg,
+            "--plot",
+            &merged_arg,
+        ],
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", describe(&output));
+    assert_plot_reads_whole(&merged_svg, &describe(&output));
+}
+
+/// Ctrl-C after measuring began, against a server that never answers: the one line says
+/// how long was measured before the interrupt, not the whole `--duration` the run never
+/// reached, and does not suggest raising `--duration`.
+#[test]
+fn ctrl_c_with_nothing_answered_names_the_span_measured_before_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let endpoint = format!(
+        "tcp://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    // Reads the requests and never answers; says when the first one arrives, which is
+    // when measuring has begun (no warm-up).
+    let (arrived, first_request) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+            let _ = arrived.send(());
+        }
+        // Held open until the run ends and closes it.
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let mut bench = Proc::sockit(&[
+        "bench", &endpoint, "-p", "echo", "-c", "1", "-d", "1h", "--warmup", "0", "-t", "1h",
+    ]);
+    first_request
+        .recv_timeout(TIMEOUT)
+        .unwrap_or_else(|e| panic!("no request arrived: {e}\n{}", bench.report()));
+    bench.signal(libc::SIGINT);
+    let status = bench.wait_exit();
+    let stderr = bench.stderr();
+    let described = format!("{status}\n{}", bench.report());
+    assert_eq!(status.code(), Some(1), "{described}");
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line\n{described}"));
+    assert!(error.contains("before the interrupt"), "{described}");
+    assert!(!error.contains("measured 1h"), "{described}");
+    assert!(!error.contains("--duration"), "{described}");
+}
+
+/// Out of file descriptors (`ulimit -n 64`, 200 connections asked): the table says how
+/// many connections the figures come from, not only the 200 of the pattern line.
+#[test]
+fn the_table_says_when_fewer_connections_connected_than_asked() {
+    let server = echo_server();
+    let endpoint = server.endpoint();
+    let bin = crate::util::sockit_bin();
+    let script = format!(
+        "ulimit -n 64 && exec '{}' bench {endpoint} -p echo -c 200 -d 500ms --warmup 0 \
+         --json -",
+        bin.display()
+    );
+    let output = run_within_timeout("sh", &["-c".as_ref(), script.as_ref()]);
+    let described = describe(&output);
+    assert_eq!(code(&output), 0, "{described}");
+    let report = Report::from_json(&String::from_utf8_lossy(&output.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{described}"));
+    assert!(
+        report.connected > 0 && report.connected < 200,
+        "the limit did not bite: {described}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = format!(
+        "connected         only {} of 200 connections;",
+        report.connected
+    );
+    assert!(stderr.contains(&said), "no {said:?}\n{described}");
+}
+
+/// Runs `tmux -S SOCKET ARGS` (a tmux server of the test's own).
+fn tmux(socket: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .args(["-f", "/dev/null"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tmux (is it installed?): {e}"))
+}
+
+/// In a terminal (a tmux pane) the progress bar is drawn below the "measuring for" line
+/// and erased at the end: no stale bar is left above that line in the scrollback.
+#[test]
+fn the_progress_bar_leaves_no_stale_frame_in_a_terminal() {
+    let server = echo_server();
+    let dir = scratch();
+    let socket = dir.path().join("tmux.sock");
+    let command = format!(
+        "'{}' bench {} -p echo -c 2 -d 500ms --warmup 0; echo \"bench exited $?\"; sleep 60",
+        crate::util::sockit_bin().display(),
+        server.endpoint()
+    );
+    let started = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &command,
+        ],
+    );
+    assert!(started.status.success(), "{started:?}");
+    let pane = || {
+        let output = tmux(&socket, &["capture-pane", "-p", "-t", "t"]);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let shown = crate::peers::poll_until("bench to finish in the pane", pane, || {
+        let shown = pane();
+        shown.contains("bench exited").then_some(shown)
+    });
+    let _ = tmux(&socket, &["kill-server"]);
+    assert!(shown.contains("bench exited 0"), "{shown}");
+    assert!(shown.contains("measuring for 500ms"), "{shown}");
+    assert!(!shown.contains('░'), "a stale progress bar:\n{shown}");
+}
+
+/// Small requests at a low rate: the throughput line gives the bit rate in a unit that
+/// shows it ("12.80 kbit/s"), not "0.000 Gbit/s".
+#[test]
+fn the_throughput_line_gives_the_bit_rate_in_a_unit_that_fits() {
+    let server = echo_server();
+    let dir = scratch();
+    let (status, report, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-s",
+            "16",
+            "-c",
+            "1",
+            "--rate",
+            "100",
+            "-d",
+            "500ms",
+            "--warmup",
+            "0",
+        ],
+        &dir.path().join("small.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 0, "{run}");
+    let throughput = run
+        .lines()
+        .find(|line| line.starts_with("throughput "))
+        .unwrap_or_else(|| panic!("no throughput line\n{run}"));
+    assert!(throughput.ends_with(" kbit/s)"), "{throughput}\n{run}");
+    assert!(!throughput.contains("0.000"), "{throughput}\n{run}");
+}
+
+/// `bench merge` refuses `--plot -` and a `--json` file it cannot write in one line with
+/// exit 2, before printing the merged table, as `bench` does.
+#[test]
+fn merge_refuses_plot_to_stdout_and_an_unwritable_json_before_printing() {
+    let server = echo_server();
+    let dir = scratch();
+    let json = dir.path().join("run.json");
+    let (status, _, run) = bench(
+        &[
+            &server.endpoint(),
+            "-p",
+            "echo",
+            "-c",
+            "1",
+            "-d",
+            "200ms",
+            "--warmup",
+            "0",
+        ],
+        &json,
+    );
+    assert_eq!(status, 0, "{run}");
+    let json_arg = json.display().to_string();
+    let unwritable = dir.path().join("no-such-dir").join("merged.json");
+    let unwritable = unwritable.display().to_string();
+    for (flag, value, said) in [
+        ("--plot", "-", "--plot writes to a file"),
+        ("--json", unwritable.as_str(), "cannot write --json"),
+    ] {
+        let output = run_sockit(&["bench", "merge", &json_arg, flag, value], None);
+        let described = describe(&output);
+        assert_eq!(code(&output), 2, "{described}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{described}");
+        assert!(stderr.contains(said), "{described}");
+        assert!(output.stdout.is_empty(), "{described}");
     }
 }

@@ -192,6 +192,16 @@ fn a_message_file_sends_its_messages_in_turn_to_redis() {
     assert_eq!(status, 0, "{run}");
     assert!(report.exchanges >= 2, "{run}");
     assert_eq!(report.errors.total, 0, "{run}");
+    // The table gives both sizes, not the longest message's for all of them.
+    assert_eq!(
+        (report.size_min_bytes, report.size_bytes),
+        (Some(6), 29),
+        "{run}"
+    );
+    assert!(
+        run.contains("echo, 6- to 29-byte messages, 1 connection, closed loop"),
+        "{run}"
+    );
     // The first message really went: the key is there.
     let value = ask(redis.port, b"GET sockit-key\r\n");
     assert_eq!(
@@ -439,6 +449,20 @@ fn a_rate_the_load_generator_cannot_reach_is_named_as_its_limit() {
 
 #[test]
 fn ctrl_c_prints_a_partial_report_with_its_histogram() {
+    a_stop_signal_prints_a_partial_report_with_its_histogram(libc::SIGINT);
+}
+
+/// SIGTERM (`timeout`, a job runner) and SIGHUP (a closed terminal) stop a run as Ctrl-C
+/// does: a partial report with its histogram, exit 0, as they stop `serve`.
+#[test]
+fn sigterm_and_sighup_print_a_partial_report_as_ctrl_c_does() {
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        a_stop_signal_prints_a_partial_report_with_its_histogram(signal);
+    }
+}
+
+/// Sends `signal` to a run in mid-measurement and checks its partial report.
+fn a_stop_signal_prints_a_partial_report_with_its_histogram(signal: i32) {
     let exchanged = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&exchanged);
     let server = ThreadServer::start(move |mut conn| {
@@ -467,9 +491,9 @@ fn ctrl_c_prints_a_partial_report_with_its_histogram() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    bench.signal(libc::SIGINT);
+    bench.signal(signal);
     let status = bench.wait_exit();
-    let described = format!("{status}\n{}", bench.report());
+    let described = format!("signal {signal}: {status}\n{}", bench.report());
     assert_eq!(status.code(), Some(0), "{described}");
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{e}\n{described}"));
     let report = Report::from_json(&text).unwrap_or_else(|e| panic!("{e}\n{described}"));
@@ -500,6 +524,12 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
     std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
     let empty = empty.display().to_string();
     let missing = dir.path().join("missing").display().to_string();
+    let unwritable_json = dir.path().join("no-such-dir").join("run.json");
+    let unwritable_json = unwritable_json.display().to_string();
+    let directory = dir.path().display().to_string();
+    // Writable, but the run is refused for its --plot: no empty report may be left.
+    let fresh_json = dir.path().join("fresh.json");
+    let fresh_json_arg = fresh_json.display().to_string();
     let cases: &[&[&str]] = &[
         &["--message", ""],
         &["--message-file", &missing],
@@ -508,6 +538,15 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
         &["--first-message", ""],
         &["--reply-until", ""],
         &["--reply-regex", "(unclosed"],
+        &["--reply-regex", ""],
+        &["--reply-regex", "x*"],
+        &["--reply-regex", "^"],
+        &["--hlog-interval", "0"],
+        &["--hlog", "-"],
+        &["--plot", "-"],
+        &["--json", &unwritable_json],
+        &["--json", &directory],
+        &["--json", &fresh_json_arg, "--plot", &unwritable_json],
         &["--rate", "0"],
         &["--rate", "-2"],
         &["--rate-per-conn", "0"],
@@ -550,6 +589,7 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
             describe(&output)
         );
     }
+    assert!(!fresh_json.exists(), "a refused run left {fresh_json_arg}");
     listener
         .set_nonblocking(true)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -558,4 +598,91 @@ fn bad_payload_rate_and_ramp_values_are_refused_before_connecting() {
         matches!(&connected, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "a refused run connected: {connected:?}"
     );
+}
+
+/// A `--reply-regex` that ends the replies completes an exchange only once a byte of its
+/// reply has arrived, even where the regex can match nothing (`\b` matches before the
+/// first byte): each completed exchange used up at least one byte the server sent.
+#[test]
+fn a_reply_regex_never_completes_an_exchange_without_a_reply_byte() {
+    let echoed = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&echoed);
+    let server = ThreadServer::start(move |mut conn| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            if conn.write_all(&buf[..n]).is_err() {
+                return;
+            }
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    let dir = scratch();
+    let endpoint = server.endpoint();
+    let (status, report, run) = bench(
+        &[
+            &endpoint,
+            "-p",
+            "echo",
+            "--message",
+            r"hi\n",
+            "--reply-regex",
+            r"\b",
+            "-c",
+            "1",
+            "-d",
+            "300ms",
+            "--warmup",
+            "0",
+        ],
+        &dir.path().join("regex.json"),
+    );
+    assert_eq!(status, 0, "{run}");
+    assert!(report.exchanges > 0, "{run}");
+    let echoed = echoed.load(Ordering::Relaxed);
+    assert!(
+        report.exchanges <= echoed,
+        "{} exchanges completed on {echoed} reply bytes\n{run}",
+        report.exchanges
+    );
+}
+
+/// The echo pattern's replies must repeat the request, not only match its length: a
+/// server that answers otherwise (here in capitals) counts as a mismatch with a hint to
+/// frame its replies, instead of exchanges that are no echo (and, when the lengths
+/// differ, a framing that drifts into pipelining and a rate many times the real one).
+/// On the tasks engine.
+#[test]
+fn an_echo_reply_that_does_not_repeat_the_request_is_a_mismatch() {
+    let server = ThreadServer::start(|mut conn| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            if conn.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = scratch();
+    let endpoint = server.endpoint();
+    let (status, report, run) = bench(
+        &[
+            &endpoint,
+            "-p",
+            "echo",
+            "--message",
+            r"ping\n",
+            "-c",
+            "1",
+            "-d",
+            "300ms",
+            "--warmup",
+            "0",
+            "--engine",
+            "tasks",
+        ],
+        &dir.path().join("not-echo.json"),
+    );
+    assert_eq!(status, 1, "{run}");
+    assert_eq!(report.exchanges, 0, "{run}");
+    assert!(report.errors.mismatch > 0, "{run}");
+    assert!(run.contains("is not an echo of the request"), "{run}");
 }
