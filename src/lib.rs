@@ -28,6 +28,8 @@
 //!   parsers and destination rules, then the relay's copy path for each tunnel;
 //! * [`probe`]: which TCP ports of a host are open (`probe`, nc -z);
 //! * [`idle`]: "no traffic either way for so long", shared by connect and relay;
+//! * [`clock`]: the monotonic clocks as integers, for the idle clock and the load
+//!   generator's epoll engine;
 //! * [`bench`](mod@bench): the load generator (`bench`): patterns, open/closed loop, HDR latency;
 //! * [`build_info`]: what this binary was built from (`sockit version`);
 //! * [`shutdown`]: signals (SIGTERM, SIGINT, SIGHUP) → graceful, bounded drain;
@@ -42,7 +44,7 @@
 //!
 //! `cli` → `bench` `relay` `server` `client` `probe` `proxy` `metrics_http` → `access`
 //! `behaviour` `obs` → `transport` → `endpoint` `framing` `error` `escape` `shutdown`
-//! `idle` `build_info`.
+//! `idle` `clock` `build_info`.
 
 // The module docs are a map for whoever works on the crate, so they name private modules
 // too (`cargo doc --document-private-items` resolves those links).

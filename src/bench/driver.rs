@@ -71,17 +71,21 @@ impl Answering<'_> {
     fn check_echo(self, reply: &[u8]) -> std::result::Result<(), ReplyFailure> {
         match self {
             Answering::Request(request) if reply != request => {
-                Err(ReplyFailure::Mismatch(format!(
-                    "{:?} is not an echo of the request {:?}; for a server that answers \
-                     otherwise, end the replies with --reply-until, --reply-size or \
-                     --reply-regex",
-                    String::from_utf8_lossy(&reply[..reply.len().min(80)]),
-                    String::from_utf8_lossy(&request[..request.len().min(80)]),
-                )))
+                Err(ReplyFailure::Mismatch(not_an_echo(reply, request)))
             }
             _ => Ok(()),
         }
     }
+}
+
+/// Why `reply` is refused as the echo of `request`, in words.
+fn not_an_echo(reply: &[u8], request: &[u8]) -> String {
+    format!(
+        "{:?} is not an echo of the request {:?}; for a server that answers otherwise, end \
+         the replies with --reply-until, --reply-size or --reply-regex",
+        String::from_utf8_lossy(&reply[..reply.len().min(80)]),
+        String::from_utf8_lossy(&request[..request.len().min(80)]),
+    )
 }
 
 /// Where a reply ends.
@@ -242,6 +246,13 @@ impl Target {
 }
 
 impl Target {
+    /// The error for a reply that does not repeat its request, the reply being framed as
+    /// long as the request (`reply`: what of it came so far): as the task engine's
+    /// drivers judge it, for the lane, which checks each read as it comes.
+    pub(super) fn not_an_echo(&self, reply: &[u8], request: &[u8]) -> Error {
+        self.reply_error(ReplyFailure::Mismatch(not_an_echo(reply, request)), "")
+    }
+
     /// The outcome of a datagram exchange whose request had `sent` bytes and whose reply
     /// is `reply`: the payload bytes sent, or why the reply is refused.
     pub(super) fn datagram_verdict(&self, reply: &[u8], sent: usize) -> Result<u64> {

@@ -22,11 +22,11 @@
 //!   to the measured span by its completion;
 //! * a failure is counted by kind when it happens (the [`super::measure::Measured`] of its
 //!   connection, the same tally the tasks keep), the connection is dropped and tried again
-//!   after [`ERROR_PAUSE`] (open loop: at the next due time); a reply slower than the
-//!   timeout (from its send) is a timeout, and the
-//!   connection (or datagram socket) is replaced at once, so a late reply is never taken
-//!   for the next one's;
-//! * bytes read past an exact reply are the next reply's start; a datagram is one reply.
+//!   after [`pause_after`] the failure (open loop: at the next due time); a reply slower
+//!   than the timeout (from its send) is a timeout, and the connection (or datagram
+//!   socket) is replaced at once, so a late reply is never taken for the next one's;
+//! * bytes read past an exact reply are the next reply's start; a datagram is one reply;
+//!   a reply as long as its request must repeat it ([`echoes`]).
 //!
 //! Per exchange: one clock read per event, the system calls (and for `hello` the socket's
 //! creation, connect and registration), a histogram increment. Times are integers
@@ -50,6 +50,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
@@ -60,7 +61,7 @@ use super::driver::{FIRST_READ_SIZE, ReplyEnd, Target};
 use super::histogram::StagedHistogram;
 use super::intervals::{Phase as Filed, Recording};
 use super::latencies::{Latencies, interval_boundary};
-use super::measure::{ERROR_PAUSE, FailureKind, Load, Measured, Plan, Schedule, phase_of};
+use super::measure::{FailureKind, Load, Measured, Plan, Schedule, pause_after, phase_of};
 use super::progress::ProgressSlot;
 use super::window::Window;
 use super::{BenchOptions, Pattern};
@@ -291,6 +292,8 @@ enum Turn {
     Wait,
     /// The call failed.
     Failed(io::Error),
+    /// The reply is not the one expected.
+    Refused(Error),
 }
 
 /// One connection of the lane.
@@ -863,6 +866,7 @@ impl Lane {
                 let error = self.send_error(index, e);
                 self.fail_exchange(index, now, error);
             }
+            Turn::Refused(error) => self.fail_exchange(index, now, error),
         }
     }
 
@@ -897,11 +901,17 @@ impl Lane {
                 self.fail_exchange(index, now, error);
                 false
             }
+            Turn::Refused(error) => {
+                self.fail_exchange(index, now, error);
+                false
+            }
         }
     }
 
     /// Reads a stream reply until it is complete or the socket is empty; a reply that
-    /// ends at a byte count leaves what came past it for the next one.
+    /// ends at a byte count leaves what came past it for the next one. A reply framed as
+    /// long as its request must repeat it (as the task engine's drivers judge): each read
+    /// is compared as it comes with what an echo server sends there ([`echoes`]).
     #[inline(always)]
     fn read_stream(&mut self, index: usize) -> Turn {
         let messages = &self.share.target.messages;
@@ -928,6 +938,15 @@ impl Lane {
                     conn.readable = got >= room;
                     if need.is_none() {
                         return Turn::Done;
+                    }
+                    if self.share.lane.length == ReplyLength::SameAsRequest {
+                        let read = &self.scratch[..got];
+                        if !echoes(&messages.each, conn.request, conn.filled, read) {
+                            let request = &messages.each[conn.request];
+                            let mut reply = request[..conn.filled.min(request.len())].to_vec();
+                            reply.extend_from_slice(read);
+                            return Turn::Refused(self.share.target.not_an_echo(&reply, request));
+                        }
                     }
                     conn.filled += got;
                 }
@@ -1016,21 +1035,23 @@ impl Lane {
     /// A timed exchange failed: counted by kind, the connection dropped, the next try
     /// after the closed loop's pause.
     fn fail_exchange(&mut self, index: usize, now: Nanos, error: Error) {
+        let pause = pause_after(&error);
         let conn = &mut self.conns[index];
         conn.measured
             .fail(&self.span, now, FailureKind::of(&error), || error);
-        self.pause(index, now);
+        self.pause(index, now, pause);
     }
 
     /// Getting ready (connecting) failed: counted as a request that went out and failed,
     /// as the task engine counts a failed `prepare`.
     fn fail_prepare(&mut self, index: usize, now: Nanos, error: Error) {
+        let pause = pause_after(&error);
         let conn = &mut self.conns[index];
         conn.origin = None;
         conn.measured.send(&self.span, now);
         conn.measured
             .fail(&self.span, now, FailureKind::of(&error), || error);
-        self.pause(index, now);
+        self.pause(index, now, pause);
     }
 
     /// No reply in time: a timeout, and a fresh connection at once.
@@ -1046,13 +1067,13 @@ impl Lane {
         self.begin(index, now);
     }
 
-    /// Drops the connection; the next try comes after [`ERROR_PAUSE`] in closed loop,
-    /// when the timetable says in open loop (through the timers either way, so a run of
-    /// failures never recurses).
-    fn pause(&mut self, index: usize, now: Nanos) {
+    /// Drops the connection; the next try comes after `pause` in closed loop (see
+    /// [`pause_after`]), when the timetable says in open loop (through the timers either
+    /// way, so a run of failures never recurses).
+    fn pause(&mut self, index: usize, now: Nanos, pause: Duration) {
         self.drop_socket(index);
         let until = match self.share.plan.load {
-            Load::Closed => now.saturating_add(nanos_of(ERROR_PAUSE)),
+            Load::Closed => now.saturating_add(nanos_of(pause)),
             Load::Open { .. } => now,
         };
         self.wait(index, Phase::Paused(until), until);
@@ -1073,6 +1094,30 @@ impl Lane {
     }
 }
 
+/// Whether `read`, which came `offset` bytes into the reply to message `request`, is
+/// what an echo server sends there: the rest of that message, then the following
+/// messages in turn (a server may answer ahead; each connection sends the messages in
+/// order, so what follows is known).
+fn echoes(messages: &[Bytes], mut request: usize, mut offset: usize, mut read: &[u8]) -> bool {
+    while !read.is_empty() {
+        let Some(message) = messages.get(request) else {
+            return false;
+        };
+        // An empty message would never consume a byte (the options refuse one anyway).
+        let Some(expected) = message.get(offset..).filter(|rest| !rest.is_empty()) else {
+            return false;
+        };
+        let take = expected.len().min(read.len());
+        if expected[..take] != read[..take] {
+            return false;
+        }
+        read = &read[take..];
+        offset = 0;
+        request = (request + 1) % messages.len();
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,6 +1130,28 @@ mod tests {
 
     fn unfit(options: &BenchOptions) -> Option<Unfit> {
         LaneTarget::of(options).err()
+    }
+
+    #[test]
+    fn an_echo_is_the_request_then_the_following_messages_in_turn() {
+        let messages = [Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
+        assert!(echoes(&messages, 0, 0, b"ab"));
+        assert!(echoes(&messages, 0, 1, b"b"));
+        assert!(echoes(&messages, 1, 0, b"cdeab"), "answered ahead, in turn");
+        assert!(echoes(&messages, 1, 2, b"eabcd"), "and around again");
+        assert!(!echoes(&messages, 0, 0, b"AB"), "not an echo");
+        assert!(
+            !echoes(&messages, 0, 0, b"abX"),
+            "a byte no message has there"
+        );
+        let one = [Bytes::from_static(b"ping")];
+        assert!(echoes(&one, 0, 0, b"pingpi"));
+        assert!(!echoes(&one, 0, 0, b"ping!"));
+        assert!(!echoes(&[], 0, 0, b"x"));
+        assert!(
+            !echoes(&[Bytes::new()], 0, 0, b"x"),
+            "an empty message ends the walk"
+        );
     }
 
     #[test]

@@ -46,6 +46,19 @@ use crate::error::Error;
 /// so that a dead server (connection refused) is not hammered in a tight loop.
 pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
+/// The pause after a failure to make a socket on this machine (out of file descriptors
+/// or memory, an option the system refuses): it repeats until something changes here, so
+/// the connection waits longer, rather than adding a failure every [`ERROR_PAUSE`].
+pub const LOCAL_FAILURE_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a closed-loop connection waits after `error` before it tries again.
+pub(super) fn pause_after(error: &Error) -> Duration {
+    match error {
+        Error::LocalSocket { .. } => LOCAL_FAILURE_PAUSE,
+        _ => ERROR_PAUSE,
+    }
+}
+
 /// The network side of a measurement: one connection's requests and replies.
 ///
 /// A driver is owned by one connection task and reused for every request, so it keeps
@@ -318,9 +331,10 @@ impl Measured {
     }
 
     /// Closes the connection's tally at `ended`: the exchange still waiting then, if
-    /// any, is counted as in flight; the progress bar gets the last totals.
+    /// any, is counted as in flight (not one that counts from `ended` or later: it went
+    /// out after the end); the progress bar gets the last totals.
     pub(super) fn end_at(&mut self, ended: Instant, progress: Option<&ProgressSlot>) {
-        if let Some(started) = self.in_flight.take() {
+        if let Some(started) = self.in_flight.take().filter(|&started| started < ended) {
             self.in_flight_at_end = 1;
             self.oldest_in_flight = ended.saturating_duration_since(started);
         }
@@ -650,13 +664,19 @@ async fn drive<D: Driver>(
         };
         if let Err(error) = driver.prepare().await {
             let now = Instant::now();
+            let pause = pause_after(&error);
             measured.send(&window, now);
             measured.fail(&window, now, FailureKind::of(&error), || error);
             driver.abandon();
-            pause_after_error(plan.load).await;
+            pause_after_error(plan.load, pause).await;
             continue;
         }
         let sent = Instant::now();
+        if sent >= window.end {
+            // The run is over; its timer has not fired yet (timers are late by up to a
+            // millisecond). A request sent now would be reported as in flight at the end.
+            return;
+        }
         measured.ready(sent);
         let times = match open_start {
             Some((started, due)) => ExchangeTimes {
@@ -679,9 +699,10 @@ async fn drive<D: Driver>(
                 measured.note_progress(progress);
             }
             Some(Err(error)) => {
+                let pause = pause_after(&error);
                 measured.fail(&window, done, FailureKind::of(&error), || error);
                 driver.abandon();
-                pause_after_error(plan.load).await;
+                pause_after_error(plan.load, pause).await;
             }
             None => {
                 let after = plan.timeout;
@@ -715,9 +736,9 @@ async fn open_loop_start(due: Instant) -> (Instant, Instant) {
 }
 
 /// Closed loop: a short pause after a failure. Open loop: none, the timetable paces.
-async fn pause_after_error(load: Load) {
+async fn pause_after_error(load: Load, pause: Duration) {
     if load == Load::Closed {
-        sleep(ERROR_PAUSE).await;
+        sleep(pause).await;
     }
 }
 
@@ -991,6 +1012,24 @@ mod tests {
         )
         .await;
         assert_eq!(measured.failures.short_reply, 10);
+    }
+
+    #[test]
+    fn a_request_sent_at_or_after_the_end_is_not_in_flight_at_the_end() {
+        let ended = Instant::now();
+        let mut late = Measured {
+            in_flight: Some(ended + Duration::from_micros(300)),
+            ..Measured::default()
+        };
+        late.end_at(ended, None);
+        assert_eq!(late.in_flight_at_end, 0);
+        let mut waiting = Measured {
+            in_flight: Some(ended - Duration::from_millis(2)),
+            ..Measured::default()
+        };
+        waiting.end_at(ended, None);
+        assert_eq!(waiting.in_flight_at_end, 1);
+        assert_eq!(waiting.oldest_in_flight, Duration::from_millis(2));
     }
 
     #[test]

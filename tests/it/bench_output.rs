@@ -838,6 +838,38 @@ fn the_table_says_when_fewer_connections_connected_than_asked() {
     assert!(stderr.contains(&said), "no {said:?}\n{described}");
 }
 
+/// Out of file descriptors, a connection that cannot make its socket waits a second
+/// before it tries again (`LOCAL_FAILURE_PAUSE`), instead of adding a failure every
+/// 10 ms: in a 500 ms run each of the 200 connections fails at most once. On both
+/// engines.
+#[test]
+fn a_connection_that_cannot_make_a_socket_waits_before_trying_again() {
+    let server = echo_server();
+    let endpoint = server.endpoint();
+    let bin = crate::util::sockit_bin();
+    for engine in ["lane", "tasks"] {
+        let script = format!(
+            "ulimit -n 64 && exec '{}' bench {endpoint} -p echo -c 200 -d 500ms --warmup 0 \
+             --engine {engine} --json -",
+            bin.display()
+        );
+        let output = run_within_timeout("sh", &["-c".as_ref(), script.as_ref()]);
+        let described = describe(&output);
+        let report = Report::from_json(&String::from_utf8_lossy(&output.stdout))
+            .unwrap_or_else(|e| panic!("{e}\n{described}"));
+        assert!(
+            report.connected < 200,
+            "the limit did not bite: {described}"
+        );
+        let failures = report.errors.total;
+        assert!(
+            failures > 0 && failures <= 200,
+            "{engine}: {failures} failures from 200 connections: {described}"
+        );
+        assert_eq!(report.errors.other, failures, "{engine}: {described}");
+    }
+}
+
 /// Runs `tmux -S SOCKET ARGS` (a tmux server of the test's own).
 fn tmux(socket: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new("tmux")

@@ -16,7 +16,7 @@ use regex::Regex;
 /// The tiers, lowest first: `cli → bench/relay/server/client → access/behaviour/obs →
 /// transport → endpoint/framing/error` (issue 17), with the modules it does not name
 /// placed where they are used: `probe` and `metrics_http` (an HTTP endpoint) are
-/// commands, `shutdown`, `idle` and `escape` are small helpers below transport.
+/// commands, `shutdown`, `idle`, `clock` and `escape` are small helpers below transport.
 const TIERS: [&[&str]; 5] = [
     &[
         "endpoint",
@@ -25,6 +25,7 @@ const TIERS: [&[&str]; 5] = [
         "escape",
         "shutdown",
         "idle",
+        "clock",
         "build_info",
     ],
     &["transport"],
