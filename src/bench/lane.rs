@@ -1098,7 +1098,26 @@ impl Lane {
 /// what an echo server sends there: the rest of that message, then the following
 /// messages in turn (a server may answer ahead; each connection sends the messages in
 /// order, so what follows is known).
-fn echoes(messages: &[Bytes], mut request: usize, mut offset: usize, mut read: &[u8]) -> bool {
+#[inline]
+fn echoes(messages: &[Bytes], request: usize, offset: usize, read: &[u8]) -> bool {
+    // Nearly always: the read is a part of the request it answers.
+    match messages
+        .get(request)
+        .and_then(|m| m.get(offset..offset + read.len()))
+    {
+        Some(expected) => expected == read,
+        None => echoes_ahead(messages, request, offset, read),
+    }
+}
+
+/// [`echoes`] for a read that runs past the end of its request.
+#[cold]
+fn echoes_ahead(
+    messages: &[Bytes],
+    mut request: usize,
+    mut offset: usize,
+    mut read: &[u8],
+) -> bool {
     while !read.is_empty() {
         let Some(message) = messages.get(request) else {
             return false;
