@@ -33,7 +33,7 @@
 //! ([`Nanos`] on `CLOCK_MONOTONIC`, the clock of `Instant`): the run's window, timetables
 //! and timers are converted once ([`Clock`]), so that filing an exchange is a few
 //! integer comparisons, and a small latency one add ([`StagedHistogram`]). The steps one
-//! exchange runs through (complete, begin, go, start, write, read, record) are inlined
+//! exchange runs through (advance, complete, begin, go, start, write, read, record) are inlined
 //! into each other: as calls, their entries and exits cost as much as their bodies. No
 //! allocation: the reply
 //! buffer is one per thread (only reply lengths are needed, never their bytes, outside a
@@ -640,6 +640,7 @@ impl Lane {
     /// Does what the connection can do now, a few exchanges at most. Nothing once the
     /// window has ended: what was under way then stays in flight, as the task engine
     /// counts it.
+    #[inline(always)]
     fn advance(&mut self, index: usize, now: Nanos) {
         if now >= self.span.end {
             return;
