@@ -69,7 +69,7 @@ use crate::clock::monotonic_ns;
 use crate::endpoint::{Endpoint, Host, HostPort, UnixAddr};
 use crate::error::Error;
 use crate::transport::{
-    MAX_DATAGRAM, SocketOptions, close_uncancellable, connect_error, connect_uncancellable,
+    MAX_DATAGRAM, Nagle, SocketOptions, close_uncancellable, connect_error, connect_uncancellable,
     recv_uncancellable, send_uncancellable, tcp_client_socket, udp_client,
 };
 
@@ -81,6 +81,10 @@ const EVENTS_PER_WAIT: usize = 512;
 /// Exchanges one connection completes in a row before the others get their turn (a
 /// server that sends ahead could otherwise keep the thread on one connection).
 const EXCHANGES_PER_TURN: usize = 8;
+
+/// The longest request sure to leave in one segment on any path (IPv6's minimum MTU,
+/// less headers and options).
+const ONE_SEGMENT: usize = 1200;
 
 /// Why a run does not fit the lane, in words for `--engine lane`.
 pub type Unfit = &'static str;
@@ -218,11 +222,18 @@ impl LaneTarget {
         {
             return Err("a --source of the other address family");
         }
+        let mut socket = options.socket.clone();
+        if options.pattern == Pattern::Hello && options.messages.longest() <= ONE_SEGMENT {
+            // A hello request is one write on a fresh connection, which Nagle's algorithm
+            // never holds back (nothing is unacknowledged yet): the same packets, one
+            // system call fewer per exchange.
+            socket.nagle = Nagle::On;
+        }
         Ok(LaneTarget {
             wire,
             pattern: options.pattern,
             length,
-            socket: options.socket.clone(),
+            socket,
         })
     }
 

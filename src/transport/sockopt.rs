@@ -369,9 +369,13 @@ impl SocketOptions {
 
     /// The TCP-only options: Nagle and keepalive.
     fn apply_tcp(&self, socket: &SockRef<'_>) -> crate::Result<()> {
-        socket
-            .set_tcp_nodelay(self.nagle == Nagle::Off)
-            .map_err(|e| local_error("--no-delay".into(), &e, Flag::Other))?;
+        // Options are applied to fresh sockets only, where Nagle's algorithm is on: only
+        // turning it off takes a system call.
+        if self.nagle == Nagle::Off {
+            socket
+                .set_tcp_nodelay(true)
+                .map_err(|e| local_error("--no-delay".into(), &e, Flag::Other))?;
+        }
         if let Some(keepalive) = self.keepalive {
             let mut params = TcpKeepalive::new().with_time(keepalive.idle);
             if let Some(interval) = keepalive.interval {
