@@ -33,14 +33,14 @@
 //! ([`Nanos`] on `CLOCK_MONOTONIC`, the clock of `Instant`): the run's window, timetables
 //! and timers are converted once ([`Clock`]), so that filing an exchange is a few
 //! integer comparisons, and a small latency one add ([`StagedHistogram`]). The steps one
-//! exchange runs through (advance, complete, begin, go, start, write, read, record) are inlined
-//! into each other: as calls, their entries and exits cost as much as their bodies. No
-//! allocation: the reply
-//! buffer is one per thread (only reply lengths are needed, never their bytes, outside a
-//! datagram's check). Due times, pauses and a connect ramp's openings wait in one heap of
-//! timers, whose earliest bounds the wait in the epoll set (a millisecond's resolution,
-//! as tokio's timers); timeouts, the interval log's boundaries and the progress bar are
-//! looked after by a sweep every [`TICK`].
+//! exchange runs through (advance, complete, begin, go, start, write, read, record) are
+//! inlined into each other: as calls, their entries and exits cost as much as their
+//! bodies. No allocation: the reply buffer is one per thread (a reply is checked as each
+//! read comes, an echo against its request, so only its length is kept). Due times,
+//! pauses and a connect ramp's openings wait in one heap of timers, whose earliest bounds
+//! the wait in the epoll set (a millisecond's resolution, as tokio's timers); timeouts,
+//! the interval log's boundaries and the progress bar are looked after by a sweep every
+//! [`TICK`].
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -653,35 +653,10 @@ fn a_reply_regex_never_completes_an_exchange_without_a_reply_byte() {
 /// On both engines.
 #[test]
 fn an_echo_reply_that_does_not_repeat_the_request_is_a_mismatch() {
-    let server = ThreadServer::start(|mut conn| {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = conn.read(&mut buf) {
-            if conn.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
-                return;
-            }
-        }
-    });
-    let dir = scratch();
-    let endpoint = server.endpoint();
+    let server =
+        ThreadServer::start(|conn| answer_each_read(conn, |read| read.to_ascii_uppercase()));
     for engine in ["tasks", "lane"] {
-        let (status, report, run) = bench(
-            &[
-                &endpoint,
-                "-p",
-                "echo",
-                "--message",
-                r"ping\n",
-                "-c",
-                "1",
-                "-d",
-                "300ms",
-                "--warmup",
-                "0",
-                "--engine",
-                engine,
-            ],
-            &dir.path().join(format!("not-echo-{engine}.json")),
-        );
+        let (status, report, run) = ping_echo(&server.endpoint(), engine);
         assert_eq!(status, 1, "{engine}: {run}");
         assert_eq!(report.exchanges, 0, "{engine}: {run}");
         assert!(report.errors.mismatch > 0, "{engine}: {run}");
@@ -698,37 +673,9 @@ fn an_echo_reply_that_does_not_repeat_the_request_is_a_mismatch() {
 /// every other exchange succeeds, exit 0), the epoll engine as it reads it.
 #[test]
 fn an_echo_server_that_sends_more_than_the_request_is_a_mismatch() {
-    let server = ThreadServer::start(|mut conn| {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = conn.read(&mut buf) {
-            let mut reply = buf[..n].to_vec();
-            reply.push(b'!');
-            if conn.write_all(&reply).is_err() {
-                return;
-            }
-        }
-    });
-    let dir = scratch();
-    let endpoint = server.endpoint();
+    let server = ThreadServer::start(|conn| answer_each_read(conn, |read| [read, b"!"].concat()));
     for engine in ["tasks", "lane"] {
-        let (status, report, run) = bench(
-            &[
-                &endpoint,
-                "-p",
-                "echo",
-                "--message",
-                r"ping\n",
-                "-c",
-                "1",
-                "-d",
-                "300ms",
-                "--warmup",
-                "0",
-                "--engine",
-                engine,
-            ],
-            &dir.path().join(format!("echo-plus-{engine}.json")),
-        );
+        let (status, report, run) = ping_echo(&server.endpoint(), engine);
         assert!(report.errors.mismatch > 0, "{engine}: {run}");
         assert!(
             run.contains("is not an echo of the request"),
@@ -739,4 +686,39 @@ fn an_echo_server_that_sends_more_than_the_request_is_a_mismatch() {
             assert_eq!(report.exchanges, 0, "{engine}: {run}");
         }
     }
+}
+
+/// Serves one connection: each read is answered with `answer` of it, until the client
+/// closes.
+fn answer_each_read(mut conn: TcpStream, answer: impl Fn(&[u8]) -> Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = conn.read(&mut buf) {
+        if conn.write_all(&answer(&buf[..n])).is_err() {
+            return;
+        }
+    }
+}
+
+/// `-p echo --message 'ping\n'` on one connection for 300 ms against `endpoint`, on
+/// `engine`: the exit status, the report and the whole run in words.
+fn ping_echo(endpoint: &str, engine: &str) -> (i32, Report, String) {
+    let dir = scratch();
+    bench(
+        &[
+            endpoint,
+            "-p",
+            "echo",
+            "--message",
+            r"ping\n",
+            "-c",
+            "1",
+            "-d",
+            "300ms",
+            "--warmup",
+            "0",
+            "--engine",
+            engine,
+        ],
+        &dir.path().join("ping.json"),
+    )
 }
